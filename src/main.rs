@@ -1,1 +1,72 @@
-fn main(){}
+//! `hybrid-cache`: run a node, make certificates, or talk to a running node.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hybrid_cache::cli::{run_client, Cli, Command};
+use hybrid_cache::config::Config;
+use hybrid_cache::node::Node;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            init_tracing();
+            let config = match Config::load(&args.flags()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hybrid-cache: configuration error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run_node(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hybrid-cache: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Certs { out, nodes } => match hybrid_cache::gossip::generate_certs(&out, &nodes) {
+            Ok(()) => {
+                println!("wrote CA and certificates for {} to {}", nodes.join(","), out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hybrid-cache certs: {e}");
+                ExitCode::from(1)
+            }
+        },
+        cmd => match run_client(cmd).await {
+            Ok(out) => {
+                let mut stdout = std::io::stdout();
+                let _ = stdout.write_all(&out);
+                if !out.is_empty() && !out.ends_with(b"\n") {
+                    let _ = stdout.write_all(b"\n");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hybrid-cache: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+async fn run_node(config: Config) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    node.run_until_signal().await?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The node supervisor: spawns the children, restarts the ones that crash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::actors::category::CategoryActor;
+use crate::bus::BusActor;
+use crate::cache::Shared;
+
+/// Which child an actor id is.
+#[derive(Clone, Debug)]
+enum Child {
+    Category(String),
+    Bus,
+}
+
+/// Messages to the supervisor.
+pub enum SupervisorMsg {
+    /// Stop restarting children (the node is shutting down).
+    Stopping,
+}
+
+pub struct NodeSupervisor;
+
+pub struct SupervisorState {
+    shared: Arc<Shared>,
+    children: HashMap<ActorId, Child>,
+    stopping: bool,
+}
+
+async fn spawn_category(
+    shared: &Arc<Shared>,
+    name: &str,
+    sup: ActorCell,
+) -> Result<ActorId, ActorProcessingErr> {
+    let l1 = shared
+        .categories
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("no L1 for category {name}"))?;
+    let actor_name = format!("{}/cat/{name}", shared.instance);
+    let (actor, _) = Actor::spawn_linked(Some(actor_name), CategoryActor, l1, sup).await?;
+    let id = actor.get_id();
+    shared.set_writer(name, actor);
+    Ok(id)
+}
+
+/// A node needs the bus when it has anyone to be coherent with: Redis or gossip peers.
+fn wants_bus(shared: &Shared) -> bool {
+    shared.config.redis.is_some() || shared.config.gossip_addr.is_some()
+}
+
+async fn spawn_bus(shared: &Arc<Shared>, sup: ActorCell) -> Result<ActorId, ActorProcessingErr> {
+    let name = format!("{}/bus", shared.instance);
+    let (actor, _) = Actor::spawn_linked(Some(name), BusActor, shared.clone(), sup).await?;
+    let id = actor.get_id();
+    shared.set_bus(Some(actor));
+    Ok(id)
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut children = HashMap::new();
+        let names: Vec<String> = shared.categories.keys().cloned().collect();
+        for name in names {
+            let id = spawn_category(&shared, &name, myself.get_cell()).await?;
+            children.insert(id, Child::Category(name));
+        }
+        if wants_bus(&shared) {
+            let id = spawn_bus(&shared, myself.get_cell()).await?;
+            children.insert(id, Child::Bus);
+        }
+        Ok(SupervisorState {
+            shared,
+            children,
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Stopping => state.stopping = true,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "terminated".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if state.stopping {
+            return Ok(());
+        }
+        crate::stats::NodeCounters::incr(&state.shared.counters.actor_restarts);
+        match child {
+            Child::Category(name) => {
+                tracing::error!(category = %name, %reason, "category actor died; restarting it");
+                let id = spawn_category(&state.shared, &name, myself.get_cell()).await?;
+                state.children.insert(id, Child::Category(name));
+            }
+            Child::Bus => {
+                tracing::error!(%reason, "bus actor died; restarting it (L1 will be flushed on reconnect)");
+                state.shared.set_bus(None);
+                let id = spawn_bus(&state.shared, myself.get_cell()).await?;
+                state.children.insert(id, Child::Bus);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,749 @@
+//! The library facade: [`HybridCache`].
+//!
+//! Reads go straight to the shared moka handles (L1), then to Redis (L2), then to the caller's
+//! loader. Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads
+//! the new value), then through the category actor (one writer per L1), then onto the
+//! invalidation bus so every other node drops its copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorRef, RpcReplyPort};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::actors::{CategoryMsg, NodeSupervisor, SupervisorMsg};
+use crate::config::{CategoryConfig, Config, ConfigError, Flags, RedisTarget};
+use crate::error::CacheError;
+use crate::l1::{Entry, L1Category};
+use crate::l2::L2;
+use crate::pattern::Pattern;
+use crate::stats::{
+    CategoryStats, Counters, Health, HealthCache, L1Size, NodeCounters, Stats, Status,
+};
+
+/// Where a value was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    L1,
+    L2,
+    Loader,
+}
+
+impl Source {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Source::L1 => "L1",
+            Source::L2 => "L2",
+            Source::Loader => "LOAD",
+        }
+    }
+}
+
+/// State shared by the facade and the actors.
+pub struct Shared {
+    pub config: Arc<Config>,
+    /// Unique per instance, so several nodes can live in one process (tests).
+    pub instance: String,
+    pub categories: HashMap<String, Arc<L1Category>>,
+    writers: RwLock<HashMap<String, ActorRef<CategoryMsg>>>,
+    pub l2: Option<Arc<L2>>,
+    pub counters: NodeCounters,
+    /// Redis pub/sub subscription is live (coherence link up).
+    pub link_up: AtomicBool,
+    /// Neither Redis nor any peer reachable for longer than the isolation grace.
+    pub isolated: AtomicBool,
+    bus: RwLock<Option<ActorRef<crate::bus::BusMsg>>>,
+    peers: RwLock<Option<Arc<dyn PeerLink>>>,
+    membership: RwLock<Option<Arc<dyn crate::cluster::Membership>>>,
+}
+
+/// The seam between the bus and the gossip layer: who is alive, and a way to reach them.
+pub trait PeerLink: Send + Sync {
+    /// Number of peers currently alive.
+    fn alive_peers(&self) -> usize;
+    /// Best-effort delivery of a bus payload to every alive peer.
+    fn broadcast(&self, payload: Vec<u8>);
+}
+
+impl Shared {
+    pub(crate) fn set_writer(&self, category: &str, actor: ActorRef<CategoryMsg>) {
+        if let Ok(mut w) = self.writers.write() {
+            w.insert(category.to_string(), actor);
+        }
+    }
+
+    fn writer(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
+        self.writers.read().ok()?.get(category).cloned()
+    }
+
+    pub(crate) fn writer_ref(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
+        self.writer(category)
+    }
+
+    pub(crate) fn set_bus(&self, bus: Option<ActorRef<crate::bus::BusMsg>>) {
+        if let Ok(mut b) = self.bus.write() {
+            *b = bus;
+        }
+    }
+
+    pub(crate) fn bus(&self) -> Option<ActorRef<crate::bus::BusMsg>> {
+        self.bus.read().ok()?.clone()
+    }
+
+    pub(crate) fn set_gossip(&self, link: Option<Arc<dyn PeerLink>>) {
+        if let Ok(mut p) = self.peers.write() {
+            *p = link;
+        }
+    }
+
+    pub(crate) fn set_membership(&self, m: Option<Arc<dyn crate::cluster::Membership>>) {
+        if let Ok(mut g) = self.membership.write() {
+            *g = m;
+        }
+    }
+
+    pub(crate) fn membership(&self) -> Option<Arc<dyn crate::cluster::Membership>> {
+        self.membership.read().ok()?.clone()
+    }
+
+    pub(crate) fn gossip(&self) -> Option<Arc<dyn PeerLink>> {
+        self.peers.read().ok()?.clone()
+    }
+
+    /// Sends a request to a category actor, retrying briefly while it restarts.
+    pub(crate) async fn ask<T: Send + 'static>(
+        &self,
+        category: &str,
+        make: impl Fn(RpcReplyPort<T>) -> CategoryMsg,
+    ) -> Result<T, CacheError> {
+        let mut last = String::new();
+        for attempt in 0..50u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let Some(actor) = self.writer(category) else {
+                last = "no actor".into();
+                continue;
+            };
+            match actor.call(&make, Some(Duration::from_secs(5))).await {
+                Ok(ractor::rpc::CallResult::Success(v)) => return Ok(v),
+                Ok(ractor::rpc::CallResult::Timeout) => last = "timeout".into(),
+                Ok(ractor::rpc::CallResult::SenderError) => last = "actor stopped".into(),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(CacheError::Unavailable(format!(
+            "category actor `{category}`: {last}"
+        )))
+    }
+
+    /// Whether L2 should be used right now.
+    pub fn l2_usable(&self) -> Option<&Arc<L2>> {
+        self.l2.as_ref().filter(|l2| l2.available())
+    }
+
+    /// Flushes every category's L1 (coherence gap, reconnect, isolation end).
+    pub async fn flush_all(&self, reason: &str) {
+        let mut total = 0;
+        for l1 in self.categories.values() {
+            total += l1.flush().await;
+        }
+        NodeCounters::incr(&self.counters.coherence_flushes);
+        tracing::warn!(reason, dropped = total, "L1 flushed");
+    }
+}
+
+/// Builder for [`HybridCache`].
+#[derive(Debug, Default)]
+pub struct HybridCacheBuilder {
+    config: Option<Config>,
+    categories: Vec<(String, CategoryConfig)>,
+    redis_url: Option<String>,
+    node_id: Option<String>,
+    namespace: Option<String>,
+}
+
+impl HybridCacheBuilder {
+    /// Starts from a complete configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+    /// Adds or overrides a category.
+    pub fn category(mut self, name: &str, ttl: Duration, max_entries: u64) -> Self {
+        self.categories.push((
+            name.to_string(),
+            CategoryConfig {
+                ttl_secs: ttl.as_secs().max(1),
+                max_entries,
+            },
+        ));
+        self
+    }
+    /// Uses Redis as L2.
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_string());
+        self
+    }
+    pub fn node_id(mut self, id: &str) -> Self {
+        self.node_id = Some(id.to_string());
+        self
+    }
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = Some(ns.to_string());
+        self
+    }
+
+    /// Validates the configuration and starts the actor tree.
+    pub async fn build(self) -> Result<HybridCache, BuildError> {
+        let mut config = self.config.unwrap_or_default();
+        for (name, cat) in self.categories {
+            config.categories.insert(name, cat);
+        }
+        if let Some(url) = self.redis_url {
+            config.redis = Some(RedisTarget::Url {
+                url,
+                password: None,
+            });
+        }
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        if let Some(ns) = self.namespace {
+            config.namespace = ns;
+        }
+        config.validate()?;
+        HybridCache::start(config).await
+    }
+}
+
+/// Errors starting a cache.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("failed to start the actor tree: {0}")]
+    Actors(String),
+}
+
+/// A two-level cache. Cheap to clone; all clones share one actor tree.
+#[derive(Clone)]
+pub struct HybridCache {
+    shared: Arc<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl std::fmt::Debug for HybridCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HybridCache")
+            .field("node_id", &self.shared.config.node_id)
+            .finish()
+    }
+}
+
+enum LoadFail<E> {
+    Loader(E),
+    /// The value was loaded, but an invalidation raced with the load: return it to this
+    /// caller, never cache it.
+    Stale(Bytes),
+}
+
+impl HybridCache {
+    /// A builder with the default categories and no Redis.
+    pub fn builder() -> HybridCacheBuilder {
+        HybridCacheBuilder::default()
+    }
+
+    /// Configuration from the environment (`REDIS_*`, `APP_ENV`, `HC_*`), like the original.
+    pub async fn from_env() -> Result<HybridCache, BuildError> {
+        let config = Config::load(&Flags::default())?;
+        HybridCache::start(config).await
+    }
+
+    /// Starts the actor tree for a validated configuration.
+    pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
+        let categories = config
+            .categories
+            .iter()
+            .map(|(name, cat)| (name.clone(), Arc::new(L1Category::new(name, *cat))))
+            .collect();
+        let l2 = config
+            .redis
+            .as_ref()
+            .map(|_| Arc::new(L2::new(&config.namespace, config.redis_timeout)));
+        let instance = format!("{}-{:016x}", config.node_id, rand::random::<u64>());
+        let shared = Arc::new(Shared {
+            config: Arc::new(config),
+            instance: instance.clone(),
+            categories,
+            writers: RwLock::new(HashMap::new()),
+            l2,
+            counters: NodeCounters::default(),
+            link_up: AtomicBool::new(false),
+            isolated: AtomicBool::new(false),
+            bus: RwLock::new(None),
+            peers: RwLock::new(None),
+            membership: RwLock::new(None),
+        });
+        let (supervisor, _) = Actor::spawn(
+            Some(format!("{instance}/supervisor")),
+            NodeSupervisor,
+            shared.clone(),
+        )
+        .await
+        .map_err(|e| BuildError::Actors(e.to_string()))?;
+        Ok(HybridCache { shared, supervisor })
+    }
+
+    /// Stops the actor tree. Idempotent.
+    pub async fn shutdown(&self) {
+        let _ = self.supervisor.cast(SupervisorMsg::Stopping);
+        // Let the Stopping message land before children stop.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.supervisor
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        self.supervisor.stop(None);
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The cluster membership view, when this node gossips.
+    pub fn membership(&self) -> Option<Arc<dyn crate::cluster::Membership>> {
+        self.shared.membership()
+    }
+
+    #[doc(hidden)]
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn category(&self, category: &str) -> Result<&Arc<L1Category>, CacheError> {
+        self.shared
+            .categories
+            .get(category)
+            .ok_or_else(|| CacheError::UnknownCategory(category.chars().take(64).collect()))
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), CacheError> {
+        if key.is_empty() {
+            return Err(CacheError::InvalidKey("empty key".into()));
+        }
+        if key.len() > self.shared.config.max_key_bytes {
+            return Err(CacheError::KeyTooLarge {
+                len: key.len(),
+                max: self.shared.config.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_ttl(ttl: Option<Duration>) -> Result<(), CacheError> {
+        match ttl {
+            Some(t) if t.is_zero() => Err(CacheError::InvalidTtl("ttl must be > 0".into())),
+            Some(t) if t > Duration::from_secs(10 * 365 * 24 * 3600) => {
+                Err(CacheError::InvalidTtl("ttl too large".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
+    pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.get_with_source(category, key).await?.map(|(v, _)| v))
+    }
+
+    /// Like [`HybridCache::get`], also telling which level answered.
+    pub async fn get_with_source(
+        &self,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, Source)>, CacheError> {
+        let l1 = self.category(category)?;
+        if let Some(v) = l1.get(key).await {
+            return Ok(Some((v, Source::L1)));
+        }
+        self.check_key(key)?;
+        if let Some(l2) = self.shared.l2_usable() {
+            let ticket = l1.ticket(key);
+            match l2.get(category, key).await {
+                Ok(found) => {
+                    if let Some(v) = found.value {
+                        l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                        l1.fill(key, v.clone(), l1.entry_ttl(found.ttl), &ticket)
+                            .await;
+                        return Ok(Some((v, Source::L2)));
+                    }
+                }
+                Err(e) => self.l2_error("get", &e),
+            }
+        }
+        l1.counters.misses.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    fn l2_error(&self, op: &str, e: &crate::l2::L2Error) {
+        NodeCounters::incr(&self.shared.counters.l2_errors);
+        tracing::debug!(op, error = %e, "L2 call failed; continuing with L1");
+    }
+
+    /// Writes a value. `ttl` is the L2 TTL; the L1 lifetime is `min(ttl, category ttl)`.
+    /// Every other node drops its L1 copy of the key.
+    pub async fn set(
+        &self,
+        category: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        let l1 = self.category(category)?.clone();
+        self.check_key(key)?;
+        Self::check_ttl(ttl)?;
+        let value: Bytes = value.into();
+        if value.len() > self.shared.config.max_value_bytes {
+            return Err(CacheError::ValueTooLarge {
+                len: value.len(),
+                max: self.shared.config.max_value_bytes,
+            });
+        }
+        let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        if let Some(l2) = self.shared.l2_usable() {
+            if let Err(e) = l2.set(category, key, &value, l2_ttl).await {
+                self.l2_error("set", &e);
+            }
+        }
+        let l1_ttl = l1.entry_ttl(ttl);
+        let k = key.to_string();
+        self.shared
+            .ask(category, |reply| CategoryMsg::Put {
+                key: k.clone(),
+                value: value.clone(),
+                ttl: l1_ttl,
+                reply,
+            })
+            .await?;
+        self.broadcast(category, key, crate::bus::ChangeKind::Set);
+        Ok(())
+    }
+
+    /// Deletes a key from L2 and from every node's L1. Absent keys are fine.
+    pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
+        self.category(category)?;
+        self.check_key(key)?;
+        if let Some(l2) = self.shared.l2_usable() {
+            if let Err(e) = l2.delete(category, key).await {
+                self.l2_error("delete", &e);
+            }
+        }
+        let pattern = Pattern::Exact(key.to_string());
+        self.shared
+            .ask(category, |reply| CategoryMsg::Invalidate {
+                pattern: pattern.clone(),
+                reply: Some(reply),
+            })
+            .await?;
+        self.broadcast(category, key, crate::bus::ChangeKind::Delete);
+        Ok(())
+    }
+
+    /// Invalidates `pattern` (exact key, `*` or glob) in `category` (`*` = every category),
+    /// in L2 and in every node's L1. Returns the number of local L1 entries removed.
+    pub async fn invalidate(&self, pattern: &str, category: &str) -> Result<u64, CacheError> {
+        let parsed = Pattern::parse(pattern)?;
+        let names: Vec<String> = if category == "*" {
+            self.shared.categories.keys().cloned().collect()
+        } else {
+            self.category(category)?;
+            vec![category.to_string()]
+        };
+        if let Pattern::Exact(k) = &parsed {
+            self.check_key(k)?;
+        }
+        let mut removed = 0;
+        for name in &names {
+            if let Some(l2) = self.shared.l2_usable() {
+                let r = match &parsed {
+                    Pattern::All => l2.bump_generation(name).await.map(|_| ()),
+                    Pattern::Exact(k) => l2.delete(name, k).await,
+                    Pattern::Glob(_) => l2.invalidate_glob(name, pattern).await.map(|_| ()),
+                };
+                if let Err(e) = r {
+                    self.l2_error("invalidate", &e);
+                }
+            }
+            removed += self
+                .shared
+                .ask(name, |reply| CategoryMsg::Invalidate {
+                    pattern: parsed.clone(),
+                    reply: Some(reply),
+                })
+                .await?;
+        }
+        self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate);
+        Ok(removed)
+    }
+
+    /// Returns the cached value or runs `loader` once per node for concurrent misses of the
+    /// key (moka coalesces them), caching its result in L1 and L2.
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        category: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Bytes, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let l1 = self.category(category)?.clone();
+        if let Some(v) = l1.get(key).await {
+            return Ok(v);
+        }
+        self.check_key(key)?;
+        Self::check_ttl(ttl)?;
+        l1.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let ticket_cell = OnceLock::new();
+        let l1_ttl = l1.entry_ttl(ttl);
+        let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let init = async {
+            let ticket = *ticket_cell.get_or_init(|| l1.ticket(key));
+            let mut generation = None;
+            if let Some(l2) = self.shared.l2_usable() {
+                match l2.get(category, key).await {
+                    Ok(found) => {
+                        generation = Some(found.generation);
+                        if let Some(v) = found.value {
+                            l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                            if !l1.ticket_valid(&ticket) {
+                                return Err(LoadFail::Stale(v));
+                            }
+                            return Ok(Entry {
+                                value: v,
+                                ttl: l1.entry_ttl(found.ttl),
+                            });
+                        }
+                    }
+                    Err(e) => self.l2_error("get", &e),
+                }
+            }
+            l1.counters.loads.fetch_add(1, Ordering::Relaxed);
+            let value = loader().await.map_err(LoadFail::Loader)?;
+            if let (Some(l2), Some(g)) = (self.shared.l2_usable(), generation) {
+                if l1.ticket_valid(&ticket) {
+                    if let Err(e) = l2.fill(category, key, &value, l2_ttl, g).await {
+                        self.l2_error("fill", &e);
+                    }
+                }
+            }
+            if !l1.ticket_valid(&ticket) {
+                return Err(LoadFail::Stale(value));
+            }
+            Ok(Entry { value, ttl: l1_ttl })
+        };
+        match l1.try_get_with(key, init).await {
+            Ok(v) => {
+                // An invalidation may have landed between the last check and moka's insert.
+                if let Some(t) = ticket_cell.get() {
+                    if !l1.ticket_valid(t) {
+                        l1.remove_raw(key).await;
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => match &*e {
+                LoadFail::Stale(v) => {
+                    l1.counters
+                        .stale_fills_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    Ok(v.clone())
+                }
+                LoadFail::Loader(_) => match Arc::try_unwrap(e) {
+                    Ok(LoadFail::Loader(err)) => Err(CacheError::Loader(Arc::new(err))),
+                    Ok(LoadFail::Stale(v)) => Ok(v),
+                    Err(shared) => Err(CacheError::Loader(Arc::new(SharedLoaderError(
+                        match &*shared {
+                            LoadFail::Loader(err) => err.to_string(),
+                            LoadFail::Stale(_) => String::new(),
+                        },
+                    )))),
+                },
+            },
+        }
+    }
+
+    /// Typed read (JSON).
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        match self.get(category, key).await? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| CacheError::Serde(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Typed write (JSON).
+    pub async fn set_json<T: Serialize>(
+        &self,
+        category: &str,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| CacheError::Serde(e.to_string()))?;
+        self.set(category, key, bytes, ttl).await
+    }
+
+    /// Typed `get_or_load` (JSON), the Rust form of the original `@cached(category, ttl)`.
+    pub async fn get_or_load_json<T, F, Fut, E>(
+        &self,
+        category: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<T, CacheError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let bytes = self
+            .get_or_load(category, key, ttl, || async move {
+                let v = loader().await.map_err(JsonLoadError::Loader)?;
+                serde_json::to_vec(&v)
+                    .map(Bytes::from)
+                    .map_err(|e| JsonLoadError::Serde(e.to_string()))
+            })
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::Serde(e.to_string()))
+    }
+
+    /// The node's stats (`GET /v1/stats`).
+    pub async fn stats(&self) -> Stats {
+        let mut l1_caches = BTreeMap::new();
+        let mut c = Counters::default();
+        for (name, l1) in &self.shared.categories {
+            let k = &l1.counters;
+            let hits = k.hits.load(Ordering::Relaxed);
+            let misses = k.misses.load(Ordering::Relaxed);
+            c.hits_l1 += hits;
+            c.hits_l2 += k.hits_l2.load(Ordering::Relaxed);
+            c.misses += misses;
+            c.loads += k.loads.load(Ordering::Relaxed);
+            c.evictions += k.evictions.load(Ordering::Relaxed);
+            c.expirations += k.expirations.load(Ordering::Relaxed);
+            c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
+            let cfg = l1.config();
+            l1_caches.insert(
+                name.clone(),
+                CategoryStats {
+                    size: l1.size().await,
+                    maxsize: cfg.max_entries,
+                    ttl: cfg.ttl_secs,
+                    hits,
+                    misses,
+                },
+            );
+        }
+        let n = &self.shared.counters;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        c.invalidations_sent = ld(&n.invalidations_sent);
+        c.invalidations_received = ld(&n.invalidations_received);
+        c.coherence_flushes = ld(&n.coherence_flushes);
+        c.invalid_messages = ld(&n.invalid_messages);
+        c.duplicate_messages = ld(&n.duplicate_messages);
+        c.actor_restarts = ld(&n.actor_restarts);
+        c.l2_errors = ld(&n.l2_errors);
+        c.redis_reconnects = ld(&n.redis_reconnects);
+        c.http_bad_requests = ld(&n.http_bad_requests);
+        Stats {
+            node_id: self.shared.config.node_id.clone(),
+            l1_caches,
+            l2_enabled: self.l2_enabled(),
+            counters: c,
+        }
+    }
+
+    /// Whether Redis is configured and currently serving as L2.
+    pub fn l2_enabled(&self) -> bool {
+        self.shared.l2.as_ref().is_some_and(|l2| l2.connected())
+            && self.shared.link_up.load(Ordering::Relaxed)
+    }
+
+    /// Current status: ok / degraded / isolated.
+    pub fn status(&self) -> Status {
+        if self.shared.isolated.load(Ordering::Relaxed) {
+            Status::Isolated
+        } else if self.shared.config.redis.is_some() && !self.l2_enabled() {
+            Status::Degraded
+        } else {
+            Status::Ok
+        }
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Health {
+        let mut l1_stats = BTreeMap::new();
+        for (name, l1) in &self.shared.categories {
+            let cfg = l1.config();
+            l1_stats.insert(
+                name.clone(),
+                L1Size {
+                    size: l1.size().await,
+                    maxsize: cfg.max_entries,
+                    ttl: cfg.ttl_secs,
+                },
+            );
+        }
+        Health {
+            status: self.status(),
+            env: self.shared.config.env.clone(),
+            node_id: self.shared.config.node_id.clone(),
+            cache: HealthCache {
+                l1_enabled: true,
+                l2_redis_enabled: self.l2_enabled(),
+                l1_stats,
+            },
+        }
+    }
+
+    /// Test hook: make a category actor panic (the supervisor restarts it, flushing its L1).
+    #[doc(hidden)]
+    pub fn crash_category_actor(&self, category: &str) -> Result<(), CacheError> {
+        self.category(category)?;
+        let actor = self
+            .shared
+            .writer(category)
+            .ok_or_else(|| CacheError::Unavailable(category.into()))?;
+        actor
+            .cast(CategoryMsg::Crash)
+            .map_err(|e| CacheError::Unavailable(e.to_string()))
+    }
+
+    fn broadcast(&self, category: &str, pattern: &str, kind: crate::bus::ChangeKind) {
+        crate::bus::publish(&self.shared, category, pattern, kind);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SharedLoaderError(String);
+
+#[derive(Debug, thiserror::Error)]
+enum JsonLoadError<E: std::error::Error> {
+    #[error("{0}")]
+    Loader(E),
+    #[error("serialization failed: {0}")]
+    Serde(String),
+}

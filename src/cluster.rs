@@ -1,0 +1,87 @@
+//! The cluster view: what this node knows of the others (from gossip), and the
+//! `/v1/cluster/stats` document (CONTRACT §7).
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Stats;
+
+/// One other node as gossip knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterMember {
+    pub node_id: String,
+    pub gossip_addr: String,
+    pub http_addr: String,
+    /// `alive`, `suspect` or `dead`.
+    pub state: String,
+    pub last_seen_ms: u64,
+    /// The node's `/v1/stats`, as last received.
+    pub stats: Option<serde_json::Value>,
+}
+
+/// A source of membership (the gossip layer).
+pub trait Membership: Send + Sync {
+    fn members(&self) -> Vec<ClusterMember>;
+    /// Extra counters for `/metrics`: (name, help, value).
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)>;
+}
+
+/// `totals` of `/v1/cluster/stats`: sums over the nodes that are alive (self included).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub nodes_alive: u64,
+    pub l1_entries: u64,
+    pub hits_l1: u64,
+    pub hits_l2: u64,
+    pub misses: u64,
+}
+
+/// `GET /v1/cluster/stats`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStats {
+    #[serde(rename = "self")]
+    pub self_id: String,
+    pub nodes: Vec<ClusterMember>,
+    pub totals: Totals,
+}
+
+/// Builds the document from our own stats and the members gossip knows.
+pub fn cluster_stats(
+    own: &Stats,
+    gossip_addr: String,
+    http_addr: String,
+    others: Vec<ClusterMember>,
+) -> ClusterStats {
+    let own_json = serde_json::to_value(own).ok();
+    let mut nodes = vec![ClusterMember {
+        node_id: own.node_id.clone(),
+        gossip_addr,
+        http_addr,
+        state: "alive".into(),
+        last_seen_ms: 0,
+        stats: own_json,
+    }];
+    nodes.extend(others.into_iter().filter(|m| m.node_id != own.node_id));
+    let mut totals = Totals::default();
+    for n in &nodes {
+        if n.state != "alive" {
+            continue;
+        }
+        totals.nodes_alive += 1;
+        let Some(stats) = n
+            .stats
+            .as_ref()
+            .and_then(|s| serde_json::from_value::<Stats>(s.clone()).ok())
+        else {
+            continue;
+        };
+        totals.l1_entries += stats.l1_caches.values().map(|c| c.size).sum::<u64>();
+        totals.hits_l1 += stats.counters.hits_l1;
+        totals.hits_l2 += stats.counters.hits_l2;
+        totals.misses += stats.counters.misses;
+    }
+    ClusterStats {
+        self_id: own.node_id.clone(),
+        nodes,
+        totals,
+    }
+}

@@ -1,0 +1,350 @@
+//! One category's L1: a bounded moka cache with per-entry expiry and stale-fill protection.
+//!
+//! Readers use [`L1Category::get`] directly on the shared moka handle: no mailbox, no global
+//! lock. Writers (the category actor) and fills from L2 or a loader go through the other
+//! methods.
+//!
+//! **Stale-fill race.** A fill (an L2 read or a loader) that started before an invalidation of
+//! its key must not put its older value into L1 afterwards. Every fill takes a
+//! [`FillTicket`] before it starts: a snapshot of the generation of the key's stripe and of the
+//! category-wide generation. Invalidations bump the generation *before* removing entries, and
+//! a fill is only inserted while its ticket is still current.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::Expiry;
+
+use crate::config::CategoryConfig;
+use crate::pattern::Pattern;
+
+const STRIPES: usize = 64;
+
+/// A cached value and its L1 lifetime.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub value: Bytes,
+    pub ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _k: &String, v: &Entry, _at: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &Entry,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// Per-category counters, read by stats and metrics.
+#[derive(Default, Debug)]
+pub struct CategoryCounters {
+    pub hits: AtomicU64,
+    pub hits_l2: AtomicU64,
+    pub misses: AtomicU64,
+    pub loads: AtomicU64,
+    pub evictions: AtomicU64,
+    pub expirations: AtomicU64,
+    pub stale_fills_rejected: AtomicU64,
+}
+
+/// Snapshot taken before a fill starts; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillTicket {
+    stripe: usize,
+    stripe_gen: u64,
+    category_gen: u64,
+}
+
+/// The L1 of one category.
+pub struct L1Category {
+    name: String,
+    config: CategoryConfig,
+    cache: Cache<String, Entry>,
+    stripes: [AtomicU64; STRIPES],
+    category_gen: AtomicU64,
+    hasher: std::collections::hash_map::RandomState,
+    pub counters: Arc<CategoryCounters>,
+}
+
+impl std::fmt::Debug for L1Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1Category")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl L1Category {
+    /// A new, empty L1 for a category.
+    pub fn new(name: &str, config: CategoryConfig) -> L1Category {
+        let counters = Arc::new(CategoryCounters::default());
+        let listener_counters = counters.clone();
+        let cache = Cache::builder()
+            .name(name)
+            .max_capacity(config.max_entries)
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_k, _v, cause| match cause {
+                RemovalCause::Size => {
+                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Expired => {
+                    listener_counters
+                        .expirations
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        L1Category {
+            name: name.to_string(),
+            config,
+            cache,
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            category_gen: AtomicU64::new(0),
+            hasher: Default::default(),
+            counters,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> CategoryConfig {
+        self.config
+    }
+
+    /// The L1 lifetime of an entry written with `ttl`: `min(ttl, category ttl)`.
+    pub fn entry_ttl(&self, ttl: Option<Duration>) -> Duration {
+        match ttl {
+            Some(t) => t.min(self.config.ttl()),
+            None => self.config.ttl(),
+        }
+    }
+
+    /// The hot path: a lock-free read of the shared moka handle.
+    #[inline]
+    pub async fn get(&self, key: &str) -> Option<Bytes> {
+        match self.cache.get(key).await {
+            Some(e) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(e.value)
+            }
+            None => None,
+        }
+    }
+
+    /// Read without touching hit counters (used by loads that already counted a miss).
+    pub async fn peek(&self, key: &str) -> Option<Bytes> {
+        self.cache.get(key).await.map(|e| e.value)
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        (h.finish() as usize) % STRIPES
+    }
+
+    /// Takes a ticket before starting a fill of `key`.
+    pub fn ticket(&self, key: &str) -> FillTicket {
+        let stripe = self.stripe(key);
+        FillTicket {
+            stripe,
+            // Acquire pairs with the Release bump in invalidations.
+            stripe_gen: self.stripes[stripe].load(Ordering::Acquire),
+            category_gen: self.category_gen.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether no invalidation of the ticket's key happened since it was taken.
+    pub fn ticket_valid(&self, t: &FillTicket) -> bool {
+        self.stripes[t.stripe].load(Ordering::Acquire) == t.stripe_gen
+            && self.category_gen.load(Ordering::Acquire) == t.category_gen
+    }
+
+    /// Inserts a filled value unless an invalidation raced with the fill. Returns whether it
+    /// was inserted.
+    pub async fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: &FillTicket) -> bool {
+        if !self.ticket_valid(ticket) {
+            self.counters
+                .stale_fills_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.cache
+            .insert(key.to_string(), Entry { value, ttl })
+            .await;
+        // An invalidation may have landed between the check and the insert: undo.
+        if !self.ticket_valid(ticket) {
+            self.cache.invalidate(key).await;
+            self.counters
+                .stale_fills_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Moka's coalescing loader: concurrent callers of one key share one `init` future. The
+    /// future's `Err` is not cached; [`crate::cache`] uses that to keep stale loads out of L1.
+    pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Bytes, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Entry, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.cache
+            .try_get_with_by_ref(key, init)
+            .await
+            .map(|e| e.value)
+    }
+
+    /// Writes a value (a local `set`): invalidates in-flight fills of the key first.
+    pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
+        self.bump_key(key);
+        self.cache
+            .insert(key.to_string(), Entry { value, ttl })
+            .await;
+    }
+
+    fn bump_key(&self, key: &str) {
+        let s = self.stripe(key);
+        self.stripes[s].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Removes one key. Returns whether it was present.
+    pub async fn remove(&self, key: &str) -> bool {
+        self.bump_key(key);
+        self.cache.remove(key).await.is_some()
+    }
+
+    /// Removes a key without voiding in-flight fills (undoing our own racing insert).
+    pub async fn remove_raw(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Removes every entry matching `pattern`; returns how many were removed.
+    pub async fn invalidate(&self, pattern: &Pattern) -> u64 {
+        match pattern {
+            Pattern::Exact(k) => u64::from(self.remove(k).await),
+            Pattern::All => self.flush().await,
+            Pattern::Glob(_) => {
+                self.category_gen.fetch_add(1, Ordering::AcqRel);
+                let keys: Vec<Arc<String>> = self
+                    .cache
+                    .iter()
+                    .filter(|(k, _)| pattern.matches(k))
+                    .map(|(k, _)| k)
+                    .collect();
+                let mut n = 0;
+                for k in keys {
+                    if self.cache.remove(k.as_str()).await.is_some() {
+                        n += 1;
+                    }
+                }
+                n
+            }
+        }
+    }
+
+    /// Drops everything (restart, reconnect, coherence gap). Returns entries removed.
+    pub async fn flush(&self) -> u64 {
+        self.category_gen.fetch_add(1, Ordering::AcqRel);
+        self.cache.run_pending_tasks().await;
+        let before = self.cache.iter().count() as u64;
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks().await;
+        before
+    }
+
+    /// Current number of live entries (pending maintenance applied first).
+    pub async fn size(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cat(ttl: u64, max: u64) -> L1Category {
+        L1Category::new(
+            "t",
+            CategoryConfig {
+                ttl_secs: ttl,
+                max_entries: max,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn entry_ttl_is_min_of_call_and_category() {
+        let c = cat(600, 10);
+        assert_eq!(c.entry_ttl(Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(c.entry_ttl(Some(Duration::from_secs(9000))), Duration::from_secs(600));
+        assert_eq!(c.entry_ttl(None), Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn per_entry_expiry() {
+        let c = cat(600, 10);
+        c.put("a", Bytes::from_static(b"1"), Duration::from_millis(50)).await;
+        c.put("b", Bytes::from_static(b"2"), Duration::from_secs(60)).await;
+        assert_eq!(c.get("a").await.as_deref(), Some(&b"1"[..]));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(c.get("a").await, None);
+        assert_eq!(c.get("b").await.as_deref(), Some(&b"2"[..]));
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded() {
+        let c = cat(600, 20);
+        for i in 0..500 {
+            c.put(&format!("k{i}"), Bytes::from_static(b"v"), Duration::from_secs(60))
+                .await;
+        }
+        assert!(c.size().await <= 20, "size {}", c.size().await);
+        assert!(c.counters.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test]
+    async fn stale_fill_is_rejected_after_invalidation() {
+        let c = cat(600, 10);
+        let t = c.ticket("k");
+        c.remove("k").await;
+        assert!(!c.fill("k", Bytes::from_static(b"old"), Duration::from_secs(60), &t).await);
+        assert_eq!(c.get("k").await, None);
+        let t = c.ticket("k");
+        assert!(c.fill("k", Bytes::from_static(b"new"), Duration::from_secs(60), &t).await);
+        assert_eq!(c.get("k").await.as_deref(), Some(&b"new"[..]));
+    }
+
+    #[tokio::test]
+    async fn glob_and_flush_invalidate_and_count() {
+        let c = cat(600, 100);
+        for k in ["menu:1", "menu:2", "role:1"] {
+            c.put(k, Bytes::from_static(b"v"), Duration::from_secs(60)).await;
+        }
+        let t = c.ticket("other");
+        assert_eq!(c.invalidate(&Pattern::parse("menu:*").unwrap()).await, 2);
+        assert!(!c.ticket_valid(&t), "glob invalidation must void in-flight fills");
+        assert_eq!(c.get("role:1").await.as_deref(), Some(&b"v"[..]));
+        assert_eq!(c.invalidate(&Pattern::All).await, 1);
+        assert_eq!(c.size().await, 0);
+    }
+}

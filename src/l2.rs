@@ -1,0 +1,484 @@
+//! The optional shared L2: Redis.
+//!
+//! Keys are `{ns}:{category}:{generation}:{key}`. The per-category generation lives in
+//! `{ns}:gen:{category}`; `invalidate("*", category)` is one `INCR` instead of a keyspace
+//! scan (old keys become unreachable and expire by their TTL). Every read and write is one
+//! Lua script, so the generation lookup and the data access are atomic and take one round
+//! trip.
+//!
+//! Values carry a one-byte tag: [`TAG_VALUE`] or [`TAG_TOMBSTONE`]. A delete writes a short
+//! tombstone instead of `DEL`, and fills from loaders are conditional (`NX` and "generation
+//! unchanged since the load started"), so a slow loader on one node cannot put an old value
+//! back into L2 after another node changed or deleted it.
+//!
+//! Every call is bounded by `redis_timeout`, and a circuit breaker (failsafe) stops calling a
+//! Redis that keeps failing, so misses answer fast during an outage instead of hanging.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use failsafe::backoff::Exponential;
+use failsafe::failure_policy::ConsecutiveFailures;
+use failsafe::StateMachine;
+use redis::aio::ConnectionManager;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
+
+use crate::config::RedisTarget;
+
+pub const TAG_VALUE: u8 = 1;
+pub const TAG_TOMBSTONE: u8 = 0;
+/// How long a delete keeps slow loaders from refilling a key in L2.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
+/// Keys unlinked per SCAN batch in glob invalidations.
+pub const SCAN_BATCH: usize = 500;
+
+/// L2 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    #[error("redis is not connected")]
+    NotConnected,
+    #[error("redis circuit open (recent failures); not calling")]
+    CircuitOpen,
+    #[error("redis call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid redis configuration: {0}")]
+    Config(String),
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+/// A value read from L2 with its remaining TTL and the category generation it was read under.
+#[derive(Debug, Clone)]
+pub struct L2Value {
+    pub value: Option<Bytes>,
+    pub ttl: Option<Duration>,
+    pub generation: i64,
+}
+
+type Breaker = StateMachine<ConsecutiveFailures<Exponential>, ()>;
+
+/// The Redis L2 of one node.
+pub struct L2 {
+    ns: String,
+    timeout: Duration,
+    conn: RwLock<Option<ConnectionManager>>,
+    breaker: Breaker,
+    get_script: Script,
+    set_script: Script,
+    fill_script: Script,
+    tomb_script: Script,
+}
+
+impl std::fmt::Debug for L2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2").field("ns", &self.ns).finish()
+    }
+}
+
+/// Builds the redis crate's connection info from our config.
+pub fn connection_info(target: &RedisTarget) -> Result<ConnectionInfo, L2Error> {
+    match target {
+        RedisTarget::Url { url, password } => {
+            let mut info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| L2Error::Config(format!("REDIS_URL: {e}")))?;
+            if info.redis.password.is_none() {
+                info.redis.password = password.clone();
+            }
+            Ok(info)
+        }
+        RedisTarget::Parts {
+            host,
+            port,
+            password,
+            db,
+            tls,
+        } => Ok(ConnectionInfo {
+            addr: if *tls {
+                ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), *port)
+            },
+            redis: RedisConnectionInfo {
+                db: *db,
+                password: password.clone(),
+                ..Default::default()
+            },
+        }),
+    }
+}
+
+const GEN_OF: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
+                      local k = ARGV[1] .. ':' .. g .. ':' .. ARGV[2] ";
+
+impl L2 {
+    /// A disconnected L2; [`L2::install`] provides the connection.
+    pub fn new(namespace: &str, timeout: Duration) -> L2 {
+        let policy = failsafe::failure_policy::consecutive_failures(
+            3,
+            failsafe::backoff::exponential(Duration::from_millis(100), Duration::from_millis(500)),
+        );
+        L2 {
+            ns: namespace.to_string(),
+            timeout,
+            conn: RwLock::new(None),
+            breaker: failsafe::Config::new().failure_policy(policy).build(),
+            get_script: Script::new(&format!(
+                "{GEN_OF} local v = redis.call('GET', k) \
+                 if not v then return {{g}} end \
+                 return {{g, v, redis.call('PTTL', k)}}"
+            )),
+            set_script: Script::new(&format!(
+                "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
+            )),
+            fill_script: Script::new(&format!(
+                "{GEN_OF} if g ~= ARGV[5] then return 0 end \
+                 if redis.call('SET', k, ARGV[3], 'PX', ARGV[4], 'NX') then return 1 end \
+                 return 0"
+            )),
+            tomb_script: Script::new(&format!(
+                "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
+            )),
+        }
+    }
+
+    /// Connects (bounded by the timeout) and returns a connection manager.
+    pub async fn connect(
+        target: &RedisTarget,
+        timeout: Duration,
+    ) -> Result<ConnectionManager, L2Error> {
+        let client = redis::Client::open(connection_info(target)?)?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout.max(Duration::from_millis(200)))
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1)
+            .set_max_delay(200);
+        let fut = ConnectionManager::new_with_config(client, cfg);
+        match tokio::time::timeout(timeout.max(Duration::from_millis(500)), fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(L2Error::Timeout(timeout)),
+        }
+    }
+
+    /// Installs (or removes) the live connection.
+    pub fn install(&self, conn: Option<ConnectionManager>) {
+        if let Ok(mut g) = self.conn.write() {
+            *g = conn;
+        }
+        self.breaker.reset();
+    }
+
+    /// Whether a connection is installed and the breaker lets calls through.
+    pub fn available(&self) -> bool {
+        self.conn.read().map(|g| g.is_some()).unwrap_or(false) && self.breaker.is_call_permitted()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.conn.read().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    fn gen_key(&self, category: &str) -> String {
+        format!("{}:gen:{category}", self.ns)
+    }
+
+    fn prefix(&self, category: &str) -> String {
+        format!("{}:{category}", self.ns)
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, L2Error>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        let conn = self
+            .conn
+            .read()
+            .ok()
+            .and_then(|g| g.clone())
+            .ok_or(L2Error::NotConnected)?;
+        if !self.breaker.is_call_permitted() {
+            return Err(L2Error::CircuitOpen);
+        }
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => {
+                self.breaker.on_success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.breaker.on_error();
+                Err(L2Error::Redis(e))
+            }
+            Err(_) => {
+                self.breaker.on_error();
+                Err(L2Error::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// Reads a key. Tombstones read as `None`.
+    pub async fn get(&self, category: &str, key: &str) -> Result<L2Value, L2Error> {
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.get_script;
+        let reply: Vec<redis::Value> = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_get(reply)
+    }
+
+    /// Authoritative write (a user's `set`).
+    pub async fn set(
+        &self,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), L2Error> {
+        let mut payload = Vec::with_capacity(value.len() + 1);
+        payload.push(TAG_VALUE);
+        payload.extend_from_slice(value);
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.set_script;
+        let ms = ttl.as_millis().max(1) as u64;
+        let _: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Conditional fill after a load: only if the key is absent (no newer value, no
+    /// tombstone) and the category generation is still `generation`. Returns whether written.
+    pub async fn fill(
+        &self,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        generation: i64,
+    ) -> Result<bool, L2Error> {
+        let mut payload = Vec::with_capacity(value.len() + 1);
+        payload.push(TAG_VALUE);
+        payload.extend_from_slice(value);
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.fill_script;
+        let ms = ttl.as_millis().max(1) as u64;
+        let n: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms)
+                    .arg(generation.to_string())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Deletes a key by writing a short tombstone.
+    pub async fn delete(&self, category: &str, key: &str) -> Result<(), L2Error> {
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.tomb_script;
+        let ms = TOMBSTONE_TTL.as_millis() as u64;
+        let _: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(vec![TAG_TOMBSTONE])
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `invalidate("*", category)`: bumps the generation; no keyspace scan.
+    pub async fn bump_generation(&self, category: &str) -> Result<i64, L2Error> {
+        let gk = self.gen_key(category);
+        self.call(|mut c| async move {
+            redis::cmd("INCR").arg(gk).query_async::<i64>(&mut c).await
+        })
+        .await
+    }
+
+    /// Glob invalidation: SCAN the category's current generation in bounded batches and
+    /// replace matches by tombstones. Returns the number of keys invalidated.
+    pub async fn invalidate_glob(&self, category: &str, glob: &str) -> Result<u64, L2Error> {
+        let gk = self.gen_key(category);
+        let generation: i64 = self
+            .call(|mut c| async move {
+                redis::cmd("GET")
+                    .arg(gk)
+                    .query_async::<Option<i64>>(&mut c)
+                    .await
+            })
+            .await?
+            .unwrap_or(0);
+        let key_prefix = format!("{}:{generation}:", self.prefix(category));
+        let match_pattern = format!("{key_prefix}{glob}");
+        let mut cursor: u64 = 0;
+        let mut total = 0u64;
+        // Bounded: at most this many SCAN round trips per invalidation.
+        for _ in 0..100_000 {
+            let mp = match_pattern.clone();
+            let (next, keys): (u64, Vec<String>) = self
+                .call(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(mp)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            if !keys.is_empty() {
+                total += keys.len() as u64;
+                let ms = TOMBSTONE_TTL.as_millis() as u64;
+                self.call(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for k in &keys {
+                        pipe.cmd("SET")
+                            .arg(k)
+                            .arg(vec![TAG_TOMBSTONE])
+                            .arg("PX")
+                            .arg(ms)
+                            .ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Publishes a payload on a channel (the invalidation bus uses this connection).
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), L2Error> {
+        let ch = channel.to_string();
+        self.call(|mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(ch)
+                .arg(payload)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
+    let int = |v: &redis::Value| -> Result<i64, L2Error> {
+        match v {
+            redis::Value::Int(i) => Ok(*i),
+            redis::Value::BulkString(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| L2Error::Protocol("non-numeric generation".into())),
+            other => Err(L2Error::Protocol(format!("{other:?}"))),
+        }
+    };
+    let generation = match reply.first() {
+        Some(v) => int(v)?,
+        None => return Err(L2Error::Protocol("empty reply".into())),
+    };
+    let (value, ttl) = match (reply.get(1), reply.get(2)) {
+        (Some(redis::Value::BulkString(b)), Some(t)) => {
+            let pttl = int(t)?;
+            let ttl = (pttl > 0).then(|| Duration::from_millis(pttl as u64));
+            match b.split_first() {
+                Some((&TAG_VALUE, rest)) => (Some(Bytes::copy_from_slice(rest)), ttl),
+                // Tombstones and anything we did not write read as a miss.
+                _ => (None, None),
+            }
+        }
+        _ => (None, None),
+    };
+    Ok(L2Value {
+        value,
+        ttl,
+        generation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_get_handles_values_tombstones_and_garbage() {
+        use redis::Value::*;
+        let v = parse_get(vec![
+            BulkString(b"3".to_vec()),
+            BulkString(vec![TAG_VALUE, b'x']),
+            Int(5000),
+        ])
+        .unwrap();
+        assert_eq!(v.generation, 3);
+        assert_eq!(v.value.as_deref(), Some(&b"x"[..]));
+        assert_eq!(v.ttl, Some(Duration::from_millis(5000)));
+        let t = parse_get(vec![Int(0), BulkString(vec![TAG_TOMBSTONE]), Int(10)]).unwrap();
+        assert!(t.value.is_none());
+        let e = parse_get(vec![Int(0), BulkString(vec![]), Int(10)]).unwrap();
+        assert!(e.value.is_none());
+        assert!(parse_get(vec![]).is_err());
+        assert!(parse_get(vec![Nil]).is_err());
+    }
+
+    #[test]
+    fn parts_build_tls_and_password() {
+        let info = connection_info(&RedisTarget::Parts {
+            host: "h".into(),
+            port: 1,
+            password: Some("p".into()),
+            db: 3,
+            tls: true,
+        })
+        .unwrap();
+        assert!(matches!(info.addr, ConnectionAddr::TcpTls { .. }));
+        assert_eq!(info.redis.db, 3);
+        assert_eq!(info.redis.password.as_deref(), Some("p"));
+        let info = connection_info(&RedisTarget::Url {
+            url: "redis://127.0.0.1:9/1".into(),
+            password: Some("q".into()),
+        })
+        .unwrap();
+        assert_eq!(info.redis.password.as_deref(), Some("q"));
+    }
+}

@@ -1,0 +1,135 @@
+//! `/metrics`: Prometheus text format (prometheus-client), rendered from a snapshot of the
+//! cache's own atomics at scrape time, so the hot path never touches a metrics registry.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::stats::{Stats, Status};
+use crate::HybridCache;
+
+#[derive(Debug)]
+struct CategorySnapshot {
+    name: String,
+    entries: u64,
+    max_entries: u64,
+    hits: u64,
+    hits_l2: u64,
+    misses: u64,
+    loads: u64,
+    evictions: u64,
+    expirations: u64,
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    categories: Vec<CategorySnapshot>,
+    stats: Stats,
+    status: Status,
+    redis_configured: bool,
+    extra: Vec<(&'static str, &'static str, u64)>,
+}
+
+type PerCategory = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&CategorySnapshot) -> u64,
+);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per_category: [PerCategory; 8] = [
+            ("l1_hits", "L1 hits", MetricType::Counter, |c| c.hits),
+            ("l2_hits", "L2 (Redis) hits", MetricType::Counter, |c| c.hits_l2),
+            ("misses", "Misses (neither level had the key)", MetricType::Counter, |c| c.misses),
+            ("loads", "Loader runs", MetricType::Counter, |c| c.loads),
+            ("l1_evictions", "L1 entries evicted by the capacity bound", MetricType::Counter, |c| c.evictions),
+            ("l1_expirations", "L1 entries expired by TTL", MetricType::Counter, |c| c.expirations),
+            ("l1_entries", "Live L1 entries", MetricType::Gauge, |c| c.entries),
+            ("l1_max_entries", "L1 capacity", MetricType::Gauge, |c| c.max_entries),
+        ];
+        for (name, help, ty, get) in per_category {
+            let full = format!("hc_{name}");
+            let mut me = encoder.encode_descriptor(&full, help, None, ty.clone())?;
+            for c in &self.categories {
+                let labels = vec![("category".to_string(), c.name.clone())];
+                let fe = me.encode_family(&labels)?;
+                match ty {
+                    MetricType::Counter => ConstCounter::new(get(c)).encode(fe)?,
+                    _ => ConstGauge::new(get(c) as i64).encode(fe)?,
+                }
+            }
+        }
+        let k = &self.stats.counters;
+        let node: [(&str, &str, u64); 10] = [
+            ("http_bad_requests", "Rejected HTTP requests (bad input)", k.http_bad_requests),
+            ("invalidations_sent", "Invalidations this node broadcast", k.invalidations_sent),
+            ("invalidations_received", "Invalidations applied from other nodes", k.invalidations_received),
+            ("coherence_flushes", "Full L1 flushes (gap, restart, reconnect)", k.coherence_flushes),
+            ("invalid_messages", "Malformed bus payloads dropped", k.invalid_messages),
+            ("duplicate_messages", "Bus messages received twice and applied once", k.duplicate_messages),
+            ("stale_fills_rejected", "Fills kept out of L1 because an invalidation raced them", k.stale_fills_rejected),
+            ("actor_restarts", "Actors restarted by the supervisor", k.actor_restarts),
+            ("l2_errors", "Failed or skipped Redis calls", k.l2_errors),
+            ("redis_connects", "Redis (re)connections", k.redis_reconnects),
+        ];
+        for (name, help, v) in node.into_iter().chain(self.extra.iter().copied()) {
+            let full = format!("hc_{name}");
+            let me = encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(me)?;
+        }
+        let gauges = [
+            ("redis_up", "1 while Redis serves as L2 and the bus is subscribed", u64::from(self.stats.l2_enabled)),
+            ("redis_configured", "1 if Redis is configured", u64::from(self.redis_configured)),
+            ("degraded", "1 while Redis is configured but unreachable", u64::from(self.status == Status::Degraded)),
+            ("isolated", "1 while neither Redis nor any peer is reachable", u64::from(self.status == Status::Isolated)),
+        ];
+        for (name, help, v) in gauges {
+            let full = format!("hc_{name}");
+            let me = encoder.encode_descriptor(&full, help, None, MetricType::Gauge)?;
+            ConstGauge::new(v as i64).encode(me)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders the node's metrics in Prometheus text format. `extra` adds node-level counters
+/// from other layers (gossip).
+pub async fn render(
+    cache: &HybridCache,
+    extra: Vec<(&'static str, &'static str, u64)>,
+) -> Result<String, std::fmt::Error> {
+    let stats = cache.stats().await;
+    let mut categories = Vec::new();
+    for (name, l1) in &cache.shared().categories {
+        let c = &l1.counters;
+        categories.push(CategorySnapshot {
+            name: name.clone(),
+            entries: stats.l1_caches.get(name).map(|s| s.size).unwrap_or(0),
+            max_entries: l1.config().max_entries,
+            hits: c.hits.load(Ordering::Relaxed),
+            hits_l2: c.hits_l2.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            loads: c.loads.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expirations: c.expirations.load(Ordering::Relaxed),
+        });
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot {
+        categories,
+        status: cache.status(),
+        redis_configured: cache.config().redis.is_some(),
+        stats,
+        extra,
+    }));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}

@@ -1,0 +1,132 @@
+//! A cache node: the library plus its HTTP API (and, when configured, gossip), run until a
+//! signal arrives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cache::BuildError;
+use crate::cluster::Membership;
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::HybridCache;
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running node.
+pub struct Node {
+    cache: HybridCache,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Node {
+    /// Binds the HTTP listener, starts the cache and its actor tree, and serves.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(NodeError::Serve)?;
+        let mut config = config;
+        if config.http_advertise.is_none() {
+            config.http_advertise = Some(http_addr.to_string());
+        }
+        let cache = HybridCache::start(config).await?;
+        let membership: Option<Arc<dyn Membership>> = cache.membership();
+        let app = router(AppState {
+            cache: cache.clone(),
+            membership,
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let cfg = cache.config();
+        tracing::info!(
+            node_id = %cfg.node_id,
+            http = %http_addr,
+            gossip = ?cfg.gossip_addr,
+            peers = ?cfg.peers,
+            redis = cfg.redis.is_some(),
+            namespace = %cfg.namespace,
+            categories = ?cfg.categories.iter().map(|(n, c)| format!("{n}(ttl={}s,max={})", c.ttl_secs, c.max_entries)).collect::<Vec<_>>(),
+            "hybrid-cache node started"
+        );
+        if cfg.redis.is_none() {
+            tracing::info!("no Redis configured: L1 only");
+        }
+        Ok(Node {
+            cache,
+            http_addr,
+            stop,
+            server,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn cache(&self) -> &HybridCache {
+        &self.cache
+    }
+
+    /// Stops serving (in-flight requests finish), then stops the actor tree.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        self.cache.shutdown().await;
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> Result<(), NodeError> {
+        shutdown_signal().await;
+        tracing::info!("signal received: shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

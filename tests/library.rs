@@ -1,0 +1,107 @@
+//! The library API as an embedding service uses it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hybrid_cache::{cache_key, CacheError, HybridCache};
+
+#[derive(Debug)]
+struct DbError(&'static str);
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+impl std::error::Error for DbError {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_misses_run_the_loader_once() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Barrier::new(1000));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            cache
+                .get_or_load("permissions", "get_user_permissions:7", None, || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, DbError>(bytes::Bytes::from_static(b"perms"))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().as_ref(), b"perms");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let s = cache.stats().await;
+    assert_eq!(s.counters.loads, 1);
+    cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn loader_errors_are_returned_and_not_cached() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let r = cache
+        .get_or_load("roles", "k", None, || async { Err::<bytes::Bytes, _>(DbError("db down")) })
+        .await;
+    assert!(matches!(r, Err(CacheError::Loader(_))), "{r:?}");
+    let v = cache
+        .get_or_load("roles", "k", None, || async { Ok::<_, DbError>(bytes::Bytes::from_static(b"ok")) })
+        .await
+        .unwrap();
+    assert_eq!(v.as_ref(), b"ok");
+    cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn typed_helpers_and_function_keys() {
+    let cache = HybridCache::builder()
+        .category("tenants", Duration::from_secs(60), 10)
+        .build()
+        .await
+        .unwrap();
+    let key = cache_key!("get_tenant", 42);
+    assert_eq!(key, "get_tenant:42");
+    let loaded: Vec<u32> = cache
+        .get_or_load_json("tenants", &key, None, || async { Ok::<_, DbError>(vec![1, 2, 3]) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, [1, 2, 3]);
+    let again: Option<Vec<u32>> = cache.get_json("tenants", &key).await.unwrap();
+    assert_eq!(again, Some(vec![1, 2, 3]));
+    cache.set_json("tenants", "x", &"hello", None).await.unwrap();
+    assert_eq!(cache.get_json::<String>("tenants", "x").await.unwrap().as_deref(), Some("hello"));
+    assert!(matches!(cache.get("nope", "x").await, Err(CacheError::UnknownCategory(_))));
+    assert!(matches!(cache.invalidate("*", "nope").await, Err(CacheError::UnknownCategory(_))));
+    let h = cache.health().await;
+    assert_eq!(h.status, hybrid_cache::Status::Ok);
+    cache.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalidation_during_a_load_keeps_the_old_value_out_of_l1() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader_cache = cache.clone();
+    let load = tokio::spawn(async move {
+        loader_cache
+            .get_or_load("menus", "m", None, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"old"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    cache.delete("menus", "m").await.unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap().as_ref(), b"old", "the caller still gets its value");
+    assert_eq!(cache.get("menus", "m").await.unwrap(), None, "but L1 does not keep it");
+    cache.shutdown().await;
+}
