@@ -419,11 +419,14 @@ async fn broadcast_reaches_every_peer_in_order() {
 // ---------------------------------------------------------------------
 // Simulated time: 50 nodes, in-memory network, no sockets.
 
+/// (deliver at, sequence, destination index, packet)
+type InFlight = std::cmp::Reverse<(Instant, u64, usize, Vec<u8>)>;
+
 struct SimNet {
     nodes: Vec<membership::Membership>,
     up: Vec<bool>,
     index: HashMap<SocketAddr, usize>,
-    queue: BinaryHeap<std::cmp::Reverse<(Instant, u64, usize, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     seq: u64,
     rng: u64,
     now: Instant,

@@ -408,23 +408,24 @@ pub(crate) async fn driver(
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Some(DriverInput::Hello { identity, reply }) => {
-                if identity.node_id != m.identity().node_id {
-                    if reply {
-                        let hello = Frame::Hello {
-                            identity: m.identity().clone(),
-                            reply: false,
-                        };
-                        send_frame(&inner, identity.gossip_addr, &hello, Mode::Datagram);
-                    }
-                    let known = m.peer(&identity.node_id).is_some_and(|e| {
-                        e.identity == identity && e.state != super::MemberState::Dead
-                    });
-                    if !known {
-                        m.announce(identity, now);
-                    }
+            Some(DriverInput::Hello { identity, reply })
+                if identity.node_id != m.identity().node_id =>
+            {
+                if reply {
+                    let hello = Frame::Hello {
+                        identity: m.identity().clone(),
+                        reply: false,
+                    };
+                    send_frame(&inner, identity.gossip_addr, &hello, Mode::Datagram);
+                }
+                let known = m
+                    .peer(&identity.node_id)
+                    .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
+                if !known {
+                    m.announce(identity, now);
                 }
             }
+            Some(DriverInput::Hello { .. }) => {}
             Some(DriverInput::Leave(done)) => {
                 m.leave(now);
                 leave = Some(done);
