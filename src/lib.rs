@@ -54,6 +54,7 @@ pub mod cluster;
 pub mod coherence;
 pub mod config;
 pub mod error;
+pub mod gossip;
 pub mod http;
 pub mod key;
 pub mod l1;

@@ -1,0 +1,311 @@
+//! Sans-IO SWIM membership: foca plus a timer queue and a member table,
+//! driven only by explicit `Instant`s. No sockets, no clocks, no tasks:
+//! the transport (or a simulated network in tests) feeds packets in with
+//! [`Membership::handle_packet`], fires timers with
+//! [`Membership::poll_timers`] and ships [`Membership::drain_outbox`].
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    num::{NonZeroU8, NonZeroUsize},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use foca::{
+    AccumulatingRuntime, BincodeCodec, Codec, Foca, NoCustomBroadcast, OwnedNotification,
+    PeriodicParams, State, Timer,
+};
+
+use super::{identity::NodeIdentity, MemberState};
+
+/// Largest foca packet; small enough to fit one QUIC datagram on a
+/// 1200-byte path MTU together with the frame header.
+pub(crate) const MAX_PACKET: usize = 1100;
+
+type SwimCodec = BincodeCodec<
+    bincode::config::Configuration<
+        bincode::config::LittleEndian,
+        bincode::config::Varint,
+        bincode::config::Limit<4096>,
+    >,
+>;
+
+fn codec() -> SwimCodec {
+    BincodeCodec(bincode::config::standard().with_limit::<4096>())
+}
+
+/// SWIM timing knobs.
+#[derive(Clone, Debug)]
+pub(crate) struct SwimParams {
+    pub(crate) probe_period: Duration,
+    pub(crate) suspect_to_dead: Duration,
+}
+
+impl SwimParams {
+    pub(crate) fn foca_config(&self) -> foca::Config {
+        let period = self.probe_period.max(Duration::from_millis(10));
+        let mut c = foca::Config::simple();
+        c.probe_period = period;
+        // Direct ack deadline; the rest of the period is for indirect probes.
+        c.probe_rtt = period * 2 / 5;
+        c.num_indirect_probes = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        c.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
+        c.suspect_to_down_after = self.suspect_to_dead.max(Duration::from_millis(1));
+        c.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
+        c.notify_down_members = true;
+        let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        c.periodic_gossip = Some(PeriodicParams {
+            frequency: (period / 2).min(Duration::from_millis(200)),
+            num_members: three,
+        });
+        c.periodic_announce = Some(PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: NonZeroUsize::MIN,
+        });
+        c.periodic_announce_to_down_members = Some(PeriodicParams {
+            frequency: Duration::from_secs(10),
+            num_members: NonZeroUsize::MIN,
+        });
+        c
+    }
+}
+
+/// Tiny SplitMix64 generator implementing the rand 0.9 trait foca uses
+/// (seeded from the OS RNG in production, fixed seeds in simulations).
+pub(crate) struct SwimRng(u64);
+
+impl rand09::RngCore for SwimRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PacketError {
+    #[error("undecodable SWIM packet: {0}")]
+    Decode(String),
+    #[error("SWIM packet too large ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// What this node knows about another node.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerEntry {
+    pub(crate) identity: NodeIdentity,
+    pub(crate) state: MemberState,
+    pub(crate) last_seen: Instant,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    at: Instant,
+    timer: Timer<NodeIdentity>,
+    seq: u64,
+}
+
+pub(crate) struct Membership {
+    foca: Foca<NodeIdentity, SwimCodec, SwimRng, NoCustomBroadcast>,
+    runtime: AccumulatingRuntime<NodeIdentity>,
+    timers: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    table: BTreeMap<String, PeerEntry>,
+    outbox: Vec<(NodeIdentity, Bytes)>,
+}
+
+impl Membership {
+    pub(crate) fn new(identity: NodeIdentity, params: &SwimParams, seed: u64) -> Self {
+        Self {
+            foca: Foca::new(identity, params.foca_config(), SwimRng(seed), codec()),
+            runtime: AccumulatingRuntime::new(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            table: BTreeMap::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    pub(crate) fn identity(&self) -> &NodeIdentity {
+        self.foca.identity()
+    }
+
+    /// Ask `peer` (whose identity we learned from a Hello) to let us in.
+    pub(crate) fn announce(&mut self, peer: NodeIdentity, now: Instant) {
+        if peer.node_id == self.identity().node_id {
+            return;
+        }
+        if let Err(e) = self.foca.announce(peer, &mut self.runtime) {
+            tracing::debug!(error = %e, "foca announce failed");
+        }
+        self.after_step(now);
+    }
+
+    /// Feed one SWIM packet received from the network.
+    pub(crate) fn handle_packet(&mut self, data: &[u8], now: Instant) -> Result<(), PacketError> {
+        if data.len() > MAX_PACKET {
+            return Err(PacketError::TooLarge(data.len()));
+        }
+        let mut c = codec();
+        let header = Codec::<NodeIdentity>::decode_header(&mut c, data)
+            .map_err(|e| PacketError::Decode(e.to_string()))?;
+        let result = self.foca.handle_data(data, &mut self.runtime);
+        self.after_step(now);
+        match result {
+            Ok(()) => {
+                if let Some(e) = self.table.get_mut(&header.src.node_id) {
+                    if e.identity == header.src {
+                        e.last_seen = now;
+                    }
+                }
+                Ok(())
+            }
+            Err(foca::Error::Decode(e)) => Err(PacketError::Decode(e.to_string())),
+            Err(foca::Error::MalformedPacket) => Err(PacketError::Decode("malformed".into())),
+            Err(e) => {
+                tracing::trace!(error = %e, "foca rejected packet");
+                Ok(())
+            }
+        }
+    }
+
+    /// Earliest pending timer.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse(s)| s.at)
+    }
+
+    /// Fire every timer due at `now`, in (deadline, kind) order.
+    pub(crate) fn poll_timers(&mut self, now: Instant) {
+        let mut fired = false;
+        while self.timers.peek().is_some_and(|Reverse(s)| s.at <= now) {
+            let Some(Reverse(s)) = self.timers.pop() else {
+                break;
+            };
+            if let Err(e) = self.foca.handle_timer(s.timer, &mut self.runtime) {
+                tracing::trace!(error = %e, "foca timer");
+            }
+            // Drain after every event so newly scheduled timers get the
+            // right absolute deadline and ordering.
+            self.drain_runtime(now);
+            fired = true;
+        }
+        if fired {
+            self.refresh_table(now);
+        }
+    }
+
+    /// Leave the cluster (gossips our own `Down`).
+    pub(crate) fn leave(&mut self, now: Instant) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "foca leave failed");
+        }
+        self.after_step(now);
+    }
+
+    pub(crate) fn drain_outbox(&mut self) -> Vec<(NodeIdentity, Bytes)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Every other node known, in any state.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &PeerEntry> {
+        self.table.values()
+    }
+
+    pub(crate) fn peer(&self, node_id: &str) -> Option<&PeerEntry> {
+        self.table.get(node_id)
+    }
+
+    /// Members foca considers active (alive or suspect).
+    pub(crate) fn active_count(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    fn after_step(&mut self, now: Instant) {
+        self.drain_runtime(now);
+        self.refresh_table(now);
+    }
+
+    fn drain_runtime(&mut self, now: Instant) {
+        while let Some((dst, data)) = self.runtime.to_send() {
+            self.outbox.push((dst, data));
+        }
+        while let Some((delay, timer)) = self.runtime.to_schedule() {
+            self.seq = self.seq.wrapping_add(1);
+            self.timers.push(Reverse(Scheduled {
+                at: now + delay,
+                timer,
+                seq: self.seq,
+            }));
+        }
+        while let Some(n) = self.runtime.to_notify() {
+            let me = &self.foca.identity().node_id;
+            match n {
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(node = %me, peer = %id.node_id, addr = %id.gossip_addr, "member up")
+                }
+                OwnedNotification::MemberDown(id) => {
+                    tracing::info!(node = %me, peer = %id.node_id, "member down")
+                }
+                OwnedNotification::Rename(old, new) => tracing::info!(
+                    node = %me, peer = %new.node_id, old_bump = old.bump, new_bump = new.bump,
+                    "member restarted or renewed its identity"
+                ),
+                OwnedNotification::Rejoin(id) => {
+                    tracing::warn!(node = %me, bump = id.bump, "declared down by the cluster; rejoined with a renewed identity")
+                }
+                OwnedNotification::Defunct => {
+                    tracing::warn!(node = %me, "declared down by the cluster")
+                }
+                OwnedNotification::Idle => tracing::debug!(node = %me, "no active peers"),
+                OwnedNotification::Active => tracing::debug!(node = %me, "joined the cluster"),
+            }
+        }
+    }
+
+    fn refresh_table(&mut self, now: Instant) {
+        let me = self.foca.identity().node_id.clone();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            if id.node_id == me {
+                continue;
+            }
+            let state = match m.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down => MemberState::Dead,
+            };
+            match self.table.get_mut(&id.node_id) {
+                Some(e) if e.identity.bump > id.bump => {}
+                Some(e) => {
+                    if e.identity != *id {
+                        e.identity = id.clone();
+                        e.last_seen = now;
+                    }
+                    e.state = state;
+                }
+                None => {
+                    self.table.insert(
+                        id.node_id.clone(),
+                        PeerEntry {
+                            identity: id.clone(),
+                            state,
+                            last_seen: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! QUIC transport (quinn): one endpoint used as client and server, one
+//! cached outgoing connection per peer driven by a per-peer sender task
+//! (ordered queue), readers for accepted connections, and the task that
+//! drives the sans-IO membership.
+//!
+//! Frames (all through [`super::frame`], versioned, 64 KiB max):
+//! SWIM packets, Hello and stats go as QUIC datagrams when they fit the
+//! path (falling back to a uni stream); broadcast payloads always go on
+//! uni streams, opened in order by the peer's sender task and read one at
+//! a time in accept order by the receiver, so a peer's broadcasts arrive
+//! reliably and in order while the connection lives.
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::mpsc,
+    time::{timeout, Instant},
+};
+
+use super::{
+    frame::{self, FrameError, MAX_FRAME},
+    identity::NodeIdentity,
+    lock,
+    membership::Membership,
+    Inner,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
+const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
+const PEER_QUEUE: usize = 1024;
+const MAX_PEERS: usize = 4096;
+const MAX_INCOMING_CONNECTIONS: usize = 1024;
+
+/// Everything that travels between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Frame {
+    /// One foca packet.
+    Swim(Vec<u8>),
+    /// "This is who I am" (joining through a `host:port`); `reply` asks
+    /// for a Hello back. Both sides then announce to each other.
+    Hello { identity: NodeIdentity, reply: bool },
+    /// A node's stats summary (opaque JSON bytes).
+    Stats { node_id: String, stats: Vec<u8> },
+    /// An opaque payload from `Gossip::broadcast`.
+    Broadcast(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Datagram when it fits, else a uni stream.
+    Datagram,
+    /// Always a uni stream (reliable, ordered per peer).
+    Stream,
+}
+
+pub(crate) struct Outgoing {
+    bytes: Bytes,
+    mode: Mode,
+}
+
+pub(crate) struct PeerHandle {
+    tx: mpsc::Sender<Outgoing>,
+    abort: tokio::task::AbortHandle,
+}
+
+impl PeerHandle {
+    pub(crate) fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// Nothing queued (a frame may still be in flight).
+    pub(crate) fn queue_empty(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+}
+
+pub(crate) fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(10_000).into()));
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
+    t.datagram_receive_buffer_size(Some(1 << 20));
+    t
+}
+
+/// Queue an encoded frame for `addr`. Never blocks.
+pub(crate) fn send_bytes(inner: &Arc<Inner>, addr: SocketAddr, bytes: Bytes, mode: Mode) {
+    if inner.stopped.load(Ordering::Relaxed) || addr == inner.advertise {
+        return;
+    }
+    let msg = Outgoing { bytes, mode };
+    let mut peers = lock(&inner.peers);
+    let msg = match peers.get(&addr) {
+        Some(p) => match p.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inner.counters.send_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(m)) => m,
+        },
+        None => msg,
+    };
+    if peers.len() >= MAX_PEERS {
+        inner.counters.send_dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    // Cannot fail: fresh channel with capacity.
+    let _ = tx.try_send(msg);
+    let task = tokio::spawn(peer_task(inner.clone(), addr, rx));
+    peers.insert(
+        addr,
+        PeerHandle {
+            tx,
+            abort: task.abort_handle(),
+        },
+    );
+}
+
+pub(crate) fn send_frame(inner: &Arc<Inner>, addr: SocketAddr, frame: &Frame, mode: Mode) {
+    match frame::encode(frame) {
+        Ok(b) => send_bytes(inner, addr, Bytes::from(b), mode),
+        Err(_) => {
+            inner
+                .counters
+                .oversized_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn connect(inner: &Inner, addr: SocketAddr) -> Option<quinn::Connection> {
+    let connecting = match inner.endpoint.connect(addr, super::tls::SERVER_NAME) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "gossip connect refused locally");
+            inner
+                .counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    match timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "gossip connect failed");
+            inner
+                .counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "gossip connect timed out");
+            inner
+                .counters
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+async fn send_on(conn: &quinn::Connection, msg: &Outgoing) -> Result<(), String> {
+    let fits = conn
+        .max_datagram_size()
+        .is_some_and(|max| msg.bytes.len() <= max);
+    if msg.mode == Mode::Datagram && fits {
+        return conn
+            .send_datagram(msg.bytes.clone())
+            .map_err(|e| e.to_string());
+    }
+    let write = async {
+        let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+        s.write_all(&msg.bytes).await.map_err(|e| e.to_string())?;
+        s.finish().map_err(|e| e.to_string())
+    };
+    timeout(STREAM_TIMEOUT, write)
+        .await
+        .map_err(|_| "stream write timed out".to_string())?
+}
+
+async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<Outgoing>) {
+    let mut conn: Option<quinn::Connection> = None;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let msg = match timeout(PEER_IDLE_EXIT, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(_) => {
+                let mut peers = lock(&inner.peers);
+                if rx.is_empty() {
+                    peers.remove(&addr);
+                    return;
+                }
+                continue;
+            }
+        };
+        if conn.as_ref().is_some_and(|c| c.close_reason().is_some()) {
+            conn = None;
+        }
+        let mut delivered = false;
+        for _attempt in 0..2 {
+            if conn.is_none() {
+                if retry_at.is_some_and(|t| Instant::now() < t) {
+                    break;
+                }
+                conn = connect(&inner, addr).await;
+                if conn.is_none() {
+                    retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
+                    break;
+                }
+                retry_at = None;
+            }
+            let Some(c) = conn.as_ref() else { break };
+            match send_on(c, &msg).await {
+                Ok(()) => {
+                    delivered = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "gossip send failed; reconnecting");
+                    conn = None;
+                }
+            }
+        }
+        if delivered {
+            inner.counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .bytes_sent
+                .fetch_add(msg.bytes.len() as u64, Ordering::Relaxed);
+        } else {
+            inner.counters.send_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Accept incoming connections until the endpoint closes.
+pub(crate) async fn accept_loop(inner: Arc<Inner>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        if inner.incoming_conns.load(Ordering::Relaxed) >= MAX_INCOMING_CONNECTIONS {
+            incoming.refuse();
+            continue;
+        }
+        let inner2 = inner.clone();
+        let task = tokio::spawn(async move {
+            let conn = match incoming.accept() {
+                Ok(connecting) => match timeout(CONNECT_TIMEOUT * 5, connecting).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "incoming gossip handshake failed");
+                        inner2
+                            .counters
+                            .connect_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => {
+                        inner2
+                            .counters
+                            .connect_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "incoming gossip connection rejected");
+                    return;
+                }
+            };
+            inner2.incoming_conns.fetch_add(1, Ordering::Relaxed);
+            serve_connection(&inner2, conn).await;
+            inner2.incoming_conns.fetch_sub(1, Ordering::Relaxed);
+        });
+        inner.track(task.abort_handle());
+    }
+}
+
+async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
+    let datagrams = async {
+        while let Ok(d) = conn.read_datagram().await {
+            handle_frame(inner, &d);
+        }
+    };
+    let streams = async {
+        while let Ok(mut recv) = conn.accept_uni().await {
+            match timeout(STREAM_TIMEOUT, recv.read_to_end(MAX_FRAME)).await {
+                Ok(Ok(buf)) => handle_frame(inner, &buf),
+                Ok(Err(quinn::ReadToEndError::TooLong)) => {
+                    inner
+                        .counters
+                        .oversized_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = recv.stop(quinn::VarInt::from_u32(1));
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "gossip stream read failed");
+                    inner
+                        .counters
+                        .invalid_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    inner
+                        .counters
+                        .invalid_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                    let _ = recv.stop(quinn::VarInt::from_u32(2));
+                }
+            }
+        }
+    };
+    tokio::join!(datagrams, streams);
+}
+
+fn handle_frame(inner: &Arc<Inner>, bytes: &[u8]) {
+    let c = &inner.counters;
+    c.bytes_received
+        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    let frame = match frame::decode::<Frame>(bytes) {
+        Ok(f) => f,
+        Err(FrameError::TooLarge(_)) => {
+            c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "invalid gossip frame dropped");
+            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    c.frames_received.fetch_add(1, Ordering::Relaxed);
+    match frame {
+        Frame::Swim(p) => {
+            if inner.driver_tx.try_send(DriverInput::Packet(p)).is_err() {
+                c.send_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Frame::Hello { identity, reply } => {
+            let _ = inner
+                .driver_tx
+                .try_send(DriverInput::Hello { identity, reply });
+        }
+        Frame::Stats { node_id, stats } => {
+            if stats.len() > inner.max_stats_bytes {
+                c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut map = lock(&inner.stats_in);
+            if map.len() < MAX_PEERS || map.contains_key(&node_id) {
+                map.insert(node_id, (stats, Instant::now()));
+            }
+        }
+        Frame::Broadcast(payload) => {
+            // A dropped receiver just means nobody listens any more.
+            let _ = inner.inbound.send(payload);
+        }
+    }
+}
+
+pub(crate) enum DriverInput {
+    Packet(Vec<u8>),
+    Hello { identity: NodeIdentity, reply: bool },
+    Leave(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Owns the membership state machine; the only place it is mutated.
+pub(crate) async fn driver(
+    inner: Arc<Inner>,
+    mut m: Membership,
+    mut rx: mpsc::Receiver<DriverInput>,
+) {
+    publish(&inner, &m);
+    loop {
+        let deadline = m
+            .next_deadline()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let input = tokio::select! {
+            i = rx.recv() => match i {
+                Some(i) => Some(i),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let now = Instant::now().into_std();
+        let mut leave = None;
+        match input {
+            None => {}
+            Some(DriverInput::Packet(p)) => {
+                if let Err(e) = m.handle_packet(&p, now) {
+                    tracing::debug!(error = %e, "invalid SWIM packet dropped");
+                    inner
+                        .counters
+                        .invalid_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(DriverInput::Hello { identity, reply })
+                if identity.node_id != m.identity().node_id =>
+            {
+                if reply {
+                    let hello = Frame::Hello {
+                        identity: m.identity().clone(),
+                        reply: false,
+                    };
+                    send_frame(&inner, identity.gossip_addr, &hello, Mode::Datagram);
+                }
+                let known = m
+                    .peer(&identity.node_id)
+                    .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
+                if !known {
+                    m.announce(identity, now);
+                }
+            }
+            Some(DriverInput::Hello { .. }) => {}
+            Some(DriverInput::Leave(done)) => {
+                m.leave(now);
+                leave = Some(done);
+            }
+        }
+        m.poll_timers(now);
+        for (dst, data) in m.drain_outbox() {
+            send_frame(
+                &inner,
+                dst.gossip_addr,
+                &Frame::Swim(data.to_vec()),
+                Mode::Datagram,
+            );
+        }
+        publish(&inner, &m);
+        if let Some(done) = leave {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn publish(inner: &Inner, m: &Membership) {
+    let mut view = inner
+        .view
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    view.me = m.identity().clone();
+    view.active = m.active_count();
+    view.peers.clear();
+    view.peers.extend(m.peers().cloned());
+}
