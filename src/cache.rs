@@ -634,6 +634,8 @@ impl HybridCache {
         let mut l1_caches = BTreeMap::new();
         let mut c = Counters::default();
         for (name, l1) in &self.shared.categories {
+            // Maintenance first, so eviction notifications are counted.
+            let size = l1.size().await;
             let k = &l1.counters;
             let hits = k.hits.load(Ordering::Relaxed);
             let misses = k.misses.load(Ordering::Relaxed);
@@ -648,7 +650,7 @@ impl HybridCache {
             l1_caches.insert(
                 name.clone(),
                 CategoryStats {
-                    size: l1.size().await,
+                    size,
                     maxsize: cfg.max_entries,
                     ttl: cfg.ttl_secs,
                     hits,

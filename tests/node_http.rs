@@ -256,7 +256,8 @@ async fn capacity_bound_holds_for_roles() {
     let s: Value = c.get(format!("{base}/v1/stats")).send().await.unwrap().json().await.unwrap();
     let size = s["l1_caches"]["roles"]["size"].as_u64().unwrap();
     assert!(size <= 200 && size > 0, "roles size {size}");
-    assert!(s["counters"]["evictions"].as_u64().unwrap() >= 300 - 1);
+    let ev = s["counters"]["evictions"].as_u64().unwrap();
+    assert!(ev + size >= 500, "every write is either held or counted as evicted: size {size}, evictions {ev}");
     node.shutdown().await;
 }
 
