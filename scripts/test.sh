@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the test suite: installs what the tests need when missing (redis-server
+# and redis-cli from Debian's packages; tests start their own servers on free
+# loopback ports, never 6379), then `cargo test --all-targets "$@"`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[test.sh] installing ${missing[*]} (apt-get)" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+# The Debian package may try to start a system service; tests never use it.
+echo "[test.sh] $(redis-server --version)" >&2
+
+exec cargo test --all-targets "$@"
