@@ -145,6 +145,59 @@ impl Shared {
         self.l2.as_ref().filter(|l2| l2.available())
     }
 
+    /// The node's stats (`GET /v1/stats`).
+    pub async fn stats(&self) -> Stats {
+        let mut l1_caches = BTreeMap::new();
+        let mut c = Counters::default();
+        for (name, l1) in &self.categories {
+            // Maintenance first, so eviction notifications are counted.
+            let size = l1.size().await;
+            let k = &l1.counters;
+            let hits = k.hits.load(Ordering::Relaxed);
+            let misses = k.misses.load(Ordering::Relaxed);
+            c.hits_l1 += hits;
+            c.hits_l2 += k.hits_l2.load(Ordering::Relaxed);
+            c.misses += misses;
+            c.loads += k.loads.load(Ordering::Relaxed);
+            c.evictions += k.evictions.load(Ordering::Relaxed);
+            c.expirations += k.expirations.load(Ordering::Relaxed);
+            c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
+            let cfg = l1.config();
+            l1_caches.insert(
+                name.clone(),
+                CategoryStats {
+                    size,
+                    maxsize: cfg.max_entries,
+                    ttl: cfg.ttl_secs,
+                    hits,
+                    misses,
+                },
+            );
+        }
+        let n = &self.counters;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        c.invalidations_sent = ld(&n.invalidations_sent);
+        c.invalidations_received = ld(&n.invalidations_received);
+        c.coherence_flushes = ld(&n.coherence_flushes);
+        c.invalid_messages = ld(&n.invalid_messages);
+        c.duplicate_messages = ld(&n.duplicate_messages);
+        c.actor_restarts = ld(&n.actor_restarts);
+        c.l2_errors = ld(&n.l2_errors);
+        c.redis_reconnects = ld(&n.redis_reconnects);
+        c.http_bad_requests = ld(&n.http_bad_requests);
+        Stats {
+            node_id: self.config.node_id.clone(),
+            l1_caches,
+            l2_enabled: self.l2_enabled(),
+            counters: c,
+        }
+    }
+
+    /// Whether Redis is configured, connected, and the bus is subscribed.
+    pub fn l2_enabled(&self) -> bool {
+        self.l2.as_ref().is_some_and(|l2| l2.connected()) && self.link_up.load(Ordering::Relaxed)
+    }
+
     /// Flushes every category's L1 (coherence gap, reconnect, isolation end).
     pub async fn flush_all(&self, reason: &str) {
         let mut total = 0;
@@ -631,56 +684,12 @@ impl HybridCache {
 
     /// The node's stats (`GET /v1/stats`).
     pub async fn stats(&self) -> Stats {
-        let mut l1_caches = BTreeMap::new();
-        let mut c = Counters::default();
-        for (name, l1) in &self.shared.categories {
-            // Maintenance first, so eviction notifications are counted.
-            let size = l1.size().await;
-            let k = &l1.counters;
-            let hits = k.hits.load(Ordering::Relaxed);
-            let misses = k.misses.load(Ordering::Relaxed);
-            c.hits_l1 += hits;
-            c.hits_l2 += k.hits_l2.load(Ordering::Relaxed);
-            c.misses += misses;
-            c.loads += k.loads.load(Ordering::Relaxed);
-            c.evictions += k.evictions.load(Ordering::Relaxed);
-            c.expirations += k.expirations.load(Ordering::Relaxed);
-            c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
-            let cfg = l1.config();
-            l1_caches.insert(
-                name.clone(),
-                CategoryStats {
-                    size,
-                    maxsize: cfg.max_entries,
-                    ttl: cfg.ttl_secs,
-                    hits,
-                    misses,
-                },
-            );
-        }
-        let n = &self.shared.counters;
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        c.invalidations_sent = ld(&n.invalidations_sent);
-        c.invalidations_received = ld(&n.invalidations_received);
-        c.coherence_flushes = ld(&n.coherence_flushes);
-        c.invalid_messages = ld(&n.invalid_messages);
-        c.duplicate_messages = ld(&n.duplicate_messages);
-        c.actor_restarts = ld(&n.actor_restarts);
-        c.l2_errors = ld(&n.l2_errors);
-        c.redis_reconnects = ld(&n.redis_reconnects);
-        c.http_bad_requests = ld(&n.http_bad_requests);
-        Stats {
-            node_id: self.shared.config.node_id.clone(),
-            l1_caches,
-            l2_enabled: self.l2_enabled(),
-            counters: c,
-        }
+        self.shared.stats().await
     }
 
     /// Whether Redis is configured and currently serving as L2.
     pub fn l2_enabled(&self) -> bool {
-        self.shared.l2.as_ref().is_some_and(|l2| l2.connected())
-            && self.shared.link_up.load(Ordering::Relaxed)
+        self.shared.l2_enabled()
     }
 
     /// Current status: ok / degraded / isolated.

@@ -13,6 +13,7 @@
 //! because whatever state the crash left behind cannot be trusted.
 
 pub mod category;
+pub mod gossip;
 pub mod supervisor;
 
 pub use category::{CategoryActor, CategoryMsg};

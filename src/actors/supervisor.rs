@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::actors::category::CategoryActor;
+use crate::actors::gossip::GossipActor;
 use crate::bus::BusActor;
 use crate::cache::Shared;
 
@@ -14,6 +15,7 @@ use crate::cache::Shared;
 enum Child {
     Category(String),
     Bus,
+    Gossip,
 }
 
 /// Messages to the supervisor.
@@ -60,6 +62,12 @@ async fn spawn_bus(shared: &Arc<Shared>, sup: ActorCell) -> Result<ActorId, Acto
     Ok(id)
 }
 
+async fn spawn_gossip(shared: &Arc<Shared>, sup: ActorCell) -> Result<ActorId, ActorProcessingErr> {
+    let name = format!("{}/gossip", shared.instance);
+    let (actor, _) = Actor::spawn_linked(Some(name), GossipActor, shared.clone(), sup).await?;
+    Ok(actor.get_id())
+}
+
 impl Actor for NodeSupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
@@ -75,6 +83,10 @@ impl Actor for NodeSupervisor {
         for name in names {
             let id = spawn_category(&shared, &name, myself.get_cell()).await?;
             children.insert(id, Child::Category(name));
+        }
+        if shared.config.gossip_addr.is_some() {
+            let id = spawn_gossip(&shared, myself.get_cell()).await?;
+            children.insert(id, Child::Gossip);
         }
         if wants_bus(&shared) {
             let id = spawn_bus(&shared, myself.get_cell()).await?;
@@ -124,6 +136,13 @@ impl Actor for NodeSupervisor {
                 tracing::error!(category = %name, %reason, "category actor died; restarting it");
                 let id = spawn_category(&state.shared, &name, myself.get_cell()).await?;
                 state.children.insert(id, Child::Category(name));
+            }
+            Child::Gossip => {
+                tracing::error!(%reason, "gossip actor died; restarting it");
+                // Give the old endpoint a moment to release its UDP port.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let id = spawn_gossip(&state.shared, myself.get_cell()).await?;
+                state.children.insert(id, Child::Gossip);
             }
             Child::Bus => {
                 tracing::error!(%reason, "bus actor died; restarting it (L1 will be flushed on reconnect)");
