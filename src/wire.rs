@@ -1,0 +1,391 @@
+//! Versioned, size-limited bincode 2 framing shared by every node-to-node message
+//! (Redis pub/sub payloads and QUIC frames), see CONTRACT §10.
+//!
+//! A frame is `[WIRE_VERSION] ++ bincode(serde(msg))` using bincode's standard
+//! configuration (little endian, varint) with a decode limit ([`MAX_DECODE_BYTES`]).
+//! Frames larger than [`MAX_FRAME_BYTES`] are neither produced nor accepted.
+//!
+//! Why it looks like this:
+//! - the leading version byte lets a cluster run mixed versions during a rolling upgrade:
+//!   a node that cannot understand a frame drops it (and counts it) instead of misreading it;
+//! - every frame comes from the network, so [`decode`] must never panic and never allocate
+//!   more than the frame could legitimately describe: the length is checked before
+//!   decoding, and bincode's limit rejects a length prefix that claims a huge string or
+//!   sequence before anything is allocated;
+//! - bincode's limit counts the *in-memory* size of what it decodes (a one-byte varint
+//!   `u64` counts 8, an enum tag 4), not wire bytes, so a frame of exactly
+//!   [`MAX_FRAME_BYTES`] can claim somewhat more than that. The decode limit is therefore a
+//!   separate, larger constant: the frame cap bounds the wire size, the decode limit bounds
+//!   the memory one frame can make us allocate, and every frame [`encode`] accepts decodes;
+//! - trailing bytes are rejected, so a frame has exactly one meaning.
+
+use serde::{Deserialize, Serialize};
+
+/// Format version carried in the first byte of every frame.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest frame (version byte included) that [`encode`] produces and [`decode`] accepts.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// bincode decode limit: the most memory (as bincode counts it, see the module docs) that
+/// decoding one frame may claim.
+pub const MAX_DECODE_BYTES: usize = 4 * MAX_FRAME_BYTES;
+
+/// Why a frame could not be encoded or decoded.
+#[derive(thiserror::Error, Debug)]
+pub enum WireError {
+    /// The frame has no bytes at all.
+    #[error("empty frame")]
+    Empty,
+    /// The frame (or the encoded message) is larger than allowed.
+    #[error("frame too large: {len} bytes (max {max})")]
+    TooLarge {
+        /// Size of the offending frame in bytes.
+        len: usize,
+        /// The maximum allowed size ([`MAX_FRAME_BYTES`]).
+        max: usize,
+    },
+    /// The version byte is not [`WIRE_VERSION`].
+    #[error("unsupported wire version {0} (expected {WIRE_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The payload is malformed (truncated, invalid tag, invalid UTF-8, over the limit...).
+    #[error("malformed frame: {0}")]
+    Decode(String),
+    /// The message could not be serialized.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// The payload decoded but was followed by this many unexpected bytes.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODE_BYTES>()
+}
+
+/// Encodes `msg` as one frame: the version byte followed by the bincode payload.
+///
+/// Fails with [`WireError::TooLarge`] if the frame would exceed [`MAX_FRAME_BYTES`].
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let payload = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    let len = payload.len().saturating_add(1);
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    let mut frame = Vec::with_capacity(len);
+    frame.push(WIRE_VERSION);
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decodes one frame produced by [`encode`]. Never panics, whatever `bytes` holds.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let Some((&version, payload)) = bytes.split_first() else {
+        return Err(WireError::Empty);
+    };
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    if version != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (msg, used) = bincode::serde::decode_from_slice::<T, _>(payload, config())
+        .map_err(|e| WireError::Decode(e.to_string()))?;
+    let trailing = payload.len().saturating_sub(used);
+    if trailing > 0 {
+        return Err(WireError::TrailingBytes(trailing));
+    }
+    Ok(msg)
+}
+
+/// What changed at the origin; receivers treat all kinds the same way (drop from L1),
+/// the kind is informative (logs, metrics).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A key was written.
+    Set,
+    /// A key was deleted.
+    Delete,
+    /// An explicit invalidation (exact key, `*` or glob).
+    Invalidate,
+}
+
+/// One invalidation broadcast by `origin`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// Node id of the sender.
+    pub origin: String,
+    /// Random number chosen by the sender at start; changes when it restarts.
+    pub origin_epoch: u64,
+    /// Per-(origin, epoch) sequence number, starting at 1, incremented by 1.
+    pub seq: u64,
+    /// Category name, `"*"` = every category.
+    pub category: String,
+    /// Exact key, `"*"` or a glob.
+    pub pattern: String,
+    /// What happened at the origin.
+    pub kind: ChangeKind,
+}
+
+/// Everything sent on the coherence bus.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum BusMessage {
+    /// Drop matching entries from L1.
+    Invalidation(Invalidation),
+    /// Periodic liveness + "the last sequence number I sent", which reveals a lost tail.
+    Heartbeat {
+        /// Node id of the sender.
+        origin: String,
+        /// The sender's epoch.
+        origin_epoch: u64,
+        /// The last invalidation sequence number the sender has assigned (0 = none yet).
+        last_seq: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// splitmix64: tiny deterministic PRNG, good enough for fuzz-style tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn sample_invalidation() -> BusMessage {
+        BusMessage::Invalidation(Invalidation {
+            origin: "node-1".into(),
+            origin_epoch: 0xDEAD_BEEF_1234_5678,
+            seq: 42,
+            category: "permissions".into(),
+            pattern: "get_user_permissions:*".into(),
+            kind: ChangeKind::Invalidate,
+        })
+    }
+
+    fn sample_heartbeat() -> BusMessage {
+        BusMessage::Heartbeat {
+            origin: "node-2".into(),
+            origin_epoch: u64::MAX,
+            last_seq: 7,
+        }
+    }
+
+    #[test]
+    fn roundtrip_all_message_shapes() {
+        let mut msgs = vec![sample_invalidation(), sample_heartbeat()];
+        for kind in [ChangeKind::Set, ChangeKind::Delete, ChangeKind::Invalidate] {
+            msgs.push(BusMessage::Invalidation(Invalidation {
+                origin: "ü-node".into(),
+                origin_epoch: 0,
+                seq: u64::MAX,
+                category: "*".into(),
+                pattern: String::new(),
+                kind,
+            }));
+        }
+        for msg in msgs {
+            let frame = encode(&msg).unwrap();
+            assert_eq!(frame[0], WIRE_VERSION);
+            assert!(frame.len() <= MAX_FRAME_BYTES);
+            let back: BusMessage = decode(&frame).unwrap();
+            assert_eq!(back, msg);
+        }
+    }
+
+    #[test]
+    fn empty_frame_rejected() {
+        assert!(matches!(decode::<BusMessage>(&[]), Err(WireError::Empty)));
+    }
+
+    #[test]
+    fn wrong_version_rejected() {
+        let mut frame = encode(&sample_invalidation()).unwrap();
+        for v in [0u8, 2, 0xFF] {
+            frame[0] = v;
+            match decode::<BusMessage>(&frame) {
+                Err(WireError::UnsupportedVersion(got)) => assert_eq!(got, v),
+                other => panic!("expected UnsupportedVersion({v}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncated_prefix_is_an_error() {
+        for msg in [sample_invalidation(), sample_heartbeat()] {
+            let frame = encode(&msg).unwrap();
+            for len in 0..frame.len() {
+                assert!(
+                    decode::<BusMessage>(&frame[..len]).is_err(),
+                    "prefix of {len}/{} bytes decoded",
+                    frame.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut frame = encode(&sample_heartbeat()).unwrap();
+        frame.extend_from_slice(&[0, 0, 0]);
+        assert!(matches!(
+            decode::<BusMessage>(&frame),
+            Err(WireError::TrailingBytes(3))
+        ));
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        let mut rng = Rng(0x5EED_0001);
+        let valid = encode(&sample_invalidation()).unwrap();
+        for i in 0..5000 {
+            let buf: Vec<u8> = if i % 2 == 0 {
+                // Pure garbage, mostly with the right version byte so bincode sees it.
+                let len = rng.below(200) as usize;
+                let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                if !b.is_empty() && rng.below(10) != 0 {
+                    b[0] = WIRE_VERSION;
+                }
+                b
+            } else {
+                // A valid frame with a few corrupted bytes.
+                let mut b = valid.clone();
+                for _ in 0..=rng.below(4) {
+                    let at = 1 + rng.below(b.len() as u64 - 1) as usize;
+                    b[at] = rng.next() as u8;
+                }
+                b
+            };
+            // Must return (Ok or Err), never panic.
+            let _ = decode::<BusMessage>(&buf);
+            let _ = decode::<Invalidation>(&buf);
+        }
+    }
+
+    #[test]
+    fn oversized_input_rejected() {
+        let mut frame = vec![0u8; MAX_FRAME_BYTES + 1];
+        frame[0] = WIRE_VERSION;
+        assert!(matches!(
+            decode::<BusMessage>(&frame),
+            Err(WireError::TooLarge { len, max }) if len == MAX_FRAME_BYTES + 1 && max == MAX_FRAME_BYTES
+        ));
+    }
+
+    #[test]
+    fn oversized_message_not_encoded() {
+        let msg = BusMessage::Invalidation(Invalidation {
+            origin: "n1".into(),
+            origin_epoch: 1,
+            seq: 1,
+            category: "general".into(),
+            pattern: "x".repeat(MAX_FRAME_BYTES),
+            kind: ChangeKind::Set,
+        });
+        assert!(matches!(
+            encode(&msg),
+            Err(WireError::TooLarge {
+                max: MAX_FRAME_BYTES,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn largest_allowed_message_roundtrips() {
+        // Find the largest pattern that still fits and check it decodes.
+        let make = |n: usize| {
+            BusMessage::Invalidation(Invalidation {
+                origin: "n1".into(),
+                origin_epoch: 1,
+                seq: 1,
+                category: "general".into(),
+                pattern: "p".repeat(n),
+                kind: ChangeKind::Set,
+            })
+        };
+        let overhead = encode(&make(0)).unwrap().len() + 2; // varint len grows by 2 bytes
+        let msg = make(MAX_FRAME_BYTES - overhead);
+        let frame = encode(&msg).unwrap();
+        assert!(frame.len() <= MAX_FRAME_BYTES);
+        assert_eq!(decode::<BusMessage>(&frame).unwrap(), msg);
+    }
+
+    #[test]
+    fn huge_inner_length_prefix_rejected_by_limit() {
+        // Heartbeat variant (index 1), then the `origin` string's length prefix.
+        // Varint encoding: 0xFD = a u64 follows (little endian).
+        let frame_claiming = |claimed: u64| {
+            let mut frame = vec![WIRE_VERSION, 1, 0xFD];
+            frame.extend_from_slice(&claimed.to_le_bytes());
+            frame.extend_from_slice(b"abc");
+            frame
+        };
+        for claimed in [
+            MAX_DECODE_BYTES as u64 + 1,
+            u32::MAX as u64,
+            u64::MAX / 2,
+            u64::MAX,
+        ] {
+            match decode::<BusMessage>(&frame_claiming(claimed)) {
+                Err(WireError::Decode(msg)) => assert!(
+                    msg.contains("LimitExceeded") || msg.contains("OutsideUsizeRange"),
+                    "claimed {claimed}: unexpected error {msg}"
+                ),
+                other => panic!("claimed {claimed}: expected a limit error, got {other:?}"),
+            }
+        }
+        // Within the limit but more than the frame holds: truncated, still an error.
+        assert!(matches!(
+            decode::<BusMessage>(&frame_claiming(100_000)),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_enum_variant_rejected() {
+        let frame = [WIRE_VERSION, 9, 0, 0, 0];
+        assert!(matches!(
+            decode::<BusMessage>(&frame),
+            Err(WireError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        assert_eq!(WireError::Empty.to_string(), "empty frame");
+        assert_eq!(
+            WireError::TooLarge {
+                len: 70000,
+                max: 65536
+            }
+            .to_string(),
+            "frame too large: 70000 bytes (max 65536)"
+        );
+        assert_eq!(
+            WireError::UnsupportedVersion(7).to_string(),
+            "unsupported wire version 7 (expected 1)"
+        );
+        assert_eq!(
+            WireError::TrailingBytes(2).to_string(),
+            "2 trailing bytes after the message"
+        );
+    }
+}
