@@ -1,1 +1,2 @@
+pub mod coherence;
 pub mod wire;

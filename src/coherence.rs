@@ -1,0 +1,1095 @@
+//! The L1 coherence protocol as a sans-IO state machine.
+//!
+//! Like `quinn-proto` or `foca`, this module owns no socket, no task and no clock: the
+//! bus actor feeds it inputs (received [`BusMessage`]s, link up/down events, timer ticks)
+//! together with the current [`Instant`], and carries out the [`Action`]s it returns
+//! (drop keys from L1, flush L1, publish a message, reconnect the subscription). That makes
+//! every rule below testable deterministically, with simulated time.
+//!
+//! # Why
+//! Redis pub/sub is *at-most-once*: a message published while a subscriber is
+//! disconnected, slow or silently cut off is simply gone. A lost invalidation would leave a
+//! stale value in some node's L1 until its TTL expires (up to an hour for `prompts`), which
+//! is exactly the bug a coherent cache must not have. We cannot make delivery reliable, but
+//! we can always *notice* a loss and fall back to the one safe answer, flushing L1 (the
+//! data is still in L2, so a flush costs only refills):
+//!
+//! - **Sequence numbers.** Every node numbers its invalidations 1, 2, 3… within its
+//!   `epoch`. A receiver that sees `seq > last + 1` knows messages were lost and, since it
+//!   cannot know which categories or keys they named, flushes everything. `seq <= last` is a
+//!   duplicate (the same message may arrive over Redis *and* over the QUIC fallback path) and
+//!   is ignored, so each message is applied once.
+//! - **Epochs.** A node picks a random epoch at start. When an origin shows a new epoch it has
+//!   restarted; whatever it sent before dying may have been lost, so receivers flush.
+//!   Sequence state is kept per (origin, epoch) for the last few epochs of each origin, so a
+//!   late message of the previous life (delivered by the slower path after the restart) is a
+//!   plain duplicate rather than another "epoch change".
+//! - **Heartbeats.** A gap is only visible when a *later* message arrives. Periodic
+//!   heartbeats carry the sender's last sequence number, so a lost *tail* (the last messages
+//!   before a quiet period) is detected within one heartbeat interval.
+//! - **Link state.** While our subscription is down we hear nothing; when it comes back,
+//!   anything may have changed, so [`Coherence::link_up`] flushes. The node keeps serving
+//!   from L1 while the link is down (degraded, not broken).
+//! - **Self-echo.** A subscription can die silently (half-open TCP, a proxy that stopped
+//!   forwarding). Our own messages come back to us through the subscription; if our own
+//!   heartbeat has not echoed back within `echo_timeout`, the subscription is declared dead:
+//!   the link goes [`LinkState::Down`] and [`Action::Reconnect`] asks the bus actor to
+//!   resubscribe (which then calls [`Coherence::link_up`], which flushes).
+//!
+//! # First contact with an origin
+//! The first message we ever see from an origin (or from a new epoch of it) sets the
+//! baseline for its sequence, and flushes. Even a seq-1 message proves nothing: the
+//! origin may have had an earlier epoch that sent invalidations we lost and died before we
+//! ever heard from it, and messages sent after our own subscription started may have been
+//! lost; there is no way to tell. The cost is one flush when a peer appears (the same as when
+//! one restarts), and, right after our own start, one per running peer while L1 is nearly
+//! empty. A first-contact invalidation is covered by that flush, so it is not applied
+//! separately.
+//!
+//! Own messages are recognised by node id *and* epoch: a message carrying our node id but
+//! another epoch comes from a previous incarnation of this node (or from a misconfigured
+//! node sharing our id) and is handled like any other origin's, which is always safe.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::wire::{BusMessage, ChangeKind, Invalidation};
+
+/// Timing of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoherenceConfig {
+    /// How often a heartbeat is published while the link is up (default 200 ms).
+    pub heartbeat_interval: Duration,
+    /// How long our own heartbeat may take to come back through the subscription before
+    /// the subscription is declared dead (default 1 s).
+    pub echo_timeout: Duration,
+}
+
+impl Default for CoherenceConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(200),
+            echo_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// State of our bus subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LinkState {
+    /// Subscribed and (as far as we know) receiving.
+    Up,
+    /// Not subscribed, or the subscription was found dead.
+    Down,
+}
+
+/// What the driver of the state machine must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Remove the entries matching `pattern` in `category` (`"*"` = every category) from L1.
+    Apply {
+        /// Category name or `"*"`.
+        category: String,
+        /// Exact key, `"*"` or glob.
+        pattern: String,
+    },
+    /// Flush every L1 category: something may have been missed.
+    FlushAll,
+    /// Publish this message on the bus.
+    Publish(BusMessage),
+    /// The subscription is silently dead: tear it down and subscribe again.
+    Reconnect,
+}
+
+/// Counters of the protocol (monotonic).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CoherenceCounters {
+    /// Invalidations received from other nodes (duplicates included, heartbeats and own
+    /// messages excluded).
+    pub received: u64,
+    /// [`Action::Apply`] emitted.
+    pub applied: u64,
+    /// Invalidations ignored because already seen (`seq <= last`).
+    pub duplicates: u64,
+    /// Sequence gaps detected (by an invalidation or a heartbeat).
+    pub gaps: u64,
+    /// [`Action::FlushAll`] emitted, whatever the reason.
+    pub flushes: u64,
+    /// Origins seen with a new epoch (restarted).
+    pub epoch_changes: u64,
+    /// [`Action::Reconnect`] emitted (missing self-echo).
+    pub reconnects: u64,
+}
+
+/// How many epochs of one origin are tracked at once. More than one so that a late message
+/// from an origin's previous life (e.g. delivered by the other path after its restart) is
+/// recognised as a duplicate instead of flip-flopping the baseline; a message from an epoch
+/// that fell out of this window is treated as a new epoch (flush), which is always safe.
+const EPOCHS_PER_ORIGIN: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct EpochState {
+    epoch: u64,
+    last_seq: u64,
+    /// Value of `Coherence::use_clock` when this epoch was last seen (for LRU eviction).
+    last_used: u64,
+}
+
+/// How a sequence number relates to what we know of its origin.
+enum Verdict {
+    /// Next in order: apply.
+    Apply,
+    /// Already seen, nothing new.
+    Duplicate,
+    /// Something may have been missed: flush.
+    Flush,
+}
+
+/// The sans-IO coherence state machine of one node.
+#[derive(Debug)]
+pub struct Coherence {
+    node_id: String,
+    epoch: u64,
+    config: CoherenceConfig,
+    /// Last sequence number we assigned (0 = none yet).
+    last_sent_seq: u64,
+    link: LinkState,
+    /// Per origin, the sequence state of its most recently seen epochs.
+    origins: HashMap<String, Vec<EpochState>>,
+    /// Monotonic counter ordering epoch uses.
+    use_clock: u64,
+    /// When one of our own messages last came back through the subscription.
+    last_self_echo: Option<Instant>,
+    /// Send time of the oldest heartbeat not yet followed by a self-echo.
+    unechoed_since: Option<Instant>,
+    /// When the next heartbeat is due (meaningful while Up).
+    next_heartbeat: Instant,
+    counters: CoherenceCounters,
+}
+
+impl Coherence {
+    /// A node `node_id` with its random start `epoch`. The link starts [`LinkState::Down`].
+    pub fn new(
+        node_id: impl Into<String>,
+        epoch: u64,
+        config: CoherenceConfig,
+        now: Instant,
+    ) -> Self {
+        Self {
+            node_id: node_id.into(),
+            epoch,
+            config,
+            last_sent_seq: 0,
+            link: LinkState::Down,
+            origins: HashMap::new(),
+            use_clock: 0,
+            last_self_echo: None,
+            unechoed_since: None,
+            next_heartbeat: now,
+            counters: CoherenceCounters::default(),
+        }
+    }
+
+    /// Our node id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Our epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CoherenceConfig {
+        &self.config
+    }
+
+    /// Current state of the subscription.
+    pub fn link(&self) -> LinkState {
+        self.link
+    }
+
+    /// The last sequence number we assigned (0 = none yet).
+    pub fn last_sent_seq(&self) -> u64 {
+        self.last_sent_seq
+    }
+
+    /// When one of our own messages last came back through the subscription.
+    pub fn last_self_echo(&self) -> Option<Instant> {
+        self.last_self_echo
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> CoherenceCounters {
+        self.counters
+    }
+
+    /// Builds the next invalidation to publish, with the next sequence number.
+    ///
+    /// The caller publishes it (Redis, and/or QUIC while Redis is down) and applies the
+    /// change to its own L1 itself; the echo is never applied.
+    pub fn outgoing(
+        &mut self,
+        category: &str,
+        pattern: &str,
+        kind: ChangeKind,
+        now: Instant,
+    ) -> BusMessage {
+        // `now` is part of the uniform sans-IO signature; sending needs no timer today.
+        let _ = now;
+        self.last_sent_seq = self.last_sent_seq.saturating_add(1);
+        BusMessage::Invalidation(Invalidation {
+            origin: self.node_id.clone(),
+            origin_epoch: self.epoch,
+            seq: self.last_sent_seq,
+            category: category.to_owned(),
+            pattern: pattern.to_owned(),
+            kind,
+        })
+    }
+
+    /// Handles one message received from the bus (any path: Redis or QUIC), in any link state.
+    pub fn handle_message(&mut self, msg: BusMessage, now: Instant) -> Vec<Action> {
+        let (origin, origin_epoch) = match &msg {
+            BusMessage::Invalidation(inv) => (&inv.origin, inv.origin_epoch),
+            BusMessage::Heartbeat {
+                origin,
+                origin_epoch,
+                ..
+            } => (origin, *origin_epoch),
+        };
+        if *origin == self.node_id && origin_epoch == self.epoch {
+            // Our own message came back: the subscription is alive. Never applied.
+            self.last_self_echo = Some(now);
+            self.unechoed_since = None;
+            return Vec::new();
+        }
+        match msg {
+            BusMessage::Invalidation(inv) => {
+                self.counters.received += 1;
+                match self.observe(inv.origin, inv.origin_epoch, inv.seq, true) {
+                    Verdict::Apply => {
+                        self.counters.applied += 1;
+                        vec![Action::Apply {
+                            category: inv.category,
+                            pattern: inv.pattern,
+                        }]
+                    }
+                    Verdict::Duplicate => {
+                        self.counters.duplicates += 1;
+                        Vec::new()
+                    }
+                    Verdict::Flush => self.flush(),
+                }
+            }
+            BusMessage::Heartbeat {
+                origin,
+                origin_epoch,
+                last_seq,
+            } => match self.observe(origin, origin_epoch, last_seq, false) {
+                Verdict::Apply | Verdict::Duplicate => Vec::new(),
+                Verdict::Flush => self.flush(),
+            },
+        }
+    }
+
+    /// Updates the tracking of `origin` with `seq` (an invalidation's own seq when
+    /// `is_invalidation`, else a heartbeat's `last_seq`) and says what to do.
+    fn observe(&mut self, origin: String, epoch: u64, seq: u64, is_invalidation: bool) -> Verdict {
+        self.use_clock += 1;
+        let now_used = self.use_clock;
+        let fresh = EpochState {
+            epoch,
+            last_seq: seq,
+            last_used: now_used,
+        };
+        let epochs = self.origins.entry(origin).or_default();
+        let Some(state) = epochs.iter_mut().find(|e| e.epoch == epoch) else {
+            // First contact with this origin, or a new epoch of it (restart): whatever it
+            // sent before may have been lost. Baseline here and flush (see the module docs).
+            if !epochs.is_empty() {
+                self.counters.epoch_changes += 1;
+            }
+            if epochs.len() >= EPOCHS_PER_ORIGIN {
+                if let Some(lru) = epochs
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(i, _)| i)
+                {
+                    epochs.swap_remove(lru);
+                }
+            }
+            epochs.push(fresh);
+            return Verdict::Flush;
+        };
+        state.last_used = now_used;
+        if seq <= state.last_seq {
+            // Already seen (invalidation), or nothing new (heartbeat).
+            return Verdict::Duplicate;
+        }
+        let expected_next = is_invalidation && seq - state.last_seq == 1;
+        state.last_seq = seq;
+        if expected_next {
+            Verdict::Apply
+        } else {
+            // An invalidation skipped some seqs, or a heartbeat announces seqs we never
+            // received (a lost tail).
+            self.counters.gaps += 1;
+            Verdict::Flush
+        }
+    }
+
+    fn flush(&mut self) -> Vec<Action> {
+        self.counters.flushes += 1;
+        vec![Action::FlushAll]
+    }
+
+    /// The subscription is (re)established. Anything may have changed while we were not
+    /// listening, so L1 is flushed. Per-origin tracking is kept: a gap across the outage
+    /// flushes again, which is redundant for messages sent before this flush but required
+    /// for those lost after it, and the two cannot be told apart.
+    pub fn link_up(&mut self, now: Instant) -> Vec<Action> {
+        self.link = LinkState::Up;
+        self.unechoed_since = None;
+        self.next_heartbeat = now;
+        self.flush()
+    }
+
+    /// The subscription is lost. No flush: the node keeps serving L1 hits while degraded,
+    /// and [`Coherence::link_up`] flushes when it comes back.
+    pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
+        let _ = now;
+        self.link = LinkState::Down;
+        self.unechoed_since = None;
+        Vec::new()
+    }
+
+    /// Advances time. While the link is up: declares the subscription dead if our oldest
+    /// unechoed heartbeat is older than `echo_timeout` ([`Action::Reconnect`], link Down),
+    /// otherwise publishes a heartbeat when one is due (at most once per
+    /// `heartbeat_interval`, the first one right after [`Coherence::link_up`]).
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        if self.link == LinkState::Down {
+            return Vec::new();
+        }
+        if let Some(sent) = self.unechoed_since {
+            if now.saturating_duration_since(sent) > self.config.echo_timeout {
+                self.link = LinkState::Down;
+                self.unechoed_since = None;
+                self.counters.reconnects += 1;
+                return vec![Action::Reconnect];
+            }
+        }
+        if now < self.next_heartbeat {
+            return Vec::new();
+        }
+        self.next_heartbeat = now
+            .checked_add(self.config.heartbeat_interval)
+            .unwrap_or(now);
+        if self.unechoed_since.is_none() {
+            self.unechoed_since = Some(now);
+        }
+        vec![Action::Publish(BusMessage::Heartbeat {
+            origin: self.node_id.clone(),
+            origin_epoch: self.epoch,
+            last_seq: self.last_sent_seq,
+        })]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashSet, VecDeque};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn node(id: &str, epoch: u64, t0: Instant) -> Coherence {
+        Coherence::new(id, epoch, CoherenceConfig::default(), t0)
+    }
+
+    /// A node whose link is up and which already knows `peers` (at seq 0), so that the
+    /// first-contact flushes are behind it. Returns the node and its counters at that point.
+    fn ready(peers: &[(&str, u64)], t: Instant) -> (Coherence, CoherenceCounters) {
+        let mut c = node("n1", 1, t);
+        assert_eq!(c.link_up(t), vec![Action::FlushAll]);
+        for (id, epoch) in peers {
+            assert_eq!(
+                c.handle_message(hb(id, *epoch, 0), t),
+                vec![Action::FlushAll]
+            );
+        }
+        let base = c.counters();
+        (c, base)
+    }
+
+    /// Counters gained since `base`.
+    fn delta(c: &Coherence, base: CoherenceCounters) -> CoherenceCounters {
+        let n = c.counters();
+        CoherenceCounters {
+            received: n.received - base.received,
+            applied: n.applied - base.applied,
+            duplicates: n.duplicates - base.duplicates,
+            gaps: n.gaps - base.gaps,
+            flushes: n.flushes - base.flushes,
+            epoch_changes: n.epoch_changes - base.epoch_changes,
+            reconnects: n.reconnects - base.reconnects,
+        }
+    }
+
+    fn inv(origin: &str, epoch: u64, seq: u64, pattern: &str) -> BusMessage {
+        BusMessage::Invalidation(Invalidation {
+            origin: origin.into(),
+            origin_epoch: epoch,
+            seq,
+            category: "permissions".into(),
+            pattern: pattern.into(),
+            kind: ChangeKind::Set,
+        })
+    }
+
+    fn hb(origin: &str, epoch: u64, last_seq: u64) -> BusMessage {
+        BusMessage::Heartbeat {
+            origin: origin.into(),
+            origin_epoch: epoch,
+            last_seq,
+        }
+    }
+
+    fn apply(pattern: &str) -> Vec<Action> {
+        vec![Action::Apply {
+            category: "permissions".into(),
+            pattern: pattern.into(),
+        }]
+    }
+
+    fn flush() -> Vec<Action> {
+        vec![Action::FlushAll]
+    }
+
+    #[test]
+    fn defaults_and_initial_state() {
+        let c = CoherenceConfig::default();
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(c.echo_timeout, Duration::from_secs(1));
+        let n = node("n1", 7, Instant::now());
+        assert_eq!(n.link(), LinkState::Down);
+        assert_eq!(n.counters(), CoherenceCounters::default());
+        assert_eq!(n.node_id(), "n1");
+        assert_eq!(n.epoch(), 7);
+        assert_eq!(n.last_sent_seq(), 0);
+        assert_eq!(n.last_self_echo(), None);
+    }
+
+    #[test]
+    fn outgoing_numbers_from_one() {
+        let t = Instant::now();
+        let mut n = node("n1", 9, t);
+        for expected in 1..=3 {
+            match n.outgoing("roles", "k", ChangeKind::Delete, t) {
+                BusMessage::Invalidation(i) => {
+                    assert_eq!(i.seq, expected);
+                    assert_eq!(i.origin, "n1");
+                    assert_eq!(i.origin_epoch, 9);
+                    assert_eq!(i.category, "roles");
+                    assert_eq!(i.pattern, "k");
+                    assert_eq!(i.kind, ChangeKind::Delete);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(n.last_sent_seq(), 3);
+    }
+
+    #[test]
+    fn in_order_messages_are_applied() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        for seq in 1..=5 {
+            let p = format!("k{seq}");
+            assert_eq!(n.handle_message(inv("n2", 2, seq, &p), t), apply(&p));
+        }
+        let d = delta(&n, base);
+        assert_eq!((d.received, d.applied, d.flushes), (5, 5, 0));
+        assert_eq!((d.gaps, d.duplicates, d.epoch_changes), (0, 0, 0));
+    }
+
+    #[test]
+    fn duplicate_is_ignored_and_counted() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+        assert!(n.handle_message(inv("n2", 2, 2, "b"), t).is_empty());
+        assert!(n.handle_message(inv("n2", 2, 1, "a"), t).is_empty());
+        let d = delta(&n, base);
+        assert_eq!(
+            (d.received, d.applied, d.duplicates, d.flushes),
+            (4, 2, 2, 0)
+        );
+    }
+
+    #[test]
+    fn same_message_via_two_paths_applied_once() {
+        let t = Instant::now();
+        let mut sender = node("n2", 2, t);
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        let m1 = sender.outgoing("permissions", "a", ChangeKind::Set, t);
+        let m2 = sender.outgoing("permissions", "b", ChangeKind::Set, t);
+        // Redis delivers m1, QUIC delivers m1, QUIC delivers m2, Redis delivers m2.
+        assert_eq!(n.handle_message(m1.clone(), t), apply("a"));
+        assert!(n.handle_message(m1, t).is_empty());
+        assert_eq!(n.handle_message(m2.clone(), t), apply("b"));
+        assert!(n.handle_message(m2, t).is_empty());
+        let d = delta(&n, base);
+        assert_eq!((d.applied, d.duplicates, d.gaps, d.flushes), (2, 2, 0, 0));
+    }
+
+    #[test]
+    fn gap_flushes_and_counts() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        // 2 and 3 lost.
+        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        let d = delta(&n, base);
+        assert_eq!((d.gaps, d.flushes, d.applied), (1, 1, 1));
+        // Back in order after the gap.
+        assert_eq!(n.handle_message(inv("n2", 2, 5, "e"), t), apply("e"));
+        // Late arrival of a lost one: duplicate (the flush covered it).
+        assert!(n.handle_message(inv("n2", 2, 3, "c"), t).is_empty());
+        assert_eq!(delta(&n, base).duplicates, 1);
+    }
+
+    #[test]
+    fn first_contact_baselines_and_flushes() {
+        let t = Instant::now();
+        let mut n = node("n1", 1, t);
+        assert_eq!(n.link_up(t), flush());
+        // Even seq 1: an earlier, never-seen epoch of n2 may have sent something we lost.
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), flush());
+        assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+        // First contact at seq 10, then in order.
+        assert_eq!(n.handle_message(inv("n3", 3, 10, "x"), t), flush());
+        assert_eq!(n.handle_message(inv("n3", 3, 11, "y"), t), apply("y"));
+        assert!(n.handle_message(inv("n3", 3, 9, "w"), t).is_empty());
+        // First contact by heartbeat: baseline at last_seq.
+        assert_eq!(n.handle_message(hb("n4", 4, 3), t), flush());
+        assert_eq!(n.handle_message(inv("n4", 4, 4, "z"), t), apply("z"));
+        let c = n.counters();
+        assert_eq!((c.gaps, c.epoch_changes, c.flushes), (0, 0, 4));
+        assert_eq!((c.received, c.applied, c.duplicates), (6, 3, 1));
+    }
+
+    #[test]
+    fn origin_that_died_unseen_is_covered() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[], t);
+        // n2 (epoch 5) starts after us, sends seq 1 and 2, all lost, and dies before we
+        // ever hear from it. Its next life (epoch 6) looks brand new: seq 1.
+        let mut old = node("n2", 5, t);
+        let _lost1 = old.outgoing("permissions", "lost1", ChangeKind::Set, t);
+        let _lost2 = old.outgoing("permissions", "lost2", ChangeKind::Set, t);
+        let mut new = node("n2", 6, t + MS);
+        let m = new.outgoing("permissions", "k", ChangeKind::Set, t + MS);
+        // Applying only "k" would leave lost1/lost2 stale forever: flush instead.
+        assert_eq!(n.handle_message(m, t + 2 * MS), flush());
+        assert_eq!(delta(&n, base).flushes, 1);
+    }
+
+    #[test]
+    fn heartbeat_reveals_lost_tail() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        // In sync: nothing.
+        assert!(n.handle_message(hb("n2", 2, 1), t).is_empty());
+        // Seq 2 and 3 lost, then the origin went quiet: its heartbeat tells.
+        assert_eq!(n.handle_message(hb("n2", 2, 3), t), flush());
+        assert_eq!(delta(&n, base).gaps, 1);
+        // Only once.
+        assert!(n.handle_message(hb("n2", 2, 3), t).is_empty());
+        // A stale (reordered) heartbeat is harmless.
+        assert!(n.handle_message(hb("n2", 2, 1), t).is_empty());
+        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), apply("d"));
+        let d = delta(&n, base);
+        assert_eq!((d.flushes, d.gaps, d.received), (1, 1, 2));
+    }
+
+    #[test]
+    fn origin_restart_flushes() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+        // n2 restarted with epoch 22: its seq starts over.
+        assert_eq!(n.handle_message(inv("n2", 22, 1, "a2"), t), flush());
+        assert_eq!(n.handle_message(inv("n2", 22, 2, "b2"), t), apply("b2"));
+        // Another restart, revealed by a heartbeat.
+        assert_eq!(n.handle_message(hb("n2", 23, 0), t), flush());
+        assert_eq!(n.handle_message(inv("n2", 23, 1, "a3"), t), apply("a3"));
+        let d = delta(&n, base);
+        assert_eq!((d.epoch_changes, d.flushes, d.gaps), (2, 2, 0));
+    }
+
+    #[test]
+    fn late_message_from_previous_epoch_is_a_duplicate() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+        assert_eq!(n.handle_message(inv("n2", 3, 1, "new1"), t), flush());
+        // The QUIC copy of an old message arrives after the restart: already seen.
+        assert!(n.handle_message(inv("n2", 2, 2, "b"), t).is_empty());
+        assert!(n.handle_message(hb("n2", 2, 2), t).is_empty());
+        assert_eq!(n.handle_message(inv("n2", 3, 2, "new2"), t), apply("new2"));
+        // An old-epoch message we never saw still counts as a gap in that epoch.
+        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        let d = delta(&n, base);
+        assert_eq!(
+            (d.epoch_changes, d.duplicates, d.gaps, d.flushes),
+            (1, 1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn forgotten_epoch_is_treated_as_new() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 0)], t);
+        for epoch in 1..=EPOCHS_PER_ORIGIN as u64 {
+            assert_eq!(n.handle_message(hb("n2", epoch, 0), t), flush());
+        }
+        // Epoch 0 was the least recently used and has been evicted: flush again (safe).
+        assert_eq!(n.handle_message(inv("n2", 0, 1, "x"), t), flush());
+        // The most recent ones are still known.
+        let last = EPOCHS_PER_ORIGIN as u64;
+        assert_eq!(n.handle_message(inv("n2", last, 1, "y"), t), apply("y"));
+        let d = delta(&n, base);
+        assert_eq!(d.epoch_changes, EPOCHS_PER_ORIGIN as u64 + 1);
+        assert_eq!(n.origins.get("n2").map(Vec::len), Some(EPOCHS_PER_ORIGIN));
+    }
+
+    #[test]
+    fn self_messages_never_applied() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[], t);
+        let m = n.outgoing("permissions", "k", ChangeKind::Set, t);
+        assert!(n.handle_message(m.clone(), t + MS).is_empty());
+        assert!(n.handle_message(m, t + 2 * MS).is_empty());
+        assert!(n.handle_message(hb("n1", 1, 1), t + 3 * MS).is_empty());
+        assert_eq!(n.last_self_echo(), Some(t + 3 * MS));
+        assert_eq!(delta(&n, base), CoherenceCounters::default());
+    }
+
+    #[test]
+    fn own_id_with_other_epoch_is_a_previous_incarnation() {
+        let t = Instant::now();
+        let (mut n, _) = ready(&[], t);
+        // A late message from our previous life: handled like any origin (always safe).
+        assert_eq!(n.handle_message(inv("n1", 99, 5, "old"), t), flush());
+        assert_eq!(n.handle_message(inv("n1", 99, 6, "old2"), t), apply("old2"));
+        assert_eq!(n.last_self_echo(), None);
+    }
+
+    #[test]
+    fn link_up_flushes_and_link_state_follows() {
+        let t = Instant::now();
+        let mut n = node("n1", 1, t);
+        assert_eq!(n.link(), LinkState::Down);
+        assert_eq!(n.link_up(t), flush());
+        assert_eq!(n.link(), LinkState::Up);
+        assert!(n.link_down(t + MS).is_empty());
+        assert_eq!(n.link(), LinkState::Down);
+        assert_eq!(n.counters().flushes, 1);
+        assert_eq!(n.link_up(t + 2 * MS), flush());
+        assert_eq!(n.link(), LinkState::Up);
+        assert_eq!(n.counters().flushes, 2);
+    }
+
+    #[test]
+    fn tracking_survives_an_outage() {
+        let t = Instant::now();
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        n.link_down(t);
+        // Nothing lost meanwhile: no second flush after the link-up one.
+        assert_eq!(n.link_up(t + MS), flush());
+        assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+        // Lost during the next outage: a gap, flushed again (it may have been lost after
+        // the link-up flush, the two cases look the same).
+        n.link_down(t);
+        assert_eq!(n.link_up(t + 2 * MS), flush());
+        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        let d = delta(&n, base);
+        assert_eq!((d.flushes, d.gaps, d.applied), (3, 1, 2));
+    }
+
+    #[test]
+    fn messages_are_handled_while_link_down() {
+        // The QUIC fallback path still delivers while Redis is down.
+        let t = Instant::now();
+        let (mut n, _) = ready(&[("n2", 2)], t);
+        assert!(n.link_down(t).is_empty());
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        assert_eq!(n.handle_message(inv("n2", 2, 3, "c"), t), flush());
+        assert_eq!(n.link(), LinkState::Down);
+    }
+
+    #[test]
+    fn tick_emits_heartbeats_at_the_interval_only() {
+        let t0 = Instant::now();
+        let mut n = node("n1", 5, t0);
+        // Down: no heartbeats.
+        assert!(n.tick(t0 + 500 * MS).is_empty());
+        let t = t0 + 1000 * MS;
+        n.link_up(t);
+        n.outgoing("general", "k", ChangeKind::Set, t);
+        let beat = vec![Action::Publish(hb("n1", 5, 1))];
+        let mut beats = Vec::new();
+        // Tick every 10 ms for 1 s, echoing every heartbeat immediately.
+        for i in 0..=100u32 {
+            let now = t + i * 10 * MS;
+            let actions = n.tick(now);
+            if !actions.is_empty() {
+                assert_eq!(actions, beat);
+                beats.push(i * 10);
+                n.handle_message(hb("n1", 5, 1), now);
+            }
+        }
+        assert_eq!(beats, vec![0, 200, 400, 600, 800, 1000]);
+        assert_eq!(n.link(), LinkState::Up);
+        // Sparse ticks never produce bursts.
+        let later = t + 5000 * MS;
+        assert_eq!(n.tick(later).len(), 1);
+        assert!(n.tick(later).is_empty());
+        assert!(n.tick(later + 199 * MS).is_empty());
+        assert_eq!(n.tick(later + 200 * MS).len(), 1);
+        // Heartbeats carry the last seq we sent.
+        n.outgoing("general", "k2", ChangeKind::Set, later);
+        assert_eq!(
+            n.tick(later + 400 * MS),
+            vec![Action::Publish(hb("n1", 5, 2))]
+        );
+    }
+
+    #[test]
+    fn missing_self_echo_reconnects() {
+        let t = Instant::now();
+        let (mut n, _) = ready(&[], t);
+        // Silence is only checked once a heartbeat has been published.
+        assert!(n.link_down(t).is_empty());
+        assert_eq!(n.link_up(t), flush());
+        assert_eq!(n.tick(t), vec![Action::Publish(hb("n1", 1, 0))]);
+        let mut reconnect_at = None;
+        for i in 1..=150u32 {
+            let now = t + i * 10 * MS;
+            let actions = n.tick(now);
+            if actions.contains(&Action::Reconnect) {
+                assert_eq!(actions, vec![Action::Reconnect]);
+                reconnect_at = Some(i * 10);
+                break;
+            }
+        }
+        // First heartbeat at 0 ms; "longer than 1 s" => the first tick after 1000 ms.
+        assert_eq!(reconnect_at, Some(1010));
+        assert_eq!(n.link(), LinkState::Down);
+        assert_eq!(n.counters().reconnects, 1);
+        // Down: no more heartbeats, no more reconnects.
+        assert!(n.tick(t + 5000 * MS).is_empty());
+        // Resubscribed: flush, and the cycle starts over.
+        assert_eq!(n.link_up(t + 6000 * MS), flush());
+        assert_eq!(n.tick(t + 6000 * MS).len(), 1);
+        assert!(!n.tick(t + 6900 * MS).contains(&Action::Reconnect));
+        assert_eq!(n.link(), LinkState::Up);
+    }
+
+    #[test]
+    fn no_heartbeat_no_echo_check() {
+        // Without a tick, no heartbeat has been published: however long the wait, no
+        // reconnect is decided; the first tick publishes instead.
+        let t = Instant::now();
+        let (mut n, _) = ready(&[], t);
+        let later = t + 60_000 * MS;
+        assert_eq!(n.tick(later), vec![Action::Publish(hb("n1", 1, 0))]);
+        assert_eq!(n.link(), LinkState::Up);
+    }
+
+    #[test]
+    fn slow_but_present_echo_keeps_link_up() {
+        let t = Instant::now();
+        let (mut n, _) = ready(&[], t);
+        // Every heartbeat echoes 700 ms after it was sent (slow, within the 1 s timeout).
+        let mut pending: Vec<Instant> = Vec::new();
+        for i in 0..=500u32 {
+            let now = t + i * 10 * MS;
+            while pending.first().is_some_and(|sent| now >= *sent + 700 * MS) {
+                pending.remove(0);
+                n.handle_message(hb("n1", 1, 0), now);
+            }
+            for action in n.tick(now) {
+                assert_ne!(action, Action::Reconnect, "at {} ms", i * 10);
+                pending.push(now);
+            }
+        }
+        assert_eq!(n.link(), LinkState::Up);
+        assert_eq!(n.counters().reconnects, 0);
+    }
+
+    #[test]
+    fn own_invalidation_echo_counts_as_echo() {
+        let t = Instant::now();
+        let (mut n, _) = ready(&[], t);
+        assert_eq!(n.tick(t).len(), 1);
+        let m = n.outgoing("general", "k", ChangeKind::Set, t + 900 * MS);
+        assert!(n.handle_message(m, t + 950 * MS).is_empty());
+        assert_eq!(n.last_self_echo(), Some(t + 950 * MS));
+        // The heartbeat sent at 0 would have timed out after 1000 ms; the echo cleared it.
+        assert!(!n.tick(t + 1100 * MS).contains(&Action::Reconnect));
+        assert_eq!(n.link(), LinkState::Up);
+    }
+
+    #[test]
+    fn hostile_input_does_not_panic() {
+        let t = Instant::now();
+        let (mut n, _) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, u64::MAX, "a"), t), flush());
+        assert!(n.handle_message(inv("n2", 2, u64::MAX, "a"), t).is_empty());
+        assert!(n.handle_message(inv("n2", 2, 0, "a"), t).is_empty());
+        assert!(n.handle_message(hb("n2", 2, u64::MAX), t).is_empty());
+        n.handle_message(inv("n3", 3, 0, "z"), t);
+        assert_eq!(n.handle_message(inv("n3", 3, 1, "y"), t), apply("y"));
+        n.handle_message(inv("", 0, 0, ""), t);
+        // Time going backwards is tolerated.
+        n.tick(t + 10 * MS);
+        n.tick(t);
+        // A huge interval cannot overflow the timer arithmetic.
+        let cfg = CoherenceConfig {
+            heartbeat_interval: Duration::MAX,
+            echo_timeout: Duration::MAX,
+        };
+        let mut m = Coherence::new("x", 1, cfg, t);
+        m.link_up(t);
+        assert_eq!(m.tick(t).len(), 1);
+        m.tick(t + MS);
+    }
+
+    /// splitmix64: tiny deterministic PRNG.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    /// What the receiver did, on a logical clock that orders sends and receiver events.
+    struct Log {
+        seed: u64,
+        clock: u64,
+        flushes: Vec<u64>,
+        applied: HashSet<String>,
+    }
+
+    impl Log {
+        /// Advances the logical clock.
+        fn tick(&mut self) -> u64 {
+            self.clock += 1;
+            self.clock
+        }
+
+        fn record(&mut self, actions: Vec<Action>) {
+            let at = self.tick();
+            for a in actions {
+                match a {
+                    Action::FlushAll => self.flushes.push(at),
+                    Action::Apply { pattern, .. } => {
+                        let seed = self.seed;
+                        assert!(self.applied.insert(pattern), "seed {seed}: applied twice");
+                    }
+                    other => panic!("seed {}: unexpected {other:?}", self.seed),
+                }
+            }
+        }
+    }
+
+    /// Random streams from several origins (joins, restarts) through a lossy network with two
+    /// paths (Redis and a QUIC copy of some messages), with receiver outages. Once the link is back and a heartbeat from
+    /// every origin has arrived, every invalidation ever sent must be either applied by the
+    /// receiver or covered by a FlushAll that happened after it was sent.
+    #[test]
+    fn property_no_lost_invalidation_goes_unnoticed() {
+        for seed in 0..500u64 {
+            run_property(seed);
+        }
+    }
+
+    fn run_property(seed: u64) {
+        let mut rng = Rng(seed.wrapping_mul(0x1234_5678_9ABC_DEF1) ^ 0x00C0_FFEE);
+        let t0 = Instant::now();
+        // The scenario varies with the seed, so that some runs have few flushes (a lost
+        // invalidation is then not hidden by an unrelated flush).
+        let origins = 1 + seed % 3;
+        let loss = [2, 10, 30, 60][(seed / 3 % 4) as usize];
+        let outages = seed % 5 == 0;
+        let restarts = seed % 2 == 0;
+        let mut next_epoch = 100u64;
+        let mut senders: Vec<Coherence> = (0..origins)
+            .map(|i| {
+                next_epoch += 1;
+                node(&format!("o{i}"), next_epoch, t0)
+            })
+            .collect();
+        let mut receiver = node("r", 1, t0);
+        let mut log = Log {
+            seed,
+            clock: 0,
+            flushes: Vec::new(),
+            applied: HashSet::new(),
+        };
+        // (pattern, logical time sent) of every invalidation.
+        let mut sent: Vec<(String, u64)> = Vec::new();
+        // Messages in flight, delivered in random order.
+        // Two paths, each FIFO (Redis pub/sub keeps publish order; so does one QUIC
+        // stream): messages are reordered only across paths.
+        let mut redis: VecDeque<BusMessage> = VecDeque::new();
+        let mut quic: VecDeque<BusMessage> = VecDeque::new();
+        let mut link_up = true;
+        log.record(receiver.link_up(t0));
+
+        let steps = 300u64;
+        for step in 1..=steps {
+            let now = t0 + Duration::from_millis(step);
+            match rng.below(100) {
+                // An origin sends an invalidation: Redis path (lost while the receiver is
+                // down, else lost at the seed's rate), and sometimes a QUIC copy too.
+                0..=59 => {
+                    let i = rng.below(senders.len() as u64) as usize;
+                    let s = &mut senders[i];
+                    let pattern = format!("{}-{}-{}", s.node_id(), s.epoch(), step);
+                    let m = s.outgoing("general", &pattern, ChangeKind::Set, now);
+                    sent.push((pattern, log.tick()));
+                    if link_up && !rng.chance(loss) {
+                        redis.push_back(m.clone());
+                    }
+                    if rng.chance(15) {
+                        quic.push_back(m);
+                    }
+                }
+                // An origin's heartbeat (Redis only).
+                60..=74 => {
+                    let i = rng.below(senders.len() as u64) as usize;
+                    let s = &senders[i];
+                    if link_up && !rng.chance(loss) {
+                        redis.push_back(hb(s.node_id(), s.epoch(), s.last_sent_seq()));
+                    }
+                }
+                // An origin restarts with a new epoch.
+                75..=79 if restarts => {
+                    let i = rng.below(senders.len() as u64) as usize;
+                    next_epoch += 1;
+                    senders[i] = node(senders[i].node_id(), next_epoch, now);
+                }
+                // A new origin joins (it may die and restart before we ever hear from it).
+                80..=81 => {
+                    next_epoch += 1;
+                    senders.push(node(&format!("n{next_epoch}"), next_epoch, now));
+                }
+                // Receiver outage (what Redis had in flight for it is lost) / recovery.
+                82..=89 if outages => {
+                    if link_up {
+                        assert!(receiver.link_down(now).is_empty());
+                        redis.clear();
+                    } else {
+                        log.record(receiver.link_up(now));
+                    }
+                    link_up = !link_up;
+                }
+                _ => {}
+            }
+            // Deliveries: each path is FIFO; the slower QUIC path reorders against Redis.
+            if rng.chance(80) {
+                if let Some(m) = redis.pop_front() {
+                    log.record(receiver.handle_message(m, now));
+                }
+            }
+            if rng.chance(30) {
+                if let Some(m) = quic.pop_front() {
+                    log.record(receiver.handle_message(m, now));
+                }
+            }
+        }
+        // Eventually the link is back, what is still in flight may or may not arrive, and a
+        // heartbeat from every origin arrives.
+        let end = steps + 1;
+        let now = t0 + Duration::from_millis(end);
+        if !link_up {
+            log.record(receiver.link_up(now));
+        }
+        for m in redis.drain(..).chain(quic.drain(..)) {
+            if rng.chance(50) {
+                log.record(receiver.handle_message(m, now));
+            }
+        }
+        for s in &senders {
+            let beat = hb(s.node_id(), s.epoch(), s.last_sent_seq());
+            log.record(receiver.handle_message(beat, now));
+        }
+
+        for (pattern, sent_at) in &sent {
+            let covered = log.applied.contains(pattern) || log.flushes.iter().any(|f| f > sent_at);
+            assert!(
+                covered,
+                "seed {seed}: invalidation {pattern} sent at {sent_at} was lost unnoticed"
+            );
+        }
+        let c = receiver.counters();
+        assert_eq!(c.applied as usize, log.applied.len());
+        assert_eq!(c.flushes as usize, log.flushes.len());
+    }
+
+    /// Without loss, reordering or restarts nothing is flushed beyond the link-up flush and
+    /// one first-contact flush per origin: the protocol raises no false alarms.
+    #[test]
+    fn lossless_stream_raises_no_false_alarm() {
+        let t0 = Instant::now();
+        let mut rng = Rng(42);
+        let mut senders: Vec<Coherence> = (0..3).map(|i| node(&format!("s{i}"), i, t0)).collect();
+        let mut r = node("r", 99, t0);
+        r.link_up(t0);
+        for s in &senders {
+            r.handle_message(hb(s.node_id(), s.epoch(), 0), t0);
+        }
+        let base = r.counters();
+        for step in 1..2000u64 {
+            let now = t0 + Duration::from_millis(step);
+            let i = rng.below(3) as usize;
+            let m = if rng.chance(80) {
+                senders[i].outgoing("general", &format!("k{step}"), ChangeKind::Set, now)
+            } else {
+                let s = &senders[i];
+                hb(s.node_id(), s.epoch(), s.last_sent_seq())
+            };
+            for a in r.handle_message(m, now) {
+                assert!(matches!(a, Action::Apply { .. }), "unexpected {a:?}");
+            }
+        }
+        assert_eq!(base.flushes, 4);
+        let d = delta(&r, base);
+        assert_eq!((d.flushes, d.gaps, d.duplicates), (0, 0, 0));
+        assert_eq!(d.applied, d.received);
+        assert!(d.applied > 1000);
+    }
+}
