@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Flags;
 
 #[derive(Debug, Parser)]
-#[command(name = "hybrid-cache", version, about = "Two-level cache node and client")]
+#[command(
+    name = "hybrid-cache",
+    version,
+    about = "Two-level cache node and client"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -186,7 +190,10 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             category,
             key,
         } => {
-            let u = url(&a.node, &format!("/v1/cache/{}/{}", enc(&category), enc(&key)));
+            let u = url(
+                &a.node,
+                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
+            );
             send(c.get(&u), &u).await
         }
         Command::Set {
@@ -204,7 +211,10 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             } else {
                 value.into_bytes()
             };
-            let mut u = url(&a.node, &format!("/v1/cache/{}/{}", enc(&category), enc(&key)));
+            let mut u = url(
+                &a.node,
+                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
+            );
             if let Some(t) = ttl {
                 u.push_str(&format!("?ttl={t}"));
             }
@@ -215,7 +225,10 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             category,
             key,
         } => {
-            let u = url(&a.node, &format!("/v1/cache/{}/{}", enc(&category), enc(&key)));
+            let u = url(
+                &a.node,
+                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
+            );
             send(with_token(c.delete(&u), &a), &u).await
         }
         Command::Invalidate {
@@ -246,18 +259,32 @@ mod tests {
     #[test]
     fn cli_parses_the_contract_forms() {
         let cli = Cli::try_parse_from([
-            "hybrid-cache", "node", "--config", "cluster.toml", "--node-id", "n2", "--peers",
-            "127.0.0.1:1,127.0.0.1:2", "--peers", "127.0.0.1:3",
+            "hybrid-cache",
+            "node",
+            "--config",
+            "cluster.toml",
+            "--node-id",
+            "n2",
+            "--peers",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--peers",
+            "127.0.0.1:3",
         ])
         .unwrap();
-        let Command::Node(n) = cli.command else { panic!("not node") };
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
         assert_eq!(n.node_id.as_deref(), Some("n2"));
         assert_eq!(n.peers.len(), 2);
         let cli =
-            Cli::try_parse_from(["hybrid-cache", "certs", "--out", "d", "--nodes", "n1,n2,n3"]).unwrap();
-        let Command::Certs { nodes, .. } = cli.command else { panic!("not certs") };
+            Cli::try_parse_from(["hybrid-cache", "certs", "--out", "d", "--nodes", "n1,n2,n3"])
+                .unwrap();
+        let Command::Certs { nodes, .. } = cli.command else {
+            panic!("not certs")
+        };
         assert_eq!(nodes, ["n1", "n2", "n3"]);
-        let cli = Cli::try_parse_from(["hybrid-cache", "get", "--node", "http://x", "roles", "k"]).unwrap();
+        let cli = Cli::try_parse_from(["hybrid-cache", "get", "--node", "http://x", "roles", "k"])
+            .unwrap();
         assert!(matches!(cli.command, Command::Get { .. }));
     }
 

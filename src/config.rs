@@ -77,7 +77,10 @@ pub fn default_categories() -> BTreeMap<String, CategoryConfig> {
 pub enum RedisTarget {
     /// A `redis://` or `rediss://` URL; `password` (from `REDIS_PASSWORD`) applies when the
     /// URL has none.
-    Url { url: String, password: Option<String> },
+    Url {
+        url: String,
+        password: Option<String>,
+    },
     /// The original `REDIS_HOST/PORT/PASSWORD/DB/SSL` variables.
     Parts {
         host: String,
@@ -213,7 +216,10 @@ fn check_host_port(field: &str, value: &str) -> Result<(), ConfigError> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(())
         }
-        _ => Err(invalid(field, format!("`{value}` is not a host:port address"))),
+        _ => Err(invalid(
+            field,
+            format!("`{value}` is not a host:port address"),
+        )),
     }
 }
 
@@ -277,10 +283,11 @@ impl Config {
         flags: &Flags,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let path = flags
-            .config
-            .clone()
-            .or_else(|| env("HC_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+        let path = flags.config.clone().or_else(|| {
+            env("HC_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
         let file = match &path {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
@@ -309,7 +316,10 @@ impl Config {
                     .find(|n| &n.id == id)
                     .cloned()
                     .ok_or_else(|| {
-                        invalid("node_id", format!("`{id}` has no [[nodes]] entry in the file"))
+                        invalid(
+                            "node_id",
+                            format!("`{id}` has no [[nodes]] entry in the file"),
+                        )
                     })?,
             ),
             None if !file.nodes.is_empty() => {
@@ -326,7 +336,10 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, n) in file.nodes.iter().enumerate() {
             if !seen.insert(n.id.clone()) {
-                return Err(invalid(&format!("nodes[{i}].id"), format!("duplicate id `{}`", n.id)));
+                return Err(invalid(
+                    &format!("nodes[{i}].id"),
+                    format!("duplicate id `{}`", n.id),
+                ));
             }
             parse_addr(&format!("nodes[{i}].http"), &n.http)?;
             check_host_port(&format!("nodes[{i}].gossip"), &n.gossip)?;
@@ -555,7 +568,10 @@ impl Config {
             }
         }
         if self.gossip_probe_period.is_zero() || self.gossip_suspect_timeout.is_zero() {
-            return Err(invalid("gossip_probe_period_ms", "must be greater than zero"));
+            return Err(invalid(
+                "gossip_probe_period_ms",
+                "must be greater than zero",
+            ));
         }
         if !self.peers.is_empty() && self.gossip_addr.is_none() {
             return Err(invalid("peers", "peers need a gossip address (--gossip)"));
@@ -674,11 +690,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(file("[categories.roles]\nttl_secs = 5\nmax_entries = 0\n"), &[])
-            .contains("categories.roles.max_entries"));
+        assert!(err(
+            file("[categories.roles]\nttl_secs = 5\nmax_entries = 0\n"),
+            &[]
+        )
+        .contains("categories.roles.max_entries"));
         assert!(err(file("http = \"nonsense\"\n"), &[]).contains("`http`"));
-        assert!(err(FileConfig::default(), &[("REDIS_PORT", "x"), ("REDIS_HOST", "h")])
-            .contains("REDIS_PORT"));
+        assert!(err(
+            FileConfig::default(),
+            &[("REDIS_PORT", "x"), ("REDIS_HOST", "h")]
+        )
+        .contains("REDIS_PORT"));
         assert!(err(FileConfig::default(), &[("REDIS_URL", "http://x")]).contains("redis.url"));
         let unknown = toml::from_str::<FileConfig>("bogus = 1\n").unwrap_err();
         assert!(unknown.to_string().contains("bogus"));

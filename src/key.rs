@@ -40,7 +40,10 @@ mod tests {
     fn matches_the_python_format() {
         assert_eq!(super::function_key("f", Vec::<u8>::new()), "f");
         assert_eq!(super::function_key("f", ["a", "b"]), "f:a:b");
-        assert_eq!(crate::cache_key!("get_user_roles", 1, "x"), "get_user_roles:1:x");
+        assert_eq!(
+            crate::cache_key!("get_user_roles", 1, "x"),
+            "get_user_roles:1:x"
+        );
         assert_eq!(crate::cache_key!("noargs"), "noargs");
     }
 }

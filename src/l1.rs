@@ -295,16 +295,24 @@ mod tests {
     #[tokio::test]
     async fn entry_ttl_is_min_of_call_and_category() {
         let c = cat(600, 10);
-        assert_eq!(c.entry_ttl(Some(Duration::from_secs(30))), Duration::from_secs(30));
-        assert_eq!(c.entry_ttl(Some(Duration::from_secs(9000))), Duration::from_secs(600));
+        assert_eq!(
+            c.entry_ttl(Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.entry_ttl(Some(Duration::from_secs(9000))),
+            Duration::from_secs(600)
+        );
         assert_eq!(c.entry_ttl(None), Duration::from_secs(600));
     }
 
     #[tokio::test]
     async fn per_entry_expiry() {
         let c = cat(600, 10);
-        c.put("a", Bytes::from_static(b"1"), Duration::from_millis(50)).await;
-        c.put("b", Bytes::from_static(b"2"), Duration::from_secs(60)).await;
+        c.put("a", Bytes::from_static(b"1"), Duration::from_millis(50))
+            .await;
+        c.put("b", Bytes::from_static(b"2"), Duration::from_secs(60))
+            .await;
         assert_eq!(c.get("a").await.as_deref(), Some(&b"1"[..]));
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(c.get("a").await, None);
@@ -315,8 +323,12 @@ mod tests {
     async fn capacity_is_bounded() {
         let c = cat(600, 20);
         for i in 0..500 {
-            c.put(&format!("k{i}"), Bytes::from_static(b"v"), Duration::from_secs(60))
-                .await;
+            c.put(
+                &format!("k{i}"),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(60),
+            )
+            .await;
         }
         assert!(c.size().await <= 20, "size {}", c.size().await);
         assert!(c.counters.evictions.load(Ordering::Relaxed) > 0);
@@ -327,10 +339,16 @@ mod tests {
         let c = cat(600, 10);
         let t = c.ticket("k");
         c.remove("k").await;
-        assert!(!c.fill("k", Bytes::from_static(b"old"), Duration::from_secs(60), &t).await);
+        assert!(
+            !c.fill("k", Bytes::from_static(b"old"), Duration::from_secs(60), &t)
+                .await
+        );
         assert_eq!(c.get("k").await, None);
         let t = c.ticket("k");
-        assert!(c.fill("k", Bytes::from_static(b"new"), Duration::from_secs(60), &t).await);
+        assert!(
+            c.fill("k", Bytes::from_static(b"new"), Duration::from_secs(60), &t)
+                .await
+        );
         assert_eq!(c.get("k").await.as_deref(), Some(&b"new"[..]));
     }
 
@@ -338,11 +356,15 @@ mod tests {
     async fn glob_and_flush_invalidate_and_count() {
         let c = cat(600, 100);
         for k in ["menu:1", "menu:2", "role:1"] {
-            c.put(k, Bytes::from_static(b"v"), Duration::from_secs(60)).await;
+            c.put(k, Bytes::from_static(b"v"), Duration::from_secs(60))
+                .await;
         }
         let t = c.ticket("other");
         assert_eq!(c.invalidate(&Pattern::parse("menu:*").unwrap()).await, 2);
-        assert!(!c.ticket_valid(&t), "glob invalidation must void in-flight fills");
+        assert!(
+            !c.ticket_valid(&t),
+            "glob invalidation must void in-flight fills"
+        );
         assert_eq!(c.get("role:1").await.as_deref(), Some(&b"v"[..]));
         assert_eq!(c.invalidate(&Pattern::All).await, 1);
         assert_eq!(c.size().await, 0);

@@ -18,7 +18,6 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use failsafe::backoff::Exponential;
 use failsafe::failure_policy::ConsecutiveFailures;
 use failsafe::StateMachine;
 use redis::aio::ConnectionManager;
@@ -58,7 +57,20 @@ pub struct L2Value {
     pub generation: i64,
 }
 
-type Breaker = StateMachine<ConsecutiveFailures<Exponential>, ()>;
+/// Open-circuit periods: 50 ms doubling up to 400 ms, so a recovered Redis is used again
+/// well within a second. (failsafe's own exponential backoff only has whole-second steps.)
+type OpenPeriods = std::iter::Successors<Duration, fn(&Duration) -> Option<Duration>>;
+type Breaker = StateMachine<ConsecutiveFailures<OpenPeriods>, ()>;
+
+fn open_periods() -> OpenPeriods {
+    fn next(d: &Duration) -> Option<Duration> {
+        Some((*d * 2).min(Duration::from_millis(400)))
+    }
+    std::iter::successors(
+        Some(Duration::from_millis(50)),
+        next as fn(&Duration) -> Option<Duration>,
+    )
+}
 
 /// The Redis L2 of one node.
 pub struct L2 {
@@ -123,10 +135,7 @@ const GEN_OF: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
 impl L2 {
     /// A disconnected L2; [`L2::install`] provides the connection.
     pub fn new(namespace: &str, timeout: Duration) -> L2 {
-        let policy = failsafe::failure_policy::consecutive_failures(
-            3,
-            failsafe::backoff::exponential(Duration::from_millis(100), Duration::from_millis(500)),
-        );
+        let policy = failsafe::failure_policy::consecutive_failures(3, open_periods());
         L2 {
             ns: namespace.to_string(),
             timeout,
@@ -325,9 +334,9 @@ impl L2 {
     /// `invalidate("*", category)`: bumps the generation; no keyspace scan.
     pub async fn bump_generation(&self, category: &str) -> Result<i64, L2Error> {
         let gk = self.gen_key(category);
-        self.call(|mut c| async move {
-            redis::cmd("INCR").arg(gk).query_async::<i64>(&mut c).await
-        })
+        self.call(
+            |mut c| async move { redis::cmd("INCR").arg(gk).query_async::<i64>(&mut c).await },
+        )
         .await
     }
 

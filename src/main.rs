@@ -40,7 +40,11 @@ async fn main() -> ExitCode {
         }
         Command::Certs { out, nodes } => match hybrid_cache::gossip::generate_certs(&out, &nodes) {
             Ok(()) => {
-                println!("wrote CA and certificates for {} to {}", nodes.join(","), out.display());
+                println!(
+                    "wrote CA and certificates for {} to {}",
+                    nodes.join(","),
+                    out.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -46,13 +46,34 @@ impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let per_category: [PerCategory; 8] = [
             ("l1_hits", "L1 hits", MetricType::Counter, |c| c.hits),
-            ("l2_hits", "L2 (Redis) hits", MetricType::Counter, |c| c.hits_l2),
-            ("misses", "Misses (neither level had the key)", MetricType::Counter, |c| c.misses),
+            ("l2_hits", "L2 (Redis) hits", MetricType::Counter, |c| {
+                c.hits_l2
+            }),
+            (
+                "misses",
+                "Misses (neither level had the key)",
+                MetricType::Counter,
+                |c| c.misses,
+            ),
             ("loads", "Loader runs", MetricType::Counter, |c| c.loads),
-            ("l1_evictions", "L1 entries evicted by the capacity bound", MetricType::Counter, |c| c.evictions),
-            ("l1_expirations", "L1 entries expired by TTL", MetricType::Counter, |c| c.expirations),
-            ("l1_entries", "Live L1 entries", MetricType::Gauge, |c| c.entries),
-            ("l1_max_entries", "L1 capacity", MetricType::Gauge, |c| c.max_entries),
+            (
+                "l1_evictions",
+                "L1 entries evicted by the capacity bound",
+                MetricType::Counter,
+                |c| c.evictions,
+            ),
+            (
+                "l1_expirations",
+                "L1 entries expired by TTL",
+                MetricType::Counter,
+                |c| c.expirations,
+            ),
+            ("l1_entries", "Live L1 entries", MetricType::Gauge, |c| {
+                c.entries
+            }),
+            ("l1_max_entries", "L1 capacity", MetricType::Gauge, |c| {
+                c.max_entries
+            }),
         ];
         for (name, help, ty, get) in per_category {
             let full = format!("hc_{name}");
@@ -68,16 +89,52 @@ impl Collector for Snapshot {
         }
         let k = &self.stats.counters;
         let node: [(&str, &str, u64); 10] = [
-            ("http_bad_requests", "Rejected HTTP requests (bad input)", k.http_bad_requests),
-            ("invalidations_sent", "Invalidations this node broadcast", k.invalidations_sent),
-            ("invalidations_received", "Invalidations applied from other nodes", k.invalidations_received),
-            ("coherence_flushes", "Full L1 flushes (gap, restart, reconnect)", k.coherence_flushes),
-            ("invalid_messages", "Malformed bus payloads dropped", k.invalid_messages),
-            ("duplicate_messages", "Bus messages received twice and applied once", k.duplicate_messages),
-            ("stale_fills_rejected", "Fills kept out of L1 because an invalidation raced them", k.stale_fills_rejected),
-            ("actor_restarts", "Actors restarted by the supervisor", k.actor_restarts),
+            (
+                "http_bad_requests",
+                "Rejected HTTP requests (bad input)",
+                k.http_bad_requests,
+            ),
+            (
+                "invalidations_sent",
+                "Invalidations this node broadcast",
+                k.invalidations_sent,
+            ),
+            (
+                "invalidations_received",
+                "Invalidations applied from other nodes",
+                k.invalidations_received,
+            ),
+            (
+                "coherence_flushes",
+                "Full L1 flushes (gap, restart, reconnect)",
+                k.coherence_flushes,
+            ),
+            (
+                "invalid_messages",
+                "Malformed bus payloads dropped",
+                k.invalid_messages,
+            ),
+            (
+                "duplicate_messages",
+                "Bus messages received twice and applied once",
+                k.duplicate_messages,
+            ),
+            (
+                "stale_fills_rejected",
+                "Fills kept out of L1 because an invalidation raced them",
+                k.stale_fills_rejected,
+            ),
+            (
+                "actor_restarts",
+                "Actors restarted by the supervisor",
+                k.actor_restarts,
+            ),
             ("l2_errors", "Failed or skipped Redis calls", k.l2_errors),
-            ("redis_connects", "Redis (re)connections", k.redis_reconnects),
+            (
+                "redis_connects",
+                "Redis (re)connections",
+                k.redis_reconnects,
+            ),
         ];
         for (name, help, v) in node.into_iter().chain(self.extra.iter().copied()) {
             let full = format!("hc_{name}");
@@ -85,10 +142,26 @@ impl Collector for Snapshot {
             ConstCounter::new(v).encode(me)?;
         }
         let gauges = [
-            ("redis_up", "1 while Redis serves as L2 and the bus is subscribed", u64::from(self.stats.l2_enabled)),
-            ("redis_configured", "1 if Redis is configured", u64::from(self.redis_configured)),
-            ("degraded", "1 while Redis is configured but unreachable", u64::from(self.status == Status::Degraded)),
-            ("isolated", "1 while neither Redis nor any peer is reachable", u64::from(self.status == Status::Isolated)),
+            (
+                "redis_up",
+                "1 while Redis serves as L2 and the bus is subscribed",
+                u64::from(self.stats.l2_enabled),
+            ),
+            (
+                "redis_configured",
+                "1 if Redis is configured",
+                u64::from(self.redis_configured),
+            ),
+            (
+                "degraded",
+                "1 while Redis is configured but unreachable",
+                u64::from(self.status == Status::Degraded),
+            ),
+            (
+                "isolated",
+                "1 while neither Redis nor any peer is reachable",
+                u64::from(self.status == Status::Isolated),
+            ),
         ];
         for (name, help, v) in gauges {
             let full = format!("hc_{name}");

@@ -45,7 +45,11 @@ impl Actor for CategoryActor {
         // A (re)started actor cannot know what its predecessor left half-done.
         let dropped = l1.flush().await;
         if dropped > 0 {
-            tracing::warn!(category = l1.name(), dropped, "category actor restarted; L1 flushed");
+            tracing::warn!(
+                category = l1.name(),
+                dropped,
+                "category actor restarted; L1 flushed"
+            );
         }
         Ok(l1)
     }

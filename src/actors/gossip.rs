@@ -50,10 +50,26 @@ impl Membership for GossipLink {
         let c = self.0.counters();
         vec![
             ("gossip_bytes_sent", "Gossip bytes sent", c.bytes_sent),
-            ("gossip_bytes_received", "Gossip bytes received", c.bytes_received),
-            ("gossip_invalid_frames", "Malformed gossip frames dropped", c.invalid_frames),
-            ("gossip_oversized_dropped", "Oversized gossip messages dropped", c.oversized_dropped),
-            ("gossip_connect_failures", "Failed QUIC connection attempts", c.connect_failures),
+            (
+                "gossip_bytes_received",
+                "Gossip bytes received",
+                c.bytes_received,
+            ),
+            (
+                "gossip_invalid_frames",
+                "Malformed gossip frames dropped",
+                c.invalid_frames,
+            ),
+            (
+                "gossip_oversized_dropped",
+                "Oversized gossip messages dropped",
+                c.oversized_dropped,
+            ),
+            (
+                "gossip_connect_failures",
+                "Failed QUIC connection attempts",
+                c.connect_failures,
+            ),
         ]
     }
 }
