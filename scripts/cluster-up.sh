@@ -45,10 +45,17 @@ done < <(cluster_nodes)
 
 fail() {
   log "startup failed: $*"
-  for f in "$STATE"/*.log; do echo "--- tail $f" >&2; tail -n 20 "$f" >&2 || true; done
-  "$ROOT/scripts/cluster-down.sh" || true
   exit 1
 }
+# Whatever goes wrong from here on: show the logs, stop what was started.
+on_exit() {
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    for f in "$STATE"/*.log; do echo "--- tail $f" >&2; tail -n 20 "$f" >&2 || true; done
+    "$ROOT/scripts/cluster-down.sh" || true
+  fi
+}
+trap on_exit EXIT
 
 log "redis-server 127.0.0.1:$REDIS_PORT"
 start_redis
@@ -59,9 +66,13 @@ done < <(cluster_nodes)
 log "haproxy 127.0.0.1:$LB_PORT"
 start_haproxy
 
+# Each node: /health 200 within 60 s, failing early if the process exits.
 while read -r id http gossip; do
-  wait_http "http://$http/health" 60 || fail "$id /health not 200"
-  is_running "$id" hybrid-cache || fail "$id exited"
+  end=$(($(date +%s) + 60))
+  until wait_http "http://$http/health" 1; do
+    is_running "$id" hybrid-cache || fail "$id exited (see $STATE/$id.log)"
+    [ "$(date +%s)" -lt "$end" ] || fail "$id /health not 200 after 60 s"
+  done
 done < <(cluster_nodes)
 wait_http "http://127.0.0.1:$LB_PORT/health" 30 || fail "balancer /health not 200"
 log "cluster up: http://127.0.0.1:$LB_PORT (nodes: $(cluster_nodes | awk '{printf "%s=%s ", $1, $2}'))"

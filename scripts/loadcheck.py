@@ -241,6 +241,39 @@ def cmd_wait_health(args):
     return 1
 
 
+def lb_status(stats_url, server, backend):
+    try:
+        st, body = request(stats_url, "GET", "/;csv", timeout=2.0)
+        if st != 200:
+            return f"http-{st}"
+        lines = body.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == backend and row.get("svname") == server:
+                return row.get("status", "?")
+        return "absent"
+    except (OSError, http.client.HTTPException, IndexError):
+        return "unreachable"
+
+
+def cmd_lb_state(args):
+    """Poll HAProxy's CSV stats until SERVER is routed to (--up) or not (--down)."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < args.timeout:
+        last = lb_status(args.stats, args.server, args.backend)
+        routed = last.startswith("UP") and "going down" not in last
+        if (args.want == "up" and last == "UP") or (args.want == "down" and not routed
+                                                     and last not in ("unreachable", "absent")):
+            print(f"{time.monotonic() - start:.3f}")
+            return 0
+        time.sleep(0.05)
+    print(f"[loadcheck] balancer: {args.server} status '{last}', wanted {args.want}", file=sys.stderr)
+    print("timeout")
+    return 1
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -271,9 +304,17 @@ def main():
     h.add_argument("--status", type=int, default=200)
     h.add_argument("--timeout", type=float, default=30.0)
     h.add_argument("--interval", type=float, default=0.1)
+    b = sub.add_parser("lb-state")
+    b.add_argument("--stats", default="http://127.0.0.1:18404")
+    b.add_argument("--backend", default="be_nodes")
+    b.add_argument("--server", required=True)
+    b.add_argument("--want", choices=["up", "down"], required=True)
+    b.add_argument("--timeout", type=float, default=30.0)
     args = p.parse_args()
     if args.cmd == "load":
         return cmd_load(args)
+    if args.cmd == "lb-state":
+        return cmd_lb_state(args)
     if args.cmd == "wait-state":
         return cmd_wait_state(args)
     return cmd_wait_health(args)
