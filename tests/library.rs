@@ -47,11 +47,15 @@ async fn thousand_concurrent_misses_run_the_loader_once() {
 async fn loader_errors_are_returned_and_not_cached() {
     let cache = HybridCache::builder().build().await.unwrap();
     let r = cache
-        .get_or_load("roles", "k", None, || async { Err::<bytes::Bytes, _>(DbError("db down")) })
+        .get_or_load("roles", "k", None, || async {
+            Err::<bytes::Bytes, _>(DbError("db down"))
+        })
         .await;
     assert!(matches!(r, Err(CacheError::Loader(_))), "{r:?}");
     let v = cache
-        .get_or_load("roles", "k", None, || async { Ok::<_, DbError>(bytes::Bytes::from_static(b"ok")) })
+        .get_or_load("roles", "k", None, || async {
+            Ok::<_, DbError>(bytes::Bytes::from_static(b"ok"))
+        })
         .await
         .unwrap();
     assert_eq!(v.as_ref(), b"ok");
@@ -68,16 +72,34 @@ async fn typed_helpers_and_function_keys() {
     let key = cache_key!("get_tenant", 42);
     assert_eq!(key, "get_tenant:42");
     let loaded: Vec<u32> = cache
-        .get_or_load_json("tenants", &key, None, || async { Ok::<_, DbError>(vec![1, 2, 3]) })
+        .get_or_load_json("tenants", &key, None, || async {
+            Ok::<_, DbError>(vec![1, 2, 3])
+        })
         .await
         .unwrap();
     assert_eq!(loaded, [1, 2, 3]);
     let again: Option<Vec<u32>> = cache.get_json("tenants", &key).await.unwrap();
     assert_eq!(again, Some(vec![1, 2, 3]));
-    cache.set_json("tenants", "x", &"hello", None).await.unwrap();
-    assert_eq!(cache.get_json::<String>("tenants", "x").await.unwrap().as_deref(), Some("hello"));
-    assert!(matches!(cache.get("nope", "x").await, Err(CacheError::UnknownCategory(_))));
-    assert!(matches!(cache.invalidate("*", "nope").await, Err(CacheError::UnknownCategory(_))));
+    cache
+        .set_json("tenants", "x", &"hello", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .get_json::<String>("tenants", "x")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("hello")
+    );
+    assert!(matches!(
+        cache.get("nope", "x").await,
+        Err(CacheError::UnknownCategory(_))
+    ));
+    assert!(matches!(
+        cache.invalidate("*", "nope").await,
+        Err(CacheError::UnknownCategory(_))
+    ));
     let h = cache.health().await;
     assert_eq!(h.status, hybrid_cache::Status::Ok);
     cache.shutdown().await;
@@ -101,7 +123,15 @@ async fn invalidation_during_a_load_keeps_the_old_value_out_of_l1() {
     started_rx.await.unwrap();
     cache.delete("menus", "m").await.unwrap();
     release_tx.send(()).unwrap();
-    assert_eq!(load.await.unwrap().unwrap().as_ref(), b"old", "the caller still gets its value");
-    assert_eq!(cache.get("menus", "m").await.unwrap(), None, "but L1 does not keep it");
+    assert_eq!(
+        load.await.unwrap().unwrap().as_ref(),
+        b"old",
+        "the caller still gets its value"
+    );
+    assert_eq!(
+        cache.get("menus", "m").await.unwrap(),
+        None,
+        "but L1 does not keep it"
+    );
     cache.shutdown().await;
 }

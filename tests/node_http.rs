@@ -29,7 +29,10 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error bodies are JSON");
     assert!(body["message"].is_string(), "error has a message: {body}");
-    (status, body["error"].as_str().unwrap_or_default().to_string())
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 #[tokio::test]
@@ -59,16 +62,30 @@ async fn error_codes() {
     cfg.max_value_bytes = 1024;
     let (node, base) = start(cfg).await;
     let c = client();
-    let (s, e) = error_code(c.get(format!("{base}/v1/cache/nope/k")).send().await.unwrap()).await;
+    let (s, e) = error_code(
+        c.get(format!("{base}/v1/cache/nope/k"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, e.as_str()), (404, "unknown_category"));
     let (s, e) = error_code(
-        c.put(format!("{base}/v1/cache/nope/k")).body("v").send().await.unwrap(),
+        c.put(format!("{base}/v1/cache/nope/k"))
+            .body("v")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!((s, e.as_str()), (404, "unknown_category"));
     let long = "k".repeat(65);
     let (s, e) = error_code(
-        c.put(format!("{base}/v1/cache/general/{long}")).body("v").send().await.unwrap(),
+        c.put(format!("{base}/v1/cache/general/{long}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!((s, e.as_str()), (413, "key_too_large"));
@@ -116,11 +133,23 @@ async fn error_codes() {
     let (s, e) = error_code(c.get(format!("{base}/no/such/route")).send().await.unwrap()).await;
     assert_eq!((s, e.as_str()), (404, "not_found"));
     // Bad input is counted.
-    let stats: Value = c.get(format!("{base}/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = c
+        .get(format!("{base}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(stats["counters"]["http_bad_requests"].as_u64().unwrap() >= 3);
     // After all that, the node still serves.
     assert_eq!(
-        c.put(format!("{base}/v1/cache/general/ok")).body("v").send().await.unwrap().status(),
+        c.put(format!("{base}/v1/cache/general/ok"))
+            .body("v")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         204
     );
     node.shutdown().await;
@@ -130,17 +159,34 @@ async fn error_codes() {
 async fn huge_body_is_rejected_and_node_keeps_serving() {
     let (node, base) = start_default().await;
     let c = client();
-    c.put(format!("{base}/v1/cache/general/keep")).body("kept").send().await.unwrap();
+    c.put(format!("{base}/v1/cache/general/keep"))
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
     let body = vec![b'x'; 64 * 1024 * 1024];
-    match c.put(format!("{base}/v1/cache/general/huge")).body(body).send().await {
+    match c
+        .put(format!("{base}/v1/cache/general/huge"))
+        .body(body)
+        .send()
+        .await
+    {
         Ok(r) => assert_eq!(r.status(), 413),
         // The server may answer 413 and close before the client finished sending.
         Err(e) => assert!(!e.is_timeout(), "unexpected error: {e}"),
     }
-    let r = c.get(format!("{base}/v1/cache/general/keep")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v1/cache/general/keep"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"kept");
-    let r = c.get(format!("{base}/v1/cache/general/huge")).send().await.unwrap();
+    let r = c
+        .get(format!("{base}/v1/cache/general/huge"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "nothing of the rejected body was stored");
     node.shutdown().await;
 }
@@ -154,7 +200,15 @@ async fn bearer_token_guards_mutations_only() {
     let url = format!("{base}/v1/cache/general/k");
     let (s, e) = error_code(c.put(&url).body("v").send().await.unwrap()).await;
     assert_eq!((s, e.as_str()), (401, "unauthorized"));
-    let (s, _) = error_code(c.put(&url).bearer_auth("wrong").body("v").send().await.unwrap()).await;
+    let (s, _) = error_code(
+        c.put(&url)
+            .bearer_auth("wrong")
+            .body("v")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 401);
     let (s, _) = error_code(c.delete(&url).send().await.unwrap()).await;
     assert_eq!(s, 401);
@@ -167,7 +221,16 @@ async fn bearer_token_guards_mutations_only() {
     )
     .await;
     assert_eq!(s, 401);
-    assert_eq!(c.put(&url).bearer_auth("s3cret").body("v").send().await.unwrap().status(), 204);
+    assert_eq!(
+        c.put(&url)
+            .bearer_auth("s3cret")
+            .body("v")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
     // Reads need no token.
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     node.shutdown().await;
@@ -177,20 +240,52 @@ async fn bearer_token_guards_mutations_only() {
 async fn stats_health_metrics_and_cluster_formats() {
     let (node, base) = start_default().await;
     let c = client();
-    c.put(format!("{base}/v1/cache/permissions/a")).body("1").send().await.unwrap();
-    c.get(format!("{base}/v1/cache/permissions/a")).send().await.unwrap();
-    c.get(format!("{base}/v1/cache/permissions/missing")).send().await.unwrap();
+    c.put(format!("{base}/v1/cache/permissions/a"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    c.get(format!("{base}/v1/cache/permissions/a"))
+        .send()
+        .await
+        .unwrap();
+    c.get(format!("{base}/v1/cache/permissions/missing"))
+        .send()
+        .await
+        .unwrap();
 
-    let s: Value = c.get(format!("{base}/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let s: Value = c
+        .get(format!("{base}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(s["node_id"], "n1");
     assert_eq!(s["l2_enabled"], false);
     let p = &s["l1_caches"]["permissions"];
-    assert_eq!((p["size"].as_u64(), p["maxsize"].as_u64(), p["ttl"].as_u64()), (Some(1), Some(500), Some(600)));
-    assert_eq!((p["hits"].as_u64(), p["misses"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (p["size"].as_u64(), p["maxsize"].as_u64(), p["ttl"].as_u64()),
+        (Some(1), Some(500), Some(600))
+    );
+    assert_eq!(
+        (p["hits"].as_u64(), p["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
     for cat in ["permissions", "menus", "roles", "prompts", "general"] {
         assert!(s["l1_caches"][cat].is_object(), "{cat} listed");
     }
-    for k in ["hits_l1", "hits_l2", "misses", "loads", "evictions", "invalidations_sent", "invalidations_received", "coherence_flushes"] {
+    for k in [
+        "hits_l1",
+        "hits_l2",
+        "misses",
+        "loads",
+        "evictions",
+        "invalidations_sent",
+        "invalidations_received",
+        "coherence_flushes",
+    ] {
         assert!(s["counters"][k].is_u64(), "counter {k}");
     }
     assert_eq!(s["counters"]["hits_l1"], 1);
@@ -206,13 +301,39 @@ async fn stats_health_metrics_and_cluster_formats() {
     assert_eq!(h["cache"]["l1_stats"]["permissions"]["size"], 1);
     assert_eq!(h["cache"]["l1_stats"]["roles"]["maxsize"], 200);
 
-    let m = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("hc_l1_hits_total{category=\"permissions\"} 1"), "{m}");
-    assert!(m.contains("hc_misses_total{category=\"permissions\"} 1"), "{m}");
-    assert!(m.contains("hc_l1_entries{category=\"permissions\"} 1"), "{m}");
-    assert!(m.contains("hc_l1_evictions_total{category=\"roles\"} 0"), "{m}");
+    let m = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("hc_l1_hits_total{category=\"permissions\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hc_misses_total{category=\"permissions\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hc_l1_entries{category=\"permissions\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hc_l1_evictions_total{category=\"roles\"} 0"),
+        "{m}"
+    );
 
-    let cs: Value = c.get(format!("{base}/v1/cluster/stats")).send().await.unwrap().json().await.unwrap();
+    let cs: Value = c
+        .get(format!("{base}/v1/cluster/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cs["self"], "n1");
     assert_eq!(cs["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(cs["nodes"][0]["state"], "alive");
@@ -225,23 +346,74 @@ async fn stats_health_metrics_and_cluster_formats() {
 #[tokio::test]
 async fn ttl_expiry_per_category_and_per_call() {
     let mut cfg = Config::default();
-    cfg.categories = BTreeMap::from([(
-        "short".to_string(),
-        CategoryConfig { ttl_secs: 1, max_entries: 100 },
-    ), (
-        "long".to_string(),
-        CategoryConfig { ttl_secs: 600, max_entries: 100 },
-    )]);
+    cfg.categories = BTreeMap::from([
+        (
+            "short".to_string(),
+            CategoryConfig {
+                ttl_secs: 1,
+                max_entries: 100,
+            },
+        ),
+        (
+            "long".to_string(),
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries: 100,
+            },
+        ),
+    ]);
     let (node, base) = start(cfg).await;
     let c = client();
-    c.put(format!("{base}/v1/cache/short/a")).body("1").send().await.unwrap();
-    c.put(format!("{base}/v1/cache/long/b?ttl=1")).body("2").send().await.unwrap();
-    c.put(format!("{base}/v1/cache/long/c")).body("3").send().await.unwrap();
-    assert_eq!(c.get(format!("{base}/v1/cache/short/a")).send().await.unwrap().status(), 200);
+    c.put(format!("{base}/v1/cache/short/a"))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    c.put(format!("{base}/v1/cache/long/b?ttl=1"))
+        .body("2")
+        .send()
+        .await
+        .unwrap();
+    c.put(format!("{base}/v1/cache/long/c"))
+        .body("3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/short/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(c.get(format!("{base}/v1/cache/short/a")).send().await.unwrap().status(), 404, "category ttl");
-    assert_eq!(c.get(format!("{base}/v1/cache/long/b")).send().await.unwrap().status(), 404, "per-call ttl");
-    assert_eq!(c.get(format!("{base}/v1/cache/long/c")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/short/a"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "category ttl"
+    );
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/long/b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "per-call ttl"
+    );
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/long/c"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     node.shutdown().await;
 }
 
@@ -250,14 +422,29 @@ async fn capacity_bound_holds_for_roles() {
     let (node, base) = start_default().await;
     let c = client();
     for i in 0..500 {
-        let r = c.put(format!("{base}/v1/cache/roles/r{i}")).body("v").send().await.unwrap();
+        let r = c
+            .put(format!("{base}/v1/cache/roles/r{i}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204);
     }
-    let s: Value = c.get(format!("{base}/v1/stats")).send().await.unwrap().json().await.unwrap();
+    let s: Value = c
+        .get(format!("{base}/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let size = s["l1_caches"]["roles"]["size"].as_u64().unwrap();
     assert!(size <= 200 && size > 0, "roles size {size}");
     let ev = s["counters"]["evictions"].as_u64().unwrap();
-    assert!(ev + size >= 500, "every write is either held or counted as evicted: size {size}, evictions {ev}");
+    assert!(
+        ev + size >= 500,
+        "every write is either held or counted as evicted: size {size}, evictions {ev}"
+    );
     node.shutdown().await;
 }
 
@@ -266,26 +453,69 @@ async fn glob_star_and_all_category_invalidation() {
     let (node, base) = start_default().await;
     let c = client();
     for k in ["get_user_menu:1", "get_user_menu:2", "get_user_roles:1"] {
-        c.put(format!("{base}/v1/cache/menus/{k}")).body("v").send().await.unwrap();
+        c.put(format!("{base}/v1/cache/menus/{k}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
     }
-    c.put(format!("{base}/v1/cache/roles/r")).body("v").send().await.unwrap();
+    c.put(format!("{base}/v1/cache/roles/r"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     let inv = |cat: &str, pat: &str| {
         c.post(format!("{base}/v1/invalidate"))
             .json(&serde_json::json!({"category": cat, "pattern": pat}))
             .send()
     };
-    let r: Value = inv("menus", "get_user_menu:*").await.unwrap().json().await.unwrap();
+    let r: Value = inv("menus", "get_user_menu:*")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["invalidated"], 2);
-    assert_eq!(c.get(format!("{base}/v1/cache/menus/get_user_menu:1")).send().await.unwrap().status(), 404);
-    assert_eq!(c.get(format!("{base}/v1/cache/menus/get_user_roles:1")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/menus/get_user_menu:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/menus/get_user_roles:1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r: Value = inv("menus", "*").await.unwrap().json().await.unwrap();
     assert_eq!(r["invalidated"], 1);
-    let r: Value = inv("menus", "get_user_roles:1").await.unwrap().json().await.unwrap();
+    let r: Value = inv("menus", "get_user_roles:1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["invalidated"], 0);
-    c.put(format!("{base}/v1/cache/menus/m")).body("v").send().await.unwrap();
+    c.put(format!("{base}/v1/cache/menus/m"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     let r: Value = inv("*", "*").await.unwrap().json().await.unwrap();
     assert_eq!(r["invalidated"], 2, "category * covers every category");
-    assert_eq!(c.get(format!("{base}/v1/cache/roles/r")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/roles/r"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     node.shutdown().await;
 }
 
@@ -300,7 +530,10 @@ async fn concurrent_clients_keep_their_own_values() {
             for i in 0..50 {
                 let url = format!("{base}/v1/cache/general/t{t}:k{}", i % 5);
                 let v = format!("{t}-{i}");
-                assert_eq!(c.put(&url).body(v.clone()).send().await.unwrap().status(), 204);
+                assert_eq!(
+                    c.put(&url).body(v.clone()).send().await.unwrap().status(),
+                    204
+                );
                 let got = c.get(&url).send().await.unwrap().text().await.unwrap();
                 assert_eq!(got, v, "read-your-writes for a key only this client writes");
             }
@@ -316,24 +549,61 @@ async fn concurrent_clients_keep_their_own_values() {
 async fn crashed_category_actor_is_restarted_and_node_keeps_serving() {
     let (node, base) = start_default().await;
     let c = client();
-    c.put(format!("{base}/v1/cache/menus/m")).body("v").send().await.unwrap();
-    c.put(format!("{base}/v1/cache/roles/r")).body("v").send().await.unwrap();
+    c.put(format!("{base}/v1/cache/menus/m"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    c.put(format!("{base}/v1/cache/roles/r"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     node.cache().crash_category_actor("menus").unwrap();
     // The node keeps serving the other categories meanwhile.
-    assert_eq!(c.get(format!("{base}/v1/cache/roles/r")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/v1/cache/roles/r"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // After the restart the crashed category's L1 was flushed (its state is not trusted)…
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let s: Value = c.get(format!("{base}/v1/stats")).send().await.unwrap().json().await.unwrap();
+        let s: Value = c
+            .get(format!("{base}/v1/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if s["counters"]["actor_restarts"] == 1 && s["l1_caches"]["menus"]["size"] == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no restart seen: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restart seen: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // …and writes to it work again.
-    assert_eq!(c.put(format!("{base}/v1/cache/menus/m2")).body("w").send().await.unwrap().status(), 204);
-    let r = c.get(format!("{base}/v1/cache/menus/m2")).send().await.unwrap();
+    assert_eq!(
+        c.put(format!("{base}/v1/cache/menus/m2"))
+            .body("w")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let r = c
+        .get(format!("{base}/v1/cache/menus/m2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "w");
     node.shutdown().await;
 }
