@@ -25,8 +25,19 @@ impl Drop for NodeProcess {
 fn clean_command() -> Command {
     let mut cmd = Command::new(BIN);
     for var in [
-        "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_SSL",
-        "HC_CONFIG", "HC_NODE_ID", "HC_HTTP", "HC_GOSSIP", "HC_PEERS", "HC_API_TOKEN", "APP_ENV",
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_PASSWORD",
+        "REDIS_DB",
+        "REDIS_SSL",
+        "HC_CONFIG",
+        "HC_NODE_ID",
+        "HC_HTTP",
+        "HC_GOSSIP",
+        "HC_PEERS",
+        "HC_API_TOKEN",
+        "APP_ENV",
     ] {
         cmd.env_remove(var);
     }
@@ -38,7 +49,13 @@ fn start_node(extra: &[&str]) -> NodeProcess {
         let port = support::free_port();
         let url = format!("http://127.0.0.1:{port}");
         let child = clean_command()
-            .args(["node", "--http", &format!("127.0.0.1:{port}"), "--node-id", "cli1"])
+            .args([
+                "node",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--node-id",
+                "cli1",
+            ])
             .args(extra)
             .env("APP_ENV", "test")
             .stdout(Stdio::null())
@@ -74,7 +91,17 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn client_commands_against_a_running_node() {
     let node = start_node(&[]);
-    let o = cli(&node, &["set", "--ttl", "60", "permissions", "get_user_permissions:1", "[\"read\"]"]);
+    let o = cli(
+        &node,
+        &[
+            "set",
+            "--ttl",
+            "60",
+            "permissions",
+            "get_user_permissions:1",
+            "[\"read\"]",
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
     let o = cli(&node, &["get", "permissions", "get_user_permissions:1"]);
     assert!(o.status.success(), "{o:?}");
@@ -87,7 +114,12 @@ fn client_commands_against_a_running_node() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     assert_eq!(stdout(&cli(&node, &["get", "menus", "m:1"])), "from stdin");
 
@@ -100,7 +132,10 @@ fn client_commands_against_a_running_node() {
     assert!(o.status.success(), "{o:?}");
     let o = cli(&node, &["get", "permissions", "get_user_permissions:1"]);
     assert_eq!(o.status.code(), Some(1), "a miss is a non-zero exit");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not_found"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not_found"),
+        "{o:?}"
+    );
 
     let o = cli(&node, &["get", "nope", "k"]);
     assert_eq!(o.status.code(), Some(1));
@@ -127,7 +162,10 @@ fn client_reports_an_unreachable_node() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -145,7 +183,10 @@ fn token_from_environment_authorizes_cli_writes() {
         assert!(Instant::now() < deadline, "node did not start");
         std::thread::sleep(Duration::from_millis(25));
     }
-    let denied = clean_command().args(["set", "--node", &url, "roles", "k", "v"]).output().unwrap();
+    let denied = clean_command()
+        .args(["set", "--node", &url, "roles", "k", "v"])
+        .output()
+        .unwrap();
     assert_eq!(denied.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
     let ok = clean_command()
@@ -175,12 +216,18 @@ fn config_error(args: &[&str], file: Option<&str>) -> (Option<i32>, String) {
         .unwrap();
     // No half-started node: nothing listens on the port.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn invalid_configuration_exits_2_naming_the_field() {
-    let (code, err) = config_error(&[], Some("[categories.roles]\nttl_secs = 60\nmax_entries = 0\n"));
+    let (code, err) = config_error(
+        &[],
+        Some("[categories.roles]\nttl_secs = 60\nmax_entries = 0\n"),
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("categories.roles.max_entries"), "{err}");
 
@@ -196,7 +243,10 @@ fn invalid_configuration_exits_2_naming_the_field() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("redis.url"), "{err}");
 
-    let (code, err) = config_error(&[], Some("[[nodes]]\nid = \"n1\"\nhttp = \"127.0.0.1:1\"\ngossip = \"127.0.0.1:2\"\n"));
+    let (code, err) = config_error(
+        &[],
+        Some("[[nodes]]\nid = \"n1\"\nhttp = \"127.0.0.1:1\"\ngossip = \"127.0.0.1:2\"\n"),
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("node_id"), "{err}");
 }

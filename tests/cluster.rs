@@ -1,0 +1,425 @@
+//! Multi-node behaviour with real node processes on loopback: gossip membership and
+//! cluster stats, failure detection after SIGKILL, rejoin, invalidations over QUIC while
+//! Redis is down, and the isolation rule.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hybrid-cache");
+
+fn free_udp_port() -> u16 {
+    loop {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        drop(s);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port != 6379 {
+            return port;
+        }
+    }
+}
+
+struct Spec {
+    id: String,
+    http: u16,
+    gossip: u16,
+}
+
+struct Proc {
+    spec: Spec,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Proc {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.spec.http)
+    }
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        for var in [
+            "REDIS_URL",
+            "REDIS_HOST",
+            "REDIS_PORT",
+            "REDIS_PASSWORD",
+            "HC_CONFIG",
+            "HC_PEERS",
+            "HC_TLS_CA",
+            "HC_TLS_CERT",
+            "HC_TLS_KEY",
+        ] {
+            cmd.env_remove(var);
+        }
+        let log = std::fs::File::create(std::env::temp_dir().join(format!(
+            "hc-cluster-test-{}-{}.log",
+            self.spec.id, self.spec.http
+        )))
+        .unwrap();
+        cmd.args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn node"));
+    }
+    fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
+    let specs: Vec<Spec> = (1..=n)
+        .map(|i| Spec {
+            id: format!("n{i}"),
+            http: support::free_port(),
+            gossip: free_udp_port(),
+        })
+        .collect();
+    let gossip_addrs: Vec<String> = specs
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.gossip))
+        .collect();
+    let ns = format!("t{}", rand_suffix());
+    specs
+        .into_iter()
+        .map(|spec| {
+            let peers: Vec<String> = gossip_addrs
+                .iter()
+                .filter(|a| **a != format!("127.0.0.1:{}", spec.gossip))
+                .cloned()
+                .collect();
+            let mut args = vec![
+                "node".to_string(),
+                "--node-id".into(),
+                spec.id.clone(),
+                "--http".into(),
+                format!("127.0.0.1:{}", spec.http),
+                "--gossip".into(),
+                format!("127.0.0.1:{}", spec.gossip),
+                "--peers".into(),
+                peers.join(","),
+            ];
+            if let Some(url) = redis {
+                args.push("--redis-url".into());
+                args.push(url.to_string());
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut p = Proc {
+                spec,
+                child: None,
+                args,
+            };
+            p.args.push("--config".into());
+            p.args.push(write_ns_config(&ns));
+            p.spawn();
+            p
+        })
+        .collect()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
+}
+
+fn write_ns_config(ns: &str) -> String {
+    let path = std::env::temp_dir().join(format!("hc-cluster-{ns}.toml"));
+    std::fs::write(
+        &path,
+        format!("namespace = \"{ns}\"\nisolation_grace_ms = 1000\n"),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn json(url: String) -> Option<Value> {
+    client().get(url).send().await.ok()?.json().await.ok()
+}
+
+async fn states(node: &Proc) -> Option<Vec<(String, String)>> {
+    let v = json(format!("{}/v1/cluster/stats", node.url())).await?;
+    Some(
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .map(|n| {
+                (
+                    n["node_id"].as_str().unwrap_or_default().to_string(),
+                    n["state"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn wait_for(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn sees(node: &Proc, id: &str, state: &str) -> bool {
+    states(node)
+        .await
+        .is_some_and(|s| s.iter().any(|(n, st)| n == id && st == state))
+}
+
+async fn all_alive(nodes: &[Proc]) -> bool {
+    for n in nodes {
+        if n.child.is_none() {
+            continue;
+        }
+        match states(n).await {
+            Some(s) if s.len() == nodes.len() && s.iter().all(|(_, st)| st == "alive") => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn membership_stats_failure_detection_and_rejoin() {
+    let mut nodes = cluster(3, None, &[]);
+    let t = wait_for(Duration::from_secs(10), async || all_alive(&nodes).await).await;
+    let t = t.expect("all nodes alive everywhere within 10 s");
+    eprintln!("converged in {t:?}");
+
+    // Some traffic, then totals must equal the sum of per-node stats.
+    let c = client();
+    for (i, n) in nodes.iter().enumerate() {
+        for k in 0..=i {
+            c.put(format!("{}/v1/cache/general/k{k}", n.url()))
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            c.get(format!("{}/v1/cache/general/k{k}", n.url()))
+                .send()
+                .await
+                .unwrap();
+        }
+        c.get(format!("{}/v1/cache/general/missing", n.url()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let ok = wait_for(Duration::from_secs(5), async || {
+        let Some(cs) = json(format!("{}/v1/cluster/stats", nodes[0].url())).await else {
+            return false;
+        };
+        let mut sum = (0, 0, 0);
+        for n in &nodes {
+            let Some(s) = json(format!("{}/v1/stats", n.url())).await else {
+                return false;
+            };
+            let size: u64 = s["l1_caches"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|c| c["size"].as_u64().unwrap())
+                .sum();
+            sum.0 += size;
+            sum.1 += s["counters"]["hits_l1"].as_u64().unwrap();
+            sum.2 += s["counters"]["misses"].as_u64().unwrap();
+        }
+        let t = &cs["totals"];
+        t["nodes_alive"] == 3
+            && t["l1_entries"].as_u64() == Some(sum.0)
+            && t["hits_l1"].as_u64() == Some(sum.1)
+            && t["misses"].as_u64() == Some(sum.2)
+            && cs["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["stats"]["node_id"] == n["node_id"])
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "cluster totals equal the sum of per-node stats"
+    );
+
+    // SIGKILL n3: dead on both survivors within the bound (2 s default + polling slack).
+    nodes[2].sigkill();
+    let killed = Instant::now();
+    let detect = wait_for(Duration::from_secs(4), async || {
+        sees(&nodes[0], "n3", "dead").await && sees(&nodes[1], "n3", "dead").await
+    })
+    .await;
+    let detect = detect.expect("n3 dead on both survivors");
+    eprintln!(
+        "SIGKILL detected as dead on both survivors after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        detect <= Duration::from_millis(2500),
+        "detection took {detect:?}"
+    );
+    let cs = json(format!("{}/v1/cluster/stats", nodes[0].url()))
+        .await
+        .unwrap();
+    assert_eq!(cs["totals"]["nodes_alive"], 2);
+
+    // Restart with the same id: alive again everywhere.
+    nodes[2].spawn();
+    let back = wait_for(Duration::from_secs(10), async || all_alive(&nodes).await).await;
+    assert!(back.is_some(), "restarted node rejoins as alive");
+}
+
+#[tokio::test]
+async fn invalidations_travel_over_quic_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let nodes = cluster(3, Some(&redis.url()), &[]);
+    let healthy = wait_for(Duration::from_secs(10), async || {
+        if !all_alive(&nodes).await {
+            return false;
+        }
+        for n in &nodes {
+            match json(format!("{}/health", n.url())).await {
+                Some(h) if h["status"] == "ok" => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(healthy.is_some(), "cluster healthy");
+    let c = client();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let key = |n: &Proc| format!("{}/v1/cache/roles/get_user_roles:1", n.url());
+    c.put(key(a)).body("old").send().await.unwrap();
+    // B caches the old value in L1.
+    let r = c.get(key(b)).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "old");
+
+    redis.kill();
+    let degraded = wait_for(Duration::from_secs(5), async || {
+        json(format!("{}/health", a.url()))
+            .await
+            .is_some_and(|h| h["status"] == "degraded")
+    })
+    .await;
+    assert!(degraded.is_some(), "A notices the outage");
+    // Still answers from L1 while degraded.
+    let r = c.get(key(b)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Update on A: B's L1 copy must go, via QUIC.
+    assert_eq!(
+        c.put(key(a)).body("new").send().await.unwrap().status(),
+        204
+    );
+    let gone = wait_for(Duration::from_secs(2), async || {
+        let r = c.get(key(b)).send().await.unwrap();
+        r.status() == 404
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "B dropped its stale copy through the QUIC fallback"
+    );
+    eprintln!("QUIC invalidation applied after {gone:?}");
+    let r = c.get(key(a)).send().await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "new",
+        "A applied its write locally"
+    );
+}
+
+#[tokio::test]
+async fn isolated_node_answers_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let mut nodes = cluster(2, Some(&redis.url()), &[]);
+    let ready = wait_for(Duration::from_secs(10), async || {
+        all_alive(&nodes).await
+            && json(format!("{}/health", nodes[0].url()))
+                .await
+                .is_some_and(|h| h["status"] == "ok")
+    })
+    .await;
+    assert!(ready.is_some());
+    let c = client();
+    let url = format!("{}/v1/cache/menus/m", nodes[0].url());
+    c.put(&url).body("before").send().await.unwrap();
+
+    // Cut n1 off from everything: Redis down and its only peer dead.
+    redis.kill();
+    nodes[1].sigkill();
+    let isolated = wait_for(Duration::from_secs(6), async || {
+        let r = c
+            .get(format!("{}/health", nodes[0].url()))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 503
+            && r.json::<Value>()
+                .await
+                .is_ok_and(|h| h["status"] == "isolated")
+    })
+    .await;
+    assert!(isolated.is_some(), "n1 reports isolated with HTTP 503");
+
+    // Redis back: healthy again, and the L1 was flushed (it cannot know what changed).
+    redis.restart();
+    let ok = wait_for(Duration::from_secs(5), async || {
+        json(format!("{}/health", nodes[0].url()))
+            .await
+            .is_some_and(|h| h["status"] == "ok")
+    })
+    .await;
+    assert!(ok.is_some(), "n1 recovers by itself");
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no pre-isolation value served from L1");
+}
+
+#[tokio::test]
+async fn single_node_without_redis_or_peers_is_never_isolated() {
+    let port = support::free_port();
+    let mut child = Command::new(BIN)
+        .args(["node", "--http", &format!("127.0.0.1:{port}")])
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_HOST")
+        .env("HC_ISOLATION_GRACE_MS", "100")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let up = wait_for(Duration::from_secs(10), async || {
+        json(url.clone()).await.is_some()
+    })
+    .await;
+    assert!(up.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h = json(url).await.unwrap();
+    assert_eq!(h["status"], "ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
