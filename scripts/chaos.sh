@@ -7,14 +7,15 @@
 #   3. Redis is SIGKILLed and restarted (nodes degrade, then recover).
 # Prints requests, errors, stale reads and timings; exits non-zero on any stale
 # read (or when a step fails).
-#   CHAOS_DURATION (s, default 45)  CHAOS_MAX_REQUESTS (default 30000)
+#   CHAOS_DURATION (s, default 45)  CHAOS_MAX_REQUESTS (default 200000)
+#   CHAOS_GRACE_MS (default 0 = strict; see loadcheck.py --grace-ms)
 #   CHAOS_VICTIM (default n2)       CHAOS_DETECT_TIMEOUT (s, default 30)
 set -euo pipefail
 # shellcheck source=cluster-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
 DURATION=${CHAOS_DURATION:-45}
-MAX_REQ=${CHAOS_MAX_REQUESTS:-30000}
+MAX_REQ=${CHAOS_MAX_REQUESTS:-200000}
 VICTIM=${CHAOS_VICTIM:-n2}
 DETECT_TIMEOUT=${CHAOS_DETECT_TIMEOUT:-30}
 LB=http://127.0.0.1:$LB_PORT
@@ -41,7 +42,7 @@ OBS_URL=http://$(node_http "$OBSERVER")
 VIC_URL=http://$(node_http "$VICTIM")
 
 log "load: ${DURATION}s / ${MAX_REQ} requests max through $LB"
-$LC load --url "$LB" --duration "$DURATION" --max-requests "$MAX_REQ" --label chaos \
+$LC load --url "$LB" --duration "$DURATION" --max-requests "$MAX_REQ" --label chaos --grace-ms "${CHAOS_GRACE_MS:-0}" \
   >"$STATE/chaos-summary.json" &
 LOAD_PID=$!
 step_failed=""

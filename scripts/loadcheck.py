@@ -53,6 +53,7 @@ class Stats:
             "requests": 0, "errors": 0, "stale_reads": 0, "reads": 0, "hits": 0,
             "misses": 0, "writes_acked": 0, "deletes_acked": 0,
             "invalidations_acked": 0, "unknown_outcome": 0, "foreign_values": 0,
+            "lagged_reads": 0,
         }
         self.stale_examples = []
         self.error_examples = {}
@@ -78,6 +79,7 @@ def worker(args, wid, keys, deadline, budget, stats):
     rng = random.Random(args.seed * 1000 + wid)
     seq = {k: 0 for k in keys}      # last sequence number issued per key
     floor = {k: 0 for k in keys}    # last acknowledged mutation per key
+    acked_at = {k: 0.0 for k in keys}  # monotonic time of that acknowledgement
     cat = args.category
     while time.monotonic() < deadline:
         with budget["lock"]:
@@ -96,6 +98,7 @@ def worker(args, wid, keys, deadline, budget, stats):
                 stats.add(requests=1)
                 if 200 <= st < 300:
                     floor[key] = n
+                    acked_at[key] = time.monotonic()
                     stats.add(writes_acked=1)
                 else:
                     stats.add(unknown_outcome=1)
@@ -114,6 +117,7 @@ def worker(args, wid, keys, deadline, budget, stats):
                 stats.add(requests=1)
                 if 200 <= st < 300:
                     floor[key] = n
+                    acked_at[key] = time.monotonic()
                     stats.add(**{kind: 1})
                 else:
                     stats.add(unknown_outcome=1)
@@ -121,6 +125,7 @@ def worker(args, wid, keys, deadline, budget, stats):
             else:
                 f = floor[key]
                 t0 = time.time()
+                since_ack_ms = (time.monotonic() - acked_at[key]) * 1000
                 st, body = request(args.url, "GET", path, timeout=args.timeout)
                 stats.add(requests=1, reads=1)
                 if st == 200:
@@ -136,8 +141,11 @@ def worker(args, wid, keys, deadline, budget, stats):
                     if run != args.run or k != key:
                         stats.stale({"key": key, "floor": f, "got": body.decode(),
                                      "why": "value of another key/run", "t": t0})
+                    elif n < f and since_ack_ms < args.grace_ms:
+                        stats.add(lagged_reads=1)
                     elif n < f:
-                        stats.stale({"key": key, "floor": f, "got": n, "t": t0})
+                        stats.stale({"key": key, "floor": f, "got": n, "t": t0,
+                                     "ms_since_ack": round(since_ack_ms, 1)})
                 elif st == 404:
                     stats.add(misses=1)
                 else:
@@ -175,7 +183,7 @@ def cmd_load(args):
     summary = {"label": args.label, **c, "error_kinds": stats.error_examples,
                "stale_examples": stats.stale_examples}
     print(f"[loadcheck] {args.label}: requests={c['requests']} errors={c['errors']} "
-          f"stale_reads={c['stale_reads']} reads={c['reads']} hits={c['hits']} "
+          f"stale_reads={c['stale_reads']} lagged_reads={c['lagged_reads']} reads={c['reads']} hits={c['hits']} "
           f"misses={c['misses']} acked_writes={c['writes_acked']} "
           f"acked_deletes={c['deletes_acked']} acked_invalidations={c['invalidations_acked']} "
           f"rps={c['rps']} elapsed={c['elapsed_s']}s", file=sys.stderr)
@@ -293,6 +301,9 @@ def main():
     l.add_argument("--seed", type=int, default=1)
     l.add_argument("--label", default="load")
     l.add_argument("--max-error-rate", type=float, default=None)
+    l.add_argument("--grace-ms", type=float, default=0.0,
+                   help="an older value read less than this long after the newer write was "
+                        "acknowledged counts as lagged_reads, not stale (default 0: strict)")
     w = sub.add_parser("wait-state")
     w.add_argument("--url", required=True)
     w.add_argument("--target", required=True)
