@@ -36,11 +36,12 @@ pub enum Via {
 
 /// Messages of the bus actor.
 pub enum BusMsg {
-    /// Publish a local change.
+    /// Publish a local change; `done` fires once the publish was attempted.
     Publish {
         category: String,
         pattern: String,
         kind: ChangeKind,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
     /// A payload from the channel or a peer.
     Inbound(Vec<u8>, Via),
@@ -52,14 +53,28 @@ pub enum BusMsg {
     Tick,
 }
 
-/// Sends a local change to the bus actor, if the node has one.
-pub fn publish(shared: &Arc<Shared>, category: &str, pattern: &str, kind: ChangeKind) {
-    if let Some(bus) = shared.bus() {
-        let _ = bus.cast(BusMsg::Publish {
-            category: category.to_string(),
-            pattern: pattern.to_string(),
-            kind,
-        });
+/// Sends a local change to the bus actor, if the node has one, and waits (bounded) until it
+/// has been handed to Redis (or to the peers while Redis is down).
+///
+/// Waiting is what lets a write answer "done" only once every other node is being told: a
+/// node that stops right after a write (no later heartbeat would reveal the lost message)
+/// must not leave the other L1s stale, and a client that reads another node after a write
+/// must not find an invalidation of its own write still queued at the origin.
+pub async fn publish(shared: &Arc<Shared>, category: &str, pattern: &str, kind: ChangeKind) {
+    let Some(bus) = shared.bus() else {
+        return;
+    };
+    let (done, sent) = tokio::sync::oneshot::channel();
+    let queued = bus.cast(BusMsg::Publish {
+        category: category.to_string(),
+        pattern: pattern.to_string(),
+        kind,
+        done: Some(done),
+    });
+    if queued.is_ok() {
+        // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us.
+        let bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
+        let _ = tokio::time::timeout(bound, sent).await;
     }
 }
 
@@ -333,10 +348,14 @@ impl Actor for BusActor {
                 category,
                 pattern,
                 kind,
+                done,
             } => {
                 let msg = state.machine.outgoing(&category, &pattern, kind, now);
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
                 state.send(&msg).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
             BusMsg::Inbound(bytes, via) => match wire::decode::<BusMessage>(&bytes) {
                 Ok(msg) => {

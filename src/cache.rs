@@ -480,7 +480,8 @@ impl HybridCache {
                 reply,
             })
             .await?;
-        self.broadcast(category, key, crate::bus::ChangeKind::Set);
+        self.broadcast(category, key, crate::bus::ChangeKind::Set)
+            .await;
         Ok(())
     }
 
@@ -500,7 +501,8 @@ impl HybridCache {
                 reply: Some(reply),
             })
             .await?;
-        self.broadcast(category, key, crate::bus::ChangeKind::Delete);
+        self.broadcast(category, key, crate::bus::ChangeKind::Delete)
+            .await;
         Ok(())
     }
 
@@ -537,7 +539,8 @@ impl HybridCache {
                 })
                 .await?;
         }
-        self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate);
+        self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate)
+            .await;
         Ok(removed)
     }
 
@@ -590,8 +593,14 @@ impl HybridCache {
             let value = loader().await.map_err(LoadFail::Loader)?;
             if let (Some(l2), Some(g)) = (self.shared.l2_usable(), generation) {
                 if l1.ticket_valid(&ticket) {
-                    if let Err(e) = l2.fill(category, key, &value, l2_ttl, g).await {
-                        self.l2_error("fill", &e);
+                    match l2.fill(category, key, &value, l2_ttl, g).await {
+                        Ok(true) => {}
+                        // L2 refused: since the load started, another node wrote the key
+                        // (a value or a tombstone) or invalidated the category. Its
+                        // invalidation may still be on its way to us; the loaded value is
+                        // older than what L2 holds, so it must not enter our L1 either.
+                        Ok(false) => return Err(LoadFail::Stale(value)),
+                        Err(e) => self.l2_error("fill", &e),
                     }
                 }
             }
@@ -742,8 +751,8 @@ impl HybridCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
-    fn broadcast(&self, category: &str, pattern: &str, kind: crate::bus::ChangeKind) {
-        crate::bus::publish(&self.shared, category, pattern, kind);
+    async fn broadcast(&self, category: &str, pattern: &str, kind: crate::bus::ChangeKind) {
+        crate::bus::publish(&self.shared, category, pattern, kind).await;
     }
 }
 

@@ -1,0 +1,917 @@
+//! Redis L2 + cross-node L1 coherence, end to end: a private `redis-server` (free port, never
+//! 6379) and several nodes in this process, driven over HTTP (and, for the races, through the
+//! library API of one node). Every wait is a bounded poll.
+
+mod support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hybrid_cache::config::{Config, RedisTarget};
+use hybrid_cache::node::Node;
+use hybrid_cache::wire::{self, BusMessage, ChangeKind, Invalidation};
+use hybrid_cache::Source;
+use serde_json::{json, Value};
+use support::RedisServer;
+
+/// Upper bound of every "eventually" in this file (propagation is typically a few ms).
+const BOUND: Duration = Duration::from_secs(5);
+
+fn namespace(test: &str) -> String {
+    format!("t{}{:08x}", test, rand::random::<u32>())
+}
+
+fn target(redis: &RedisServer) -> RedisTarget {
+    RedisTarget::Url {
+        url: redis.url(),
+        password: None,
+    }
+}
+
+struct TestNode {
+    node: Node,
+    base: String,
+}
+
+impl TestNode {
+    async fn start(id: &str, ns: &str, redis: Option<RedisTarget>) -> TestNode {
+        let config = Config {
+            node_id: id.to_string(),
+            namespace: ns.to_string(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis,
+            ..Config::default()
+        };
+        let node = Node::start(config).await.expect("node starts");
+        let base = format!("http://{}", node.http_addr());
+        TestNode { node, base }
+    }
+
+    fn url(&self, category: &str, key: &str) -> String {
+        format!("{}/v1/cache/{category}/{key}", self.base)
+    }
+
+    async fn flushes(&self) -> u64 {
+        self.node.cache().stats().await.counters.coherence_flushes
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(4)
+        .build()
+        .unwrap()
+}
+
+/// `(status, X-Cache, body)` of a GET.
+async fn get(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str) -> (u16, String, Vec<u8>) {
+    let r = c.get(n.url(cat, key)).send().await.expect("GET");
+    let status = r.status().as_u16();
+    let source = r
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, source, r.bytes().await.unwrap().to_vec())
+}
+
+async fn put(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str, value: &str) {
+    let r = c
+        .put(n.url(cat, key))
+        .body(value.to_string())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 204, "PUT {cat}/{key} on {}", n.base);
+}
+
+/// Bus messages applied so far: invalidations, or flushes (a gap-revealing one).
+async fn received(n: &TestNode) -> u64 {
+    let c = n.node.cache().stats().await.counters;
+    c.invalidations_received + c.coherence_flushes
+}
+
+/// PUT on `writer`, then waits until each of `others` has applied the write's invalidation
+/// (from then on, their L2 fills of the key are not voided by a late message).
+async fn put_seen(
+    c: &reqwest::Client,
+    writer: &TestNode,
+    others: &[&TestNode],
+    cat: &str,
+    key: &str,
+    value: &str,
+) {
+    let mut before = Vec::new();
+    for n in others {
+        before.push(received(n).await);
+    }
+    put(c, writer, cat, key, value).await;
+    for (n, b) in others.iter().zip(before) {
+        let ok = poll(BOUND, || async { received(n).await > b }).await;
+        assert!(ok, "{}: invalidation of {cat}/{key} never arrived", n.base);
+    }
+}
+
+async fn delete(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str) {
+    let r = c.delete(n.url(cat, key)).send().await.expect("DELETE");
+    assert_eq!(r.status(), 204);
+}
+
+async fn invalidate(c: &reqwest::Client, n: &TestNode, cat: &str, pattern: &str) -> u64 {
+    let r = c
+        .post(format!("{}/v1/invalidate", n.base))
+        .json(&json!({"category": cat, "pattern": pattern}))
+        .send()
+        .await
+        .expect("POST /v1/invalidate");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["invalidated"].as_u64().expect("invalidated: N")
+}
+
+async fn json_of(c: &reqwest::Client, url: String) -> (u16, Value) {
+    let r = c.get(url).send().await.expect("GET json");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON body"))
+}
+
+async fn health(c: &reqwest::Client, n: &TestNode) -> Value {
+    let (status, body) = json_of(c, format!("{}/health", n.base)).await;
+    assert_eq!(status, 200, "health: {body}");
+    body
+}
+
+/// Polls `f` (every 2 ms) until it yields true or `timeout` passes.
+async fn poll<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until every node has its Redis link up and has met every other node (one flush for
+/// the link, one per first contact): from then on, flushes only come from real events.
+async fn settle(nodes: &[&TestNode]) {
+    let want = nodes.len() as u64;
+    let ok = poll(BOUND, || async {
+        for n in nodes {
+            if !n.node.cache().l2_enabled() || n.flushes().await < want {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(ok, "cluster did not settle within {BOUND:?}");
+}
+
+/// The Redis key of a value: `{ns}:{category}:{generation}:{key}`.
+fn redis_key(ns: &str, cat: &str, generation: u64, key: &str) -> String {
+    format!("{ns}:{cat}:{generation}:{key}")
+}
+
+/// Writes a value straight into Redis, behind every node's back.
+fn redis_set_value(redis: &RedisServer, key: &str, value: &[u8]) {
+    let mut payload = vec![hybrid_cache::l2::TAG_VALUE];
+    payload.extend_from_slice(value);
+    let r = redis
+        .command(&[b"SET", key.as_bytes(), &payload])
+        .expect("SET");
+    assert_eq!(r, support::Resp::Simple("OK".into()));
+}
+
+fn redis_get(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    match redis.command(&[b"GET", key.as_bytes()]).expect("GET") {
+        support::Resp::Bulk(b) => b,
+        other => panic!("GET answered {other:?}"),
+    }
+}
+
+fn tagged(value: &[u8]) -> Vec<u8> {
+    let mut v = vec![hybrid_cache::l2::TAG_VALUE];
+    v.extend_from_slice(value);
+    v
+}
+
+fn fake_invalidation(origin: &str, epoch: u64, seq: u64, cat: &str, pattern: &str) -> Vec<u8> {
+    wire::encode(&BusMessage::Invalidation(Invalidation {
+        origin: origin.into(),
+        origin_epoch: epoch,
+        seq,
+        category: cat.into(),
+        pattern: pattern.into(),
+        kind: ChangeKind::Set,
+    }))
+    .unwrap()
+}
+
+/// Runs blocking harness code (redis-server start/kill/restart, raw RESP) off the workers.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_l2_and_keep_l1_coherent() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("three");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    let c = TestNode::start("c", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b, &c]).await;
+    let http = client();
+
+    // Set on A: B reads it from L2, then from its own L1.
+    put_seen(
+        &http,
+        &a,
+        &[&b, &c],
+        "permissions",
+        "get_user_permissions:1",
+        "v1",
+    )
+    .await;
+    assert_eq!(
+        get(&http, &b, "permissions", "get_user_permissions:1").await,
+        (200, "L2".into(), b"v1".to_vec())
+    );
+    assert_eq!(
+        get(&http, &b, "permissions", "get_user_permissions:1").await,
+        (200, "L1".into(), b"v1".to_vec())
+    );
+    assert_eq!(
+        get(&http, &c, "permissions", "get_user_permissions:1").await,
+        (200, "L2".into(), b"v1".to_vec())
+    );
+    assert_eq!(
+        get(&http, &c, "permissions", "get_user_permissions:1").await,
+        (200, "L1".into(), b"v1".to_vec())
+    );
+
+    // Update on A: B and C (which hold v1 in L1) return v2 within a bounded poll.
+    let t0 = Instant::now();
+    put(&http, &a, "permissions", "get_user_permissions:1", "v2").await;
+    for n in [&b, &c] {
+        let ok = poll(BOUND, || async {
+            let (s, _, body) = get(&http, n, "permissions", "get_user_permissions:1").await;
+            assert_eq!(s, 200);
+            assert!(body == b"v1" || body == b"v2", "unexpected {body:?}");
+            body == b"v2"
+        })
+        .await;
+        assert!(ok, "update did not reach {}", n.base);
+    }
+    let took = t0.elapsed();
+    eprintln!("update visible on B and C after {took:?}");
+    assert!(took < Duration::from_secs(1), "update propagation {took:?}");
+
+    // Delete on B reaches A and C (and L2: a fresh read misses everywhere).
+    assert_eq!(
+        get(&http, &a, "permissions", "get_user_permissions:1")
+            .await
+            .1,
+        "L1"
+    );
+    delete(&http, &b, "permissions", "get_user_permissions:1").await;
+    for n in [&a, &b, &c] {
+        let ok = poll(BOUND, || async {
+            get(&http, n, "permissions", "get_user_permissions:1")
+                .await
+                .0
+                == 404
+        })
+        .await;
+        assert!(ok, "delete did not reach {}", n.base);
+    }
+
+    // Glob invalidation from C: matching keys leave every L1 and L2; the rest stays.
+    for k in ["get_user_menu:1", "get_user_menu:2", "other:1"] {
+        put_seen(&http, &a, &[&b, &c], "menus", k, &format!("m-{k}")).await;
+        for n in [&a, &b, &c] {
+            // L2 fill, then L1 hit.
+            get(&http, n, "menus", k).await;
+            assert_eq!(get(&http, n, "menus", k).await.1, "L1", "{k} on {}", n.base);
+        }
+    }
+    assert_eq!(invalidate(&http, &c, "menus", "get_user_menu:*").await, 2);
+    for n in [&a, &b, &c] {
+        for k in ["get_user_menu:1", "get_user_menu:2"] {
+            let ok = poll(BOUND, || async { get(&http, n, "menus", k).await.0 == 404 }).await;
+            assert!(ok, "glob invalidation of {k} did not reach {}", n.base);
+        }
+        assert_eq!(
+            get(&http, n, "menus", "other:1").await,
+            (200, "L1".into(), b"m-other:1".to_vec())
+        );
+    }
+
+    // `*` in one category from C: one INCR of the generation, no scan. The old-generation
+    // key is still physically in Redis but no node can read it any more.
+    let old = redis_key(&ns, "menus", 0, "other:1");
+    assert_eq!(
+        blocking(|| redis_get(&redis, &old)),
+        Some(tagged(b"m-other:1"))
+    );
+    assert_eq!(invalidate(&http, &c, "menus", "*").await, 1);
+    for n in [&a, &b, &c] {
+        let ok = poll(BOUND, || async {
+            get(&http, n, "menus", "other:1").await.0 == 404
+        })
+        .await;
+        assert!(ok, "`*` invalidation did not reach {}", n.base);
+    }
+    let generation = blocking(|| redis_get(&redis, &format!("{ns}:gen:menus")));
+    assert_eq!(generation.as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        blocking(|| redis_get(&redis, &old)),
+        Some(tagged(b"m-other:1")),
+        "`*` must not scan/unlink: old keys expire by TTL"
+    );
+    // A brand-new node (empty L1) cannot read the old generation either.
+    let d = TestNode::start("d", &ns, Some(target(&redis))).await;
+    assert!(poll(BOUND, || async { d.node.cache().l2_enabled() }).await);
+    assert_eq!(get(&http, &d, "menus", "other:1").await.0, 404);
+    // The new generation works as usual.
+    put(&http, &a, "menus", "other:1", "fresh").await;
+    assert_eq!(
+        get(&http, &d, "menus", "other:1").await,
+        (200, "L2".into(), b"fresh".to_vec())
+    );
+    assert!(blocking(|| redis_get(&redis, &redis_key(&ns, "menus", 1, "other:1"))).is_some());
+
+    // Category `*` from C: every category, every node.
+    let keys = [
+        ("permissions", "p:1"),
+        ("roles", "r:1"),
+        ("prompts", "x:1"),
+        ("general", "g:1"),
+        ("menus", "m:1"),
+    ];
+    for (cat, k) in keys {
+        put_seen(&http, &a, &[&b, &c], cat, k, "val").await;
+        for n in [&a, &b, &c] {
+            get(&http, n, cat, k).await;
+            assert_eq!(get(&http, n, cat, k).await.1, "L1");
+        }
+    }
+    invalidate(&http, &c, "*", "*").await;
+    for n in [&a, &b, &c, &d] {
+        for (cat, k) in keys {
+            let ok = poll(BOUND, || async { get(&http, n, cat, k).await.0 == 404 }).await;
+            assert!(ok, "category `*` did not clear {cat}/{k} on {}", n.base);
+        }
+    }
+    // Category `*` with a glob.
+    for (cat, k) in [
+        ("roles", "user:1"),
+        ("general", "user:2"),
+        ("general", "keep"),
+    ] {
+        put_seen(&http, &a, &[&b, &c], cat, k, "val").await;
+        get(&http, &b, cat, k).await;
+        assert_eq!(get(&http, &b, cat, k).await.1, "L1");
+    }
+    invalidate(&http, &c, "*", "user:*").await;
+    for n in [&a, &b, &c] {
+        for (cat, k) in [("roles", "user:1"), ("general", "user:2")] {
+            let ok = poll(BOUND, || async { get(&http, n, cat, k).await.0 == 404 }).await;
+            assert!(ok, "`*`/glob did not clear {cat}/{k} on {}", n.base);
+        }
+        assert_eq!(get(&http, n, "general", "keep").await.0, 200);
+    }
+
+    // Nothing above was a gap: only the settle-time flushes (link up + first contact with
+    // each peer, d included), and no malformed traffic.
+    for n in [&a, &b, &c] {
+        let s = n.node.cache().stats().await.counters;
+        assert!(s.coherence_flushes <= 4, "spurious flushes: {s:?}");
+        assert_eq!(s.invalid_messages, 0);
+        assert!(s.invalidations_received > 0);
+    }
+    for n in [a, b, c, d] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_messages_flush_and_never_serve_stale() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("lost");
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&b]).await;
+    let http = client();
+    let channel = hybrid_cache::bus::channel(&ns);
+    let publish = |payload: Vec<u8>| blocking(|| redis.publish_raw(&channel, &payload));
+
+    // First contact with a (fake) origin: baseline + flush.
+    let base = b.flushes().await;
+    assert_eq!(
+        publish(fake_invalidation("ghost", 77, 1, "general", "x")),
+        1
+    );
+    assert!(poll(BOUND, || async { b.flushes().await == base + 1 }).await);
+
+    // B holds k in L1; Redis changes behind its back (the message about it is lost).
+    put(&http, &b, "general", "k", "old").await;
+    assert_eq!(
+        get(&http, &b, "general", "k").await,
+        (200, "L1".into(), b"old".to_vec())
+    );
+    blocking(|| redis_set_value(&redis, &redis_key(&ns, "general", 0, "k"), b"new"));
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"old");
+
+    // In order: applied, no flush.
+    let received = b.node.cache().stats().await.counters.invalidations_received;
+    publish(fake_invalidation("ghost", 77, 2, "general", "unrelated"));
+    assert!(
+        poll(BOUND, || async {
+            b.node.cache().stats().await.counters.invalidations_received > received
+        })
+        .await
+    );
+    assert_eq!(b.flushes().await, base + 1);
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"old");
+
+    // Seq 4 after 2: seq 3 was lost (it could have named k) → flush → B reads L2.
+    publish(fake_invalidation("ghost", 77, 4, "general", "unrelated"));
+    assert!(poll(BOUND, || async { b.flushes().await == base + 2 }).await);
+    assert_eq!(
+        get(&http, &b, "general", "k").await,
+        (200, "L2".into(), b"new".to_vec())
+    );
+    // A duplicate changes nothing.
+    publish(fake_invalidation("ghost", 77, 4, "general", "unrelated"));
+    assert!(
+        poll(BOUND, || async {
+            b.node.cache().stats().await.counters.duplicate_messages >= 1
+        })
+        .await
+    );
+    assert_eq!(b.flushes().await, base + 2);
+
+    // Lost tail: a heartbeat announcing seq 6 when we saw 4 → flush.
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+    blocking(|| redis_set_value(&redis, &redis_key(&ns, "general", 0, "k"), b"newer"));
+    publish(
+        wire::encode(&BusMessage::Heartbeat {
+            origin: "ghost".into(),
+            origin_epoch: 77,
+            last_seq: 6,
+        })
+        .unwrap(),
+    );
+    assert!(poll(BOUND, || async { b.flushes().await == base + 3 }).await);
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"newer");
+
+    // A restart of the origin (new epoch) → flush as well.
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+    blocking(|| redis_set_value(&redis, &redis_key(&ns, "general", 0, "k"), b"newest"));
+    publish(fake_invalidation("ghost", 78, 1, "general", "unrelated"));
+    assert!(poll(BOUND, || async { b.flushes().await == base + 4 }).await);
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"newest");
+    assert_eq!(b.node.cache().stats().await.counters.invalid_messages, 0);
+    b.node.shutdown().await;
+}
+
+/// A loader gated by oneshots: tells when it started, returns `value` when released.
+fn gated_loader(
+    value: &'static str,
+) -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, std::io::Error>> + Send>>,
+) {
+    let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader = move || {
+        Box::pin(async move {
+            let _ = entered_tx.send(());
+            tokio::time::timeout(BOUND, release_rx)
+                .await
+                .expect("loader released in time")
+                .expect("release sender kept");
+            Ok(Bytes::from_static(value.as_bytes()))
+        }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+    };
+    (entered_rx, release_tx, loader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loader_racing_an_update_never_fills_stale() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("race");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+
+    // 1. The update's invalidation reaches B while B's loader is still running.
+    let (entered, release, loader) = gated_loader("loaded-old");
+    let cache = b.node.cache().clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("general", "k1", Some(Duration::from_secs(60)), loader)
+            .await
+    });
+    tokio::time::timeout(BOUND, entered).await.unwrap().unwrap();
+    let received = b.node.cache().stats().await.counters.invalidations_received;
+    put(&http, &a, "general", "k1", "from-a").await;
+    assert!(
+        poll(BOUND, || async {
+            b.node.cache().stats().await.counters.invalidations_received > received
+        })
+        .await,
+        "A's invalidation did not reach B"
+    );
+    release.send(()).unwrap();
+    let returned = tokio::time::timeout(BOUND, load).await.unwrap().unwrap();
+    // The caller may get what its loader read; the caches must not keep it.
+    assert!(returned.is_ok());
+    assert_eq!(
+        b.node
+            .cache()
+            .get_with_source("general", "k1")
+            .await
+            .unwrap(),
+        Some((Bytes::from_static(b"from-a"), Source::L2))
+    );
+    assert_eq!(
+        blocking(|| redis_get(&redis, &redis_key(&ns, "general", 0, "k1"))),
+        Some(tagged(b"from-a"))
+    );
+
+    // 2. A's write reached L2 but its message is still in flight when the loader returns:
+    //    L2 refuses the fill (a newer value exists), so B must not keep the loaded value.
+    let (entered, release, loader) = gated_loader("loaded-old");
+    let cache = b.node.cache().clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("general", "k2", Some(Duration::from_secs(60)), loader)
+            .await
+    });
+    tokio::time::timeout(BOUND, entered).await.unwrap().unwrap();
+    blocking(|| redis_set_value(&redis, &redis_key(&ns, "general", 0, "k2"), b"newer"));
+    release.send(()).unwrap();
+    tokio::time::timeout(BOUND, load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let seen = b
+        .node
+        .cache()
+        .get_with_source("general", "k2")
+        .await
+        .unwrap();
+    assert_ne!(
+        seen,
+        Some((Bytes::from_static(b"loaded-old"), Source::L1)),
+        "B cached a load that L2 refused"
+    );
+    assert_eq!(seen.map(|(v, _)| v), Some(Bytes::from_static(b"newer")));
+
+    // 3. A delete on A while B loads: B's load must not resurrect the key (L2 tombstone).
+    let (entered, release, loader) = gated_loader("loaded-old");
+    let cache = b.node.cache().clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("general", "k3", Some(Duration::from_secs(60)), loader)
+            .await
+    });
+    tokio::time::timeout(BOUND, entered).await.unwrap().unwrap();
+    delete(&http, &a, "general", "k3").await;
+    release.send(()).unwrap();
+    tokio::time::timeout(BOUND, load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(get(&http, &a, "general", "k3").await.0, 404);
+    let ok = poll(BOUND, || async {
+        b.node.cache().get("general", "k3").await.unwrap().is_none()
+    })
+    .await;
+    assert!(ok, "B kept a load that raced a delete");
+
+    // 4. Without any race the loader's value is cached in both levels, and B's loader ran once.
+    let (entered, release, loader) = gated_loader("loaded");
+    let cache = b.node.cache().clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("general", "k4", Some(Duration::from_secs(60)), loader)
+            .await
+    });
+    tokio::time::timeout(BOUND, entered).await.unwrap().unwrap();
+    release.send(()).unwrap();
+    tokio::time::timeout(BOUND, load)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        get(&http, &b, "general", "k4").await,
+        (200, "L1".into(), b"loaded".to_vec())
+    );
+    assert_eq!(
+        get(&http, &a, "general", "k4").await,
+        (200, "L2".into(), b"loaded".to_vec())
+    );
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_traffic_degrades_then_recovers_without_stale_reads() {
+    let mut redis = blocking(RedisServer::start);
+    let ns = namespace("kill");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    let c = TestNode::start("c", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b, &c]).await;
+    let http = client();
+
+    put_seen(&http, &a, &[&b, &c], "general", "hot", "hot-v").await;
+    put_seen(&http, &a, &[&b, &c], "general", "changing", "pre-outage").await;
+    for k in ["hot", "changing"] {
+        get(&http, &b, "general", k).await;
+        assert_eq!(get(&http, &b, "general", k).await.1, "L1");
+    }
+
+    // Background traffic on every node for the whole outage: never a 5xx.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bases: Vec<String> = [&a, &b, &c].iter().map(|n| n.base.clone()).collect();
+    let traffic = {
+        let stop = stop.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let (mut requests, mut server_errors) = (0u64, 0u64);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let base = &bases[(i % 3) as usize];
+                let url = format!("{base}/v1/cache/general/traffic{}", i % 50);
+                let r = if i % 4 == 0 {
+                    http.put(&url).body("t").send().await
+                } else {
+                    http.get(&url).send().await
+                };
+                requests += 1;
+                if r.map(|r| r.status().is_server_error()).unwrap_or(true) {
+                    server_errors += 1;
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (requests, server_errors)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    blocking(|| redis.kill());
+    let killed = Instant::now();
+    // Misses right after the kill (before/while the nodes notice) answer fast.
+    let mut slowest = Duration::ZERO;
+    for i in 0..30 {
+        let n = [&a, &b, &c][i % 3];
+        let t = Instant::now();
+        let (s, _, _) = get(&http, n, "general", &format!("absent-early-{i}")).await;
+        let took = t.elapsed();
+        assert_eq!(s, 404);
+        slowest = slowest.max(took);
+        assert!(took < Duration::from_millis(250), "miss #{i} took {took:?}");
+    }
+    eprintln!("slowest miss right after the kill: {slowest:?}");
+
+    for n in [&a, &b, &c] {
+        let ok = poll(BOUND, || async {
+            health(&http, n).await["status"] == "degraded"
+        })
+        .await;
+        assert!(ok, "{} not degraded", n.base);
+        let h = health(&http, n).await;
+        assert_eq!(h["cache"]["l2_redis_enabled"], false, "{h}");
+        assert_eq!(h["cache"]["l1_enabled"], true);
+    }
+    eprintln!("all nodes degraded {:?} after the kill", killed.elapsed());
+    // L1 hits still served.
+    assert_eq!(
+        get(&http, &b, "general", "hot").await,
+        (200, "L1".into(), b"hot-v".to_vec())
+    );
+    // Misses answer within 250 ms, each.
+    for i in 0..30 {
+        let n = [&a, &b, &c][i % 3];
+        let t = Instant::now();
+        assert_eq!(
+            get(&http, n, "general", &format!("absent-{i}")).await.0,
+            404
+        );
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(250), "miss #{i} took {took:?}");
+    }
+    // Writes apply locally.
+    let t = Instant::now();
+    put(&http, &a, "general", "changing", "during-outage").await;
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        get(&http, &a, "general", "changing").await,
+        (200, "L1".into(), b"during-outage".to_vec())
+    );
+
+    // Redis comes back on the same port: every node is ok again, quickly.
+    blocking(|| redis.restart());
+    let restarted = Instant::now();
+    for n in [&a, &b, &c] {
+        let ok = poll(BOUND, || async { health(&http, n).await["status"] == "ok" }).await;
+        assert!(ok, "{} did not recover", n.base);
+        assert_eq!(health(&http, n).await["cache"]["l2_redis_enabled"], true);
+    }
+    let recovery = restarted.elapsed();
+    eprintln!("all nodes ok {recovery:?} after the restart");
+    assert!(
+        recovery < Duration::from_secs(2),
+        "recovery took {recovery:?}"
+    );
+
+    // B flushed on reconnect: the value replaced during the outage is never served.
+    let (s, _, body) = get(&http, &b, "general", "changing").await;
+    assert!(
+        !(s == 200 && body == b"pre-outage"),
+        "B served a value replaced during the outage"
+    );
+    // And coherence works again.
+    put_seen(&http, &a, &[&b, &c], "general", "after", "1").await;
+    assert_eq!(get(&http, &b, "general", "after").await.1, "L2");
+    assert_eq!(get(&http, &b, "general", "after").await.1, "L1");
+    put(&http, &a, "general", "after", "2").await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "general", "after").await.2 == b"2"
+    })
+    .await;
+    assert!(ok, "coherence not restored after the outage");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, server_errors) = traffic.await.unwrap();
+    eprintln!("background traffic: {requests} requests, {server_errors} server errors");
+    assert!(requests > 0);
+    assert_eq!(server_errors, 0);
+    for n in [a, b, c] {
+        n.node.shutdown().await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_channel_is_counted_and_harmless() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("garbage");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+    let channel = hybrid_cache::bus::channel(&ns);
+
+    let valid = fake_invalidation("ghost", 5, 1, "general", "k");
+    let mut payloads: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"hello, garbage".to_vec(),
+        vec![0xff; 32],
+        valid[..valid.len() - 3].to_vec(),
+        valid[..1].to_vec(),
+        {
+            let mut v = valid.clone();
+            v[0] = wire::WIRE_VERSION + 1;
+            v
+        },
+        {
+            let mut v = valid.clone();
+            v.push(0);
+            v
+        },
+        {
+            let mut v = vec![wire::WIRE_VERSION];
+            v.resize(wire::MAX_FRAME_BYTES + 1024, 7);
+            v
+        },
+    ];
+    for _ in 0..40 {
+        let len = rand::random::<usize>() % 200;
+        payloads.push((0..len).map(|_| rand::random::<u8>()).collect());
+    }
+    // Random bytes might (very rarely) form a valid frame: count what truly is garbage.
+    let invalid = payloads
+        .iter()
+        .filter(|p| wire::decode::<BusMessage>(p).is_err())
+        .count() as u64;
+    let payloads: Vec<Vec<u8>> = payloads
+        .into_iter()
+        .filter(|p| wire::decode::<BusMessage>(p).is_err())
+        .collect();
+    assert!(invalid >= 45);
+    for p in &payloads {
+        assert_eq!(blocking(|| redis.publish_raw(&channel, p)), 2);
+    }
+    for n in [&a, &b] {
+        let ok = poll(BOUND, || async {
+            n.node.cache().stats().await.counters.invalid_messages >= invalid
+        })
+        .await;
+        assert!(ok, "{} did not count every bad payload", n.base);
+        let (_, stats) = json_of(&http, format!("{}/v1/stats", n.base)).await;
+        assert_eq!(stats["counters"]["invalid_messages"], invalid, "{stats}");
+        let text = http
+            .get(format!("{}/metrics", n.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            metric(&text, "hc_invalid_messages_total"),
+            invalid,
+            "{text}"
+        );
+        assert_eq!(health(&http, n).await["status"], "ok");
+    }
+
+    // Still serving, still coherent.
+    put_seen(&http, &a, &[&b], "general", "k", "1").await;
+    assert_eq!(
+        get(&http, &b, "general", "k").await,
+        (200, "L2".into(), b"1".to_vec())
+    );
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+    put(&http, &a, "general", "k", "2").await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "general", "k").await.2 == b"2"
+    })
+    .await;
+    assert!(ok, "not coherent after garbage");
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_from_config_and_wrong_password_degrades() {
+    let redis = blocking(|| RedisServer::start_with_password("s3cret-pw"));
+    let ns = namespace("auth");
+    // What REDIS_URL without credentials + REDIS_PASSWORD produce.
+    let url = format!("redis://127.0.0.1:{}/0", redis.port());
+    let with = |pw: &str| RedisTarget::Url {
+        url: url.clone(),
+        password: Some(pw.to_string()),
+    };
+    let a = TestNode::start("a", &ns, Some(with("s3cret-pw"))).await;
+    let b = TestNode::start("b", &ns, Some(with("s3cret-pw"))).await;
+    let w = TestNode::start("w", &ns, Some(with("wrong"))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+
+    put_seen(&http, &a, &[&b], "roles", "r", "admin").await;
+    assert_eq!(
+        get(&http, &b, "roles", "r").await,
+        (200, "L2".into(), b"admin".to_vec())
+    );
+    assert_eq!(get(&http, &b, "roles", "r").await.1, "L1");
+
+    // The wrong password: degraded, never connected, still serving its own L1.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h = health(&http, &w).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["cache"]["l2_redis_enabled"], false);
+    assert_eq!(get(&http, &w, "roles", "r").await.0, 404);
+    put(&http, &w, "roles", "local", "x").await;
+    assert_eq!(
+        get(&http, &w, "roles", "local").await,
+        (200, "L1".into(), b"x".to_vec())
+    );
+    assert_eq!(health(&http, &a).await["status"], "ok");
+    for n in [a, b, w] {
+        n.node.shutdown().await;
+    }
+}
