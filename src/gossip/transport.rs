@@ -331,7 +331,7 @@ fn handle_frame(inner: &Arc<Inner>, bytes: &[u8]) {
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     let frame = match frame::decode::<Frame>(bytes) {
         Ok(f) => f,
-        Err(FrameError::TooLarge(_)) => {
+        Err(FrameError::TooLarge { .. }) => {
             c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
