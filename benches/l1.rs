@@ -13,7 +13,9 @@ use hybrid_cache::HybridCache;
 const KEYS: usize = 400;
 
 fn keys() -> Vec<String> {
-    (0..KEYS).map(|i| format!("get_user_permissions:{i}")).collect()
+    (0..KEYS)
+        .map(|i| format!("get_user_permissions:{i}"))
+        .collect()
 }
 
 async fn setup() -> (HybridCache, moka::future::Cache<String, Bytes>, Vec<String>) {
@@ -73,7 +75,13 @@ fn ratio(rt: &tokio::runtime::Runtime) {
             let t_raw = start.elapsed();
             let start = Instant::now();
             for i in 0..n {
-                black_box(cache.get("permissions", &keys[i % KEYS]).await.ok().flatten());
+                black_box(
+                    cache
+                        .get("permissions", &keys[i % KEYS])
+                        .await
+                        .ok()
+                        .flatten(),
+                );
             }
             (t_raw, start.elapsed())
         });
