@@ -187,6 +187,11 @@ impl BusState {
             NodeCounters::incr(&self.shared.counters.invalid_messages);
             return;
         };
+        // Before the L1 writers see it: a local `set` racing this change checks the mark.
+        match &parsed {
+            Pattern::Exact(k) if category != "*" => self.shared.remote.mark_key(category, k),
+            _ => self.shared.remote.mark_all(),
+        }
         let names: Vec<String> = if category == "*" {
             self.shared.categories.keys().cloned().collect()
         } else if self.shared.categories.contains_key(category) {

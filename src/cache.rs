@@ -6,7 +6,7 @@
 //! invalidation bus so every other node drops its copy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -56,8 +56,58 @@ pub struct Shared {
     /// Neither Redis nor any peer reachable for longer than the isolation grace.
     pub isolated: AtomicBool,
     bus: RwLock<Option<ActorRef<crate::bus::BusMsg>>>,
+    /// Peers' changes seen by the bus, for [`HybridCache::set`]'s race check.
+    pub(crate) remote: RemoteMarks,
     peers: RwLock<Option<Arc<dyn PeerLink>>>,
     membership: RwLock<Option<Arc<dyn crate::cluster::Membership>>>,
+}
+
+/// Marks of peers' changes, bumped by the bus *before* it hands an invalidation (or a flush)
+/// to the L1 writers. A local `set` reads the mark of its key around its L2 write and L1 put:
+/// if it moved, a peer changed the key (or something was lost) meanwhile, and that peer's L2
+/// write may be the later one, while its invalidation may have reached our L1 *before* our
+/// own put. Keeping our value would then leave it in our L1 while L2 holds the peer's (for the
+/// whole L1 TTL), so the writer drops its copy and the next read goes to L2.
+///
+/// Striped by `(category, key)`: a false positive only costs the writer one L2 read.
+pub(crate) struct RemoteMarks {
+    stripes: Box<[AtomicU64]>,
+    wide: AtomicU64,
+}
+
+const REMOTE_STRIPES: usize = 256;
+
+impl RemoteMarks {
+    fn new() -> Self {
+        RemoteMarks {
+            stripes: (0..REMOTE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            wide: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(category: &str, key: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (category, key).hash(&mut h);
+        (h.finish() as usize) % REMOTE_STRIPES
+    }
+
+    /// A peer changed `key` in `category`.
+    pub(crate) fn mark_key(&self, category: &str, key: &str) {
+        self.stripes[Self::stripe(category, key)].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A peer changed many keys (glob, `*`, category `*`), or a flush is coming.
+    pub(crate) fn mark_all(&self) {
+        self.wide.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn snapshot(&self, category: &str, key: &str) -> (u64, u64) {
+        (
+            self.stripes[Self::stripe(category, key)].load(Ordering::SeqCst),
+            self.wide.load(Ordering::SeqCst),
+        )
+    }
 }
 
 /// The seam between the bus and the gossip layer: who is alive, and a way to reach them.
@@ -200,6 +250,7 @@ impl Shared {
 
     /// Flushes every category's L1 (coherence gap, reconnect, isolation end).
     pub async fn flush_all(&self, reason: &str) {
+        self.remote.mark_all();
         let mut total = 0;
         for l1 in self.categories.values() {
             total += l1.flush().await;
@@ -338,6 +389,7 @@ impl HybridCache {
             link_up: AtomicBool::new(false),
             isolated: AtomicBool::new(false),
             bus: RwLock::new(None),
+            remote: RemoteMarks::new(),
             peers: RwLock::new(None),
             membership: RwLock::new(None),
         });
@@ -465,9 +517,12 @@ impl HybridCache {
             });
         }
         let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let mark = self.shared.remote.snapshot(category, key);
+        let mut in_l2 = false;
         if let Some(l2) = self.shared.l2_usable() {
-            if let Err(e) = l2.set(category, key, &value, l2_ttl).await {
-                self.l2_error("set", &e);
+            match l2.set(category, key, &value, l2_ttl).await {
+                Ok(()) => in_l2 = true,
+                Err(e) => self.l2_error("set", &e),
             }
         }
         let l1_ttl = l1.entry_ttl(ttl);
@@ -480,6 +535,16 @@ impl HybridCache {
                 reply,
             })
             .await?;
+        if in_l2 && self.shared.remote.snapshot(category, key) != mark {
+            // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides.
+            let pattern = Pattern::Exact(key.to_string());
+            self.shared
+                .ask(category, |reply| CategoryMsg::Invalidate {
+                    pattern: pattern.clone(),
+                    reply: Some(reply),
+                })
+                .await?;
+        }
         self.broadcast(category, key, crate::bus::ChangeKind::Set)
             .await;
         Ok(())

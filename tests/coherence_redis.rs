@@ -915,3 +915,89 @@ async fn redis_password_from_config_and_wrong_password_degrades() {
         n.node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_then_immediate_shutdown_still_invalidates_peers() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("stop");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+    put_seen(&http, &a, &[&b], "general", "k", "old").await;
+    get(&http, &b, "general", "k").await;
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+    // The write returns, and its node goes away at once (no later heartbeat would reveal a
+    // lost invalidation): B must still drop its copy.
+    a.node
+        .cache()
+        .set("general", "k", "new", None)
+        .await
+        .unwrap();
+    a.node.shutdown().await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "general", "k").await.2 == b"new"
+    })
+    .await;
+    assert!(ok, "B kept the old value after the writer stopped");
+    b.node.shutdown().await;
+}
+
+/// Two nodes write the same keys at the same time, over and over: once quiet, every node's
+/// answer is what L2 holds (the last write in Redis order), never its own losing write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_converge_to_l2() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("conc");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    const ROUNDS: usize = 300;
+    for round in 0..ROUNDS {
+        let key = format!("k{}", round % 20);
+        let (ca, cb) = (a.node.cache().clone(), b.node.cache().clone());
+        let (ka, kb) = (key.clone(), key.clone());
+        let wa =
+            tokio::spawn(async move { ca.set("general", &ka, format!("a{round}"), None).await });
+        let wb =
+            tokio::spawn(async move { cb.set("general", &kb, format!("b{round}"), None).await });
+        wa.await.unwrap().unwrap();
+        wb.await.unwrap().unwrap();
+    }
+    // Quiet: wait until each node has heard every write of the other.
+    for (n, other) in [(&a, &b), (&b, &a)] {
+        let sent = other.node.cache().stats().await.counters.invalidations_sent;
+        let ok = poll(BOUND, || async { received(n).await >= sent }).await;
+        assert!(ok, "{} did not hear all {sent} writes", n.base);
+    }
+    let mut stale = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let in_l2 =
+            blocking(|| redis_get(&redis, &redis_key(&ns, "general", 0, &key))).expect("key in L2");
+        for n in [&a, &b] {
+            let (v, src) = n
+                .node
+                .cache()
+                .get_with_source("general", &key)
+                .await
+                .unwrap()
+                .expect("value");
+            if tagged(&v) != in_l2 {
+                stale.push(format!(
+                    "{} {key}: {:?} from {src:?}, L2 has {:?}",
+                    n.base,
+                    String::from_utf8_lossy(&v),
+                    String::from_utf8_lossy(&in_l2[1..])
+                ));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "nodes disagree with L2:\n{}",
+        stale.join("\n")
+    );
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
