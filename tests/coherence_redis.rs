@@ -487,13 +487,15 @@ async fn lost_messages_flush_and_never_serve_stale() {
     b.node.shutdown().await;
 }
 
+type LoadFuture = std::pin::Pin<Box<dyn Future<Output = Result<Bytes, std::io::Error>> + Send>>;
+
 /// A loader gated by oneshots: tells when it started, returns `value` when released.
 fn gated_loader(
     value: &'static str,
 ) -> (
     tokio::sync::oneshot::Receiver<()>,
     tokio::sync::oneshot::Sender<()>,
-    impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Bytes, std::io::Error>> + Send>>,
+    impl FnOnce() -> LoadFuture,
 ) {
     let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
@@ -505,7 +507,7 @@ fn gated_loader(
                 .expect("loader released in time")
                 .expect("release sender kept");
             Ok(Bytes::from_static(value.as_bytes()))
-        }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+        }) as LoadFuture
     };
     (entered_rx, release_tx, loader)
 }
