@@ -34,8 +34,9 @@ RUN groupadd --system --gid 10001 hc \
 COPY --from=builder /hybrid-cache /usr/local/bin/hybrid-cache
 COPY docker/hc-http /usr/local/bin/hc-http
 RUN chmod 0755 /usr/local/bin/hc-http
+# Gossip is off by default (a plain `docker run` is a single node); a cluster
+# sets HC_GOSSIP=0.0.0.0:7400 plus HC_TLS_* (see docker-compose.yml).
 ENV HC_HTTP=0.0.0.0:8080 \
-    HC_GOSSIP=0.0.0.0:7400 \
     APP_ENV=production \
     RUST_LOG=info
 EXPOSE 8080/tcp 7400/udp

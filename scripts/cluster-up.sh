@@ -28,7 +28,12 @@ proto, addr = sys.argv[1], sys.argv[2]
 host, port = addr.rsplit(":", 1)
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
 try:
+    if proto == "tcp":
+        # TIME_WAIT leftovers do not count, a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, int(port)))
+    if proto == "tcp":
+        s.listen()
 except OSError:
     sys.exit(0)
 sys.exit(1)

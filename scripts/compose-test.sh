@@ -40,7 +40,8 @@ result() { RESULTS+=("$*"); log "$*"; }
 # --------------------------------------------------------------- preflight
 docker info >/dev/null 2>&1 || { echo "compose-test: no Docker engine" >&2; exit 1; }
 for p in "$HC_LB_PORT" "$HC_LB_STATS_PORT" 18081 18082 18083; do
-  if python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $p))" 2>/dev/null; then :; else
+  # SO_REUSEADDR: connections in TIME_WAIT do not count, a listener does.
+  if python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $p)); s.listen()" 2>/dev/null; then :; else
     echo "compose-test: 127.0.0.1:$p is in use (a local cluster-up.sh cluster? stop it first)" >&2
     exit 1
   fi
