@@ -604,3 +604,176 @@ fn simulated_50_node_cluster_converges_and_detects_failure() {
         );
     }
 }
+
+// ---------------------------------------------------------------------
+// Bench (ignored): `cargo test --lib gossip_bench -- --ignored --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bench: prints bytes/s per node and detection time for 3, 10, 50 nodes"]
+async fn gossip_bench_table() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_NODES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![3, 10, 50]);
+    for n in sizes {
+        let mut nodes: Vec<Gossip> = Vec::new();
+        let mut rxs = Vec::new();
+        for i in 0..n {
+            let seeds: Vec<&Gossip> = nodes.first().into_iter().collect();
+            let (g, rx) = start(config(&format!("b{i}"), &seeds)).await;
+            nodes.push(g);
+            rxs.push(rx);
+            if n > 25 {
+                // Staggered starts (as in a rolling deploy): 50 simultaneous
+                // joins in one debug-build process saturate 2 cores with
+                // TLS handshakes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let t_conv = Instant::now();
+        let mut t_members = None;
+        let conv = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if t_members.is_none()
+                    && nodes.iter().all(|g| {
+                        let m = g.members();
+                        m.len() == n - 1 && m.iter().all(|m| m.state == MemberState::Alive)
+                    })
+                {
+                    t_members = Some(t_conv.elapsed());
+                }
+                if nodes.iter().all(|g| {
+                    let m = g.members();
+                    m.len() == n - 1
+                        && m.iter()
+                            .all(|m| m.state == MemberState::Alive && m.stats.is_some())
+                }) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        println!("n={n}: membership converged after {t_members:?}");
+        if conv.is_err() {
+            for g in &nodes {
+                let m = g.members();
+                let alive = m.iter().filter(|m| m.state == MemberState::Alive).count();
+                let stats = m.iter().filter(|m| m.stats.is_some()).count();
+                println!(
+                    "  {:?}: known {} alive {} stats {} {:?}",
+                    g.local_addr(),
+                    m.len(),
+                    alive,
+                    stats,
+                    g.counters()
+                );
+            }
+        }
+        let convergence = conv.ok().map(|_| t_conv.elapsed());
+        let cpu0 = cpu_seconds();
+        // Steady-state traffic over a 3 s window.
+        let window = Duration::from_secs(3);
+        let before: Vec<GossipCounters> = nodes.iter().map(Gossip::counters).collect();
+        tokio::time::sleep(window).await;
+        let after: Vec<GossipCounters> = nodes.iter().map(Gossip::counters).collect();
+        let sent: u64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.bytes_sent - b.bytes_sent)
+            .sum();
+        let frames: u64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.frames_sent - b.frames_sent)
+            .sum();
+        let suspects: usize = nodes
+            .iter()
+            .map(|g| {
+                g.members()
+                    .iter()
+                    .filter(|m| m.state != MemberState::Alive)
+                    .count()
+            })
+            .sum();
+        let cpu = (cpu_seconds() - cpu0) / window.as_secs_f64() * 100.0;
+        let totals = after.iter().fold((0, 0, 0), |acc, c| {
+            (
+                acc.0 + c.send_dropped,
+                acc.1 + c.connect_failures,
+                acc.2 + c.invalid_frames,
+            )
+        });
+        println!("n={n}: cpu {cpu:.0}% of one core, dropped/connect_failures/invalid = {totals:?}");
+        let per_node = sent as f64 / n as f64 / window.as_secs_f64();
+        let frames_per_node = frames as f64 / n as f64 / window.as_secs_f64();
+        // Failure detection.
+        let victim = nodes.pop().expect("nodes");
+        let victim_id = format!("b{}", n - 1);
+        victim.kill();
+        let t_kill = Instant::now();
+        let mut first = None;
+        let det = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let dead = nodes
+                    .iter()
+                    .filter(|g| state_of(g, &victim_id) == Some(MemberState::Dead))
+                    .count();
+                if dead > 0 && first.is_none() {
+                    first = Some(t_kill.elapsed());
+                }
+                if dead == nodes.len() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let detection = det.ok().map(|_| t_kill.elapsed());
+        rows.push((
+            n,
+            convergence,
+            per_node,
+            frames_per_node,
+            suspects,
+            first,
+            detection,
+        ));
+        for g in &nodes {
+            g.kill();
+        }
+        drop(rxs);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!();
+    println!("| nodes | converge | app bytes/s per node | frames/s per node | non-alive seen in steady state | dead on first survivor | dead on all survivors |");
+    println!("|---|---|---|---|---|---|---|");
+    for (n, conv, bps, fps, sus, first, all) in rows {
+        println!("| {n} | {conv:?} | {bps:.0} | {fps:.1} | {sus} | {first:?} | {all:?} |");
+    }
+    println!("total bench time {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// User+system CPU time of this process (Linux), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
+    (ticks(11) + ticks(12)) / 100.0
+}

@@ -1,7 +1,7 @@
 //! QUIC transport (quinn): one endpoint used as client and server, one
-//! cached outgoing connection per peer driven by a per-peer sender task
-//! (ordered queue), readers for accepted connections, and the task that
-//! drives the sans-IO membership.
+//! cached connection per peer (whichever side opened it; both directions
+//! carry frames), a per-peer sender task (ordered queue), a reader per
+//! connection, and the task that drives the sans-IO membership.
 //!
 //! Frames (all through [`super::frame`], versioned, 64 KiB max):
 //! SWIM packets, Hello and stats go as QUIC datagrams when they fit the
@@ -31,7 +31,7 @@ use super::{
     Inner,
 };
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
@@ -213,10 +213,19 @@ async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<O
         let mut delivered = false;
         for _attempt in 0..2 {
             if conn.is_none() {
+                conn = registered(&inner, addr);
+            }
+            if conn.is_none() {
                 if retry_at.is_some_and(|t| Instant::now() < t) {
                     break;
                 }
                 conn = connect(&inner, addr).await;
+                if let Some(c) = &conn {
+                    register(&inner, c.clone());
+                    let (inner2, c2) = (inner.clone(), c.clone());
+                    let task = tokio::spawn(async move { serve_connection(&inner2, c2).await });
+                    inner.track(task.abort_handle());
+                }
                 if conn.is_none() {
                     retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
                     break;
@@ -281,6 +290,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
                 }
             };
             inner2.incoming_conns.fetch_add(1, Ordering::Relaxed);
+            register(&inner2, conn.clone());
             serve_connection(&inner2, conn).await;
             inner2.incoming_conns.fetch_sub(1, Ordering::Relaxed);
         });
@@ -323,6 +333,39 @@ async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
         }
     };
     tokio::join!(datagrams, streams);
+    let mut conns = lock(&inner.conns);
+    let addr = conn.remote_address();
+    if conns
+        .get(&addr)
+        .is_some_and(|c| c.stable_id() == conn.stable_id())
+    {
+        conns.remove(&addr);
+    }
+}
+
+/// A live connection with `addr` in either direction: the endpoint is
+/// both client and server on one socket, so a peer's outgoing connection
+/// comes from its gossip address and can carry our frames too (one
+/// handshake per pair instead of two).
+fn registered(inner: &Inner, addr: SocketAddr) -> Option<quinn::Connection> {
+    let mut conns = lock(&inner.conns);
+    match conns.get(&addr) {
+        Some(c) if c.close_reason().is_none() => Some(c.clone()),
+        Some(_) => {
+            conns.remove(&addr);
+            None
+        }
+        None => None,
+    }
+}
+
+fn register(inner: &Inner, conn: quinn::Connection) {
+    let mut conns = lock(&inner.conns);
+    let addr = conn.remote_address();
+    let live = conns.get(&addr).is_some_and(|c| c.close_reason().is_none());
+    if !live && conns.len() < MAX_PEERS {
+        conns.insert(addr, conn);
+    }
 }
 
 fn handle_frame(inner: &Arc<Inner>, bytes: &[u8]) {
