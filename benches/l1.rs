@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{black_box, Criterion};
+use criterion::Criterion;
+use std::hint::black_box;
 use hybrid_cache::HybridCache;
 
 const KEYS: usize = 400;
