@@ -159,7 +159,7 @@ impl Default for Config {
             redis_timeout: Duration::from_millis(150),
             tls: None,
             gossip_probe_period: Duration::from_millis(300),
-            gossip_suspect_timeout: Duration::from_millis(900),
+            gossip_suspect_timeout: Duration::from_millis(600),
         }
     }
 }
@@ -573,6 +573,14 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        if let Some(g) = self.gossip_addr {
+            if self.tls.is_none() && !g.ip().is_loopback() {
+                return Err(invalid(
+                    "gossip",
+                    format!("{g} is not a loopback address: gossip off loopback needs [tls] (ca, cert, key; see `hybrid-cache certs`)"),
+                ));
+            }
+        }
         if !self.peers.is_empty() && self.gossip_addr.is_none() {
             return Err(invalid("peers", "peers need a gossip address (--gossip)"));
         }
@@ -702,6 +710,8 @@ mod tests {
         )
         .contains("REDIS_PORT"));
         assert!(err(FileConfig::default(), &[("REDIS_URL", "http://x")]).contains("redis.url"));
+        assert!(err(FileConfig::default(), &[("HC_GOSSIP", "0.0.0.0:7400")]).contains("[tls]"));
+        assert!(err(FileConfig::default(), &[("HC_TLS_CA", "x")]).contains("HC_TLS_CA"));
         let unknown = toml::from_str::<FileConfig>("bogus = 1\n").unwrap_err();
         assert!(unknown.to_string().contains("bogus"));
     }
