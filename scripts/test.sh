@@ -18,4 +18,13 @@ fi
 # The Debian package may try to start a system service; tests never use it.
 echo "[test.sh] $(redis-server --version)" >&2
 
+# Extra arguments pass through. When they select targets themselves (--test X,
+# --lib, ...), --all-targets is left out: cargo would otherwise run everything.
+for a in "$@"; do
+  case $a in
+    --test|--test=*|--lib|--bin|--bin=*|--bins|--bench|--bench=*|--benches|--example|--example=*|--examples|--tests|--doc)
+      exec cargo test "$@" ;;
+    --) break ;;
+  esac
+done
 exec cargo test --all-targets "$@"
