@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::Criterion;
-use std::hint::black_box;
 use hybrid_cache::HybridCache;
+use std::hint::black_box;
 
 const KEYS: usize = 400;
 

@@ -10,7 +10,7 @@
 //! category-wide generation. Invalidations bump the generation *before* removing entries, and
 //! a fill is only inserted while its ticket is still current.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,9 +155,7 @@ impl L1Category {
     }
 
     fn stripe(&self, key: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        (h.finish() as usize) % STRIPES
+        (self.hasher.hash_one(key) as usize) % STRIPES
     }
 
     /// Takes a ticket before starting a fill of `key`.

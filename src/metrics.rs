@@ -77,7 +77,7 @@ impl Collector for Snapshot {
         ];
         for (name, help, ty, get) in per_category {
             let full = format!("hc_{name}");
-            let mut me = encoder.encode_descriptor(&full, help, None, ty.clone())?;
+            let mut me = encoder.encode_descriptor(&full, help, None, ty)?;
             for c in &self.categories {
                 let labels = vec![("category".to_string(), c.name.clone())];
                 let fe = me.encode_family(&labels)?;

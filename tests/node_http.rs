@@ -1,4 +1,5 @@
 //! A real node on a free port, driven over HTTP: every route and error code of CONTRACT §5.
+#![allow(clippy::field_reassign_with_default)] // tests tweak one field of a default Config at a time
 
 use std::collections::BTreeMap;
 use std::time::Duration;
