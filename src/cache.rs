@@ -17,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::actors::{CategoryMsg, NodeSupervisor, SupervisorMsg};
 use crate::config::{CategoryConfig, Config, ConfigError, Flags, RedisTarget};
 use crate::error::CacheError;
-use crate::l1::{Entry, L1Category};
+use crate::l1::{CategoryMap, L1Category};
 use crate::l2::L2;
 use crate::pattern::Pattern;
 use crate::stats::{
@@ -47,7 +47,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Unique per instance, so several nodes can live in one process (tests).
     pub instance: String,
-    pub categories: HashMap<String, Arc<L1Category>>,
+    pub categories: CategoryMap,
     writers: RwLock<HashMap<String, ActorRef<CategoryMsg>>>,
     pub l2: Option<Arc<L2>>,
     pub counters: NodeCounters,
@@ -203,7 +203,7 @@ impl Shared {
             // Maintenance first, so eviction notifications are counted.
             let size = l1.size().await;
             let k = &l1.counters;
-            let hits = k.hits.load(Ordering::Relaxed);
+            let hits = k.hits.get();
             let misses = k.misses.load(Ordering::Relaxed);
             c.hits_l1 += hits;
             c.hits_l2 += k.hits_l2.load(Ordering::Relaxed);
@@ -369,11 +369,12 @@ impl HybridCache {
 
     /// Starts the actor tree for a validated configuration.
     pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
-        let categories = config
-            .categories
-            .iter()
-            .map(|(name, cat)| (name.clone(), Arc::new(L1Category::new(name, *cat))))
-            .collect();
+        let categories = CategoryMap::new(
+            config
+                .categories
+                .iter()
+                .map(|(name, cat)| (name.clone(), Arc::new(L1Category::new(name, *cat)))),
+        );
         let l2 = config
             .redis
             .as_ref()
@@ -460,7 +461,13 @@ impl HybridCache {
 
     /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
     pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
-        Ok(self.get_with_source(category, key).await?.map(|(v, _)| v))
+        let l1 = self.category(category)?;
+        if let Some(v) = l1.get(key).await {
+            return Ok(Some(v));
+        }
+        Ok(Box::pin(self.get_miss(l1, category, key))
+            .await?
+            .map(|(v, _)| v))
     }
 
     /// Like [`HybridCache::get`], also telling which level answered.
@@ -473,6 +480,16 @@ impl HybridCache {
         if let Some(v) = l1.get(key).await {
             return Ok(Some((v, Source::L1)));
         }
+        // Kept out of this future's state so the hit path stays small.
+        Box::pin(self.get_miss(l1, category, key)).await
+    }
+
+    async fn get_miss(
+        &self,
+        l1: &Arc<L1Category>,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, Source)>, CacheError> {
         self.check_key(key)?;
         if let Some(l2) = self.shared.l2_usable() {
             let ticket = l1.ticket(key);
@@ -645,10 +662,7 @@ impl HybridCache {
                             if !l1.ticket_valid(&ticket) {
                                 return Err(LoadFail::Stale(v));
                             }
-                            return Ok(Entry {
-                                value: v,
-                                ttl: l1.entry_ttl(found.ttl),
-                            });
+                            return Ok(l1.entry(v, l1.entry_ttl(found.ttl)));
                         }
                     }
                     Err(e) => self.l2_error("get", &e),
@@ -672,7 +686,7 @@ impl HybridCache {
             if !l1.ticket_valid(&ticket) {
                 return Err(LoadFail::Stale(value));
             }
-            Ok(Entry { value, ttl: l1_ttl })
+            Ok(l1.entry(value, l1_ttl))
         };
         match l1.try_get_with(key, init).await {
             Ok(v) => {

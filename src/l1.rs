@@ -18,41 +18,26 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use moka::Expiry;
 
 use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
 const STRIPES: usize = 64;
 
-/// A cached value and its L1 lifetime.
+/// A cached value. Entries live at most the category TTL (moka's `time_to_live`); an entry
+/// written with a shorter per-call TTL also carries its own deadline, checked on read. Keeping
+/// the common case free of a per-entry expiry policy keeps the hit path as cheap as a plain
+/// moka get.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub value: Bytes,
-    pub ttl: Duration,
-}
-
-struct EntryExpiry;
-
-impl Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &String, v: &Entry, _at: Instant) -> Option<Duration> {
-        Some(v.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _k: &String,
-        v: &Entry,
-        _at: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
+    pub expires_at: Option<Instant>,
 }
 
 /// Per-category counters, read by stats and metrics.
 #[derive(Default, Debug)]
 pub struct CategoryCounters {
-    pub hits: AtomicU64,
+    pub hits: crate::stats::ShardedCounter,
     pub hits_l2: AtomicU64,
     pub misses: AtomicU64,
     pub loads: AtomicU64,
@@ -97,7 +82,7 @@ impl L1Category {
         let cache = Cache::builder()
             .name(name)
             .max_capacity(config.max_entries)
-            .expire_after(EntryExpiry)
+            .time_to_live(config.ttl())
             .eviction_listener(move |_k, _v, cause| match cause {
                 RemovalCause::Size => {
                     listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -137,21 +122,36 @@ impl L1Category {
         }
     }
 
-    /// The hot path: a lock-free read of the shared moka handle.
-    #[inline]
-    pub async fn get(&self, key: &str) -> Option<Bytes> {
-        match self.cache.get(key).await {
-            Some(e) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Some(e.value)
-            }
-            None => None,
+    /// An entry for `value` whose L1 lifetime is `ttl` (already capped by [`Self::entry_ttl`]).
+    pub fn entry(&self, value: Bytes, ttl: Duration) -> Entry {
+        Entry {
+            value,
+            expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
         }
     }
 
-    /// Read without touching hit counters (used by loads that already counted a miss).
+    /// The hot path: a lock-free read of the shared moka handle.
+    #[inline]
+    pub async fn get(&self, key: &str) -> Option<Bytes> {
+        let e = self.cache.get(key).await?;
+        if let Some(deadline) = e.expires_at {
+            if Instant::now() >= deadline {
+                // Logically gone; moka drops it by the category TTL or the next write.
+                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+        self.counters.hits.incr();
+        Some(e.value)
+    }
+
+    /// Read without touching hit counters.
     pub async fn peek(&self, key: &str) -> Option<Bytes> {
-        self.cache.get(key).await.map(|e| e.value)
+        let e = self.cache.get(key).await?;
+        match e.expires_at {
+            Some(d) if Instant::now() >= d => None,
+            _ => Some(e.value),
+        }
     }
 
     fn stripe(&self, key: &str) -> usize {
@@ -185,7 +185,7 @@ impl L1Category {
             return false;
         }
         self.cache
-            .insert(key.to_string(), Entry { value, ttl })
+            .insert(key.to_string(), self.entry(value, ttl))
             .await;
         // An invalidation may have landed between the check and the insert: undo.
         if !self.ticket_valid(ticket) {
@@ -215,7 +215,7 @@ impl L1Category {
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
         self.bump_key(key);
         self.cache
-            .insert(key.to_string(), Entry { value, ttl })
+            .insert(key.to_string(), self.entry(value, ttl))
             .await;
     }
 
@@ -366,5 +366,64 @@ mod tests {
         assert_eq!(c.get("role:1").await.as_deref(), Some(&b"v"[..]));
         assert_eq!(c.invalidate(&Pattern::All).await, 1);
         assert_eq!(c.size().await, 0);
+    }
+}
+
+/// The node's categories by name. A handful of entries: a linear scan comparing lengths
+/// first beats hashing the name on every read.
+#[derive(Debug, Default)]
+pub struct CategoryMap {
+    list: Vec<(String, Arc<L1Category>)>,
+}
+
+impl CategoryMap {
+    pub fn new(list: impl IntoIterator<Item = (String, Arc<L1Category>)>) -> CategoryMap {
+        let mut list: Vec<_> = list.into_iter().collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list.dedup_by(|a, b| a.0 == b.0);
+        CategoryMap { list }
+    }
+
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<&Arc<L1Category>> {
+        self.list.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.list.iter().map(|(n, _)| n)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<L1Category>> {
+        self.list.iter().map(|(_, c)| c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<L1Category>)> {
+        self.list.iter().map(|(n, c)| (n, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a CategoryMap {
+    type Item = (&'a String, &'a Arc<L1Category>);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, Arc<L1Category>)>,
+        fn(&'a (String, Arc<L1Category>)) -> (&'a String, &'a Arc<L1Category>),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        fn pair(e: &(String, Arc<L1Category>)) -> (&String, &Arc<L1Category>) {
+            (&e.0, &e.1)
+        }
+        self.list.iter().map(pair as fn(&'a _) -> _)
     }
 }

@@ -186,7 +186,7 @@ pub async fn render(
             name: name.clone(),
             entries: stats.l1_caches.get(name).map(|s| s.size).unwrap_or(0),
             max_entries: l1.config().max_entries,
-            hits: c.hits.load(Ordering::Relaxed),
+            hits: c.hits.get(),
             hits_l2: c.hits_l2.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             loads: c.loads.load(Ordering::Relaxed),
