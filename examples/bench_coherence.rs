@@ -86,7 +86,7 @@ async fn main() {
     let a = node(&url, "a", &ns).await;
     let b = node(&url, "b", &ns).await;
     settled(&[&a, &b], Instant::now() + Duration::from_secs(10)).await;
-    let b_l1 = b.shared().categories["general"].clone();
+    let b_l1 = b.shared().categories.get("general").expect("general category").clone();
 
     // Raw pub/sub with the same client library.
     let client = redis::Client::open(url.as_str()).expect("redis url");
