@@ -181,6 +181,69 @@ impl BusState {
         }
     }
 
+    async fn repair_l2(&self, category: &str, pattern: &str) {
+        let Some(l2) = self.shared.l2_usable() else {
+            return;
+        };
+        let Ok(parsed) = Pattern::parse(pattern) else {
+            return;
+        };
+        let names: Vec<String> = if category == "*" {
+            self.shared.categories.keys().cloned().collect()
+        } else {
+            vec![category.to_string()]
+        };
+        for name in names {
+            if let Err(e) = l2.invalidate_pattern(&name, &parsed).await {
+                tracing::debug!(error = %e, "L2 repair for a peer's change failed");
+                NodeCounters::incr(&self.shared.counters.l2_errors);
+            }
+        }
+    }
+
+    /// Replays changes made while Redis was unreachable into L2, then announces them on the
+    /// bus so peers drop anything they refilled from the old L2 values meanwhile.
+    async fn replay_backlog(&mut self) {
+        if self.machine.link() != LinkState::Up {
+            return;
+        }
+        let Some(l2) = self.shared.l2.clone().filter(|l2| l2.available()) else {
+            return;
+        };
+        let pending = match self.shared.l2_backlog.lock() {
+            Ok(mut b) if !b.is_empty() => b.take(),
+            _ => return,
+        };
+        let total = pending.len();
+        let mut iter = pending.into_iter();
+        let mut done = 0;
+        while let Some((category, pattern)) = iter.next() {
+            let Ok(parsed) = Pattern::parse(&pattern) else {
+                continue;
+            };
+            if let Err(e) = l2.invalidate_pattern(&category, &parsed).await {
+                tracing::debug!(error = %e, "backlog replay interrupted");
+                if let Ok(mut b) = self.shared.l2_backlog.lock() {
+                    b.record(&category, &pattern);
+                    for (c, p) in iter {
+                        b.record(&c, &p);
+                    }
+                }
+                return;
+            }
+            let msg =
+                self.machine
+                    .outgoing(&category, &pattern, ChangeKind::Invalidate, Instant::now());
+            self.send(&msg).await;
+            done += 1;
+        }
+        tracing::info!(
+            replayed = done,
+            total,
+            "changes made during the outage replayed into L2"
+        );
+    }
+
     fn apply(&self, category: &str, pattern: &str) {
         NodeCounters::incr(&self.shared.counters.invalidations_received);
         let Ok(parsed) = Pattern::parse(pattern) else {
@@ -364,6 +427,12 @@ impl Actor for BusActor {
             }
             BusMsg::Inbound(bytes, via) => match wire::decode::<BusMessage>(&bytes) {
                 Ok(msg) => {
+                    if let (Via::Quic, BusMessage::Invalidation(inv)) = (via, &msg) {
+                        // The origin reached us over QUIC because it could not reach Redis,
+                        // so its change is not in L2: repair L2 (if we can) before our L1
+                        // applies or flushes, so no read here refills the old L2 value.
+                        state.repair_l2(&inv.category, &inv.pattern).await;
+                    }
                     let before = state.machine.counters().duplicates;
                     let actions = state.machine.handle_message(msg, now);
                     let dups = state.machine.counters().duplicates - before;
@@ -389,6 +458,7 @@ impl Actor for BusActor {
                 let actions = state.machine.link_up(now);
                 // Flush (ordered by the machine) before the status turns ok.
                 state.run(actions).await;
+                state.replay_backlog().await;
                 state.shared.link_up.store(true, Ordering::Relaxed);
                 NodeCounters::incr(&state.shared.counters.redis_reconnects);
                 tracing::info!(channel = %state.channel, "redis link up: L2 and coherence active");
@@ -409,6 +479,7 @@ impl Actor for BusActor {
                 }
                 let actions = state.machine.tick(now);
                 state.run(actions).await;
+                state.replay_backlog().await;
                 state.check_isolation(now);
             }
         }

@@ -60,6 +60,8 @@ pub struct Shared {
     pub(crate) remote: RemoteMarks,
     peers: RwLock<Option<Arc<dyn PeerLink>>>,
     membership: RwLock<Option<Arc<dyn crate::cluster::Membership>>>,
+    /// Changes that could not reach L2 during an outage, replayed when Redis returns.
+    pub l2_backlog: std::sync::Mutex<crate::l2::Backlog>,
 }
 
 /// Marks of peers' changes, bumped by the bus *before* it hands an invalidation (or a flush)
@@ -190,9 +192,21 @@ impl Shared {
         )))
     }
 
+    /// Remembers a change L2 did not get (Redis configured but unreachable).
+    pub(crate) fn l2_missed(&self, category: &str, pattern: &str) {
+        if self.l2.is_some() {
+            if let Ok(mut b) = self.l2_backlog.lock() {
+                b.record(category, pattern);
+            }
+        }
+    }
+
     /// Whether L2 should be used right now.
     pub fn l2_usable(&self) -> Option<&Arc<L2>> {
-        self.l2.as_ref().filter(|l2| l2.available())
+        // `link_up` turns true only after a reconnect flushed L1 and replayed the backlog.
+        self.l2
+            .as_ref()
+            .filter(|l2| l2.available() && self.link_up.load(Ordering::Relaxed))
     }
 
     /// The node's stats (`GET /v1/stats`).
@@ -392,6 +406,7 @@ impl HybridCache {
             bus: RwLock::new(None),
             remote: RemoteMarks::new(),
             peers: RwLock::new(None),
+            l2_backlog: std::sync::Mutex::new(crate::l2::Backlog::default()),
             membership: RwLock::new(None),
         });
         let (supervisor, _) = Actor::spawn(
@@ -542,6 +557,9 @@ impl HybridCache {
                 Err(e) => self.l2_error("set", &e),
             }
         }
+        if !in_l2 {
+            self.shared.l2_missed(category, key);
+        }
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
         self.shared
@@ -571,10 +589,15 @@ impl HybridCache {
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
         self.category(category)?;
         self.check_key(key)?;
+        let mut in_l2 = false;
         if let Some(l2) = self.shared.l2_usable() {
-            if let Err(e) = l2.delete(category, key).await {
-                self.l2_error("delete", &e);
+            match l2.delete(category, key).await {
+                Ok(()) => in_l2 = true,
+                Err(e) => self.l2_error("delete", &e),
             }
+        }
+        if !in_l2 {
+            self.shared.l2_missed(category, key);
         }
         let pattern = Pattern::Exact(key.to_string());
         self.shared
@@ -603,15 +626,15 @@ impl HybridCache {
         }
         let mut removed = 0;
         for name in &names {
+            let mut in_l2 = false;
             if let Some(l2) = self.shared.l2_usable() {
-                let r = match &parsed {
-                    Pattern::All => l2.bump_generation(name).await.map(|_| ()),
-                    Pattern::Exact(k) => l2.delete(name, k).await,
-                    Pattern::Glob(_) => l2.invalidate_glob(name, pattern).await.map(|_| ()),
-                };
-                if let Err(e) = r {
-                    self.l2_error("invalidate", &e);
+                match l2.invalidate_pattern(name, &parsed).await {
+                    Ok(()) => in_l2 = true,
+                    Err(e) => self.l2_error("invalidate", &e),
                 }
+            }
+            if !in_l2 {
+                self.shared.l2_missed(name, pattern);
             }
             removed += self
                 .shared

@@ -491,3 +491,99 @@ mod tests {
         assert_eq!(info.redis.password.as_deref(), Some("q"));
     }
 }
+
+impl L2 {
+    /// Applies an invalidation (`*`, exact key or glob) to one category's L2.
+    pub async fn invalidate_pattern(
+        &self,
+        category: &str,
+        pattern: &crate::pattern::Pattern,
+    ) -> Result<(), L2Error> {
+        use crate::pattern::Pattern;
+        match pattern {
+            Pattern::All => self.bump_generation(category).await.map(|_| ()),
+            Pattern::Exact(k) => self.delete(category, k).await,
+            Pattern::Glob(_) => self
+                .invalidate_glob(category, &pattern.as_str())
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
+/// Changes this node made while it could not reach Redis. Its L1 and its peers (over QUIC)
+/// saw them, but L2 still holds the values from before: replayed as invalidations into L2
+/// (and on the bus) as soon as Redis is reachable again, so nobody reads an L2 value that a
+/// write during the outage replaced. Past [`Backlog::MAX`] entries a category is remembered
+/// as a whole and its generation is bumped instead.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    entries: Vec<(String, String)>,
+    whole: std::collections::BTreeSet<String>,
+}
+
+impl Backlog {
+    pub const MAX: usize = 10_000;
+
+    /// Records a change of `pattern` in `category` that did not reach L2.
+    pub fn record(&mut self, category: &str, pattern: &str) {
+        if self.whole.contains(category) {
+            return;
+        }
+        if pattern == "*" || self.entries.len() >= Self::MAX {
+            self.whole.insert(category.to_string());
+            self.entries.retain(|(c, _)| c != category);
+            return;
+        }
+        self.entries
+            .push((category.to_string(), pattern.to_string()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.whole.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.whole.len()
+    }
+
+    /// Everything recorded, as (category, pattern) pairs; whole categories come as `*`.
+    pub fn take(&mut self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::mem::take(&mut self.whole)
+            .into_iter()
+            .map(|c| (c, "*".to_string()))
+            .collect();
+        out.extend(std::mem::take(&mut self.entries));
+        out
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::Backlog;
+
+    #[test]
+    fn records_keys_and_degrades_to_whole_categories() {
+        let mut b = Backlog::default();
+        assert!(b.is_empty());
+        b.record("roles", "k1");
+        b.record("menus", "m:*");
+        b.record("menus", "*");
+        b.record("menus", "m2");
+        let mut got = b.take();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("menus".to_string(), "*".to_string()),
+                ("roles".to_string(), "k1".to_string())
+            ]
+        );
+        assert!(b.is_empty());
+        for i in 0..Backlog::MAX + 5 {
+            b.record("general", &format!("k{i}"));
+        }
+        assert!(b.len() <= Backlog::MAX + 1);
+        assert!(b.take().contains(&("general".to_string(), "*".to_string())));
+    }
+}

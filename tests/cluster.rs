@@ -290,6 +290,11 @@ async fn membership_stats_failure_detection_and_rejoin() {
     // Restart with the same id: alive again everywhere.
     nodes[2].spawn();
     let back = wait_for(Duration::from_secs(10), async || all_alive(&nodes).await).await;
+    if back.is_none() {
+        for n in &nodes {
+            eprintln!("{} sees {:?}", n.spec.id, states(n).await);
+        }
+    }
     assert!(back.is_some(), "restarted node rejoins as alive");
 }
 
@@ -314,10 +319,15 @@ async fn invalidations_travel_over_quic_while_redis_is_down() {
     let c = client();
     let (a, b) = (&nodes[0], &nodes[1]);
     let key = |n: &Proc| format!("{}/v1/cache/roles/get_user_roles:1", n.url());
-    c.put(key(a)).body("old").send().await.unwrap();
-    // B caches the old value in L1.
-    let r = c.get(key(b)).send().await.unwrap();
-    assert_eq!(r.text().await.unwrap(), "old");
+    // B caches the old value in L1. (Retried: under load a publish can time out, and then
+    // peers repair L2 conservatively, which reads as a miss.)
+    let cached = wait_for(Duration::from_secs(5), async || {
+        c.put(key(a)).body("old").send().await.unwrap();
+        let r = c.get(key(b)).send().await.unwrap();
+        r.text().await.unwrap() == "old"
+    })
+    .await;
+    assert!(cached.is_some(), "B read A's value");
 
     redis.kill();
     let degraded = wait_for(Duration::from_secs(5), async || {

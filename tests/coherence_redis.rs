@@ -1003,3 +1003,119 @@ async fn concurrent_writers_converge_to_l2() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// Redis hangs (SIGSTOP: it keeps its data) while A writes: when it comes back, L2 must not
+/// serve the value A replaced during the outage — A replays its changes into L2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_an_outage_are_replayed_into_l2() {
+    let redis = RedisServer::start();
+    let ns = namespace("replay");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let c = client();
+    put(&c, &a, "roles", "r1", "old").await;
+    put(&c, &a, "roles", "r2", "old").await;
+    assert_eq!(get(&c, &b, "roles", "r1").await.1, "L2");
+
+    redis.pause();
+    let degraded = poll(Duration::from_secs(5), || async {
+        health(&c, &a).await["status"] == "degraded" && health(&c, &b).await["status"] == "degraded"
+    })
+    .await;
+    assert!(degraded, "nodes notice the hung Redis");
+    // Writes apply locally while Redis is unreachable.
+    put(&c, &a, "roles", "r1", "new").await;
+    delete(&c, &a, "roles", "r2").await;
+    let pending = a.node.cache().shared().l2_backlog.lock().unwrap().len();
+    assert_eq!(pending, 2, "both changes are remembered for L2");
+
+    redis.resume();
+    let ok = poll(Duration::from_secs(5), || async {
+        health(&c, &a).await["status"] == "ok" && health(&c, &b).await["status"] == "ok"
+    })
+    .await;
+    assert!(ok, "nodes recover");
+    assert!(
+        poll(Duration::from_secs(2), || async {
+            a.node
+                .cache()
+                .shared()
+                .l2_backlog
+                .lock()
+                .unwrap()
+                .is_empty()
+        })
+        .await,
+        "backlog replayed"
+    );
+    // Redis kept "old" for both keys; nobody may serve it now.
+    for n in [&a, &b] {
+        for key in ["r1", "r2"] {
+            let (status, _, body) = get(&c, n, "roles", key).await;
+            assert!(
+                status == 404 || body != b"old",
+                "stale pre-outage value served for {key}"
+            );
+        }
+    }
+}
+
+fn free_udp_addr() -> std::net::SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+/// Only A has lost Redis (B still reaches it): A's write travels to B over QUIC, and B
+/// repairs L2 on A's behalf before dropping its L1 copy, so B cannot refill the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_without_redis_gets_l2_repaired_by_a_peer_that_has_it() {
+    let redis = RedisServer::start();
+    let dead = support::free_port();
+    let ns = namespace("partial");
+    let (ga, gb) = (free_udp_addr(), free_udp_addr());
+    let start = |id: &str, redis: RedisTarget, gossip, peer: std::net::SocketAddr| {
+        let config = Config {
+            node_id: id.to_string(),
+            namespace: ns.clone(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis: Some(redis),
+            gossip_addr: Some(gossip),
+            peers: vec![peer.to_string()],
+            ..Config::default()
+        };
+        async move {
+            let node = Node::start(config).await.expect("node starts");
+            let base = format!("http://{}", node.http_addr());
+            TestNode { node, base }
+        }
+    };
+    let unreachable = RedisTarget::Url {
+        url: format!("redis://127.0.0.1:{dead}/0"),
+        password: None,
+    };
+    let a = start("a", unreachable, ga, gb).await;
+    let b = start("b", target(&redis), gb, ga).await;
+    let c = client();
+    let met = poll(Duration::from_secs(10), || async {
+        let cs = json_of(&c, format!("{}/v1/cluster/stats", a.base)).await.1;
+        cs["totals"]["nodes_alive"] == 2 && b.node.cache().l2_enabled()
+    })
+    .await;
+    assert!(met, "a and b gossip, b has Redis");
+    assert_eq!(health(&c, &a).await["status"], "degraded");
+
+    put(&c, &b, "roles", "k", "old").await;
+    assert_eq!(get(&c, &b, "roles", "k").await.2, b"old");
+    put(&c, &a, "roles", "k", "new").await;
+    let dropped = poll(Duration::from_secs(2), || async {
+        get(&c, &b, "roles", "k").await.0 == 404
+    })
+    .await;
+    assert!(dropped, "b must neither keep nor refill the replaced value");
+    assert_eq!(
+        get(&c, &a, "roles", "k").await.2,
+        b"new",
+        "a serves its write locally"
+    );
+}

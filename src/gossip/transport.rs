@@ -210,6 +210,10 @@ async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<O
         if conn.as_ref().is_some_and(|c| c.close_reason().is_some()) {
             conn = None;
         }
+        // Follow the registry: a peer that reconnected to us replaced the old connection.
+        if let Some(current) = registered(&inner, addr) {
+            conn = Some(current);
+        }
         let mut delivered = false;
         for _attempt in 0..2 {
             if conn.is_none() {
@@ -221,7 +225,7 @@ async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<O
                 }
                 conn = connect(&inner, addr).await;
                 if let Some(c) = &conn {
-                    register(&inner, c.clone());
+                    register(&inner, c.clone(), false);
                     let (inner2, c2) = (inner.clone(), c.clone());
                     let task = tokio::spawn(async move { serve_connection(&inner2, c2).await });
                     inner.track(task.abort_handle());
@@ -290,7 +294,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
                 }
             };
             inner2.incoming_conns.fetch_add(1, Ordering::Relaxed);
-            register(&inner2, conn.clone());
+            register(&inner2, conn.clone(), true);
             serve_connection(&inner2, conn).await;
             inner2.incoming_conns.fetch_sub(1, Ordering::Relaxed);
         });
@@ -359,11 +363,15 @@ fn registered(inner: &Inner, addr: SocketAddr) -> Option<quinn::Connection> {
     }
 }
 
-fn register(inner: &Inner, conn: quinn::Connection) {
+/// Registers a connection for its remote address. A new *incoming* connection replaces the
+/// registered one: a peer that dials us again has lost the old connection (typically it
+/// restarted on the same address), and the old one would otherwise swallow our frames until
+/// its idle timeout.
+fn register(inner: &Inner, conn: quinn::Connection, incoming: bool) {
     let mut conns = lock(&inner.conns);
     let addr = conn.remote_address();
     let live = conns.get(&addr).is_some_and(|c| c.close_reason().is_none());
-    if !live && conns.len() < MAX_PEERS {
+    if (incoming || !live) && (conns.contains_key(&addr) || conns.len() < MAX_PEERS) {
         conns.insert(addr, conn);
     }
 }
