@@ -43,6 +43,8 @@ pub enum L2Error {
     Timeout(Duration),
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("redis refused the write as late (clock skew between node and redis?)")]
+    Late,
     #[error("invalid redis configuration: {0}")]
     Config(String),
     #[error("unexpected reply from redis: {0}")]
@@ -132,6 +134,17 @@ pub fn connection_info(target: &RedisTarget) -> Result<ConnectionInfo, L2Error> 
 const GEN_OF: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
                       local k = ARGV[1] .. ':' .. g .. ':' .. ARGV[2] ";
 
+/// Value writes carry a deadline (unix ms, last argument) checked against Redis's own clock: a
+/// write whose client gave up (timeout, partition) but whose bytes reach Redis later — when
+/// the network heals, TCP delivers what it had queued — must not overwrite newer values.
+const NOT_LATE: &str = "local t = redis.call('TIME') \
+                        if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+                           > tonumber(ARGV[#ARGV]) then return -1 end ";
+
+/// How late (beyond the call timeout) a value write may reach Redis and still apply; it
+/// also absorbs clock skew between nodes and Redis.
+pub const LATE_WRITE_ALLOWANCE: Duration = Duration::from_millis(1000);
+
 impl L2 {
     /// A disconnected L2; [`L2::install`] provides the connection.
     pub fn new(namespace: &str, timeout: Duration) -> L2 {
@@ -147,10 +160,10 @@ impl L2 {
                  return {{g, v, redis.call('PTTL', k)}}"
             )),
             set_script: Script::new(&format!(
-                "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
+                "{NOT_LATE} {GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
             )),
             fill_script: Script::new(&format!(
-                "{GEN_OF} if g ~= ARGV[5] then return 0 end \
+                "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
                  if redis.call('SET', k, ARGV[3], 'PX', ARGV[4], 'NX') then return 1 end \
                  return 0"
             )),
@@ -250,6 +263,49 @@ impl L2 {
         parse_get(reply)
     }
 
+    /// Runs a write script (`SET … PX`, optionally conditional on the generation) on a tagged
+    /// value; returns the script's reply.
+    async fn write(
+        &self,
+        script: &Script,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        generation: Option<i64>,
+    ) -> Result<i64, L2Error> {
+        let mut payload = Vec::with_capacity(value.len() + 1);
+        payload.push(TAG_VALUE);
+        payload.extend_from_slice(value);
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let ms = ttl.as_millis().max(1) as u64;
+        let deadline = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + self.timeout
+            + LATE_WRITE_ALLOWANCE;
+        let deadline_ms = deadline.as_millis() as u64;
+        let reply: i64 = self
+            .call(|mut c| async move {
+                let mut inv = script.key(gk);
+                inv.arg(prefix).arg(key).arg(payload).arg(ms);
+                if let Some(g) = generation {
+                    inv.arg(g.to_string());
+                }
+                inv.arg(deadline_ms).invoke_async(&mut c).await
+            })
+            .await?;
+        if reply == -1 {
+            // Only seen by the caller when Redis's clock is ahead of ours by more than the
+            // allowance (a late delivery is seen by nobody: its caller timed out long ago).
+            tracing::warn!(
+                "redis refused a write as late: check clock skew between this node and redis"
+            );
+            return Err(L2Error::Late);
+        }
+        Ok(reply)
+    }
+
     /// Authoritative write (a user's `set`).
     pub async fn set(
         &self,
@@ -258,25 +314,9 @@ impl L2 {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), L2Error> {
-        let mut payload = Vec::with_capacity(value.len() + 1);
-        payload.push(TAG_VALUE);
-        payload.extend_from_slice(value);
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
-        let script = &self.set_script;
-        let ms = ttl.as_millis().max(1) as u64;
-        let _: i64 = self
-            .call(|mut c| async move {
-                script
-                    .key(gk)
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(payload)
-                    .arg(ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(())
+        self.write(&self.set_script, category, key, value, ttl, None)
+            .await
+            .map(|_| ())
     }
 
     /// Conditional fill after a load: only if the key is absent (no newer value, no
@@ -289,26 +329,16 @@ impl L2 {
         ttl: Duration,
         generation: i64,
     ) -> Result<bool, L2Error> {
-        let mut payload = Vec::with_capacity(value.len() + 1);
-        payload.push(TAG_VALUE);
-        payload.extend_from_slice(value);
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
-        let script = &self.fill_script;
-        let ms = ttl.as_millis().max(1) as u64;
-        let n: i64 = self
-            .call(|mut c| async move {
-                script
-                    .key(gk)
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(payload)
-                    .arg(ms)
-                    .arg(generation.to_string())
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(n == 1)
+        self.write(
+            &self.fill_script,
+            category,
+            key,
+            value,
+            ttl,
+            Some(generation),
+        )
+        .await
+        .map(|n| n == 1)
     }
 
     /// Deletes a key by writing a short tombstone.

@@ -1119,3 +1119,41 @@ async fn peer_without_redis_gets_l2_repaired_by_a_peer_that_has_it() {
         "a serves its write locally"
     );
 }
+
+/// A value write whose caller timed out (Redis hung) but whose bytes reach Redis later must
+/// not overwrite what was there: writes carry a deadline checked against Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_delivered_write_is_refused_by_redis() {
+    use hybrid_cache::l2::{L2, LATE_WRITE_ALLOWANCE};
+    let redis = RedisServer::start();
+    let ns = namespace("late");
+    let timeout = Duration::from_millis(150);
+    let l2 = L2::new(&ns, timeout);
+    let conn = L2::connect(&target(&redis), timeout)
+        .await
+        .expect("connect");
+    l2.install(Some(conn));
+    l2.set("roles", "k", b"old", Duration::from_secs(60))
+        .await
+        .expect("set");
+
+    redis.pause();
+    let r = l2.set("roles", "k", b"late", Duration::from_secs(60)).await;
+    assert!(r.is_err(), "the write times out while Redis hangs");
+    tokio::time::sleep(timeout + LATE_WRITE_ALLOWANCE + Duration::from_millis(300)).await;
+    redis.resume(); // Redis now executes the queued write: too late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let key = redis_key(&ns, "roles", 0, "k");
+    assert_eq!(
+        blocking(|| redis_get(&redis, &key)),
+        Some(tagged(b"old")),
+        "the late write must not apply"
+    );
+    // A timely write still applies.
+    tokio::time::sleep(Duration::from_millis(600)).await; // breaker half-open again
+    l2.set("roles", "k", b"new", Duration::from_secs(60))
+        .await
+        .expect("set after recovery");
+    assert_eq!(blocking(|| redis_get(&redis, &key)), Some(tagged(b"new")));
+}

@@ -71,28 +71,9 @@ impl SwimParams {
     }
 }
 
-/// Tiny SplitMix64 generator implementing the rand 0.9 trait foca uses
-/// (seeded from the OS RNG in production, fixed seeds in simulations).
-pub(crate) struct SwimRng(u64);
-
-impl rand09::RngCore for SwimRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
+/// The RNG foca draws from (rand 0.9's trait): seeded from the OS RNG in production, fixed
+/// seeds in simulations.
+pub(crate) type SwimRng = rand09::rngs::SmallRng;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PacketError {
@@ -129,7 +110,12 @@ pub(crate) struct Membership {
 impl Membership {
     pub(crate) fn new(identity: NodeIdentity, params: &SwimParams, seed: u64) -> Self {
         Self {
-            foca: Foca::new(identity, params.foca_config(), SwimRng(seed), codec()),
+            foca: Foca::new(
+                identity,
+                params.foca_config(),
+                <SwimRng as rand09::SeedableRng>::seed_from_u64(seed),
+                codec(),
+            ),
             runtime: AccumulatingRuntime::new(),
             timers: BinaryHeap::new(),
             seq: 0,
