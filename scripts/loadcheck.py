@@ -31,6 +31,9 @@ import time
 import urllib.parse
 
 
+_last = threading.local()  # which node / level answered this thread's last request
+
+
 def request(base, method, path, body=None, timeout=3.0):
     """One request on a fresh connection: (status, body bytes) or raises OSError."""
     u = urllib.parse.urlsplit(base)
@@ -41,7 +44,10 @@ def request(base, method, path, body=None, timeout=3.0):
             headers["Content-Type"] = "application/octet-stream"
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        body = resp.read()
+        _last.node = resp.getheader("x-node")
+        _last.cache = resp.getheader("x-cache")
+        return resp.status, body
     finally:
         conn.close()
 
@@ -145,7 +151,9 @@ def worker(args, wid, keys, deadline, budget, stats):
                         stats.add(lagged_reads=1)
                     elif n < f:
                         stats.stale({"key": key, "floor": f, "got": n, "t": t0,
-                                     "ms_since_ack": round(since_ack_ms, 1)})
+                                     "ms_since_ack": round(since_ack_ms, 1),
+                                     "node": getattr(_last, "node", None),
+                                     "x_cache": getattr(_last, "cache", None)})
                 elif st == 404:
                     stats.add(misses=1)
                 else:

@@ -138,6 +138,9 @@ async fn get_value(
             let mut resp = (StatusCode::OK, value).into_response();
             resp.headers_mut()
                 .insert("x-cache", HeaderValue::from_static(source.as_str()));
+            if let Ok(node) = HeaderValue::from_str(&state.cache.config().node_id) {
+                resp.headers_mut().insert("x-node", node);
+            }
             resp.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
