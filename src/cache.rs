@@ -444,6 +444,14 @@ impl HybridCache {
         &self.shared
     }
 
+    /// While isolated (neither Redis nor any peer reachable) this node cannot hear about
+    /// changes, so its L1 is not served: reads miss instead of risking a stale value. The L1
+    /// is flushed before isolation ends.
+    #[inline]
+    fn l1_trusted(&self) -> bool {
+        !self.shared.isolated.load(Ordering::Relaxed)
+    }
+
     fn category(&self, category: &str) -> Result<&Arc<L1Category>, CacheError> {
         self.shared
             .categories
@@ -477,8 +485,10 @@ impl HybridCache {
     /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
     pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
         let l1 = self.category(category)?;
-        if let Some(v) = l1.get(key).await {
-            return Ok(Some(v));
+        if self.l1_trusted() {
+            if let Some(v) = l1.get(key).await {
+                return Ok(Some(v));
+            }
         }
         Ok(Box::pin(self.get_miss(l1, category, key))
             .await?
@@ -492,8 +502,10 @@ impl HybridCache {
         key: &str,
     ) -> Result<Option<(Bytes, Source)>, CacheError> {
         let l1 = self.category(category)?;
-        if let Some(v) = l1.get(key).await {
-            return Ok(Some((v, Source::L1)));
+        if self.l1_trusted() {
+            if let Some(v) = l1.get(key).await {
+                return Ok(Some((v, Source::L1)));
+            }
         }
         // Kept out of this future's state so the hit path stays small.
         Box::pin(self.get_miss(l1, category, key)).await
@@ -664,6 +676,13 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         let l1 = self.category(category)?.clone();
+        if !self.l1_trusted() {
+            // Isolated: nothing we cache now could be invalidated; load, don't cache.
+            self.check_key(key)?;
+            l1.counters.misses.fetch_add(1, Ordering::Relaxed);
+            l1.counters.loads.fetch_add(1, Ordering::Relaxed);
+            return loader().await.map_err(|e| CacheError::Loader(Arc::new(e)));
+        }
         if let Some(v) = l1.get(key).await {
             return Ok(v);
         }

@@ -396,6 +396,13 @@ async fn isolated_node_answers_503_and_recovers() {
     })
     .await;
     assert!(isolated.is_some(), "n1 reports isolated with HTTP 503");
+    // It cannot hear about changes any more, so it does not serve its L1.
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "an isolated node misses rather than risk a stale read"
+    );
 
     // Redis back: healthy again, and the L1 was flushed (it cannot know what changed).
     redis.restart();
