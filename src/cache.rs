@@ -584,17 +584,23 @@ impl HybridCache {
             .await?;
         if in_l2 && self.shared.remote.snapshot(category, key) != mark {
             // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides.
-            let pattern = Pattern::Exact(key.to_string());
-            self.shared
-                .ask(category, |reply| CategoryMsg::Invalidate {
-                    pattern: pattern.clone(),
-                    reply: Some(reply),
-                })
+            self.drop_local(category, &Pattern::Exact(key.to_string()))
                 .await?;
         }
         self.broadcast(category, key, crate::bus::ChangeKind::Set)
             .await;
         Ok(())
+    }
+
+    /// Removes entries matching `pattern` from this node's L1 (through the category's actor);
+    /// returns how many were removed.
+    async fn drop_local(&self, category: &str, pattern: &Pattern) -> Result<u64, CacheError> {
+        self.shared
+            .ask(category, |reply| CategoryMsg::Invalidate {
+                pattern: pattern.clone(),
+                reply: Some(reply),
+            })
+            .await
     }
 
     /// Deletes a key from L2 and from every node's L1. Absent keys are fine.
@@ -611,12 +617,7 @@ impl HybridCache {
         if !in_l2 {
             self.shared.l2_missed(category, key);
         }
-        let pattern = Pattern::Exact(key.to_string());
-        self.shared
-            .ask(category, |reply| CategoryMsg::Invalidate {
-                pattern: pattern.clone(),
-                reply: Some(reply),
-            })
+        self.drop_local(category, &Pattern::Exact(key.to_string()))
             .await?;
         self.broadcast(category, key, crate::bus::ChangeKind::Delete)
             .await;
@@ -648,13 +649,7 @@ impl HybridCache {
             if !in_l2 {
                 self.shared.l2_missed(name, pattern);
             }
-            removed += self
-                .shared
-                .ask(name, |reply| CategoryMsg::Invalidate {
-                    pattern: parsed.clone(),
-                    reply: Some(reply),
-                })
-                .await?;
+            removed += self.drop_local(name, &parsed).await?;
         }
         self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate)
             .await;

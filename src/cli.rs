@@ -142,6 +142,10 @@ fn url(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
+fn value_url(base: &str, category: &str, key: &str) -> String {
+    url(base, &format!("/v1/cache/{}/{}", enc(category), enc(key)))
+}
+
 fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -190,10 +194,7 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             category,
             key,
         } => {
-            let u = url(
-                &a.node,
-                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
-            );
+            let u = value_url(&a.node, &category, &key);
             send(c.get(&u), &u).await
         }
         Command::Set {
@@ -211,10 +212,7 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             } else {
                 value.into_bytes()
             };
-            let mut u = url(
-                &a.node,
-                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
-            );
+            let mut u = value_url(&a.node, &category, &key);
             if let Some(t) = ttl {
                 u.push_str(&format!("?ttl={t}"));
             }
@@ -225,10 +223,7 @@ pub async fn run_client(cmd: Command) -> Result<Vec<u8>, ClientError> {
             category,
             key,
         } => {
-            let u = url(
-                &a.node,
-                &format!("/v1/cache/{}/{}", enc(&category), enc(&key)),
-            );
+            let u = value_url(&a.node, &category, &key);
             send(with_token(c.delete(&u), &a), &u).await
         }
         Command::Invalidate {
