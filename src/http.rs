@@ -255,7 +255,12 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .as_ref()
         .map(|m| m.counters())
         .unwrap_or_default();
-    let text = crate::metrics::render(&state.cache, extra)
+    let members = state
+        .membership
+        .as_ref()
+        .map(|m| m.members())
+        .unwrap_or_default();
+    let text = crate::metrics::render(&state.cache, extra, &members)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string()))?;
     Ok((

@@ -33,6 +33,8 @@ struct Snapshot {
     status: Status,
     redis_configured: bool,
     extra: Vec<(&'static str, &'static str, u64)>,
+    /// Known nodes by gossip state (self counted alive).
+    cluster_nodes: Vec<(&'static str, u64)>,
 }
 
 type PerCategory = (
@@ -168,6 +170,16 @@ impl Collector for Snapshot {
             let me = encoder.encode_descriptor(&full, help, None, MetricType::Gauge)?;
             ConstGauge::new(v as i64).encode(me)?;
         }
+        let mut me = encoder.encode_descriptor(
+            "hc_cluster_nodes",
+            "Nodes this node knows, by gossip state (itself counted alive)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.cluster_nodes {
+            let labels = vec![("state".to_string(), state.to_string())];
+            ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -177,7 +189,14 @@ impl Collector for Snapshot {
 pub async fn render(
     cache: &HybridCache,
     extra: Vec<(&'static str, &'static str, u64)>,
+    members: &[crate::cluster::ClusterMember],
 ) -> Result<String, std::fmt::Error> {
+    let count = |state: &str| members.iter().filter(|m| m.state == state).count() as u64;
+    let cluster_nodes = vec![
+        ("alive", 1 + count("alive")),
+        ("suspect", count("suspect")),
+        ("dead", count("dead")),
+    ];
     let stats = cache.stats().await;
     let mut categories = Vec::new();
     for (name, l1) in &cache.shared().categories {
@@ -201,6 +220,7 @@ pub async fn render(
         redis_configured: cache.config().redis.is_some(),
         stats,
         extra,
+        cluster_nodes,
     }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

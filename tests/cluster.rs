@@ -286,6 +286,16 @@ async fn membership_stats_failure_detection_and_rejoin() {
         .await
         .unwrap();
     assert_eq!(cs["totals"]["nodes_alive"], 2);
+    let m = client()
+        .get(format!("{}/metrics", nodes[0].url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("hc_cluster_nodes{state=\"dead\"} 1"), "{m}");
+    assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 2"), "{m}");
 
     // Restart with the same id: alive again everywhere.
     nodes[2].spawn();

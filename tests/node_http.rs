@@ -326,6 +326,7 @@ async fn stats_health_metrics_and_cluster_formats() {
         m.contains("hc_l1_evictions_total{category=\"roles\"} 0"),
         "{m}"
     );
+    assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 1"), "{m}");
 
     let cs: Value = c
         .get(format!("{base}/v1/cluster/stats"))
