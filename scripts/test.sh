@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite: installs what the tests need when missing (redis-server
 # and redis-cli from Debian's packages; tests start their own servers on free
-# loopback ports, never 6379), then `cargo test --all-targets "$@"`.
+# loopback ports, never 6379), then `cargo test --all-targets "$@"` and the doctests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,4 +27,6 @@ for a in "$@"; do
     --) break ;;
   esac
 done
-exec cargo test --all-targets "$@"
+cargo test --all-targets "$@"
+# --all-targets leaves out doctests (the runnable examples of the rustdoc): run them too.
+exec cargo test --doc "$@"
