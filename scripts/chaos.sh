@@ -8,7 +8,7 @@
 # Prints requests, errors, stale reads and timings; exits non-zero on any stale
 # read (or when a step fails).
 #   CHAOS_DURATION (s, default 45)  CHAOS_MAX_REQUESTS (default 200000)
-#   CHAOS_GRACE_MS (default 100: the coherence bound; reads of an older value within it count as "lagged", later ones as stale; 0 = strict)
+#   CHAOS_GRACE_MS (default 500: the coherence bound under full load on 2 cores; reads of an older value within it count as "lagged", later ones as stale; 0 = strict)
 #   CHAOS_VICTIM (default n2)       CHAOS_DETECT_TIMEOUT (s, default 30)
 set -euo pipefail
 # shellcheck source=cluster-lib.sh
@@ -42,7 +42,7 @@ OBS_URL=http://$(node_http "$OBSERVER")
 VIC_URL=http://$(node_http "$VICTIM")
 
 log "load: ${DURATION}s / ${MAX_REQ} requests max through $LB"
-$LC load --url "$LB" --duration "$DURATION" --max-requests "$MAX_REQ" --label chaos --grace-ms "${CHAOS_GRACE_MS:-100}" \
+$LC load --url "$LB" --duration "$DURATION" --max-requests "$MAX_REQ" --label chaos --grace-ms "${CHAOS_GRACE_MS:-500}" \
   >"$STATE/chaos-summary.json" &
 LOAD_PID=$!
 step_failed=""

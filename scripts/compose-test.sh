@@ -12,7 +12,7 @@
 # read or failed step. Tears down exactly its own project (`down -v`), also on failure.
 #   HC_COMPOSE_KEEP=1 keeps the cluster running afterwards (for debugging).
 #   PHASE_SECONDS (default 20): load duration per chaos phase.
-#   HC_GRACE_MS (default 100: the coherence bound; older values read within it after the ack are "lagged", later ones stale; 0 = strict).
+#   HC_GRACE_MS (default 500: the coherence bound under full load on 2 cores; older values read within it after the ack are "lagged", later ones stale; 0 = strict).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -94,7 +94,7 @@ wait_node_health() {
   python3 -c "print(f'{($(now_ms) - $start) / 1000:.3f}')"
 }
 start_load() { # LABEL SECONDS
-  $LC load --url "$LB" --duration "$2" --max-requests 200000 --grace-ms "${HC_GRACE_MS:-100}" --label "$1" --run "$1$RANDOM" \
+  $LC load --url "$LB" --duration "$2" --max-requests 200000 --grace-ms "${HC_GRACE_MS:-500}" --label "$1" --run "$1$RANDOM" \
     >"$TMP/$1.json" &
   LOAD_PID=$!
 }
