@@ -94,6 +94,55 @@ pub struct BusState {
     conn_gen: u64,
     tick_task: Option<tokio::task::JoinHandle<()>>,
     unreachable_since: Option<Instant>,
+    /// Outgoing messages, in sequence order, to the publisher task.
+    outgoing: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+/// A message for the publisher task.
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// Try Redis (our link is up); otherwise, or if that fails, peers over QUIC.
+    redis: bool,
+    /// Only invalidations go to peers (heartbeats are about the Redis path).
+    invalidation: bool,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Publishes one message at a time, in the order the actor numbered them, so the actor itself
+/// never waits on Redis and keeps applying inbound invalidations while we publish.
+fn spawn_publisher(
+    shared: Arc<Shared>,
+    channel: String,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    let task = tokio::spawn(async move {
+        while let Some(o) = rx.recv().await {
+            let mut sent = false;
+            if o.redis {
+                if let Some(l2) = &shared.l2 {
+                    match l2.publish(&channel, o.bytes.clone()).await {
+                        Ok(()) => sent = true,
+                        // Receivers detect the gap with our next heartbeat and flush.
+                        Err(e) => tracing::debug!(error = %e, "publish failed"),
+                    }
+                }
+            }
+            if !sent && o.invalidation {
+                if let Some(g) = shared.gossip() {
+                    g.broadcast(o.bytes);
+                    NodeCounters::incr(&shared.counters.peer_messages_sent);
+                }
+            }
+            if let Some(done) = o.done {
+                let _ = done.send(());
+            }
+        }
+    });
+    (tx, task)
 }
 
 fn spawn_connection(
@@ -171,7 +220,7 @@ impl BusState {
             match action {
                 Action::Apply { category, pattern } => self.apply(&category, &pattern),
                 Action::FlushAll => self.shared.flush_all("coherence").await,
-                Action::Publish(msg) => self.send(&msg).await,
+                Action::Publish(msg) => self.send(&msg, None),
                 Action::Reconnect => {
                     tracing::warn!("no echo of our own heartbeats: resubscribing");
                     self.link_down("subscription silent").await;
@@ -234,7 +283,7 @@ impl BusState {
             let msg =
                 self.machine
                     .outgoing(&category, &pattern, ChangeKind::Invalidate, Instant::now());
-            self.send(&msg).await;
+            self.send(&msg, None);
             done += 1;
         }
         tracing::info!(
@@ -278,7 +327,7 @@ impl BusState {
         }
     }
 
-    async fn send(&self, msg: &BusMessage) {
+    fn send(&self, msg: &BusMessage, done: Option<tokio::sync::oneshot::Sender<()>>) {
         let bytes = match wire::encode(msg) {
             Ok(b) => b,
             Err(e) => {
@@ -286,21 +335,14 @@ impl BusState {
                 return;
             }
         };
-        let mut sent = false;
-        if self.machine.link() == LinkState::Up {
-            if let Some(l2) = &self.shared.l2 {
-                match l2.publish(&self.channel, bytes.clone()).await {
-                    Ok(()) => sent = true,
-                    // Receivers detect the gap with our next heartbeat and flush.
-                    Err(e) => tracing::debug!(error = %e, "publish failed"),
-                }
-            }
-        }
-        if !sent && matches!(msg, BusMessage::Invalidation(_)) {
-            if let Some(g) = self.shared.gossip() {
-                g.broadcast(bytes);
-                NodeCounters::incr(&self.shared.counters.peer_messages_sent);
-            }
+        let queued = self.outgoing.send(Outgoing {
+            bytes,
+            redis: self.machine.link() == LinkState::Up,
+            invalidation: matches!(msg, BusMessage::Invalidation(_)),
+            done,
+        });
+        if queued.is_err() {
+            tracing::error!("bus publisher stopped");
         }
     }
 
@@ -375,6 +417,7 @@ impl Actor for BusActor {
         shared.link_up.store(false, Ordering::Relaxed);
         let conn_task = spawn_connection(myself.clone(), shared.clone(), channel.clone(), 0);
         let tick_task = Some(myself.send_interval(Duration::from_millis(50), || BusMsg::Tick));
+        let (outgoing, publisher) = spawn_publisher(shared.clone(), channel.clone());
         Ok(BusState {
             shared,
             machine,
@@ -383,6 +426,8 @@ impl Actor for BusActor {
             conn_gen: 0,
             tick_task,
             unreachable_since: None,
+            outgoing,
+            publisher,
         })
     }
 
@@ -394,6 +439,7 @@ impl Actor for BusActor {
         if let Some(t) = state.conn_task.take() {
             t.abort();
         }
+        state.publisher.abort();
         if let Some(t) = state.tick_task.take() {
             t.abort();
         }
@@ -420,10 +466,8 @@ impl Actor for BusActor {
             } => {
                 let msg = state.machine.outgoing(&category, &pattern, kind, now);
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
-                state.send(&msg).await;
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
+                // `done` fires once the publisher task has handed the message to Redis.
+                state.send(&msg, done);
             }
             BusMsg::Inbound(bytes, via) => match wire::decode::<BusMessage>(&bytes) {
                 Ok(msg) => {
