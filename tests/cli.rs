@@ -7,8 +7,6 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hybrid-cache");
-
 /// A node child process; killed on drop.
 struct NodeProcess {
     child: Child,
@@ -23,25 +21,7 @@ impl Drop for NodeProcess {
 }
 
 fn clean_command() -> Command {
-    let mut cmd = Command::new(BIN);
-    for var in [
-        "REDIS_URL",
-        "REDIS_HOST",
-        "REDIS_PORT",
-        "REDIS_PASSWORD",
-        "REDIS_DB",
-        "REDIS_SSL",
-        "HC_CONFIG",
-        "HC_NODE_ID",
-        "HC_HTTP",
-        "HC_GOSSIP",
-        "HC_PEERS",
-        "HC_API_TOKEN",
-        "APP_ENV",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
+    support::hybrid_cache_command()
 }
 
 fn start_node(extra: &[&str]) -> NodeProcess {

@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::RedisServer;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hybrid-cache");
 
 fn free_udp_port() -> u16 {
     loop {
@@ -40,20 +38,7 @@ impl Proc {
         format!("http://127.0.0.1:{}", self.spec.http)
     }
     fn spawn(&mut self) {
-        let mut cmd = Command::new(BIN);
-        for var in [
-            "REDIS_URL",
-            "REDIS_HOST",
-            "REDIS_PORT",
-            "REDIS_PASSWORD",
-            "HC_CONFIG",
-            "HC_PEERS",
-            "HC_TLS_CA",
-            "HC_TLS_CERT",
-            "HC_TLS_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
+        let mut cmd = support::hybrid_cache_command();
         let log = std::fs::File::create(std::env::temp_dir().join(format!(
             "hc-cluster-test-{}-{}.log",
             self.spec.id, self.spec.http
@@ -430,10 +415,8 @@ async fn isolated_node_answers_503_and_recovers() {
 #[tokio::test]
 async fn single_node_without_redis_or_peers_is_never_isolated() {
     let port = support::free_port();
-    let mut child = Command::new(BIN)
+    let mut child = support::hybrid_cache_command()
         .args(["node", "--http", &format!("127.0.0.1:{port}")])
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_HOST")
         .env("HC_ISOLATION_GRACE_MS", "100")
         .stderr(Stdio::null())
         .spawn()

@@ -430,3 +430,16 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `hybrid-cache` binary with every configuration variable of the environment removed,
+/// so a developer's `REDIS_URL` or `HC_*` never leaks into a test.
+pub fn hybrid_cache_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hybrid-cache"));
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("REDIS_") || n.starts_with("HC_") || n == "APP_ENV" {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
