@@ -129,6 +129,11 @@ pub struct CoherenceCounters {
 /// that fell out of this window is treated as a new epoch (flush), which is always safe.
 const EPOCHS_PER_ORIGIN: usize = 4;
 
+/// How many origins are tracked at once. Past it the least recently heard origin is
+/// forgotten — safe, since hearing from it again counts as first contact (flush) — so
+/// publishers with ever-new ids cannot grow this state without bound.
+pub const MAX_ORIGINS: usize = 4096;
+
 #[derive(Debug, Clone, Copy)]
 struct EpochState {
     epoch: u64,
@@ -306,6 +311,17 @@ impl Coherence {
             last_seq: seq,
             last_used: now_used,
         };
+        if !self.origins.contains_key(&origin) && self.origins.len() >= MAX_ORIGINS {
+            let lru = self
+                .origins
+                .iter()
+                .map(|(o, es)| (es.iter().map(|e| e.last_used).max().unwrap_or(0), o))
+                .min()
+                .map(|(_, o)| o.clone());
+            if let Some(o) = lru {
+                self.origins.remove(&o);
+            }
+        }
         let epochs = self.origins.entry(origin).or_default();
         let Some(state) = epochs.iter_mut().find(|e| e.epoch == epoch) else {
             // First contact with this origin, or a new epoch of it (restart): whatever it
@@ -850,6 +866,28 @@ mod tests {
         // The heartbeat sent at 0 would have timed out after 1000 ms; the echo cleared it.
         assert!(!n.tick(t + 1100 * MS).contains(&Action::Reconnect));
         assert_eq!(n.link(), LinkState::Up);
+    }
+
+    #[test]
+    fn origins_are_bounded_and_a_forgotten_origin_flushes() {
+        let t = Instant::now();
+        let mut n = Coherence::new("me", 1, CoherenceConfig::default(), t);
+        let hb = |o: &str| BusMessage::Heartbeat {
+            origin: o.to_string(),
+            origin_epoch: 7,
+            last_seq: 0,
+        };
+        n.handle_message(hb("first"), t);
+        for i in 0..MAX_ORIGINS + 10 {
+            n.handle_message(hb(&format!("o{i}")), t);
+        }
+        assert!(n.origins.len() <= MAX_ORIGINS);
+        assert!(
+            !n.origins.contains_key("first"),
+            "least recently heard is forgotten"
+        );
+        // Hearing from it again is first contact: flush.
+        assert_eq!(n.handle_message(hb("first"), t), vec![Action::FlushAll]);
     }
 
     #[test]
