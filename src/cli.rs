@@ -80,7 +80,7 @@ pub struct NodeArgs {
     /// TOML config file (e.g. cluster.toml).
     #[arg(long, env = "HC_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Node id (selects the [[nodes]] entry of the config file).
+    /// Node id (selects the `[[nodes]]` entry of the config file).
     #[arg(long)]
     pub node_id: Option<String>,
     /// HTTP listen address.

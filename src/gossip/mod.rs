@@ -1,11 +1,11 @@
 //! Cluster gossip: SWIM membership (foca) over QUIC (quinn), stats
 //! dissemination, best-effort broadcast, and the cluster certificates.
 //!
-//! * [`membership`]: sans-IO foca wrapper driven by explicit `Instant`s.
-//! * [`transport`]: quinn endpoint, per-peer ordered senders, readers.
-//! * [`tls`]: rcgen certificates and rustls configurations (mutual TLS
+//! * `membership`: sans-IO foca wrapper driven by explicit `Instant`s.
+//! * `transport`: quinn endpoint, per-peer ordered senders, readers.
+//! * `tls`: rcgen certificates and rustls configurations (mutual TLS
 //!   against the cluster CA, or loopback-only unauthenticated mode).
-//! * [`frame`]: versioned, size-limited bincode framing (same as `wire`).
+//! * `frame`: versioned, size-limited bincode framing (same as `wire`).
 //!
 //! Joining: a node sends a `Hello` (its identity) to each configured peer
 //! address until it has at least one active member; the peer answers with

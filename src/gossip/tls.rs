@@ -222,7 +222,7 @@ fn write_file(path: PathBuf, contents: &str, secret: bool) -> Result<(), GossipE
 /// Writes `ca.pem`, `ca.key`, `{node}.pem`, `{node}.key` into `out_dir`.
 ///
 /// Node certificates are signed by the new CA, carry the SANs node id,
-/// [`SERVER_NAME`], `localhost` and IP 127.0.0.1, and are valid for both
+/// `hybrid-cache-node`, `localhost` and IP 127.0.0.1, and are valid for both
 /// server and client authentication. Keys are written with mode 0600.
 pub fn generate_certs(out_dir: &Path, nodes: &[String]) -> Result<(), GossipError> {
     if nodes.is_empty() {
