@@ -33,6 +33,7 @@ struct Snapshot {
     status: Status,
     redis_configured: bool,
     extra: Vec<(&'static str, &'static str, u64)>,
+    l2_backlog: u64,
     /// Known nodes by gossip state (self counted alive).
     cluster_nodes: Vec<(&'static str, u64)>,
 }
@@ -164,6 +165,11 @@ impl Collector for Snapshot {
                 "1 while neither Redis nor any peer is reachable",
                 u64::from(self.status == Status::Isolated),
             ),
+            (
+                "l2_backlog",
+                "Changes made while Redis was unreachable, waiting to be replayed into L2",
+                self.l2_backlog,
+            ),
         ];
         for (name, help, v) in gauges {
             let full = format!("hc_{name}");
@@ -218,6 +224,12 @@ pub async fn render(
         categories,
         status: cache.status(),
         redis_configured: cache.config().redis.is_some(),
+        l2_backlog: cache
+            .shared()
+            .l2_backlog
+            .lock()
+            .map(|b| b.len() as u64)
+            .unwrap_or(0),
         stats,
         extra,
         cluster_nodes,

@@ -1029,6 +1029,19 @@ async fn writes_during_an_outage_are_replayed_into_l2() {
     delete(&c, &a, "roles", "r2").await;
     let pending = a.node.cache().shared().l2_backlog.lock().unwrap().len();
     assert_eq!(pending, 2, "both changes are remembered for L2");
+    let m = c
+        .get(format!("{}/metrics", a.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&m, "hc_l2_backlog"),
+        2,
+        "backlog visible in /metrics"
+    );
 
     redis.resume();
     let ok = poll(Duration::from_secs(5), || async {
