@@ -134,6 +134,8 @@ pub struct GossipCounters {
     /// Frames not delivered: per-peer queue full, peer unreachable, or
     /// our own receive queue full.
     pub send_dropped: u64,
+    /// Hello/stats frames claiming a node id the peer's certificate does not name (mTLS).
+    pub identity_mismatches: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,7 @@ struct Counters {
     oversized_dropped: AtomicU64,
     connect_failures: AtomicU64,
     send_dropped: AtomicU64,
+    identity_mismatches: AtomicU64,
 }
 
 struct View {
@@ -197,6 +200,8 @@ struct Inner {
     inbound: mpsc::UnboundedSender<Vec<u8>>,
     stopped: AtomicBool,
     incoming_conns: AtomicUsize,
+    /// Mutual TLS is on: a peer may only speak for the node id its certificate names.
+    mtls: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -333,6 +338,7 @@ impl Gossip {
             inbound,
             stopped: AtomicBool::new(false),
             incoming_conns: AtomicUsize::new(0),
+            mtls: cfg.tls.is_some(),
         });
 
         let t = tokio::spawn(transport::driver(inner.clone(), membership, driver_rx));
@@ -424,6 +430,7 @@ impl Gossip {
             oversized_dropped: g(&c.oversized_dropped),
             connect_failures: g(&c.connect_failures),
             send_dropped: g(&c.send_dropped),
+            identity_mismatches: g(&c.identity_mismatches),
         }
     }
 

@@ -263,7 +263,18 @@ async fn node_with_certificate_from_another_ca_cannot_join() {
     assert!(n3.counters().connect_failures > 0 || n1.counters().connect_failures > 0);
     assert!(n4.counters().connect_failures > 0);
     assert!(all_alive(&[&n1, &n2], &["n1", "n2"]));
-    for g in [&n1, &n2, &n3, &n4] {
+
+    // A valid cluster certificate, but for another node id: it may not speak as "n5".
+    let mut c5 = config("n5", &[&n1]);
+    c5.tls = Some(tls(dir_a.path(), "n2"));
+    let (n5, _r5) = start(c5).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids: Vec<String> = n1.members().into_iter().map(|m| m.node_id).collect();
+    assert!(!ids.iter().any(|i| i == "n5"), "{ids:?}");
+    assert!(n5.members().is_empty(), "{:?}", n5.members());
+    assert!(n1.counters().identity_mismatches > 0);
+    assert!(all_alive(&[&n1, &n2], &["n1", "n2"]));
+    for g in [&n1, &n2, &n3, &n4, &n5] {
         g.shutdown().await;
     }
 }

@@ -302,16 +302,51 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
+/// The peer's end-entity certificate (mutual TLS only).
+fn peer_certificate(
+    conn: &quinn::Connection,
+) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    let any = conn.peer_identity()?;
+    let certs = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().cloned()
+}
+
+/// Under mutual TLS a peer may only claim the node id its certificate is valid for (the CA
+/// issues one certificate per node id); without TLS (loopback only) any claim is accepted.
+fn claim_allowed(
+    inner: &Inner,
+    cert: Option<&rustls::pki_types::CertificateDer<'static>>,
+    node_id: &str,
+) -> bool {
+    if !inner.mtls {
+        return true;
+    }
+    let Some(cert) = cert else {
+        return false;
+    };
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(name) = rustls::pki_types::ServerName::try_from(node_id) else {
+        return false;
+    };
+    ee.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
 async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
+    let cert = peer_certificate(&conn);
+    let cert = cert.as_ref();
     let datagrams = async {
         while let Ok(d) = conn.read_datagram().await {
-            handle_frame(inner, &d);
+            handle_frame(inner, &d, cert);
         }
     };
     let streams = async {
         while let Ok(mut recv) = conn.accept_uni().await {
             match timeout(STREAM_TIMEOUT, recv.read_to_end(MAX_FRAME)).await {
-                Ok(Ok(buf)) => handle_frame(inner, &buf),
+                Ok(Ok(buf)) => handle_frame(inner, &buf, cert),
                 Ok(Err(quinn::ReadToEndError::TooLong)) => {
                     inner
                         .counters
@@ -376,7 +411,11 @@ fn register(inner: &Inner, conn: quinn::Connection, incoming: bool) {
     }
 }
 
-fn handle_frame(inner: &Arc<Inner>, bytes: &[u8]) {
+fn handle_frame(
+    inner: &Arc<Inner>,
+    bytes: &[u8],
+    cert: Option<&rustls::pki_types::CertificateDer<'static>>,
+) {
     let c = &inner.counters;
     c.bytes_received
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -400,11 +439,23 @@ fn handle_frame(inner: &Arc<Inner>, bytes: &[u8]) {
             }
         }
         Frame::Hello { identity, reply } => {
+            if !claim_allowed(inner, cert, identity.node_id.as_str()) {
+                tracing::warn!(
+                    claimed = identity.node_id.as_str(),
+                    "gossip hello for a node id the peer's certificate does not name; dropped"
+                );
+                c.identity_mismatches.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let _ = inner
                 .driver_tx
                 .try_send(DriverInput::Hello { identity, reply });
         }
         Frame::Stats { node_id, stats } => {
+            if !claim_allowed(inner, cert, &node_id) {
+                c.identity_mismatches.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             if stats.len() > inner.max_stats_bytes {
                 c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
                 return;
