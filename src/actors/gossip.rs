@@ -70,6 +70,11 @@ impl Membership for GossipLink {
                 "Failed QUIC connection attempts",
                 c.connect_failures,
             ),
+            (
+                "gossip_identity_mismatches",
+                "Gossip frames claiming a node id the peer's certificate does not name",
+                c.identity_mismatches,
+            ),
         ]
     }
 }
