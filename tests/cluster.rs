@@ -77,6 +77,9 @@ fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
         .map(|s| format!("127.0.0.1:{}", s.gossip))
         .collect();
     let ns = format!("t{}", rand_suffix());
+    // Written once, before any node starts: rewriting it per node would let a starting node
+    // read a truncated file (and silently use the default namespace).
+    let config_path = write_ns_config(&ns);
     specs
         .into_iter()
         .map(|spec| {
@@ -107,7 +110,7 @@ fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
                 args,
             };
             p.args.push("--config".into());
-            p.args.push(write_ns_config(&ns));
+            p.args.push(config_path.clone());
             p.spawn();
             p
         })
@@ -304,6 +307,12 @@ async fn invalidations_travel_over_quic_while_redis_is_down() {
         for n in &nodes {
             match json(format!("{}/health", n.url())).await {
                 Some(h) if h["status"] == "ok" => {}
+                _ => return false,
+            }
+            // Every node has heard from every other one (first contact flushes L1 once:
+            // one flush for the link, one per peer), so later flushes mean real events.
+            match json(format!("{}/v1/stats", n.url())).await {
+                Some(s) if s["counters"]["coherence_flushes"].as_u64() >= Some(3) => {}
                 _ => return false,
             }
         }
