@@ -127,12 +127,8 @@ impl Shared {
         }
     }
 
-    fn writer(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
+    pub(crate) fn writer(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
         self.writers.read().ok()?.get(category).cloned()
-    }
-
-    pub(crate) fn writer_ref(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
-        self.writer(category)
     }
 
     pub(crate) fn set_bus(&self, bus: Option<ActorRef<crate::bus::BusMsg>>) {
@@ -362,10 +358,13 @@ impl std::fmt::Debug for HybridCache {
     }
 }
 
-enum LoadFail<E> {
+#[derive(Debug, thiserror::Error)]
+enum LoadFail<E: std::error::Error + 'static> {
+    #[error(transparent)]
     Loader(E),
     /// The value was loaded, but an invalidation raced with the load: return it to this
     /// caller, never cache it.
+    #[error("loaded value raced an invalidation")]
     Stale(Bytes),
 }
 
@@ -562,16 +561,12 @@ impl HybridCache {
         }
         let l2_ttl = ttl.unwrap_or(l1.config().ttl());
         let mark = self.shared.remote.snapshot(category, key);
-        let mut in_l2 = false;
-        if let Some(l2) = self.shared.l2_usable() {
-            match l2.set(category, key, &value, l2_ttl).await {
-                Ok(()) => in_l2 = true,
-                Err(e) => self.l2_error("set", &e),
-            }
-        }
-        if !in_l2 {
-            self.shared.l2_missed(category, key);
-        }
+        let bytes = &value;
+        let in_l2 = self
+            .l2_change("set", category, key, |l2| async move {
+                l2.set(category, key, bytes, l2_ttl).await
+            })
+            .await;
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
         self.shared
@@ -592,6 +587,29 @@ impl HybridCache {
         Ok(())
     }
 
+    /// Applies one change to L2 when it is usable. A change L2 did not get is remembered for
+    /// replay when Redis returns. Returns whether L2 applied it.
+    async fn l2_change<F, Fut>(&self, op: &str, category: &str, pattern: &str, change: F) -> bool
+    where
+        F: FnOnce(Arc<L2>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::l2::L2Error>>,
+    {
+        let applied = match self.shared.l2_usable() {
+            Some(l2) => match change(l2.clone()).await {
+                Ok(()) => true,
+                Err(e) => {
+                    self.l2_error(op, &e);
+                    false
+                }
+            },
+            None => false,
+        };
+        if !applied {
+            self.shared.l2_missed(category, pattern);
+        }
+        applied
+    }
+
     /// Removes entries matching `pattern` from this node's L1 (through the category's actor);
     /// returns how many were removed.
     async fn drop_local(&self, category: &str, pattern: &Pattern) -> Result<u64, CacheError> {
@@ -607,16 +625,10 @@ impl HybridCache {
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
         self.category(category)?;
         self.check_key(key)?;
-        let mut in_l2 = false;
-        if let Some(l2) = self.shared.l2_usable() {
-            match l2.delete(category, key).await {
-                Ok(()) => in_l2 = true,
-                Err(e) => self.l2_error("delete", &e),
-            }
-        }
-        if !in_l2 {
-            self.shared.l2_missed(category, key);
-        }
+        self.l2_change("delete", category, key, |l2| async move {
+            l2.delete(category, key).await
+        })
+        .await;
         self.drop_local(category, &Pattern::Exact(key.to_string()))
             .await?;
         self.broadcast(category, key, crate::bus::ChangeKind::Delete)
@@ -639,17 +651,12 @@ impl HybridCache {
         }
         let mut removed = 0;
         for name in &names {
-            let mut in_l2 = false;
-            if let Some(l2) = self.shared.l2_usable() {
-                match l2.invalidate_pattern(name, &parsed).await {
-                    Ok(()) => in_l2 = true,
-                    Err(e) => self.l2_error("invalidate", &e),
-                }
-            }
-            if !in_l2 {
-                self.shared.l2_missed(name, pattern);
-            }
-            removed += self.drop_local(name, &parsed).await?;
+            let parsed = &parsed;
+            self.l2_change("invalidate", name, pattern, |l2| async move {
+                l2.invalidate_pattern(name, parsed).await
+            })
+            .await;
+            removed += self.drop_local(name, parsed).await?;
         }
         self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate)
             .await;
@@ -742,16 +749,8 @@ impl HybridCache {
                         .fetch_add(1, Ordering::Relaxed);
                     Ok(v.clone())
                 }
-                LoadFail::Loader(_) => match Arc::try_unwrap(e) {
-                    Ok(LoadFail::Loader(err)) => Err(CacheError::Loader(Arc::new(err))),
-                    Ok(LoadFail::Stale(v)) => Ok(v),
-                    Err(shared) => Err(CacheError::Loader(Arc::new(SharedLoaderError(
-                        match &*shared {
-                            LoadFail::Loader(err) => err.to_string(),
-                            LoadFail::Stale(_) => String::new(),
-                        },
-                    )))),
-                },
+                // Shared by every caller whose miss the failed load coalesced.
+                LoadFail::Loader(_) => Err(CacheError::Loader(e)),
             },
         }
     }
@@ -871,10 +870,6 @@ impl HybridCache {
         crate::bus::publish(&self.shared, category, pattern, kind).await;
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct SharedLoaderError(String);
 
 #[derive(Debug, thiserror::Error)]
 enum JsonLoadError<E: std::error::Error> {
