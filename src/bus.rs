@@ -314,7 +314,7 @@ impl BusState {
             return;
         };
         for name in names {
-            if let Some(w) = self.shared.writer_ref(&name) {
+            if let Some(w) = self.shared.writer(&name) {
                 let sent = w.cast(CategoryMsg::Invalidate {
                     pattern: parsed.clone(),
                     reply: None,
@@ -366,7 +366,7 @@ impl BusState {
         self.conn_task = None;
     }
 
-    fn check_isolation(&mut self, now: Instant) {
+    async fn check_isolation(&mut self, now: Instant) {
         let cfg = &self.shared.config;
         if cfg.redis.is_none() || cfg.peers.is_empty() {
             return;
@@ -375,15 +375,11 @@ impl BusState {
         let reachable = self.machine.link() == LinkState::Up || peers > 0;
         if reachable {
             self.unreachable_since = None;
-            if self.shared.isolated.swap(false, Ordering::Relaxed) {
+            if self.shared.isolated.load(Ordering::Relaxed) {
                 tracing::warn!("isolation ended; flushing L1 before serving");
-                let shared = self.shared.clone();
-                // Flush before the status leaves "isolated" for good: we run it inline.
-                self.shared.isolated.store(true, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    shared.flush_all("isolation ended").await;
-                    shared.isolated.store(false, Ordering::Relaxed);
-                });
+                // The flag clears only after the flush: nothing stale is served meanwhile.
+                self.shared.flush_all("isolation ended").await;
+                self.shared.isolated.store(false, Ordering::Relaxed);
             }
         } else {
             let since = *self.unreachable_since.get_or_insert(now);
@@ -524,7 +520,7 @@ impl Actor for BusActor {
                 let actions = state.machine.tick(now);
                 state.run(actions).await;
                 state.replay_backlog().await;
-                state.check_isolation(now);
+                state.check_isolation(now).await;
             }
         }
         Ok(())
