@@ -15,7 +15,9 @@ fn free_udp_port() -> u16 {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
         drop(s);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port != 6379 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && port != support::FORBIDDEN_PORT
+        {
             return port;
         }
     }

@@ -5,15 +5,15 @@
 mod support;
 
 use std::time::Duration;
-use support::{free_port, RedisServer, Resp, RespConn};
+use support::{free_port, RedisServer, Resp, RespConn, FORBIDDEN_PORT};
 
 #[test]
-fn free_port_is_never_6379() {
+fn free_port_is_never_the_system_redis_port() {
     // (Bindability is not asserted: tests in this binary run in parallel and
     // may legitimately take the port between probe and check.)
     for _ in 0..20 {
         let p = free_port();
-        assert_ne!(p, 6379);
+        assert_ne!(p, FORBIDDEN_PORT);
         assert_ne!(p, 0);
     }
 }
@@ -22,7 +22,7 @@ fn free_port_is_never_6379() {
 fn start_set_get_kill_restart() {
     let mut r = RedisServer::start();
     let port = r.port();
-    assert_ne!(port, 6379);
+    assert_ne!(port, FORBIDDEN_PORT);
     assert_eq!(r.url(), format!("redis://127.0.0.1:{port}/0"));
     assert!(r.ping());
     assert!(r.is_running());

@@ -20,7 +20,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Attempts at finding a port nobody else grabs between probe and bind.
 const START_ATTEMPTS: usize = 8;
 /// The system Redis port: never used by tests.
-const FORBIDDEN_PORT: u16 = 6379;
+pub const FORBIDDEN_PORT: u16 = 6379;
 
 /// A free TCP port on 127.0.0.1 (bind to port 0, read it, release it).
 /// Never returns 6379. Another process may still grab it before the caller
