@@ -334,6 +334,15 @@ async fn invalidations_travel_over_quic_while_redis_is_down() {
     })
     .await;
     assert!(cached.is_some(), "B read A's value");
+    // B's read may have filled L1 just before A's own invalidation of that write reached B
+    // (the propagation window); wait until B really serves it from L1.
+    let in_l1 = wait_for(Duration::from_secs(5), async || {
+        let r = c.get(key(b)).send().await.unwrap();
+        let from_l1 = r.headers().get("x-cache").is_some_and(|v| v == "L1");
+        from_l1 && r.text().await.unwrap() == "old"
+    })
+    .await;
+    assert!(in_l1.is_some(), "B caches A's value in L1");
 
     redis.kill();
     let degraded = wait_for(Duration::from_secs(5), async || {
