@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::cluster::{cluster_stats, Membership};
 use crate::error::CacheError;
-use crate::stats::{NodeCounters, Status};
+use crate::stats::NodeCounters;
 use crate::HybridCache;
 
 /// Shared state of the handlers.
@@ -194,11 +194,14 @@ async fn delete_value(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `{"category":…,"key":…}` (one exact key, compared as bytes) or
+/// `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InvalidateBody {
     category: String,
-    pattern: String,
+    pattern: Option<String>,
+    key: Option<String>,
 }
 
 async fn invalidate(
@@ -208,14 +211,20 @@ async fn invalidate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let body = body.map_err(|r| body_error(&state, r))?;
-    let req: InvalidateBody = serde_json::from_slice(&body).map_err(|e| {
-        bad_request(
-            &state,
-            "bad_body",
-            format!("expected {{\"category\":..., \"pattern\":...}}: {e}"),
-        )
-    })?;
-    let n = state.cache.invalidate(&req.pattern, &req.category).await?;
+    let expected = "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
+    let req: InvalidateBody = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(&state, "bad_body", format!("{expected}: {e}")))?;
+    let n = match (&req.pattern, &req.key) {
+        (Some(p), None) => state.cache.invalidate(p, &req.category).await?,
+        (None, Some(k)) => state.cache.invalidate_key(&req.category, k).await?,
+        _ => {
+            return Err(bad_request(
+                &state,
+                "bad_body",
+                format!("{expected}: exactly one of `pattern` and `key`"),
+            ))
+        }
+    };
     Ok(Json(json!({ "invalidated": n })))
 }
 
@@ -241,10 +250,11 @@ async fn cluster(State(state): State<AppState>) -> Json<crate::cluster::ClusterS
 
 async fn health(State(state): State<AppState>) -> Response {
     let h = state.cache.health().await;
-    let code = if h.status == Status::Isolated {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    // 503 tells a balancer to drain a node that cannot answer within its guarantee.
+    let code = if state.cache.serving() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(h)).into_response()
 }

@@ -79,7 +79,11 @@ pub struct L2 {
     ns: String,
     timeout: Duration,
     conn: RwLock<Option<ConnectionManager>>,
+    /// Guards data calls (GET/SET/SCAN).
     breaker: Breaker,
+    /// Guards control calls (PUBLISH of invalidations, heartbeats, lease pings), so slow data
+    /// calls never stop invalidations, and the other way round.
+    control: Breaker,
     get_script: Script,
     set_script: Script,
     fill_script: Script,
@@ -154,6 +158,12 @@ impl L2 {
             timeout,
             conn: RwLock::new(None),
             breaker: failsafe::Config::new().failure_policy(policy).build(),
+            control: failsafe::Config::new()
+                .failure_policy(failsafe::failure_policy::consecutive_failures(
+                    3,
+                    open_periods(),
+                ))
+                .build(),
             get_script: Script::new(&format!(
                 "{GEN_OF} local v = redis.call('GET', k) \
                  if not v then return {{g}} end \
@@ -197,6 +207,7 @@ impl L2 {
             *g = conn;
         }
         self.breaker.reset();
+        self.control.reset();
     }
 
     /// Whether a connection is installed and the breaker lets calls through.
@@ -221,26 +232,34 @@ impl L2 {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
+        self.call_with(&self.breaker, f).await
+    }
+
+    async fn call_with<T, F, Fut>(&self, breaker: &Breaker, f: F) -> Result<T, L2Error>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
         let conn = self
             .conn
             .read()
             .ok()
             .and_then(|g| g.clone())
             .ok_or(L2Error::NotConnected)?;
-        if !self.breaker.is_call_permitted() {
+        if !breaker.is_call_permitted() {
             return Err(L2Error::CircuitOpen);
         }
         match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => {
-                self.breaker.on_success();
+                breaker.on_success();
                 Ok(v)
             }
             Ok(Err(e)) => {
-                self.breaker.on_error();
+                breaker.on_error();
                 Err(L2Error::Redis(e))
             }
             Err(_) => {
-                self.breaker.on_error();
+                breaker.on_error();
                 Err(L2Error::Timeout(self.timeout))
             }
         }
@@ -430,7 +449,7 @@ impl L2 {
     /// Publishes a payload on a channel (the invalidation bus uses this connection).
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), L2Error> {
         let ch = channel.to_string();
-        self.call(|mut c| async move {
+        self.call_with(&self.control, |mut c| async move {
             redis::cmd("PUBLISH")
                 .arg(ch)
                 .arg(payload)
@@ -541,32 +560,32 @@ impl L2 {
     }
 }
 
-/// Changes this node made while it could not reach Redis. Its L1 and its peers (over QUIC)
-/// saw them, but L2 still holds the values from before: replayed as invalidations into L2
-/// (and on the bus) as soon as Redis is reachable again, so nobody reads an L2 value that a
-/// write during the outage replaced. Past [`Backlog::MAX`] entries a category is remembered
-/// as a whole and its generation is bumped instead.
+/// Changes whose effect on L2 is unknown or missing: a write whose L2 call failed or timed
+/// out (it may still land, fenced by the write deadline), or, with the
+/// `serve_stale_on_outage` opt-in, a change accepted locally while Redis was unreachable.
+/// Replayed as invalidations into L2 (and on the bus) as soon as Redis is reachable again.
+/// Bounded: past [`Backlog::MAX`] entries a category is remembered as a whole and its
+/// generation is bumped instead (wider, never dropped).
 #[derive(Debug, Default)]
 pub struct Backlog {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, crate::wire::Target)>,
     whole: std::collections::BTreeSet<String>,
 }
 
 impl Backlog {
     pub const MAX: usize = 10_000;
 
-    /// Records a change of `pattern` in `category` that did not reach L2.
-    pub fn record(&mut self, category: &str, pattern: &str) {
+    /// Records a change of `target` in `category` that did not (surely) reach L2.
+    pub fn record(&mut self, category: &str, target: &crate::wire::Target) {
         if self.whole.contains(category) {
             return;
         }
-        if pattern == "*" || self.entries.len() >= Self::MAX {
+        if *target == crate::wire::Target::Everything || self.entries.len() >= Self::MAX {
             self.whole.insert(category.to_string());
             self.entries.retain(|(c, _)| c != category);
             return;
         }
-        self.entries
-            .push((category.to_string(), pattern.to_string()));
+        self.entries.push((category.to_string(), target.clone()));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -577,11 +596,11 @@ impl Backlog {
         self.entries.len() + self.whole.len()
     }
 
-    /// Everything recorded, as (category, pattern) pairs; whole categories come as `*`.
-    pub fn take(&mut self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = std::mem::take(&mut self.whole)
+    /// Everything recorded; whole categories come as [`crate::wire::Target::Everything`].
+    pub fn take(&mut self) -> Vec<(String, crate::wire::Target)> {
+        let mut out: Vec<(String, crate::wire::Target)> = std::mem::take(&mut self.whole)
             .into_iter()
-            .map(|c| (c, "*".to_string()))
+            .map(|c| (c, crate::wire::Target::Everything))
             .collect();
         out.extend(std::mem::take(&mut self.entries));
         out
@@ -591,29 +610,32 @@ impl Backlog {
 #[cfg(test)]
 mod backlog_tests {
     use super::Backlog;
+    use crate::wire::Target;
 
     #[test]
     fn records_keys_and_degrades_to_whole_categories() {
         let mut b = Backlog::default();
         assert!(b.is_empty());
-        b.record("roles", "k1");
-        b.record("menus", "m:*");
-        b.record("menus", "*");
-        b.record("menus", "m2");
+        b.record("roles", &Target::Key("k1".into()));
+        b.record("menus", &Target::Glob("m:*".into()));
+        b.record("menus", &Target::Everything);
+        b.record("menus", &Target::Key("m2".into()));
         let mut got = b.take();
         got.sort();
         assert_eq!(
             got,
             vec![
-                ("menus".to_string(), "*".to_string()),
-                ("roles".to_string(), "k1".to_string())
+                ("menus".to_string(), Target::Everything),
+                ("roles".to_string(), Target::Key("k1".into()))
             ]
         );
         assert!(b.is_empty());
         for i in 0..Backlog::MAX + 5 {
-            b.record("general", &format!("k{i}"));
+            b.record("general", &Target::Key(format!("k{i}")));
         }
         assert!(b.len() <= Backlog::MAX + 1);
-        assert!(b.take().contains(&("general".to_string(), "*".to_string())));
+        assert!(b
+            .take()
+            .contains(&("general".to_string(), Target::Everything)));
     }
 }
