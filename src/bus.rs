@@ -33,8 +33,8 @@ use crate::cache::Shared;
 use crate::coherence::{Action, Coherence, CoherenceConfig, LinkState};
 use crate::l2::L2;
 use crate::stats::NodeCounters;
-pub use crate::wire::{ChangeKind, Target};
 use crate::wire::{self, BusMessage};
+pub use crate::wire::{ChangeKind, Target};
 
 /// Where an inbound payload came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +161,11 @@ fn spawn_publisher(
         while let Some(o) = rx.recv().await {
             let result = match &shared.l2 {
                 Some(l2) => {
-                    let ch = if o.own_channel { &ping_channel } else { &channel };
+                    let ch = if o.own_channel {
+                        &ping_channel
+                    } else {
+                        &channel
+                    };
                     l2.publish(ch, o.bytes.clone())
                         .await
                         .map_err(|e| PublishError::Refused(e.to_string()))
@@ -292,7 +296,10 @@ impl BusState {
                 )
             }
         });
-        futures::future::join_all(calls).await.into_iter().all(|ok| ok)
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
     /// Starts the replay worker when something waits for L2 and Redis answers.
@@ -317,7 +324,10 @@ impl BusState {
             while let Some((category, target)) = iter.next() {
                 let applied = match target.to_pattern() {
                     Ok(p) => l2.invalidate_pattern(&category, &p).await,
-                    Err(_) => l2.invalidate_pattern(&category, &crate::pattern::Pattern::All).await,
+                    Err(_) => {
+                        l2.invalidate_pattern(&category, &crate::pattern::Pattern::All)
+                            .await
+                    }
                 };
                 if let Err(e) = applied {
                     tracing::debug!(error = %e, "backlog replay interrupted");

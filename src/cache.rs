@@ -30,10 +30,10 @@ use crate::error::CacheError;
 use crate::l1::{CategoryMap, L1Category};
 use crate::l2::L2;
 use crate::pattern::Pattern;
-use crate::wire::Target;
 use crate::stats::{
     CategoryStats, Counters, Health, HealthCache, L1Size, NodeCounters, Stats, Status,
 };
+use crate::wire::Target;
 
 /// Where a value was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +242,10 @@ impl Shared {
 
     /// Whether nothing waits to be replayed into L2.
     pub(crate) fn l2_backlog_is_empty(&self) -> bool {
-        self.l2_backlog.lock().map(|b| b.is_empty()).unwrap_or(false)
+        self.l2_backlog
+            .lock()
+            .map(|b| b.is_empty())
+            .unwrap_or(false)
     }
 
     /// Whether L2 should be used right now: connected and its breaker closed. Under the
@@ -353,6 +356,8 @@ pub struct HybridCacheBuilder {
     redis_url: Option<String>,
     node_id: Option<String>,
     namespace: Option<String>,
+    staleness_bound: Option<Duration>,
+    serve_stale_on_outage: Option<bool>,
 }
 
 impl HybridCacheBuilder {
@@ -385,6 +390,18 @@ impl HybridCacheBuilder {
         self.namespace = Some(ns.to_string());
         self
     }
+    /// The staleness bound B (default 100 ms): with Redis, no read returns a value replaced
+    /// by a write acknowledged more than B before the read started.
+    pub fn staleness_bound(mut self, bound: Duration) -> Self {
+        self.staleness_bound = Some(bound);
+        self
+    }
+    /// Opt-in: while Redis is unreachable, keep serving L1 and accept writes locally (the
+    /// original module's behaviour). Reads may then be older than the staleness bound.
+    pub fn serve_stale_on_outage(mut self, on: bool) -> Self {
+        self.serve_stale_on_outage = Some(on);
+        self
+    }
 
     /// Validates the configuration and starts the actor tree.
     pub async fn build(self) -> Result<HybridCache, BuildError> {
@@ -403,6 +420,12 @@ impl HybridCacheBuilder {
         }
         if let Some(ns) = self.namespace {
             config.namespace = ns;
+        }
+        if let Some(b) = self.staleness_bound {
+            config.staleness_bound = b;
+        }
+        if let Some(on) = self.serve_stale_on_outage {
+            config.serve_stale_on_outage = on;
         }
         config.validate()?;
         HybridCache::start(config).await

@@ -735,7 +735,12 @@ mod tests {
         let t = Instant::now();
         let mut n = node("n1", 9, t);
         for expected in 1..=3 {
-            match n.outgoing(Some("roles"), Target::Key(String::from("k")), ChangeKind::Delete, t) {
+            match n.outgoing(
+                Some("roles"),
+                Target::Key(String::from("k")),
+                ChangeKind::Delete,
+                t,
+            ) {
                 BusMessage::Invalidation(i) => {
                     assert_eq!(i.seq, expected);
                     assert_eq!(i.origin, "n1");
@@ -783,8 +788,18 @@ mod tests {
         let t = Instant::now();
         let mut sender = node("n2", 2, t);
         let (mut n, base) = ready(&[("n2", 2)], t);
-        let m1 = sender.outgoing(Some("permissions"), Target::Key(String::from("a")), ChangeKind::Set, t);
-        let m2 = sender.outgoing(Some("permissions"), Target::Key(String::from("b")), ChangeKind::Set, t);
+        let m1 = sender.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("a")),
+            ChangeKind::Set,
+            t,
+        );
+        let m2 = sender.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("b")),
+            ChangeKind::Set,
+            t,
+        );
         // Redis delivers m1, QUIC delivers m1, QUIC delivers m2, Redis delivers m2.
         assert_eq!(n.handle_message(m1.clone(), t), apply("a"));
         assert!(n.handle_message(m1, t).is_empty());
@@ -837,10 +852,25 @@ mod tests {
         // n2 (epoch 5) starts after us, sends seq 1 and 2, all lost, and dies before we
         // ever hear from it. Its next life (epoch 6) looks brand new: seq 1.
         let mut old = node("n2", 5, t);
-        let _lost1 = old.outgoing(Some("permissions"), Target::Key(String::from("lost1")), ChangeKind::Set, t);
-        let _lost2 = old.outgoing(Some("permissions"), Target::Key(String::from("lost2")), ChangeKind::Set, t);
+        let _lost1 = old.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("lost1")),
+            ChangeKind::Set,
+            t,
+        );
+        let _lost2 = old.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("lost2")),
+            ChangeKind::Set,
+            t,
+        );
         let mut new = node("n2", 6, t + MS);
-        let m = new.outgoing(Some("permissions"), Target::Key(String::from("k")), ChangeKind::Set, t + MS);
+        let m = new.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t + MS,
+        );
         // Applying only "k" would leave lost1/lost2 stale forever: flush instead.
         assert_flush(n.handle_message(m, t + 2 * MS));
         assert_eq!(delta(&n, base).flushes, 1);
@@ -922,7 +952,12 @@ mod tests {
     fn self_messages_never_applied() {
         let t = Instant::now();
         let (mut n, base) = ready(&[], t);
-        let m = n.outgoing(Some("permissions"), Target::Key(String::from("k")), ChangeKind::Set, t);
+        let m = n.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t,
+        );
         assert!(n.handle_message(m.clone(), t + MS).is_empty());
         assert!(n.handle_message(m, t + 2 * MS).is_empty());
         assert!(n.handle_message(hb("n1", 1, 1), t + 3 * MS).is_empty());
@@ -992,7 +1027,12 @@ mod tests {
         assert!(n.tick(t0 + 500 * MS).is_empty());
         let t = t0 + 1000 * MS;
         n.link_up(t);
-        n.outgoing(Some("general"), Target::Key(String::from("k")), ChangeKind::Set, t);
+        n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t,
+        );
         let beat = vec![Action::Publish(hb("n1", 5, 1))];
         let mut beats = Vec::new();
         // Tick every 10 ms for 1 s, echoing every heartbeat immediately.
@@ -1014,7 +1054,12 @@ mod tests {
         assert!(n.tick(later + 199 * MS).is_empty());
         assert_eq!(n.tick(later + 200 * MS).len(), 1);
         // Heartbeats carry the last seq we sent.
-        n.outgoing(Some("general"), Target::Key(String::from("k2")), ChangeKind::Set, later);
+        n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k2")),
+            ChangeKind::Set,
+            later,
+        );
         assert_eq!(
             n.tick(later + 400 * MS),
             vec![Action::Publish(hb("n1", 5, 2))]
@@ -1089,7 +1134,12 @@ mod tests {
         let t = Instant::now();
         let (mut n, _) = ready(&[], t);
         assert_eq!(n.tick(t).len(), 1);
-        let m = n.outgoing(Some("general"), Target::Key(String::from("k")), ChangeKind::Set, t + 900 * MS);
+        let m = n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t + 900 * MS,
+        );
         assert!(n.handle_message(m, t + 950 * MS).is_empty());
         assert_eq!(n.last_self_echo(), Some(t + 950 * MS));
         // The heartbeat sent at 0 would have timed out after 1000 ms; the echo cleared it.
@@ -1261,7 +1311,12 @@ mod tests {
                     let i = rng.below(senders.len() as u64) as usize;
                     let s = &mut senders[i];
                     let pattern = format!("{}-{}-{}", s.node_id(), s.epoch(), step);
-                    let m = s.outgoing(Some("general"), Target::Key(String::from(&pattern)), ChangeKind::Set, now);
+                    let m = s.outgoing(
+                        Some("general"),
+                        Target::Key(String::from(&pattern)),
+                        ChangeKind::Set,
+                        now,
+                    );
                     sent.push((pattern, log.tick()));
                     if link_up && !rng.chance(loss) {
                         redis.push_back(m.clone());
@@ -1359,7 +1414,12 @@ mod tests {
             let now = t0 + Duration::from_millis(step);
             let i = rng.below(3) as usize;
             let m = if rng.chance(80) {
-                senders[i].outgoing(Some("general"), Target::Key(String::from(&format!("k{step}"))), ChangeKind::Set, now)
+                senders[i].outgoing(
+                    Some("general"),
+                    Target::Key(String::from(&format!("k{step}"))),
+                    ChangeKind::Set,
+                    now,
+                )
             } else {
                 let s = &senders[i];
                 hb(s.node_id(), s.epoch(), s.last_sent_seq())

@@ -211,7 +211,8 @@ async fn invalidate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let body = body.map_err(|r| body_error(&state, r))?;
-    let expected = "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
+    let expected =
+        "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
     let req: InvalidateBody = serde_json::from_slice(&body)
         .map_err(|e| bad_request(&state, "bad_body", format!("{expected}: {e}")))?;
     let n = match (&req.pattern, &req.key) {
