@@ -234,7 +234,7 @@ impl BusState {
         let Some(l2) = self.shared.l2_usable() else {
             return;
         };
-        let Ok(parsed) = Pattern::parse(pattern) else {
+        let Ok(parsed) = Pattern::glob(pattern) else {
             return;
         };
         let names: Vec<String> = if category == "*" {
@@ -267,7 +267,7 @@ impl BusState {
         let mut iter = pending.into_iter();
         let mut done = 0;
         while let Some((category, pattern)) = iter.next() {
-            let Ok(parsed) = Pattern::parse(&pattern) else {
+            let Ok(parsed) = Pattern::glob(&pattern) else {
                 continue;
             };
             if let Err(e) = l2.invalidate_pattern(&category, &parsed).await {
@@ -295,7 +295,7 @@ impl BusState {
 
     fn apply(&self, category: &str, pattern: &str) {
         NodeCounters::incr(&self.shared.counters.invalidations_received);
-        let Ok(parsed) = Pattern::parse(pattern) else {
+        let Ok(parsed) = Pattern::glob(pattern) else {
             NodeCounters::incr(&self.shared.counters.invalid_messages);
             return;
         };

@@ -563,9 +563,12 @@ impl HybridCache {
         let mark = self.shared.remote.snapshot(category, key);
         let bytes = &value;
         let in_l2 = self
-            .l2_change("set", category, key, |l2| async move {
-                l2.set(category, key, bytes, l2_ttl).await
-            })
+            .l2_change(
+                "set",
+                category,
+                &crate::pattern::escape(key),
+                |l2| async move { l2.set(category, key, bytes, l2_ttl).await },
+            )
             .await;
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
@@ -579,11 +582,14 @@ impl HybridCache {
             .await?;
         if in_l2 && self.shared.remote.snapshot(category, key) != mark {
             // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides.
-            self.drop_local(category, &Pattern::Exact(key.to_string()))
-                .await?;
+            self.drop_local(category, &Pattern::exact(key)).await?;
         }
-        self.broadcast(category, key, crate::bus::ChangeKind::Set)
-            .await;
+        self.broadcast(
+            category,
+            &crate::pattern::escape(key),
+            crate::bus::ChangeKind::Set,
+        )
+        .await;
         Ok(())
     }
 
@@ -625,21 +631,27 @@ impl HybridCache {
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
         self.category(category)?;
         self.check_key(key)?;
-        self.l2_change("delete", category, key, |l2| async move {
-            l2.delete(category, key).await
-        })
+        self.l2_change(
+            "delete",
+            category,
+            &crate::pattern::escape(key),
+            |l2| async move { l2.delete(category, key).await },
+        )
         .await;
-        self.drop_local(category, &Pattern::Exact(key.to_string()))
-            .await?;
-        self.broadcast(category, key, crate::bus::ChangeKind::Delete)
-            .await;
+        self.drop_local(category, &Pattern::exact(key)).await?;
+        self.broadcast(
+            category,
+            &crate::pattern::escape(key),
+            crate::bus::ChangeKind::Delete,
+        )
+        .await;
         Ok(())
     }
 
     /// Invalidates `pattern` (exact key, `*` or glob) in `category` (`*` = every category),
     /// in L2 and in every node's L1. Returns the number of local L1 entries removed.
     pub async fn invalidate(&self, pattern: &str, category: &str) -> Result<u64, CacheError> {
-        let parsed = Pattern::parse(pattern)?;
+        let parsed = Pattern::glob(pattern)?;
         let names: Vec<String> = if category == "*" {
             self.shared.categories.keys().cloned().collect()
         } else {
