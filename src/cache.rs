@@ -19,7 +19,7 @@ use crate::config::{CategoryConfig, Config, ConfigError, Flags, RedisTarget};
 use crate::error::CacheError;
 use crate::l1::{CategoryMap, L1Category};
 use crate::l2::L2;
-use crate::pattern::Pattern;
+use crate::pattern::{escape, Pattern};
 use crate::stats::{
     CategoryStats, Counters, Health, HealthCache, L1Size, NodeCounters, Stats, Status,
 };
@@ -563,12 +563,9 @@ impl HybridCache {
         let mark = self.shared.remote.snapshot(category, key);
         let bytes = &value;
         let in_l2 = self
-            .l2_change(
-                "set",
-                category,
-                &crate::pattern::escape(key),
-                |l2| async move { l2.set(category, key, bytes, l2_ttl).await },
-            )
+            .l2_change("set", category, &escape(key), |l2| async move {
+                l2.set(category, key, bytes, l2_ttl).await
+            })
             .await;
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
@@ -582,14 +579,11 @@ impl HybridCache {
             .await?;
         if in_l2 && self.shared.remote.snapshot(category, key) != mark {
             // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides.
-            self.drop_local(category, &Pattern::exact(key)).await?;
+            self.drop_local(category, &Pattern::Exact(key.to_string()))
+                .await?;
         }
-        self.broadcast(
-            category,
-            &crate::pattern::escape(key),
-            crate::bus::ChangeKind::Set,
-        )
-        .await;
+        self.broadcast(category, &escape(key), crate::bus::ChangeKind::Set)
+            .await;
         Ok(())
     }
 
@@ -631,20 +625,14 @@ impl HybridCache {
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
         self.category(category)?;
         self.check_key(key)?;
-        self.l2_change(
-            "delete",
-            category,
-            &crate::pattern::escape(key),
-            |l2| async move { l2.delete(category, key).await },
-        )
+        self.l2_change("delete", category, &escape(key), |l2| async move {
+            l2.delete(category, key).await
+        })
         .await;
-        self.drop_local(category, &Pattern::exact(key)).await?;
-        self.broadcast(
-            category,
-            &crate::pattern::escape(key),
-            crate::bus::ChangeKind::Delete,
-        )
-        .await;
+        self.drop_local(category, &Pattern::Exact(key.to_string()))
+            .await?;
+        self.broadcast(category, &escape(key), crate::bus::ChangeKind::Delete)
+            .await;
         Ok(())
     }
 
