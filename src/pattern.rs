@@ -18,8 +18,9 @@
 //! Inside a set, `^` is an ordinary member (`[^a]` is the set of `^` and `a`, *not* a
 //! negation: only `!` negates), `[` is an ordinary member, a `-` is a range only between two
 //! members (first or last it is literal), and `]` or `-` or `!` are written `\]`, `\-`, `\!`.
-//! Errors, never panics: an empty pattern, one longer than [`MAX_PATTERN_BYTES`], an
-//! unclosed `[`, a trailing `\`, an empty set `[]` / `[!]`, a reversed range `[z-a]`.
+//! Errors, never panics: an empty pattern, a glob with wildcards longer than
+//! [`MAX_PATTERN_BYTES`] (without wildcards it is an exact key: [`MAX_LITERAL_GLOB_BYTES`]),
+//! an unclosed `[`, a trailing `\`, an empty set `[]` / `[!]`, a reversed range `[z-a]`.
 //!
 //! A glob made only of `*` is [`Pattern::All`]; a glob without any wildcard (`a\*b`) is the
 //! [`Pattern::Exact`] key it spells (`a*b`), so both forms invalidate alike everywhere.
@@ -46,8 +47,12 @@ use regex::Regex;
 
 use crate::error::CacheError;
 
-/// Longest glob accepted, in bytes.
+/// Longest glob with wildcards accepted, in bytes.
 pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// Longest glob *without* wildcards (an escaped exact key, see [`escape`]) accepted: keys are
+/// bounded by `max_key_bytes`, and their escaped form can be twice as long.
+pub const MAX_LITERAL_GLOB_BYTES: usize = 64 * 1024;
 
 /// Redis MATCH prefilters with more `*` than this become a plain `*` (Redis's matcher
 /// recurses per `*`; the Rust matcher still decides every key).
@@ -161,17 +166,15 @@ impl Pattern {
 
     /// [`Pattern::glob`] with the precise reason.
     pub fn try_glob(text: &str) -> Result<Pattern, GlobError> {
-        if text.len() > MAX_PATTERN_BYTES {
+        if text.len() > MAX_LITERAL_GLOB_BYTES {
             return Err(GlobError::TooLong(text.len()));
         }
         let tokens = tokenize(text)?;
         if tokens.is_empty() {
             return Err(GlobError::Empty);
         }
-        if tokens.iter().all(|t| *t == Token::Star) {
-            return Ok(Pattern::All);
-        }
         if tokens.iter().all(|t| matches!(t, Token::Literal(_))) {
+            // An exact key: the key limits apply to it, not the glob limit.
             let key = tokens
                 .iter()
                 .filter_map(|t| match t {
@@ -180,6 +183,12 @@ impl Pattern {
                 })
                 .collect();
             return Ok(Pattern::Exact(key));
+        }
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(GlobError::TooLong(text.len()));
+        }
+        if tokens.iter().all(|t| *t == Token::Star) {
+            return Ok(Pattern::All);
         }
         let regex =
             Regex::new(&to_regex(&tokens)).map_err(|e| GlobError::TooComplex(e.to_string()))?;

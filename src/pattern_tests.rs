@@ -126,8 +126,15 @@ fn backslash_escapes_the_next_character() {
 fn every_malformed_glob_is_a_clear_error() {
     assert_eq!(err(""), GlobError::Empty);
     assert_eq!(
-        err(&"x".repeat(MAX_PATTERN_BYTES + 1)),
+        err(&format!("*{}", "x".repeat(MAX_PATTERN_BYTES))),
         GlobError::TooLong(MAX_PATTERN_BYTES + 1)
+    );
+    // Without wildcards it is a key: an escaped key of any allowed length round-trips.
+    let key = "[".repeat(MAX_PATTERN_BYTES);
+    assert_eq!(g(&escape(&key)), Pattern::exact(key));
+    assert_eq!(
+        err(&"x".repeat(MAX_LITERAL_GLOB_BYTES + 1)),
+        GlobError::TooLong(MAX_LITERAL_GLOB_BYTES + 1)
     );
     assert_eq!(err("a["), GlobError::UnclosedSet(1));
     assert_eq!(err("x[1"), GlobError::UnclosedSet(1));
@@ -143,6 +150,14 @@ fn every_malformed_glob_is_a_clear_error() {
             assert!(reason.contains("never closed"), "{reason}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_set_of_nothing_never_matches_and_never_panics() {
+    match Pattern::try_glob("k[!\u{0}-\u{10FFFF}]") {
+        Ok(p) => assert!(!p.matches("ka") && !p.matches("k")),
+        Err(e) => assert!(matches!(e, GlobError::TooComplex(_)), "{e}"),
     }
 }
 
