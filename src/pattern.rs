@@ -85,8 +85,8 @@ pub enum Pattern {
 pub enum GlobError {
     #[error("empty pattern")]
     Empty,
-    #[error("pattern too long ({0} bytes, at most {MAX_PATTERN_BYTES})")]
-    TooLong(usize),
+    #[error("pattern too long ({0} bytes, at most {1})")]
+    TooLong(usize, usize),
     #[error("`[` at byte {0} is never closed by `]` (write `\\[` for a literal `[`)")]
     UnclosedSet(usize),
     #[error("empty set at byte {0} (write `\\]` for a literal `]`)")]
@@ -167,7 +167,7 @@ impl Pattern {
     /// [`Pattern::glob`] with the precise reason.
     pub fn try_glob(text: &str) -> Result<Pattern, GlobError> {
         if text.len() > MAX_LITERAL_GLOB_BYTES {
-            return Err(GlobError::TooLong(text.len()));
+            return Err(GlobError::TooLong(text.len(), MAX_LITERAL_GLOB_BYTES));
         }
         let tokens = tokenize(text)?;
         if tokens.is_empty() {
@@ -185,7 +185,7 @@ impl Pattern {
             return Ok(Pattern::Exact(key));
         }
         if text.len() > MAX_PATTERN_BYTES {
-            return Err(GlobError::TooLong(text.len()));
+            return Err(GlobError::TooLong(text.len(), MAX_PATTERN_BYTES));
         }
         if tokens.iter().all(|t| *t == Token::Star) {
             return Ok(Pattern::All);
@@ -218,7 +218,8 @@ impl Pattern {
     }
 
     /// Glob text that [`Pattern::glob`] parses back to this pattern: `*`, the key with
-    /// every metacharacter escaped, or the canonical glob.
+    /// every metacharacter escaped, or the canonical glob. (The empty key, which the cache
+    /// refuses anyway, has no glob form: `""` is an error.)
     pub fn to_glob_text(&self) -> String {
         match self {
             Pattern::All => "*".to_string(),

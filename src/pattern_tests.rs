@@ -127,14 +127,14 @@ fn every_malformed_glob_is_a_clear_error() {
     assert_eq!(err(""), GlobError::Empty);
     assert_eq!(
         err(&format!("*{}", "x".repeat(MAX_PATTERN_BYTES))),
-        GlobError::TooLong(MAX_PATTERN_BYTES + 1)
+        GlobError::TooLong(MAX_PATTERN_BYTES + 1, MAX_PATTERN_BYTES)
     );
     // Without wildcards it is a key: an escaped key of any allowed length round-trips.
     let key = "[".repeat(MAX_PATTERN_BYTES);
     assert_eq!(g(&escape(&key)), Pattern::exact(key));
     assert_eq!(
         err(&"x".repeat(MAX_LITERAL_GLOB_BYTES + 1)),
-        GlobError::TooLong(MAX_LITERAL_GLOB_BYTES + 1)
+        GlobError::TooLong(MAX_LITERAL_GLOB_BYTES + 1, MAX_LITERAL_GLOB_BYTES)
     );
     assert_eq!(err("a["), GlobError::UnclosedSet(1));
     assert_eq!(err("x[1"), GlobError::UnclosedSet(1));
