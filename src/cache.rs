@@ -780,10 +780,11 @@ impl HybridCache {
     /// to invalidate one key whatever characters it holds, use
     /// [`HybridCache::invalidate_key`].
     pub async fn invalidate(&self, pattern: &str, category: &str) -> Result<u64, CacheError> {
-        let target = match Pattern::parse(pattern)? {
+        let target = match Pattern::glob(pattern)? {
             Pattern::All => Target::Everything,
+            // A glob without wildcards spells one key (`get_roles:\[1, 2\]`).
             Pattern::Exact(k) => Target::Key(k),
-            Pattern::Glob(_) => Target::Glob(pattern.to_string()),
+            Pattern::Glob(g) => Target::Glob(g.as_str().to_string()),
         };
         self.invalidate_target(category, target).await
     }

@@ -390,7 +390,7 @@ impl Coherence {
             _ => true,
         };
         let parses = match &inv.target {
-            Target::Glob(g) => crate::pattern::Pattern::parse(g).is_ok(),
+            Target::Glob(g) => crate::pattern::Pattern::glob(g).is_ok(),
             Target::Key(_) | Target::Everything => true,
         };
         known && parses

@@ -24,6 +24,7 @@ use redis::aio::ConnectionManager;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
 
 use crate::config::RedisTarget;
+use crate::pattern::{redis_escape, Glob, Pattern};
 
 pub const TAG_VALUE: u8 = 1;
 pub const TAG_TOMBSTONE: u8 = 0;
@@ -389,9 +390,11 @@ impl L2 {
         .await
     }
 
-    /// Glob invalidation: SCAN the category's current generation in bounded batches and
-    /// replace matches by tombstones. Returns the number of keys invalidated.
-    pub async fn invalidate_glob(&self, category: &str, glob: &str) -> Result<u64, L2Error> {
+    /// Glob invalidation: SCAN the category's current generation in bounded batches with
+    /// the glob's Redis prefilter (a superset, see [`crate::pattern`]), decide each scanned
+    /// key with the L1 matcher, and replace the matches by tombstones. Returns the number of
+    /// keys invalidated.
+    pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
         let gk = self.gen_key(category);
         let generation: i64 = self
             .call(|mut c| async move {
@@ -403,13 +406,13 @@ impl L2 {
             .await?
             .unwrap_or(0);
         let key_prefix = format!("{}:{generation}:", self.prefix(category));
-        let match_pattern = format!("{key_prefix}{glob}");
+        let match_pattern = format!("{}{}", redis_escape(&key_prefix), glob.redis_match());
         let mut cursor: u64 = 0;
         let mut total = 0u64;
         // Bounded: at most this many SCAN round trips per invalidation.
         for _ in 0..100_000 {
             let mp = match_pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
+            let (next, scanned): (u64, Vec<Vec<u8>>) = self
                 .call(|mut c| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -421,6 +424,15 @@ impl L2 {
                         .await
                 })
                 .await?;
+            // Keys that are not UTF-8 after our prefix were not written by us.
+            let keys: Vec<Vec<u8>> = scanned
+                .into_iter()
+                .filter(|k| {
+                    k.strip_prefix(key_prefix.as_bytes())
+                        .and_then(|rest| std::str::from_utf8(rest).ok())
+                        .is_some_and(|key| glob.is_match(key))
+                })
+                .collect();
             if !keys.is_empty() {
                 total += keys.len() as u64;
                 let ms = TOMBSTONE_TTL.as_millis() as u64;
@@ -546,16 +558,12 @@ impl L2 {
     pub async fn invalidate_pattern(
         &self,
         category: &str,
-        pattern: &crate::pattern::Pattern,
+        pattern: &Pattern,
     ) -> Result<(), L2Error> {
-        use crate::pattern::Pattern;
         match pattern {
             Pattern::All => self.bump_generation(category).await.map(|_| ()),
             Pattern::Exact(k) => self.delete(category, k).await,
-            Pattern::Glob(_) => self
-                .invalidate_glob(category, &pattern.as_str())
-                .await
-                .map(|_| ()),
+            Pattern::Glob(g) => self.invalidate_glob(category, g).await.map(|_| ()),
         }
     }
 }

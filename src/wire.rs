@@ -186,7 +186,7 @@ impl Target {
     pub fn to_pattern(&self) -> Result<crate::pattern::Pattern, crate::error::CacheError> {
         match self {
             Target::Key(k) => Ok(crate::pattern::Pattern::Exact(k.clone())),
-            Target::Glob(g) => crate::pattern::Pattern::parse(g),
+            Target::Glob(g) => crate::pattern::Pattern::glob(g),
             Target::Everything => Ok(crate::pattern::Pattern::All),
         }
     }
