@@ -166,12 +166,12 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
 
     def fault_of(t):
         i = bisect.bisect_right(starts, t) - 1
-        return rounds[i][1] if i >= 0 else "none"
+        return rounds[i][1] if i >= 0 else "warmup"
 
     rows = defaultdict(lambda: {"ops": 0, "errors": Counter(), "reads": 0, "miss": 0,
                                 "unavailable": 0, "stale": Counter(), "max_age_us": 0,
                                 "violations": 0, "corrupt": 0})
-    for kind in set(r[1] for r in rounds) | {"none"}:
+    for kind in set(r[1] for r in rounds):
         rows[kind]["rounds"] = sum(1 for r in rounds if r[1] == kind)
     violations, corruptions = [], []
     strict_reads = strict_stale = 0
@@ -241,10 +241,8 @@ def render(res, out=None, details=10):
     rows, total = [], {"rounds": 0, "ops": 0, "errors": Counter(), "reads": 0, "miss": 0,
                        "unavailable": 0, "stale": Counter(), "max_age_us": 0,
                        "violations": 0, "corrupt": 0}
-    for name in sorted(res["rows"], key=lambda k: (k != "none", k)):
+    for name in sorted(res["rows"], key=lambda k: (k != "warmup", k)):
         r = res["rows"][name]
-        if r["ops"] == 0 and name == "none" and not r.get("rounds"):
-            continue
         rows.append((name, r))
         for k in ("rounds", "ops", "reads", "miss", "unavailable", "violations", "corrupt"):
             total[k] += r.get(k, 0)

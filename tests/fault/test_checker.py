@@ -69,9 +69,9 @@ class CheckerTest(unittest.TestCase):
         res = h.check(bound_ms=50)
         self.assertEqual(len(res["violations"]), 1)
         self.assertEqual(res["violations"][0]["age_us"], 100 * MS)
-        self.assertEqual(res["rows"]["none"]["stale"]["le_1s"], 0)
-        self.assertEqual(res["rows"]["none"]["stale"]["gt_1s"], 0)
-        self.assertEqual(res["rows"]["none"]["stale"]["le_1s"] + res["rows"]["none"]["stale"]["le_2b"], 1)
+        self.assertEqual(res["rows"]["warmup"]["stale"]["le_1s"], 0)
+        self.assertEqual(res["rows"]["warmup"]["stale"]["gt_1s"], 0)
+        self.assertEqual(res["rows"]["warmup"]["stale"]["le_1s"] + res["rows"]["warmup"]["stale"]["le_2b"], 1)
 
     def test_stale_within_bound_is_allowed_but_counted(self):
         h = H()
@@ -80,8 +80,8 @@ class CheckerTest(unittest.TestCase):
         h.get(70, 71, "a")  # 40 ms after b's ack, bound 50
         res = h.check(bound_ms=50)
         self.assertEqual(res["violations"], [])
-        self.assertEqual(res["rows"]["none"]["stale"]["le_b"], 1)
-        self.assertEqual(res["rows"]["none"]["max_age_us"], 40 * MS)
+        self.assertEqual(res["rows"]["warmup"]["stale"]["le_b"], 1)
+        self.assertEqual(res["rows"]["warmup"]["max_age_us"], 40 * MS)
 
     def test_overlapping_writes_may_be_read_in_either_order(self):
         h = H()
@@ -103,8 +103,8 @@ class CheckerTest(unittest.TestCase):
         res = h.check()
         self.assertEqual(res["violations"], [])
         self.assertEqual(res["corruptions"], [])
-        self.assertEqual(res["rows"]["none"]["errors"]["put:timeout"], 1)
-        self.assertEqual(res["rows"]["none"]["errors"]["put:http_503"], 1)
+        self.assertEqual(res["rows"]["warmup"]["errors"]["put:timeout"], 1)
+        self.assertEqual(res["rows"]["warmup"]["errors"]["put:http_503"], 1)
         # ...but a value a failed write supplied goes stale once an acked change follows it.
         h.put(5000, 5010, "d")
         h.get(6000, 6001, "lost")
@@ -157,7 +157,7 @@ class CheckerTest(unittest.TestCase):
         h.get(200, 201, "a", key="x[1")
         res = h.check()
         self.assertEqual(res["violations"], [])
-        self.assertEqual(res["rows"]["none"]["errors"]["inv:http_400"], 1)
+        self.assertEqual(res["rows"]["warmup"]["errors"]["inv:http_400"], 1)
 
     def test_delete_makes_stale_and_misses_are_allowed(self):
         h = H()
@@ -169,9 +169,9 @@ class CheckerTest(unittest.TestCase):
         res = h.check()
         self.assertEqual(len(res["violations"]), 1)
         self.assertEqual(res["violations"][0]["age_us"], 1470 * MS)
-        self.assertEqual(res["rows"]["none"]["stale"]["gt_1s"], 1)
-        self.assertEqual(res["rows"]["none"]["miss"], 1)
-        self.assertEqual(res["rows"]["none"]["unavailable"], 1)
+        self.assertEqual(res["rows"]["warmup"]["stale"]["gt_1s"], 1)
+        self.assertEqual(res["rows"]["warmup"]["miss"], 1)
+        self.assertEqual(res["rows"]["warmup"]["unavailable"], 1)
 
     def test_corruption(self):
         h = H()
@@ -182,7 +182,7 @@ class CheckerTest(unittest.TestCase):
         h.put(40, 50, "late", key="k1")
         res = h.check()
         self.assertEqual(len(res["corruptions"]), 3)
-        self.assertEqual(res["rows"]["none"]["corrupt"], 3)
+        self.assertEqual(res["rows"]["warmup"]["corrupt"], 3)
 
     def test_strict_categories_have_bound_zero(self):
         h = H()
@@ -205,7 +205,8 @@ class CheckerTest(unittest.TestCase):
         h.get(150, 151, "a")
         res = h.check()
         self.assertEqual(res["rows"]["redis_stop"]["violations"], 1)
-        self.assertEqual(res["rows"]["none"]["violations"], 0)
+        self.assertEqual(res["rows"]["warmup"]["ops"], 2)
+        self.assertEqual(res["rows"]["warmup"]["violations"], 0)
 
     def test_glob_grammar(self):
         m = checker.glob_match
