@@ -1,8 +1,10 @@
 """The processes of a fault run: a private redis-server, the proxy process, the nodes.
 
-Every child is started from the main thread with PR_SET_PDEATHSIG=SIGKILL (dies with the
-run even if the run itself is SIGKILLed) and is tracked here by pid, so `stop_all` stops
-exactly what this run started, and nothing else. Redis is never on port 6379.
+Every child is started from the main thread in its own session (a Ctrl-C reaches only the
+run, which then stops the clients, heals, stops the children and still checks the history)
+with PR_SET_PDEATHSIG=SIGKILL (it dies with the run even if the run is SIGKILLed), and is
+tracked here by pid, so `stop_all` stops exactly what this run started, and nothing else.
+Redis is never on port 6379.
 """
 
 import ctypes
@@ -111,7 +113,7 @@ class Procs:
     def _spawn(self, name, args, env=None, log=None, **kw):
         out = open(os.path.join(self.run_dir, log or f"{name}.log"), "ab")
         p = subprocess.Popen(args, stdout=kw.pop("stdout", out), stderr=out, env=env,
-                             preexec_fn=_die_with_parent, **kw)
+                             preexec_fn=_die_with_parent, start_new_session=True, **kw)
         out.close()
         self.children[name] = p
         return p
