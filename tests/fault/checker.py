@@ -291,7 +291,13 @@ def render(res, out=None, details=10):
                   f'{rd.get("result")!r}: {c["reason"]}', file=out)
     if res["violations"]:
         worst = sorted(res["violations"], key=lambda v: -v["age_us"])[:details]
-        print(f"\nreads beyond the bound ({len(res['violations'])}), worst {len(worst)}:",
+        unacked = sum(1 for v in res["violations"] if not acked(v["write"]))
+        print(f"\nreads beyond the bound ({len(res['violations'])}; {unacked} of them read a value"
+              f" of a failed write, see --linger-ms), worst {len(worst)}:", file=out)
+        by_key = Counter(f'{v["read"]["cat"]}/{v["read"]["key"]!r}' for v in res["violations"])
+        by_node = Counter(v["read"]["node"] for v in res["violations"])
+        print("  by key:  " + ", ".join(f"{k} {n}" for k, n in by_key.most_common()), file=out)
+        print("  by node: " + ", ".join(f"{k} {n}" for k, n in sorted(by_node.items())),
               file=out)
         for v in worst:
             rd, w, by = v["read"], v["write"], v["by"]
