@@ -135,11 +135,15 @@ class Client(threading.Thread):
         except (OSError, http.client.HTTPException) as e:
             op.update(t1=now_us(), status=None, err="conn:" + type(e).__name__)
         self.rec.write(op)
+        return op
 
     def run(self):
         while not self.stop.is_set():
-            self.one()
-            self.stop.wait(self.rng.uniform(*self.pause_s))
+            op = self.one()
+            # A refused or reset connection fails at once: back off so a dead node is not
+            # hammered (the history would fill with refusals).
+            extra = 0.1 if op["status"] is None else 0.0
+            self.stop.wait(self.rng.uniform(*self.pause_s) + extra)
         if self.conn:
             self.conn.close()
 
