@@ -27,4 +27,4 @@ while [ $# -gt 0 ]; do
   esac
 done
 out=${out:-$TARGET/fault-check/run-$(date -u +%Y%m%dT%H%M%SZ)-$$}
-exec python3 tests/fault/run.py --binary "$TARGET/debug/hybrid-cache" --out "$out" "${args[@]}"
+exec python3 tests/fault/run.py --binary "$TARGET/debug/hybrid-cache" --out "$out" ${args[@]+"${args[@]}"}
