@@ -132,6 +132,10 @@ class Client(threading.Thread):
                 op["body"] = data[:200].decode("utf-8", "replace")
         except TimeoutError:
             op.update(t1=now_us(), status=None, err="timeout")
+        except ConnectionRefusedError:
+            op.update(t1=now_us(), status=None, err="refused")
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+            op.update(t1=now_us(), status=None, err="reset")
         except (OSError, http.client.HTTPException) as e:
             op.update(t1=now_us(), status=None, err="conn:" + type(e).__name__)
         self.rec.write(op)
