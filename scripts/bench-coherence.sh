@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Invalidation propagation benchmark: builds release, starts a private redis-server on a free
-# loopback port (never 6379), runs examples/bench_coherence.rs, stops redis.
+# Release benchmarks against a private redis-server on a free loopback port (never 6379),
+# stopped by pid at the end:
 #
-#   scripts/bench-coherence.sh [samples=10000] [max-seconds=120]
+#   scripts/bench-coherence.sh [samples=10000] [max-seconds=120]   invalidation propagation
+#   scripts/bench-strict.sh [samples-per-rep=1000] [reps=5]        strict vs bounded writes
+#
+# bench-strict.sh is a link to this script; the name picks the example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SAMPLES="${1:-10000}"
-MAX_SECS="${2:-120}"
+case "$(basename "$0")" in
+  bench-strict.sh) EXAMPLE=bench_strict; A1="${1:-1000}"; A2="${2:-5}"; MAX_SECS=600 ;;
+  *) EXAMPLE=bench_coherence; A1="${1:-10000}"; A2="${2:-120}"; MAX_SECS="$A2" ;;
+esac
 REDIS_SERVER="${HC_TEST_REDIS_SERVER:-redis-server}"
 
 command -v "$REDIS_SERVER" >/dev/null || { echo "redis-server not found" >&2; exit 2; }
 
-cargo build --release --example bench_coherence
+cargo build --release --example "$EXAMPLE"
 
 free_port() {
   python3 - <<'PY'
@@ -57,5 +62,5 @@ echo "redis-server pid $REDIS_PID on 127.0.0.1:$PORT"
 
 # The run itself is bounded by MAX_SECS (checked between samples); the outer timeout is a
 # safety net.
-timeout "$((MAX_SECS + 60))" target/release/examples/bench_coherence \
-  "redis://127.0.0.1:$PORT/0" "$SAMPLES" "$MAX_SECS"
+timeout "$((MAX_SECS + 60))" "${CARGO_TARGET_DIR:-target}/release/examples/$EXAMPLE" \
+  "redis://127.0.0.1:$PORT/0" "$A1" "$A2"

@@ -146,9 +146,13 @@ const NOT_LATE: &str = "local t = redis.call('TIME') \
                         if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
                            > tonumber(ARGV[#ARGV]) then return -1 end ";
 
-/// How late (beyond the call timeout) a value write may reach Redis and still apply; it
-/// also absorbs clock skew between nodes and Redis.
-pub const LATE_WRITE_ALLOWANCE: Duration = Duration::from_millis(1000);
+/// How late (beyond the call timeout) a value write may reach Redis and still apply: zero.
+/// The writer reports failure when the call times out, and a write that failed must not
+/// land after that (it could overwrite a newer, acknowledged value and be served past the
+/// staleness bound). The check runs on Redis's clock, so node and Redis clocks must agree
+/// within a small fraction of the staleness bound (NTP); a Redis clock ahead only refuses
+/// (fails) writes, never lets a late one through.
+pub const LATE_WRITE_ALLOWANCE: Duration = Duration::ZERO;
 
 impl L2 {
     /// A disconnected L2; [`L2::install`] provides the connection.
