@@ -84,7 +84,9 @@ async fn main() {
                 let _ = n.get("permissions", &key).await;
             }
             let t = Instant::now();
-            a.set("general", &key, "v", None).await.expect("bounded set");
+            a.set("general", &key, "v", None)
+                .await
+                .expect("bounded set");
             bounded.push(t.elapsed());
             let t = Instant::now();
             a.set("permissions", &key, "v", None)
