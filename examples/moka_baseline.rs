@@ -23,7 +23,11 @@ fn rss_bytes() -> std::io::Result<u64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let entries: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let entries: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let value_bytes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
     let cache: moka::future::Cache<String, Bytes> = moka::future::Cache::builder()
         .max_capacity(entries * 2)

@@ -68,7 +68,11 @@ async fn l1_entries_written_over_http_cost_what_they_hold() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("node.toml");
     let mut f = std::fs::File::create(&cfg).unwrap();
-    writeln!(f, "[categories.mem]\nttl_secs = 3600\nmax_entries = 1000000").unwrap();
+    writeln!(
+        f,
+        "[categories.mem]\nttl_secs = 3600\nmax_entries = 1000000"
+    )
+    .unwrap();
     drop(f);
     let addr = free_addr();
     let child = hybrid_cache_command()
