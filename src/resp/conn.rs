@@ -82,10 +82,12 @@ pub(crate) async fn serve(
 ) -> Result<(), FrameError> {
     let _ = stream.set_nodelay(true);
     let cfg = cache.config();
-    // One argument is at most a value; a whole command at most a value plus its keys.
+    // An argument a little over the value limit still reaches the facade, which answers
+    // its `value too large` error and keeps the connection; far over it, the framing
+    // refuses it before buffering. A whole command is a value plus keys and options.
     let mut decoder = RequestDecoder::new(
-        cfg.max_value_bytes.max(cfg.max_key_bytes + 256),
         cfg.max_value_bytes + 64 * 1024,
+        cfg.max_value_bytes + 128 * 1024,
     );
     let mut session = Session {
         id,
