@@ -289,7 +289,9 @@ def main():
         reps.append(res)
     for p in list(procs):
         stop(p)
-    print(f"\nnode vs redis-server {subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]},"
+    version = subprocess.run(["redis-server", "--version"], capture_output=True,
+                             text=True).stdout.split()[2].removeprefix("v=")
+    print(f"\nnode vs redis-server {version},"
           f" {REPS} interleaved repetitions, {CONNS} connections, {os.cpu_count()} CPUs,"
           f" {ENTRIES} entries of 10 B key + {len(VALUE)} B value\n")
     m = [r["_mem_node"] for r in reps], [r["_mem_redis"] for r in reps], [r["_mem_moka"] for r in reps]

@@ -1,8 +1,8 @@
 //! Key commands: `GET`, `SET [EX s]`, `DEL`, `MGET`, `EXISTS`.
 //!
 //! A Redis key is `category/key` (split at the first `/`). Each command makes the same
-//! facade call as the HTTP route ([`HybridCache::get`], [`HybridCache::set`],
-//! [`HybridCache::delete`]), so coherence, limits and errors are the same; a write needs
+//! facade call as the HTTP route ([`crate::HybridCache::get`], [`crate::HybridCache::set`],
+//! [`crate::HybridCache::delete`]), so coherence, limits and errors are the same; a write needs
 //! `AUTH` when the node has an API token, like HTTP's mutating routes.
 
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! ([`crate::HybridCache`]), so coherence, limits and errors are the same on both.
 //! - [`codec`]: request framing with hard bounds (never trusts a declared length);
 //! - [`reply`]: replies in the connection's protocol version;
-//! - [`conn`]: one task per connection, pipelined;
+//! - `conn`: one task per connection, pipelined;
 //! - `keys` (GET/SET/DEL/MGET/EXISTS) and `server` (PING/HELLO/AUTH/CLIENT/INFO/COMMAND…):
 //!   the commands, one file per group (the shape of tokio's mini-redis).
 
