@@ -12,8 +12,8 @@ use std::time::Duration;
 use support::{free_addr, hybrid_cache_command, wait_until};
 
 /// Entries measured (after a warm-up of `WARMUP`), 10-byte keys and 100-byte values.
-const ENTRIES: usize = 40_000;
-const WARMUP: usize = 4_000;
+const ENTRIES: usize = 20_000;
+const WARMUP: usize = 2_000;
 /// Stated ceiling, bytes of RSS per entry. The data is 110 B; moka's own bookkeeping, the
 /// key `String`, the `Bytes` handle and allocator rounding make up the rest (~560 B measured;
 /// a raw moka cache holding the same entries, `examples/moka_baseline.rs`: ~540 B).
