@@ -2,7 +2,8 @@
 # Run the test suite: installs what the tests need when missing (redis-server
 # and redis-cli from Debian's packages; tests start their own servers on free
 # loopback ports, never 6379), runs the fault checker's self-test (python3), then
-# `cargo test --all-targets "$@"` and the doctests.
+# `cargo test --all-targets "$@"`, the doctests and the redis-py test of the RESP front end
+# (installing the `redis` package when missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,4 +37,14 @@ for a in "$@"; do
 done
 cargo test --all-targets "$@"
 # --all-targets leaves out doctests (the runnable examples of the rustdoc): run them too.
-exec cargo test --doc "$@"
+cargo test --doc "$@"
+
+# The RESP front end through redis-py (a common client library), against the debug binary
+# the tests above built.
+if ! python3 -c "import redis" >/dev/null 2>&1; then
+  echo "[test.sh] installing redis-py (pip)" >&2
+  python3 -m pip install --quiet redis >&2 \
+    || python3 -m pip install --quiet --break-system-packages redis >&2
+fi
+HC_BIN="${CARGO_TARGET_DIR:-target}/debug/hybrid-cache" \
+  python3 tests/python/test_resp_redis_py.py

@@ -86,6 +86,9 @@ pub struct NodeArgs {
     /// HTTP listen address.
     #[arg(long)]
     pub http: Option<String>,
+    /// RESP (Redis protocol) listen address, e.g. 127.0.0.1:6380 (env `HC_RESP`); off when unset.
+    #[arg(long)]
+    pub resp: Option<String>,
     /// Gossip (QUIC/UDP) listen address.
     #[arg(long)]
     pub gossip: Option<String>,
@@ -103,6 +106,7 @@ impl NodeArgs {
             config: self.config.clone(),
             node_id: self.node_id.clone(),
             http: self.http.clone(),
+            resp: self.resp.clone(),
             gossip: self.gossip.clone(),
             peers: self.peers.clone(),
             redis_url: self.redis_url.clone(),

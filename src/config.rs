@@ -155,6 +155,8 @@ pub struct Config {
     /// `APP_ENV`, reported by `/health`.
     pub env: String,
     pub http_addr: SocketAddr,
+    /// Listen address of the RESP (Redis protocol) front end; `None` = off.
+    pub resp_addr: Option<SocketAddr>,
     /// Address other nodes and clients use for our HTTP API (defaults to `http_addr`).
     pub http_advertise: Option<String>,
     pub gossip_addr: Option<SocketAddr>,
@@ -191,6 +193,7 @@ impl Default for Config {
             namespace: "hc".to_string(),
             env: "development".to_string(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            resp_addr: None,
             http_advertise: None,
             gossip_addr: None,
             gossip_advertise: None,
@@ -218,6 +221,7 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     pub namespace: Option<String>,
     pub http: Option<String>,
+    pub resp: Option<String>,
     pub gossip: Option<String>,
     pub peers: Option<Vec<String>>,
     pub api_token: Option<String>,
@@ -249,6 +253,7 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub node_id: Option<String>,
     pub http: Option<String>,
+    pub resp: Option<String>,
     pub gossip: Option<String>,
     pub peers: Vec<String>,
     pub redis_url: Option<String>,
@@ -399,6 +404,7 @@ impl Config {
             c.namespace = ns;
         }
         let mut http = file.http.clone();
+        let mut resp = file.resp.clone();
         let mut gossip = file.gossip.clone();
         let mut peers = file.peers.clone().unwrap_or_default();
         if let Some(e) = &entry {
@@ -456,6 +462,9 @@ impl Config {
         }
         if let Some(v) = env("HC_HTTP").filter(|v| !v.is_empty()) {
             http = Some(v);
+        }
+        if let Some(v) = env("HC_RESP").filter(|v| !v.is_empty()) {
+            resp = Some(v);
         }
         if let Some(v) = env("HC_GOSSIP").filter(|v| !v.is_empty()) {
             gossip = Some(v);
@@ -549,6 +558,9 @@ impl Config {
         if let Some(v) = &flags.http {
             http = Some(v.clone());
         }
+        if let Some(v) = &flags.resp {
+            resp = Some(v.clone());
+        }
         if let Some(v) = &flags.gossip {
             gossip = Some(v.clone());
         }
@@ -565,6 +577,9 @@ impl Config {
         // Resolve and validate.
         if let Some(h) = http {
             c.http_addr = parse_addr("http", &h)?;
+        }
+        if let Some(r) = resp {
+            c.resp_addr = Some(parse_addr("resp", &r)?);
         }
         if let Some(g) = gossip {
             c.gossip_addr = Some(parse_addr("gossip", &g)?);
@@ -745,6 +760,26 @@ mod tests {
         };
         let c = Config::resolve(&flags, &env, f).unwrap();
         assert_eq!(c.http_addr.port(), 3000);
+    }
+
+    #[test]
+    fn resp_address_from_file_env_or_flag() {
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.resp_addr, None, "RESP is off unless asked for");
+        let f = || file("resp = \"127.0.0.1:6400\"\n");
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), f()).unwrap();
+        assert_eq!(c.resp_addr.unwrap().port(), 6400);
+        let env = env_of(&[("HC_RESP", "127.0.0.1:6401")]);
+        let c = Config::resolve(&Flags::default(), &env, f()).unwrap();
+        assert_eq!(c.resp_addr.unwrap().port(), 6401);
+        let flags = Flags {
+            resp: Some("127.0.0.1:6402".into()),
+            ..Flags::default()
+        };
+        let c = Config::resolve(&flags, &env, f()).unwrap();
+        assert_eq!(c.resp_addr.unwrap().port(), 6402);
+        let env = env_of(&[("HC_RESP", "nope")]);
+        assert!(Config::resolve(&Flags::default(), &env, f()).is_err());
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -128,23 +128,31 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_NODE: HeaderName = HeaderName::from_static("x-node");
+
+/// The hit path: headers are built from values computed once (`node`: this node's id as a
+/// header value, made by [`router`]) into a map sized for them, so a hit allocates only the
+/// path's two strings and the header map.
 async fn get_value(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    node: Option<HeaderValue>,
 ) -> Result<Response, ApiError> {
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
     match state.cache.get_with_source(&category, &key).await? {
         Some((value, source)) => {
-            let mut resp = (StatusCode::OK, value).into_response();
-            resp.headers_mut()
-                .insert("x-cache", HeaderValue::from_static(source.as_str()));
-            if let Ok(node) = HeaderValue::from_str(&state.cache.config().node_id) {
-                resp.headers_mut().insert("x-node", node);
-            }
-            resp.headers_mut().insert(
+            let mut headers = HeaderMap::with_capacity(4);
+            headers.insert(
                 axum::http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
+            headers.insert(X_CACHE, HeaderValue::from_static(source.as_str()));
+            if let Some(node) = node {
+                headers.insert(X_NODE, node);
+            }
+            let mut resp = Response::new(Body::from(value));
+            *resp.headers_mut() = headers;
             Ok(resp)
         }
         None => Err(ApiError::new(
@@ -291,10 +299,15 @@ async fn not_found() -> ApiError {
 /// The router of a node.
 pub fn router(state: AppState) -> Router {
     let limit = state.cache.config().max_value_bytes;
+    let node = HeaderValue::from_str(&state.cache.config().node_id).ok();
+    let get_hit = move |state: State<AppState>,
+                        path: Result<Path<(String, String)>, PathRejection>| {
+        get_value(state, path, node.clone())
+    };
     Router::new()
         .route(
             "/v1/cache/{category}/{key}",
-            get(get_value).put(put_value).delete(delete_value),
+            get(get_hit).put(put_value).delete(delete_value),
         )
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/stats", get(stats))

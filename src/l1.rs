@@ -123,9 +123,14 @@ impl L1Category {
     }
 
     /// An entry for `value` whose L1 lifetime is `ttl` (already capped by [`Self::entry_ttl`]).
+    ///
+    /// The value is copied into an allocation of its exact size: a `Bytes` sliced from a
+    /// larger buffer (an HTTP body is a slice of hyper's ~8 KiB read buffer, a RESP argument a
+    /// slice of the connection's buffer) would otherwise keep that whole buffer alive for as
+    /// long as the entry lives (~5,000 B per 110-byte entry measured with heaptrack, issue #17).
     pub fn entry(&self, value: Bytes, ttl: Duration) -> Entry {
         Entry {
-            value,
+            value: Bytes::copy_from_slice(&value),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
         }
     }

@@ -13,7 +13,8 @@
 //! - [`wire`] + [`coherence`] + [`bus`]: every change is broadcast over Redis pub/sub with
 //!   per-origin sequence numbers; the sans-IO [`coherence::Coherence`] machine turns gaps,
 //!   restarts and outages into L1 flushes, so a lost message never leaves a stale entry;
-//! - [`http`], [`cli`], [`node`]: the cache node server and its command line.
+//! - [`http`], [`resp`], [`cli`], [`node`]: the cache node server (HTTP and the Redis
+//!   protocol) and its command line.
 //!
 //! Without Redis everything works from L1 alone; when Redis comes back, nodes recover by
 //! themselves.
@@ -63,6 +64,7 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod pattern;
+pub mod resp;
 pub mod stats;
 pub mod wire;
 

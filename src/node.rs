@@ -1,5 +1,5 @@
-//! A cache node: the library plus its HTTP API (and, when configured, gossip), run until a
-//! signal arrives.
+//! A cache node: the library plus its HTTP API (and, when configured, the RESP front end and
+//! gossip), run until a signal arrives.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub enum NodeError {
 pub struct Node {
     cache: HybridCache,
     http_addr: SocketAddr,
+    resp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
@@ -45,6 +46,18 @@ impl Node {
                 source,
             })?;
         let http_addr = listener.local_addr().map_err(NodeError::Serve)?;
+        let resp_listener = match config.resp_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let resp_addr = match &resp_listener {
+            Some(l) => Some(l.local_addr().map_err(NodeError::Serve)?),
+            None => None,
+        };
         let mut config = config;
         if config.http_advertise.is_none() {
             config.http_advertise = Some(http_addr.to_string());
@@ -56,6 +69,9 @@ impl Node {
             membership,
         });
         let (stop, mut stopped) = watch::channel(false);
+        if let Some(l) = resp_listener {
+            tokio::spawn(crate::resp::serve(l, cache.clone(), stopped.clone()));
+        }
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -67,6 +83,7 @@ impl Node {
         tracing::info!(
             node_id = %cfg.node_id,
             http = %http_addr,
+            resp = ?resp_addr,
             gossip = ?cfg.gossip_addr,
             peers = ?cfg.peers,
             redis = cfg.redis.is_some(),
@@ -80,6 +97,7 @@ impl Node {
         Ok(Node {
             cache,
             http_addr,
+            resp_addr,
             stop,
             server,
         })
@@ -88,6 +106,11 @@ impl Node {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound RESP address, when the RESP front end is on.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        self.resp_addr
     }
 
     pub fn cache(&self) -> &HybridCache {

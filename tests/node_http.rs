@@ -46,6 +46,9 @@ async fn put_get_delete_round_trip_with_x_cache() {
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "L1");
+    assert_eq!(r.headers()["x-node"], "n1");
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.headers()["content-length"], "8");
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"[\"read\"]");
     let r = c.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 204);
