@@ -1031,16 +1031,15 @@ impl HybridCache {
 
     /// Whether this node can answer reads within its guarantee right now: a balancer should
     /// drain it otherwise (`/health` answers 503). True when status is `ok`, while the lease
-    /// is held, or with the `serve_stale_on_outage` opt-in (unless isolated).
+    /// is held, or with the `serve_stale_on_outage` opt-in (unless isolated). A node whose
+    /// subscription is down but whose L2 still answers is drained too: it serves reads from
+    /// L2 and accepts writes, but only until it resubscribes would a balancer need it.
     pub fn serving(&self) -> bool {
         match self.status() {
             Status::Ok => true,
             Status::Isolated => false,
-            Status::Degraded => {
-                self.shared.lease.held()
-                    || self.shared.serving_stale()
-                    || self.shared.l2.as_ref().is_some_and(|l2| l2.available())
-            }
+            // Not "L2 answers": a circuit breaker half-opening would make /health flap.
+            Status::Degraded => self.shared.lease.held() || self.shared.serving_stale(),
         }
     }
 
