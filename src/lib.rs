@@ -63,6 +63,7 @@ pub mod metrics;
 pub mod node;
 pub mod pattern;
 pub mod stats;
+pub mod telemetry;
 pub mod wire;
 
 pub use cache::{HybridCache, HybridCacheBuilder, Source};
