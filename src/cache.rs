@@ -62,6 +62,8 @@ pub struct Shared {
     membership: RwLock<Option<Arc<dyn crate::cluster::Membership>>>,
     /// Changes that could not reach L2 during an outage, replayed when Redis returns.
     pub l2_backlog: std::sync::Mutex<crate::l2::Backlog>,
+    /// Latency histograms and event counters (`/metrics`); see [`crate::node_metrics`].
+    pub metrics: Arc<crate::node_metrics::NodeMetrics>,
 }
 
 /// Marks of peers' changes, bumped by the bus *before* it hands an invalidation (or a flush)
@@ -407,6 +409,7 @@ impl HybridCache {
             peers: RwLock::new(None),
             l2_backlog: std::sync::Mutex::new(crate::l2::Backlog::default()),
             membership: RwLock::new(None),
+            metrics: Arc::default(),
         });
         let (supervisor, _) = Actor::spawn(
             Some(format!("{instance}/supervisor")),

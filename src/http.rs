@@ -280,6 +280,7 @@ async fn not_found() -> ApiError {
 /// The router of a node.
 pub fn router(state: AppState) -> Router {
     let limit = state.cache.config().max_value_bytes;
+    let node_metrics = state.cache.shared().metrics.clone();
     Router::new()
         .route(
             "/v1/cache/{category}/{key}",
@@ -292,5 +293,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            node_metrics,
+            crate::node_metrics::track_http,
+        ))
         .with_state(state)
 }

@@ -84,6 +84,8 @@ pub struct L2 {
     set_script: Script,
     fill_script: Script,
     tomb_script: Script,
+    /// Latency of every call (`hc_l2_request_duration_seconds`).
+    latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for L2 {
@@ -170,6 +172,7 @@ impl L2 {
             tomb_script: Script::new(&format!(
                 "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
             )),
+            latency: crate::node_metrics::l2_histogram(),
         }
     }
 
@@ -208,6 +211,11 @@ impl L2 {
         self.conn.read().map(|g| g.is_some()).unwrap_or(false)
     }
 
+    /// The call latency histogram (shared, not copied).
+    pub fn latency_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.latency.clone()
+    }
+
     fn gen_key(&self, category: &str) -> String {
         format!("{}:gen:{category}", self.ns)
     }
@@ -230,7 +238,10 @@ impl L2 {
         if !self.breaker.is_call_permitted() {
             return Err(L2Error::CircuitOpen);
         }
-        match tokio::time::timeout(self.timeout, f(conn)).await {
+        let start = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, f(conn)).await;
+        self.latency.observe(start.elapsed().as_secs_f64());
+        match outcome {
             Ok(Ok(v)) => {
                 self.breaker.on_success();
                 Ok(v)

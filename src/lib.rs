@@ -61,6 +61,7 @@ pub mod l1;
 pub mod l2;
 pub mod metrics;
 pub mod node;
+pub mod node_metrics;
 pub mod pattern;
 pub mod stats;
 pub mod telemetry;
