@@ -238,10 +238,8 @@ impl L2 {
         if !self.breaker.is_call_permitted() {
             return Err(L2Error::CircuitOpen);
         }
-        let start = std::time::Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, f(conn)).await;
-        self.latency.observe(start.elapsed().as_secs_f64());
-        match outcome {
+        let _timer = crate::node_metrics::Timer::start(&self.latency);
+        match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => {
                 self.breaker.on_success();
                 Ok(v)

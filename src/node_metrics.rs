@@ -142,6 +142,28 @@ impl NodeMetrics {
     }
 }
 
+/// Observes the time from [`Timer::start`] to its drop into a histogram, so every exit of
+/// the timed scope (success, error, timeout, cancellation) is counted.
+pub struct Timer<'a> {
+    histogram: &'a Histogram,
+    start: Instant,
+}
+
+impl<'a> Timer<'a> {
+    pub fn start(histogram: &'a Histogram) -> Timer<'a> {
+        Timer {
+            histogram,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
 /// Tower middleware (via `axum::middleware::from_fn_with_state`): times every request and
 /// records it under its route template.
 pub async fn track_http(
