@@ -62,6 +62,7 @@ pub mod l2;
 pub mod metrics;
 pub mod node;
 pub mod node_metrics;
+pub mod openapi;
 pub mod pattern;
 pub mod stats;
 pub mod telemetry;

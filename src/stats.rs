@@ -28,7 +28,7 @@ impl NodeCounters {
 }
 
 /// `l1_caches.<category>` of `/v1/stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CategoryStats {
     pub size: u64,
     pub maxsize: u64,
@@ -38,7 +38,7 @@ pub struct CategoryStats {
 }
 
 /// `counters` of `/v1/stats`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counters {
     pub hits_l1: u64,
     pub hits_l2: u64,
@@ -59,7 +59,7 @@ pub struct Counters {
 }
 
 /// `GET /v1/stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Stats {
     pub node_id: String,
     pub l1_caches: BTreeMap<String, CategoryStats>,
@@ -68,7 +68,7 @@ pub struct Stats {
 }
 
 /// `cache.l1_stats.<category>` of `/health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct L1Size {
     pub size: u64,
     pub maxsize: u64,
@@ -76,7 +76,7 @@ pub struct L1Size {
 }
 
 /// `cache` of `/health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct HealthCache {
     pub l1_enabled: bool,
     pub l2_redis_enabled: bool,
@@ -84,7 +84,7 @@ pub struct HealthCache {
 }
 
 /// Node status reported by `/health`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Serving normally.
@@ -96,7 +96,7 @@ pub enum Status {
 }
 
 /// `GET /health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Health {
     pub status: Status,
     pub env: String,
