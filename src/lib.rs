@@ -66,6 +66,7 @@ pub mod openapi;
 pub mod pattern;
 pub mod stats;
 pub mod telemetry;
+pub mod ui;
 pub mod wire;
 
 pub use cache::{HybridCache, HybridCacheBuilder, Source};

@@ -78,6 +78,7 @@ pub struct TtlQuery {
         crate::http::health,
         crate::http::metrics,
         serve,
+        crate::ui::page,
     ),
     components(schemas(ErrorBody, Invalidated))
 )]

@@ -81,6 +81,7 @@ async fn document_covers_every_route_and_error() {
         "get /health",
         "get /metrics",
         "get /openapi.json",
+        "get /ui",
     ] {
         assert!(ops.contains(want), "{want} missing from {ops:?}");
     }
