@@ -125,3 +125,38 @@ async fn token_is_required_in_the_document_only_for_mutations() {
         assert_eq!(!op["security"].is_null(), mutating, "{m} {p}");
     }
 }
+
+/// Found by schemathesis: `PUT` accepted (and ignored) query parameters the document does
+/// not declare; a typo such as `?tll=60` silently stored without a TTL.
+#[tokio::test]
+async fn put_rejects_undeclared_query_parameters() {
+    let config = Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    let node = Node::start(config).await.unwrap();
+    let url = format!("http://{}/v1/cache/roles/k", node.http_addr());
+    let c = reqwest::Client::new();
+    let r = c
+        .put(format!("{url}?tll=60"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_query");
+    assert_eq!(
+        c.get(&url).send().await.unwrap().status(),
+        404,
+        "nothing stored"
+    );
+    let r = c
+        .put(format!("{url}?ttl=60"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    node.shutdown().await;
+}
