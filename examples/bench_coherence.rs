@@ -109,9 +109,10 @@ async fn main() {
             origin: "a".into(),
             origin_epoch: u64::MAX / 3,
             seq: 12_345,
-            category: "general".into(),
-            pattern: "k42".into(),
+            category: Some("general".into()),
+            target: hybrid_cache::wire::Target::Key("k42".into()),
             kind: hybrid_cache::wire::ChangeKind::Set,
+            sent_at_ms: 1_700_000_000_000,
         },
     ))
     .unwrap();
@@ -188,11 +189,12 @@ async fn main() {
         let t0 = Instant::now();
         hybrid_cache::bus::publish(
             a.shared(),
-            "general",
-            &key,
+            Some("general"),
+            hybrid_cache::wire::Target::Key(key.clone()),
             hybrid_cache::wire::ChangeKind::Invalidate,
         )
-        .await;
+        .await
+        .expect("published");
         let bound = t0 + Duration::from_secs(2);
         while b_l1.peek(&key).await.is_some() {
             assert!(Instant::now() < bound, "invalidation never reached b");

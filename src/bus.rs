@@ -1,15 +1,25 @@
-//! The invalidation bus: Redis pub/sub (and, while Redis is down, QUIC peers) driving the
-//! sans-IO [`Coherence`] machine.
+//! The invalidation bus: Redis pub/sub (and QUIC peers as a second path) driving the
+//! sans-IO [`Coherence`] machine, and the freshness [`Lease`](crate::lease::Lease) it grants.
 //!
-//! The actor does the I/O the state machine asks for: it publishes our changes in sequence
-//! order (one publish at a time, so sequence numbers reach the channel in order), feeds
-//! every received payload through `wire::decode` (bad payloads are dropped and counted) into
-//! the machine, and applies the resulting actions to the L1s. A connection task keeps one
-//! subscription and one command connection alive, with exponential backoff (backon) between
-//! attempts; when they come back, the machine orders an L1 flush before anything is served
-//! from L1 again under the "ok" status.
+//! The actor only moves bytes and time; every decision is the machine's:
+//! - a **connection task** keeps one subscriber connection with two channels on it: the
+//!   shared invalidation channel and this node's own ping channel (same connection, so a
+//!   ping's echo arrives after every invalidation Redis processed before it); it reconnects
+//!   with exponential backoff (backon);
+//! - a **publisher task** sends our messages one at a time in the order the machine
+//!   numbered them, on the command connection, through the control breaker of
+//!   [`crate::l2`] (never the data breaker), so the actor itself never waits on Redis and
+//!   keeps draining inbound invalidations while we publish. An invalidation Redis refused is
+//!   also sent to the peers over QUIC, and its writer is told it failed;
+//! - a **replay worker** (one at a time) writes the changes whose L2 outcome was unknown into
+//!   L2 once Redis answers again, then announces them: the actor never runs an L2 call.
+//!
+//! Inbound payloads go through `wire::decode` into the machine; what cannot be decoded is
+//! counted and flushes L1 (fail closed). [`Action::Renew`] is carried out only after a
+//! barrier through every category actor, so the invalidations received before a ping echo
+//! are in L1 before the lease covers them.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +32,9 @@ use crate::actors::CategoryMsg;
 use crate::cache::Shared;
 use crate::coherence::{Action, Coherence, CoherenceConfig, LinkState};
 use crate::l2::L2;
-use crate::pattern::Pattern;
 use crate::stats::NodeCounters;
-pub use crate::wire::ChangeKind;
 use crate::wire::{self, BusMessage};
+pub use crate::wire::{ChangeKind, Target};
 
 /// Where an inbound payload came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +43,30 @@ pub enum Via {
     Quic,
 }
 
+/// Why a change could not be announced.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    /// Redis did not take the PUBLISH (down, unreachable, breaker open).
+    #[error("redis did not accept the invalidation: {0}")]
+    Refused(String),
+    /// No answer within the bound.
+    #[error("the invalidation was not published within {0:?}")]
+    Timeout(Duration),
+    /// The bus actor is gone (node stopping).
+    #[error("the bus is stopped")]
+    Stopped,
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
+
 /// Messages of the bus actor.
 pub enum BusMsg {
-    /// Publish a local change; `done` fires once the publish was attempted.
+    /// Publish a local change; `done` gets the outcome of the publish.
     Publish {
-        category: String,
-        pattern: String,
+        category: Option<String>,
+        target: Target,
         kind: ChangeKind,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
+        done: Option<Done>,
     },
     /// A payload from the channel or a peer.
     Inbound(Vec<u8>, Via),
@@ -53,34 +78,44 @@ pub enum BusMsg {
     Tick,
 }
 
-/// Sends a local change to the bus actor, if the node has one, and waits (bounded) until it
-/// has been handed to Redis (or to the peers while Redis is down).
+/// Announces a local change to every other node and waits (bounded) for the outcome.
 ///
-/// Waiting is what lets a write answer "done" only once every other node is being told: a
-/// node that stops right after a write (no later heartbeat would reveal the lost message)
-/// must not leave the other L1s stale, and a client that reads another node after a write
-/// must not find an invalidation of its own write still queued at the origin.
-pub async fn publish(shared: &Arc<Shared>, category: &str, pattern: &str, kind: ChangeKind) {
+/// `Ok` means Redis accepted the PUBLISH: every node that renews its lease after this point
+/// has applied the change first. Without a bus (no Redis, no peers) there is nobody to tell.
+pub async fn publish(
+    shared: &Arc<Shared>,
+    category: Option<&str>,
+    target: Target,
+    kind: ChangeKind,
+) -> Result<(), PublishError> {
     let Some(bus) = shared.bus() else {
-        return;
+        return Ok(());
     };
-    let (done, sent) = tokio::sync::oneshot::channel();
-    let queued = bus.cast(BusMsg::Publish {
-        category: category.to_string(),
-        pattern: pattern.to_string(),
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    bus.cast(BusMsg::Publish {
+        category: category.map(str::to_owned),
+        target,
         kind,
         done: Some(done),
-    });
-    if queued.is_ok() {
-        // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us.
-        let bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
-        let _ = tokio::time::timeout(bound, sent).await;
+    })
+    .map_err(|_| PublishError::Stopped)?;
+    // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us.
+    let bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
+    match tokio::time::timeout(bound, outcome).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(PublishError::Stopped),
+        Err(_) => Err(PublishError::Timeout(bound)),
     }
 }
 
-/// The `{ns}:invalidations` channel.
+/// The shared `{ns}:invalidations` channel.
 pub fn channel(namespace: &str) -> String {
     format!("{namespace}:invalidations")
+}
+
+/// This node instance's own lease-ping channel (nobody else subscribes to it).
+pub fn ping_channel(namespace: &str, instance: &str) -> String {
+    format!("{namespace}:ping:{instance}")
 }
 
 pub struct BusActor;
@@ -89,6 +124,7 @@ pub struct BusState {
     shared: Arc<Shared>,
     machine: Coherence,
     channel: String,
+    ping_channel: String,
     conn_task: Option<tokio::task::JoinHandle<()>>,
     /// Generation of the connection task; stale LinkUp/LinkDown of a replaced task are ignored.
     conn_gen: u64,
@@ -97,23 +133,25 @@ pub struct BusState {
     /// Outgoing messages, in sequence order, to the publisher task.
     outgoing: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     publisher: tokio::task::JoinHandle<()>,
+    /// A replay worker is running.
+    replaying: Arc<AtomicBool>,
 }
 
 /// A message for the publisher task.
 struct Outgoing {
     bytes: Vec<u8>,
-    /// Try Redis (our link is up); otherwise, or if that fails, peers over QUIC.
-    redis: bool,
-    /// Only invalidations go to peers (heartbeats are about the Redis path).
+    /// Our own ping channel (lease pings) rather than the shared one.
+    own_channel: bool,
+    /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
     invalidation: bool,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<Done>,
 }
 
-/// Publishes one message at a time, in the order the actor numbered them, so the actor itself
-/// never waits on Redis and keeps applying inbound invalidations while we publish.
+/// Publishes one message at a time, in the order the actor numbered them.
 fn spawn_publisher(
     shared: Arc<Shared>,
     channel: String,
+    ping_channel: String,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<Outgoing>,
     tokio::task::JoinHandle<()>,
@@ -121,52 +159,59 @@ fn spawn_publisher(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     let task = tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
-            let mut sent = false;
-            if o.redis {
-                if let Some(l2) = &shared.l2 {
-                    match l2.publish(&channel, o.bytes.clone()).await {
-                        Ok(()) => sent = true,
-                        // Receivers detect the gap with our next heartbeat and flush.
-                        Err(e) => tracing::debug!(error = %e, "publish failed"),
-                    }
+            let result = match &shared.l2 {
+                Some(l2) => {
+                    let ch = if o.own_channel {
+                        &ping_channel
+                    } else {
+                        &channel
+                    };
+                    l2.publish(ch, o.bytes.clone())
+                        .await
+                        .map_err(|e| PublishError::Refused(e.to_string()))
                 }
+                None => Ok(()),
+            };
+            if let Err(e) = &result {
+                // Receivers see the gap at our next heartbeat and flush; the writer is told.
+                tracing::debug!(error = %e, "publish failed");
             }
-            if !sent && o.invalidation {
+            if o.invalidation && (result.is_err() || shared.l2.is_none()) {
                 if let Some(g) = shared.gossip() {
                     g.broadcast(o.bytes);
                     NodeCounters::incr(&shared.counters.peer_messages_sent);
                 }
             }
             if let Some(done) = o.done {
-                let _ = done.send(());
+                let _ = done.send(result);
             }
         }
     });
     (tx, task)
 }
 
+fn backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(250))
+        .without_max_times()
+        .build()
+}
+
 fn spawn_connection(
     myself: ActorRef<BusMsg>,
     shared: Arc<Shared>,
-    channel: String,
+    channels: [String; 2],
     gen: u64,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let target = shared.config.redis.clone()?;
     let timeout = shared.config.redis_timeout;
     Some(tokio::spawn(async move {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_millis(250))
-            .without_max_times()
-            .build();
+        let mut delays = backoff();
         loop {
-            match subscribe(&target, &channel, timeout).await {
+            match subscribe(&target, &channels, timeout).await {
                 Ok((mut pubsub, cm)) => {
-                    backoff = backon::ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(50))
-                        .with_max_delay(Duration::from_millis(250))
-                        .without_max_times()
-                        .build();
+                    delays = backoff();
                     if myself.cast(BusMsg::LinkUp(cm, gen)).is_err() {
                         return;
                     }
@@ -191,7 +236,7 @@ fn spawn_connection(
                     }
                 }
             }
-            let delay = backoff.next().unwrap_or(Duration::from_millis(250));
+            let delay = delays.next().unwrap_or(Duration::from_millis(250));
             tokio::time::sleep(delay).await;
         }
     }))
@@ -199,7 +244,7 @@ fn spawn_connection(
 
 async fn subscribe(
     target: &crate::config::RedisTarget,
-    channel: &str,
+    channels: &[String; 2],
     timeout: Duration,
 ) -> Result<(redis::aio::PubSub, ConnectionManager), crate::l2::L2Error> {
     let bound = timeout.max(Duration::from_millis(500));
@@ -207,7 +252,7 @@ async fn subscribe(
     let mut pubsub = tokio::time::timeout(bound, client.get_async_pubsub())
         .await
         .map_err(|_| crate::l2::L2Error::Timeout(bound))??;
-    tokio::time::timeout(bound, pubsub.subscribe(channel))
+    tokio::time::timeout(bound, pubsub.subscribe(channels.as_slice()))
         .await
         .map_err(|_| crate::l2::L2Error::Timeout(bound))??;
     let cm = L2::connect(target, timeout).await?;
@@ -218,100 +263,112 @@ impl BusState {
     async fn run(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Apply { category, pattern } => self.apply(&category, &pattern),
-                Action::FlushAll => self.shared.flush_all("coherence").await,
+                Action::Apply { category, target } => self.apply(category.as_deref(), &target),
+                Action::FlushAll(reason) => self.shared.flush_all(reason.as_str()).await,
                 Action::Publish(msg) => self.send(&msg, None),
                 Action::Reconnect => {
-                    tracing::warn!("no echo of our own heartbeats: resubscribing");
-                    self.link_down("subscription silent").await;
+                    tracing::warn!("no echo of our own pings: resubscribing");
+                    self.shared.lease.revoke();
+                    self.shared.link_up.store(false, Ordering::Relaxed);
                     self.restart_connection_later();
                 }
+                Action::Renew { until } => {
+                    if self.barrier().await {
+                        self.shared.lease.extend_to(until);
+                    }
+                }
+                Action::Revoke => self.shared.lease.revoke(),
             }
         }
     }
 
-    async fn repair_l2(&self, category: &str, pattern: &str) {
-        let Some(l2) = self.shared.l2_usable() else {
-            return;
-        };
-        let Ok(parsed) = Pattern::parse(pattern) else {
-            return;
-        };
-        let names: Vec<String> = if category == "*" {
-            self.shared.categories.keys().cloned().collect()
-        } else {
-            vec![category.to_string()]
-        };
-        for name in names {
-            if let Err(e) = l2.invalidate_pattern(&name, &parsed).await {
-                tracing::debug!(error = %e, "L2 repair for a peer's change failed");
-                NodeCounters::incr(&self.shared.counters.l2_errors);
+    /// Waits until every category actor has handled what was sent to it before. False if
+    /// one could not answer (restarting: it flushes anyway, but the lease is not renewed).
+    async fn barrier(&self) -> bool {
+        let calls = self.shared.categories.keys().map(|name| {
+            let writer = self.shared.writer(name);
+            async move {
+                let Some(w) = writer else { return false };
+                matches!(
+                    w.call(CategoryMsg::Barrier, Some(Duration::from_secs(1)))
+                        .await,
+                    Ok(ractor::rpc::CallResult::Success(()))
+                )
             }
-        }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
-    /// Replays changes made while Redis was unreachable into L2, then announces them on the
-    /// bus so peers drop anything they refilled from the old L2 values meanwhile.
-    async fn replay_backlog(&mut self) {
-        if self.machine.link() != LinkState::Up {
-            return;
-        }
+    /// Starts the replay worker when something waits for L2 and Redis answers.
+    fn start_replay(&self, myself: &ActorRef<BusMsg>) {
         let Some(l2) = self.shared.l2.clone().filter(|l2| l2.available()) else {
             return;
         };
-        let pending = match self.shared.l2_backlog.lock() {
-            Ok(mut b) if !b.is_empty() => b.take(),
-            _ => return,
-        };
-        let total = pending.len();
-        let mut iter = pending.into_iter();
-        let mut done = 0;
-        while let Some((category, pattern)) = iter.next() {
-            let Ok(parsed) = Pattern::parse(&pattern) else {
-                continue;
-            };
-            if let Err(e) = l2.invalidate_pattern(&category, &parsed).await {
-                tracing::debug!(error = %e, "backlog replay interrupted");
-                if let Ok(mut b) = self.shared.l2_backlog.lock() {
-                    b.record(&category, &pattern);
-                    for (c, p) in iter {
-                        b.record(&c, &p);
-                    }
-                }
-                return;
-            }
-            let msg =
-                self.machine
-                    .outgoing(&category, &pattern, ChangeKind::Invalidate, Instant::now());
-            self.send(&msg, None);
-            done += 1;
+        if self.shared.l2_backlog_is_empty() || self.replaying.swap(true, Ordering::AcqRel) {
+            return;
         }
-        tracing::info!(
-            replayed = done,
-            total,
-            "changes made during the outage replayed into L2"
-        );
+        let shared = self.shared.clone();
+        let replaying = self.replaying.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let pending = match shared.l2_backlog.lock() {
+                Ok(mut b) => b.take(),
+                Err(_) => Vec::new(),
+            };
+            let total = pending.len();
+            let mut done = 0;
+            let mut iter = pending.into_iter();
+            while let Some((category, target)) = iter.next() {
+                let applied = match target.to_pattern() {
+                    Ok(p) => l2.invalidate_pattern(&category, &p).await,
+                    Err(_) => {
+                        l2.invalidate_pattern(&category, &crate::pattern::Pattern::All)
+                            .await
+                    }
+                };
+                if let Err(e) = applied {
+                    tracing::debug!(error = %e, "backlog replay interrupted");
+                    if let Ok(mut b) = shared.l2_backlog.lock() {
+                        b.record(&category, &target);
+                        for (c, t) in iter {
+                            b.record(&c, &t);
+                        }
+                    }
+                    break;
+                }
+                // Peers may have refilled the old L2 value meanwhile: tell them.
+                let _ = myself.cast(BusMsg::Publish {
+                    category: Some(category),
+                    target,
+                    kind: ChangeKind::Invalidate,
+                    done: None,
+                });
+                done += 1;
+            }
+            tracing::info!(replayed = done, total, "uncertain changes replayed into L2");
+            replaying.store(false, Ordering::Release);
+        });
     }
 
-    fn apply(&self, category: &str, pattern: &str) {
+    fn apply(&self, category: Option<&str>, target: &Target) {
         NodeCounters::incr(&self.shared.counters.invalidations_received);
-        let Ok(parsed) = Pattern::parse(pattern) else {
+        let Ok(parsed) = target.to_pattern() else {
+            // The machine checked it; unreachable in practice, and flushing is its job.
             NodeCounters::incr(&self.shared.counters.invalid_messages);
             return;
         };
         // Before the L1 writers see it: a local `set` racing this change checks the mark.
-        match &parsed {
-            Pattern::Exact(k) if category != "*" => self.shared.remote.mark_key(category, k),
+        match (target, category) {
+            (Target::Key(k), Some(c)) => self.shared.remote.mark_key(c, k),
             _ => self.shared.remote.mark_all(),
         }
-        let names: Vec<String> = if category == "*" {
-            self.shared.categories.keys().cloned().collect()
-        } else if self.shared.categories.contains_key(category) {
-            vec![category.to_string()]
-        } else {
-            // A peer with another category set: nothing of ours to drop.
-            NodeCounters::incr(&self.shared.counters.invalid_messages);
-            return;
+        let names: Vec<String> = match category {
+            None => self.shared.categories.keys().cloned().collect(),
+            Some(c) if self.shared.categories.contains_key(c) => vec![c.to_string()],
+            Some(_) => return, // the machine flushed for an unknown category
         };
         for name in names {
             if let Some(w) = self.shared.writer(&name) {
@@ -327,17 +384,20 @@ impl BusState {
         }
     }
 
-    fn send(&self, msg: &BusMessage, done: Option<tokio::sync::oneshot::Sender<()>>) {
+    fn send(&self, msg: &BusMessage, done: Option<Done>) {
         let bytes = match wire::encode(msg) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode bus message");
+                if let Some(d) = done {
+                    let _ = d.send(Err(PublishError::Refused(e.to_string())));
+                }
                 return;
             }
         };
         let queued = self.outgoing.send(Outgoing {
             bytes,
-            redis: self.machine.link() == LinkState::Up,
+            own_channel: matches!(msg, BusMessage::Ping { .. }),
             invalidation: matches!(msg, BusMessage::Invalidation(_)),
             done,
         });
@@ -348,12 +408,9 @@ impl BusState {
 
     async fn link_down(&mut self, reason: &str) {
         if self.machine.link() == LinkState::Up {
-            tracing::warn!(reason, "redis link down: degraded, serving L1");
+            tracing::warn!(reason, "redis subscription down: L1 lease revoked");
         }
         let actions = self.machine.link_down(Instant::now());
-        if let Some(l2) = &self.shared.l2 {
-            l2.install(None);
-        }
         self.shared.link_up.store(false, Ordering::Relaxed);
         Box::pin(self.run(actions)).await;
     }
@@ -378,7 +435,7 @@ impl BusState {
             if self.shared.isolated.load(Ordering::Relaxed) {
                 tracing::warn!("isolation ended; flushing L1 before serving");
                 // The flag clears only after the flush: nothing stale is served meanwhile.
-                self.shared.flush_all("isolation ended").await;
+                self.shared.flush_all("isolation_ended").await;
                 self.shared.isolated.store(false, Ordering::Relaxed);
             }
         } else {
@@ -389,6 +446,15 @@ impl BusState {
                 tracing::error!("neither redis nor any peer reachable: isolated");
             }
         }
+    }
+
+    /// Records a protocol counter delta into the node counters.
+    fn count_duplicates(&self, before: u64) {
+        let dups = self.machine.counters().duplicates - before;
+        self.shared
+            .counters
+            .duplicate_messages
+            .fetch_add(dups, Ordering::Relaxed);
     }
 }
 
@@ -403,27 +469,40 @@ impl Actor for BusActor {
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let channel = channel(&shared.config.namespace);
+        let ping_channel = ping_channel(&shared.config.namespace, &shared.instance);
+        let config = CoherenceConfig::with_bound(shared.config.staleness_bound);
         let machine = Coherence::new(
             shared.config.node_id.clone(),
             rand::random::<u64>(),
-            CoherenceConfig::default(),
+            config,
             Instant::now(),
-        );
+        )
+        .with_categories(shared.categories.keys().cloned());
         // A restarted bus cannot know what it missed.
         shared.link_up.store(false, Ordering::Relaxed);
-        let conn_task = spawn_connection(myself.clone(), shared.clone(), channel.clone(), 0);
-        let tick_task = Some(myself.send_interval(Duration::from_millis(50), || BusMsg::Tick));
-        let (outgoing, publisher) = spawn_publisher(shared.clone(), channel.clone());
+        shared.lease.revoke();
+        let conn_task = spawn_connection(
+            myself.clone(),
+            shared.clone(),
+            [channel.clone(), ping_channel.clone()],
+            0,
+        );
+        let tick = config.ping_interval.min(Duration::from_millis(50));
+        let tick_task = Some(myself.send_interval(tick, || BusMsg::Tick));
+        let (outgoing, publisher) =
+            spawn_publisher(shared.clone(), channel.clone(), ping_channel.clone());
         Ok(BusState {
             shared,
             machine,
             channel,
+            ping_channel,
             conn_task,
             conn_gen: 0,
             tick_task,
             unreachable_since: None,
             outgoing,
             publisher,
+            replaying: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -439,9 +518,7 @@ impl Actor for BusActor {
         if let Some(t) = state.tick_task.take() {
             t.abort();
         }
-        if let Some(l2) = &state.shared.l2 {
-            l2.install(None);
-        }
+        state.shared.lease.revoke();
         state.shared.link_up.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -456,38 +533,29 @@ impl Actor for BusActor {
         match msg {
             BusMsg::Publish {
                 category,
-                pattern,
+                target,
                 kind,
                 done,
             } => {
-                let msg = state.machine.outgoing(&category, &pattern, kind, now);
+                let msg = state
+                    .machine
+                    .outgoing(category.as_deref(), target, kind, now);
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
-                // `done` fires once the publisher task has handed the message to Redis.
                 state.send(&msg, done);
             }
-            BusMsg::Inbound(bytes, via) => match wire::decode::<BusMessage>(&bytes) {
-                Ok(msg) => {
-                    if let (Via::Quic, BusMessage::Invalidation(inv)) = (via, &msg) {
-                        // The origin reached us over QUIC because it could not reach Redis,
-                        // so its change is not in L2: repair L2 (if we can) before our L1
-                        // applies or flushes, so no read here refills the old L2 value.
-                        state.repair_l2(&inv.category, &inv.pattern).await;
+            BusMsg::Inbound(bytes, via) => {
+                let before = state.machine.counters().duplicates;
+                let actions = match wire::decode::<BusMessage>(&bytes) {
+                    Ok(msg) => state.machine.handle_message(msg, now),
+                    Err(e) => {
+                        NodeCounters::incr(&state.shared.counters.invalid_messages);
+                        tracing::debug!(error = %e, ?via, "undecodable bus payload: flushing");
+                        state.machine.undecodable(now)
                     }
-                    let before = state.machine.counters().duplicates;
-                    let actions = state.machine.handle_message(msg, now);
-                    let dups = state.machine.counters().duplicates - before;
-                    state
-                        .shared
-                        .counters
-                        .duplicate_messages
-                        .fetch_add(dups, Ordering::Relaxed);
-                    state.run(actions).await;
-                }
-                Err(e) => {
-                    NodeCounters::incr(&state.shared.counters.invalid_messages);
-                    tracing::debug!(error = %e, ?via, "dropped invalid bus payload");
-                }
-            },
+                };
+                state.count_duplicates(before);
+                state.run(actions).await;
+            }
             BusMsg::LinkUp(cm, gen) => {
                 if gen != state.conn_gen {
                     return Ok(());
@@ -495,13 +563,13 @@ impl Actor for BusActor {
                 if let Some(l2) = &state.shared.l2 {
                     l2.install(Some(cm));
                 }
+                // Revoke, then flush, before anything is trusted again.
                 let actions = state.machine.link_up(now);
-                // Flush (ordered by the machine) before the status turns ok.
                 state.run(actions).await;
-                state.replay_backlog().await;
                 state.shared.link_up.store(true, Ordering::Relaxed);
+                state.start_replay(&myself);
                 NodeCounters::incr(&state.shared.counters.redis_reconnects);
-                tracing::info!(channel = %state.channel, "redis link up: L2 and coherence active");
+                tracing::info!(channel = %state.channel, ping = %state.ping_channel, "redis link up");
             }
             BusMsg::LinkDown(reason, gen) => {
                 if gen == state.conn_gen {
@@ -513,13 +581,15 @@ impl Actor for BusActor {
                     state.conn_task = spawn_connection(
                         myself.clone(),
                         state.shared.clone(),
-                        state.channel.clone(),
+                        [state.channel.clone(), state.ping_channel.clone()],
                         state.conn_gen,
                     );
                 }
                 let actions = state.machine.tick(now);
                 state.run(actions).await;
-                state.replay_backlog().await;
+                if state.machine.link() == LinkState::Up {
+                    state.start_replay(&myself);
+                }
                 state.check_isolation(now).await;
             }
         }

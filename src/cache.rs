@@ -1,9 +1,19 @@
 //! The library facade: [`HybridCache`].
 //!
-//! Reads go straight to the shared moka handles (L1), then to Redis (L2), then to the caller's
-//! loader. Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads
-//! the new value), then through the category actor (one writer per L1), then onto the
-//! invalidation bus so every other node drops its copy.
+//! Reads go straight to the shared moka handles (L1) while the freshness
+//! [`Lease`](crate::lease::Lease) is held, then to Redis (L2), then to the caller's loader.
+//! Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads the new
+//! value), then through the category actor (one writer per L1), then onto the invalidation
+//! bus so every other node drops its copy; writes of one key on one node are serialized
+//! (L2 and L1 change in the same order).
+//!
+//! **Fail closed.** With Redis configured, a read that cannot be served within the
+//! staleness bound (lease lapsed and L2 unreachable) is an error ([`CacheError::Unavailable`],
+//! HTTP 503), never an old value; `get_or_load` calls the loader instead (the source of
+//! truth) and caches nothing. A write is acknowledged only once L2 has it and its
+//! invalidation was published; otherwise it fails, and its key is remembered for replay into
+//! L2. The `serve_stale_on_outage` opt-in restores the original module's behaviour (serve L1
+//! and accept writes locally while Redis is unreachable), outside the guarantee.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +33,7 @@ use crate::pattern::Pattern;
 use crate::stats::{
     CategoryStats, Counters, Health, HealthCache, L1Size, NodeCounters, Stats, Status,
 };
+use crate::wire::Target;
 
 /// Where a value was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,10 +71,42 @@ pub struct Shared {
     pub(crate) remote: RemoteMarks,
     peers: RwLock<Option<Arc<dyn PeerLink>>>,
     membership: RwLock<Option<Arc<dyn crate::cluster::Membership>>>,
-    /// Changes that could not reach L2 during an outage, replayed when Redis returns.
+    /// Changes whose L2 outcome is unknown (or, with the opt-in, missing), replayed when
+    /// Redis answers again.
     pub l2_backlog: std::sync::Mutex<crate::l2::Backlog>,
     /// Latency histograms and event counters (`/metrics`); see [`crate::node_metrics`].
     pub metrics: Arc<crate::node_metrics::NodeMetrics>,
+    /// The L1 freshness lease (always held without Redis).
+    pub lease: crate::lease::Lease,
+    /// Serializes writes of one key on this node.
+    key_locks: KeyLocks,
+}
+
+/// Striped async locks: writes of one `(category, key)` on one node take effect in L2, L1 and
+/// on the bus in one order. Striped, so a collision only serializes two unrelated writes.
+struct KeyLocks {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl KeyLocks {
+    const STRIPES: usize = 1024;
+
+    fn new() -> Self {
+        KeyLocks {
+            stripes: (0..Self::STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn lock(&self, category: &str, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (category, key).hash(&mut h);
+        self.stripes[(h.finish() as usize) % Self::STRIPES]
+            .lock()
+            .await
+    }
 }
 
 /// Marks of peers' changes, bumped by the bus *before* it hands an invalidation (or a flush)
@@ -190,21 +233,38 @@ impl Shared {
         )))
     }
 
-    /// Remembers a change L2 did not get (Redis configured but unreachable).
-    pub(crate) fn l2_missed(&self, category: &str, pattern: &str) {
+    /// Remembers a change whose L2 outcome is unknown (Redis configured but not answering).
+    pub(crate) fn l2_missed(&self, category: &str, target: &crate::wire::Target) {
         if self.l2.is_some() {
             if let Ok(mut b) = self.l2_backlog.lock() {
-                b.record(category, pattern);
+                b.record(category, target);
             }
         }
     }
 
-    /// Whether L2 should be used right now.
+    /// Whether nothing waits to be replayed into L2.
+    pub(crate) fn l2_backlog_is_empty(&self) -> bool {
+        self.l2_backlog
+            .lock()
+            .map(|b| b.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Whether L2 should be used right now: connected and its breaker closed. Under the
+    /// `serve_stale_on_outage` opt-in, changes accepted during an outage must reach L2
+    /// before it is read again.
     pub fn l2_usable(&self) -> Option<&Arc<L2>> {
-        // `link_up` turns true only after a reconnect flushed L1 and replayed the backlog.
-        self.l2
-            .as_ref()
-            .filter(|l2| l2.available() && self.link_up.load(Ordering::Relaxed))
+        self.l2.as_ref().filter(|l2| {
+            l2.available() && (!self.config.serve_stale_on_outage || self.l2_backlog_is_empty())
+        })
+    }
+
+    /// Whether the opt-in lets this node serve L1 and accept local writes now (Redis
+    /// configured but unreachable, not isolated).
+    fn serving_stale(&self) -> bool {
+        self.config.serve_stale_on_outage
+            && self.l2.is_some()
+            && !self.isolated.load(Ordering::Relaxed)
     }
 
     /// The node's stats (`GET /v1/stats`).
@@ -252,6 +312,23 @@ impl Shared {
             l1_caches,
             l2_enabled: self.l2_enabled(),
             counters: c,
+            coherence: Some(self.coherence_stats()),
+        }
+    }
+
+    /// The `coherence` object of the stats.
+    pub fn coherence_stats(&self) -> crate::stats::CoherenceStats {
+        let link = match (&self.l2, self.link_up.load(Ordering::Relaxed)) {
+            (None, _) => "none",
+            (Some(_), true) => "up",
+            (Some(_), false) => "down",
+        };
+        crate::stats::CoherenceStats {
+            link: link.to_string(),
+            lease_held: self.lease.held(),
+            lease_age_ms: self.lease.age().map(|a| a.as_millis() as u64),
+            staleness_bound_ms: self.config.staleness_bound.as_millis() as u64,
+            serve_stale_on_outage: self.config.serve_stale_on_outage,
         }
     }
 
@@ -260,7 +337,8 @@ impl Shared {
         self.l2.as_ref().is_some_and(|l2| l2.connected()) && self.link_up.load(Ordering::Relaxed)
     }
 
-    /// Flushes every category's L1 (coherence gap, reconnect, isolation end).
+    /// Flushes every category's L1 (coherence gap, reconnect, isolation end); `reason` is
+    /// the metrics label.
     pub async fn flush_all(&self, reason: &str) {
         self.remote.mark_all();
         let mut total = 0;
@@ -280,6 +358,8 @@ pub struct HybridCacheBuilder {
     redis_url: Option<String>,
     node_id: Option<String>,
     namespace: Option<String>,
+    staleness_bound: Option<Duration>,
+    serve_stale_on_outage: Option<bool>,
 }
 
 impl HybridCacheBuilder {
@@ -312,6 +392,18 @@ impl HybridCacheBuilder {
         self.namespace = Some(ns.to_string());
         self
     }
+    /// The staleness bound B (default 100 ms): with Redis, no read returns a value replaced
+    /// by a write acknowledged more than B before the read started.
+    pub fn staleness_bound(mut self, bound: Duration) -> Self {
+        self.staleness_bound = Some(bound);
+        self
+    }
+    /// Opt-in: while Redis is unreachable, keep serving L1 and accept writes locally (the
+    /// original module's behaviour). Reads may then be older than the staleness bound.
+    pub fn serve_stale_on_outage(mut self, on: bool) -> Self {
+        self.serve_stale_on_outage = Some(on);
+        self
+    }
 
     /// Validates the configuration and starts the actor tree.
     pub async fn build(self) -> Result<HybridCache, BuildError> {
@@ -330,6 +422,12 @@ impl HybridCacheBuilder {
         }
         if let Some(ns) = self.namespace {
             config.namespace = ns;
+        }
+        if let Some(b) = self.staleness_bound {
+            config.staleness_bound = b;
+        }
+        if let Some(on) = self.serve_stale_on_outage {
+            config.serve_stale_on_outage = on;
         }
         config.validate()?;
         HybridCache::start(config).await
@@ -395,6 +493,8 @@ impl HybridCache {
             .as_ref()
             .map(|_| Arc::new(L2::new(&config.namespace, config.redis_timeout)));
         let instance = format!("{}-{:016x}", config.node_id, rand::random::<u64>());
+        let has_redis = config.redis.is_some();
+        let staleness_bound = config.staleness_bound;
         let shared = Arc::new(Shared {
             config: Arc::new(config),
             instance: instance.clone(),
@@ -410,6 +510,12 @@ impl HybridCache {
             l2_backlog: std::sync::Mutex::new(crate::l2::Backlog::default()),
             membership: RwLock::new(None),
             metrics: Arc::default(),
+            lease: if has_redis {
+                crate::lease::Lease::new(staleness_bound)
+            } else {
+                crate::lease::Lease::always()
+            },
+            key_locks: KeyLocks::new(),
         });
         let (supervisor, _) = Actor::spawn(
             Some(format!("{instance}/supervisor")),
@@ -446,12 +552,24 @@ impl HybridCache {
         &self.shared
     }
 
-    /// While isolated (neither Redis nor any peer reachable) this node cannot hear about
-    /// changes, so its L1 is not served: reads miss instead of risking a stale value. The L1
-    /// is flushed before isolation ends.
+    /// L1 is served only under the freshness lease (see [`crate::coherence`]); without Redis
+    /// the lease is always held. The opt-in `serve_stale_on_outage` also serves it while
+    /// Redis is unreachable (but never while isolated).
     #[inline]
     fn l1_trusted(&self) -> bool {
-        !self.shared.isolated.load(Ordering::Relaxed)
+        self.shared.lease.held() || self.shared.serving_stale()
+    }
+
+    /// Whether a change may be acknowledged without L2 (no Redis, or the opt-in).
+    fn local_writes_ok(&self) -> bool {
+        self.shared.l2.is_none() || self.shared.serving_stale()
+    }
+
+    fn unavailable(what: &str) -> CacheError {
+        CacheError::Unavailable(format!(
+            "{what}: redis (L2) is unreachable and this node's L1 lease has lapsed, so it \
+             cannot answer within the staleness bound"
+        ))
     }
 
     fn category(&self, category: &str) -> Result<&Arc<L1Category>, CacheError> {
@@ -520,10 +638,12 @@ impl HybridCache {
         key: &str,
     ) -> Result<Option<(Bytes, Source)>, CacheError> {
         self.check_key(key)?;
+        let mut l2_failed = self.shared.l2.is_some();
         if let Some(l2) = self.shared.l2_usable() {
             let ticket = l1.ticket(key);
             match l2.get(category, key).await {
                 Ok(found) => {
+                    l2_failed = false;
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
                         l1.fill(key, v.clone(), l1.entry_ttl(found.ttl), &ticket)
@@ -533,6 +653,10 @@ impl HybridCache {
                 }
                 Err(e) => self.l2_error("get", &e),
             }
+        }
+        if l2_failed && !self.shared.serving_stale() {
+            // Not a miss we can vouch for: L2 (the truth) did not answer.
+            return Err(Self::unavailable("read"));
         }
         l1.counters.misses.fetch_add(1, Ordering::Relaxed);
         Ok(None)
@@ -563,13 +687,22 @@ impl HybridCache {
             });
         }
         let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let _order = self.shared.key_locks.lock(category, key).await;
         let mark = self.shared.remote.snapshot(category, key);
         let bytes = &value;
+        let target = Target::Key(key.to_string());
         let in_l2 = self
-            .l2_change("set", category, key, |l2| async move {
+            .l2_change("set", category, &target, |l2| async move {
                 l2.set(category, key, bytes, l2_ttl).await
             })
             .await;
+        if !in_l2 && !self.local_writes_ok() {
+            // L2 may or may not have it (a timeout): our L1 must not keep an older copy,
+            // and the replay will announce the key once Redis answers.
+            self.drop_local(category, &Pattern::Exact(key.to_string()))
+                .await?;
+            return Err(Self::unavailable("write"));
+        }
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
         self.shared
@@ -585,14 +718,13 @@ impl HybridCache {
             self.drop_local(category, &Pattern::Exact(key.to_string()))
                 .await?;
         }
-        self.broadcast(category, key, crate::bus::ChangeKind::Set)
-            .await;
-        Ok(())
+        self.announce(Some(category), target, crate::bus::ChangeKind::Set)
+            .await
     }
 
     /// Applies one change to L2 when it is usable. A change L2 did not get is remembered for
     /// replay when Redis returns. Returns whether L2 applied it.
-    async fn l2_change<F, Fut>(&self, op: &str, category: &str, pattern: &str, change: F) -> bool
+    async fn l2_change<F, Fut>(&self, op: &str, category: &str, target: &Target, change: F) -> bool
     where
         F: FnOnce(Arc<L2>) -> Fut,
         Fut: std::future::Future<Output = Result<(), crate::l2::L2Error>>,
@@ -608,7 +740,7 @@ impl HybridCache {
             None => false,
         };
         if !applied {
-            self.shared.l2_missed(category, pattern);
+            self.shared.l2_missed(category, target);
         }
         applied
     }
@@ -628,41 +760,72 @@ impl HybridCache {
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), CacheError> {
         self.category(category)?;
         self.check_key(key)?;
-        self.l2_change("delete", category, key, |l2| async move {
-            l2.delete(category, key).await
-        })
-        .await;
+        let _order = self.shared.key_locks.lock(category, key).await;
+        let target = Target::Key(key.to_string());
+        let in_l2 = self
+            .l2_change("delete", category, &target, |l2| async move {
+                l2.delete(category, key).await
+            })
+            .await;
         self.drop_local(category, &Pattern::Exact(key.to_string()))
             .await?;
-        self.broadcast(category, key, crate::bus::ChangeKind::Delete)
-            .await;
-        Ok(())
+        if !in_l2 && !self.local_writes_ok() {
+            return Err(Self::unavailable("delete"));
+        }
+        self.announce(Some(category), target, crate::bus::ChangeKind::Delete)
+            .await
     }
 
     /// Invalidates `pattern` (exact key, `*` or glob) in `category` (`*` = every category),
     /// in L2 and in every node's L1. Returns the number of local L1 entries removed.
+    ///
+    /// `pattern` is a glob in the grammar of [`crate::pattern`] (`"*"` = the whole category);
+    /// to invalidate one key whatever characters it holds, use
+    /// [`HybridCache::invalidate_key`].
     pub async fn invalidate(&self, pattern: &str, category: &str) -> Result<u64, CacheError> {
-        let parsed = Pattern::parse(pattern)?;
+        let target = match Pattern::glob(pattern)? {
+            Pattern::All => Target::Everything,
+            // A glob without wildcards spells one key (`get_roles:\[1, 2\]`).
+            Pattern::Exact(k) => Target::Key(k),
+            Pattern::Glob(g) => Target::Glob(g.as_str().to_string()),
+        };
+        self.invalidate_target(category, target).await
+    }
+
+    /// Invalidates exactly `key` (compared as bytes, never read as a pattern) in `category`
+    /// (`*` = every category), in L2 and in every node's L1. Returns the number of local L1
+    /// entries removed.
+    pub async fn invalidate_key(&self, category: &str, key: &str) -> Result<u64, CacheError> {
+        self.check_key(key)?;
+        self.invalidate_target(category, Target::Key(key.to_string()))
+            .await
+    }
+
+    async fn invalidate_target(&self, category: &str, target: Target) -> Result<u64, CacheError> {
+        let parsed = target.to_pattern()?;
         let names: Vec<String> = if category == "*" {
             self.shared.categories.keys().cloned().collect()
         } else {
             self.category(category)?;
             vec![category.to_string()]
         };
-        if let Pattern::Exact(k) = &parsed {
-            self.check_key(k)?;
-        }
         let mut removed = 0;
+        let mut all_in_l2 = true;
         for name in &names {
             let parsed = &parsed;
-            self.l2_change("invalidate", name, pattern, |l2| async move {
-                l2.invalidate_pattern(name, parsed).await
-            })
-            .await;
+            all_in_l2 &= self
+                .l2_change("invalidate", name, &target, |l2| async move {
+                    l2.invalidate_pattern(name, parsed).await
+                })
+                .await;
             removed += self.drop_local(name, parsed).await?;
         }
-        self.broadcast(category, pattern, crate::bus::ChangeKind::Invalidate)
-            .await;
+        if !all_in_l2 && !self.local_writes_ok() {
+            return Err(Self::unavailable("invalidation"));
+        }
+        let scope = (category != "*").then_some(category);
+        self.announce(scope, target, crate::bus::ChangeKind::Invalidate)
+            .await?;
         Ok(removed)
     }
 
@@ -682,8 +845,20 @@ impl HybridCache {
     {
         let l1 = self.category(category)?.clone();
         if !self.l1_trusted() {
-            // Isolated: nothing we cache now could be invalidated; load, don't cache.
+            // No lease: L1 may be stale. Read the truth (L2, else the loader) and cache
+            // nothing in L1 (moka's coalescing would hand out the L1 entry).
             self.check_key(key)?;
+            if let Some(l2) = self.shared.l2_usable() {
+                match l2.get(category, key).await {
+                    Ok(found) => {
+                        if let Some(v) = found.value {
+                            l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                            return Ok(v);
+                        }
+                    }
+                    Err(e) => self.l2_error("get", &e),
+                }
+            }
             l1.counters.misses.fetch_add(1, Ordering::Relaxed);
             l1.counters.loads.fetch_add(1, Ordering::Relaxed);
             return loader().await.map_err(|e| CacheError::Loader(Arc::new(e)));
@@ -830,6 +1005,21 @@ impl HybridCache {
         }
     }
 
+    /// Whether this node can answer reads within its guarantee right now: a balancer should
+    /// drain it otherwise (`/health` answers 503). True when status is `ok`, while the lease
+    /// is held, or with the `serve_stale_on_outage` opt-in (unless isolated).
+    pub fn serving(&self) -> bool {
+        match self.status() {
+            Status::Ok => true,
+            Status::Isolated => false,
+            Status::Degraded => {
+                self.shared.lease.held()
+                    || self.shared.serving_stale()
+                    || self.shared.l2.as_ref().is_some_and(|l2| l2.available())
+            }
+        }
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Health {
         let mut l1_stats = BTreeMap::new();
@@ -869,8 +1059,22 @@ impl HybridCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
-    async fn broadcast(&self, category: &str, pattern: &str, kind: crate::bus::ChangeKind) {
-        crate::bus::publish(&self.shared, category, pattern, kind).await;
+    /// Tells every other node. The change is acknowledged only if Redis took the publish
+    /// (or there is no Redis, or the opt-in accepts local changes): otherwise the caller
+    /// gets an error, and the receivers' gap detection and leases cover the lost message.
+    async fn announce(
+        &self,
+        category: Option<&str>,
+        target: Target,
+        kind: crate::bus::ChangeKind,
+    ) -> Result<(), CacheError> {
+        match crate::bus::publish(&self.shared, category, target, kind).await {
+            Ok(()) => Ok(()),
+            Err(_) if self.local_writes_ok() => Ok(()),
+            Err(e) => Err(CacheError::Unavailable(format!(
+                "the change reached L2 but its invalidation was not published: {e}"
+            ))),
+        }
     }
 }
 

@@ -46,16 +46,44 @@
 //! empty. A first-contact invalidation is covered by that flush, so it is not applied
 //! separately.
 //!
+//! # The freshness lease (staleness bound B)
+//! Detecting a loss *eventually* is not enough for a bound: a node whose link is silently
+//! cut, or which was paused, would keep serving L1 until it notices. So L1 is served only
+//! under a **lease** that this machine grants and the read path checks against a monotonic
+//! clock:
+//!
+//! - Every `ping_interval` (B/4) the node publishes a [`BusMessage::Ping`] on a channel that
+//!   only it subscribes to, over the same subscriber connection as the invalidations.
+//!   Redis delivers a connection's messages in the order it processed the PUBLISHes, so when
+//!   the echo of a ping sent at local time `s` arrives, every invalidation that Redis
+//!   processed before that ping has already been received, and (the driver runs a barrier
+//!   through the category actors before it renews, see [`Action::Renew`]) applied to L1. An
+//!   invalidation acknowledged by any node before `s` was processed by Redis before `s`,
+//!   hence before the ping.
+//! - The lease runs until `s + B` for the newest echoed `s` (the ping's *send* time, taken
+//!   before the publish, so a slow publish only shortens the lease). A read that starts at
+//!   `t` is served from L1 only if `t <= s + B`, i.e. `s >= t - B`: every write
+//!   acknowledged before `t - B` is already out of L1.
+//! - Losing the subscription, a reconnect or a missing echo revokes the lease at once
+//!   ([`Action::Revoke`]); after a reconnect the flush comes first, and the lease is only
+//!   granted again by the echo of a ping sent after it.
+//! - A paused process (SIGSTOP, a long GC-like stall) needs no special case: the check is
+//!   `Instant::now() <= deadline`, so after the pause the lease has lapsed and reads go to
+//!   L2 until a fresh echo, which arrives only after the invalidations queued before it.
+//!
+//! Whatever the machine cannot apply exactly it applies wider: an undecodable message, an
+//! unknown category or an unparsable glob flush L1 ([`Coherence::undecodable`]).
+//!
 //! Own messages are recognised by node id *and* epoch: a message carrying our node id but
 //! another epoch comes from a previous incarnation of this node (or from a misconfigured
 //! node sharing our id) and is handled like any other origin's, which is always safe.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::wire::{BusMessage, ChangeKind, Invalidation};
+use crate::wire::{BusMessage, ChangeKind, Invalidation, Target};
 
 /// Timing of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,16 +93,35 @@ pub struct CoherenceConfig {
     /// How long our own heartbeat may take to come back through the subscription before
     /// the subscription is declared dead (default 1 s).
     pub echo_timeout: Duration,
+    /// The staleness bound B: how long after the send time of its newest echoed ping the
+    /// lease lets L1 be served (default 100 ms).
+    pub staleness_bound: Duration,
+    /// How often a lease ping is published (default B/4; zero = no pings, hence never a
+    /// lease: only for tests of the heartbeat logic alone).
+    pub ping_interval: Duration,
 }
 
 impl Default for CoherenceConfig {
     fn default() -> Self {
+        Self::with_bound(Duration::from_millis(100))
+    }
+}
+
+impl CoherenceConfig {
+    /// The default timing for a staleness bound `b`: pings every `b/4` (at least 1 ms).
+    pub fn with_bound(b: Duration) -> Self {
         Self {
             heartbeat_interval: Duration::from_millis(200),
-            echo_timeout: Duration::from_secs(1),
+            echo_timeout: Duration::from_secs(1).max(b * 4),
+            staleness_bound: b,
+            ping_interval: (b / 4).max(Duration::from_millis(1)),
         }
     }
 }
+
+/// Outstanding pings remembered at most (older ones are forgotten: their echo is ignored,
+/// which only delays a renewal).
+const MAX_PENDING_PINGS: usize = 256;
 
 /// State of our bus subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,22 +132,57 @@ pub enum LinkState {
     Down,
 }
 
-/// What the driver of the state machine must do.
+/// Why L1 is flushed (the `reason` label of `hc_coherence_flushes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum FlushReason {
+    /// A sequence gap (lost messages) or a lost tail revealed by a heartbeat.
+    Gap,
+    /// First contact with an origin, or a new epoch of it (restart).
+    NewOrigin,
+    /// The subscription came (back) up: anything may have changed meanwhile.
+    Reconnect,
+    /// A message we could not apply exactly (undecodable, unknown category, bad glob,
+    /// failed authentication, a full queue).
+    Undecodable,
+}
+
+impl FlushReason {
+    /// Label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FlushReason::Gap => "gap",
+            FlushReason::NewOrigin => "new_origin",
+            FlushReason::Reconnect => "reconnect",
+            FlushReason::Undecodable => "undecodable",
+        }
+    }
+}
+
+/// What the driver of the state machine must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Remove the entries matching `pattern` in `category` (`"*"` = every category) from L1.
+    /// Remove `target` in `category` (`None` = every category) from L1.
     Apply {
-        /// Category name or `"*"`.
-        category: String,
-        /// Exact key, `"*"` or glob.
-        pattern: String,
+        /// Category name; `None` = every category.
+        category: Option<String>,
+        /// What to remove.
+        target: Target,
     },
     /// Flush every L1 category: something may have been missed.
-    FlushAll,
-    /// Publish this message on the bus.
+    FlushAll(FlushReason),
+    /// Publish this message (a [`BusMessage::Ping`] on our own channel, anything else on
+    /// the shared channel).
     Publish(BusMessage),
     /// The subscription is silently dead: tear it down and subscribe again.
     Reconnect,
+    /// Extend the L1 lease to `until`, *after* every earlier [`Action::Apply`] has been
+    /// applied to L1 (the driver runs a barrier through the L1 writers first).
+    Renew {
+        /// New lease deadline (never earlier than the current one).
+        until: Instant,
+    },
+    /// End the lease now: L1 must not be served until the next [`Action::Renew`].
+    Revoke,
 }
 
 /// Counters of the protocol (monotonic).
@@ -121,6 +203,10 @@ pub struct CoherenceCounters {
     pub epoch_changes: u64,
     /// [`Action::Reconnect`] emitted (missing self-echo).
     pub reconnects: u64,
+    /// The lease was lost while held (link down, reconnect, or it ran out before a renewal).
+    pub lease_lapses: u64,
+    /// Messages that could not be applied exactly and were applied wider (flush).
+    pub undecodable: u64,
 }
 
 /// How many epochs of one origin are tracked at once. More than one so that a late message
@@ -149,7 +235,7 @@ enum Verdict {
     /// Already seen, nothing new.
     Duplicate,
     /// Something may have been missed: flush.
-    Flush,
+    Flush(FlushReason),
 }
 
 /// The sans-IO coherence state machine of one node.
@@ -171,6 +257,16 @@ pub struct Coherence {
     unechoed_since: Option<Instant>,
     /// When the next heartbeat is due (meaningful while Up).
     next_heartbeat: Instant,
+    /// Lease pings sent since the link came up and not yet echoed: (id, send time).
+    pings: VecDeque<(u64, Instant)>,
+    /// Id of the last ping sent.
+    last_ping_id: u64,
+    /// When the next ping is due (meaningful while Up).
+    next_ping: Instant,
+    /// Current lease deadline (`None` = no lease).
+    lease_until: Option<Instant>,
+    /// Categories this node has; `None` = accept any (tests, tools).
+    categories: Option<BTreeSet<String>>,
     counters: CoherenceCounters,
 }
 
@@ -193,8 +289,30 @@ impl Coherence {
             last_self_echo: None,
             unechoed_since: None,
             next_heartbeat: now,
+            pings: VecDeque::new(),
+            last_ping_id: 0,
+            next_ping: now,
+            lease_until: None,
+            categories: None,
             counters: CoherenceCounters::default(),
         }
+    }
+
+    /// Declares this node's categories: an invalidation naming any other category cannot be
+    /// applied exactly and flushes instead.
+    pub fn with_categories<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.categories = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The lease deadline: L1 may be served while `now <= lease_until`.
+    pub fn lease_until(&self) -> Option<Instant> {
+        self.lease_until
+    }
+
+    /// Whether L1 may be served at `now`.
+    pub fn lease_held(&self, now: Instant) -> bool {
+        self.lease_until.is_some_and(|u| now <= u)
     }
 
     /// Our node id.
@@ -238,8 +356,8 @@ impl Coherence {
     /// change to its own L1 itself; the echo is never applied.
     pub fn outgoing(
         &mut self,
-        category: &str,
-        pattern: &str,
+        category: Option<&str>,
+        target: Target,
         kind: ChangeKind,
         now: Instant,
     ) -> BusMessage {
@@ -250,10 +368,32 @@ impl Coherence {
             origin: self.node_id.clone(),
             origin_epoch: self.epoch,
             seq: self.last_sent_seq,
-            category: category.to_owned(),
-            pattern: pattern.to_owned(),
+            category: category.map(str::to_owned),
+            target,
             kind,
+            sent_at_ms: crate::wire::unix_ms(),
         })
+    }
+
+    /// A payload arrived that could not be decoded or authenticated: we cannot know what it
+    /// said, so everything is flushed (fail closed). Sequence state is not touched.
+    pub fn undecodable(&mut self, now: Instant) -> Vec<Action> {
+        let _ = now;
+        self.counters.undecodable += 1;
+        self.flush(FlushReason::Undecodable)
+    }
+
+    /// Whether an invalidation can be applied exactly on this node.
+    fn applicable(&self, inv: &Invalidation) -> bool {
+        let known = match (&inv.category, &self.categories) {
+            (Some(c), Some(set)) => set.contains(c),
+            _ => true,
+        };
+        let parses = match &inv.target {
+            Target::Glob(g) => crate::pattern::Pattern::glob(g).is_ok(),
+            Target::Key(_) | Target::Everything => true,
+        };
+        known && parses
     }
 
     /// Handles one message received from the bus (any path: Redis or QUIC), in any link state.
@@ -264,30 +404,44 @@ impl Coherence {
                 origin,
                 origin_epoch,
                 ..
+            }
+            | BusMessage::Ping {
+                origin,
+                origin_epoch,
+                ..
             } => (origin, *origin_epoch),
         };
         if *origin == self.node_id && origin_epoch == self.epoch {
             // Our own message came back: the subscription is alive. Never applied.
             self.last_self_echo = Some(now);
             self.unechoed_since = None;
+            if let BusMessage::Ping { id, .. } = msg {
+                return self.ping_echo(id, now);
+            }
             return Vec::new();
         }
         match msg {
             BusMessage::Invalidation(inv) => {
                 self.counters.received += 1;
+                let exact = self.applicable(&inv);
                 match self.observe(inv.origin, inv.origin_epoch, inv.seq, true) {
-                    Verdict::Apply => {
+                    Verdict::Apply if exact => {
                         self.counters.applied += 1;
                         vec![Action::Apply {
                             category: inv.category,
-                            pattern: inv.pattern,
+                            target: inv.target,
                         }]
+                    }
+                    Verdict::Apply => {
+                        // In order, but not applicable exactly here: apply wider.
+                        self.counters.undecodable += 1;
+                        self.flush(FlushReason::Undecodable)
                     }
                     Verdict::Duplicate => {
                         self.counters.duplicates += 1;
                         Vec::new()
                     }
-                    Verdict::Flush => self.flush(),
+                    Verdict::Flush(reason) => self.flush(reason),
                 }
             }
             BusMessage::Heartbeat {
@@ -296,9 +450,35 @@ impl Coherence {
                 last_seq,
             } => match self.observe(origin, origin_epoch, last_seq, false) {
                 Verdict::Apply | Verdict::Duplicate => Vec::new(),
-                Verdict::Flush => self.flush(),
+                Verdict::Flush(reason) => self.flush(reason),
             },
+            // Another node's ping (a misrouted channel): carries nothing for us.
+            BusMessage::Ping { .. } => Vec::new(),
         }
+    }
+
+    /// The echo of our ping `id` came back: every message Redis processed before it has
+    /// been handed to us (and the driver applies them before renewing).
+    fn ping_echo(&mut self, id: u64, now: Instant) -> Vec<Action> {
+        let _ = now;
+        let Some(pos) = self.pings.iter().position(|(p, _)| *p == id) else {
+            // Sent before the last link change, or forgotten: proves nothing now.
+            return Vec::new();
+        };
+        let sent = self.pings[pos].1;
+        // Older pings are covered by this one (same connection, in order).
+        self.pings.drain(..=pos);
+        if self.link != LinkState::Up {
+            return Vec::new();
+        }
+        let Some(until) = sent.checked_add(self.config.staleness_bound) else {
+            return Vec::new();
+        };
+        if self.lease_until.is_some_and(|u| u >= until) {
+            return Vec::new();
+        }
+        self.lease_until = Some(until);
+        vec![Action::Renew { until }]
     }
 
     /// Updates the tracking of `origin` with `seq` (an invalidation's own seq when
@@ -340,7 +520,7 @@ impl Coherence {
                 }
             }
             epochs.push(fresh);
-            return Verdict::Flush;
+            return Verdict::Flush(FlushReason::NewOrigin);
         };
         state.last_used = now_used;
         if seq <= state.last_seq {
@@ -355,13 +535,23 @@ impl Coherence {
             // An invalidation skipped some seqs, or a heartbeat announces seqs we never
             // received (a lost tail).
             self.counters.gaps += 1;
-            Verdict::Flush
+            Verdict::Flush(FlushReason::Gap)
         }
     }
 
-    fn flush(&mut self) -> Vec<Action> {
+    fn flush(&mut self, reason: FlushReason) -> Vec<Action> {
         self.counters.flushes += 1;
-        vec![Action::FlushAll]
+        vec![Action::FlushAll(reason)]
+    }
+
+    /// Ends the lease (if any) and forgets outstanding pings; returns the actions.
+    fn revoke(&mut self, now: Instant) -> Option<Action> {
+        self.pings.clear();
+        let held = self.lease_held(now);
+        if held {
+            self.counters.lease_lapses += 1;
+        }
+        self.lease_until.take().map(|_| Action::Revoke)
     }
 
     /// The subscription is (re)established. Anything may have changed while we were not
@@ -369,19 +559,22 @@ impl Coherence {
     /// flushes again, which is redundant for messages sent before this flush but required
     /// for those lost after it, and the two cannot be told apart.
     pub fn link_up(&mut self, now: Instant) -> Vec<Action> {
+        // Nothing heard before this point proves freshness any more.
+        let mut actions: Vec<Action> = self.revoke(now).into_iter().collect();
         self.link = LinkState::Up;
         self.unechoed_since = None;
         self.next_heartbeat = now;
-        self.flush()
+        self.next_ping = now;
+        actions.extend(self.flush(FlushReason::Reconnect));
+        actions
     }
 
-    /// The subscription is lost. No flush: the node keeps serving L1 hits while degraded,
-    /// and [`Coherence::link_up`] flushes when it comes back.
+    /// The subscription is lost: the lease ends at once (we can no longer hear about
+    /// changes), and [`Coherence::link_up`] flushes when it comes back.
     pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
-        let _ = now;
         self.link = LinkState::Down;
         self.unechoed_since = None;
-        Vec::new()
+        self.revoke(now).into_iter().collect()
     }
 
     /// Advances time. While the link is up: declares the subscription dead if our oldest
@@ -389,31 +582,57 @@ impl Coherence {
     /// otherwise publishes a heartbeat when one is due (at most once per
     /// `heartbeat_interval`, the first one right after [`Coherence::link_up`]).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.lease_until.is_some_and(|u| now > u) {
+            // Ran out before a renewal (slow link, pause): count it; the read path already
+            // stopped trusting L1 at the deadline.
+            self.counters.lease_lapses += 1;
+            self.lease_until = None;
+            actions.push(Action::Revoke);
+        }
         if self.link == LinkState::Down {
-            return Vec::new();
+            return actions;
         }
         if let Some(sent) = self.unechoed_since {
             if now.saturating_duration_since(sent) > self.config.echo_timeout {
                 self.link = LinkState::Down;
                 self.unechoed_since = None;
                 self.counters.reconnects += 1;
-                return vec![Action::Reconnect];
+                actions.extend(self.revoke(now));
+                actions.push(Action::Reconnect);
+                return actions;
             }
         }
-        if now < self.next_heartbeat {
-            return Vec::new();
+        if !self.config.ping_interval.is_zero() && now >= self.next_ping {
+            self.next_ping = now.checked_add(self.config.ping_interval).unwrap_or(now);
+            self.last_ping_id += 1;
+            if self.pings.len() >= MAX_PENDING_PINGS {
+                self.pings.pop_front();
+            }
+            self.pings.push_back((self.last_ping_id, now));
+            if self.unechoed_since.is_none() {
+                self.unechoed_since = Some(now);
+            }
+            actions.push(Action::Publish(BusMessage::Ping {
+                origin: self.node_id.clone(),
+                origin_epoch: self.epoch,
+                id: self.last_ping_id,
+            }));
         }
-        self.next_heartbeat = now
-            .checked_add(self.config.heartbeat_interval)
-            .unwrap_or(now);
-        if self.unechoed_since.is_none() {
-            self.unechoed_since = Some(now);
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now
+                .checked_add(self.config.heartbeat_interval)
+                .unwrap_or(now);
+            if self.unechoed_since.is_none() {
+                self.unechoed_since = Some(now);
+            }
+            actions.push(Action::Publish(BusMessage::Heartbeat {
+                origin: self.node_id.clone(),
+                origin_epoch: self.epoch,
+                last_seq: self.last_sent_seq,
+            }));
         }
-        vec![Action::Publish(BusMessage::Heartbeat {
-            origin: self.node_id.clone(),
-            origin_epoch: self.epoch,
-            last_seq: self.last_sent_seq,
-        })]
+        actions
     }
 }
 
@@ -424,20 +643,31 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A node without lease pings (these tests are about sequencing and heartbeats; the
+    /// lease has its own tests below).
     fn node(id: &str, epoch: u64, t0: Instant) -> Coherence {
-        Coherence::new(id, epoch, CoherenceConfig::default(), t0)
+        let config = CoherenceConfig {
+            ping_interval: Duration::ZERO,
+            ..CoherenceConfig::default()
+        };
+        Coherence::new(id, epoch, config, t0)
+    }
+
+    #[track_caller]
+    fn assert_flush(actions: Vec<Action>) {
+        assert!(
+            matches!(actions.as_slice(), [Action::FlushAll(_)]),
+            "expected one flush, got {actions:?}"
+        );
     }
 
     /// A node whose link is up and which already knows `peers` (at seq 0), so that the
     /// first-contact flushes are behind it. Returns the node and its counters at that point.
     fn ready(peers: &[(&str, u64)], t: Instant) -> (Coherence, CoherenceCounters) {
         let mut c = node("n1", 1, t);
-        assert_eq!(c.link_up(t), vec![Action::FlushAll]);
+        assert_flush(c.link_up(t));
         for (id, epoch) in peers {
-            assert_eq!(
-                c.handle_message(hb(id, *epoch, 0), t),
-                vec![Action::FlushAll]
-            );
+            assert_flush(c.handle_message(hb(id, *epoch, 0), t));
         }
         let base = c.counters();
         (c, base)
@@ -454,6 +684,8 @@ mod tests {
             flushes: n.flushes - base.flushes,
             epoch_changes: n.epoch_changes - base.epoch_changes,
             reconnects: n.reconnects - base.reconnects,
+            lease_lapses: n.lease_lapses - base.lease_lapses,
+            undecodable: n.undecodable - base.undecodable,
         }
     }
 
@@ -462,9 +694,10 @@ mod tests {
             origin: origin.into(),
             origin_epoch: epoch,
             seq,
-            category: "permissions".into(),
-            pattern: pattern.into(),
+            category: Some("permissions".into()),
+            target: Target::Key(pattern.into()),
             kind: ChangeKind::Set,
+            sent_at_ms: 0,
         })
     }
 
@@ -478,13 +711,9 @@ mod tests {
 
     fn apply(pattern: &str) -> Vec<Action> {
         vec![Action::Apply {
-            category: "permissions".into(),
-            pattern: pattern.into(),
+            category: Some("permissions".into()),
+            target: Target::Key(pattern.into()),
         }]
-    }
-
-    fn flush() -> Vec<Action> {
-        vec![Action::FlushAll]
     }
 
     #[test]
@@ -506,13 +735,18 @@ mod tests {
         let t = Instant::now();
         let mut n = node("n1", 9, t);
         for expected in 1..=3 {
-            match n.outgoing("roles", "k", ChangeKind::Delete, t) {
+            match n.outgoing(
+                Some("roles"),
+                Target::Key(String::from("k")),
+                ChangeKind::Delete,
+                t,
+            ) {
                 BusMessage::Invalidation(i) => {
                     assert_eq!(i.seq, expected);
                     assert_eq!(i.origin, "n1");
                     assert_eq!(i.origin_epoch, 9);
-                    assert_eq!(i.category, "roles");
-                    assert_eq!(i.pattern, "k");
+                    assert_eq!(i.category.as_deref(), Some("roles"));
+                    assert_eq!(i.target, Target::Key("k".into()));
                     assert_eq!(i.kind, ChangeKind::Delete);
                 }
                 other => panic!("unexpected {other:?}"),
@@ -554,8 +788,18 @@ mod tests {
         let t = Instant::now();
         let mut sender = node("n2", 2, t);
         let (mut n, base) = ready(&[("n2", 2)], t);
-        let m1 = sender.outgoing("permissions", "a", ChangeKind::Set, t);
-        let m2 = sender.outgoing("permissions", "b", ChangeKind::Set, t);
+        let m1 = sender.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("a")),
+            ChangeKind::Set,
+            t,
+        );
+        let m2 = sender.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("b")),
+            ChangeKind::Set,
+            t,
+        );
         // Redis delivers m1, QUIC delivers m1, QUIC delivers m2, Redis delivers m2.
         assert_eq!(n.handle_message(m1.clone(), t), apply("a"));
         assert!(n.handle_message(m1, t).is_empty());
@@ -571,7 +815,7 @@ mod tests {
         let (mut n, base) = ready(&[("n2", 2)], t);
         assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
         // 2 and 3 lost.
-        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 2, 4, "d"), t));
         let d = delta(&n, base);
         assert_eq!((d.gaps, d.flushes, d.applied), (1, 1, 1));
         // Back in order after the gap.
@@ -585,16 +829,16 @@ mod tests {
     fn first_contact_baselines_and_flushes() {
         let t = Instant::now();
         let mut n = node("n1", 1, t);
-        assert_eq!(n.link_up(t), flush());
+        assert_flush(n.link_up(t));
         // Even seq 1: an earlier, never-seen epoch of n2 may have sent something we lost.
-        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 2, 1, "a"), t));
         assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
         // First contact at seq 10, then in order.
-        assert_eq!(n.handle_message(inv("n3", 3, 10, "x"), t), flush());
+        assert_flush(n.handle_message(inv("n3", 3, 10, "x"), t));
         assert_eq!(n.handle_message(inv("n3", 3, 11, "y"), t), apply("y"));
         assert!(n.handle_message(inv("n3", 3, 9, "w"), t).is_empty());
         // First contact by heartbeat: baseline at last_seq.
-        assert_eq!(n.handle_message(hb("n4", 4, 3), t), flush());
+        assert_flush(n.handle_message(hb("n4", 4, 3), t));
         assert_eq!(n.handle_message(inv("n4", 4, 4, "z"), t), apply("z"));
         let c = n.counters();
         assert_eq!((c.gaps, c.epoch_changes, c.flushes), (0, 0, 4));
@@ -608,12 +852,27 @@ mod tests {
         // n2 (epoch 5) starts after us, sends seq 1 and 2, all lost, and dies before we
         // ever hear from it. Its next life (epoch 6) looks brand new: seq 1.
         let mut old = node("n2", 5, t);
-        let _lost1 = old.outgoing("permissions", "lost1", ChangeKind::Set, t);
-        let _lost2 = old.outgoing("permissions", "lost2", ChangeKind::Set, t);
+        let _lost1 = old.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("lost1")),
+            ChangeKind::Set,
+            t,
+        );
+        let _lost2 = old.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("lost2")),
+            ChangeKind::Set,
+            t,
+        );
         let mut new = node("n2", 6, t + MS);
-        let m = new.outgoing("permissions", "k", ChangeKind::Set, t + MS);
+        let m = new.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t + MS,
+        );
         // Applying only "k" would leave lost1/lost2 stale forever: flush instead.
-        assert_eq!(n.handle_message(m, t + 2 * MS), flush());
+        assert_flush(n.handle_message(m, t + 2 * MS));
         assert_eq!(delta(&n, base).flushes, 1);
     }
 
@@ -625,7 +884,7 @@ mod tests {
         // In sync: nothing.
         assert!(n.handle_message(hb("n2", 2, 1), t).is_empty());
         // Seq 2 and 3 lost, then the origin went quiet: its heartbeat tells.
-        assert_eq!(n.handle_message(hb("n2", 2, 3), t), flush());
+        assert_flush(n.handle_message(hb("n2", 2, 3), t));
         assert_eq!(delta(&n, base).gaps, 1);
         // Only once.
         assert!(n.handle_message(hb("n2", 2, 3), t).is_empty());
@@ -643,10 +902,10 @@ mod tests {
         assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
         assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
         // n2 restarted with epoch 22: its seq starts over.
-        assert_eq!(n.handle_message(inv("n2", 22, 1, "a2"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 22, 1, "a2"), t));
         assert_eq!(n.handle_message(inv("n2", 22, 2, "b2"), t), apply("b2"));
         // Another restart, revealed by a heartbeat.
-        assert_eq!(n.handle_message(hb("n2", 23, 0), t), flush());
+        assert_flush(n.handle_message(hb("n2", 23, 0), t));
         assert_eq!(n.handle_message(inv("n2", 23, 1, "a3"), t), apply("a3"));
         let d = delta(&n, base);
         assert_eq!((d.epoch_changes, d.flushes, d.gaps), (2, 2, 0));
@@ -658,13 +917,13 @@ mod tests {
         let (mut n, base) = ready(&[("n2", 2)], t);
         assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
         assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
-        assert_eq!(n.handle_message(inv("n2", 3, 1, "new1"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 3, 1, "new1"), t));
         // The QUIC copy of an old message arrives after the restart: already seen.
         assert!(n.handle_message(inv("n2", 2, 2, "b"), t).is_empty());
         assert!(n.handle_message(hb("n2", 2, 2), t).is_empty());
         assert_eq!(n.handle_message(inv("n2", 3, 2, "new2"), t), apply("new2"));
         // An old-epoch message we never saw still counts as a gap in that epoch.
-        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 2, 4, "d"), t));
         let d = delta(&n, base);
         assert_eq!(
             (d.epoch_changes, d.duplicates, d.gaps, d.flushes),
@@ -677,10 +936,10 @@ mod tests {
         let t = Instant::now();
         let (mut n, base) = ready(&[("n2", 0)], t);
         for epoch in 1..=EPOCHS_PER_ORIGIN as u64 {
-            assert_eq!(n.handle_message(hb("n2", epoch, 0), t), flush());
+            assert_flush(n.handle_message(hb("n2", epoch, 0), t));
         }
         // Epoch 0 was the least recently used and has been evicted: flush again (safe).
-        assert_eq!(n.handle_message(inv("n2", 0, 1, "x"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 0, 1, "x"), t));
         // The most recent ones are still known.
         let last = EPOCHS_PER_ORIGIN as u64;
         assert_eq!(n.handle_message(inv("n2", last, 1, "y"), t), apply("y"));
@@ -693,7 +952,12 @@ mod tests {
     fn self_messages_never_applied() {
         let t = Instant::now();
         let (mut n, base) = ready(&[], t);
-        let m = n.outgoing("permissions", "k", ChangeKind::Set, t);
+        let m = n.outgoing(
+            Some("permissions"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t,
+        );
         assert!(n.handle_message(m.clone(), t + MS).is_empty());
         assert!(n.handle_message(m, t + 2 * MS).is_empty());
         assert!(n.handle_message(hb("n1", 1, 1), t + 3 * MS).is_empty());
@@ -706,7 +970,7 @@ mod tests {
         let t = Instant::now();
         let (mut n, _) = ready(&[], t);
         // A late message from our previous life: handled like any origin (always safe).
-        assert_eq!(n.handle_message(inv("n1", 99, 5, "old"), t), flush());
+        assert_flush(n.handle_message(inv("n1", 99, 5, "old"), t));
         assert_eq!(n.handle_message(inv("n1", 99, 6, "old2"), t), apply("old2"));
         assert_eq!(n.last_self_echo(), None);
     }
@@ -716,12 +980,12 @@ mod tests {
         let t = Instant::now();
         let mut n = node("n1", 1, t);
         assert_eq!(n.link(), LinkState::Down);
-        assert_eq!(n.link_up(t), flush());
+        assert_flush(n.link_up(t));
         assert_eq!(n.link(), LinkState::Up);
         assert!(n.link_down(t + MS).is_empty());
         assert_eq!(n.link(), LinkState::Down);
         assert_eq!(n.counters().flushes, 1);
-        assert_eq!(n.link_up(t + 2 * MS), flush());
+        assert_flush(n.link_up(t + 2 * MS));
         assert_eq!(n.link(), LinkState::Up);
         assert_eq!(n.counters().flushes, 2);
     }
@@ -733,13 +997,13 @@ mod tests {
         assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
         n.link_down(t);
         // Nothing lost meanwhile: no second flush after the link-up one.
-        assert_eq!(n.link_up(t + MS), flush());
+        assert_flush(n.link_up(t + MS));
         assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
         // Lost during the next outage: a gap, flushed again (it may have been lost after
         // the link-up flush, the two cases look the same).
         n.link_down(t);
-        assert_eq!(n.link_up(t + 2 * MS), flush());
-        assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), flush());
+        assert_flush(n.link_up(t + 2 * MS));
+        assert_flush(n.handle_message(inv("n2", 2, 4, "d"), t));
         let d = delta(&n, base);
         assert_eq!((d.flushes, d.gaps, d.applied), (3, 1, 2));
     }
@@ -751,7 +1015,7 @@ mod tests {
         let (mut n, _) = ready(&[("n2", 2)], t);
         assert!(n.link_down(t).is_empty());
         assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
-        assert_eq!(n.handle_message(inv("n2", 2, 3, "c"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 2, 3, "c"), t));
         assert_eq!(n.link(), LinkState::Down);
     }
 
@@ -763,7 +1027,12 @@ mod tests {
         assert!(n.tick(t0 + 500 * MS).is_empty());
         let t = t0 + 1000 * MS;
         n.link_up(t);
-        n.outgoing("general", "k", ChangeKind::Set, t);
+        n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t,
+        );
         let beat = vec![Action::Publish(hb("n1", 5, 1))];
         let mut beats = Vec::new();
         // Tick every 10 ms for 1 s, echoing every heartbeat immediately.
@@ -785,7 +1054,12 @@ mod tests {
         assert!(n.tick(later + 199 * MS).is_empty());
         assert_eq!(n.tick(later + 200 * MS).len(), 1);
         // Heartbeats carry the last seq we sent.
-        n.outgoing("general", "k2", ChangeKind::Set, later);
+        n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k2")),
+            ChangeKind::Set,
+            later,
+        );
         assert_eq!(
             n.tick(later + 400 * MS),
             vec![Action::Publish(hb("n1", 5, 2))]
@@ -798,7 +1072,7 @@ mod tests {
         let (mut n, _) = ready(&[], t);
         // Silence is only checked once a heartbeat has been published.
         assert!(n.link_down(t).is_empty());
-        assert_eq!(n.link_up(t), flush());
+        assert_flush(n.link_up(t));
         assert_eq!(n.tick(t), vec![Action::Publish(hb("n1", 1, 0))]);
         let mut reconnect_at = None;
         for i in 1..=150u32 {
@@ -817,7 +1091,7 @@ mod tests {
         // Down: no more heartbeats, no more reconnects.
         assert!(n.tick(t + 5000 * MS).is_empty());
         // Resubscribed: flush, and the cycle starts over.
-        assert_eq!(n.link_up(t + 6000 * MS), flush());
+        assert_flush(n.link_up(t + 6000 * MS));
         assert_eq!(n.tick(t + 6000 * MS).len(), 1);
         assert!(!n.tick(t + 6900 * MS).contains(&Action::Reconnect));
         assert_eq!(n.link(), LinkState::Up);
@@ -860,7 +1134,12 @@ mod tests {
         let t = Instant::now();
         let (mut n, _) = ready(&[], t);
         assert_eq!(n.tick(t).len(), 1);
-        let m = n.outgoing("general", "k", ChangeKind::Set, t + 900 * MS);
+        let m = n.outgoing(
+            Some("general"),
+            Target::Key(String::from("k")),
+            ChangeKind::Set,
+            t + 900 * MS,
+        );
         assert!(n.handle_message(m, t + 950 * MS).is_empty());
         assert_eq!(n.last_self_echo(), Some(t + 950 * MS));
         // The heartbeat sent at 0 would have timed out after 1000 ms; the echo cleared it.
@@ -887,14 +1166,14 @@ mod tests {
             "least recently heard is forgotten"
         );
         // Hearing from it again is first contact: flush.
-        assert_eq!(n.handle_message(hb("first"), t), vec![Action::FlushAll]);
+        assert_flush(n.handle_message(hb("first"), t));
     }
 
     #[test]
     fn hostile_input_does_not_panic() {
         let t = Instant::now();
         let (mut n, _) = ready(&[("n2", 2)], t);
-        assert_eq!(n.handle_message(inv("n2", 2, u64::MAX, "a"), t), flush());
+        assert_flush(n.handle_message(inv("n2", 2, u64::MAX, "a"), t));
         assert!(n.handle_message(inv("n2", 2, u64::MAX, "a"), t).is_empty());
         assert!(n.handle_message(inv("n2", 2, 0, "a"), t).is_empty());
         assert!(n.handle_message(hb("n2", 2, u64::MAX), t).is_empty());
@@ -908,10 +1187,24 @@ mod tests {
         let cfg = CoherenceConfig {
             heartbeat_interval: Duration::MAX,
             echo_timeout: Duration::MAX,
+            staleness_bound: Duration::MAX,
+            ping_interval: Duration::MAX,
         };
         let mut m = Coherence::new("x", 1, cfg, t);
         m.link_up(t);
-        assert_eq!(m.tick(t).len(), 1);
+        let first = m.tick(t);
+        assert_eq!(first.len(), 2, "one ping, one heartbeat: {first:?}");
+        // An echo whose deadline would overflow grants nothing (fail closed).
+        for id in pings(&first) {
+            m.handle_message(
+                BusMessage::Ping {
+                    origin: "x".into(),
+                    origin_epoch: 1,
+                    id,
+                },
+                t,
+            );
+        }
         m.tick(t + MS);
     }
 
@@ -950,8 +1243,11 @@ mod tests {
             let at = self.tick();
             for a in actions {
                 match a {
-                    Action::FlushAll => self.flushes.push(at),
-                    Action::Apply { pattern, .. } => {
+                    Action::FlushAll(_) => self.flushes.push(at),
+                    Action::Apply {
+                        target: Target::Key(pattern),
+                        ..
+                    } => {
                         let seed = self.seed;
                         assert!(self.applied.insert(pattern), "seed {seed}: applied twice");
                     }
@@ -1015,7 +1311,12 @@ mod tests {
                     let i = rng.below(senders.len() as u64) as usize;
                     let s = &mut senders[i];
                     let pattern = format!("{}-{}-{}", s.node_id(), s.epoch(), step);
-                    let m = s.outgoing("general", &pattern, ChangeKind::Set, now);
+                    let m = s.outgoing(
+                        Some("general"),
+                        Target::Key(String::from(&pattern)),
+                        ChangeKind::Set,
+                        now,
+                    );
                     sent.push((pattern, log.tick()));
                     if link_up && !rng.chance(loss) {
                         redis.push_back(m.clone());
@@ -1113,7 +1414,12 @@ mod tests {
             let now = t0 + Duration::from_millis(step);
             let i = rng.below(3) as usize;
             let m = if rng.chance(80) {
-                senders[i].outgoing("general", &format!("k{step}"), ChangeKind::Set, now)
+                senders[i].outgoing(
+                    Some("general"),
+                    Target::Key(String::from(&format!("k{step}"))),
+                    ChangeKind::Set,
+                    now,
+                )
             } else {
                 let s = &senders[i];
                 hb(s.node_id(), s.epoch(), s.last_sent_seq())
@@ -1127,5 +1433,221 @@ mod tests {
         assert_eq!((d.flushes, d.gaps, d.duplicates), (0, 0, 0));
         assert_eq!(d.applied, d.received);
         assert!(d.applied > 1000);
+    }
+
+    // ---- the freshness lease -------------------------------------------------------------
+
+    const B: Duration = Duration::from_millis(100);
+
+    /// A node with lease pings, link up, first-contact flush behind it.
+    fn leased(t: Instant) -> Coherence {
+        let mut n = Coherence::new("n1", 1, CoherenceConfig::with_bound(B), t)
+            .with_categories(["permissions", "roles"]);
+        assert_flush(n.link_up(t));
+        n
+    }
+
+    /// The pings among `actions`, as (id) — published on our own channel.
+    fn pings(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Publish(BusMessage::Ping { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn echo(id: u64) -> BusMessage {
+        BusMessage::Ping {
+            origin: "n1".into(),
+            origin_epoch: 1,
+            id,
+        }
+    }
+
+    #[test]
+    fn no_lease_until_a_ping_echoes_then_it_runs_b_from_the_send_time() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        assert!(!n.lease_held(t));
+        let sent = pings(&n.tick(t));
+        assert_eq!(sent, vec![1]);
+        // Echo 30 ms later: the lease runs until send time + B, not echo time + B.
+        assert_eq!(
+            n.handle_message(echo(1), t + 30 * MS),
+            vec![Action::Renew { until: t + B }]
+        );
+        assert!(n.lease_held(t + 30 * MS));
+        assert!(n.lease_held(t + B));
+        assert!(!n.lease_held(t + B + MS));
+    }
+
+    #[test]
+    fn invalidations_before_the_echo_are_applied_before_the_renewal() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        assert_flush(n.handle_message(hb("n2", 2, 0), t)); // first contact
+        n.tick(t);
+        // Redis order: n2's invalidation, then our ping.
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "k"), t + MS), apply("k"));
+        assert_eq!(
+            n.handle_message(echo(1), t + 2 * MS),
+            vec![Action::Renew { until: t + B }]
+        );
+    }
+
+    #[test]
+    fn pings_go_out_every_quarter_bound_and_older_echoes_never_shorten() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        let mut ids = Vec::new();
+        for step in 0..=4u32 {
+            ids.extend(pings(&n.tick(t + step * (B / 4))));
+        }
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        // Echo of ping 3 (sent at 2B/4), then the late echo of ping 2: ignored.
+        let until3 = t + 2 * (B / 4) + B;
+        assert_eq!(
+            n.handle_message(echo(3), t + 60 * MS),
+            vec![Action::Renew { until: until3 }]
+        );
+        assert!(n.handle_message(echo(2), t + 61 * MS).is_empty());
+        assert_eq!(n.lease_until(), Some(until3));
+    }
+
+    #[test]
+    fn link_down_revokes_and_old_pings_do_not_renew_after_reconnect() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        n.tick(t);
+        n.handle_message(echo(1), t + MS);
+        assert!(n.lease_held(t + MS));
+        n.tick(t + 25 * MS); // ping 2 in flight
+        assert_eq!(n.link_down(t + 26 * MS), vec![Action::Revoke]);
+        assert!(!n.lease_held(t + 26 * MS));
+        assert_eq!(n.counters().lease_lapses, 1);
+        // Reconnect: flush first; the echo of a ping sent before it proves nothing.
+        assert_flush(n.link_up(t + 40 * MS));
+        assert!(n.handle_message(echo(2), t + 41 * MS).is_empty());
+        assert!(!n.lease_held(t + 41 * MS));
+        let fresh = pings(&n.tick(t + 42 * MS));
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(
+            n.handle_message(echo(fresh[0]), t + 43 * MS),
+            vec![Action::Renew {
+                until: t + 42 * MS + B
+            }]
+        );
+    }
+
+    #[test]
+    fn a_pause_lapses_the_lease_by_the_clock_alone() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        n.tick(t);
+        n.handle_message(echo(1), t + MS);
+        // The process is stopped for 3 s: no tick ran, yet the lease is over.
+        let after = t + 3000 * MS;
+        assert!(!n.lease_held(after));
+        let actions = n.tick(after);
+        assert_eq!(actions.first(), Some(&Action::Revoke));
+        assert_eq!(n.counters().lease_lapses, 1);
+        // Messages queued during the pause are applied before any renewal: the echo of
+        // the ping sent now comes after them.
+        let p = pings(&actions);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            n.handle_message(echo(p[0]), after + MS),
+            vec![Action::Renew { until: after + B }]
+        );
+    }
+
+    #[test]
+    fn silent_subscription_revokes_and_reconnects() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        n.tick(t);
+        n.handle_message(echo(1), t + MS);
+        let mut now = t;
+        let mut saw = Vec::new();
+        while now < t + 2000 * MS {
+            now += 10 * MS;
+            saw.extend(n.tick(now));
+            if saw.contains(&Action::Reconnect) {
+                break;
+            }
+        }
+        let revoke = saw.iter().position(|a| *a == Action::Revoke);
+        let reconnect = saw.iter().position(|a| *a == Action::Reconnect);
+        assert!(revoke.is_some() && reconnect.is_some(), "{saw:?}");
+        assert!(!n.lease_held(now));
+        assert_eq!(n.link(), LinkState::Down);
+    }
+
+    #[test]
+    fn what_cannot_be_applied_exactly_is_applied_wider() {
+        let t = Instant::now();
+        let mut n = leased(t);
+        assert_flush(n.handle_message(hb("n2", 2, 0), t));
+        let base = n.counters();
+        // Undecodable payload.
+        assert_eq!(
+            n.undecodable(t),
+            vec![Action::FlushAll(FlushReason::Undecodable)]
+        );
+        // Unknown category, in order.
+        let mut m = match inv("n2", 2, 1, "k") {
+            BusMessage::Invalidation(i) => i,
+            _ => unreachable!(),
+        };
+        m.category = Some("nope".into());
+        assert_eq!(
+            n.handle_message(BusMessage::Invalidation(m.clone()), t),
+            vec![Action::FlushAll(FlushReason::Undecodable)]
+        );
+        // A glob that does not parse.
+        m.seq = 2;
+        m.category = Some("roles".into());
+        m.target = Target::Glob("a[".into());
+        assert_eq!(
+            n.handle_message(BusMessage::Invalidation(m.clone()), t),
+            vec![Action::FlushAll(FlushReason::Undecodable)]
+        );
+        // Sequence state still advanced: the next one applies exactly.
+        m.seq = 3;
+        m.target = Target::Key("get_roles:[1, 2]".into());
+        assert_eq!(
+            n.handle_message(BusMessage::Invalidation(m), t),
+            vec![Action::Apply {
+                category: Some("roles".into()),
+                target: Target::Key("get_roles:[1, 2]".into()),
+            }]
+        );
+        let d = delta(&n, base);
+        assert_eq!((d.undecodable, d.flushes, d.gaps), (3, 3, 0));
+    }
+
+    #[test]
+    fn typed_targets_pass_through_unchanged() {
+        let t = Instant::now();
+        let mut sender = node("n2", 2, t);
+        let mut n = leased(t);
+        assert_flush(n.handle_message(hb("n2", 2, 0), t));
+        for (cat, target) in [
+            (Some("roles"), Target::Key("x[1".into())),
+            (Some("roles"), Target::Glob("get_roles:*".into())),
+            (Some("permissions"), Target::Everything),
+            (None, Target::Everything),
+        ] {
+            let m = sender.outgoing(cat, target.clone(), ChangeKind::Invalidate, t);
+            assert_eq!(
+                n.handle_message(m, t),
+                vec![Action::Apply {
+                    category: cat.map(String::from),
+                    target
+                }]
+            );
+        }
     }
 }

@@ -137,6 +137,13 @@ pub struct Config {
     /// SWIM probe period and suspicion timeout of the gossip layer.
     pub gossip_probe_period: Duration,
     pub gossip_suspect_timeout: Duration,
+    /// The staleness bound B (`staleness_bound_ms`, `HC_STALENESS_BOUND_MS`): with Redis, no
+    /// read returns a value replaced by a write acknowledged more than B before it started.
+    pub staleness_bound: Duration,
+    /// Opt-in (`serve_stale_on_outage`, `HC_SERVE_STALE_ON_OUTAGE`): while Redis cannot be
+    /// reached, keep serving L1 and accept writes locally (the original module's behaviour).
+    /// Off by default: reads may then be older than the staleness bound.
+    pub serve_stale_on_outage: bool,
 }
 
 impl Default for Config {
@@ -160,6 +167,8 @@ impl Default for Config {
             tls: None,
             gossip_probe_period: Duration::from_millis(300),
             gossip_suspect_timeout: Duration::from_millis(600),
+            staleness_bound: Duration::from_millis(100),
+            serve_stale_on_outage: false,
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct FileConfig {
     pub redis_timeout_ms: Option<u64>,
     pub gossip_probe_period_ms: Option<u64>,
     pub gossip_suspect_timeout_ms: Option<u64>,
+    pub staleness_bound_ms: Option<u64>,
+    pub serve_stale_on_outage: Option<bool>,
     pub redis: Option<FileRedis>,
     pub tls: Option<TlsFiles>,
     #[serde(default)]
@@ -374,6 +385,12 @@ impl Config {
         if let Some(v) = file.isolation_grace_ms {
             c.isolation_grace = Duration::from_millis(v);
         }
+        if let Some(v) = file.staleness_bound_ms {
+            c.staleness_bound = Duration::from_millis(v);
+        }
+        if let Some(v) = file.serve_stale_on_outage {
+            c.serve_stale_on_outage = v;
+        }
         if let Some(v) = file.redis_timeout_ms {
             c.redis_timeout = Duration::from_millis(v);
         }
@@ -425,6 +442,12 @@ impl Config {
         }
         if let Some(v) = env_parse::<usize>(env, "HC_MAX_KEY_BYTES")? {
             c.max_key_bytes = v;
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_STALENESS_BOUND_MS")? {
+            c.staleness_bound = Duration::from_millis(v);
+        }
+        if let Some(v) = env("HC_SERVE_STALE_ON_OUTAGE") {
+            c.serve_stale_on_outage = parse_bool("HC_SERVE_STALE_ON_OUTAGE", &v)?;
         }
         if let Some(v) = env_parse::<u64>(env, "HC_REDIS_TIMEOUT_MS")? {
             c.redis_timeout = Duration::from_millis(v);
@@ -524,6 +547,13 @@ impl Config {
         }
         if self.categories.is_empty() {
             return Err(invalid("categories", "at least one category is required"));
+        }
+        let b = self.staleness_bound;
+        if b < Duration::from_millis(4) || b > Duration::from_secs(60) {
+            return Err(invalid(
+                "staleness_bound_ms",
+                "must be between 4 and 60000 (the lease is renewed every B/4)",
+            ));
         }
         for (name, cat) in &self.categories {
             if name.is_empty()

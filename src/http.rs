@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::cluster::{cluster_stats, Membership};
 use crate::error::CacheError;
-use crate::stats::{NodeCounters, Status};
+use crate::stats::NodeCounters;
 use crate::HybridCache;
 
 /// Shared state of the handlers.
@@ -238,26 +238,32 @@ pub(crate) async fn delete_value(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Body of `POST /v1/invalidate`.
+/// Body of `POST /v1/invalidate`: `{"category":…,"key":…}` (one exact key, compared as
+/// bytes) or `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InvalidateBody {
     /// A category name, or `*` for every category.
     category: String,
-    /// An exact key, `*`, or a glob (`get_user_permissions:*`).
+    /// A glob (`get_user_permissions:*`, `*` = the whole category); exactly one of
+    /// `pattern` and `key`.
     #[schema(min_length = 1)]
-    pattern: String,
+    pattern: Option<String>,
+    /// One exact key (glob characters taken literally); exactly one of `pattern` and `key`.
+    #[schema(min_length = 1)]
+    key: Option<String>,
 }
 
-/// Invalidate every key of `category` (or all categories) matching `pattern`, on every node.
+/// Invalidate one key, or every key matching a glob, of `category` (or all categories), on
+/// every node.
 #[utoipa::path(post, path = "/v1/invalidate", tag = "cache",
     request_body(content = InvalidateBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::openapi::Invalidated),
-        (status = 400, description = "`bad_body`, `invalid_pattern`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::openapi::ErrorBody),
         (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::openapi::ErrorBody),
         (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or key too large", body = crate::openapi::ErrorBody),
         (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
     ))]
 pub(crate) async fn invalidate(
@@ -267,14 +273,21 @@ pub(crate) async fn invalidate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let body = body.map_err(|r| body_error(&state, r))?;
-    let req: InvalidateBody = serde_json::from_slice(&body).map_err(|e| {
-        bad_request(
-            &state,
-            "bad_body",
-            format!("expected {{\"category\":..., \"pattern\":...}}: {e}"),
-        )
-    })?;
-    let n = state.cache.invalidate(&req.pattern, &req.category).await?;
+    let expected =
+        "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
+    let req: InvalidateBody = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(&state, "bad_body", format!("{expected}: {e}")))?;
+    let n = match (&req.pattern, &req.key) {
+        (Some(p), None) => state.cache.invalidate(p, &req.category).await?,
+        (None, Some(k)) => state.cache.invalidate_key(&req.category, k).await?,
+        _ => {
+            return Err(bad_request(
+                &state,
+                "bad_body",
+                format!("{expected}: exactly one of `pattern` and `key`"),
+            ))
+        }
+    };
     Ok(Json(json!({ "invalidated": n })))
 }
 
@@ -312,10 +325,11 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Json<crate::cluste
     ))]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let h = state.cache.health().await;
-    let code = if h.status == Status::Isolated {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    // 503 tells a balancer to drain a node that cannot answer within its guarantee.
+    let code = if state.cache.serving() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(h)).into_response()
 }

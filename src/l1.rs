@@ -358,7 +358,7 @@ mod tests {
                 .await;
         }
         let t = c.ticket("other");
-        assert_eq!(c.invalidate(&Pattern::parse("menu:*").unwrap()).await, 2);
+        assert_eq!(c.invalidate(&Pattern::glob("menu:*").unwrap()).await, 2);
         assert!(
             !c.ticket_valid(&t),
             "glob invalidation must void in-flight fills"

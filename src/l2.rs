@@ -24,6 +24,7 @@ use redis::aio::ConnectionManager;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
 
 use crate::config::RedisTarget;
+use crate::pattern::{redis_escape, Glob, Pattern};
 
 pub const TAG_VALUE: u8 = 1;
 pub const TAG_TOMBSTONE: u8 = 0;
@@ -79,7 +80,11 @@ pub struct L2 {
     ns: String,
     timeout: Duration,
     conn: RwLock<Option<ConnectionManager>>,
+    /// Guards data calls (GET/SET/SCAN).
     breaker: Breaker,
+    /// Guards control calls (PUBLISH of invalidations, heartbeats, lease pings), so slow data
+    /// calls never stop invalidations, and the other way round.
+    control: Breaker,
     get_script: Script,
     set_script: Script,
     fill_script: Script,
@@ -156,6 +161,12 @@ impl L2 {
             timeout,
             conn: RwLock::new(None),
             breaker: failsafe::Config::new().failure_policy(policy).build(),
+            control: failsafe::Config::new()
+                .failure_policy(failsafe::failure_policy::consecutive_failures(
+                    3,
+                    open_periods(),
+                ))
+                .build(),
             get_script: Script::new(&format!(
                 "{GEN_OF} local v = redis.call('GET', k) \
                  if not v then return {{g}} end \
@@ -200,6 +211,7 @@ impl L2 {
             *g = conn;
         }
         self.breaker.reset();
+        self.control.reset();
     }
 
     /// Whether a connection is installed and the breaker lets calls through.
@@ -229,27 +241,35 @@ impl L2 {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
+        self.call_with(&self.breaker, f).await
+    }
+
+    async fn call_with<T, F, Fut>(&self, breaker: &Breaker, f: F) -> Result<T, L2Error>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
         let conn = self
             .conn
             .read()
             .ok()
             .and_then(|g| g.clone())
             .ok_or(L2Error::NotConnected)?;
-        if !self.breaker.is_call_permitted() {
+        if !breaker.is_call_permitted() {
             return Err(L2Error::CircuitOpen);
         }
         let _timer = crate::node_metrics::Timer::start(&self.latency);
         match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => {
-                self.breaker.on_success();
+                breaker.on_success();
                 Ok(v)
             }
             Ok(Err(e)) => {
-                self.breaker.on_error();
+                breaker.on_error();
                 Err(L2Error::Redis(e))
             }
             Err(_) => {
-                self.breaker.on_error();
+                breaker.on_error();
                 Err(L2Error::Timeout(self.timeout))
             }
         }
@@ -379,9 +399,11 @@ impl L2 {
         .await
     }
 
-    /// Glob invalidation: SCAN the category's current generation in bounded batches and
-    /// replace matches by tombstones. Returns the number of keys invalidated.
-    pub async fn invalidate_glob(&self, category: &str, glob: &str) -> Result<u64, L2Error> {
+    /// Glob invalidation: SCAN the category's current generation in bounded batches with
+    /// the glob's Redis prefilter (a superset, see [`crate::pattern`]), decide each scanned
+    /// key with the L1 matcher, and replace the matches by tombstones. Returns the number of
+    /// keys invalidated.
+    pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
         let gk = self.gen_key(category);
         let generation: i64 = self
             .call(|mut c| async move {
@@ -393,13 +415,13 @@ impl L2 {
             .await?
             .unwrap_or(0);
         let key_prefix = format!("{}:{generation}:", self.prefix(category));
-        let match_pattern = format!("{key_prefix}{glob}");
+        let match_pattern = format!("{}{}", redis_escape(&key_prefix), glob.redis_match());
         let mut cursor: u64 = 0;
         let mut total = 0u64;
         // Bounded: at most this many SCAN round trips per invalidation.
         for _ in 0..100_000 {
             let mp = match_pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
+            let (next, scanned): (u64, Vec<Vec<u8>>) = self
                 .call(|mut c| async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -411,6 +433,15 @@ impl L2 {
                         .await
                 })
                 .await?;
+            // Keys that are not UTF-8 after our prefix were not written by us.
+            let keys: Vec<Vec<u8>> = scanned
+                .into_iter()
+                .filter(|k| {
+                    k.strip_prefix(key_prefix.as_bytes())
+                        .and_then(|rest| std::str::from_utf8(rest).ok())
+                        .is_some_and(|key| glob.is_match(key))
+                })
+                .collect();
             if !keys.is_empty() {
                 total += keys.len() as u64;
                 let ms = TOMBSTONE_TTL.as_millis() as u64;
@@ -439,7 +470,7 @@ impl L2 {
     /// Publishes a payload on a channel (the invalidation bus uses this connection).
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), L2Error> {
         let ch = channel.to_string();
-        self.call(|mut c| async move {
+        self.call_with(&self.control, |mut c| async move {
             redis::cmd("PUBLISH")
                 .arg(ch)
                 .arg(payload)
@@ -536,46 +567,42 @@ impl L2 {
     pub async fn invalidate_pattern(
         &self,
         category: &str,
-        pattern: &crate::pattern::Pattern,
+        pattern: &Pattern,
     ) -> Result<(), L2Error> {
-        use crate::pattern::Pattern;
         match pattern {
             Pattern::All => self.bump_generation(category).await.map(|_| ()),
             Pattern::Exact(k) => self.delete(category, k).await,
-            Pattern::Glob(_) => self
-                .invalidate_glob(category, &pattern.as_str())
-                .await
-                .map(|_| ()),
+            Pattern::Glob(g) => self.invalidate_glob(category, g).await.map(|_| ()),
         }
     }
 }
 
-/// Changes this node made while it could not reach Redis. Its L1 and its peers (over QUIC)
-/// saw them, but L2 still holds the values from before: replayed as invalidations into L2
-/// (and on the bus) as soon as Redis is reachable again, so nobody reads an L2 value that a
-/// write during the outage replaced. Past [`Backlog::MAX`] entries a category is remembered
-/// as a whole and its generation is bumped instead.
+/// Changes whose effect on L2 is unknown or missing: a write whose L2 call failed or timed
+/// out (it may still land, fenced by the write deadline), or, with the
+/// `serve_stale_on_outage` opt-in, a change accepted locally while Redis was unreachable.
+/// Replayed as invalidations into L2 (and on the bus) as soon as Redis is reachable again.
+/// Bounded: past [`Backlog::MAX`] entries a category is remembered as a whole and its
+/// generation is bumped instead (wider, never dropped).
 #[derive(Debug, Default)]
 pub struct Backlog {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, crate::wire::Target)>,
     whole: std::collections::BTreeSet<String>,
 }
 
 impl Backlog {
     pub const MAX: usize = 10_000;
 
-    /// Records a change of `pattern` in `category` that did not reach L2.
-    pub fn record(&mut self, category: &str, pattern: &str) {
+    /// Records a change of `target` in `category` that did not (surely) reach L2.
+    pub fn record(&mut self, category: &str, target: &crate::wire::Target) {
         if self.whole.contains(category) {
             return;
         }
-        if pattern == "*" || self.entries.len() >= Self::MAX {
+        if *target == crate::wire::Target::Everything || self.entries.len() >= Self::MAX {
             self.whole.insert(category.to_string());
             self.entries.retain(|(c, _)| c != category);
             return;
         }
-        self.entries
-            .push((category.to_string(), pattern.to_string()));
+        self.entries.push((category.to_string(), target.clone()));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -586,11 +613,11 @@ impl Backlog {
         self.entries.len() + self.whole.len()
     }
 
-    /// Everything recorded, as (category, pattern) pairs; whole categories come as `*`.
-    pub fn take(&mut self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = std::mem::take(&mut self.whole)
+    /// Everything recorded; whole categories come as [`crate::wire::Target::Everything`].
+    pub fn take(&mut self) -> Vec<(String, crate::wire::Target)> {
+        let mut out: Vec<(String, crate::wire::Target)> = std::mem::take(&mut self.whole)
             .into_iter()
-            .map(|c| (c, "*".to_string()))
+            .map(|c| (c, crate::wire::Target::Everything))
             .collect();
         out.extend(std::mem::take(&mut self.entries));
         out
@@ -600,29 +627,32 @@ impl Backlog {
 #[cfg(test)]
 mod backlog_tests {
     use super::Backlog;
+    use crate::wire::Target;
 
     #[test]
     fn records_keys_and_degrades_to_whole_categories() {
         let mut b = Backlog::default();
         assert!(b.is_empty());
-        b.record("roles", "k1");
-        b.record("menus", "m:*");
-        b.record("menus", "*");
-        b.record("menus", "m2");
+        b.record("roles", &Target::Key("k1".into()));
+        b.record("menus", &Target::Glob("m:*".into()));
+        b.record("menus", &Target::Everything);
+        b.record("menus", &Target::Key("m2".into()));
         let mut got = b.take();
         got.sort();
         assert_eq!(
             got,
             vec![
-                ("menus".to_string(), "*".to_string()),
-                ("roles".to_string(), "k1".to_string())
+                ("menus".to_string(), Target::Everything),
+                ("roles".to_string(), Target::Key("k1".into()))
             ]
         );
         assert!(b.is_empty());
         for i in 0..Backlog::MAX + 5 {
-            b.record("general", &format!("k{i}"));
+            b.record("general", &Target::Key(format!("k{i}")));
         }
         assert!(b.len() <= Backlog::MAX + 1);
-        assert!(b.take().contains(&("general".to_string(), "*".to_string())));
+        assert!(b
+            .take()
+            .contains(&("general".to_string(), Target::Everything)));
     }
 }

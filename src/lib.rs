@@ -59,6 +59,7 @@ pub mod http;
 pub mod key;
 pub mod l1;
 pub mod l2;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod node_metrics;

@@ -61,7 +61,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {
+    // Listen before starting: a SIGTERM during start-up must not kill the process.
+    let signal = hybrid_cache::node::shutdown_signal();
     let node = Node::start(config).await?;
-    node.run_until_signal().await?;
+    node.run_until(signal).await?;
     Ok(())
 }

@@ -101,32 +101,50 @@ impl Node {
         self.cache.shutdown().await;
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully. Prefer
+    /// [`shutdown_signal`] taken *before* [`Node::start`] with [`Node::run_until`]: a signal
+    /// that arrives while the node starts is then not lost.
     pub async fn run_until_signal(self) -> Result<(), NodeError> {
-        shutdown_signal().await;
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        signal.await;
         tracing::info!("signal received: shutting down");
         self.shutdown().await;
         Ok(())
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGTERM and SIGINT handlers *now* (so a signal sent from here on is not lost)
+/// and returns a future that completes on the first of them.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -65,6 +65,25 @@ pub struct Stats {
     pub l1_caches: BTreeMap<String, CategoryStats>,
     pub l2_enabled: bool,
     pub counters: Counters,
+    /// The coherence link and freshness lease.
+    #[serde(default)]
+    pub coherence: Option<CoherenceStats>,
+}
+
+/// `coherence` of `GET /v1/stats`: may this node serve L1 right now, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct CoherenceStats {
+    /// `"up"` while subscribed to the invalidation channel, `"down"` otherwise, `"none"`
+    /// without Redis.
+    pub link: String,
+    /// Whether L1 may be served now (always true without Redis).
+    pub lease_held: bool,
+    /// Age of the newest echoed lease ping, while a lease exists.
+    pub lease_age_ms: Option<u64>,
+    /// The staleness bound B.
+    pub staleness_bound_ms: u64,
+    /// Whether the `serve_stale_on_outage` opt-in is on.
+    pub serve_stale_on_outage: bool,
 }
 
 /// `cache.l1_stats.<category>` of `/health`.

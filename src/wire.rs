@@ -22,7 +22,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Format version carried in the first byte of every frame.
-pub const WIRE_VERSION: u8 = 1;
+/// Version 2: typed invalidation targets, `sent_at_ms`, lease pings.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Largest frame (version byte included) that [`encode`] produces and [`decode`] accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -117,6 +118,20 @@ pub enum ChangeKind {
     Invalidate,
 }
 
+/// What an invalidation removes inside its category (or every category).
+///
+/// Typed, so that an exact key is compared as bytes on every node and never read as a
+/// pattern, whatever characters it holds (`get_roles:[1, 2]` is a key, not a glob).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// One key, compared as bytes.
+    Key(String),
+    /// Keys matching a glob in the grammar of [`crate::pattern`].
+    Glob(String),
+    /// Every key.
+    Everything,
+}
+
 /// One invalidation broadcast by `origin`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Invalidation {
@@ -126,20 +141,24 @@ pub struct Invalidation {
     pub origin_epoch: u64,
     /// Per-(origin, epoch) sequence number, starting at 1, incremented by 1.
     pub seq: u64,
-    /// Category name, `"*"` = every category.
-    pub category: String,
-    /// Exact key, `"*"` or a glob.
-    pub pattern: String,
+    /// Category name; `None` = every category.
+    pub category: Option<String>,
+    /// What to remove.
+    pub target: Target,
     /// What happened at the origin.
     pub kind: ChangeKind,
+    /// The origin's wall clock when it published (ms since the Unix epoch), for the
+    /// publish→apply propagation histogram. Never used for a decision.
+    pub sent_at_ms: u64,
 }
 
-/// Everything sent on the coherence bus.
+/// Everything sent between nodes about coherence.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum BusMessage {
     /// Drop matching entries from L1.
     Invalidation(Invalidation),
     /// Periodic liveness + "the last sequence number I sent", which reveals a lost tail.
+    /// Sent on the shared channel.
     Heartbeat {
         /// Node id of the sender.
         origin: String,
@@ -148,6 +167,37 @@ pub enum BusMessage {
         /// The last invalidation sequence number the sender has assigned (0 = none yet).
         last_seq: u64,
     },
+    /// A lease ping: published by a node on its own channel, which only it subscribes to,
+    /// over the same subscriber connection as the invalidations; its echo renews the
+    /// node's freshness lease (see [`crate::coherence`]).
+    Ping {
+        /// Node id of the sender.
+        origin: String,
+        /// The sender's epoch.
+        origin_epoch: u64,
+        /// Ping number, increasing.
+        id: u64,
+    },
+}
+
+impl Target {
+    /// The L1 matcher for this target. Fails only for a glob that does not parse (the
+    /// receiver then flushes instead).
+    pub fn to_pattern(&self) -> Result<crate::pattern::Pattern, crate::error::CacheError> {
+        match self {
+            Target::Key(k) => Ok(crate::pattern::Pattern::Exact(k.clone())),
+            Target::Glob(g) => crate::pattern::Pattern::glob(g),
+            Target::Everything => Ok(crate::pattern::Pattern::All),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine's wall clock (0 if it is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -175,9 +225,10 @@ mod tests {
             origin: "node-1".into(),
             origin_epoch: 0xDEAD_BEEF_1234_5678,
             seq: 42,
-            category: "permissions".into(),
-            pattern: "get_user_permissions:*".into(),
+            category: Some("permissions".into()),
+            target: Target::Glob("get_user_permissions:*".into()),
             kind: ChangeKind::Invalidate,
+            sent_at_ms: 1_700_000_000_000,
         })
     }
 
@@ -191,15 +242,32 @@ mod tests {
 
     #[test]
     fn roundtrip_all_message_shapes() {
-        let mut msgs = vec![sample_invalidation(), sample_heartbeat()];
-        for kind in [ChangeKind::Set, ChangeKind::Delete, ChangeKind::Invalidate] {
+        let mut msgs = vec![
+            sample_invalidation(),
+            sample_heartbeat(),
+            BusMessage::Ping {
+                origin: "n".into(),
+                origin_epoch: 3,
+                id: u64::MAX,
+            },
+        ];
+        let targets = [
+            Target::Key("get_roles:[1, 2]".into()),
+            Target::Glob("a*".into()),
+            Target::Everything,
+        ];
+        for (kind, target) in [ChangeKind::Set, ChangeKind::Delete, ChangeKind::Invalidate]
+            .into_iter()
+            .zip(targets)
+        {
             msgs.push(BusMessage::Invalidation(Invalidation {
                 origin: "ü-node".into(),
                 origin_epoch: 0,
                 seq: u64::MAX,
-                category: "*".into(),
-                pattern: String::new(),
+                category: None,
+                target,
                 kind,
+                sent_at_ms: 0,
             }));
         }
         for msg in msgs {
@@ -219,7 +287,7 @@ mod tests {
     #[test]
     fn wrong_version_rejected() {
         let mut frame = encode(&sample_invalidation()).unwrap();
-        for v in [0u8, 2, 0xFF] {
+        for v in [0u8, 1, 0xFF] {
             frame[0] = v;
             match decode::<BusMessage>(&frame) {
                 Err(WireError::UnsupportedVersion(got)) => assert_eq!(got, v),
@@ -296,9 +364,10 @@ mod tests {
             origin: "n1".into(),
             origin_epoch: 1,
             seq: 1,
-            category: "general".into(),
-            pattern: "x".repeat(MAX_FRAME_BYTES),
+            category: Some("general".into()),
+            target: Target::Key("x".repeat(MAX_FRAME_BYTES)),
             kind: ChangeKind::Set,
+            sent_at_ms: 0,
         });
         assert!(matches!(
             encode(&msg),
@@ -317,9 +386,10 @@ mod tests {
                 origin: "n1".into(),
                 origin_epoch: 1,
                 seq: 1,
-                category: "general".into(),
-                pattern: "p".repeat(n),
+                category: Some("general".into()),
+                target: Target::Key("p".repeat(n)),
                 kind: ChangeKind::Set,
+                sent_at_ms: 0,
             })
         };
         let overhead = encode(&make(0)).unwrap().len() + 2; // varint len grows by 2 bytes
@@ -382,7 +452,7 @@ mod tests {
         );
         assert_eq!(
             WireError::UnsupportedVersion(7).to_string(),
-            "unsupported wire version 7 (expected 1)"
+            "unsupported wire version 7 (expected 2)"
         );
         assert_eq!(
             WireError::TrailingBytes(2).to_string(),

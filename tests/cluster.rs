@@ -33,6 +33,7 @@ struct Proc {
     spec: Spec,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -47,6 +48,7 @@ impl Proc {
         )))
         .unwrap();
         cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
@@ -67,6 +69,10 @@ impl Drop for Proc {
 }
 
 fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
+    cluster_env(n, redis, extra, &[])
+}
+
+fn cluster_env(n: usize, redis: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Vec<Proc> {
     let specs: Vec<Spec> = (1..=n)
         .map(|i| Spec {
             id: format!("n{i}"),
@@ -110,6 +116,10 @@ fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
                 spec,
                 child: None,
                 args,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             p.args.push("--config".into());
             p.args.push(config_path.clone());
@@ -299,9 +309,16 @@ async fn membership_stats_failure_detection_and_rejoin() {
 }
 
 #[tokio::test]
-async fn invalidations_travel_over_quic_while_redis_is_down() {
+async fn opt_in_invalidations_travel_over_quic_while_redis_is_down() {
     let mut redis = RedisServer::start();
-    let nodes = cluster(3, Some(&redis.url()), &[]);
+    // The original module's behaviour (serve L1, accept local writes during an outage) is
+    // an explicit opt-in; without it the nodes fail closed (see coherence_redis.rs).
+    let nodes = cluster_env(
+        3,
+        Some(&redis.url()),
+        &[],
+        &[("HC_SERVE_STALE_ON_OUTAGE", "1")],
+    );
     let healthy = wait_for(Duration::from_secs(10), async || {
         if !all_alive(&nodes).await {
             return false;
@@ -411,12 +428,13 @@ async fn isolated_node_answers_503_and_recovers() {
     })
     .await;
     assert!(isolated.is_some(), "n1 reports isolated with HTTP 503");
-    // It cannot hear about changes any more, so it does not serve its L1.
+    // It cannot hear about changes any more, so it does not serve its L1, and it cannot
+    // vouch for a miss either.
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(
         r.status(),
-        404,
-        "an isolated node misses rather than risk a stale read"
+        503,
+        "an isolated node answers 503 rather than risk a stale read"
     );
 
     // Redis back: healthy again, and the L1 was flushed (it cannot know what changed).

@@ -36,11 +36,26 @@ struct TestNode {
 
 impl TestNode {
     async fn start(id: &str, ns: &str, redis: Option<RedisTarget>) -> TestNode {
+        Self::start_opt(id, ns, redis, false).await
+    }
+
+    /// A node with the `serve_stale_on_outage` opt-in (the original module's behaviour).
+    async fn start_serving_stale(id: &str, ns: &str, redis: Option<RedisTarget>) -> TestNode {
+        Self::start_opt(id, ns, redis, true).await
+    }
+
+    async fn start_opt(
+        id: &str,
+        ns: &str,
+        redis: Option<RedisTarget>,
+        serve_stale_on_outage: bool,
+    ) -> TestNode {
         let config = Config {
             node_id: id.to_string(),
             namespace: ns.to_string(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             redis,
+            serve_stale_on_outage,
             ..Config::default()
         };
         let node = Node::start(config).await.expect("node starts");
@@ -79,13 +94,22 @@ async fn get(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str) -> (u16, S
 }
 
 async fn put(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str, value: &str) {
+    assert_eq!(
+        put_status(c, n, cat, key, value).await,
+        204,
+        "PUT {cat}/{key} on {}",
+        n.base
+    );
+}
+
+async fn put_status(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str, value: &str) -> u16 {
     let r = c
         .put(n.url(cat, key))
         .body(value.to_string())
         .send()
         .await
         .expect("PUT");
-    assert_eq!(r.status(), 204, "PUT {cat}/{key} on {}", n.base);
+    r.status().as_u16()
 }
 
 /// Bus messages applied so far: invalidations, or flushes (a gap-revealing one).
@@ -138,9 +162,19 @@ async fn json_of(c: &reqwest::Client, url: String) -> (u16, Value) {
     (status, r.json().await.expect("JSON body"))
 }
 
+/// `/health`: 200 while the node can answer within its guarantee, 503 otherwise (a
+/// balancer drains it); the body says why either way.
 async fn health(c: &reqwest::Client, n: &TestNode) -> Value {
     let (status, body) = json_of(c, format!("{}/health", n.base)).await;
-    assert_eq!(status, 200, "health: {body}");
+    let opt_in = n.node.cache().config().serve_stale_on_outage;
+    match body["status"].as_str() {
+        Some("ok") => assert_eq!(status, 200, "health: {body}"),
+        Some("isolated") => assert_eq!(status, 503, "health: {body}"),
+        Some("degraded") if opt_in => assert_eq!(status, 200, "health: {body}"),
+        // Without the opt-in: 503 unless L2 still answers (only the subscription is down).
+        Some("degraded") => assert!(status == 200 || status == 503, "health: {body}"),
+        _ => panic!("unexpected health {status}: {body}"),
+    }
     body
 }
 
@@ -162,13 +196,17 @@ where
     }
 }
 
-/// Waits until every node has its Redis link up and has met every other node (one flush for
-/// the link, one per first contact): from then on, flushes only come from real events.
+/// Waits until every node has its Redis link up, holds its freshness lease and has met every
+/// other node (one flush for the link, one per first contact): from then on, flushes only
+/// come from real events, and L1 is served.
 async fn settle(nodes: &[&TestNode]) {
     let want = nodes.len() as u64;
     let ok = poll(BOUND, || async {
         for n in nodes {
-            if !n.node.cache().l2_enabled() || n.flushes().await < want {
+            if !n.node.cache().l2_enabled()
+                || !n.node.cache().shared().lease.held()
+                || n.flushes().await < want
+            {
                 return false;
             }
         }
@@ -211,9 +249,10 @@ fn fake_invalidation(origin: &str, epoch: u64, seq: u64, cat: &str, pattern: &st
         origin: origin.into(),
         origin_epoch: epoch,
         seq,
-        category: cat.into(),
-        pattern: pattern.into(),
+        category: Some(cat.into()),
+        target: hybrid_cache::wire::Target::Key(pattern.into()),
         kind: ChangeKind::Set,
+        sent_at_ms: 0,
     }))
     .unwrap()
 }
@@ -638,12 +677,12 @@ async fn slow_loader_racing_an_update_never_fills_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_mid_traffic_degrades_then_recovers_without_stale_reads() {
+async fn opt_in_redis_killed_mid_traffic_degrades_then_recovers_without_stale_reads() {
     let mut redis = blocking(RedisServer::start);
     let ns = namespace("kill");
-    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
-    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
-    let c = TestNode::start("c", &ns, Some(target(&redis))).await;
+    let a = TestNode::start_serving_stale("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start_serving_stale("b", &ns, Some(target(&redis))).await;
+    let c = TestNode::start_serving_stale("c", &ns, Some(target(&redis))).await;
     settle(&[&a, &b, &c]).await;
     let http = client();
 
@@ -902,17 +941,14 @@ async fn redis_password_from_config_and_wrong_password_degrades() {
     );
     assert_eq!(get(&http, &b, "roles", "r").await.1, "L1");
 
-    // The wrong password: degraded, never connected, still serving its own L1.
+    // The wrong password: degraded, never connected; it can vouch for nothing, so it
+    // answers 503 (and its /health drains it) instead of serving or accepting changes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let h = health(&http, &w).await;
-    assert_eq!(h["status"], "degraded", "{h}");
+    let (code, h) = json_of(&http, format!("{}/health", w.base)).await;
+    assert_eq!((code, h["status"].as_str()), (503, Some("degraded")), "{h}");
     assert_eq!(h["cache"]["l2_redis_enabled"], false);
-    assert_eq!(get(&http, &w, "roles", "r").await.0, 404);
-    put(&http, &w, "roles", "local", "x").await;
-    assert_eq!(
-        get(&http, &w, "roles", "local").await,
-        (200, "L1".into(), b"x".to_vec())
-    );
+    assert_eq!(get(&http, &w, "roles", "r").await.0, 503);
+    assert_eq!(put_status(&http, &w, "roles", "local", "x").await, 503);
     assert_eq!(health(&http, &a).await["status"], "ok");
     for n in [a, b, w] {
         n.node.shutdown().await;
@@ -1008,11 +1044,11 @@ async fn concurrent_writers_converge_to_l2() {
 /// Redis hangs (SIGSTOP: it keeps its data) while A writes: when it comes back, L2 must not
 /// serve the value A replaced during the outage — A replays its changes into L2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_during_an_outage_are_replayed_into_l2() {
+async fn opt_in_writes_during_an_outage_are_replayed_into_l2() {
     let redis = RedisServer::start();
     let ns = namespace("replay");
-    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
-    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    let a = TestNode::start_serving_stale("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start_serving_stale("b", &ns, Some(target(&redis))).await;
     settle(&[&a, &b]).await;
     let c = client();
     put(&c, &a, "roles", "r1", "old").await;
@@ -1080,10 +1116,11 @@ fn free_udp_addr() -> std::net::SocketAddr {
     s.local_addr().unwrap()
 }
 
-/// Only A has lost Redis (B still reaches it): A's write travels to B over QUIC, and B
-/// repairs L2 on A's behalf before dropping its L1 copy, so B cannot refill the old value.
+/// Only A has lost Redis (B still reaches it). A cannot acknowledge a write only it would
+/// know about (B reads the truth from L2), nor serve reads it cannot vouch for: both answer
+/// 503, and its /health tells a balancer to drain it. B keeps serving the truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peer_without_redis_gets_l2_repaired_by_a_peer_that_has_it() {
+async fn node_cut_off_from_redis_refuses_what_it_cannot_vouch_for() {
     let redis = RedisServer::start();
     let dead = support::free_port();
     let ns = namespace("partial");
@@ -1117,21 +1154,19 @@ async fn peer_without_redis_gets_l2_repaired_by_a_peer_that_has_it() {
     })
     .await;
     assert!(met, "a and b gossip, b has Redis");
-    assert_eq!(health(&c, &a).await["status"], "degraded");
+    let (code, h) = json_of(&c, format!("{}/health", a.base)).await;
+    assert_eq!((code, h["status"].as_str()), (503, Some("degraded")), "{h}");
 
     put(&c, &b, "roles", "k", "old").await;
     assert_eq!(get(&c, &b, "roles", "k").await.2, b"old");
-    put(&c, &a, "roles", "k", "new").await;
-    let dropped = poll(Duration::from_secs(2), || async {
-        get(&c, &b, "roles", "k").await.0 == 404
-    })
-    .await;
-    assert!(dropped, "b must neither keep nor refill the replaced value");
-    assert_eq!(
-        get(&c, &a, "roles", "k").await.2,
-        b"new",
-        "a serves its write locally"
-    );
+    assert_eq!(put_status(&c, &a, "roles", "k", "new").await, 503);
+    let (status, _, body) = get(&c, &a, "roles", "k").await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("unavailable"));
+    // B: the refused write never happened.
+    assert_eq!(get(&c, &b, "roles", "k").await.2, b"old");
+    a.node.shutdown().await;
+    b.node.shutdown().await;
 }
 
 /// A value write whose caller timed out (Redis hung) but whose bytes reach Redis later must
@@ -1170,4 +1205,107 @@ async fn late_delivered_write_is_refused_by_redis() {
         .await
         .expect("set after recovery");
     assert_eq!(blocking(|| redis_get(&redis, &key)), Some(tagged(b"new")));
+}
+
+/// Without the opt-in, a Redis outage fails closed: a value held in L1 is not served once
+/// the lease lapses (503 instead), writes are refused, /health drains the node; when Redis
+/// returns, everything is served again and coherence holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_then_recovers() {
+    let mut redis = blocking(RedisServer::start);
+    let ns = namespace("closed");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+    put_seen(&http, &a, &[&b], "general", "k", "v1").await;
+    get(&http, &b, "general", "k").await;
+    assert_eq!(
+        get(&http, &b, "general", "k").await,
+        (200, "L1".into(), b"v1".to_vec())
+    );
+
+    blocking(|| redis.kill());
+    // The lease ends with the subscription: no L1 answer, no miss it cannot vouch for.
+    let closed = poll(BOUND, || async {
+        get(&http, &b, "general", "k").await.0 == 503
+    })
+    .await;
+    assert!(closed, "b kept answering from L1 without Redis");
+    for n in [&a, &b] {
+        assert_eq!(get(&http, n, "general", "k").await.0, 503);
+        assert_eq!(get(&http, n, "general", "absent").await.0, 503);
+        assert_eq!(put_status(&http, n, "general", "k", "v2").await, 503);
+        let (code, h) = json_of(&http, format!("{}/health", n.base)).await;
+        assert_eq!((code, h["status"].as_str()), (503, Some("degraded")), "{h}");
+    }
+
+    blocking(|| redis.restart());
+    settle(&[&a, &b]).await;
+    // The restarted Redis is empty: a miss, then coherent writes again.
+    assert_eq!(get(&http, &b, "general", "k").await.0, 404);
+    put_seen(&http, &a, &[&b], "general", "k", "v3").await;
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"v3");
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+    put(&http, &a, "general", "k", "v4").await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "general", "k").await.2 == b"v4"
+    })
+    .await;
+    assert!(ok, "coherence not restored");
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
+/// Keys with glob characters are exact keys everywhere: a PUT of `get_roles:[1, 2]` on A
+/// drops exactly that key from B's L1 (and not `get_roles:1`), and `{"key":…}` invalidates
+/// a key that is not even a valid glob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_glob_characters_cross_nodes_as_exact_keys() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("exact");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+    let list_key = "get_roles:%5B1,%202%5D"; // get_roles:[1, 2]
+    for (k, v) in [(list_key, "old"), ("get_roles:1", "one"), ("x%5B1", "x")] {
+        put_seen(&http, &a, &[&b], "roles", k, v).await;
+        get(&http, &b, "roles", k).await;
+        assert_eq!(get(&http, &b, "roles", k).await.1, "L1", "{k}");
+    }
+    put(&http, &a, "roles", list_key, "new").await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "roles", list_key).await.2 == b"new"
+    })
+    .await;
+    assert!(ok, "B kept the old value of a key with glob characters");
+    assert_eq!(
+        get(&http, &b, "roles", "get_roles:1").await,
+        (200, "L1".into(), b"one".to_vec()),
+        "an exact key must not act as a glob"
+    );
+    // `x[1` is no glob at all: invalidated by name.
+    let r = http
+        .post(format!("{}/v1/invalidate", a.base))
+        .json(&serde_json::json!({"category": "roles", "key": "x[1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "roles", "x%5B1").await.1 != "L1"
+    })
+    .await;
+    assert!(ok, "exact-key invalidation did not reach B");
+    // Exactly one of pattern / key.
+    let r = http
+        .post(format!("{}/v1/invalidate", a.base))
+        .json(&serde_json::json!({"category": "roles", "key": "a", "pattern": "*"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    a.node.shutdown().await;
+    b.node.shutdown().await;
 }

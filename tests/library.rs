@@ -135,3 +135,70 @@ async fn invalidation_during_a_load_keeps_the_old_value_out_of_l1() {
     );
     cache.shutdown().await;
 }
+
+/// A port nothing listens on (never 6379): a Redis that is configured but unreachable.
+fn dead_redis_url() -> String {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        if port != 6379 {
+            return format!("redis://127.0.0.1:{port}/0");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_lease_or_l2_the_loader_answers_and_nothing_stale_is_served() {
+    let cache = HybridCache::builder()
+        .redis_url(&dead_redis_url())
+        .staleness_bound(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    for expected in 1..=2 {
+        let l = loads.clone();
+        let v = cache
+            .get_or_load("roles", "r", None, || async move {
+                l.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"from-db"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(&v[..], b"from-db");
+        // Nothing was cached: the source of truth answers every time.
+        assert_eq!(loads.load(Ordering::SeqCst), expected);
+    }
+    assert!(matches!(
+        cache.get("roles", "r").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(matches!(
+        cache.set("roles", "r", "v", None).await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(matches!(
+        cache.delete("roles", "r").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(!cache.serving());
+    cache.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stale_opt_in_keeps_the_original_behaviour() {
+    let cache = HybridCache::builder()
+        .redis_url(&dead_redis_url())
+        .serve_stale_on_outage(true)
+        .build()
+        .await
+        .unwrap();
+    cache.set("roles", "r", "local", None).await.unwrap();
+    assert_eq!(
+        cache.get("roles", "r").await.unwrap().as_deref(),
+        Some(&b"local"[..])
+    );
+    assert!(cache.serving());
+    cache.shutdown().await;
+}

@@ -25,6 +25,9 @@ pub enum CategoryMsg {
     },
     /// Drop everything (coherence gap, reconnect).
     Flush { reply: Option<RpcReplyPort<u64>> },
+    /// Replies once every message sent before it has been handled: the bus renews the
+    /// freshness lease only after the invalidations received before a ping echo are applied.
+    Barrier(RpcReplyPort<()>),
     /// Test hook: make the actor fail as a bug would.
     Crash,
 }
@@ -81,6 +84,9 @@ impl Actor for CategoryActor {
                 if let Some(r) = reply {
                     let _ = r.send(n);
                 }
+            }
+            CategoryMsg::Barrier(reply) => {
+                let _ = reply.send(());
             }
             CategoryMsg::Crash => {
                 panic!("category actor `{}` crashed on request", l1.name());

@@ -1,0 +1,132 @@
+"""Randomized fault run: redis-server + one proxy per node + 3 real nodes, concurrent
+clients on every node, a nemesis; then the offline check (checker.py) of the history.
+
+Driven by scripts/fault-check.sh (which builds the binary). Exits 1 on any read older than
+the bound (0 for strict categories) or any corrupt read, 2 when the run itself failed.
+"""
+
+import argparse
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+import checker
+import nemesis
+import procs as procs_mod
+import workload
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=180, help="seconds of load (default 180)")
+    ap.add_argument("--bound-ms", type=float, default=50, help="staleness bound B (default 50)")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--strict", default="", help="strict categories, e.g. roles (bound 0)")
+    ap.add_argument("--faults", default=",".join(nemesis.FAULTS),
+                    help="comma-separated subset of: " + ",".join(nemesis.FAULTS))
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=3, help="client threads per node")
+    ap.add_argument("--timeout", type=float, default=2.0, help="client request timeout, s")
+    ap.add_argument("--linger-ms", type=float, default=0,
+                    help="how long after its failure a failed write may still take effect")
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--out", required=True, help="run directory (history, logs)")
+    a = ap.parse_args(argv)
+    a.faults = [f for f in a.faults.split(",") if f]
+    unknown = set(a.faults) - set(nemesis.FAULTS)
+    if unknown or not a.faults:
+        ap.error(f"unknown faults {sorted(unknown)}; choose from {nemesis.FAULTS}")
+    a.strict = [s for s in a.strict.split(",") if s]
+    if a.seed is None:
+        a.seed = random.SystemRandom().randrange(1, 1_000_000)
+    return a
+
+
+def log(msg):
+    print(f"[fault-check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def on_term(_sig, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    a = parse(argv)
+    os.makedirs(a.out, exist_ok=True)
+    signal.signal(signal.SIGTERM, on_term)
+    # Watchdog: the whole run is bounded even if a process or the proxy hangs.
+    watchdog = threading.Timer(a.duration + 120, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    watchdog.daemon = True
+    watchdog.start()
+    history = os.path.join(a.out, "history.jsonl")
+    rec = workload.Recorder(history)
+    rec.write({"type": "meta", "bound_ms": a.bound_ms, "strict": a.strict, "seed": a.seed,
+               "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
+               "categories": workload.CATEGORIES, "keys": workload.KEYS})
+    log(f"seed {a.seed}, {a.duration:g}s, bound {a.bound_ms:g} ms, strict {a.strict or '-'}, "
+        f"faults {','.join(a.faults)}; run dir {a.out}")
+    p = procs_mod.Procs(a.out, a.binary, a.bound_ms, a.strict)
+    stop = threading.Event()
+    clients = []
+    rounds = []
+    failed = None
+    try:
+        p.start_redis()
+        ids = [f"n{i}" for i in range(1, a.nodes + 1)]
+        p.start_proxies(ids)
+        p.plan_nodes(ids)
+        for i in ids:
+            p.start_node(i)
+        for i in ids:
+            p.wait_healthy(i)
+        log(f"redis :{p.redis_port}, proxies {p.proxy_ports}, nodes "
+            f"{ {i: p.nodes[i]['http'] for i in ids} }")
+        time.sleep(1.0)  # first gossip contacts
+        clients = workload.start_clients({i: p.nodes[i]["http"] for i in ids}, rec, a.seed,
+                                         a.clients, stop, a.timeout)
+        rng = random.Random(a.seed)
+        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log)
+        deadline = time.monotonic() + a.duration
+        time.sleep(min(2.0, a.duration / 10))  # a fault-free start
+        while time.monotonic() + 4 < deadline:
+            kind = rng.choice(a.faults)
+            hold = rng.uniform(2.0, 4.0)
+            target, info = nem.run_one(kind, hold)
+            rounds.append(kind)
+            log(f"{kind:<16} {target or '':<6} {info or ''}")
+            rest = min(rng.uniform(2.0, 4.0), max(0.0, deadline - time.monotonic()))
+            time.sleep(rest)
+        time.sleep(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        failed = "interrupted"
+        log("interrupted: stopping")
+    except Exception as e:  # noqa: BLE001 - the run failed; report it and clean up
+        failed = f"{type(e).__name__}: {e}"
+        log(f"run failed: {failed}")
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(timeout=a.timeout + 2)
+        p.stop_all()
+        rec.close()
+        watchdog.cancel()
+    log(f"{len(rounds)} fault rounds; checking {history}")
+    meta, ops, faults = checker.load(history)
+    res = checker.check(ops, a.bound_ms, a.strict, a.linger_ms, faults)
+    print()
+    checker.render(res)
+    bad = bool(res["violations"] or res["corruptions"])
+    print(f"\n{'FAIL' if bad else 'PASS'}: {len(res['violations'])} reads beyond the bound, "
+          f"{len(res['corruptions'])} corrupt reads ({len(ops)} ops, seed {a.seed}); "
+          f"history {history}")
+    if failed:
+        print(f"RUN FAILED: {failed}")
+        return 2
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
