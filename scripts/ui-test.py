@@ -245,6 +245,18 @@ def main():
 
         wait_until("the invalidated keys to be gone on every node", 10, gone_everywhere)
         check(True, "keys invalidated from the page are gone on n1, n2 and n3")
+        # An exact key (glob characters literal) through the same form.
+        for k in ("exact*key", "exactXkey"):
+            code, _ = http("PUT", f"{n1}/v1/cache/general/{k}", body=b"v", token=TOKEN)
+            check(code == 204 and http("GET", f"{n1}/v1/cache/general/{k}")[0] == 200,
+                  f"{k} cached on n1")
+        frag = urllib.parse.urlencode({"invalidate": "", "category": "general",
+                                       "pattern": "exact*key", "exact": "1", "token": TOKEN})
+        dom = browse(f"{n1}/ui#{frag}", os.path.join(tmp, "profile2b"))
+        check('data-outcome="ok"' in dom and http("GET", f"{n1}/v1/cache/general/exact*key")[0] == 404,
+              "page's exact-key invalidation removed the key")
+        check(http("GET", f"{n1}/v1/cache/general/exactXkey")[0] == 200,
+              "... and only that key (`*` taken literally, exactXkey kept)")
         # Without the token the page reports the refusal.
         frag = urllib.parse.urlencode({"invalidate": "", "category": "general", "pattern": "x",
                                        "token": "wrong"})
