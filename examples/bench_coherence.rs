@@ -113,6 +113,7 @@ async fn main() {
             target: hybrid_cache::wire::Target::Key("k42".into()),
             kind: hybrid_cache::wire::ChangeKind::Set,
             sent_at_ms: 1_700_000_000_000,
+            ack_to: None,
         },
     ))
     .unwrap();
@@ -192,6 +193,7 @@ async fn main() {
             Some("general"),
             hybrid_cache::wire::Target::Key(key.clone()),
             hybrid_cache::wire::ChangeKind::Invalidate,
+            false,
         )
         .await
         .expect("published");

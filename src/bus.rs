@@ -61,12 +61,19 @@ type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
 
 /// Messages of the bus actor.
 pub enum BusMsg {
-    /// Publish a local change; `done` gets the outcome of the publish.
+    /// Publish a local change; `done` gets the outcome: for a `strict` change, once every
+    /// lease holder applied it (or B passed), else once Redis took the PUBLISH.
     Publish {
         category: Option<String>,
         target: Target,
         kind: ChangeKind,
+        strict: bool,
         done: Option<Done>,
+    },
+    /// The publisher's outcome for strict change `seq` (receivers counted by Redis).
+    Published {
+        seq: u64,
+        result: Result<u64, PublishError>,
     },
     /// A payload from the channel or a peer.
     Inbound(Vec<u8>, Via),
@@ -87,6 +94,7 @@ pub async fn publish(
     category: Option<&str>,
     target: Target,
     kind: ChangeKind,
+    strict: bool,
 ) -> Result<(), PublishError> {
     let Some(bus) = shared.bus() else {
         return Ok(());
@@ -96,11 +104,16 @@ pub async fn publish(
         category: category.map(str::to_owned),
         target,
         kind,
+        strict,
         done: Some(done),
     })
     .map_err(|_| PublishError::Stopped)?;
-    // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us.
-    let bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
+    // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us, and
+    // for a strict change the acks (at most B).
+    let mut bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
+    if strict {
+        bound += shared.config.staleness_bound;
+    }
     match tokio::time::timeout(bound, outcome).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(PublishError::Stopped),
@@ -135,23 +148,26 @@ pub struct BusState {
     publisher: tokio::task::JoinHandle<()>,
     /// A replay worker is running.
     replaying: Arc<AtomicBool>,
+    /// Writers of our strict changes, by sequence number, until [`Action::Acknowledged`].
+    strict_waiters: std::collections::HashMap<u64, Done>,
 }
 
 /// A message for the publisher task.
 struct Outgoing {
     bytes: Vec<u8>,
-    /// Our own ping channel (lease pings) rather than the shared one.
-    own_channel: bool,
+    /// Full channel name.
+    channel: String,
     /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
     invalidation: bool,
     done: Option<Done>,
+    /// Report the outcome of this strict change back to the actor.
+    strict_seq: Option<u64>,
 }
 
 /// Publishes one message at a time, in the order the actor numbered them.
 fn spawn_publisher(
     shared: Arc<Shared>,
-    channel: String,
-    ping_channel: String,
+    myself: ActorRef<BusMsg>,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<Outgoing>,
     tokio::task::JoinHandle<()>,
@@ -160,17 +176,11 @@ fn spawn_publisher(
     let task = tokio::spawn(async move {
         while let Some(o) = rx.recv().await {
             let result = match &shared.l2 {
-                Some(l2) => {
-                    let ch = if o.own_channel {
-                        &ping_channel
-                    } else {
-                        &channel
-                    };
-                    l2.publish(ch, o.bytes.clone())
-                        .await
-                        .map_err(|e| PublishError::Refused(e.to_string()))
-                }
-                None => Ok(()),
+                Some(l2) => l2
+                    .publish(&o.channel, o.bytes.clone())
+                    .await
+                    .map_err(|e| PublishError::Refused(e.to_string())),
+                None => Ok(0),
             };
             if let Err(e) = &result {
                 // Receivers see the gap at our next heartbeat and flush; the writer is told.
@@ -182,8 +192,14 @@ fn spawn_publisher(
                     NodeCounters::incr(&shared.counters.peer_messages_sent);
                 }
             }
+            if let Some(seq) = o.strict_seq {
+                let _ = myself.cast(BusMsg::Published {
+                    seq,
+                    result: result.clone(),
+                });
+            }
             if let Some(done) = o.done {
-                let _ = done.send(result);
+                let _ = done.send(result.map(|_| ()));
             }
         }
     });
@@ -278,6 +294,21 @@ impl BusState {
                     }
                 }
                 Action::Revoke => self.shared.lease.revoke(),
+                Action::SendAck { to, ack } => {
+                    // Only once the change is in our L1 does the writer hear "applied".
+                    if self.barrier().await {
+                        let channel = ping_channel(&self.shared.config.namespace, &to);
+                        self.send_to(&ack, channel, None, None);
+                    }
+                }
+                Action::Acknowledged { seq, by_timeout } => {
+                    if by_timeout {
+                        tracing::debug!(seq, "strict change released by the bound, not by acks");
+                    }
+                    if let Some(done) = self.strict_waiters.remove(&seq) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
             }
         }
     }
@@ -344,6 +375,7 @@ impl BusState {
                     category: Some(category),
                     target,
                     kind: ChangeKind::Invalidate,
+                    strict: false,
                     done: None,
                 });
                 done += 1;
@@ -385,6 +417,21 @@ impl BusState {
     }
 
     fn send(&self, msg: &BusMessage, done: Option<Done>) {
+        let channel = if matches!(msg, BusMessage::Ping { .. }) {
+            self.ping_channel.clone()
+        } else {
+            self.channel.clone()
+        };
+        self.send_to(msg, channel, done, None);
+    }
+
+    fn send_to(
+        &self,
+        msg: &BusMessage,
+        channel: String,
+        done: Option<Done>,
+        strict_seq: Option<u64>,
+    ) {
         let bytes = match wire::encode(msg) {
             Ok(b) => b,
             Err(e) => {
@@ -397,9 +444,10 @@ impl BusState {
         };
         let queued = self.outgoing.send(Outgoing {
             bytes,
-            own_channel: matches!(msg, BusMessage::Ping { .. }),
+            channel,
             invalidation: matches!(msg, BusMessage::Invalidation(_)),
             done,
+            strict_seq,
         });
         if queued.is_err() {
             tracing::error!("bus publisher stopped");
@@ -477,7 +525,8 @@ impl Actor for BusActor {
             config,
             Instant::now(),
         )
-        .with_categories(shared.categories.keys().cloned());
+        .with_categories(shared.categories.keys().cloned())
+        .with_ack_channel(shared.instance.clone());
         // A restarted bus cannot know what it missed.
         shared.link_up.store(false, Ordering::Relaxed);
         shared.lease.revoke();
@@ -489,8 +538,7 @@ impl Actor for BusActor {
         );
         let tick = config.ping_interval.min(Duration::from_millis(50));
         let tick_task = Some(myself.send_interval(tick, || BusMsg::Tick));
-        let (outgoing, publisher) =
-            spawn_publisher(shared.clone(), channel.clone(), ping_channel.clone());
+        let (outgoing, publisher) = spawn_publisher(shared.clone(), myself.clone());
         Ok(BusState {
             shared,
             machine,
@@ -503,6 +551,7 @@ impl Actor for BusActor {
             outgoing,
             publisher,
             replaying: Arc::new(AtomicBool::new(false)),
+            strict_waiters: std::collections::HashMap::new(),
         })
     }
 
@@ -535,14 +584,42 @@ impl Actor for BusActor {
                 category,
                 target,
                 kind,
+                strict,
                 done,
             } => {
-                let msg = state
-                    .machine
-                    .outgoing(category.as_deref(), target, kind, now);
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
-                state.send(&msg, done);
+                if strict && state.shared.l2.is_some() {
+                    let msg = state
+                        .machine
+                        .outgoing_strict(category.as_deref(), target, kind, now);
+                    let BusMessage::Invalidation(inv) = &msg else {
+                        return Ok(());
+                    };
+                    let seq = inv.seq;
+                    if let Some(d) = done {
+                        state.strict_waiters.insert(seq, d);
+                    }
+                    let channel = state.channel.clone();
+                    state.send_to(&msg, channel, None, Some(seq));
+                } else {
+                    let msg = state
+                        .machine
+                        .outgoing(category.as_deref(), target, kind, now);
+                    state.send(&msg, done);
+                }
             }
+            BusMsg::Published { seq, result } => match result {
+                Ok(receivers) => {
+                    let actions = state.machine.published(seq, receivers, now);
+                    state.run(actions).await;
+                }
+                Err(e) => {
+                    state.machine.publish_failed(seq);
+                    if let Some(done) = state.strict_waiters.remove(&seq) {
+                        let _ = done.send(Err(e));
+                    }
+                }
+            },
             BusMsg::Inbound(bytes, via) => {
                 let before = state.machine.counters().duplicates;
                 let actions = match wire::decode::<BusMessage>(&bytes) {

@@ -242,6 +242,13 @@ impl Shared {
         }
     }
 
+    /// Whether `category` is `strict`.
+    pub(crate) fn is_strict(&self, category: &str) -> bool {
+        self.categories
+            .get(category)
+            .is_some_and(|l1| l1.config().consistency == crate::config::Consistency::Strict)
+    }
+
     /// Whether nothing waits to be replayed into L2.
     pub(crate) fn l2_backlog_is_empty(&self) -> bool {
         self.l2_backlog
@@ -293,6 +300,7 @@ impl Shared {
                     ttl: cfg.ttl_secs,
                     hits,
                     misses,
+                    consistency: cfg.consistency.as_str().to_string(),
                 },
             );
         }
@@ -360,6 +368,7 @@ pub struct HybridCacheBuilder {
     namespace: Option<String>,
     staleness_bound: Option<Duration>,
     serve_stale_on_outage: Option<bool>,
+    strict: Vec<String>,
 }
 
 impl HybridCacheBuilder {
@@ -375,6 +384,7 @@ impl HybridCacheBuilder {
             CategoryConfig {
                 ttl_secs: ttl.as_secs().max(1),
                 max_entries,
+                ..CategoryConfig::default()
             },
         ));
         self
@@ -396,6 +406,12 @@ impl HybridCacheBuilder {
     /// by a write acknowledged more than B before the read started.
     pub fn staleness_bound(mut self, bound: Duration) -> Self {
         self.staleness_bound = Some(bound);
+        self
+    }
+    /// Makes `category` strict: once a write, delete or invalidation of it is acknowledged,
+    /// no node returns the older value (writes wait for every lease holder, at most B).
+    pub fn strict(mut self, category: &str) -> Self {
+        self.strict.push(category.to_string());
         self
     }
     /// Opt-in: while Redis is unreachable, keep serving L1 and accept writes locally (the
@@ -428,6 +444,17 @@ impl HybridCacheBuilder {
         }
         if let Some(on) = self.serve_stale_on_outage {
             config.serve_stale_on_outage = on;
+        }
+        for name in &self.strict {
+            match config.categories.get_mut(name) {
+                Some(c) => c.consistency = crate::config::Consistency::Strict,
+                None => {
+                    return Err(BuildError::Config(ConfigError::Invalid {
+                        field: "strict".into(),
+                        reason: format!("`{name}` is not a configured category"),
+                    }))
+                }
+            }
         }
         config.validate()?;
         HybridCache::start(config).await
@@ -1031,6 +1058,7 @@ impl HybridCache {
                     size: l1.size().await,
                     maxsize: cfg.max_entries,
                     ttl: cfg.ttl_secs,
+                    consistency: cfg.consistency.as_str().to_string(),
                 },
             );
         }
@@ -1068,7 +1096,16 @@ impl HybridCache {
         target: Target,
         kind: crate::bus::ChangeKind,
     ) -> Result<(), CacheError> {
-        match crate::bus::publish(&self.shared, category, target, kind).await {
+        let strict = match category {
+            Some(c) => self.shared.is_strict(c),
+            // A `*`-category change is strict if it touches a strict category.
+            None => self
+                .shared
+                .categories
+                .keys()
+                .any(|c| self.shared.is_strict(c)),
+        };
+        match crate::bus::publish(&self.shared, category, target, kind, strict).await {
             Ok(()) => Ok(()),
             Err(_) if self.local_writes_ok() => Ok(()),
             Err(e) => Err(CacheError::Unavailable(format!(

@@ -71,6 +71,24 @@
 //!   `Instant::now() <= deadline`, so after the pause the lease has lapsed and reads go to
 //!   L2 until a fresh echo, which arrives only after the invalidations queued before it.
 //!
+//! # Strict categories: acknowledge only what every lease holder applied
+//! For a `strict` category a write must not be acknowledged while any node could still
+//! serve the old value (the lease rule of Gray & Cheriton, SOSP 1989). The invalidation
+//! carries `ack_to` (our own channel); every receiver, once the change is in its L1 (the
+//! driver runs a barrier first), sends back [`BusMessage::Ack`] "applied up to seq S", over
+//! Redis. Acks ride on pub/sub rather than on heartbeats so that a write costs one round
+//! trip, not a heartbeat interval. The write is acknowledged ([`Action::Acknowledged`]) when
+//! - every node heard from within `liveness` has acked, and at least as many nodes as Redis
+//!   said received the PUBLISH (its reply counts subscribers: that covers a node that just
+//!   joined and was not heard from yet; our own echo counts for us); or
+//! - `B` has passed since the PUBLISH returned: a node that has not applied the change by
+//!   then has no lease (its newest echoed ping was processed by Redis before our
+//!   invalidation, hence sent before it, hence its lease ended by then).
+//!
+//! A slow, paused or partitioned node therefore costs a strict writer at most `B`, never
+//! correctness. A peer that gossip declares dead leaves the named set, but not the count
+//! Redis gave: if it is in fact still subscribed, the write waits for its ack or for `B`.
+//!
 //! Whatever the machine cannot apply exactly it applies wider: an undecodable message, an
 //! unknown category or an unparsable glob flush L1 ([`Coherence::undecodable`]).
 //!
@@ -99,6 +117,9 @@ pub struct CoherenceConfig {
     /// How often a lease ping is published (default B/4; zero = no pings, hence never a
     /// lease: only for tests of the heartbeat logic alone).
     pub ping_interval: Duration,
+    /// A node heard from within this window must ack a strict change (default 2 s: ten
+    /// heartbeat intervals).
+    pub liveness: Duration,
 }
 
 impl Default for CoherenceConfig {
@@ -115,6 +136,7 @@ impl CoherenceConfig {
             echo_timeout: Duration::from_secs(1).max(b * 4),
             staleness_bound: b,
             ping_interval: (b / 4).max(Duration::from_millis(1)),
+            liveness: Duration::from_secs(2),
         }
     }
 }
@@ -183,6 +205,21 @@ pub enum Action {
     },
     /// End the lease now: L1 must not be served until the next [`Action::Renew`].
     Revoke,
+    /// After every earlier [`Action::Apply`] is in L1 (barrier), publish `ack` on the
+    /// origin's own channel `to`.
+    SendAck {
+        /// The origin's channel suffix (its `ack_to`).
+        to: String,
+        /// The [`BusMessage::Ack`] to send.
+        ack: BusMessage,
+    },
+    /// Our strict change `seq` may now be acknowledged to its writer.
+    Acknowledged {
+        /// Its sequence number.
+        seq: u64,
+        /// True when it was released by the bound B rather than by the acks.
+        by_timeout: bool,
+    },
 }
 
 /// Counters of the protocol (monotonic).
@@ -207,6 +244,10 @@ pub struct CoherenceCounters {
     pub lease_lapses: u64,
     /// Messages that could not be applied exactly and were applied wider (flush).
     pub undecodable: u64,
+    /// Strict changes acknowledged because every lease holder acked.
+    pub strict_acked: u64,
+    /// Strict changes acknowledged because B passed without every ack.
+    pub strict_timeouts: u64,
 }
 
 /// How many epochs of one origin are tracked at once. More than one so that a late message
@@ -267,7 +308,28 @@ pub struct Coherence {
     lease_until: Option<Instant>,
     /// Categories this node has; `None` = accept any (tests, tools).
     categories: Option<BTreeSet<String>>,
+    /// When each other node was last heard from (any message), for the strict ack set.
+    heard: HashMap<String, Instant>,
+    /// Our own channel suffix, sent as `ack_to` in strict changes.
+    ack_to: Option<String>,
+    /// Our strict changes waiting for acks, by sequence number.
+    strict: std::collections::BTreeMap<u64, StrictWrite>,
     counters: CoherenceCounters,
+}
+
+/// One strict change of ours on its way to every lease holder.
+#[derive(Debug, Default)]
+struct StrictWrite {
+    /// When the PUBLISH returned (`None` until then: nothing is decided before).
+    published_at: Option<Instant>,
+    /// How many subscribers Redis said received it (ourselves included).
+    receivers: u64,
+    /// Nodes heard from within `liveness` when it was published: each must ack.
+    expected: BTreeSet<String>,
+    /// Nodes that acked it.
+    acked: BTreeSet<String>,
+    /// Our own subscription delivered it back to us.
+    self_seen: bool,
 }
 
 impl Coherence {
@@ -294,8 +356,112 @@ impl Coherence {
             next_ping: now,
             lease_until: None,
             categories: None,
+            heard: HashMap::new(),
+            ack_to: None,
+            strict: std::collections::BTreeMap::new(),
             counters: CoherenceCounters::default(),
         }
+    }
+
+    /// Our own channel suffix, where receivers send acks of our strict changes.
+    pub fn with_ack_channel(mut self, suffix: impl Into<String>) -> Self {
+        self.ack_to = Some(suffix.into());
+        self
+    }
+
+    /// Builds the next invalidation of a **strict** category: like [`Self::outgoing`],
+    /// plus `ack_to`, and the change is tracked until [`Action::Acknowledged`]. Call
+    /// [`Self::published`] when the PUBLISH returned (or [`Self::publish_failed`]).
+    pub fn outgoing_strict(
+        &mut self,
+        category: Option<&str>,
+        target: Target,
+        kind: ChangeKind,
+        now: Instant,
+    ) -> BusMessage {
+        let mut msg = self.outgoing(category, target, kind, now);
+        if let BusMessage::Invalidation(inv) = &mut msg {
+            inv.ack_to = self.ack_to.clone();
+            self.strict.insert(inv.seq, StrictWrite::default());
+        }
+        msg
+    }
+
+    /// Redis took the PUBLISH of our strict change `seq`, which reached `receivers`
+    /// subscribers. The wait for acks (or for B) starts now.
+    pub fn published(&mut self, seq: u64, receivers: u64, now: Instant) -> Vec<Action> {
+        let liveness = self.config.liveness;
+        let expected: BTreeSet<String> = self
+            .heard
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) <= liveness)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Some(w) = self.strict.get_mut(&seq) else {
+            return Vec::new();
+        };
+        w.published_at = Some(now);
+        w.receivers = receivers;
+        w.expected = expected;
+        self.settle_strict(now)
+    }
+
+    /// The PUBLISH of strict change `seq` failed: its writer gets the error, nothing waits.
+    pub fn publish_failed(&mut self, seq: u64) {
+        self.strict.remove(&seq);
+    }
+
+    /// Gossip declared `node_id` dead: it leaves the named ack sets (not the count Redis
+    /// gave, see the module docs).
+    pub fn peer_dead(&mut self, node_id: &str, now: Instant) -> Vec<Action> {
+        self.heard.remove(node_id);
+        for w in self.strict.values_mut() {
+            w.expected.remove(node_id);
+        }
+        self.settle_strict(now)
+    }
+
+    /// Strict changes of ours still waiting.
+    pub fn strict_pending(&self) -> usize {
+        self.strict.len()
+    }
+
+    /// Releases every strict change whose acks are complete or whose B has passed.
+    fn settle_strict(&mut self, now: Instant) -> Vec<Action> {
+        let bound = self.config.staleness_bound;
+        let mut done = Vec::new();
+        for (seq, w) in &self.strict {
+            let Some(at) = w.published_at else { continue };
+            let count = w.acked.len() as u64 + u64::from(w.self_seen);
+            if w.expected.is_subset(&w.acked) && count >= w.receivers {
+                done.push((*seq, false));
+            } else if now.saturating_duration_since(at) >= bound {
+                done.push((*seq, true));
+            }
+        }
+        done.into_iter()
+            .map(|(seq, by_timeout)| {
+                self.strict.remove(&seq);
+                if by_timeout {
+                    self.counters.strict_timeouts += 1;
+                } else {
+                    self.counters.strict_acked += 1;
+                }
+                Action::Acknowledged { seq, by_timeout }
+            })
+            .collect()
+    }
+
+    /// An ack of our strict changes up to `seq` from `from`.
+    fn ack(&mut self, from: String, origin_epoch: u64, seq: u64, now: Instant) -> Vec<Action> {
+        self.heard.insert(from.clone(), now);
+        if origin_epoch != self.epoch {
+            return Vec::new();
+        }
+        for (_, w) in self.strict.range_mut(..=seq) {
+            w.acked.insert(from.clone());
+        }
+        self.settle_strict(now)
     }
 
     /// Declares this node's categories: an invalidation naming any other category cannot be
@@ -372,6 +538,7 @@ impl Coherence {
             target,
             kind,
             sent_at_ms: crate::wire::unix_ms(),
+            ack_to: None,
         })
     }
 
@@ -398,6 +565,20 @@ impl Coherence {
 
     /// Handles one message received from the bus (any path: Redis or QUIC), in any link state.
     pub fn handle_message(&mut self, msg: BusMessage, now: Instant) -> Vec<Action> {
+        let msg = match msg {
+            BusMessage::Ack {
+                from,
+                from_epoch,
+                origin_epoch,
+                seq,
+            } => {
+                if from == self.node_id && from_epoch == self.epoch {
+                    return Vec::new();
+                }
+                return self.ack(from, origin_epoch, seq, now);
+            }
+            other => other,
+        };
         let (origin, origin_epoch) = match &msg {
             BusMessage::Invalidation(inv) => (&inv.origin, inv.origin_epoch),
             BusMessage::Heartbeat {
@@ -410,21 +591,43 @@ impl Coherence {
                 origin_epoch,
                 ..
             } => (origin, *origin_epoch),
+            BusMessage::Ack { .. } => return Vec::new(), // handled above
         };
         if *origin == self.node_id && origin_epoch == self.epoch {
             // Our own message came back: the subscription is alive. Never applied.
             self.last_self_echo = Some(now);
             self.unechoed_since = None;
-            if let BusMessage::Ping { id, .. } = msg {
-                return self.ping_echo(id, now);
+            match msg {
+                BusMessage::Ping { id, .. } => return self.ping_echo(id, now),
+                BusMessage::Invalidation(inv) => {
+                    if let Some(w) = self.strict.get_mut(&inv.seq) {
+                        w.self_seen = true;
+                        return self.settle_strict(now);
+                    }
+                    return Vec::new();
+                }
+                _ => return Vec::new(),
             }
-            return Vec::new();
+        }
+        if self.heard.len() < MAX_ORIGINS || self.heard.contains_key(origin) {
+            self.heard.insert(origin.clone(), now);
         }
         match msg {
             BusMessage::Invalidation(inv) => {
                 self.counters.received += 1;
                 let exact = self.applicable(&inv);
-                match self.observe(inv.origin, inv.origin_epoch, inv.seq, true) {
+                // A strict origin waits for our ack: whatever we do below (apply, flush, or
+                // nothing for a duplicate already applied) leaves it out of L1 first.
+                let ack = inv.ack_to.clone().map(|to| Action::SendAck {
+                    to,
+                    ack: BusMessage::Ack {
+                        from: self.node_id.clone(),
+                        from_epoch: self.epoch,
+                        origin_epoch: inv.origin_epoch,
+                        seq: inv.seq,
+                    },
+                });
+                let mut actions = match self.observe(inv.origin, inv.origin_epoch, inv.seq, true) {
                     Verdict::Apply if exact => {
                         self.counters.applied += 1;
                         vec![Action::Apply {
@@ -442,7 +645,9 @@ impl Coherence {
                         Vec::new()
                     }
                     Verdict::Flush(reason) => self.flush(reason),
-                }
+                };
+                actions.extend(ack);
+                actions
             }
             BusMessage::Heartbeat {
                 origin,
@@ -453,7 +658,7 @@ impl Coherence {
                 Verdict::Flush(reason) => self.flush(reason),
             },
             // Another node's ping (a misrouted channel): carries nothing for us.
-            BusMessage::Ping { .. } => Vec::new(),
+            BusMessage::Ping { .. } | BusMessage::Ack { .. } => Vec::new(),
         }
     }
 
@@ -582,7 +787,10 @@ impl Coherence {
     /// otherwise publishes a heartbeat when one is due (at most once per
     /// `heartbeat_interval`, the first one right after [`Coherence::link_up`]).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = self.settle_strict(now);
+        let forget = self.config.liveness.saturating_mul(4);
+        self.heard
+            .retain(|_, t| now.saturating_duration_since(*t) <= forget);
         if self.lease_until.is_some_and(|u| now > u) {
             // Ran out before a renewal (slow link, pause): count it; the read path already
             // stopped trusting L1 at the deadline.
@@ -686,6 +894,8 @@ mod tests {
             reconnects: n.reconnects - base.reconnects,
             lease_lapses: n.lease_lapses - base.lease_lapses,
             undecodable: n.undecodable - base.undecodable,
+            strict_acked: n.strict_acked - base.strict_acked,
+            strict_timeouts: n.strict_timeouts - base.strict_timeouts,
         }
     }
 
@@ -698,6 +908,7 @@ mod tests {
             target: Target::Key(pattern.into()),
             kind: ChangeKind::Set,
             sent_at_ms: 0,
+            ack_to: None,
         })
     }
 
@@ -1189,6 +1400,7 @@ mod tests {
             echo_timeout: Duration::MAX,
             staleness_bound: Duration::MAX,
             ping_interval: Duration::MAX,
+            liveness: Duration::MAX,
         };
         let mut m = Coherence::new("x", 1, cfg, t);
         m.link_up(t);
@@ -1649,5 +1861,177 @@ mod tests {
                 }]
             );
         }
+    }
+
+    // ---- strict categories: the ack rule --------------------------------------------------
+
+    /// A strict writer `n1` that has heard from `peers` (heartbeats) at `t`.
+    fn strict_writer(peers: &[&str], t: Instant) -> Coherence {
+        let mut n = leased(t).with_ack_channel("n1-inst");
+        for p in peers {
+            assert_flush(n.handle_message(hb(p, 2, 0), t));
+        }
+        n
+    }
+
+    fn strict_change(n: &mut Coherence, t: Instant) -> (u64, BusMessage) {
+        let m = n.outgoing_strict(Some("roles"), Target::Key("r".into()), ChangeKind::Set, t);
+        match &m {
+            BusMessage::Invalidation(i) => {
+                assert_eq!(i.ack_to.as_deref(), Some("n1-inst"));
+                (i.seq, m.clone())
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn ack_from(from: &str, seq: u64) -> BusMessage {
+        BusMessage::Ack {
+            from: from.into(),
+            from_epoch: 2,
+            origin_epoch: 1,
+            seq,
+        }
+    }
+
+    fn acked(seq: u64) -> Vec<Action> {
+        vec![Action::Acknowledged {
+            seq,
+            by_timeout: false,
+        }]
+    }
+
+    #[test]
+    fn strict_write_is_released_when_every_lease_holder_acked() {
+        let t = Instant::now();
+        let mut n = strict_writer(&["n2", "n3"], t);
+        let (seq, echo) = strict_change(&mut n, t);
+        // Nothing is decided before the PUBLISH returned (3 subscribers: n1, n2, n3).
+        assert!(n.handle_message(ack_from("n2", seq), t + MS).is_empty());
+        assert!(n.published(seq, 3, t + MS).is_empty());
+        assert!(n.handle_message(echo, t + 2 * MS).is_empty()); // our own copy
+        assert_eq!(
+            n.handle_message(ack_from("n3", seq), t + 3 * MS),
+            acked(seq)
+        );
+        assert_eq!(n.strict_pending(), 0);
+        assert_eq!(n.counters().strict_acked, 1);
+        // A later duplicate ack changes nothing.
+        assert!(n.handle_message(ack_from("n3", seq), t + 4 * MS).is_empty());
+    }
+
+    #[test]
+    fn one_missing_ack_costs_exactly_the_bound() {
+        let t = Instant::now();
+        let mut n = strict_writer(&["n2", "n3"], t);
+        let (seq, echo) = strict_change(&mut n, t);
+        n.published(seq, 3, t + MS);
+        n.handle_message(echo, t + MS);
+        n.handle_message(ack_from("n2", seq), t + 2 * MS);
+        // n3 is paused: its lease ends at most B after our publish returned.
+        assert!(!n
+            .tick(t + MS + B - MS)
+            .iter()
+            .any(|a| matches!(a, Action::Acknowledged { .. })));
+        let at_b = n.tick(t + MS + B);
+        assert!(at_b.contains(&Action::Acknowledged {
+            seq,
+            by_timeout: true
+        }));
+        assert_eq!(n.counters().strict_timeouts, 1);
+    }
+
+    #[test]
+    fn a_node_that_joined_mid_write_is_counted_by_redis() {
+        let t = Instant::now();
+        let mut n = strict_writer(&["n2"], t);
+        let (seq, echo) = strict_change(&mut n, t);
+        // n4 subscribed just before the PUBLISH: Redis counts 3, we only knew n2.
+        n.published(seq, 3, t + MS);
+        n.handle_message(echo, t + MS);
+        assert!(n.handle_message(ack_from("n2", seq), t + 2 * MS).is_empty());
+        assert_eq!(
+            n.handle_message(ack_from("n4", seq), t + 3 * MS),
+            acked(seq)
+        );
+    }
+
+    #[test]
+    fn a_node_declared_dead_mid_write_leaves_the_named_set_not_the_count() {
+        let t = Instant::now();
+        let mut n = strict_writer(&["n2", "n3"], t);
+        // Killed n3: Redis dropped its subscription, so the PUBLISH reached 2.
+        let (seq, echo) = strict_change(&mut n, t);
+        n.published(seq, 2, t + MS);
+        n.handle_message(echo, t + MS);
+        assert!(n.handle_message(ack_from("n2", seq), t + 2 * MS).is_empty());
+        assert_eq!(n.peer_dead("n3", t + 3 * MS), acked(seq));
+        // Declared dead but still subscribed (counted 3): its ack or B, never less.
+        let (seq2, echo2) = strict_change(&mut n, t + 10 * MS);
+        n.published(seq2, 3, t + 10 * MS);
+        n.handle_message(echo2, t + 10 * MS);
+        n.handle_message(ack_from("n2", seq2), t + 11 * MS);
+        assert!(n.peer_dead("n3", t + 12 * MS).is_empty());
+        assert!(n.tick(t + 10 * MS + B).contains(&Action::Acknowledged {
+            seq: seq2,
+            by_timeout: true
+        }));
+    }
+
+    #[test]
+    fn an_ack_covers_every_earlier_change_and_a_failed_publish_waits_for_nothing() {
+        let t = Instant::now();
+        let mut n = strict_writer(&["n2"], t);
+        let (s1, e1) = strict_change(&mut n, t);
+        let (s2, e2) = strict_change(&mut n, t);
+        let (s3, _) = strict_change(&mut n, t);
+        n.publish_failed(s3);
+        for (s, e) in [(s1, e1), (s2, e2)] {
+            n.published(s, 2, t + MS);
+            n.handle_message(e, t + MS);
+        }
+        let got = n.handle_message(ack_from("n2", s2), t + 2 * MS);
+        assert_eq!(got, [acked(s1), acked(s2)].concat());
+        assert_eq!(n.strict_pending(), 0);
+        // Acks for another epoch of ours (a previous life) are ignored.
+        let (s4, e4) = strict_change(&mut n, t + 3 * MS);
+        n.published(s4, 2, t + 3 * MS);
+        n.handle_message(e4, t + 3 * MS);
+        let stale = BusMessage::Ack {
+            from: "n2".into(),
+            from_epoch: 2,
+            origin_epoch: 999,
+            seq: s4,
+        };
+        assert!(n.handle_message(stale, t + 4 * MS).is_empty());
+    }
+
+    #[test]
+    fn receivers_ack_strict_changes_after_applying_them() {
+        let t = Instant::now();
+        let mut writer = strict_writer(&[], t);
+        let (seq, m) = strict_change(&mut writer, t);
+        let mut r = Coherence::new("n9", 9, CoherenceConfig::with_bound(B), t);
+        assert_flush(r.link_up(t));
+        // First contact (flush) still acks: the flush covers the change.
+        let first = r.handle_message(m, t);
+        assert!(matches!(first[0], Action::FlushAll(_)));
+        assert_eq!(
+            first[1],
+            Action::SendAck {
+                to: "n1-inst".into(),
+                ack: BusMessage::Ack {
+                    from: "n9".into(),
+                    from_epoch: 9,
+                    origin_epoch: 1,
+                    seq,
+                }
+            }
+        );
+        // In order: apply, then ack.
+        let (_, m2) = strict_change(&mut writer, t);
+        let second = r.handle_message(m2, t);
+        assert!(matches!(second[0], Action::Apply { .. }));
+        assert!(matches!(second[1], Action::SendAck { .. }));
     }
 }

@@ -34,7 +34,30 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// TTL and capacity of one L1 category.
+/// How fresh a category's reads are (CONTRACT §11).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// No read returns a value replaced more than B (`staleness_bound_ms`) before it
+    /// started. Writes are acknowledged once Redis took the invalidation.
+    #[default]
+    Bounded,
+    /// No read that starts after a write was acknowledged returns the older value, on any
+    /// node. Writes wait until every lease holder applied the invalidation, or B.
+    Strict,
+}
+
+impl Consistency {
+    /// `"bounded"` or `"strict"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Consistency::Bounded => "bounded",
+            Consistency::Strict => "strict",
+        }
+    }
+}
+
+/// TTL, capacity and consistency of one L1 category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
@@ -42,6 +65,20 @@ pub struct CategoryConfig {
     pub ttl_secs: u64,
     /// Maximum number of L1 entries.
     pub max_entries: u64,
+    /// `bounded` (default) or `strict`.
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+impl Default for CategoryConfig {
+    /// The `general` category's settings.
+    fn default() -> Self {
+        CategoryConfig {
+            ttl_secs: 300,
+            max_entries: 1000,
+            consistency: Consistency::Bounded,
+        }
+    }
 }
 
 impl CategoryConfig {
@@ -66,6 +103,7 @@ pub fn default_categories() -> BTreeMap<String, CategoryConfig> {
             CategoryConfig {
                 ttl_secs,
                 max_entries,
+                consistency: Consistency::Bounded,
             },
         )
     })
@@ -442,6 +480,19 @@ impl Config {
         }
         if let Some(v) = env_parse::<usize>(env, "HC_MAX_KEY_BYTES")? {
             c.max_key_bytes = v;
+        }
+        if let Some(v) = env("HC_STRICT_CATEGORIES") {
+            for name in split_list(&v) {
+                match c.categories.get_mut(&name) {
+                    Some(cat) => cat.consistency = Consistency::Strict,
+                    None => {
+                        return Err(invalid(
+                            "HC_STRICT_CATEGORIES",
+                            format!("`{name}` is not a configured category"),
+                        ))
+                    }
+                }
+            }
         }
         if let Some(v) = env_parse::<u64>(env, "HC_STALENESS_BOUND_MS")? {
             c.staleness_bound = Duration::from_millis(v);

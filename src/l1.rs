@@ -286,6 +286,7 @@ mod tests {
             CategoryConfig {
                 ttl_secs: ttl,
                 max_entries: max,
+                ..CategoryConfig::default()
             },
         )
     }

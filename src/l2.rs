@@ -467,8 +467,9 @@ impl L2 {
         Ok(total)
     }
 
-    /// Publishes a payload on a channel (the invalidation bus uses this connection).
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), L2Error> {
+    /// Publishes a payload on a channel (the invalidation bus uses this connection); returns
+    /// how many subscribers received it.
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<u64, L2Error> {
         let ch = channel.to_string();
         self.call_with(&self.control, |mut c| async move {
             redis::cmd("PUBLISH")
@@ -478,7 +479,7 @@ impl L2 {
                 .await
         })
         .await
-        .map(|_| ())
+        .map(|n| n.max(0) as u64)
     }
 }
 

@@ -35,6 +35,9 @@ pub struct CategoryStats {
     pub ttl: u64,
     pub hits: u64,
     pub misses: u64,
+    /// `bounded` or `strict`.
+    #[serde(default)]
+    pub consistency: String,
 }
 
 /// `counters` of `/v1/stats`.
@@ -92,6 +95,9 @@ pub struct L1Size {
     pub size: u64,
     pub maxsize: u64,
     pub ttl: u64,
+    /// `bounded` or `strict`.
+    #[serde(default)]
+    pub consistency: String,
 }
 
 /// `cache` of `/health`.

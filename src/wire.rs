@@ -150,6 +150,9 @@ pub struct Invalidation {
     /// The origin's wall clock when it published (ms since the Unix epoch), for the
     /// publish→apply propagation histogram. Never used for a decision.
     pub sent_at_ms: u64,
+    /// For a change of a `strict` category: the origin's own channel suffix, where every
+    /// receiver sends a [`BusMessage::Ack`] once the change is applied to its L1.
+    pub ack_to: Option<String>,
 }
 
 /// Everything sent between nodes about coherence.
@@ -166,6 +169,18 @@ pub enum BusMessage {
         origin_epoch: u64,
         /// The last invalidation sequence number the sender has assigned (0 = none yet).
         last_seq: u64,
+    },
+    /// "I applied every invalidation of `origin` (epoch `origin_epoch`) up to `seq`":
+    /// sent on the origin's own channel by each receiver of a strict change.
+    Ack {
+        /// Node id of the receiver that applied it.
+        from: String,
+        /// The receiver's epoch.
+        from_epoch: u64,
+        /// The epoch of the origin being acknowledged.
+        origin_epoch: u64,
+        /// Highest sequence number applied.
+        seq: u64,
     },
     /// A lease ping: published by a node on its own channel, which only it subscribes to,
     /// over the same subscriber connection as the invalidations; its echo renews the
@@ -229,6 +244,7 @@ mod tests {
             target: Target::Glob("get_user_permissions:*".into()),
             kind: ChangeKind::Invalidate,
             sent_at_ms: 1_700_000_000_000,
+            ack_to: None,
         })
     }
 
@@ -250,6 +266,12 @@ mod tests {
                 origin_epoch: 3,
                 id: u64::MAX,
             },
+            BusMessage::Ack {
+                from: "n2".into(),
+                from_epoch: 9,
+                origin_epoch: 3,
+                seq: 17,
+            },
         ];
         let targets = [
             Target::Key("get_roles:[1, 2]".into()),
@@ -268,6 +290,7 @@ mod tests {
                 target,
                 kind,
                 sent_at_ms: 0,
+                ack_to: Some("n-1".into()),
             }));
         }
         for msg in msgs {
@@ -368,6 +391,7 @@ mod tests {
             target: Target::Key("x".repeat(MAX_FRAME_BYTES)),
             kind: ChangeKind::Set,
             sent_at_ms: 0,
+            ack_to: None,
         });
         assert!(matches!(
             encode(&msg),
@@ -390,6 +414,7 @@ mod tests {
                 target: Target::Key("p".repeat(n)),
                 kind: ChangeKind::Set,
                 sent_at_ms: 0,
+                ack_to: None,
             })
         };
         let overhead = encode(&make(0)).unwrap().len() + 2; // varint len grows by 2 bytes

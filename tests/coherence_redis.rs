@@ -253,6 +253,7 @@ fn fake_invalidation(origin: &str, epoch: u64, seq: u64, cat: &str, pattern: &st
         target: hybrid_cache::wire::Target::Key(pattern.into()),
         kind: ChangeKind::Set,
         sent_at_ms: 0,
+        ack_to: None,
     }))
     .unwrap()
 }
@@ -1308,4 +1309,62 @@ async fn keys_with_glob_characters_cross_nodes_as_exact_keys() {
     assert_eq!(r.status(), 400);
     a.node.shutdown().await;
     b.node.shutdown().await;
+}
+
+/// A strict category: once a PUT is acknowledged, no node answers the older value; no
+/// polling here, every read comes right after the ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_category_reads_after_the_ack_never_see_the_old_value() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("strict");
+    let start = |id: &'static str| {
+        let mut config = Config {
+            node_id: id.to_string(),
+            namespace: ns.clone(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis: Some(target(&redis)),
+            ..Config::default()
+        };
+        if let Some(c) = config.categories.get_mut("permissions") {
+            c.consistency = hybrid_cache::config::Consistency::Strict;
+        }
+        async move {
+            let node = Node::start(config).await.expect("node starts");
+            let base = format!("http://{}", node.http_addr());
+            TestNode { node, base }
+        }
+    };
+    let (a, b, c) = (start("a").await, start("b").await, start("c").await);
+    settle(&[&a, &b, &c]).await;
+    let http = client();
+    let (_, stats) = json_of(&http, format!("{}/v1/stats", b.base)).await;
+    assert_eq!(
+        stats["l1_caches"]["permissions"]["consistency"], "strict",
+        "{stats}"
+    );
+    assert_eq!(stats["l1_caches"]["roles"]["consistency"], "bounded");
+    let health = health(&http, &b).await;
+    assert_eq!(
+        health["cache"]["l1_stats"]["permissions"]["consistency"],
+        "strict"
+    );
+    for round in 0..60u32 {
+        let writer = [&a, &b, &c][(round % 3) as usize];
+        let value = format!("v{round}");
+        put(&http, writer, "permissions", "p", &value).await;
+        for n in [&a, &b, &c] {
+            // Fill every L1 (the next write must evict it everywhere before its ack).
+            let (status, _, body) = get(&http, n, "permissions", "p").await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                value,
+                "round {round}: {} answered an older value after the ack",
+                n.base
+            );
+        }
+    }
+    for n in [a, b, c] {
+        n.node.shutdown().await;
+    }
 }

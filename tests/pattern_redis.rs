@@ -86,6 +86,7 @@ fn l1() -> L1Category {
         CategoryConfig {
             ttl_secs: 600,
             max_entries: 10_000,
+            ..CategoryConfig::default()
         },
     )
 }
