@@ -26,11 +26,9 @@ LC="python3 $ROOT/scripts/loadcheck.py"
 declare -A NODE_URL=([n1]=http://127.0.0.1:18081 [n2]=http://127.0.0.1:18082 [n3]=http://127.0.0.1:18083)
 
 log() { echo "[compose-test] $*" >&2; }
-if docker compose version >/dev/null 2>&1; then
-  dc() { docker compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
-else
-  dc() { docker-compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
-fi
+# shellcheck source=compose-lib.sh
+source "$ROOT/scripts/compose-lib.sh"
+dc() { compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
 
 FAILED=()
 fail_step() { log "FAILED: $*"; FAILED+=("$*"); }

@@ -293,7 +293,10 @@ impl BusState {
                         self.shared.lease.extend_to(until);
                     }
                 }
-                Action::Revoke => self.shared.lease.revoke(),
+                Action::Revoke => {
+                    self.shared.lease.revoke();
+                    self.shared.metrics.record_lease_lapse();
+                }
                 Action::SendAck { to, ack } => {
                     // Only once the change is in our L1 does the writer hear "applied".
                     if self.barrier().await {
@@ -622,8 +625,15 @@ impl Actor for BusActor {
             },
             BusMsg::Inbound(bytes, via) => {
                 let before = state.machine.counters().duplicates;
+                let applied_before = state.machine.counters().applied;
+                let mut sent_at_ms = None;
                 let actions = match wire::decode::<BusMessage>(&bytes) {
-                    Ok(msg) => state.machine.handle_message(msg, now),
+                    Ok(msg) => {
+                        if let BusMessage::Invalidation(inv) = &msg {
+                            sent_at_ms = Some(inv.sent_at_ms);
+                        }
+                        state.machine.handle_message(msg, now)
+                    }
                     Err(e) => {
                         NodeCounters::incr(&state.shared.counters.invalid_messages);
                         tracing::debug!(error = %e, ?via, "undecodable bus payload: flushing");
@@ -632,6 +642,12 @@ impl Actor for BusActor {
                 };
                 state.count_duplicates(before);
                 state.run(actions).await;
+                if let Some(ms) = sent_at_ms {
+                    if state.machine.counters().applied > applied_before {
+                        // Publish on the origin -> handed to our L1 writer.
+                        state.shared.metrics.observe_propagation_since(ms);
+                    }
+                }
             }
             BusMsg::LinkUp(cm, gen) => {
                 if gen != state.conn_gen {

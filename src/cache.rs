@@ -74,6 +74,8 @@ pub struct Shared {
     /// Changes whose L2 outcome is unknown (or, with the opt-in, missing), replayed when
     /// Redis answers again.
     pub l2_backlog: std::sync::Mutex<crate::l2::Backlog>,
+    /// Latency histograms and event counters (`/metrics`); see [`crate::node_metrics`].
+    pub metrics: Arc<crate::node_metrics::NodeMetrics>,
     /// The L1 freshness lease (always held without Redis).
     pub lease: crate::lease::Lease,
     /// Serializes writes of one key on this node.
@@ -352,6 +354,7 @@ impl Shared {
             total += l1.flush().await;
         }
         NodeCounters::incr(&self.counters.coherence_flushes);
+        self.metrics.record_flush(reason);
         tracing::warn!(reason, dropped = total, "L1 flushed");
     }
 }
@@ -534,6 +537,7 @@ impl HybridCache {
             peers: RwLock::new(None),
             l2_backlog: std::sync::Mutex::new(crate::l2::Backlog::default()),
             membership: RwLock::new(None),
+            metrics: Arc::default(),
             lease: if has_redis {
                 crate::lease::Lease::new(staleness_bound)
             } else {

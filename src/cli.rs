@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Flags;
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -98,6 +99,9 @@ pub struct NodeArgs {
     /// Redis URL (L2 and the invalidation bus).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Log format on stderr: `text` (coloured only on a terminal) or `json` (one object a line).
+    #[arg(long, env = "HC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl NodeArgs {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Stats;
 
 /// One other node as gossip knows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ClusterMember {
     pub node_id: String,
     pub gossip_addr: String,
@@ -26,7 +26,7 @@ pub trait Membership: Send + Sync {
 }
 
 /// `totals` of `/v1/cluster/stats`: sums over the nodes that are alive (self included).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Totals {
     pub nodes_alive: u64,
     pub l1_entries: u64,
@@ -36,7 +36,7 @@ pub struct Totals {
 }
 
 /// `GET /v1/cluster/stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ClusterStats {
     #[serde(rename = "self")]
     pub self_id: String,

@@ -131,10 +131,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
 
+/// Read a value: raw bytes as stored, `X-Cache` says which level answered.
+///
 /// The hit path: headers are built from values computed once (`node`: this node's id as a
 /// header value, made by [`router`]) into a map sized for them, so a hit allocates only the
 /// path's two strings and the header map.
-async fn get_value(
+#[utoipa::path(get, path = "/v1/cache/{category}/{key}", tag = "cache",
+    params(crate::openapi::ValuePath),
+    responses(
+        (status = 200, description = "The value, as stored", content_type = "application/octet-stream",
+         body = crate::openapi::Binary,
+         headers(("x-cache" = String, description = "`L1` or `L2`: the level that answered"),
+                 ("x-node" = String, description = "Id of the node that answered"))),
+        (status = 400, description = "Malformed path or key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`not_found` (no value) or `unknown_category`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`: cannot be served within the staleness bound", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn get_value(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     node: Option<HeaderValue>,
@@ -163,7 +177,20 @@ async fn get_value(
     }
 }
 
-async fn put_value(
+/// Write a value (body = raw bytes) in L2 and this node's L1, and invalidate it everywhere else.
+#[utoipa::path(put, path = "/v1/cache/{category}/{key}", tag = "cache",
+    params(crate::openapi::ValuePath, crate::openapi::TtlQuery),
+    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream",
+                 description = "The value (at most `max_value_bytes`)"),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large` or `value_too_large`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn put_value(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -173,6 +200,13 @@ async fn put_value(
     authorize(&state, &headers)?;
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
     let Query(query) = query.map_err(|r| bad_request(&state, "bad_query", r.body_text()))?;
+    if let Some(unknown) = query.keys().find(|k| k.as_str() != "ttl") {
+        return Err(bad_request(
+            &state,
+            "bad_query",
+            format!("unknown query parameter `{unknown}` (only `ttl`)"),
+        ));
+    }
     let ttl = match query.get("ttl") {
         None => None,
         Some(t) => match t.parse::<u64>() {
@@ -191,7 +225,18 @@ async fn put_value(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_value(
+/// Delete a key everywhere (deleting an absent key succeeds).
+#[utoipa::path(delete, path = "/v1/cache/{category}/{key}", tag = "cache",
+    params(crate::openapi::ValuePath),
+    responses(
+        (status = 204, description = "Deleted (or was absent)"),
+        (status = 400, description = "`bad_path`, `invalid_key`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn delete_value(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -202,17 +247,35 @@ async fn delete_value(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `{"category":…,"key":…}` (one exact key, compared as bytes) or
-/// `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
-#[derive(Deserialize)]
+/// Body of `POST /v1/invalidate`: `{"category":…,"key":…}` (one exact key, compared as
+/// bytes) or `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InvalidateBody {
+pub(crate) struct InvalidateBody {
+    /// A category name, or `*` for every category.
     category: String,
+    /// A glob (`get_user_permissions:*`, `*` = the whole category); exactly one of
+    /// `pattern` and `key`.
+    #[schema(min_length = 1)]
     pattern: Option<String>,
+    /// One exact key (glob characters taken literally); exactly one of `pattern` and `key`.
+    #[schema(min_length = 1)]
     key: Option<String>,
 }
 
-async fn invalidate(
+/// Invalidate one key, or every key matching a glob, of `category` (or all categories), on
+/// every node.
+#[utoipa::path(post, path = "/v1/invalidate", tag = "cache",
+    request_body(content = InvalidateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::openapi::Invalidated),
+        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or key too large", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn invalidate(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -237,11 +300,17 @@ async fn invalidate(
     Ok(Json(json!({ "invalidated": n })))
 }
 
-async fn stats(State(state): State<AppState>) -> Json<crate::Stats> {
+/// This node's stats.
+#[utoipa::path(get, path = "/v1/stats", tag = "cluster",
+    responses((status = 200, description = "Counters and L1 sizes of this node", body = crate::Stats)))]
+pub(crate) async fn stats(State(state): State<AppState>) -> Json<crate::Stats> {
     Json(state.cache.stats().await)
 }
 
-async fn cluster(State(state): State<AppState>) -> Json<crate::cluster::ClusterStats> {
+/// Every node this node knows (itself first), with their last gossiped stats.
+#[utoipa::path(get, path = "/v1/cluster/stats", tag = "cluster",
+    responses((status = 200, description = "The cluster as this node sees it", body = crate::cluster::ClusterStats)))]
+pub(crate) async fn cluster(State(state): State<AppState>) -> Json<crate::cluster::ClusterStats> {
     let own = state.cache.stats().await;
     let cfg = state.cache.config();
     let gossip = cfg
@@ -257,7 +326,13 @@ async fn cluster(State(state): State<AppState>) -> Json<crate::cluster::ClusterS
     Json(cluster_stats(&own, gossip, cfg.http_advertised(), others))
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// Health for load balancers: 200 `ok`/`degraded`, 503 `isolated`.
+#[utoipa::path(get, path = "/health", tag = "cluster",
+    responses(
+        (status = 200, description = "`ok` or `degraded` (Redis down, serving from L1)", body = crate::Health),
+        (status = 503, description = "`isolated`: neither Redis nor any peer reachable", body = crate::Health),
+    ))]
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let h = state.cache.health().await;
     // 503 tells a balancer to drain a node that cannot answer within its guarantee.
     let code = if state.cache.serving() {
@@ -268,7 +343,13 @@ async fn health(State(state): State<AppState>) -> Response {
     (code, Json(h)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Prometheus / OpenMetrics text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        (status = 500, description = "Encoding failed", body = crate::openapi::ErrorBody),
+    ))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let extra = state
         .membership
         .as_ref()
@@ -304,6 +385,7 @@ pub fn router(state: AppState) -> Router {
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
+    let node_metrics = state.cache.shared().metrics.clone();
     Router::new()
         .route(
             "/v1/cache/{category}/{key}",
@@ -314,7 +396,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/stats", get(cluster))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/ui", get(crate::ui::page))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            node_metrics,
+            crate::node_metrics::track_http,
+        ))
         .with_state(state)
 }

@@ -89,6 +89,8 @@ pub struct L2 {
     set_script: Script,
     fill_script: Script,
     tomb_script: Script,
+    /// Latency of every call (`hc_l2_request_duration_seconds`).
+    latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for L2 {
@@ -185,6 +187,7 @@ impl L2 {
             tomb_script: Script::new(&format!(
                 "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
             )),
+            latency: crate::node_metrics::l2_histogram(),
         }
     }
 
@@ -224,6 +227,11 @@ impl L2 {
         self.conn.read().map(|g| g.is_some()).unwrap_or(false)
     }
 
+    /// The call latency histogram (shared, not copied).
+    pub fn latency_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.latency.clone()
+    }
+
     fn gen_key(&self, category: &str) -> String {
         format!("{}:gen:{category}", self.ns)
     }
@@ -254,6 +262,7 @@ impl L2 {
         if !breaker.is_call_permitted() {
             return Err(L2Error::CircuitOpen);
         }
+        let _timer = crate::node_metrics::Timer::start(&self.latency);
         match tokio::time::timeout(self.timeout, f(conn)).await {
             Ok(Ok(v)) => {
                 breaker.on_success();

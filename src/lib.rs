@@ -63,9 +63,13 @@ pub mod l2;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod node_metrics;
+pub mod openapi;
 pub mod pattern;
 pub mod resp;
 pub mod stats;
+pub mod telemetry;
+pub mod ui;
 pub mod wire;
 
 pub use cache::{HybridCache, HybridCacheBuilder, Source};

@@ -8,21 +8,12 @@ use hybrid_cache::cli::{run_client, Cli, Command};
 use hybrid_cache::config::Config;
 use hybrid_cache::node::Node;
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(args) => {
-            init_tracing();
+            hybrid_cache::telemetry::init(args.log_format);
             let config = match Config::load(&args.flags()) {
                 Ok(c) => c,
                 Err(e) => {

@@ -36,6 +36,7 @@ struct Snapshot {
     l2_backlog: u64,
     /// Known nodes by gossip state (self counted alive).
     cluster_nodes: Vec<(&'static str, u64)>,
+    flushes_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 type PerCategory = (
@@ -91,7 +92,7 @@ impl Collector for Snapshot {
             }
         }
         let k = &self.stats.counters;
-        let node: [(&str, &str, u64); 10] = [
+        let node: [(&str, &str, u64); 9] = [
             (
                 "http_bad_requests",
                 "Rejected HTTP requests (bad input)",
@@ -106,11 +107,6 @@ impl Collector for Snapshot {
                 "invalidations_received",
                 "Invalidations applied from other nodes",
                 k.invalidations_received,
-            ),
-            (
-                "coherence_flushes",
-                "Full L1 flushes (gap, restart, reconnect)",
-                k.coherence_flushes,
             ),
             (
                 "invalid_messages",
@@ -176,6 +172,25 @@ impl Collector for Snapshot {
             let me = encoder.encode_descriptor(&full, help, None, MetricType::Gauge)?;
             ConstGauge::new(v as i64).encode(me)?;
         }
+        // Flushes by reason; flushes counted before a reason was recorded for them are `other`,
+        // so the sum over reasons stays the node's flush total.
+        let mut me = encoder.encode_descriptor(
+            "hc_coherence_flushes",
+            "Full L1 flushes by reason (gap, restart, reconnect, lease...)",
+            None,
+            MetricType::Counter,
+        )?;
+        let labelled: u64 = self.flushes_by_reason.values().sum();
+        let other = k.coherence_flushes.saturating_sub(labelled);
+        let reasons = self
+            .flushes_by_reason
+            .iter()
+            .map(|(r, n)| (r.as_str(), *n))
+            .chain(std::iter::once(("other", other)));
+        for (reason, n) in reasons {
+            let labels = vec![("reason".to_string(), reason.to_string())];
+            ConstCounter::new(n).encode(me.encode_family(&labels)?)?;
+        }
         let mut me = encoder.encode_descriptor(
             "hc_cluster_nodes",
             "Nodes this node knows, by gossip state (itself counted alive)",
@@ -219,8 +234,14 @@ pub async fn render(
             expirations: c.expirations.load(Ordering::Relaxed),
         });
     }
+    let metrics = &cache.shared().metrics;
     let mut registry = Registry::default();
+    metrics.register(
+        &mut registry,
+        cache.shared().l2.as_ref().map(|l2| l2.latency_histogram()),
+    );
     registry.register_collector(Box::new(Snapshot {
+        flushes_by_reason: metrics.flush_counts(),
         categories,
         status: cache.status(),
         redis_configured: cache.config().redis.is_some(),

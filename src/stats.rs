@@ -28,7 +28,7 @@ impl NodeCounters {
 }
 
 /// `l1_caches.<category>` of `/v1/stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CategoryStats {
     pub size: u64,
     pub maxsize: u64,
@@ -41,7 +41,7 @@ pub struct CategoryStats {
 }
 
 /// `counters` of `/v1/stats`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counters {
     pub hits_l1: u64,
     pub hits_l2: u64,
@@ -62,7 +62,7 @@ pub struct Counters {
 }
 
 /// `GET /v1/stats`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Stats {
     pub node_id: String,
     pub l1_caches: BTreeMap<String, CategoryStats>,
@@ -74,7 +74,7 @@ pub struct Stats {
 }
 
 /// `coherence` of `GET /v1/stats`: may this node serve L1 right now, and why.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CoherenceStats {
     /// `"up"` while subscribed to the invalidation channel, `"down"` otherwise, `"none"`
     /// without Redis.
@@ -90,7 +90,7 @@ pub struct CoherenceStats {
 }
 
 /// `cache.l1_stats.<category>` of `/health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct L1Size {
     pub size: u64,
     pub maxsize: u64,
@@ -101,7 +101,7 @@ pub struct L1Size {
 }
 
 /// `cache` of `/health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct HealthCache {
     pub l1_enabled: bool,
     pub l2_redis_enabled: bool,
@@ -109,7 +109,7 @@ pub struct HealthCache {
 }
 
 /// Node status reported by `/health`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Serving normally.
@@ -121,7 +121,7 @@ pub enum Status {
 }
 
 /// `GET /health`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Health {
     pub status: Status,
     pub env: String,
