@@ -231,6 +231,8 @@ impl Shared {
                     ttl: cfg.ttl_secs,
                     hits,
                     misses,
+                    bytes: l1.bytes().await,
+                    max_bytes: l1.max_bytes(),
                 },
             );
         }
@@ -293,6 +295,7 @@ impl HybridCacheBuilder {
             CategoryConfig {
                 ttl_secs: ttl.as_secs().max(1),
                 max_entries,
+                max_bytes: None,
             },
         ));
         self
@@ -382,12 +385,14 @@ impl HybridCache {
 
     /// Starts the actor tree for a validated configuration.
     pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
-        let categories = CategoryMap::new(
-            config
-                .categories
-                .iter()
-                .map(|(name, cat)| (name.clone(), Arc::new(L1Category::new(name, *cat)))),
-        );
+        let budgets = crate::config::l1_byte_budgets(&config.categories, config.l1_max_bytes);
+        let categories = CategoryMap::new(config.categories.iter().map(|(name, cat)| {
+            let cat = CategoryConfig {
+                max_bytes: budgets.get(name).copied(),
+                ..*cat
+            };
+            (name.clone(), Arc::new(L1Category::new(name, cat)))
+        }));
         let l2 = config
             .redis
             .as_ref()

@@ -56,6 +56,7 @@ pub mod config;
 pub mod error;
 pub mod gossip;
 pub mod http;
+pub mod http_limits;
 pub mod key;
 pub mod l1;
 pub mod l2;
@@ -64,6 +65,7 @@ pub mod node;
 pub mod pattern;
 pub mod stats;
 pub mod wire;
+pub mod wire_auth;
 
 pub use cache::{HybridCache, HybridCacheBuilder, Source};
 pub use config::Config;

@@ -11,6 +11,7 @@ use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
 use crate::http::{router, AppState};
+use crate::http_limits::{fit_connections_to_fd_limit, serve, ConnStats};
 use crate::HybridCache;
 
 /// Errors starting a node.
@@ -32,7 +33,8 @@ pub struct Node {
     cache: HybridCache,
     http_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    server: tokio::task::JoinHandle<()>,
+    conn_stats: Arc<ConnStats>,
 }
 
 impl Node {
@@ -49,6 +51,8 @@ impl Node {
         if config.http_advertise.is_none() {
             config.http_advertise = Some(http_addr.to_string());
         }
+        config.http_limits.max_connections =
+            fit_connections_to_fd_limit(config.http_limits.max_connections);
         let cache = HybridCache::start(config).await?;
         let membership: Option<Arc<dyn Membership>> = cache.membership();
         let app = router(AppState {
@@ -56,13 +60,11 @@ impl Node {
             membership,
         });
         let (stop, mut stopped) = watch::channel(false);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let conn_stats = Arc::new(ConnStats::default());
+        let limits = cache.config().http_limits;
+        let server = tokio::spawn(serve(listener, app, limits, conn_stats.clone(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
         let cfg = cache.config();
         tracing::info!(
             node_id = %cfg.node_id,
@@ -82,12 +84,18 @@ impl Node {
             http_addr,
             stop,
             server,
+            conn_stats,
         })
     }
 
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Open and refused connection counts of the HTTP server.
+    pub fn conn_stats(&self) -> &ConnStats {
+        &self.conn_stats
     }
 
     pub fn cache(&self) -> &HybridCache {

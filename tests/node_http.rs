@@ -354,6 +354,7 @@ async fn ttl_expiry_per_category_and_per_call() {
             CategoryConfig {
                 ttl_secs: 1,
                 max_entries: 100,
+                max_bytes: None,
             },
         ),
         (
@@ -361,6 +362,7 @@ async fn ttl_expiry_per_category_and_per_call() {
             CategoryConfig {
                 ttl_secs: 600,
                 max_entries: 100,
+                max_bytes: None,
             },
         ),
     ]);
