@@ -252,10 +252,13 @@ impl L1Category {
             }
             r
         };
-        self.cache
+        let value = self
+            .cache
             .try_get_with_by_ref(key, counted)
             .await
-            .map(|e| e.value)
+            .map(|e| e.value);
+        self.evict_if_over_budget().await;
+        value
     }
 
     /// Writes a value (a local `set`): invalidates in-flight fills of the key first.
@@ -271,6 +274,19 @@ impl L1Category {
         self.cache
             .insert(key.to_string(), self.entry(value, ttl))
             .await;
+        self.evict_if_over_budget().await;
+    }
+
+    /// Moka evicts in deferred maintenance, after a batch of writes: with large values that
+    /// batch alone could hold many times the budget. Run it as soon as the bytes held pass
+    /// the budget by more than 1/16 (small values rarely get there: their floor weight
+    /// evicts them first), so the overshoot stays within 1/16 of the budget plus one value.
+    async fn evict_if_over_budget(&self) {
+        let max = self.max_bytes();
+        let held = self.counters.bytes.load(Ordering::Relaxed).max(0) as u64;
+        if held > max + max / 16 {
+            self.cache.run_pending_tasks().await;
+        }
     }
 
     /// Bytes held by live entries (key + value + [`ENTRY_OVERHEAD`] each).
