@@ -544,29 +544,57 @@ impl L2 {
 /// Changes this node made while it could not reach Redis. Its L1 and its peers (over QUIC)
 /// saw them, but L2 still holds the values from before: replayed as invalidations into L2
 /// (and on the bus) as soon as Redis is reachable again, so nobody reads an L2 value that a
-/// write during the outage replaced. Past [`Backlog::MAX`] entries a category is remembered
-/// as a whole and its generation is bumped instead.
+/// write during the outage replaced.
+///
+/// Bounded, failing closed: past [`Backlog::MAX`] entries or [`Backlog::MAX_BYTES`] bytes of
+/// keys, every category with pending entries is collapsed to "the whole category" (its L2
+/// generation is bumped on replay, which invalidates more than needed but forgets nothing).
+/// The backlog then holds at most one marker per category.
 #[derive(Debug, Default)]
 pub struct Backlog {
     entries: Vec<(String, String)>,
+    bytes: usize,
     whole: std::collections::BTreeSet<String>,
+    collapses: u64,
 }
 
 impl Backlog {
     pub const MAX: usize = 10_000;
+    pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
     /// Records a change of `pattern` in `category` that did not reach L2.
     pub fn record(&mut self, category: &str, pattern: &str) {
         if self.whole.contains(category) {
             return;
         }
-        if pattern == "*" || self.entries.len() >= Self::MAX {
+        if pattern == "*" {
             self.whole.insert(category.to_string());
             self.entries.retain(|(c, _)| c != category);
+            self.bytes = self.entries.iter().map(|(c, p)| c.len() + p.len()).sum();
             return;
         }
+        let size = category.len() + pattern.len();
+        if self.entries.len() >= Self::MAX || self.bytes + size > Self::MAX_BYTES {
+            self.collapse();
+            self.whole.insert(category.to_string());
+            return;
+        }
+        self.bytes += size;
         self.entries
             .push((category.to_string(), pattern.to_string()));
+    }
+
+    /// Overflow: every pending key becomes its whole category.
+    fn collapse(&mut self) {
+        self.collapses += 1;
+        for (c, _) in std::mem::take(&mut self.entries) {
+            self.whole.insert(c);
+        }
+        self.bytes = 0;
+        tracing::warn!(
+            categories = self.whole.len(),
+            "L2 backlog full: pending keys collapsed to whole-category invalidations"
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -577,6 +605,11 @@ impl Backlog {
         self.entries.len() + self.whole.len()
     }
 
+    /// How many times the backlog overflowed and collapsed to whole categories.
+    pub fn collapses(&self) -> u64 {
+        self.collapses
+    }
+
     /// Everything recorded, as (category, pattern) pairs; whole categories come as `*`.
     pub fn take(&mut self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = std::mem::take(&mut self.whole)
@@ -584,6 +617,7 @@ impl Backlog {
             .map(|c| (c, "*".to_string()))
             .collect();
         out.extend(std::mem::take(&mut self.entries));
+        self.bytes = 0;
         out
     }
 }
@@ -615,5 +649,34 @@ mod backlog_tests {
         }
         assert!(b.len() <= Backlog::MAX + 1);
         assert!(b.take().contains(&("general".to_string(), "*".to_string())));
+    }
+
+    #[test]
+    fn overflow_collapses_every_pending_category_and_forgets_none() {
+        let mut b = Backlog::default();
+        b.record("roles", "r1");
+        b.record("menus", "m1");
+        // Spread over many categories: the bound holds whoever overflows it.
+        for i in 0..3 * Backlog::MAX {
+            b.record(&format!("c{}", i % 7), &format!("k{i}"));
+            assert!(b.len() <= Backlog::MAX + 9, "len {}", b.len());
+        }
+        assert!(b.collapses() >= 1);
+        let got = b.take();
+        for c in ["roles", "menus", "c0", "c1", "c2", "c3", "c4", "c5", "c6"] {
+            assert!(
+                got.contains(&(c.to_string(), "*".to_string()))
+                    || got.iter().any(|(gc, _)| gc == c),
+                "{c} was dropped"
+            );
+        }
+        assert!(got.contains(&("roles".to_string(), "*".to_string())));
+        // The byte bound: few huge keys collapse too.
+        let mut b = Backlog::default();
+        let huge = "x".repeat(1024 * 1024);
+        for _ in 0..5 {
+            b.record("general", &huge);
+        }
+        assert_eq!(b.take(), vec![("general".to_string(), "*".to_string())]);
     }
 }
