@@ -855,7 +855,10 @@ mod tests {
     #[test]
     fn http_limits_from_file_and_env() {
         let f = file("max_connections = 100\nheader_read_timeout_ms = 250\nmax_in_flight = 7\n");
-        let env = env_of(&[("HC_BODY_READ_TIMEOUT_MS", "300"), ("HC_MAX_IN_FLIGHT", "9")]);
+        let env = env_of(&[
+            ("HC_BODY_READ_TIMEOUT_MS", "300"),
+            ("HC_MAX_IN_FLIGHT", "9"),
+        ]);
         let c = Config::resolve(&Flags::default(), &env, f).unwrap();
         let l = c.http_limits;
         assert_eq!(l.max_connections, 100);

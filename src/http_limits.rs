@@ -277,11 +277,25 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_token_exact() {
-        for ok in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer   s3cret"] {
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer   s3cret",
+        ] {
             assert!(check_bearer(Some("s3cret"), &headers(ok)).is_ok(), "{ok}");
         }
-        for bad in ["Bearer s3cre", "Bearer s3cretx", "Basic s3cret", "s3cret", "Bearer"] {
-            assert!(check_bearer(Some("s3cret"), &headers(bad)).is_err(), "{bad}");
+        for bad in [
+            "Bearer s3cre",
+            "Bearer s3cretx",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer",
+        ] {
+            assert!(
+                check_bearer(Some("s3cret"), &headers(bad)).is_err(),
+                "{bad}"
+            );
         }
         assert!(check_bearer(Some("s3cret"), &HeaderMap::new()).is_err());
         assert!(check_bearer(None, &HeaderMap::new()).is_ok());
@@ -294,7 +308,15 @@ mod tests {
             parse_ttl(&MAX_TTL_SECS.to_string()),
             Ok(Duration::from_secs(MAX_TTL_SECS))
         );
-        for bad in ["0", "-1", "", "1.5", "abc", "315360001", "99999999999999999999"] {
+        for bad in [
+            "0",
+            "-1",
+            "",
+            "1.5",
+            "abc",
+            "315360001",
+            "99999999999999999999",
+        ] {
             let e = parse_ttl(bad).unwrap_err();
             assert!(e.contains("315360000"), "{e}");
         }

@@ -122,15 +122,15 @@ impl L1Category {
                     .bytes
                     .fetch_sub(real_bytes(&k, &v.value) as i64, Ordering::Relaxed);
                 match cause {
-                RemovalCause::Size => {
-                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                RemovalCause::Expired => {
-                    listener_counters
-                        .expirations
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
+                    RemovalCause::Size => {
+                        listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Expired => {
+                        listener_counters
+                            .expirations
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
                 }
             })
             .build();
@@ -448,8 +448,12 @@ mod tests {
             },
         );
         for i in 0..100 {
-            c.put(&format!("k{i}"), Bytes::from_static(b"v"), Duration::from_secs(60))
-                .await;
+            c.put(
+                &format!("k{i}"),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(60),
+            )
+            .await;
         }
         assert!(c.size().await <= 10, "size {}", c.size().await);
     }

@@ -62,9 +62,15 @@ impl Node {
         let (stop, mut stopped) = watch::channel(false);
         let conn_stats = Arc::new(ConnStats::default());
         let limits = cache.config().http_limits;
-        let server = tokio::spawn(serve(listener, app, limits, conn_stats.clone(), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            conn_stats.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
         let cfg = cache.config();
         tracing::info!(
             node_id = %cfg.node_id,

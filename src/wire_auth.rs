@@ -113,8 +113,17 @@ mod tests {
     fn round_trip() {
         let sealed = seal(&key(b"0123456789abcdef-cluster"), b"frame bytes");
         assert_eq!(sealed.len(), MAGIC.len() + 11 + TAG_LEN);
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), &sealed), Ok(&b"frame bytes"[..]));
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), &seal(&key(b"0123456789abcdef-cluster"), b"")), Ok(&b""[..]));
+        assert_eq!(
+            open(&key(b"0123456789abcdef-cluster"), &sealed),
+            Ok(&b"frame bytes"[..])
+        );
+        assert_eq!(
+            open(
+                &key(b"0123456789abcdef-cluster"),
+                &seal(&key(b"0123456789abcdef-cluster"), b"")
+            ),
+            Ok(&b""[..])
+        );
     }
 
     #[test]
@@ -127,15 +136,30 @@ mod tests {
         for i in 0..sealed.len() {
             let mut t = sealed.clone();
             t[i] ^= 0x01;
-            assert!(open(&key(b"0123456789abcdef-cluster"), &t).is_err(), "flipped byte {i} accepted");
+            assert!(
+                open(&key(b"0123456789abcdef-cluster"), &t).is_err(),
+                "flipped byte {i} accepted"
+            );
         }
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), &sealed[..10]), Err(AuthError::Truncated(10)));
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), b"\x02plain frame"), Err(AuthError::NotSealed));
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), &[]), Err(AuthError::NotSealed));
+        assert_eq!(
+            open(&key(b"0123456789abcdef-cluster"), &sealed[..10]),
+            Err(AuthError::Truncated(10))
+        );
+        assert_eq!(
+            open(&key(b"0123456789abcdef-cluster"), b"\x02plain frame"),
+            Err(AuthError::NotSealed)
+        );
+        assert_eq!(
+            open(&key(b"0123456789abcdef-cluster"), &[]),
+            Err(AuthError::NotSealed)
+        );
         // A forger who strips or replaces the tag gets nowhere.
         let mut forged = sealed[..sealed.len() - TAG_LEN].to_vec();
         forged.extend_from_slice(&[0u8; TAG_LEN]);
-        assert_eq!(open(&key(b"0123456789abcdef-cluster"), &forged), Err(AuthError::BadTag));
+        assert_eq!(
+            open(&key(b"0123456789abcdef-cluster"), &forged),
+            Err(AuthError::BadTag)
+        );
     }
 
     proptest! {

@@ -78,7 +78,10 @@ async fn health_ok(c: &reqwest::Client, base: &str) -> bool {
 async fn idle_and_slowloris_connections_do_not_starve_health_or_gets() {
     // 2,000 idle + 50 slow clients, both ends in this process: ~4,200 descriptors.
     let fds = rlimit::increase_nofile_limit(8192).unwrap();
-    assert!(fds >= 4400, "need 4,400 open files for this test, have {fds}");
+    assert!(
+        fds >= 4400,
+        "need 4,400 open files for this test, have {fds}"
+    );
     let mut cfg = Config::default();
     cfg.http_limits.header_read_timeout = Duration::from_secs(3);
     let (node, base) = start(cfg).await;
@@ -99,9 +102,11 @@ async fn idle_and_slowloris_connections_do_not_starve_health_or_gets() {
     for i in 0..50 {
         let mut s = TcpStream::connect(addr).await.unwrap();
         if i % 2 == 1 {
-            s.write_all(b"PUT /v1/cache/general/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-                .await
-                .unwrap();
+            s.write_all(
+                b"PUT /v1/cache/general/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+            )
+            .await
+            .unwrap();
         }
         slow.push(s);
     }
@@ -152,7 +157,10 @@ async fn idle_and_slowloris_connections_do_not_starve_health_or_gets() {
     // The header read timeout reaps idle and header-trickling connections.
     for s in idle.iter_mut().take(50) {
         let (got, closed) = read_response(s, Duration::from_secs(30)).await;
-        assert!(closed, "an idle connection is closed by the header read timeout");
+        assert!(
+            closed,
+            "an idle connection is closed by the header read timeout"
+        );
         assert!(!got.contains("200 OK"), "{got}");
     }
     drop(slow);
@@ -194,7 +202,10 @@ async fn connections_over_the_cap_are_refused_at_once_and_slots_come_back() {
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let (got, closed) = read_response(&mut extra, Duration::from_secs(20)).await;
-    assert!(closed && got.is_empty(), "excess connection refused: {got:?}");
+    assert!(
+        closed && got.is_empty(),
+        "excess connection refused: {got:?}"
+    );
     assert!(node.conn_stats().refused.load(Ordering::Relaxed) >= 1);
     // The held connections send nothing: the header read timeout frees their slots.
     assert!(
@@ -314,7 +325,10 @@ async fn lowercase_bearer_json_405_and_largest_ttl() {
     assert!(body["message"].as_str().unwrap().contains("POST"));
     let r = c.delete(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 405);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "method_not_allowed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
 
     let put_ttl = |ttl: u64| {
         c.put(format!("{base}/v1/cache/general/t?ttl={ttl}"))

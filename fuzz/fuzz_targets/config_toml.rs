@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = Config::resolve(&Flags::default(), &|_| None, file) {
         c.validate().expect("a resolved config is valid");
         let budgets = hybrid_cache::config::l1_byte_budgets(&c.categories, c.l1_max_bytes);
-        assert!(budgets.values().map(|b| u128::from(*b)).sum::<u128>() <= u128::from(c.l1_max_bytes) + budgets.len() as u128);
+        assert!(
+            budgets.values().map(|b| u128::from(*b)).sum::<u128>()
+                <= u128::from(c.l1_max_bytes) + budgets.len() as u128
+        );
     }
 });

@@ -60,5 +60,9 @@ fuzz_target!(|data: &[u8]| {
     let resp = runtime()
         .block_on(app().clone().oneshot(req))
         .expect("infallible");
-    assert!(resp.status().as_u16() < 500, "{} for {text:?}", resp.status());
+    assert!(
+        resp.status().as_u16() < 500,
+        "{} for {text:?}",
+        resp.status()
+    );
 });
