@@ -21,13 +21,59 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export HC_CLUSTER_STATE=$ROOT/.soak
 DURATION=600
 WARMUP=120
+ANALYZE=""
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
-    *) echo "usage: $0 [--duration S] [--warmup S]" >&2; exit 2 ;;
+    --analyze) ANALYZE=$2; shift 2 ;;
+    *) echo "usage: $0 [--duration S] [--warmup S] [--analyze samples.csv]" >&2; exit 2 ;;
   esac
 done
+analyze() {
+python3 - "$1" "$WARMUP" "${SOAK_MAX_RSS_MIB_PER_MIN:-1.0}" \
+  "${SOAK_MAX_FDS_PER_MIN:-2}" "${SOAK_MAX_BACKLOG_PER_MIN:-5}" <<'EOF'
+import csv, sys
+path, warmup = sys.argv[1], float(sys.argv[2])
+lim_rss, lim_fds, lim_bl = map(float, sys.argv[3:6])
+# Warm-up counts per process: a node restarted by a fault refills its caches too.
+first_seen = {}
+series = {}
+for r in csv.DictReader(open(path)):
+    key = (r["node"], r["pid"])
+    first_seen.setdefault(key, float(r["t"]))
+    if float(r["t"]) < first_seen[key] + warmup:
+        continue
+    series.setdefault(key, []).append(r)
+def slope(xs, ys):
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    d = sum((x - mx) ** 2 for x in xs)
+    return 0.0 if d == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / d
+fail = []
+print("\n| node (pid) | samples | RSS MiB first→last | RSS slope MiB/min | fds first→last | fd slope /min | L2 backlog max | backlog slope /min |")
+print("|---|---|---|---|---|---|---|---|")
+for (node, pid), rows in sorted(series.items()):
+    if len(rows) < 6:   # a restarted process's short tail: too few points for a slope
+        print(f"| {node} ({pid}) | {len(rows)} | (too short for a slope) | | | | | |")
+        continue
+    t = [float(r["t"]) / 60 for r in rows]
+    rss = [int(r["rss_kib"]) / 1024 for r in rows]
+    fds = [int(r["fds"]) for r in rows]
+    bl = [int(r["l2_backlog"]) if r["l2_backlog"] else 0 for r in rows]
+    s_rss, s_fds, s_bl = slope(t, rss), slope(t, fds), slope(t, bl)
+    print(f"| {node} ({pid}) | {len(rows)} | {rss[0]:.1f}→{rss[-1]:.1f} | {s_rss:+.2f} | {fds[0]}→{fds[-1]} | {s_fds:+.2f} | {max(bl)} | {s_bl:+.2f} |")
+    if s_rss > lim_rss: fail.append(f"{node} RSS slope {s_rss:.2f} MiB/min > {lim_rss}")
+    if s_fds > lim_fds: fail.append(f"{node} fd slope {s_fds:.2f}/min > {lim_fds}")
+    if s_bl > lim_bl: fail.append(f"{node} backlog slope {s_bl:.2f}/min > {lim_bl}")
+print(f"\nlimits: RSS {lim_rss} MiB/min, fds {lim_fds}/min, backlog {lim_bl}/min after {warmup:.0f} s warm-up")
+if fail:
+    print("FAIL: " + "; ".join(fail))
+    sys.exit(1)
+print("PASS: nothing grows past its slope")
+EOF
+}
+if [ -n "$ANALYZE" ]; then analyze "$ANALYZE"; exit $?; fi
 [ "$WARMUP" -lt "$DURATION" ] || { echo "warm-up must be shorter than the duration" >&2; exit 2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -166,40 +212,4 @@ echo "== load"
 for f in load-general.json load-perm.json; do tail -n1 "$STATE/$f"; done
 cat "$STATE/load-large.log"
 
-python3 - "$STATE/samples.csv" "$WARMUP" "${SOAK_MAX_RSS_MIB_PER_MIN:-1.0}" \
-  "${SOAK_MAX_FDS_PER_MIN:-2}" "${SOAK_MAX_BACKLOG_PER_MIN:-5}" <<'EOF'
-import csv, sys
-path, warmup = sys.argv[1], float(sys.argv[2])
-lim_rss, lim_fds, lim_bl = map(float, sys.argv[3:6])
-series = {}
-for r in csv.DictReader(open(path)):
-    if float(r["t"]) < warmup:
-        continue
-    series.setdefault((r["node"], r["pid"]), []).append(r)
-def slope(xs, ys):
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    d = sum((x - mx) ** 2 for x in xs)
-    return 0.0 if d == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / d
-fail = []
-print("\n| node (pid) | samples | RSS MiB first→last | RSS slope MiB/min | fds first→last | fd slope /min | L2 backlog max | backlog slope /min |")
-print("|---|---|---|---|---|---|---|---|")
-for (node, pid), rows in sorted(series.items()):
-    if len(rows) < 6:   # a restarted process's short tail: too few points for a slope
-        print(f"| {node} ({pid}) | {len(rows)} | (too short for a slope) | | | | | |")
-        continue
-    t = [float(r["t"]) / 60 for r in rows]
-    rss = [int(r["rss_kib"]) / 1024 for r in rows]
-    fds = [int(r["fds"]) for r in rows]
-    bl = [int(r["l2_backlog"]) if r["l2_backlog"] else 0 for r in rows]
-    s_rss, s_fds, s_bl = slope(t, rss), slope(t, fds), slope(t, bl)
-    print(f"| {node} ({pid}) | {len(rows)} | {rss[0]:.1f}→{rss[-1]:.1f} | {s_rss:+.2f} | {fds[0]}→{fds[-1]} | {s_fds:+.2f} | {max(bl)} | {s_bl:+.2f} |")
-    if s_rss > lim_rss: fail.append(f"{node} RSS slope {s_rss:.2f} MiB/min > {lim_rss}")
-    if s_fds > lim_fds: fail.append(f"{node} fd slope {s_fds:.2f}/min > {lim_fds}")
-    if s_bl > lim_bl: fail.append(f"{node} backlog slope {s_bl:.2f}/min > {lim_bl}")
-print(f"\nlimits: RSS {lim_rss} MiB/min, fds {lim_fds}/min, backlog {lim_bl}/min after {warmup:.0f} s warm-up")
-if fail:
-    print("FAIL: " + "; ".join(fail))
-    sys.exit(1)
-print("PASS: nothing grows past its slope")
-EOF
+analyze "$STATE/samples.csv"
