@@ -301,6 +301,8 @@ impl Shared {
                     hits,
                     misses,
                     consistency: cfg.consistency.as_str().to_string(),
+                    bytes: l1.bytes().await,
+                    max_bytes: l1.max_bytes(),
                 },
             );
         }
@@ -510,12 +512,14 @@ impl HybridCache {
 
     /// Starts the actor tree for a validated configuration.
     pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
-        let categories = CategoryMap::new(
-            config
-                .categories
-                .iter()
-                .map(|(name, cat)| (name.clone(), Arc::new(L1Category::new(name, *cat)))),
-        );
+        let budgets = crate::config::l1_byte_budgets(&config.categories, config.l1_max_bytes);
+        let categories = CategoryMap::new(config.categories.iter().map(|(name, cat)| {
+            let cat = CategoryConfig {
+                max_bytes: budgets.get(name).copied(),
+                ..*cat
+            };
+            (name.clone(), Arc::new(L1Category::new(name, cat)))
+        }));
         let l2 = config
             .redis
             .as_ref()

@@ -65,6 +65,10 @@ pub struct CategoryConfig {
     pub ttl_secs: u64,
     /// Maximum number of L1 entries.
     pub max_entries: u64,
+    /// Maximum L1 bytes (key + value + [`crate::l1::ENTRY_OVERHEAD`] per entry). `None`: an
+    /// equal share of the node-wide `l1_max_bytes`; see [`l1_byte_budgets`].
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
     /// `bounded` (default) or `strict`.
     #[serde(default)]
     pub consistency: Consistency,
@@ -77,6 +81,7 @@ impl Default for CategoryConfig {
             ttl_secs: 300,
             max_entries: 1000,
             consistency: Consistency::Bounded,
+            max_bytes: None,
         }
     }
 }
@@ -104,10 +109,41 @@ pub fn default_categories() -> BTreeMap<String, CategoryConfig> {
                 ttl_secs,
                 max_entries,
                 consistency: Consistency::Bounded,
+                max_bytes: None,
             },
         )
     })
     .collect()
+}
+
+/// Default node-wide L1 cap: 256 MiB.
+pub const DEFAULT_L1_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The byte budget of each category's L1, so that their sum never exceeds `node_cap`.
+///
+/// Each category asks for its `max_bytes`, or for an equal share (`node_cap / n`) when it
+/// sets none. When the asks add up to more than `node_cap`, every ask is scaled down by the
+/// same factor (proportional split); otherwise each category gets what it asked for.
+pub fn l1_byte_budgets(
+    categories: &BTreeMap<String, CategoryConfig>,
+    node_cap: u64,
+) -> BTreeMap<String, u64> {
+    let n = categories.len().max(1) as u64;
+    let asks: Vec<(&String, u64)> = categories
+        .iter()
+        .map(|(name, c)| (name, c.max_bytes.unwrap_or(node_cap / n)))
+        .collect();
+    let total: u128 = asks.iter().map(|(_, a)| u128::from(*a)).sum();
+    asks.into_iter()
+        .map(|(name, ask)| {
+            let budget = if total > u128::from(node_cap) {
+                (u128::from(ask) * u128::from(node_cap) / total) as u64
+            } else {
+                ask
+            };
+            (name.clone(), budget.max(1))
+        })
+        .collect()
 }
 
 /// Where Redis is. `None` in [`Config::redis`] means L1 only.
@@ -184,6 +220,10 @@ pub struct Config {
     /// reached, keep serving L1 and accept writes locally (the original module's behaviour).
     /// Off by default: reads may then be older than the staleness bound.
     pub serve_stale_on_outage: bool,
+    /// Node-wide L1 cap in bytes; bounds the sum of the categories' `max_bytes`.
+    pub l1_max_bytes: u64,
+    /// Connection, timeout and in-flight limits of the HTTP server.
+    pub http_limits: crate::http_limits::HttpLimits,
 }
 
 impl Default for Config {
@@ -210,6 +250,8 @@ impl Default for Config {
             gossip_suspect_timeout: Duration::from_millis(600),
             staleness_bound: Duration::from_millis(100),
             serve_stale_on_outage: false,
+            l1_max_bytes: DEFAULT_L1_MAX_BYTES,
+            http_limits: Default::default(),
         }
     }
 }
@@ -233,6 +275,12 @@ pub struct FileConfig {
     pub gossip_suspect_timeout_ms: Option<u64>,
     pub staleness_bound_ms: Option<u64>,
     pub serve_stale_on_outage: Option<bool>,
+    pub l1_max_bytes: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_in_flight: Option<usize>,
     pub redis: Option<FileRedis>,
     pub tls: Option<TlsFiles>,
     #[serde(default)]
@@ -444,6 +492,25 @@ impl Config {
         if let Some(v) = file.gossip_suspect_timeout_ms {
             c.gossip_suspect_timeout = Duration::from_millis(v);
         }
+        if let Some(v) = file.l1_max_bytes {
+            c.l1_max_bytes = v;
+        }
+        let lim = &mut c.http_limits;
+        if let Some(v) = file.max_connections {
+            lim.max_connections = v;
+        }
+        if let Some(v) = file.header_read_timeout_ms {
+            lim.header_read_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = file.body_read_timeout_ms {
+            lim.body_read_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = file.request_timeout_ms {
+            lim.request_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = file.max_in_flight {
+            lim.max_in_flight = v;
+        }
         let mut redis = file.redis.map(|r| RedisTarget::Url {
             url: r.url,
             password: None,
@@ -511,6 +578,25 @@ impl Config {
         }
         if let Some(v) = env_parse::<u64>(env, "HC_REDIS_TIMEOUT_MS")? {
             c.redis_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_L1_MAX_BYTES")? {
+            c.l1_max_bytes = v;
+        }
+        let lim = &mut c.http_limits;
+        if let Some(v) = env_parse::<usize>(env, "HC_MAX_CONNECTIONS")? {
+            lim.max_connections = v;
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_HEADER_READ_TIMEOUT_MS")? {
+            lim.header_read_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_BODY_READ_TIMEOUT_MS")? {
+            lim.body_read_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_REQUEST_TIMEOUT_MS")? {
+            lim.request_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = env_parse::<usize>(env, "HC_MAX_IN_FLIGHT")? {
+            lim.max_in_flight = v;
         }
         match (env("HC_TLS_CA"), env("HC_TLS_CERT"), env("HC_TLS_KEY")) {
             (None, None, None) => {}
@@ -639,6 +725,12 @@ impl Config {
                     "must be greater than zero",
                 ));
             }
+            if cat.max_bytes == Some(0) {
+                return Err(invalid(
+                    &format!("categories.{name}.max_bytes"),
+                    "must be greater than zero",
+                ));
+            }
             if cat.ttl_secs == 0 {
                 return Err(invalid(
                     &format!("categories.{name}.ttl_secs"),
@@ -651,6 +743,21 @@ impl Config {
         }
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be greater than zero"));
+        }
+        if self.l1_max_bytes < 1024 * 1024 {
+            return Err(invalid("l1_max_bytes", "must be at least 1048576 (1 MiB)"));
+        }
+        let lim = &self.http_limits;
+        for (field, zero) in [
+            ("max_connections", lim.max_connections == 0),
+            ("max_in_flight", lim.max_in_flight == 0),
+            ("header_read_timeout_ms", lim.header_read_timeout.is_zero()),
+            ("body_read_timeout_ms", lim.body_read_timeout.is_zero()),
+            ("request_timeout_ms", lim.request_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(invalid(field, "must be greater than zero"));
+            }
         }
         if self.redis_timeout.is_zero() {
             return Err(invalid("redis_timeout_ms", "must be greater than zero"));
@@ -828,7 +935,53 @@ mod tests {
         assert!(err(FileConfig::default(), &[("REDIS_URL", "http://x")]).contains("redis.url"));
         assert!(err(FileConfig::default(), &[("HC_GOSSIP", "0.0.0.0:7400")]).contains("[tls]"));
         assert!(err(FileConfig::default(), &[("HC_TLS_CA", "x")]).contains("HC_TLS_CA"));
+        assert!(err(FileConfig::default(), &[("HC_L1_MAX_BYTES", "10")]).contains("l1_max_bytes"));
+        assert!(err(FileConfig::default(), &[("HC_MAX_IN_FLIGHT", "0")]).contains("max_in_flight"));
+        assert!(err(
+            file("[categories.roles]\nttl_secs = 5\nmax_entries = 9\nmax_bytes = 0\n"),
+            &[]
+        )
+        .contains("categories.roles.max_bytes"));
         let unknown = toml::from_str::<FileConfig>("bogus = 1\n").unwrap_err();
         assert!(unknown.to_string().contains("bogus"));
+    }
+
+    #[test]
+    fn byte_budgets_never_exceed_the_node_cap() {
+        let mib = 1024 * 1024;
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.l1_max_bytes, 256 * mib);
+        let b = l1_byte_budgets(&c.categories, c.l1_max_bytes);
+        assert_eq!(b.len(), 5);
+        assert!(b.values().all(|v| *v == 256 * mib / 5), "{b:?}");
+        // Explicit asks within the cap are kept.
+        let f = file("l1_max_bytes = 104857600\n[categories.roles]\nttl_secs = 5\nmax_entries = 9\nmax_bytes = 1048576\n");
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
+        let b = l1_byte_budgets(&c.categories, c.l1_max_bytes);
+        assert_eq!(b["roles"], mib);
+        assert!(b.values().sum::<u64>() <= 100 * mib);
+        // Asks over the cap are scaled down proportionally.
+        let f = file("[categories.roles]\nttl_secs = 5\nmax_entries = 9\nmax_bytes = 1073741824\n");
+        let env = env_of(&[("HC_L1_MAX_BYTES", "134217728")]);
+        let c = Config::resolve(&Flags::default(), &env, f).unwrap();
+        let b = l1_byte_budgets(&c.categories, c.l1_max_bytes);
+        assert!(b.values().sum::<u64>() <= 128 * mib, "{b:?}");
+        assert!(b["roles"] > 10 * b["menus"], "{b:?}");
+    }
+
+    #[test]
+    fn http_limits_from_file_and_env() {
+        let f = file("max_connections = 100\nheader_read_timeout_ms = 250\nmax_in_flight = 7\n");
+        let env = env_of(&[
+            ("HC_BODY_READ_TIMEOUT_MS", "300"),
+            ("HC_MAX_IN_FLIGHT", "9"),
+        ]);
+        let c = Config::resolve(&Flags::default(), &env, f).unwrap();
+        let l = c.http_limits;
+        assert_eq!(l.max_connections, 100);
+        assert_eq!(l.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(l.body_read_timeout, Duration::from_millis(300));
+        assert_eq!(l.max_in_flight, 9);
+        assert_eq!(l.request_timeout, Duration::from_secs(15));
     }
 }

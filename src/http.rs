@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -82,6 +81,14 @@ fn bad_request(state: &AppState, code: &'static str, msg: impl Into<String>) -> 
 }
 
 fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
+    if crate::http_limits::is_body_timeout(&rej) {
+        NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "request body not received within the body read timeout",
+        );
+    }
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
         NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
         ApiError::new(
@@ -101,31 +108,10 @@ fn path_error(state: &AppState, rej: PathRejection) -> ApiError {
     bad_request(state, "bad_path", rej.body_text())
 }
 
+/// Also enforced earlier by [`crate::http_limits::require_token`] (before the body is read);
+/// kept here so a handler stays guarded wherever it is mounted.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &state.cache.config().api_token else {
-        return Ok(());
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong bearer token",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing `Authorization: Bearer <token>`",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::http_limits::check_bearer(state.cache.config().api_token.as_deref(), headers)
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -209,18 +195,13 @@ pub(crate) async fn put_value(
     }
     let ttl = match query.get("ttl") {
         None => None,
-        Some(t) => match t.parse::<u64>() {
-            Ok(secs) if secs > 0 => Some(Duration::from_secs(secs)),
-            _ => {
-                return Err(bad_request(
-                    &state,
-                    "invalid_ttl",
-                    format!("ttl must be a positive number of seconds, got `{t}`"),
-                ))
-            }
-        },
+        Some(t) => Some(
+            crate::http_limits::parse_ttl(t).map_err(|m| bad_request(&state, "invalid_ttl", m))?,
+        ),
     };
-    let body = body.map_err(|r| body_error(&state, r))?;
+    // Own exactly the value's bytes: a slice would keep hyper's whole read buffer alive
+    // and make L1's byte accounting (and its bound) a lie.
+    let body = Bytes::copy_from_slice(&body.map_err(|r| body_error(&state, r))?);
     state.cache.set(&category, &key, body, ttl).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -377,16 +358,19 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// The router of a node.
+/// The router of a node. The API routes get the request limits of
+/// [`crate::http_limits::api_layers`] and the token check before the body is read;
+/// `/health` and `/metrics` stay outside both.
 pub fn router(state: AppState) -> Router {
-    let limit = state.cache.config().max_value_bytes;
-    let node = HeaderValue::from_str(&state.cache.config().node_id).ok();
+    let cfg = state.cache.config();
+    let limit = cfg.max_value_bytes;
+    let node = HeaderValue::from_str(&cfg.node_id).ok();
     let get_hit = move |state: State<AppState>,
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
     let node_metrics = state.cache.shared().metrics.clone();
-    Router::new()
+    let api = Router::new()
         .route(
             "/v1/cache/{category}/{key}",
             get(get_hit).put(put_value).delete(delete_value),
@@ -394,11 +378,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/stats", get(stats))
         .route("/v1/cluster/stats", get(cluster))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http_limits::require_token,
+        ));
+    let api = crate::http_limits::api_layers(api, &cfg.http_limits);
+    Router::new()
+        .merge(api)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(crate::openapi::serve))
         .route("/ui", get(crate::ui::page))
         .fallback(not_found)
+        // Applies to the routes above: keep it after the last `.route`.
+        .method_not_allowed_fallback(crate::http_limits::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             node_metrics,

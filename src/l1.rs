@@ -24,6 +24,26 @@ use crate::pattern::Pattern;
 
 const STRIPES: usize = 64;
 
+/// Bytes charged per entry on top of its key and value: moka's per-entry bookkeeping
+/// (node, deque links, frequency sketch share; ~100 bytes), the `String` key header (24),
+/// the [`Entry`] (value handle + deadline, 48) and the `Bytes` shared header (~32), rounded
+/// up. Measured against RSS by `tests/memory_bound.rs`.
+pub const ENTRY_OVERHEAD: u64 = 256;
+
+/// Byte budget of a category built without one (an equal share of the default node cap).
+pub const DEFAULT_CATEGORY_MAX_BYTES: u64 = crate::config::DEFAULT_L1_MAX_BYTES / 5;
+
+/// The weight of one entry: what it really holds, but at least `floor` (so that the byte
+/// capacity also bounds the entry count: `max_bytes / floor <= max_entries`).
+fn entry_weight(key: &str, value: &Bytes, floor: u64) -> u32 {
+    let real = key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD;
+    u32::try_from(real.max(floor)).unwrap_or(u32::MAX)
+}
+
+fn real_bytes(key: &str, value: &Bytes) -> u64 {
+    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD
+}
+
 /// A cached value. Entries live at most the category TTL (moka's `time_to_live`); an entry
 /// written with a shorter per-call TTL also carries its own deadline, checked on read. Keeping
 /// the common case free of a per-entry expiry policy keeps the hit path as cheap as a plain
@@ -44,6 +64,9 @@ pub struct CategoryCounters {
     pub evictions: AtomicU64,
     pub expirations: AtomicU64,
     pub stale_fills_rejected: AtomicU64,
+    /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
+    /// Signed: a removal's notification may be processed before its insert is counted.
+    pub bytes: std::sync::atomic::AtomicI64,
 }
 
 /// Snapshot taken before a fill starts; see the module docs.
@@ -76,23 +99,39 @@ impl std::fmt::Debug for L1Category {
 
 impl L1Category {
     /// A new, empty L1 for a category.
+    ///
+    /// The cache is bounded by weight: `max_bytes` (default [`DEFAULT_CATEGORY_MAX_BYTES`]),
+    /// each entry weighing its key + value + [`ENTRY_OVERHEAD`] but at least
+    /// `max_bytes / max_entries`, so both the byte and the entry bound hold.
     pub fn new(name: &str, config: CategoryConfig) -> L1Category {
         let counters = Arc::new(CategoryCounters::default());
         let listener_counters = counters.clone();
+        let max_bytes = config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES);
+        let config = CategoryConfig {
+            max_bytes: Some(max_bytes),
+            ..config
+        };
+        let floor = max_bytes.div_ceil(config.max_entries.max(1));
         let cache = Cache::builder()
             .name(name)
-            .max_capacity(config.max_entries)
+            .max_capacity(max_bytes)
+            .weigher(move |k: &String, e: &Entry| entry_weight(k, &e.value, floor))
             .time_to_live(config.ttl())
-            .eviction_listener(move |_k, _v, cause| match cause {
-                RemovalCause::Size => {
-                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+            .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
+                listener_counters
+                    .bytes
+                    .fetch_sub(real_bytes(&k, &v.value) as i64, Ordering::Relaxed);
+                match cause {
+                    RemovalCause::Size => {
+                        listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Expired => {
+                        listener_counters
+                            .expirations
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
                 }
-                RemovalCause::Expired => {
-                    listener_counters
-                        .expirations
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
             })
             .build();
         L1Category {
@@ -189,9 +228,7 @@ impl L1Category {
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.cache
-            .insert(key.to_string(), self.entry(value, ttl))
-            .await;
+        self.insert(key, value, ttl).await;
         // An invalidation may have landed between the check and the insert: undo.
         if !self.ticket_valid(ticket) {
             self.cache.invalidate(key).await;
@@ -210,18 +247,62 @@ impl L1Category {
         F: std::future::Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
     {
-        self.cache
-            .try_get_with_by_ref(key, init)
+        let counters = &self.counters;
+        let counted = async move {
+            let r = init.await;
+            if let Ok(e) = &r {
+                counters
+                    .bytes
+                    .fetch_add(real_bytes(key, &e.value) as i64, Ordering::Relaxed);
+            }
+            r
+        };
+        let value = self
+            .cache
+            .try_get_with_by_ref(key, counted)
             .await
-            .map(|e| e.value)
+            .map(|e| e.value);
+        self.evict_if_over_budget().await;
+        value
     }
 
     /// Writes a value (a local `set`): invalidates in-flight fills of the key first.
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
         self.bump_key(key);
+        self.insert(key, value, ttl).await;
+    }
+
+    async fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
+        self.counters
+            .bytes
+            .fetch_add(real_bytes(key, &value) as i64, Ordering::Relaxed);
         self.cache
             .insert(key.to_string(), self.entry(value, ttl))
             .await;
+        self.evict_if_over_budget().await;
+    }
+
+    /// Moka evicts in deferred maintenance, after a batch of writes: with large values that
+    /// batch alone could hold many times the budget. Run it as soon as the bytes held pass
+    /// the budget by more than 1/16 (small values rarely get there: their floor weight
+    /// evicts them first), so the overshoot stays within 1/16 of the budget plus one value.
+    async fn evict_if_over_budget(&self) {
+        let max = self.max_bytes();
+        let held = self.counters.bytes.load(Ordering::Relaxed).max(0) as u64;
+        if held > max + max / 16 {
+            self.cache.run_pending_tasks().await;
+        }
+    }
+
+    /// Bytes held by live entries (key + value + [`ENTRY_OVERHEAD`] each).
+    pub async fn bytes(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.counters.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The byte budget of this category.
+    pub fn max_bytes(&self) -> u64 {
+        self.config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES)
     }
 
     fn bump_key(&self, key: &str) {
@@ -336,6 +417,52 @@ mod tests {
         }
         assert!(c.size().await <= 20, "size {}", c.size().await);
         assert!(c.counters.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test]
+    async fn bytes_are_bounded_and_counted() {
+        let c = L1Category::new(
+            "b",
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries: 1000,
+                max_bytes: Some(1024 * 1024),
+                ..CategoryConfig::default()
+            },
+        );
+        let big = Bytes::from(vec![7u8; 100 * 1024]);
+        for i in 0..40 {
+            c.put(&format!("k{i}"), big.clone(), Duration::from_secs(60))
+                .await;
+        }
+        let held = c.bytes().await;
+        assert!(held <= 1024 * 1024, "held {held}");
+        assert!(held >= 5 * 100 * 1024, "held {held}");
+        assert!(c.size().await <= 10);
+        assert!(c.counters.evictions.load(Ordering::Relaxed) >= 30);
+        c.put("k0", Bytes::from_static(b"small"), Duration::from_secs(60))
+            .await;
+        c.flush().await;
+        assert_eq!(c.bytes().await, 0);
+        // The floor weight keeps the entry bound too: 1 MiB / 10 entries.
+        let c = L1Category::new(
+            "n",
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries: 10,
+                max_bytes: Some(1024 * 1024),
+                ..CategoryConfig::default()
+            },
+        );
+        for i in 0..100 {
+            c.put(
+                &format!("k{i}"),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(60),
+            )
+            .await;
+        }
+        assert!(c.size().await <= 10, "size {}", c.size().await);
     }
 
     #[tokio::test]

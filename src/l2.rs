@@ -583,31 +583,69 @@ impl L2 {
 }
 
 /// Changes whose effect on L2 is unknown or missing: a write whose L2 call failed or timed
-/// out (it may still land, fenced by the write deadline), or, with the
-/// `serve_stale_on_outage` opt-in, a change accepted locally while Redis was unreachable.
-/// Replayed as invalidations into L2 (and on the bus) as soon as Redis is reachable again.
-/// Bounded: past [`Backlog::MAX`] entries a category is remembered as a whole and its
-/// generation is bumped instead (wider, never dropped).
+/// out (it may have landed before its deadline), or, with the `serve_stale_on_outage`
+/// opt-in, a change accepted locally while Redis was unreachable. Replayed as invalidations
+/// into L2 (and on the bus) as soon as Redis is reachable again.
+///
+/// Bounded, failing closed: past [`Backlog::MAX`] entries or [`Backlog::MAX_BYTES`] bytes of
+/// keys, every category with pending entries is collapsed to "the whole category" (its L2
+/// generation is bumped on replay, which invalidates more than needed but forgets nothing).
+/// The backlog then holds at most one marker per category.
 #[derive(Debug, Default)]
 pub struct Backlog {
     entries: Vec<(String, crate::wire::Target)>,
+    bytes: usize,
     whole: std::collections::BTreeSet<String>,
+    collapses: u64,
+}
+
+fn target_len(t: &crate::wire::Target) -> usize {
+    match t {
+        crate::wire::Target::Key(k) | crate::wire::Target::Glob(k) => k.len(),
+        crate::wire::Target::Everything => 0,
+    }
 }
 
 impl Backlog {
     pub const MAX: usize = 10_000;
+    pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
     /// Records a change of `target` in `category` that did not (surely) reach L2.
     pub fn record(&mut self, category: &str, target: &crate::wire::Target) {
         if self.whole.contains(category) {
             return;
         }
-        if *target == crate::wire::Target::Everything || self.entries.len() >= Self::MAX {
+        if *target == crate::wire::Target::Everything {
             self.whole.insert(category.to_string());
             self.entries.retain(|(c, _)| c != category);
+            self.bytes = self
+                .entries
+                .iter()
+                .map(|(c, t)| c.len() + target_len(t))
+                .sum();
             return;
         }
+        let size = category.len() + target_len(target);
+        if self.entries.len() >= Self::MAX || self.bytes + size > Self::MAX_BYTES {
+            self.collapse();
+            self.whole.insert(category.to_string());
+            return;
+        }
+        self.bytes += size;
         self.entries.push((category.to_string(), target.clone()));
+    }
+
+    /// Overflow: every pending key becomes its whole category.
+    fn collapse(&mut self) {
+        self.collapses += 1;
+        for (c, _) in std::mem::take(&mut self.entries) {
+            self.whole.insert(c);
+        }
+        self.bytes = 0;
+        tracing::warn!(
+            categories = self.whole.len(),
+            "L2 backlog full: pending keys collapsed to whole-category invalidations"
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -618,6 +656,11 @@ impl Backlog {
         self.entries.len() + self.whole.len()
     }
 
+    /// How many times the backlog overflowed and collapsed to whole categories.
+    pub fn collapses(&self) -> u64 {
+        self.collapses
+    }
+
     /// Everything recorded; whole categories come as [`crate::wire::Target::Everything`].
     pub fn take(&mut self) -> Vec<(String, crate::wire::Target)> {
         let mut out: Vec<(String, crate::wire::Target)> = std::mem::take(&mut self.whole)
@@ -625,6 +668,7 @@ impl Backlog {
             .map(|c| (c, crate::wire::Target::Everything))
             .collect();
         out.extend(std::mem::take(&mut self.entries));
+        self.bytes = 0;
         out
     }
 }
@@ -659,5 +703,34 @@ mod backlog_tests {
         assert!(b
             .take()
             .contains(&("general".to_string(), Target::Everything)));
+    }
+
+    #[test]
+    fn overflow_collapses_every_pending_category_and_forgets_none() {
+        let mut b = Backlog::default();
+        b.record("roles", &Target::Key("r1".into()));
+        b.record("menus", &Target::Key("m1".into()));
+        // Spread over many categories: the bound holds whoever overflows it.
+        for i in 0..3 * Backlog::MAX {
+            b.record(&format!("c{}", i % 7), &Target::Key(format!("k{i}")));
+            assert!(b.len() <= Backlog::MAX + 9, "len {}", b.len());
+        }
+        assert!(b.collapses() >= 1);
+        let got = b.take();
+        for c in ["roles", "menus", "c0", "c1", "c2", "c3", "c4", "c5", "c6"] {
+            assert!(
+                got.contains(&(c.to_string(), Target::Everything))
+                    || got.iter().any(|(gc, _)| gc == c),
+                "{c} was dropped"
+            );
+        }
+        assert!(got.contains(&("roles".to_string(), Target::Everything)));
+        // The byte bound: few huge keys collapse too.
+        let mut b = Backlog::default();
+        let huge = "x".repeat(1024 * 1024);
+        for _ in 0..5 {
+            b.record("general", &Target::Key(huge.clone()));
+        }
+        assert_eq!(b.take(), vec![("general".to_string(), Target::Everything)]);
     }
 }

@@ -57,6 +57,7 @@ pub mod config;
 pub mod error;
 pub mod gossip;
 pub mod http;
+pub mod http_limits;
 pub mod key;
 pub mod l1;
 pub mod l2;
@@ -71,6 +72,7 @@ pub mod stats;
 pub mod telemetry;
 pub mod ui;
 pub mod wire;
+pub mod wire_auth;
 
 pub use cache::{HybridCache, HybridCacheBuilder, Source};
 pub use config::Config;

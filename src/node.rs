@@ -11,6 +11,7 @@ use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
 use crate::http::{router, AppState};
+use crate::http_limits::{fit_connections_to_fd_limit, serve, ConnStats};
 use crate::HybridCache;
 
 /// Errors starting a node.
@@ -33,7 +34,8 @@ pub struct Node {
     http_addr: SocketAddr,
     resp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    server: tokio::task::JoinHandle<()>,
+    conn_stats: Arc<ConnStats>,
 }
 
 impl Node {
@@ -62,6 +64,8 @@ impl Node {
         if config.http_advertise.is_none() {
             config.http_advertise = Some(http_addr.to_string());
         }
+        config.http_limits.max_connections =
+            fit_connections_to_fd_limit(config.http_limits.max_connections);
         let cache = HybridCache::start(config).await?;
         let membership: Option<Arc<dyn Membership>> = cache.membership();
         let app = router(AppState {
@@ -72,13 +76,17 @@ impl Node {
         if let Some(l) = resp_listener {
             tokio::spawn(crate::resp::serve(l, cache.clone(), stopped.clone()));
         }
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let conn_stats = Arc::new(ConnStats::default());
+        let limits = cache.config().http_limits;
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            conn_stats.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
         let cfg = cache.config();
         tracing::info!(
             node_id = %cfg.node_id,
@@ -100,6 +108,7 @@ impl Node {
             resp_addr,
             stop,
             server,
+            conn_stats,
         })
     }
 
@@ -111,6 +120,11 @@ impl Node {
     /// The bound RESP address, when the RESP front end is on.
     pub fn resp_addr(&self) -> Option<SocketAddr> {
         self.resp_addr
+    }
+
+    /// Open and refused connection counts of the HTTP server.
+    pub fn conn_stats(&self) -> &ConnStats {
+        &self.conn_stats
     }
 
     pub fn cache(&self) -> &HybridCache {

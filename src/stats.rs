@@ -38,6 +38,12 @@ pub struct CategoryStats {
     /// `bounded` or `strict`.
     #[serde(default)]
     pub consistency: String,
+    /// L1 bytes held: key + value + per-entry overhead of live entries.
+    #[serde(default)]
+    pub bytes: u64,
+    /// The category's L1 byte budget (its share of `l1_max_bytes`).
+    #[serde(default)]
+    pub max_bytes: u64,
 }
 
 /// `counters` of `/v1/stats`.

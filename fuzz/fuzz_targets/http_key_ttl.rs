@@ -1,0 +1,68 @@
+//! HTTP key and ttl parsing, end to end: the fuzz input becomes the key (path segment,
+//! percent-decoded by axum) and the query string of a real request to the node's router
+//! (L1 only). Whatever it holds, the answer is a well-formed status, never a panic or a 500;
+//! `parse_ttl` accepts exactly 1..=MAX_TTL_SECS.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use hybrid_cache::http::{router, AppState};
+use hybrid_cache::http_limits::{parse_ttl, MAX_TTL_SECS};
+use hybrid_cache::HybridCache;
+use libfuzzer_sys::fuzz_target;
+use tower::ServiceExt;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+fn app() -> &'static axum::Router {
+    static APP: OnceLock<axum::Router> = OnceLock::new();
+    APP.get_or_init(|| {
+        let cache = runtime()
+            .block_on(HybridCache::builder().build())
+            .expect("L1-only cache");
+        router(AppState {
+            cache,
+            membership: None,
+        })
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(d) = parse_ttl(text) {
+        assert!((1..=MAX_TTL_SECS).contains(&d.as_secs()));
+    }
+    let (key, query) = text.split_once('?').unwrap_or((text, ""));
+    let method = match data.first().map(|b| b % 3) {
+        Some(0) => Method::GET,
+        Some(1) => Method::PUT,
+        _ => Method::DELETE,
+    };
+    let Ok(req) = Request::builder()
+        .method(method)
+        .uri(format!("/v1/cache/general/{key}?{query}"))
+        .body(Body::from("v"))
+    else {
+        return;
+    };
+    let resp = runtime()
+        .block_on(app().clone().oneshot(req))
+        .expect("infallible");
+    assert!(
+        resp.status().as_u16() < 500,
+        "{} for {text:?}",
+        resp.status()
+    );
+});

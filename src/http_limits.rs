@@ -1,0 +1,324 @@
+//! Resource limits of the HTTP server, built from hyper / tower / tower-http pieces.
+//!
+//! Why: without them a handful of clients can hold a node down — idle or slowloris
+//! connections exhaust file descriptors, unauthenticated PUTs make the node buffer megabytes
+//! before the token is looked at, and a burst of slow requests queues without bound.
+//!
+//! | limit | mechanism | default | config / env |
+//! |---|---|---|---|
+//! | open connections | accept loop + semaphore; excess accepted and closed at once | 4096 (clamped to the fd limit − 256) | `max_connections` / `HC_MAX_CONNECTIONS` |
+//! | header read | hyper `http1::Builder::header_read_timeout` (also reaps idle keep-alive) | 5 s | `header_read_timeout_ms` / `HC_HEADER_READ_TIMEOUT_MS` |
+//! | body read | tower-http `RequestBodyTimeoutLayer` → 408 `body_timeout` | 10 s | `body_read_timeout_ms` / `HC_BODY_READ_TIMEOUT_MS` |
+//! | request deadline | tower `TimeoutLayer` → 503 `timeout` | 15 s | `request_timeout_ms` / `HC_REQUEST_TIMEOUT_MS` |
+//! | requests in flight | tower `GlobalConcurrencyLimit` + `LoadShed` → 503 `overloaded` + `Retry-After` | 512 | `max_in_flight` / `HC_MAX_IN_FLIGHT` |
+//!
+//! `/health` and `/metrics` sit outside the in-flight limit and the deadline, so a balancer
+//! keeps seeing the node while the API sheds load. The bearer token of mutating routes is
+//! checked by [`require_token`], a middleware that runs before any handler extracts the body.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::BoxError;
+use tower::ServiceBuilder;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::http::{ApiError, AppState};
+
+/// Largest `ttl` (seconds) a write accepts: ten years of 365 days.
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// File descriptors kept free for Redis, gossip, logs and the listener itself.
+pub const FD_RESERVE: u64 = 256;
+/// `Retry-After` (seconds) sent with 503 `overloaded`.
+pub const RETRY_AFTER_SECS: u64 = 1;
+/// How long a graceful shutdown waits for open connections before dropping them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP server limits (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// Counters of the connection layer (read by metrics and tests).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// Raises the soft open-file limit to the hard one and returns the connection cap that fits
+/// under it: `min(max_connections, soft limit − FD_RESERVE)`.
+pub fn fit_connections_to_fd_limit(max_connections: usize) -> usize {
+    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fit = soft.saturating_sub(FD_RESERVE).max(16);
+    let cap = (max_connections as u64).min(fit) as usize;
+    if cap < max_connections {
+        tracing::warn!(
+            max_connections,
+            fd_limit = soft,
+            cap,
+            "max_connections lowered to fit the open-file limit (raise `ulimit -n` to allow more)"
+        );
+    }
+    cap
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, with the connection cap and the
+/// header read timeout of `limits`; then drains open connections (bounded by 10 s).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    stats: Arc<ConnStats>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: close at once (the client sees EOF/RST instead of hanging).
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let stats = stats.clone();
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            stats.open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout; dropping them");
+    }
+}
+
+/// Wraps the API routes in the request limits: load shedding over a global in-flight
+/// limit, the request deadline and the body read timeout.
+pub fn api_layers(api: Router<AppState>, limits: &HttpLimits) -> Router<AppState> {
+    let deadline = limits.request_timeout;
+    // One semaphore for every route (`ConcurrencyLimitLayer` would make one per route).
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight));
+    api.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |e: BoxError| async move {
+                limit_error(e, deadline)
+            }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
+            .timeout(deadline)
+            .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout)),
+    )
+}
+
+fn limit_error(e: BoxError, deadline: Duration) -> Response {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        let mut resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        resp
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("request not answered within {} ms", deadline.as_millis()),
+        )
+        .into_response()
+    } else {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response()
+    }
+}
+
+/// Whether a body error came from the body read timeout.
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Checks `Authorization: Bearer <token>` (scheme case-insensitive, RFC 9110 §11.1) against
+/// the configured token in constant time. No token configured = open.
+pub fn check_bearer(token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, cred)| cred.trim_start());
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+/// Middleware of the API routes: a mutating request without the right token is refused here,
+/// before its handler reads (and buffers) the body.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match check_bearer(state.cache.config().api_token.as_deref(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The JSON answer to a known route called with a method it does not have.
+pub async fn method_not_allowed(req: Request<Body>) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Parses the `ttl` query parameter: whole seconds in `1..=MAX_TTL_SECS`.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "ttl must be a whole number of seconds from 1 to {MAX_TTL_SECS} (ten years), got `{text}`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer   s3cret",
+        ] {
+            assert!(check_bearer(Some("s3cret"), &headers(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "Bearer s3cre",
+            "Bearer s3cretx",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer",
+        ] {
+            assert!(
+                check_bearer(Some("s3cret"), &headers(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(check_bearer(Some("s3cret"), &HeaderMap::new()).is_err());
+        assert!(check_bearer(None, &HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert_eq!(parse_ttl("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_ttl(&MAX_TTL_SECS.to_string()),
+            Ok(Duration::from_secs(MAX_TTL_SECS))
+        );
+        for bad in [
+            "0",
+            "-1",
+            "",
+            "1.5",
+            "abc",
+            "315360001",
+            "99999999999999999999",
+        ] {
+            let e = parse_ttl(bad).unwrap_err();
+            assert!(e.contains("315360000"), "{e}");
+        }
+    }
+}
