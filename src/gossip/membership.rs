@@ -40,6 +40,8 @@ fn codec() -> SwimCodec {
 pub(crate) struct SwimParams {
     pub(crate) probe_period: Duration,
     pub(crate) suspect_to_dead: Duration,
+    /// A member dead for this long is forgotten (foca's `remove_down_after`).
+    pub(crate) dead_forget: Duration,
 }
 
 impl SwimParams {
@@ -54,6 +56,7 @@ impl SwimParams {
         c.suspect_to_down_after = self.suspect_to_dead.max(Duration::from_millis(1));
         c.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
         c.notify_down_members = true;
+        c.remove_down_after = self.dead_forget.max(Duration::from_millis(1));
         let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
         c.periodic_gossip = Some(PeriodicParams {
             frequency: (period / 2).min(Duration::from_millis(200)),
@@ -83,6 +86,15 @@ pub(crate) enum PacketError {
     TooLarge(usize),
 }
 
+/// The header of a SWIM packet (sender and receiver identities), decoded without applying it.
+pub(crate) fn packet_header(data: &[u8]) -> Result<foca::Header<NodeIdentity>, PacketError> {
+    if data.len() > MAX_PACKET {
+        return Err(PacketError::TooLarge(data.len()));
+    }
+    let mut c = codec();
+    Codec::<NodeIdentity>::decode_header(&mut c, data).map_err(|e| PacketError::Decode(e.to_string()))
+}
+
 /// What this node knows about another node.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerEntry {
@@ -98,13 +110,24 @@ struct Scheduled {
     seq: u64,
 }
 
+/// A membership change this node observed (recorded only when asked, for simulations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MemberEvent {
+    Up(String),
+    Down(String),
+}
+
 pub(crate) struct Membership {
     foca: Foca<NodeIdentity, SwimCodec, SwimRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<NodeIdentity>,
     timers: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
+    /// Rebuilt from foca lazily ([`Membership::peers`]): a rebuild is O(members), and a
+    /// simulation of thousands of nodes cannot afford one per packet.
     table: BTreeMap<String, PeerEntry>,
+    table_dirty: bool,
     outbox: Vec<(NodeIdentity, Bytes)>,
+    events: Option<Vec<MemberEvent>>,
 }
 
 impl Membership {
@@ -120,8 +143,40 @@ impl Membership {
             timers: BinaryHeap::new(),
             seq: 0,
             table: BTreeMap::new(),
+            table_dirty: false,
             outbox: Vec::new(),
+            events: None,
         }
+    }
+
+    /// Record up/down notifications for [`Membership::drain_events`] (simulations).
+    pub(crate) fn record_events(&mut self) {
+        self.events = Some(Vec::new());
+    }
+
+    pub(crate) fn drain_events(&mut self) -> Vec<MemberEvent> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The incarnation of another process with our node id that the cluster remembers
+    /// (a previous run of a restarted node), if it is not ours.
+    pub(crate) fn known_bump(&self, node_id: &str) -> Option<u64> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| m.id().node_id == node_id)
+            .map(|m| m.id().bump)
+    }
+
+    /// Renew our identity so that it wins over incarnation `known` (before announcing).
+    pub(crate) fn renew_above(&mut self, known: u64, now: Instant) {
+        if self.identity().bump > known {
+            return;
+        }
+        let new = self.identity().above(known);
+        if let Err(e) = self.foca.change_identity(new, &mut self.runtime) {
+            tracing::debug!(error = %e, "foca change_identity failed");
+        }
+        self.after_step(now);
     }
 
     pub(crate) fn identity(&self) -> &NodeIdentity {
@@ -141,12 +196,7 @@ impl Membership {
 
     /// Feed one SWIM packet received from the network.
     pub(crate) fn handle_packet(&mut self, data: &[u8], now: Instant) -> Result<(), PacketError> {
-        if data.len() > MAX_PACKET {
-            return Err(PacketError::TooLarge(data.len()));
-        }
-        let mut c = codec();
-        let header = Codec::<NodeIdentity>::decode_header(&mut c, data)
-            .map_err(|e| PacketError::Decode(e.to_string()))?;
+        let header = packet_header(data)?;
         let result = self.foca.handle_data(data, &mut self.runtime);
         self.after_step(now);
         match result {
@@ -188,7 +238,7 @@ impl Membership {
             fired = true;
         }
         if fired {
-            self.refresh_table(now);
+            self.table_dirty = true;
         }
     }
 
@@ -204,12 +254,14 @@ impl Membership {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Every other node known, in any state.
-    pub(crate) fn peers(&self) -> impl Iterator<Item = &PeerEntry> {
+    /// Every other node known, in any state (dead ones until `dead_forget`).
+    pub(crate) fn peers(&mut self, now: Instant) -> impl Iterator<Item = &PeerEntry> {
+        self.refresh_table(now);
         self.table.values()
     }
 
-    pub(crate) fn peer(&self, node_id: &str) -> Option<&PeerEntry> {
+    pub(crate) fn peer(&mut self, node_id: &str, now: Instant) -> Option<&PeerEntry> {
+        self.refresh_table(now);
         self.table.get(node_id)
     }
 
@@ -220,7 +272,7 @@ impl Membership {
 
     fn after_step(&mut self, now: Instant) {
         self.drain_runtime(now);
-        self.refresh_table(now);
+        self.table_dirty = true;
     }
 
     fn drain_runtime(&mut self, now: Instant) {
@@ -239,10 +291,16 @@ impl Membership {
             let me = &self.foca.identity().node_id;
             match n {
                 OwnedNotification::MemberUp(id) => {
-                    tracing::info!(node = %me, peer = %id.node_id, addr = %id.gossip_addr, "member up")
+                    tracing::info!(node = %me, peer = %id.node_id, addr = %id.gossip_addr, "member up");
+                    if let Some(ev) = self.events.as_mut() {
+                        ev.push(MemberEvent::Up(id.node_id));
+                    }
                 }
                 OwnedNotification::MemberDown(id) => {
-                    tracing::info!(node = %me, peer = %id.node_id, "member down")
+                    tracing::info!(node = %me, peer = %id.node_id, "member down");
+                    if let Some(ev) = self.events.as_mut() {
+                        ev.push(MemberEvent::Down(id.node_id));
+                    }
                 }
                 OwnedNotification::Rename(old, new) => tracing::info!(
                     node = %me, peer = %new.node_id, old_bump = old.bump, new_bump = new.bump,
@@ -261,7 +319,18 @@ impl Membership {
     }
 
     fn refresh_table(&mut self, now: Instant) {
+        if !self.table_dirty {
+            return;
+        }
+        self.table_dirty = false;
         let me = self.foca.identity().node_id.clone();
+        // Members foca forgot (dead longer than `dead_forget`) leave the table too.
+        let current: std::collections::HashSet<&str> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().node_id.as_str())
+            .collect();
+        self.table.retain(|k, _| current.contains(k.as_str()));
         for m in self.foca.iter_membership_state() {
             let id = m.id();
             if id.node_id == me {
