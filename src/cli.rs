@@ -95,6 +95,10 @@ pub struct NodeArgs {
     /// Redis URL (L2 and the invalidation bus).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Tokio worker threads (default: one per CPU). One is plenty for an idle or lightly
+    /// loaded node; many nodes on one machine should use 1 each.
+    #[arg(long, env = "HC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 impl NodeArgs {

@@ -27,7 +27,7 @@ mod frame;
 mod identity;
 mod membership;
 mod query;
-// pub mod sim;
+pub mod sim;
 mod tls;
 mod transport;
 mod udp;
