@@ -19,9 +19,10 @@ use foca::{
 
 use super::{identity::NodeIdentity, MemberState};
 
-/// Largest foca packet; small enough to fit one QUIC datagram on a
-/// 1200-byte path MTU together with the frame header.
-pub(crate) const MAX_PACKET: usize = 1100;
+/// Largest foca packet: with the 16-byte tag and UDP/IP headers it fits a 1500-byte MTU.
+/// (SWIM over QUIC datagrams, the TLS-without-secret mode, falls back to a stream for the
+/// rare packet over the QUIC datagram size.)
+pub(crate) const MAX_PACKET: usize = 1400;
 
 type SwimCodec = BincodeCodec<
     bincode::config::Configuration<
@@ -52,15 +53,17 @@ impl SwimParams {
         // Direct ack deadline; the rest of the period is for indirect probes.
         c.probe_rtt = period * 2 / 5;
         c.num_indirect_probes = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
-        c.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
         c.suspect_to_down_after = self.suspect_to_dead.max(Duration::from_millis(1));
         c.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
         c.notify_down_members = true;
         c.remove_down_after = self.dead_forget.max(Duration::from_millis(1));
-        let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        // Each node passes an update on 12 times (8 left a few nodes unaware at 100+ nodes).
+        c.max_transmissions = NonZeroU8::new(12).unwrap_or(NonZeroU8::MIN);
+        // Pending updates go out every 100 ms to 3 members (nothing is sent when there are
+        // none), so a death spreads in about log3(N) × 100 ms.
         c.periodic_gossip = Some(PeriodicParams {
-            frequency: (period / 2).min(Duration::from_millis(200)),
-            num_members: three,
+            frequency: Duration::from_millis(100),
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
         });
         c.periodic_announce = Some(PeriodicParams {
             frequency: Duration::from_secs(5),
@@ -128,7 +131,21 @@ pub(crate) struct Membership {
     table_dirty: bool,
     outbox: Vec<(NodeIdentity, Bytes)>,
     events: Option<Vec<MemberEvent>>,
+    /// Last membership change seen (member up, down, renamed).
+    last_change: Option<Instant>,
+    /// Next "catch-up" announce while membership is changing (see [`CATCH_UP_EVERY`]).
+    next_catch_up: Option<Instant>,
+    rng: u64,
 }
+
+/// While membership changed within [`CATCH_UP_WINDOW`], a node announces to
+/// [`CATCH_UP_FANOUT`] random members every [`CATCH_UP_EVERY`]; each answers with a feed of
+/// the members it knows. Piggybacked updates alone leave a few (node, member) pairs unlearnt
+/// when many nodes join at once (each update is sent a bounded number of times); the feed
+/// fills those gaps in a few hundred ms. A quiet cluster sends none of these.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
+const CATCH_UP_WINDOW: Duration = Duration::from_secs(10);
+const CATCH_UP_FANOUT: usize = 1;
 
 impl Membership {
     pub(crate) fn new(identity: NodeIdentity, params: &SwimParams, seed: u64) -> Self {
@@ -146,6 +163,9 @@ impl Membership {
             table_dirty: false,
             outbox: Vec::new(),
             events: None,
+            last_change: None,
+            next_catch_up: None,
+            rng: seed | 1,
         }
     }
 
@@ -219,11 +239,47 @@ impl Membership {
 
     /// Earliest pending timer.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse(s)| s.at)
+        let foca = self.timers.peek().map(|Reverse(s)| s.at);
+        match (foca, self.next_catch_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn catch_up(&mut self, now: Instant) {
+        let Some(at) = self.next_catch_up else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        let changing = self
+            .last_change
+            .is_some_and(|t| now.saturating_duration_since(t) < CATCH_UP_WINDOW);
+        if !changing {
+            self.next_catch_up = None;
+            return;
+        }
+        self.next_catch_up = Some(now + CATCH_UP_EVERY);
+        let active = self.foca.num_members();
+        for _ in 0..CATCH_UP_FANOUT.min(active) {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let pick = (self.rng % active as u64) as usize;
+            let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().clone()) else {
+                continue;
+            };
+            if let Err(e) = self.foca.announce(target, &mut self.runtime) {
+                tracing::trace!(error = %e, "catch-up announce failed");
+            }
+        }
+        self.drain_runtime(now);
     }
 
     /// Fire every timer due at `now`, in (deadline, kind) order.
     pub(crate) fn poll_timers(&mut self, now: Instant) {
+        self.catch_up(now);
         let mut fired = false;
         while self.timers.peek().is_some_and(|Reverse(s)| s.at <= now) {
             let Some(Reverse(s)) = self.timers.pop() else {
@@ -288,6 +344,17 @@ impl Membership {
             }));
         }
         while let Some(n) = self.runtime.to_notify() {
+            if matches!(
+                n,
+                OwnedNotification::MemberUp(_)
+                    | OwnedNotification::MemberDown(_)
+                    | OwnedNotification::Rename(..)
+            ) {
+                self.last_change = Some(now);
+                if self.next_catch_up.is_none() {
+                    self.next_catch_up = Some(now + CATCH_UP_EVERY);
+                }
+            }
             let me = &self.foca.identity().node_id;
             match n {
                 OwnedNotification::MemberUp(id) => {

@@ -130,6 +130,9 @@ struct Net {
     count_false: bool,
 }
 
+/// Same as the transport's join retry.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
 fn addr(i: usize) -> SocketAddr {
     let i = u32::try_from(i).unwrap_or(u32::MAX);
     SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | i), 7400))
@@ -288,12 +291,28 @@ impl Net {
         (0..self.nodes.len()).all(|i| !self.up[i] || self.nodes[i].active_count() == want)
     }
 
+    /// Like the transport's join loop: a node without any active member announces to the
+    /// seed again (its first announce or the answer may have been lost).
+    fn retry_joins(&mut self, seed: &NodeIdentity) {
+        for i in 1..self.nodes.len() {
+            if self.up[i] && self.nodes[i].active_count() == 0 {
+                self.nodes[i].announce(seed.clone(), self.now);
+                self.after(i);
+            }
+        }
+    }
+
     /// Steps in `step` increments until converged; returns the time it took.
-    fn wait_converged(&mut self, step: Duration) -> Option<Duration> {
+    fn wait_converged(&mut self, step: Duration, seed: &NodeIdentity) -> Option<Duration> {
         let start = self.now;
+        let mut retry_at = self.now + JOIN_RETRY;
         while !self.converged() {
             if self.now - start > self.cfg.max_wait {
                 return None;
+            }
+            if self.now >= retry_at {
+                self.retry_joins(seed);
+                retry_at = self.now + JOIN_RETRY;
             }
             let until = self.now + step;
             self.run_until(until);
@@ -315,16 +334,23 @@ pub fn run(cfg: SimConfig) -> SimReport {
     let seed_id = net.nodes[0].identity().clone();
     net.after(0);
     let gap = cfg.join_spread / u32::try_from(n).unwrap_or(u32::MAX);
+    let mut retry_at = t0 + JOIN_RETRY;
     for i in 1..n {
         let at = t0 + gap * u32::try_from(i).unwrap_or(u32::MAX);
         net.run_until(at);
+        if net.now >= retry_at {
+            net.retry_joins(&seed_id);
+            retry_at = net.now + JOIN_RETRY;
+        }
         net.nodes[i].announce(seed_id.clone(), net.now);
         net.after(i);
     }
     let step = Duration::from_millis(50);
-    report.convergence = net.wait_converged(step);
+    report.convergence = net.wait_converged(step, &seed_id);
 
-    // Steady phase: bytes per node per second, false positives.
+    // Steady phase (after the join churn settled): bytes per node per second, false positives.
+    let settle = net.now + Duration::from_secs(12);
+    net.run_until(settle);
     let (bytes0, t_steady) = (net.bytes, net.now);
     net.run_until(t_steady + cfg.steady);
     let secs = cfg.steady.as_secs_f64().max(1e-9);
@@ -359,7 +385,7 @@ pub fn run(cfg: SimConfig) -> SimReport {
         let until = net.now + cut;
         net.run_until(until);
         net.side = None;
-        report.partition_heal = net.wait_converged(Duration::from_millis(100));
+        report.partition_heal = net.wait_converged(Duration::from_millis(100), &seed_id);
     }
     report.packets_sent = net.sent;
     report.packets_lost = net.lost;

@@ -588,3 +588,31 @@ fn simulated_traffic_per_node_does_not_grow_with_the_cluster() {
     println!("steady bytes/s per node: 10 nodes {small:.0}, 100 nodes {large:.0}");
     assert!(large <= 2.0 * small, "10: {small}, 100: {large}");
 }
+
+#[test]
+#[ignore = "tuning aid: prints a 100-node simulation"]
+fn sim_tuning_100() {
+    let e = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut cfg = sim::SimConfig::new(e("T_N", 100) as usize);
+    cfg.probe_period = Duration::from_millis(e("T_PP", 300));
+    cfg.suspect_to_dead = Duration::from_millis(e("T_SD", 600));
+    cfg.loss = e("T_LOSS", 10) as f64 / 1000.0;
+    cfg.steady = Duration::from_secs(10);
+    cfg.kills = 10;
+    cfg.partition = None;
+    let r = sim::run(cfg);
+    println!(
+        "conv {:?} det p50 {:?} p90 {:?} max {:?} fp {} B/s {:.0}",
+        r.convergence,
+        r.detection_quantile(0.5),
+        r.detection_quantile(0.9),
+        r.detection_quantile(1.0),
+        r.false_downs,
+        r.steady_bytes_per_node_sec
+    );
+}
