@@ -110,7 +110,11 @@ mod tests {
         flipped[0] ^= 1;
         assert_eq!(k.open(Context::Swim, &flipped), None);
         assert_eq!(k.open(Context::Swim, &sealed[..TAG_LEN - 1]), None);
-        assert_eq!(k.open(Context::Swim, b"ping"), None, "unsealed data is refused");
+        assert_eq!(
+            k.open(Context::Swim, b"ping"),
+            None,
+            "unsealed data is refused"
+        );
         assert!(ClusterKey::new(b"").is_none());
     }
 }

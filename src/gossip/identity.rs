@@ -86,7 +86,11 @@ mod tests {
         let mut distinct = ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert_eq!(distinct.len(), ids.len(), "64 starts, 64 different incarnations");
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "64 starts, 64 different incarnations"
+        );
         // A clock-derived value would sit within a minute of now.
         assert!(ids.iter().all(|b| b.abs_diff(now_ms) > 60_000));
         // Spread over the whole range (high bits used), not a counter.

@@ -95,7 +95,8 @@ pub(crate) fn packet_header(data: &[u8]) -> Result<foca::Header<NodeIdentity>, P
         return Err(PacketError::TooLarge(data.len()));
     }
     let mut c = codec();
-    Codec::<NodeIdentity>::decode_header(&mut c, data).map_err(|e| PacketError::Decode(e.to_string()))
+    Codec::<NodeIdentity>::decode_header(&mut c, data)
+        .map_err(|e| PacketError::Decode(e.to_string()))
 }
 
 /// What this node knows about another node.

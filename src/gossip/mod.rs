@@ -350,10 +350,7 @@ impl Gossip {
                     }
                 };
                 let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-                (
-                    Some(Arc::new(sock)),
-                    SocketAddr::new(advertise.ip(), port),
-                )
+                (Some(Arc::new(sock)), SocketAddr::new(advertise.ip(), port))
             }
             None => (None, advertise),
         };
@@ -479,16 +476,17 @@ impl Gossip {
             .me
             .node_id
             .clone();
-        let bytes = match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
-            Ok(b) => b,
-            Err(_) => {
-                self.inner
-                    .counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
+        let bytes =
+            match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
+                Ok(b) => b,
+                Err(_) => {
+                    self.inner
+                        .counters
+                        .oversized_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
         for addr in self.inner.active_addrs() {
             transport::send_bytes(&self.inner, addr, bytes.clone(), Mode::Stream);
         }

@@ -3,7 +3,9 @@
 //! live members in parallel over QUIC bidi streams and waits at most a deadline. What did not
 //! answer in time is reported as missing.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration,
+};
 
 use futures::{stream::FuturesUnordered, StreamExt};
 use tokio::time::timeout;
@@ -39,7 +41,10 @@ pub(crate) async fn gather(
         .map(|(id, addr)| {
             let inner = inner.clone();
             async move {
-                let got = timeout(deadline, ask(&inner, &id, addr)).await.ok().flatten();
+                let got = timeout(deadline, ask(&inner, &id, addr))
+                    .await
+                    .ok()
+                    .flatten();
                 (id, got)
             }
         })
@@ -71,9 +76,10 @@ async fn ask(inner: &Arc<Inner>, node_id: &str, addr: SocketAddr) -> Option<Vec<
         .fetch_add(answer.len() as u64, Ordering::Relaxed);
     let cert = transport::peer_certificate(&conn);
     match decode_frame(inner, &answer) {
-        Some(Ok(Frame::Stats { node_id: from, stats }))
-            if from == node_id && transport::claim_allowed(inner, cert.as_ref(), &from) =>
-        {
+        Some(Ok(Frame::Stats {
+            node_id: from,
+            stats,
+        })) if from == node_id && transport::claim_allowed(inner, cert.as_ref(), &from) => {
             inner
                 .counters
                 .frames_received
@@ -111,7 +117,11 @@ fn count_sent(inner: &Inner, n: usize) {
 }
 
 /// Serves one stats request on a stream a peer opened.
-pub(crate) async fn answer(inner: Arc<Inner>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+pub(crate) async fn answer(
+    inner: Arc<Inner>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let c = &inner.counters;
     let request = match timeout(REQUEST_READ, recv.read_to_end(64)).await {
         Ok(Ok(b)) => b,

@@ -102,7 +102,11 @@ impl SimReport {
 }
 
 enum Event {
-    Packet { to: usize, from: usize, data: Vec<u8> },
+    Packet {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
+    },
     Timer(usize),
 }
 
@@ -226,7 +230,7 @@ impl Net {
             );
         }
         if let Some(t) = self.nodes[i].next_deadline() {
-            if self.scheduled[i].is_none_or(|s| t < s) {
+            if self.scheduled[i].map_or(true, |s| t < s) {
                 self.scheduled[i] = Some(t);
                 self.push(t, i, Event::Timer(i));
             }
@@ -248,7 +252,7 @@ impl Net {
     }
 
     fn reachable(&self, from: usize, to: usize) -> bool {
-        self.side.as_ref().is_none_or(|s| s[from] == s[to])
+        self.side.as_ref().map_or(true, |s| s[from] == s[to])
     }
 
     fn run_until(&mut self, until: Instant) {

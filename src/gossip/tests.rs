@@ -39,7 +39,10 @@ fn stats_fn(id: &str, delay: Duration) -> StatsFn {
     })
 }
 
-async fn start_with(cfg: GossipConfig, stats: StatsFn) -> (Gossip, mpsc::UnboundedReceiver<Inbound>) {
+async fn start_with(
+    cfg: GossipConfig,
+    stats: StatsFn,
+) -> (Gossip, mpsc::UnboundedReceiver<Inbound>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let g = Gossip::start(cfg, stats, tx).await.expect("start gossip");
     (g, rx)
@@ -474,7 +477,10 @@ async fn garbage_and_forged_frames_are_dropped_and_counted() {
     let right = ClusterKey::new(SECRET).expect("key");
     let bad: Vec<Vec<u8>> = vec![
         right.seal(Context::Frame, &[0xff, 1, 2, 3]),
-        right.seal(Context::Frame, &[crate::wire::WIRE_VERSION, 0xff, 0xff, 0xff]),
+        right.seal(
+            Context::Frame,
+            &[crate::wire::WIRE_VERSION, 0xff, 0xff, 0xff],
+        ),
         right.seal(
             Context::Frame,
             &frame::encode(&Frame::Swim(vec![0xde, 0xad, 0xbe, 0xef])).expect("enc"),
@@ -501,7 +507,7 @@ async fn garbage_and_forged_frames_are_dropped_and_counted() {
 
     wait_for(Duration::from_secs(5), "garbage counted", || {
         let c = a.counters();
-        c.unauthenticated >= before.unauthenticated + 2 * forged.len() as u64 + 1
+        c.unauthenticated > before.unauthenticated + 2 * forged.len() as u64
             && c.invalid_frames >= before.invalid_frames + 2 * bad.len() as u64
             && c.oversized_dropped >= before.oversized_dropped + 2
     })

@@ -304,7 +304,10 @@ mod tests {
         assert!(valid_for("n1"));
         assert!(valid_for(SERVER_NAME));
         for other in ["n2", "localhost", "127.0.0.1"] {
-            assert!(!valid_for(other), "n1's certificate must not be valid for {other}");
+            assert!(
+                !valid_for(other),
+                "n1's certificate must not be valid for {other}"
+            );
         }
     }
 }

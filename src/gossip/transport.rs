@@ -73,7 +73,11 @@ pub(crate) enum Frame {
 /// Encodes and seals (with the cluster secret, if any) one frame.
 pub(crate) fn encode_frame(inner: &Inner, frame: &Frame) -> Result<Bytes, FrameError> {
     let raw = frame::encode(frame)?;
-    Ok(Bytes::from(auth::seal(inner.key.as_ref(), Context::Frame, raw)))
+    Ok(Bytes::from(auth::seal(
+        inner.key.as_ref(),
+        Context::Frame,
+        raw,
+    )))
 }
 
 /// Opens and decodes one frame; `None` when its tag does not verify.
@@ -598,7 +602,7 @@ pub(crate) async fn driver(
                 if reply {
                     let known_bump = m
                         .known_bump(&identity.node_id)
-                        .filter(|b| *b != identity.bump && *b >= identity.bump);
+                        .filter(|b| *b > identity.bump);
                     let hello = Frame::Hello {
                         identity: m.identity().clone(),
                         reply: false,
@@ -606,9 +610,9 @@ pub(crate) async fn driver(
                     };
                     send_frame(&inner, identity.gossip_addr, &hello, Mode::Datagram);
                 }
-                let known = m.peer(&identity.node_id, now).is_some_and(|e| {
-                    e.identity == identity && e.state != super::MemberState::Dead
-                });
+                let known = m
+                    .peer(&identity.node_id, now)
+                    .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
                 if !known {
                     m.announce(identity, now);
                 }
