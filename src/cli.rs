@@ -275,6 +275,13 @@ mod tests {
         };
         assert_eq!(n.node_id.as_deref(), Some("n2"));
         assert_eq!(n.peers.len(), 2);
+        assert_eq!(n.worker_threads, None);
+        let cli = Cli::try_parse_from(["hybrid-cache", "node", "--worker-threads", "1"]).unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
+        assert_eq!(n.worker_threads, Some(1));
+        assert!(Cli::try_parse_from(["hybrid-cache", "node", "--worker-threads", "0"]).is_err());
         let cli =
             Cli::try_parse_from(["hybrid-cache", "certs", "--out", "d", "--nodes", "n1,n2,n3"])
                 .unwrap();
