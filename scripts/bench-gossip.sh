@@ -32,12 +32,23 @@ import datetime, os, re, signal, socket, statistics, subprocess, sys, tempfile, 
 BIN, SIZES, KILLS, STEADY = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), float(sys.argv[4])
 LINE = re.compile(r"^(\S+Z)\s+INFO\s+\S+: member (up|down) node=(\S+) peer=(\S+)")
 
-def free_port(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def free_port(kind, taken=set()):
+    """A free port below the ephemeral range: nodes bind their SWIM sockets on ephemeral
+    ports, which could otherwise take a port chosen here before its node starts."""
+    import random
+    while True:
+        p = random.randrange(20000, 32000)
+        if p in taken:
+            continue
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        taken.add(p)
+        return p
 
 def ts(text):
     return datetime.datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
