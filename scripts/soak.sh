@@ -95,6 +95,7 @@ fi
 {
   echo "namespace = \"soak\""
   echo "isolation_grace_ms = 1000"
+  echo "cluster_secret = \"soak-cluster-secret-local\""
   echo "[redis]"
   echo "url = \"redis://127.0.0.1:$REDIS_PORT/0\""
   for n in n1 n2 n3; do

@@ -100,6 +100,8 @@ def clean_env():
            if not (k.startswith("HC_") or k.startswith("REDIS_"))}
     env["RUST_LOG"] = "info"
     env["HC_API_TOKEN"] = TOKEN
+    # Gossip without TLS (loopback) authenticates frames with a shared secret.
+    env["HC_CLUSTER_SECRET"] = "ui-test-cluster-secret"
     return env
 
 

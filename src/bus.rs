@@ -15,7 +15,10 @@
 //!   L2 once Redis answers again, then announces them: the actor never runs an L2 call.
 //!
 //! Inbound payloads go through `wire::decode` into the machine; what cannot be decoded is
-//! counted and flushes L1 (fail closed). [`Action::Renew`] is carried out only after a
+//! counted and flushes L1 (fail closed). With a cluster secret (`HC_CLUSTER_SECRET`), every
+//! payload is sealed with an HMAC ([`crate::wire_auth`]); one that fails is dropped, counted
+//! and handled like a gap (flush), and never reaches the sequence state, so whoever can
+//! PUBLISH on Redis cannot forge an invalidation or poison an origin's sequence numbers. [`Action::Renew`] is carried out only after a
 //! barrier through every category actor, so the invalidations received before a ping echo
 //! are in L1 before the lease covers them.
 
@@ -150,6 +153,8 @@ pub struct BusState {
     replaying: Arc<AtomicBool>,
     /// Writers of our strict changes, by sequence number, until [`Action::Acknowledged`].
     strict_waiters: std::collections::HashMap<u64, Done>,
+    /// HMAC key of the cluster secret, when one is configured.
+    key: Option<Arc<crate::wire_auth::ClusterKey>>,
 }
 
 /// A message for the publisher task.
@@ -168,13 +173,17 @@ struct Outgoing {
 fn spawn_publisher(
     shared: Arc<Shared>,
     myself: ActorRef<BusMsg>,
+    key: Option<Arc<crate::wire_auth::ClusterKey>>,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<Outgoing>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     let task = tokio::spawn(async move {
-        while let Some(o) = rx.recv().await {
+        while let Some(mut o) = rx.recv().await {
+            if let Some(k) = &key {
+                o.bytes = crate::wire_auth::seal(k, &o.bytes);
+            }
             let result = match &shared.l2 {
                 Some(l2) => l2
                     .publish(&o.channel, o.bytes.clone())
@@ -541,7 +550,14 @@ impl Actor for BusActor {
         );
         let tick = config.ping_interval.min(Duration::from_millis(50));
         let tick_task = Some(myself.send_interval(tick, || BusMsg::Tick));
-        let (outgoing, publisher) = spawn_publisher(shared.clone(), myself.clone());
+        let key = match &shared.config.cluster_secret {
+            Some(secret) => Some(Arc::new(
+                crate::wire_auth::ClusterKey::new(secret.as_bytes())
+                    .map_err(|e| format!("cluster secret: {e}"))?,
+            )),
+            None => None,
+        };
+        let (outgoing, publisher) = spawn_publisher(shared.clone(), myself.clone(), key.clone());
         Ok(BusState {
             shared,
             machine,
@@ -555,6 +571,7 @@ impl Actor for BusActor {
             publisher,
             replaying: Arc::new(AtomicBool::new(false)),
             strict_waiters: std::collections::HashMap::new(),
+            key,
         })
     }
 
@@ -627,7 +644,13 @@ impl Actor for BusActor {
                 let before = state.machine.counters().duplicates;
                 let applied_before = state.machine.counters().applied;
                 let mut sent_at_ms = None;
-                let actions = match wire::decode::<BusMessage>(&bytes) {
+                let frame = match &state.key {
+                    Some(k) => crate::wire_auth::open(k, &bytes).map_err(|e| e.to_string()),
+                    None => Ok(&bytes[..]),
+                };
+                let decoded =
+                    frame.and_then(|f| wire::decode::<BusMessage>(f).map_err(|e| e.to_string()));
+                let actions = match decoded {
                     Ok(msg) => {
                         if let BusMessage::Invalidation(inv) = &msg {
                             sent_at_ms = Some(inv.sent_at_ms);

@@ -102,6 +102,10 @@ pub struct NodeArgs {
     /// Log format on stderr: `text` (coloured only on a terminal) or `json` (one object a line).
     #[arg(long, env = "HC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Tokio worker threads (default: one per CPU). One is plenty for an idle or lightly
+    /// loaded node; many nodes on one machine should use 1 each.
+    #[arg(long, env = "HC_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 impl NodeArgs {
@@ -279,6 +283,13 @@ mod tests {
         };
         assert_eq!(n.node_id.as_deref(), Some("n2"));
         assert_eq!(n.peers.len(), 2);
+        assert_eq!(n.worker_threads, None);
+        let cli = Cli::try_parse_from(["hybrid-cache", "node", "--worker-threads", "1"]).unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!("not node")
+        };
+        assert_eq!(n.worker_threads, Some(1));
+        assert!(Cli::try_parse_from(["hybrid-cache", "node", "--worker-threads", "0"]).is_err());
         let cli =
             Cli::try_parse_from(["hybrid-cache", "certs", "--out", "d", "--nodes", "n1,n2,n3"])
                 .unwrap();

@@ -1,5 +1,9 @@
 //! The cluster view: what this node knows of the others (from gossip), and the
-//! `/v1/cluster/stats` document (CONTRACT §7).
+//! `/v1/cluster/stats` document (CONTRACT §7). Membership comes from SWIM; the stats of
+//! the other nodes are asked for on demand, with a deadline ([`STATS_DEADLINE`]), and
+//! the nodes that did not answer in time are listed in `missing`.
+
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,13 +18,28 @@ pub struct ClusterMember {
     /// `alive`, `suspect` or `dead`.
     pub state: String,
     pub last_seen_ms: u64,
-    /// The node's `/v1/stats`, as last received.
+    /// The node's `/v1/stats`, as it answered just now (`None` if it did not in time).
     pub stats: Option<serde_json::Value>,
+}
+
+/// How long `/v1/cluster/stats` waits for the other nodes' stats.
+pub const STATS_DEADLINE: Duration = Duration::from_millis(250);
+
+/// Stats gathered from the other nodes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gathered {
+    /// Node id → its `/v1/stats`.
+    pub stats: BTreeMap<String, serde_json::Value>,
+    /// Live nodes asked that did not answer before the deadline.
+    pub missing: Vec<String>,
 }
 
 /// A source of membership (the gossip layer).
 pub trait Membership: Send + Sync {
+    /// Every other node known, without stats.
     fn members(&self) -> Vec<ClusterMember>;
+    /// Asks the live nodes for their stats, in parallel, for at most `deadline`.
+    fn gather_stats(&self, deadline: Duration) -> futures::future::BoxFuture<'_, Gathered>;
     /// Extra counters for `/metrics`: (name, help, value).
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
@@ -42,6 +61,30 @@ pub struct ClusterStats {
     pub self_id: String,
     pub nodes: Vec<ClusterMember>,
     pub totals: Totals,
+    /// Live nodes whose stats did not arrive before the deadline (their `stats` is null).
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+/// `GET /v1/cluster/stats`: the members gossip knows, with the stats they answer within
+/// [`STATS_DEADLINE`].
+pub async fn gather_cluster_stats(
+    own: &Stats,
+    gossip_addr: String,
+    http_addr: String,
+    membership: Option<&dyn Membership>,
+) -> ClusterStats {
+    let Some(m) = membership else {
+        return cluster_stats(own, gossip_addr, http_addr, Vec::new());
+    };
+    let mut others = m.members();
+    let mut gathered = m.gather_stats(STATS_DEADLINE).await;
+    for o in &mut others {
+        o.stats = gathered.stats.remove(&o.node_id);
+    }
+    let mut doc = cluster_stats(own, gossip_addr, http_addr, others);
+    doc.missing = gathered.missing;
+    doc
 }
 
 /// Builds the document from our own stats and the members gossip knows.
@@ -83,5 +126,6 @@ pub fn cluster_stats(
         self_id: own.node_id.clone(),
         nodes,
         totals,
+        missing: Vec::new(),
     }
 }

@@ -224,6 +224,10 @@ pub struct Config {
     pub l1_max_bytes: u64,
     /// Connection, timeout and in-flight limits of the HTTP server.
     pub http_limits: crate::http_limits::HttpLimits,
+    /// Gossip forgets a node dead for longer than this (`dead_forget_secs`).
+    pub gossip_dead_forget: Duration,
+    /// Shared secret authenticating gossip (and bus) messages; required for gossip without TLS.
+    pub cluster_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -252,6 +256,8 @@ impl Default for Config {
             serve_stale_on_outage: false,
             l1_max_bytes: DEFAULT_L1_MAX_BYTES,
             http_limits: Default::default(),
+            gossip_dead_forget: Duration::from_secs(60),
+            cluster_secret: None,
         }
     }
 }
@@ -281,6 +287,8 @@ pub struct FileConfig {
     pub body_read_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
+    pub dead_forget_secs: Option<u64>,
+    pub cluster_secret: Option<String>,
     pub redis: Option<FileRedis>,
     pub tls: Option<TlsFiles>,
     #[serde(default)]
@@ -511,6 +519,10 @@ impl Config {
         if let Some(v) = file.max_in_flight {
             lim.max_in_flight = v;
         }
+        if let Some(v) = file.dead_forget_secs {
+            c.gossip_dead_forget = Duration::from_secs(v);
+        }
+        c.cluster_secret = file.cluster_secret.filter(|s| !s.is_empty());
         let mut redis = file.redis.map(|r| RedisTarget::Url {
             url: r.url,
             password: None,
@@ -597,6 +609,12 @@ impl Config {
         }
         if let Some(v) = env_parse::<usize>(env, "HC_MAX_IN_FLIGHT")? {
             lim.max_in_flight = v;
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_DEAD_FORGET_SECS")? {
+            c.gossip_dead_forget = Duration::from_secs(v);
+        }
+        if let Some(v) = env("HC_CLUSTER_SECRET").filter(|v| !v.is_empty()) {
+            c.cluster_secret = Some(v);
         }
         match (env("HC_TLS_CA"), env("HC_TLS_CERT"), env("HC_TLS_KEY")) {
             (None, None, None) => {}
@@ -776,11 +794,31 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        if self.gossip_dead_forget.is_zero() {
+            return Err(invalid("dead_forget_secs", "must be greater than zero"));
+        }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < crate::wire_auth::MIN_SECRET_LEN {
+                return Err(invalid(
+                    "cluster_secret",
+                    format!(
+                        "must be at least {} bytes (it keys the HMAC of gossip and bus messages)",
+                        crate::wire_auth::MIN_SECRET_LEN
+                    ),
+                ));
+            }
+        }
         if let Some(g) = self.gossip_addr {
             if self.tls.is_none() && !g.ip().is_loopback() {
                 return Err(invalid(
                     "gossip",
                     format!("{g} is not a loopback address: gossip off loopback needs [tls] (ca, cert, key; see `hybrid-cache certs`)"),
+                ));
+            }
+            if self.tls.is_none() && self.cluster_secret.is_none() {
+                return Err(invalid(
+                    "cluster_secret",
+                    "gossip without [tls] needs a shared cluster secret (HC_CLUSTER_SECRET or cluster_secret): without one any local process could speak for a node",
                 ));
             }
         }
@@ -832,6 +870,7 @@ mod tests {
         let f = file(
             r#"
             namespace = "t"
+            cluster_secret = "sixteen-byte-secret"
             [[nodes]]
             id = "n1"
             http = "127.0.0.1:8081"
@@ -912,6 +951,39 @@ mod tests {
         let env = env_of(&[("REDIS_URL", "redis://127.0.0.1:1/0"), ("REDIS_HOST", "x")]);
         let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
         assert!(matches!(c.redis, Some(RedisTarget::Url { .. })));
+    }
+
+    #[test]
+    fn gossip_without_tls_needs_a_cluster_secret() {
+        let gossip = [("HC_GOSSIP", "127.0.0.1:7400")];
+        let e = Config::resolve(&Flags::default(), &env_of(&gossip), FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cluster_secret"), "{e}");
+        let c = Config::resolve(
+            &Flags::default(),
+            &env_of(&[gossip[0], ("HC_CLUSTER_SECRET", "from-env-0123456789")]),
+            file("cluster_secret = \"from-file-0123456789\"\ndead_forget_secs = 5\n"),
+        )
+        .unwrap();
+        assert_eq!(c.cluster_secret.as_deref(), Some("from-env-0123456789"));
+        assert_eq!(c.gossip_dead_forget, Duration::from_secs(5));
+        let c = Config::resolve(
+            &Flags::default(),
+            &env_of(&gossip),
+            file("cluster_secret = \"from-file-0123456789\"\n"),
+        )
+        .unwrap();
+        assert_eq!(c.cluster_secret.as_deref(), Some("from-file-0123456789"));
+        assert_eq!(c.gossip_dead_forget, Duration::from_secs(60));
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[("HC_DEAD_FORGET_SECS", "0")]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dead_forget_secs"), "{e}");
     }
 
     #[test]

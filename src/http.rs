@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cluster::{cluster_stats, Membership};
+use crate::cluster::{gather_cluster_stats, Membership};
 use crate::error::CacheError;
 use crate::stats::NodeCounters;
 use crate::HybridCache;
@@ -299,12 +299,8 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Json<crate::cluste
         .clone()
         .or_else(|| cfg.gossip_addr.map(|a| a.to_string()))
         .unwrap_or_default();
-    let others = state
-        .membership
-        .as_ref()
-        .map(|m| m.members())
-        .unwrap_or_default();
-    Json(cluster_stats(&own, gossip, cfg.http_advertised(), others))
+    let membership = state.membership.as_deref();
+    Json(gather_cluster_stats(&own, gossip, cfg.http_advertised(), membership).await)
 }
 
 /// Health for load balancers: 200 `ok`/`degraded`, 503 `isolated`.

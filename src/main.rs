@@ -8,9 +8,32 @@ use hybrid_cache::cli::{run_client, Cli, Command};
 use hybrid_cache::config::Config;
 use hybrid_cache::node::Node;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The tokio runtime; `threads` = worker threads (`None`: one per CPU).
+fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = threads {
+        b.worker_threads(usize::from(n));
+    }
+    b.build()
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Node(args) => args.worker_threads,
+        _ => Some(1),
+    };
+    match runtime(threads) {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("hybrid-cache: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Node(args) => {
             hybrid_cache::telemetry::init(args.log_format);

@@ -201,6 +201,16 @@ impl Collector for Snapshot {
             let labels = vec![("state".to_string(), state.to_string())];
             ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
         }
+        let mut me = encoder.encode_descriptor(
+            "hc_cluster_members",
+            "Cluster members this node knows, by SWIM state (itself counted alive)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.cluster_nodes {
+            let labels = vec![("state".to_string(), state.to_string())];
+            ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

@@ -141,7 +141,10 @@ fn write_ns_config(ns: &str) -> String {
     let path = std::env::temp_dir().join(format!("hc-cluster-{ns}.toml"));
     std::fs::write(
         &path,
-        format!("namespace = \"{ns}\"\nisolation_grace_ms = 1000\n"),
+        // Gossip without TLS needs the cluster secret (it authenticates every packet).
+        format!(
+            "namespace = \"{ns}\"\nisolation_grace_ms = 1000\ncluster_secret = \"cluster-test-{ns}\"\n"
+        ),
     )
     .unwrap();
     path.to_string_lossy().into_owned()
@@ -254,6 +257,7 @@ async fn membership_stats_failure_detection_and_rejoin() {
             && t["l1_entries"].as_u64() == Some(sum.0)
             && t["hits_l1"].as_u64() == Some(sum.1)
             && t["misses"].as_u64() == Some(sum.2)
+            && cs["missing"].as_array().is_some_and(|m| m.is_empty())
             && cs["nodes"]
                 .as_array()
                 .unwrap()
@@ -296,6 +300,14 @@ async fn membership_stats_failure_detection_and_rejoin() {
         .unwrap();
     assert!(m.contains("hc_cluster_nodes{state=\"dead\"} 1"), "{m}");
     assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 2"), "{m}");
+    assert!(m.contains("hc_cluster_members{state=\"dead\"} 1"), "{m}");
+    assert!(m.contains("hc_cluster_members{state=\"alive\"} 2"), "{m}");
+    let sent = m
+        .lines()
+        .find_map(|l| l.strip_prefix("hc_gossip_bytes_sent_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(sent.is_some_and(|b| b > 0), "{m}");
+    assert!(m.contains("hc_gossip_bytes_received_total "), "{m}");
 
     // Restart with the same id: alive again everywhere.
     nodes[2].spawn();

@@ -1123,6 +1123,7 @@ async fn node_cut_off_from_redis_refuses_what_it_cannot_vouch_for() {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             redis: Some(redis),
             gossip_addr: Some(gossip),
+            cluster_secret: Some("coherence-test-cluster-secret".into()),
             peers: vec![peer.to_string()],
             ..Config::default()
         };
@@ -1357,4 +1358,68 @@ async fn strict_category_reads_after_the_ack_never_see_the_old_value() {
     for n in [a, b, c] {
         n.node.shutdown().await;
     }
+}
+
+/// With a cluster secret, bus messages carry an HMAC: a forged invalidation (unsealed, or
+/// sealed with another secret) is dropped and counted, flushes L1 (fail closed) and never
+/// advances the sequence state; sealed traffic between the nodes works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_bus_messages_are_refused_with_a_cluster_secret() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("hmac");
+    let secret = "a-cluster-secret-of-the-test";
+    let start = |id: &'static str| {
+        let config = Config {
+            node_id: id.to_string(),
+            namespace: ns.clone(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis: Some(target(&redis)),
+            cluster_secret: Some(secret.into()),
+            ..Config::default()
+        };
+        async move {
+            let node = Node::start(config).await.expect("node starts");
+            let base = format!("http://{}", node.http_addr());
+            TestNode { node, base }
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    settle(&[&a, &b]).await;
+    let http = client();
+    put_seen(&http, &a, &[&b], "general", "k", "1").await;
+    get(&http, &b, "general", "k").await;
+    assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
+
+    let channel = hybrid_cache::bus::channel(&ns);
+    let invalid = b.node.cache().stats().await.counters.invalid_messages;
+    let flushes = b.flushes().await;
+    // A forged "a" invalidation with a huge sequence number, unsealed and wrongly sealed.
+    let forged = fake_invalidation("a", 1, u64::MAX - 1, "general", "k");
+    let wrong = hybrid_cache::wire_auth::ClusterKey::new(b"another-secret-entirely").unwrap();
+    for p in [
+        forged.clone(),
+        hybrid_cache::wire_auth::seal(&wrong, &forged),
+    ] {
+        assert_eq!(blocking(|| redis.publish_raw(&channel, &p)), 2);
+    }
+    let counted = poll(BOUND, || async {
+        b.node.cache().stats().await.counters.invalid_messages >= invalid + 2
+    })
+    .await;
+    assert!(counted, "forged payloads not counted");
+    assert!(
+        b.flushes().await >= flushes + 1,
+        "a refused payload flushes"
+    );
+    // The sequence state was not poisoned: a's real changes still apply in order.
+    put_seen(&http, &a, &[&b], "general", "k", "2").await;
+    assert_eq!(get(&http, &b, "general", "k").await.2, b"2");
+    put(&http, &a, "general", "k", "3").await;
+    let ok = poll(BOUND, || async {
+        get(&http, &b, "general", "k").await.2 == b"3"
+    })
+    .await;
+    assert!(ok, "sealed invalidations no longer applied");
+    a.node.shutdown().await;
+    b.node.shutdown().await;
 }

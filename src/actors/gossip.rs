@@ -1,15 +1,19 @@
-//! The gossip actor: owns the QUIC gossip endpoint's lifecycle, publishes our stats summary
-//! to it, and forwards bus payloads that peers send while Redis is down.
+//! The gossip actor: owns the gossip endpoint's lifecycle, answers peers' stats requests
+//! with our `/v1/stats`, and forwards bus payloads that peers send while Redis is down
+//! (only those whose origin is the authenticated sender).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::bus::{BusMsg, Via};
 use crate::cache::{PeerLink, Shared};
-use crate::cluster::{ClusterMember, Membership};
+use crate::cluster::{ClusterMember, Gathered, Membership};
 use crate::gossip::{Gossip, GossipConfig, MemberState, TlsPaths};
+use crate::wire::{self, BusMessage};
 
 /// Adapter from the gossip handle to the seams the bus and HTTP layers use.
 pub struct GossipLink(pub Gossip);
@@ -39,11 +43,28 @@ impl Membership for GossipLink {
                 }
                 .to_string(),
                 last_seen_ms: m.last_seen_ms,
-                stats: m
-                    .stats
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
+                stats: None,
             })
             .collect()
+    }
+
+    fn gather_stats(&self, deadline: Duration) -> futures::future::BoxFuture<'_, Gathered> {
+        async move {
+            let g = self.0.gather_stats(deadline).await;
+            Gathered {
+                stats: g
+                    .stats
+                    .into_iter()
+                    .filter_map(|(id, b)| {
+                        serde_json::from_slice::<serde_json::Value>(&b)
+                            .ok()
+                            .map(|v| (id, v))
+                    })
+                    .collect(),
+                missing: g.missing,
+            }
+        }
+        .boxed()
     }
 
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
@@ -75,23 +96,41 @@ impl Membership for GossipLink {
                 "Gossip frames claiming a node id the peer's certificate does not name",
                 c.identity_mismatches,
             ),
+            (
+                "gossip_unauthenticated",
+                "Gossip packets or frames whose cluster-secret tag did not verify",
+                c.unauthenticated,
+            ),
         ]
     }
 }
 
-pub enum GossipMsg {
-    /// Refresh the stats summary peers receive.
-    RefreshStats,
-}
+/// No messages: the actor exists for its lifecycle (start, supervised restart, shutdown).
+pub enum GossipMsg {}
 
 pub struct GossipActor;
 
 pub struct GossipState {
     shared: Arc<Shared>,
     link: Arc<GossipLink>,
-    snapshot: Arc<RwLock<Vec<u8>>>,
     forward: tokio::task::JoinHandle<()>,
-    timer: tokio::task::JoinHandle<()>,
+}
+
+/// The origin a bus payload claims, if it decodes (a payload sealed with the cluster secret
+/// is looked into without checking its tag: the bus checks it).
+fn claimed_origin(payload: &[u8]) -> Option<String> {
+    let frame = if crate::wire_auth::is_sealed(payload) {
+        payload.get(
+            crate::wire_auth::MAGIC.len()..payload.len().checked_sub(crate::wire_auth::TAG_LEN)?,
+        )?
+    } else {
+        payload
+    };
+    match wire::decode::<BusMessage>(frame).ok()? {
+        BusMessage::Invalidation(inv) => Some(inv.origin),
+        BusMessage::Heartbeat { origin, .. } | BusMessage::Ping { origin, .. } => Some(origin),
+        BusMessage::Ack { from, .. } => Some(from),
+    }
 }
 
 impl Actor for GossipActor {
@@ -101,7 +140,7 @@ impl Actor for GossipActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let cfg = &shared.config;
@@ -113,36 +152,42 @@ impl Actor for GossipActor {
         gc.peers = cfg.peers.clone();
         gc.probe_period = cfg.gossip_probe_period;
         gc.suspect_to_dead = cfg.gossip_suspect_timeout;
+        gc.dead_forget = cfg.gossip_dead_forget;
+        gc.cluster_secret = cfg.cluster_secret.as_ref().map(|s| s.as_bytes().to_vec());
         gc.tls = cfg.tls.as_ref().map(|t| TlsPaths {
             ca: t.ca.clone(),
             cert: t.cert.clone(),
             key: t.key.clone(),
         });
-        let snapshot = Arc::new(RwLock::new(
-            serde_json::to_vec(&shared.stats().await).unwrap_or_default(),
-        ));
-        let reader = snapshot.clone();
-        let stats_fn = Arc::new(move || reader.read().map(|g| g.clone()).unwrap_or_default());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let stats_shared = shared.clone();
+        let stats_fn: crate::gossip::StatsFn = Arc::new(move || {
+            let s = stats_shared.clone();
+            async move { serde_json::to_vec(&s.stats().await).unwrap_or_default() }.boxed()
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let gossip = Gossip::start(gc, stats_fn, tx).await?;
         let link = Arc::new(GossipLink(gossip));
         shared.set_gossip(Some(link.clone()));
         shared.set_membership(Some(link.clone()));
         let fwd_shared = shared.clone();
         let forward = tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
+            while let Some((sender, payload)) = rx.recv().await {
+                // The gossip layer authenticated `sender` (certificate or cluster secret); a
+                // payload speaking for another origin is dropped like a malformed one.
+                if claimed_origin(&payload).is_some_and(|o| o != sender) {
+                    tracing::warn!(%sender, "QUIC bus payload for another origin dropped");
+                    crate::stats::NodeCounters::incr(&fwd_shared.counters.invalid_messages);
+                    continue;
+                }
                 if let Some(bus) = fwd_shared.bus() {
                     let _ = bus.cast(BusMsg::Inbound(payload, Via::Quic));
                 }
             }
         });
-        let timer = myself.send_interval(Duration::from_millis(250), || GossipMsg::RefreshStats);
         Ok(GossipState {
             shared,
             link,
-            snapshot,
             forward,
-            timer,
         })
     }
 
@@ -151,27 +196,10 @@ impl Actor for GossipActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.timer.abort();
         state.forward.abort();
         state.shared.set_gossip(None);
+        state.shared.set_membership(None);
         state.link.0.shutdown().await;
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            GossipMsg::RefreshStats => {
-                let json = serde_json::to_vec(&state.shared.stats().await)?;
-                if let Ok(mut g) = state.snapshot.write() {
-                    *g = json;
-                }
-            }
-        }
         Ok(())
     }
 }

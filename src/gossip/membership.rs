@@ -19,9 +19,10 @@ use foca::{
 
 use super::{identity::NodeIdentity, MemberState};
 
-/// Largest foca packet; small enough to fit one QUIC datagram on a
-/// 1200-byte path MTU together with the frame header.
-pub(crate) const MAX_PACKET: usize = 1100;
+/// Largest foca packet: with the 16-byte tag and UDP/IP headers it fits a 1500-byte MTU.
+/// (SWIM over QUIC datagrams, the TLS-without-secret mode, falls back to a stream for the
+/// rare packet over the QUIC datagram size.)
+pub(crate) const MAX_PACKET: usize = 1400;
 
 type SwimCodec = BincodeCodec<
     bincode::config::Configuration<
@@ -40,6 +41,8 @@ fn codec() -> SwimCodec {
 pub(crate) struct SwimParams {
     pub(crate) probe_period: Duration,
     pub(crate) suspect_to_dead: Duration,
+    /// A member dead for this long is forgotten (foca's `remove_down_after`).
+    pub(crate) dead_forget: Duration,
 }
 
 impl SwimParams {
@@ -50,14 +53,17 @@ impl SwimParams {
         // Direct ack deadline; the rest of the period is for indirect probes.
         c.probe_rtt = period * 2 / 5;
         c.num_indirect_probes = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
-        c.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
         c.suspect_to_down_after = self.suspect_to_dead.max(Duration::from_millis(1));
         c.max_packet_size = NonZeroUsize::new(MAX_PACKET).unwrap_or(NonZeroUsize::MIN);
         c.notify_down_members = true;
-        let three = NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN);
+        c.remove_down_after = self.dead_forget.max(Duration::from_millis(1));
+        // Each node passes an update on 12 times (8 left a few nodes unaware at 100+ nodes).
+        c.max_transmissions = NonZeroU8::new(12).unwrap_or(NonZeroU8::MIN);
+        // Pending updates go out every 100 ms to 3 members (nothing is sent when there are
+        // none), so a death spreads in about log3(N) × 100 ms.
         c.periodic_gossip = Some(PeriodicParams {
-            frequency: (period / 2).min(Duration::from_millis(200)),
-            num_members: three,
+            frequency: Duration::from_millis(100),
+            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
         });
         c.periodic_announce = Some(PeriodicParams {
             frequency: Duration::from_secs(5),
@@ -83,6 +89,16 @@ pub(crate) enum PacketError {
     TooLarge(usize),
 }
 
+/// The header of a SWIM packet (sender and receiver identities), decoded without applying it.
+pub(crate) fn packet_header(data: &[u8]) -> Result<foca::Header<NodeIdentity>, PacketError> {
+    if data.len() > MAX_PACKET {
+        return Err(PacketError::TooLarge(data.len()));
+    }
+    let mut c = codec();
+    Codec::<NodeIdentity>::decode_header(&mut c, data)
+        .map_err(|e| PacketError::Decode(e.to_string()))
+}
+
 /// What this node knows about another node.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerEntry {
@@ -98,14 +114,39 @@ struct Scheduled {
     seq: u64,
 }
 
+/// A membership change this node observed (recorded only when asked, for simulations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum MemberEvent {
+    Up(String),
+    Down(String),
+}
+
 pub(crate) struct Membership {
     foca: Foca<NodeIdentity, SwimCodec, SwimRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<NodeIdentity>,
     timers: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
+    /// Rebuilt from foca lazily ([`Membership::peers`]): a rebuild is O(members), and a
+    /// simulation of thousands of nodes cannot afford one per packet.
     table: BTreeMap<String, PeerEntry>,
+    table_dirty: bool,
     outbox: Vec<(NodeIdentity, Bytes)>,
+    events: Option<Vec<MemberEvent>>,
+    /// Last membership change seen (member up, down, renamed).
+    last_change: Option<Instant>,
+    /// Next "catch-up" announce while membership is changing (see [`CATCH_UP_EVERY`]).
+    next_catch_up: Option<Instant>,
+    rng: u64,
 }
+
+/// While membership changed within [`CATCH_UP_WINDOW`], a node announces to
+/// [`CATCH_UP_FANOUT`] random members every [`CATCH_UP_EVERY`]; each answers with a feed of
+/// the members it knows. Piggybacked updates alone leave a few (node, member) pairs unlearnt
+/// when many nodes join at once (each update is sent a bounded number of times); the feed
+/// fills those gaps in a few hundred ms. A quiet cluster sends none of these.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
+const CATCH_UP_WINDOW: Duration = Duration::from_secs(10);
+const CATCH_UP_FANOUT: usize = 1;
 
 impl Membership {
     pub(crate) fn new(identity: NodeIdentity, params: &SwimParams, seed: u64) -> Self {
@@ -120,8 +161,43 @@ impl Membership {
             timers: BinaryHeap::new(),
             seq: 0,
             table: BTreeMap::new(),
+            table_dirty: false,
             outbox: Vec::new(),
+            events: None,
+            last_change: None,
+            next_catch_up: None,
+            rng: seed | 1,
         }
+    }
+
+    /// Record up/down notifications for [`Membership::drain_events`] (simulations).
+    pub(crate) fn record_events(&mut self) {
+        self.events = Some(Vec::new());
+    }
+
+    pub(crate) fn drain_events(&mut self) -> Vec<MemberEvent> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The incarnation of another process with our node id that the cluster remembers
+    /// (a previous run of a restarted node), if it is not ours.
+    pub(crate) fn known_bump(&self, node_id: &str) -> Option<u64> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| m.id().node_id == node_id)
+            .map(|m| m.id().bump)
+    }
+
+    /// Renew our identity so that it wins over incarnation `known` (before announcing).
+    pub(crate) fn renew_above(&mut self, known: u64, now: Instant) {
+        if self.identity().bump > known {
+            return;
+        }
+        let new = self.identity().above(known);
+        if let Err(e) = self.foca.change_identity(new, &mut self.runtime) {
+            tracing::debug!(error = %e, "foca change_identity failed");
+        }
+        self.after_step(now);
     }
 
     pub(crate) fn identity(&self) -> &NodeIdentity {
@@ -141,12 +217,7 @@ impl Membership {
 
     /// Feed one SWIM packet received from the network.
     pub(crate) fn handle_packet(&mut self, data: &[u8], now: Instant) -> Result<(), PacketError> {
-        if data.len() > MAX_PACKET {
-            return Err(PacketError::TooLarge(data.len()));
-        }
-        let mut c = codec();
-        let header = Codec::<NodeIdentity>::decode_header(&mut c, data)
-            .map_err(|e| PacketError::Decode(e.to_string()))?;
+        let header = packet_header(data)?;
         let result = self.foca.handle_data(data, &mut self.runtime);
         self.after_step(now);
         match result {
@@ -169,11 +240,47 @@ impl Membership {
 
     /// Earliest pending timer.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse(s)| s.at)
+        let foca = self.timers.peek().map(|Reverse(s)| s.at);
+        match (foca, self.next_catch_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn catch_up(&mut self, now: Instant) {
+        let Some(at) = self.next_catch_up else {
+            return;
+        };
+        if at > now {
+            return;
+        }
+        let changing = self
+            .last_change
+            .is_some_and(|t| now.saturating_duration_since(t) < CATCH_UP_WINDOW);
+        if !changing {
+            self.next_catch_up = None;
+            return;
+        }
+        self.next_catch_up = Some(now + CATCH_UP_EVERY);
+        let active = self.foca.num_members();
+        for _ in 0..CATCH_UP_FANOUT.min(active) {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let pick = (self.rng % active as u64) as usize;
+            let Some(target) = self.foca.iter_members().nth(pick).map(|m| m.id().clone()) else {
+                continue;
+            };
+            if let Err(e) = self.foca.announce(target, &mut self.runtime) {
+                tracing::trace!(error = %e, "catch-up announce failed");
+            }
+        }
+        self.drain_runtime(now);
     }
 
     /// Fire every timer due at `now`, in (deadline, kind) order.
     pub(crate) fn poll_timers(&mut self, now: Instant) {
+        self.catch_up(now);
         let mut fired = false;
         while self.timers.peek().is_some_and(|Reverse(s)| s.at <= now) {
             let Some(Reverse(s)) = self.timers.pop() else {
@@ -188,7 +295,7 @@ impl Membership {
             fired = true;
         }
         if fired {
-            self.refresh_table(now);
+            self.table_dirty = true;
         }
     }
 
@@ -204,12 +311,14 @@ impl Membership {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Every other node known, in any state.
-    pub(crate) fn peers(&self) -> impl Iterator<Item = &PeerEntry> {
+    /// Every other node known, in any state (dead ones until `dead_forget`).
+    pub(crate) fn peers(&mut self, now: Instant) -> impl Iterator<Item = &PeerEntry> {
+        self.refresh_table(now);
         self.table.values()
     }
 
-    pub(crate) fn peer(&self, node_id: &str) -> Option<&PeerEntry> {
+    pub(crate) fn peer(&mut self, node_id: &str, now: Instant) -> Option<&PeerEntry> {
+        self.refresh_table(now);
         self.table.get(node_id)
     }
 
@@ -220,7 +329,7 @@ impl Membership {
 
     fn after_step(&mut self, now: Instant) {
         self.drain_runtime(now);
-        self.refresh_table(now);
+        self.table_dirty = true;
     }
 
     fn drain_runtime(&mut self, now: Instant) {
@@ -236,13 +345,30 @@ impl Membership {
             }));
         }
         while let Some(n) = self.runtime.to_notify() {
+            if matches!(
+                n,
+                OwnedNotification::MemberUp(_)
+                    | OwnedNotification::MemberDown(_)
+                    | OwnedNotification::Rename(..)
+            ) {
+                self.last_change = Some(now);
+                if self.next_catch_up.is_none() {
+                    self.next_catch_up = Some(now + CATCH_UP_EVERY);
+                }
+            }
             let me = &self.foca.identity().node_id;
             match n {
                 OwnedNotification::MemberUp(id) => {
-                    tracing::info!(node = %me, peer = %id.node_id, addr = %id.gossip_addr, "member up")
+                    tracing::info!(node = %me, peer = %id.node_id, addr = %id.gossip_addr, "member up");
+                    if let Some(ev) = self.events.as_mut() {
+                        ev.push(MemberEvent::Up(id.node_id));
+                    }
                 }
                 OwnedNotification::MemberDown(id) => {
-                    tracing::info!(node = %me, peer = %id.node_id, "member down")
+                    tracing::info!(node = %me, peer = %id.node_id, "member down");
+                    if let Some(ev) = self.events.as_mut() {
+                        ev.push(MemberEvent::Down(id.node_id));
+                    }
                 }
                 OwnedNotification::Rename(old, new) => tracing::info!(
                     node = %me, peer = %new.node_id, old_bump = old.bump, new_bump = new.bump,
@@ -261,7 +387,18 @@ impl Membership {
     }
 
     fn refresh_table(&mut self, now: Instant) {
+        if !self.table_dirty {
+            return;
+        }
+        self.table_dirty = false;
         let me = self.foca.identity().node_id.clone();
+        // Members foca forgot (dead longer than `dead_forget`) leave the table too.
+        let current: std::collections::HashSet<&str> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().node_id.as_str())
+            .collect();
+        self.table.retain(|k, _| current.contains(k.as_str()));
         for m in self.foca.iter_membership_state() {
             let id = m.id();
             if id.node_id == me {

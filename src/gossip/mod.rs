@@ -1,11 +1,19 @@
-//! Cluster gossip: SWIM membership (foca) over QUIC (quinn), stats
-//! dissemination, best-effort broadcast, and the cluster certificates.
+//! Cluster gossip: SWIM membership (foca), on-demand cluster stats over QUIC
+//! (quinn), best-effort broadcast, and the cluster certificates.
+//!
+//! Only membership travels all the time, piggybacked on SWIM probes: traffic
+//! per node does not grow with the cluster. Stats are asked for when someone
+//! reads `/v1/cluster/stats` ([`Gossip::gather_stats`]).
 //!
 //! * `membership`: sans-IO foca wrapper driven by explicit `Instant`s.
+//! * `udp`: SWIM packets on a plain UDP socket, sealed with the cluster secret.
 //! * `transport`: quinn endpoint, per-peer ordered senders, readers.
+//! * `query`: on-demand stats over QUIC bidi streams.
+//! * `auth`: HMAC sealing of packets and frames with the cluster secret.
 //! * `tls`: rcgen certificates and rustls configurations (mutual TLS
-//!   against the cluster CA, or loopback-only unauthenticated mode).
+//!   against the cluster CA, or loopback-only mode that needs the secret).
 //! * `frame`: versioned, size-limited bincode framing (same as `wire`).
+//! * [`sim`]: deterministic simulation of thousands of nodes (virtual time).
 //!
 //! Joining: a node sends a `Hello` (its identity) to each configured peer
 //! address until it has at least one active member; the peer answers with
@@ -14,11 +22,15 @@
 //! Call [`Gossip::shutdown`] (or [`Gossip::kill`]) to stop the background
 //! tasks; dropping every handle does not stop them.
 
+mod auth;
 mod frame;
 mod identity;
 mod membership;
+mod query;
+pub mod sim;
 mod tls;
 mod transport;
+mod udp;
 
 #[cfg(test)]
 mod tests;
@@ -37,8 +49,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub use query::Gathered;
 pub use tls::generate_certs;
 
+use auth::ClusterKey;
 use identity::NodeIdentity;
 use membership::{Membership, PeerEntry, SwimParams};
 use transport::{DriverInput, Frame, Mode, PeerHandle};
@@ -69,17 +83,18 @@ pub struct GossipConfig {
     pub probe_period: Duration,
     /// How long a suspect node has to refute before it is declared dead.
     pub suspect_to_dead: Duration,
-    /// How often our stats summary is sent to peers.
-    pub stats_interval: Duration,
-    /// Largest stats payload sent or accepted; larger ones are counted and dropped.
+    /// A node dead for this long is forgotten.
+    pub dead_forget: Duration,
+    /// Largest stats payload sent; larger ones are counted and sent empty.
     pub max_stats_bytes: usize,
+    /// Shared secret authenticating every SWIM packet and QUIC frame (HMAC-SHA256).
+    /// Required without TLS; with it SWIM rides plain UDP instead of QUIC datagrams.
+    pub cluster_secret: Option<Vec<u8>>,
 }
 
 impl GossipConfig {
     /// Defaults: probe every 300 ms (ack deadline 120 ms), suspect → dead
-    /// after 600 ms, stats every 500 ms, 16 KiB stats bound. On loopback a
-    /// killed node is dead on every survivor in about 1–1.6 s; a probe
-    /// only fails if no direct or indirect ack arrives within 300 ms.
+    /// after 600 ms, dead forgotten after 60 s, 16 KiB stats bound, no secret.
     pub fn new(node_id: impl Into<String>, bind: SocketAddr, http_addr: impl Into<String>) -> Self {
         Self {
             node_id: node_id.into(),
@@ -90,8 +105,9 @@ impl GossipConfig {
             tls: None,
             probe_period: Duration::from_millis(300),
             suspect_to_dead: Duration::from_millis(600),
-            stats_interval: Duration::from_millis(500),
+            dead_forget: Duration::from_secs(60),
             max_stats_bytes: 16 * 1024,
+            cluster_secret: None,
         }
     }
 }
@@ -112,10 +128,8 @@ pub struct MemberInfo {
     pub gossip_addr: String,
     pub http_addr: String,
     pub state: MemberState,
-    /// Milliseconds since we last heard from it (SWIM packet or stats).
+    /// Milliseconds since we last heard from it (SWIM packet).
     pub last_seen_ms: u64,
-    /// Its stats summary (opaque JSON bytes) as last received.
-    pub stats: Option<Vec<u8>>,
 }
 
 /// Transport counters.
@@ -134,14 +148,18 @@ pub struct GossipCounters {
     /// Frames not delivered: per-peer queue full, peer unreachable, or
     /// our own receive queue full.
     pub send_dropped: u64,
-    /// Hello/stats frames claiming a node id the peer's certificate does not name (mTLS).
+    /// Frames claiming a node id the peer's certificate does not name (mTLS).
     pub identity_mismatches: u64,
+    /// Packets or frames whose cluster-secret tag did not verify.
+    pub unauthenticated: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum GossipError {
     #[error("gossip without [tls] is only allowed on a loopback address (bind {0})")]
     InsecureNonLoopback(SocketAddr),
+    #[error("gossip without [tls] needs a cluster secret (HC_CLUSTER_SECRET / cluster_secret)")]
+    MissingSecret,
     #[error("cannot bind gossip endpoint on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -175,6 +193,7 @@ struct Counters {
     connect_failures: AtomicU64,
     send_dropped: AtomicU64,
     identity_mismatches: AtomicU64,
+    unauthenticated: AtomicU64,
 }
 
 struct View {
@@ -183,21 +202,28 @@ struct View {
     peers: Vec<PeerEntry>,
 }
 
-type StatsFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
+/// Produces this node's stats summary (JSON bytes) when a peer asks for it.
+pub type StatsFn = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<u8>> + Send + Sync>;
+
+/// A broadcast payload from a peer: (sender node id, as authenticated, payload).
+pub type Inbound = (String, Vec<u8>);
 
 struct Inner {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     advertise: SocketAddr,
     max_stats_bytes: usize,
+    stats: StatsFn,
+    key: Option<ClusterKey>,
+    /// SWIM socket (present when a cluster secret is set).
+    udp: Option<Arc<tokio::net::UdpSocket>>,
     counters: Counters,
     view: RwLock<View>,
-    stats_in: Mutex<HashMap<String, (Vec<u8>, tokio::time::Instant)>>,
     peers: Mutex<HashMap<SocketAddr, PeerHandle>>,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     driver_tx: mpsc::Sender<DriverInput>,
-    inbound: mpsc::UnboundedSender<Vec<u8>>,
+    inbound: mpsc::UnboundedSender<Inbound>,
     stopped: AtomicBool,
     incoming_conns: AtomicUsize,
     /// Mutual TLS is on: a peer may only speak for the node id its certificate names.
@@ -264,26 +290,28 @@ impl Gossip {
     pub async fn start(
         cfg: GossipConfig,
         stats: StatsFn,
-        inbound: mpsc::UnboundedSender<Vec<u8>>,
+        inbound: mpsc::UnboundedSender<Inbound>,
     ) -> Result<Gossip, GossipError> {
         if cfg.node_id.is_empty() || cfg.node_id.len() > 255 {
             return Err(GossipError::InvalidNodeId(cfg.node_id));
         }
-        if cfg.probe_period.is_zero()
-            || cfg.suspect_to_dead.is_zero()
-            || cfg.stats_interval.is_zero()
+        if cfg.probe_period.is_zero() || cfg.suspect_to_dead.is_zero() || cfg.dead_forget.is_zero()
         {
             return Err(GossipError::Config(
-                "probe_period, suspect_to_dead and stats_interval must be > 0".into(),
+                "probe_period, suspect_to_dead and dead_forget must be > 0".into(),
             ));
         }
+        let key = cfg.cluster_secret.as_deref().and_then(ClusterKey::new);
         if cfg.tls.is_none() {
             if !cfg.bind.ip().is_loopback() {
                 return Err(GossipError::InsecureNonLoopback(cfg.bind));
             }
+            if key.is_none() {
+                return Err(GossipError::MissingSecret);
+            }
             tracing::warn!(
                 bind = %cfg.bind,
-                "gossip runs without [tls]: encrypted but unauthenticated, loopback only (local development)"
+                "gossip runs without [tls]: authenticated by the cluster secret, loopback only (local development)"
             );
         }
         let (server, client) =
@@ -311,11 +339,32 @@ impl Gossip {
         if advertise.ip().is_unspecified() {
             tracing::warn!(%advertise, "gossip advertises an unspecified address; set `advertise`");
         }
+        let (udp, swim_addr) = match &key {
+            Some(_) => {
+                let bind = SocketAddr::new(cfg.bind.ip(), 0);
+                let sock = match tokio::net::UdpSocket::bind(bind).await {
+                    Ok(s) => s,
+                    Err(source) => {
+                        endpoint.close(quinn::VarInt::from_u32(0), b"config");
+                        return Err(GossipError::Bind { addr: bind, source });
+                    }
+                };
+                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+                (Some(Arc::new(sock)), SocketAddr::new(advertise.ip(), port))
+            }
+            None => (None, advertise),
+        };
 
-        let me = NodeIdentity::new(cfg.node_id.clone(), advertise, cfg.http_addr.clone());
+        let me = NodeIdentity::new(
+            cfg.node_id.clone(),
+            advertise,
+            swim_addr,
+            cfg.http_addr.clone(),
+        );
         let params = SwimParams {
             probe_period: cfg.probe_period,
             suspect_to_dead: cfg.suspect_to_dead,
+            dead_forget: cfg.dead_forget,
         };
         let membership = Membership::new(me.clone(), &params, rand::random());
         let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE);
@@ -324,13 +373,15 @@ impl Gossip {
             local_addr,
             advertise,
             max_stats_bytes: cfg.max_stats_bytes,
+            stats,
+            key,
+            udp: udp.clone(),
             counters: Counters::default(),
             view: RwLock::new(View {
                 me,
                 active: 0,
                 peers: Vec::new(),
             }),
-            stats_in: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -345,13 +396,15 @@ impl Gossip {
         inner.track(t.abort_handle());
         let t = tokio::spawn(transport::accept_loop(inner.clone()));
         inner.track(t.abort_handle());
-        let t = tokio::spawn(stats_loop(inner.clone(), stats, cfg.stats_interval));
-        inner.track(t.abort_handle());
+        if let Some(sock) = udp {
+            let t = tokio::spawn(udp::recv_loop(inner.clone(), sock));
+            inner.track(t.abort_handle());
+        }
         if !cfg.peers.is_empty() {
             let t = tokio::spawn(join_loop(inner.clone(), cfg.peers.clone()));
             inner.track(t.abort_handle());
         }
-        tracing::info!(node = %cfg.node_id, %local_addr, %advertise, tls = cfg.tls.is_some(), "gossip started");
+        tracing::info!(node = %cfg.node_id, %local_addr, %advertise, %swim_addr, tls = cfg.tls.is_some(), "gossip started");
         Ok(Gossip { inner })
     }
 
@@ -359,10 +412,9 @@ impl Gossip {
         self.inner.local_addr
     }
 
-    /// Every other node known (alive, suspect or dead), sorted by node id.
+    /// Every other node known (alive, suspect or dead, until forgotten), sorted by node id.
     pub fn members(&self) -> Vec<MemberInfo> {
         let now = tokio::time::Instant::now();
-        let stats = lock(&self.inner.stats_in);
         let view = self
             .inner
             .view
@@ -372,11 +424,7 @@ impl Gossip {
             .iter()
             .map(|p| {
                 let id = &p.identity;
-                let entry = stats.get(&id.node_id);
-                let mut seen = tokio::time::Instant::from_std(p.last_seen);
-                if let Some((_, at)) = entry {
-                    seen = seen.max(*at);
-                }
+                let seen = tokio::time::Instant::from_std(p.last_seen);
                 MemberInfo {
                     node_id: id.node_id.clone(),
                     gossip_addr: id.gossip_addr.to_string(),
@@ -384,10 +432,27 @@ impl Gossip {
                     state: p.state,
                     last_seen_ms: u64::try_from(now.saturating_duration_since(seen).as_millis())
                         .unwrap_or(u64::MAX),
-                    stats: entry.map(|(s, _)| s.clone()),
                 }
             })
             .collect()
+    }
+
+    /// Asks every alive and suspect member for its stats, in parallel, waiting at most
+    /// `deadline`; members that did not answer in time are listed in `missing`.
+    pub async fn gather_stats(&self, deadline: Duration) -> Gathered {
+        let targets: Vec<(String, SocketAddr)> = {
+            let view = self
+                .inner
+                .view
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            view.peers
+                .iter()
+                .filter(|p| p.state != MemberState::Dead)
+                .map(|p| (p.identity.node_id.clone(), p.identity.gossip_addr))
+                .collect()
+        };
+        query::gather(&self.inner, targets, deadline).await
     }
 
     /// Number of active (alive or suspect) other nodes.
@@ -403,16 +468,25 @@ impl Gossip {
     /// peer). Never blocks; payloads over 64 KiB are counted in
     /// `oversized_dropped`, full queues in `send_dropped`.
     pub fn broadcast(&self, payload: Vec<u8>) {
-        let bytes = match frame::encode(&Frame::Broadcast(payload)) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(_) => {
-                self.inner
-                    .counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
+        let node_id = self
+            .inner
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .me
+            .node_id
+            .clone();
+        let bytes =
+            match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
+                Ok(b) => b,
+                Err(_) => {
+                    self.inner
+                        .counters
+                        .oversized_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
         for addr in self.inner.active_addrs() {
             transport::send_bytes(&self.inner, addr, bytes.clone(), Mode::Stream);
         }
@@ -431,6 +505,7 @@ impl Gossip {
             connect_failures: g(&c.connect_failures),
             send_dropped: g(&c.send_dropped),
             identity_mismatches: g(&c.identity_mismatches),
+            unauthenticated: g(&c.unauthenticated),
         }
     }
 
@@ -476,50 +551,6 @@ impl Gossip {
     }
 }
 
-async fn stats_loop(inner: Arc<Inner>, stats: StatsFn, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let addrs = inner.active_addrs();
-        if addrs.is_empty() {
-            continue;
-        }
-        let payload = stats();
-        if payload.len() > inner.max_stats_bytes {
-            inner
-                .counters
-                .oversized_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let node_id = inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .me
-            .node_id
-            .clone();
-        let frame = Frame::Stats {
-            node_id,
-            stats: payload,
-        };
-        let bytes = match frame::encode(&frame) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(_) => {
-                inner
-                    .counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        for addr in addrs {
-            transport::send_bytes(&inner, addr, bytes.clone(), Mode::Datagram);
-        }
-    }
-}
-
 /// Sends Hello to the configured peers while we have no active member.
 async fn join_loop(inner: Arc<Inner>, peers: Vec<String>) {
     loop {
@@ -540,6 +571,7 @@ async fn join_loop(inner: Arc<Inner>, peers: Vec<String>) {
                         &Frame::Hello {
                             identity: me.clone(),
                             reply: true,
+                            known_bump: None,
                         },
                         Mode::Datagram,
                     ),

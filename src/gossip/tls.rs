@@ -221,9 +221,9 @@ fn write_file(path: PathBuf, contents: &str, secret: bool) -> Result<(), GossipE
 
 /// Writes `ca.pem`, `ca.key`, `{node}.pem`, `{node}.key` into `out_dir`.
 ///
-/// Node certificates are signed by the new CA, carry the SANs node id,
-/// `hybrid-cache-node`, `localhost` and IP 127.0.0.1, and are valid for both
-/// server and client authentication. Keys are written with mode 0600.
+/// Node certificates are signed by the new CA, name the node id (CN and SAN) plus the
+/// shared SNI `hybrid-cache-node`, and are valid for both server and client
+/// authentication. Keys are written with mode 0600.
 pub fn generate_certs(out_dir: &Path, nodes: &[String]) -> Result<(), GossipError> {
     if nodes.is_empty() {
         return Err(GossipError::Config("no node ids given".into()));
@@ -255,11 +255,11 @@ pub fn generate_certs(out_dir: &Path, nodes: &[String]) -> Result<(), GossipErro
     write_file(out_dir.join("ca.key"), &ca_key.serialize_pem(), true)?;
 
     for node in nodes {
+        // The node id (what frames are checked against) plus the SNI every node dials with;
+        // no generic names (`localhost`, `127.0.0.1`) that would fit any node.
         let mut sans = vec![node.clone()];
-        for extra in [SERVER_NAME, "localhost", "127.0.0.1"] {
-            if !sans.iter().any(|s| s == extra) {
-                sans.push(extra.to_string());
-            }
+        if node != SERVER_NAME {
+            sans.push(SERVER_NAME.to_string());
         }
         let key = KeyPair::generate().map_err(gen)?;
         let mut params = CertificateParams::new(sans).map_err(gen)?;
@@ -282,4 +282,32 @@ pub fn generate_certs(out_dir: &Path, nodes: &[String]) -> Result<(), GossipErro
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_certificates_name_their_node_id_and_no_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate_certs(dir.path(), &["n1".to_string(), "n2".to_string()]).expect("certs");
+        let cert = load_certs(&dir.path().join("n1.pem"))
+            .expect("n1.pem")
+            .remove(0);
+        let ee = webpki::EndEntityCert::try_from(&cert).expect("parse");
+        let valid_for = |name: &str| {
+            ServerName::try_from(name)
+                .map(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
+                .unwrap_or(false)
+        };
+        assert!(valid_for("n1"));
+        assert!(valid_for(SERVER_NAME));
+        for other in ["n2", "localhost", "127.0.0.1"] {
+            assert!(
+                !valid_for(other),
+                "n1's certificate must not be valid for {other}"
+            );
+        }
+    }
 }

@@ -1,14 +1,21 @@
 //! QUIC transport (quinn): one endpoint used as client and server, one
 //! cached connection per peer (whichever side opened it; both directions
-//! carry frames), a per-peer sender task (ordered queue), a reader per
-//! connection, and the task that drives the sans-IO membership.
+//! carry frames), opened only when there is something to say: a join
+//! (`Hello`), an on-demand stats request, or an invalidation while Redis is
+//! down. No keep-alives: an idle connection closes after 30 s, so a quiet
+//! 100-node cluster holds no per-pair state.
 //!
-//! Frames (all through [`super::frame`], versioned, 64 KiB max):
-//! SWIM packets, Hello and stats go as QUIC datagrams when they fit the
-//! path (falling back to a uni stream); broadcast payloads always go on
-//! uni streams, opened in order by the peer's sender task and read one at
-//! a time in accept order by the receiver, so a peer's broadcasts arrive
-//! reliably and in order while the connection lives.
+//! Frames (all through [`super::frame`], versioned, 64 KiB max, sealed with
+//! the cluster secret when one is set): Hello goes as a QUIC datagram when it
+//! fits (falling back to a uni stream); broadcast payloads always go on uni
+//! streams, opened in order by the peer's sender task and read one at a time
+//! in accept order by the receiver, so a peer's broadcasts arrive reliably
+//! and in order while the connection lives. Stats requests use a bidi stream
+//! (see `query`). SWIM packets go on the plain UDP socket of `udp` when a
+//! cluster secret authenticates them, else as QUIC datagrams.
+//!
+//! Every frame that names a node (Hello, Stats, Broadcast, and the sender in a
+//! SWIM packet's header) is checked against the peer certificate under mTLS.
 
 use std::{
     net::SocketAddr,
@@ -24,10 +31,11 @@ use tokio::{
 };
 
 use super::{
+    auth::{self, Context},
     frame::{self, FrameError, MAX_FRAME},
     identity::NodeIdentity,
     lock,
-    membership::Membership,
+    membership::{self, Membership},
     Inner,
 };
 
@@ -45,12 +53,37 @@ pub(crate) enum Frame {
     /// One foca packet.
     Swim(Vec<u8>),
     /// "This is who I am" (joining through a `host:port`); `reply` asks
-    /// for a Hello back. Both sides then announce to each other.
-    Hello { identity: NodeIdentity, reply: bool },
-    /// A node's stats summary (opaque JSON bytes).
+    /// for a Hello back. Both sides then announce to each other. A reply
+    /// carries `known_bump`, the incarnation of an older process with the
+    /// asker's node id that the cluster still remembers, so that a restarted
+    /// node renews above it instead of being ignored.
+    Hello {
+        identity: NodeIdentity,
+        reply: bool,
+        known_bump: Option<u64>,
+    },
+    /// "Send me your stats" (first frame of a bidi stream).
+    StatsRequest,
+    /// A node's stats summary (opaque JSON bytes), the answer to `StatsRequest`.
     Stats { node_id: String, stats: Vec<u8> },
-    /// An opaque payload from `Gossip::broadcast`.
-    Broadcast(Vec<u8>),
+    /// An opaque payload from `Gossip::broadcast`, sent by `node_id`.
+    Broadcast { node_id: String, payload: Vec<u8> },
+}
+
+/// Encodes and seals (with the cluster secret, if any) one frame.
+pub(crate) fn encode_frame(inner: &Inner, frame: &Frame) -> Result<Bytes, FrameError> {
+    let raw = frame::encode(frame)?;
+    Ok(Bytes::from(auth::seal(
+        inner.key.as_ref(),
+        Context::Frame,
+        raw,
+    )))
+}
+
+/// Opens and decodes one frame; `None` when its tag does not verify.
+pub(crate) fn decode_frame(inner: &Inner, bytes: &[u8]) -> Option<Result<Frame, FrameError>> {
+    let data = auth::open(inner.key.as_ref(), Context::Frame, bytes)?;
+    Some(frame::decode::<Frame>(data))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,9 +117,9 @@ impl PeerHandle {
 
 pub(crate) fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(quinn::VarInt::from_u32(10_000).into()));
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into()));
+    t.keep_alive_interval(None);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(256));
     t.datagram_receive_buffer_size(Some(1 << 20));
     t
@@ -128,8 +161,8 @@ pub(crate) fn send_bytes(inner: &Arc<Inner>, addr: SocketAddr, bytes: Bytes, mod
 }
 
 pub(crate) fn send_frame(inner: &Arc<Inner>, addr: SocketAddr, frame: &Frame, mode: Mode) {
-    match frame::encode(frame) {
-        Ok(b) => send_bytes(inner, addr, Bytes::from(b), mode),
+    match encode_frame(inner, frame) {
+        Ok(b) => send_bytes(inner, addr, b, mode),
         Err(_) => {
             inner
                 .counters
@@ -170,6 +203,19 @@ async fn connect(inner: &Inner, addr: SocketAddr) -> Option<quinn::Connection> {
             None
         }
     }
+}
+
+/// A live connection to `addr`: the registered one, or a new one (registered and served).
+pub(crate) async fn connection(inner: &Arc<Inner>, addr: SocketAddr) -> Option<quinn::Connection> {
+    if let Some(c) = registered(inner, addr) {
+        return Some(c);
+    }
+    let c = connect(inner, addr).await?;
+    register(inner, c.clone(), false);
+    let (inner2, c2) = (inner.clone(), c.clone());
+    let task = tokio::spawn(async move { serve_connection(&inner2, c2).await });
+    inner.track(task.abort_handle());
+    Some(c)
 }
 
 async fn send_on(conn: &quinn::Connection, msg: &Outgoing) -> Result<(), String> {
@@ -223,13 +269,7 @@ async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<O
                 if retry_at.is_some_and(|t| Instant::now() < t) {
                     break;
                 }
-                conn = connect(&inner, addr).await;
-                if let Some(c) = &conn {
-                    register(&inner, c.clone(), false);
-                    let (inner2, c2) = (inner.clone(), c.clone());
-                    let task = tokio::spawn(async move { serve_connection(&inner2, c2).await });
-                    inner.track(task.abort_handle());
-                }
+                conn = connection(&inner, addr).await;
                 if conn.is_none() {
                     retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
                     break;
@@ -303,7 +343,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
 }
 
 /// The peer's end-entity certificate (mutual TLS only).
-fn peer_certificate(
+pub(crate) fn peer_certificate(
     conn: &quinn::Connection,
 ) -> Option<rustls::pki_types::CertificateDer<'static>> {
     let any = conn.peer_identity()?;
@@ -315,7 +355,7 @@ fn peer_certificate(
 
 /// Under mutual TLS a peer may only claim the node id its certificate is valid for (the CA
 /// issues one certificate per node id); without TLS (loopback only) any claim is accepted.
-fn claim_allowed(
+pub(crate) fn claim_allowed(
     inner: &Inner,
     cert: Option<&rustls::pki_types::CertificateDer<'static>>,
     node_id: &str,
@@ -338,6 +378,13 @@ fn claim_allowed(
 async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
     let cert = peer_certificate(&conn);
     let cert = cert.as_ref();
+    let requests = async {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let inner = inner.clone();
+            let task = tokio::spawn(super::query::answer(inner.clone(), send, recv));
+            inner.track(task.abort_handle());
+        }
+    };
     let datagrams = async {
         while let Ok(d) = conn.read_datagram().await {
             handle_frame(inner, &d, cert);
@@ -371,7 +418,7 @@ async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
             }
         }
     };
-    tokio::join!(datagrams, streams);
+    tokio::join!(datagrams, streams, requests);
     let mut conns = lock(&inner.conns);
     let addr = conn.remote_address();
     if conns
@@ -411,6 +458,28 @@ fn register(inner: &Inner, conn: quinn::Connection, incoming: bool) {
     }
 }
 
+/// Counts a claim that the peer certificate does not back; `true` when the claim is fine.
+fn check_claim(
+    inner: &Inner,
+    cert: Option<&rustls::pki_types::CertificateDer<'static>>,
+    node_id: &str,
+    what: &str,
+) -> bool {
+    if claim_allowed(inner, cert, node_id) {
+        return true;
+    }
+    tracing::warn!(
+        claimed = node_id,
+        what,
+        "gossip frame for a node id the peer's certificate does not name; dropped"
+    );
+    inner
+        .counters
+        .identity_mismatches
+        .fetch_add(1, Ordering::Relaxed);
+    false
+}
+
 fn handle_frame(
     inner: &Arc<Inner>,
     bytes: &[u8],
@@ -419,13 +488,17 @@ fn handle_frame(
     let c = &inner.counters;
     c.bytes_received
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    let frame = match frame::decode::<Frame>(bytes) {
-        Ok(f) => f,
-        Err(FrameError::TooLarge { .. }) => {
+    let frame = match decode_frame(inner, bytes) {
+        None => {
+            c.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Some(Ok(f)) => f,
+        Some(Err(FrameError::TooLarge { .. })) => {
             c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::debug!(error = %e, "invalid gossip frame dropped");
             c.invalid_frames.fetch_add(1, Ordering::Relaxed);
             return;
@@ -434,47 +507,54 @@ fn handle_frame(
     c.frames_received.fetch_add(1, Ordering::Relaxed);
     match frame {
         Frame::Swim(p) => {
+            if inner.mtls {
+                let Ok(h) = membership::packet_header(&p) else {
+                    c.invalid_frames.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                if !check_claim(inner, cert, &h.src.node_id, "swim") {
+                    return;
+                }
+            }
             if inner.driver_tx.try_send(DriverInput::Packet(p)).is_err() {
                 c.send_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Frame::Hello { identity, reply } => {
-            if !claim_allowed(inner, cert, identity.node_id.as_str()) {
-                tracing::warn!(
-                    claimed = identity.node_id.as_str(),
-                    "gossip hello for a node id the peer's certificate does not name; dropped"
-                );
-                c.identity_mismatches.fetch_add(1, Ordering::Relaxed);
+        Frame::Hello {
+            identity,
+            reply,
+            known_bump,
+        } => {
+            if !check_claim(inner, cert, &identity.node_id, "hello") {
                 return;
             }
-            let _ = inner
-                .driver_tx
-                .try_send(DriverInput::Hello { identity, reply });
+            let _ = inner.driver_tx.try_send(DriverInput::Hello {
+                identity,
+                reply,
+                known_bump,
+            });
         }
-        Frame::Stats { node_id, stats } => {
-            if !claim_allowed(inner, cert, &node_id) {
-                c.identity_mismatches.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            if stats.len() > inner.max_stats_bytes {
-                c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let mut map = lock(&inner.stats_in);
-            if map.len() < MAX_PEERS || map.contains_key(&node_id) {
-                map.insert(node_id, (stats, Instant::now()));
-            }
+        // Only valid as the answer on a stream we opened (see `query`).
+        Frame::Stats { .. } | Frame::StatsRequest => {
+            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
         }
-        Frame::Broadcast(payload) => {
+        Frame::Broadcast { node_id, payload } => {
+            if !check_claim(inner, cert, &node_id, "broadcast") {
+                return;
+            }
             // A dropped receiver just means nobody listens any more.
-            let _ = inner.inbound.send(payload);
+            let _ = inner.inbound.send((node_id, payload));
         }
     }
 }
 
 pub(crate) enum DriverInput {
     Packet(Vec<u8>),
-    Hello { identity: NodeIdentity, reply: bool },
+    Hello {
+        identity: NodeIdentity,
+        reply: bool,
+        known_bump: Option<u64>,
+    },
     Leave(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -484,7 +564,7 @@ pub(crate) async fn driver(
     mut m: Membership,
     mut rx: mpsc::Receiver<DriverInput>,
 ) {
-    publish(&inner, &m);
+    publish(&inner, &mut m);
     loop {
         let deadline = m
             .next_deadline()
@@ -510,18 +590,28 @@ pub(crate) async fn driver(
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Some(DriverInput::Hello { identity, reply })
-                if identity.node_id != m.identity().node_id =>
-            {
+            Some(DriverInput::Hello {
+                identity,
+                reply,
+                known_bump,
+            }) if identity.node_id != m.identity().node_id => {
+                if let Some(k) = known_bump {
+                    // The cluster remembers an earlier run of ours that would win: renew above.
+                    m.renew_above(k, now);
+                }
                 if reply {
+                    let known_bump = m
+                        .known_bump(&identity.node_id)
+                        .filter(|b| *b > identity.bump);
                     let hello = Frame::Hello {
                         identity: m.identity().clone(),
                         reply: false,
+                        known_bump,
                     };
                     send_frame(&inner, identity.gossip_addr, &hello, Mode::Datagram);
                 }
                 let known = m
-                    .peer(&identity.node_id)
+                    .peer(&identity.node_id, now)
                     .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
                 if !known {
                     m.announce(identity, now);
@@ -535,27 +625,33 @@ pub(crate) async fn driver(
         }
         m.poll_timers(now);
         for (dst, data) in m.drain_outbox() {
-            send_frame(
-                &inner,
-                dst.gossip_addr,
-                &Frame::Swim(data.to_vec()),
-                Mode::Datagram,
-            );
+            match &inner.udp {
+                Some(sock) => super::udp::send(&inner, sock, dst.swim_addr, &data),
+                None => send_frame(
+                    &inner,
+                    dst.gossip_addr,
+                    &Frame::Swim(data.to_vec()),
+                    Mode::Datagram,
+                ),
+            }
         }
-        publish(&inner, &m);
+        publish(&inner, &mut m);
         if let Some(done) = leave {
             let _ = done.send(());
         }
     }
 }
 
-fn publish(inner: &Inner, m: &Membership) {
+fn publish(inner: &Inner, m: &mut Membership) {
+    let now = Instant::now().into_std();
+    let me = m.identity().clone();
+    let active = m.active_count();
     let mut view = inner
         .view
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    view.me = m.identity().clone();
-    view.active = m.active_count();
+    view.me = me;
+    view.active = active;
     view.peers.clear();
-    view.peers.extend(m.peers().cloned());
+    view.peers.extend(m.peers(now).cloned());
 }

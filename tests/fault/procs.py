@@ -210,7 +210,9 @@ class Procs:
     def start_node(self, i):
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
                    HC_STALENESS_BOUND_MS=str(int(self.bound_ms)),
-                   HC_STRICT_CATEGORIES=",".join(self.strict))
+                   HC_STRICT_CATEGORIES=",".join(self.strict),
+                   # Gossip without TLS (loopback) authenticates frames with a shared secret.
+                   HC_CLUSTER_SECRET="fault-check-cluster-secret")
         self._spawn(i, self.nodes[i]["args"], env=env, log=f"node-{i}.log",
                     stdout=subprocess.DEVNULL)
 

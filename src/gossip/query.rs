@@ -1,0 +1,167 @@
+//! Cluster stats on demand: instead of every node pushing its stats to every other node
+//! (traffic O(N) per node, all the time), the node asked for `/v1/cluster/stats` asks the
+//! live members in parallel over QUIC bidi streams and waits at most a deadline. What did not
+//! answer in time is reported as missing.
+
+use std::{
+    collections::BTreeMap, net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration,
+};
+
+use futures::{stream::FuturesUnordered, StreamExt};
+use tokio::time::timeout;
+
+use super::{
+    frame::MAX_FRAME,
+    transport::{self, decode_frame, encode_frame, Frame},
+    Inner,
+};
+
+/// Largest stats answer accepted.
+const MAX_ANSWER: usize = MAX_FRAME;
+/// How long a node waits for a request on a stream it accepted.
+const REQUEST_READ: Duration = Duration::from_secs(2);
+
+/// What came back from a gather.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gathered {
+    /// Node id → stats bytes (the node's `/v1/stats` JSON).
+    pub stats: BTreeMap<String, Vec<u8>>,
+    /// Asked, but no valid answer before the deadline.
+    pub missing: Vec<String>,
+}
+
+/// Asks every `(node_id, addr)` for its stats, in parallel, for at most `deadline`.
+pub(crate) async fn gather(
+    inner: &Arc<Inner>,
+    targets: Vec<(String, SocketAddr)>,
+    deadline: Duration,
+) -> Gathered {
+    let mut pending: FuturesUnordered<_> = targets
+        .into_iter()
+        .map(|(id, addr)| {
+            let inner = inner.clone();
+            async move {
+                let got = timeout(deadline, ask(&inner, &id, addr))
+                    .await
+                    .ok()
+                    .flatten();
+                (id, got)
+            }
+        })
+        .collect();
+    let mut out = Gathered::default();
+    while let Some((id, got)) = pending.next().await {
+        match got {
+            Some(s) => {
+                out.stats.insert(id, s);
+            }
+            None => out.missing.push(id),
+        }
+    }
+    out.missing.sort();
+    out
+}
+
+async fn ask(inner: &Arc<Inner>, node_id: &str, addr: SocketAddr) -> Option<Vec<u8>> {
+    let conn = transport::connection(inner, addr).await?;
+    let request = encode_frame(inner, &Frame::StatsRequest).ok()?;
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    send.write_all(&request).await.ok()?;
+    send.finish().ok()?;
+    count_sent(inner, request.len());
+    let answer = recv.read_to_end(MAX_ANSWER).await.ok()?;
+    inner
+        .counters
+        .bytes_received
+        .fetch_add(answer.len() as u64, Ordering::Relaxed);
+    let cert = transport::peer_certificate(&conn);
+    match decode_frame(inner, &answer) {
+        Some(Ok(Frame::Stats {
+            node_id: from,
+            stats,
+        })) if from == node_id && transport::claim_allowed(inner, cert.as_ref(), &from) => {
+            inner
+                .counters
+                .frames_received
+                .fetch_add(1, Ordering::Relaxed);
+            Some(stats)
+        }
+        Some(Ok(Frame::Stats { .. })) => {
+            inner
+                .counters
+                .identity_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        None => {
+            inner
+                .counters
+                .unauthenticated
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Some(_) => {
+            inner
+                .counters
+                .invalid_frames
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+fn count_sent(inner: &Inner, n: usize) {
+    let c = &inner.counters;
+    c.frames_sent.fetch_add(1, Ordering::Relaxed);
+    c.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Serves one stats request on a stream a peer opened.
+pub(crate) async fn answer(
+    inner: Arc<Inner>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let c = &inner.counters;
+    let request = match timeout(REQUEST_READ, recv.read_to_end(64)).await {
+        Ok(Ok(b)) => b,
+        _ => {
+            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
+            let _ = recv.stop(quinn::VarInt::from_u32(2));
+            return;
+        }
+    };
+    c.bytes_received
+        .fetch_add(request.len() as u64, Ordering::Relaxed);
+    match decode_frame(&inner, &request) {
+        Some(Ok(Frame::StatsRequest)) => {}
+        None => {
+            c.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Some(_) => {
+            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    c.frames_received.fetch_add(1, Ordering::Relaxed);
+    let mut stats = (inner.stats)().await;
+    if stats.len() > inner.max_stats_bytes {
+        c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
+        stats.clear();
+    }
+    let node_id = inner
+        .view
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .me
+        .node_id
+        .clone();
+    let Ok(bytes) = encode_frame(&inner, &Frame::Stats { node_id, stats }) else {
+        c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if send.write_all(&bytes).await.is_ok() && send.finish().is_ok() {
+        count_sent(&inner, bytes.len());
+    }
+}

@@ -1,0 +1,398 @@
+//! Deterministic simulation of the gossip membership at thousands of nodes.
+//!
+//! The real membership code (the sans-IO foca wrapper with the production SWIM settings)
+//! runs for every simulated node; only the network and the clock are simulated: one event
+//! queue in virtual time, per-packet delay drawn uniformly from a range, independent packet
+//! loss, and an optional partition that cuts the cluster in two and heals. No sockets, no
+//! sleeps, no threads: a run with the same [`SimConfig`] gives the same [`SimReport`].
+//!
+//! Run it with `cargo run --release --example gossip_sim -- --nodes 1000`
+//! (see `scripts/sim-gossip.sh`).
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use super::{
+    auth::TAG_LEN,
+    identity::NodeIdentity,
+    membership::{MemberEvent, Membership, SwimParams},
+};
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub probe_period: Duration,
+    pub suspect_to_dead: Duration,
+    /// Nodes join through node 0, evenly spread over this time.
+    pub join_spread: Duration,
+    /// Independent loss probability of each packet (0.0–1.0).
+    pub loss: f64,
+    /// One-way delay, uniform in `[delay_min, delay_max]`.
+    pub delay_min: Duration,
+    pub delay_max: Duration,
+    /// Quiet time after convergence over which traffic and false positives are measured.
+    pub steady: Duration,
+    /// Nodes killed one after another (`kill_every` apart) to measure detection.
+    pub kills: usize,
+    pub kill_every: Duration,
+    /// Cut the cluster in two halves for this long, then heal (after the kills).
+    pub partition: Option<Duration>,
+    /// Give up waiting for (re)convergence after this long.
+    pub max_wait: Duration,
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// Production SWIM settings (300 ms probes, 600 ms suspicion), 1 % loss, 1–5 ms delay.
+    pub fn new(nodes: usize) -> Self {
+        Self {
+            nodes,
+            probe_period: Duration::from_millis(300),
+            suspect_to_dead: Duration::from_millis(600),
+            join_spread: Duration::from_secs(3),
+            loss: 0.01,
+            delay_min: Duration::from_millis(1),
+            delay_max: Duration::from_millis(5),
+            steady: Duration::from_secs(20),
+            kills: 10,
+            kill_every: Duration::from_secs(5),
+            partition: Some(Duration::from_secs(5)),
+            max_wait: Duration::from_secs(120),
+            seed: 1,
+        }
+    }
+}
+
+/// What a run measured (all times virtual).
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    pub nodes: usize,
+    /// From the last join until every node lists every other one as active.
+    pub convergence: Option<Duration>,
+    /// Per kill: until the victim is `dead` on every survivor (`None`: not within `max_wait`).
+    pub detections: Vec<Option<Duration>>,
+    /// `dead` notifications about nodes that were up and reachable (no partition).
+    pub false_downs: u64,
+    /// Node-seconds of observation for `false_downs`.
+    pub observed_node_secs: f64,
+    /// Packet bytes (payload + tag) sent per node per second in the steady phase.
+    pub steady_bytes_per_node_sec: f64,
+    /// After the partition heals: until every survivor lists every other survivor again.
+    pub partition_heal: Option<Duration>,
+    pub packets_sent: u64,
+    pub packets_lost: u64,
+}
+
+impl SimReport {
+    /// Detection time quantile `q` (0–1) over the kills that were detected.
+    pub fn detection_quantile(&self, q: f64) -> Option<Duration> {
+        let mut d: Vec<Duration> = self.detections.iter().flatten().copied().collect();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort();
+        let i = ((d.len() as f64 - 1.0) * q).round() as usize;
+        d.get(i.min(d.len() - 1)).copied()
+    }
+}
+
+enum Event {
+    Packet {
+        to: usize,
+        from: usize,
+        data: Vec<u8>,
+    },
+    Timer(usize),
+}
+
+struct Net {
+    nodes: Vec<Membership>,
+    up: Vec<bool>,
+    /// Side of the partition each node is on, while one is active.
+    side: Option<Vec<bool>>,
+    index: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    events: HashMap<u64, Event>,
+    scheduled: Vec<Option<Instant>>,
+    seq: u64,
+    rng: u64,
+    now: Instant,
+    cfg: SimConfig,
+    bytes: u64,
+    sent: u64,
+    lost: u64,
+    /// Per victim: survivors that have not yet seen it dead.
+    pending_dead: HashMap<usize, usize>,
+    detected_at: HashMap<usize, Instant>,
+    false_downs: u64,
+    /// False positives are counted until the partition phase (which causes true ones).
+    count_false: bool,
+}
+
+/// Same as the transport's join retry.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+fn addr(i: usize) -> SocketAddr {
+    let i = u32::try_from(i).unwrap_or(u32::MAX);
+    SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | i), 7400))
+}
+
+fn index_of(id: &str) -> Option<usize> {
+    id.strip_prefix('n')?.parse().ok()
+}
+
+impl Net {
+    fn new(cfg: SimConfig, start: Instant) -> Self {
+        let params = SwimParams {
+            probe_period: cfg.probe_period,
+            suspect_to_dead: cfg.suspect_to_dead,
+            dead_forget: Duration::from_secs(3600),
+        };
+        let mut nodes = Vec::with_capacity(cfg.nodes);
+        let mut index = HashMap::new();
+        for i in 0..cfg.nodes {
+            let a = addr(i);
+            let mut id = NodeIdentity::new(format!("n{i}"), a, a, String::new());
+            id.bump = 1;
+            index.insert(a, i);
+            let mut m = Membership::new(id, &params, cfg.seed.wrapping_mul(7919) ^ i as u64);
+            m.record_events();
+            nodes.push(m);
+        }
+        Self {
+            up: vec![true; cfg.nodes],
+            side: None,
+            scheduled: vec![None; cfg.nodes],
+            nodes,
+            index,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+            rng: cfg.seed | 1,
+            now: start,
+            cfg,
+            bytes: 0,
+            sent: 0,
+            lost: 0,
+            pending_dead: HashMap::new(),
+            detected_at: HashMap::new(),
+            false_downs: 0,
+            count_false: true,
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn push(&mut self, at: Instant, target: usize, ev: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, target)));
+        self.events.insert(self.seq, ev);
+    }
+
+    /// Ships node `i`'s outbox, schedules its next timer, and books its notifications.
+    fn after(&mut self, i: usize) {
+        for (dst, data) in self.nodes[i].drain_outbox() {
+            let Some(&to) = self.index.get(&dst.swim_addr) else {
+                continue;
+            };
+            self.sent += 1;
+            self.bytes += (data.len() + TAG_LEN) as u64;
+            let roll = (self.rand() % 1_000_000) as f64 / 1_000_000.0;
+            if roll < self.cfg.loss {
+                self.lost += 1;
+                continue;
+            }
+            let span = self
+                .cfg
+                .delay_max
+                .saturating_sub(self.cfg.delay_min)
+                .as_micros() as u64;
+            let delay = self.cfg.delay_min + Duration::from_micros(self.rand() % (span + 1));
+            let at = self.now + delay;
+            self.push(
+                at,
+                to,
+                Event::Packet {
+                    to,
+                    from: i,
+                    data: data.to_vec(),
+                },
+            );
+        }
+        if let Some(t) = self.nodes[i].next_deadline() {
+            if self.scheduled[i].map_or(true, |s| t < s) {
+                self.scheduled[i] = Some(t);
+                self.push(t, i, Event::Timer(i));
+            }
+        }
+        for ev in self.nodes[i].drain_events() {
+            let MemberEvent::Down(id) = ev else { continue };
+            let Some(v) = index_of(&id) else { continue };
+            if self.up[v] && self.count_false {
+                self.false_downs += 1;
+            }
+            if let Some(left) = self.pending_dead.get_mut(&v) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.pending_dead.remove(&v);
+                    self.detected_at.insert(v, self.now);
+                }
+            }
+        }
+    }
+
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        self.side.as_ref().map_or(true, |s| s[from] == s[to])
+    }
+
+    fn run_until(&mut self, until: Instant) {
+        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = self.now.max(at);
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
+            match ev {
+                Event::Packet { to, from, data } => {
+                    if self.up[to] && self.reachable(from, to) {
+                        let _ = self.nodes[to].handle_packet(&data, self.now);
+                        self.after(to);
+                    }
+                }
+                Event::Timer(i) => {
+                    if self.scheduled[i] == Some(at) {
+                        self.scheduled[i] = None;
+                    }
+                    if self.up[i] {
+                        self.nodes[i].poll_timers(self.now);
+                        self.after(i);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn live(&self) -> usize {
+        self.up.iter().filter(|u| **u).count()
+    }
+
+    fn converged(&self) -> bool {
+        let want = self.live() - 1;
+        (0..self.nodes.len()).all(|i| !self.up[i] || self.nodes[i].active_count() == want)
+    }
+
+    /// Like the transport's join loop: a node without any active member announces to the
+    /// seed again (its first announce or the answer may have been lost).
+    fn retry_joins(&mut self, seed: &NodeIdentity) {
+        for i in 1..self.nodes.len() {
+            if self.up[i] && self.nodes[i].active_count() == 0 {
+                self.nodes[i].announce(seed.clone(), self.now);
+                self.after(i);
+            }
+        }
+    }
+
+    /// Steps in `step` increments until converged; returns the time it took.
+    fn wait_converged(&mut self, step: Duration, seed: &NodeIdentity) -> Option<Duration> {
+        let start = self.now;
+        let mut retry_at = self.now + JOIN_RETRY;
+        while !self.converged() {
+            if self.now - start > self.cfg.max_wait {
+                return None;
+            }
+            if self.now >= retry_at {
+                self.retry_joins(seed);
+                retry_at = self.now + JOIN_RETRY;
+            }
+            let until = self.now + step;
+            self.run_until(until);
+        }
+        Some(self.now - start)
+    }
+}
+
+/// Runs one simulation: joins, convergence, a steady phase, kills, a partition.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let n = cfg.nodes.max(2);
+    let t0 = Instant::now();
+    let mut net = Net::new(SimConfig { nodes: n, ..cfg }, t0);
+    let cfg = net.cfg.clone();
+    let mut report = SimReport {
+        nodes: n,
+        ..SimReport::default()
+    };
+    let seed_id = net.nodes[0].identity().clone();
+    net.after(0);
+    let gap = cfg.join_spread / u32::try_from(n).unwrap_or(u32::MAX);
+    let mut retry_at = t0 + JOIN_RETRY;
+    for i in 1..n {
+        let at = t0 + gap * u32::try_from(i).unwrap_or(u32::MAX);
+        net.run_until(at);
+        if net.now >= retry_at {
+            net.retry_joins(&seed_id);
+            retry_at = net.now + JOIN_RETRY;
+        }
+        net.nodes[i].announce(seed_id.clone(), net.now);
+        net.after(i);
+    }
+    let step = Duration::from_millis(50);
+    report.convergence = net.wait_converged(step, &seed_id);
+
+    // Steady phase (after the join churn settled): bytes per node per second, false positives.
+    let settle = net.now + Duration::from_secs(12);
+    net.run_until(settle);
+    let (bytes0, t_steady) = (net.bytes, net.now);
+    net.run_until(t_steady + cfg.steady);
+    let secs = cfg.steady.as_secs_f64().max(1e-9);
+    report.steady_bytes_per_node_sec = (net.bytes - bytes0) as f64 / n as f64 / secs;
+
+    // Kills, one at a time, each measured until every survivor sees it dead.
+    for _ in 0..cfg.kills.min(n.saturating_sub(2)) {
+        let victim = 1 + (net.rand() as usize % (n - 1));
+        if !net.up[victim] {
+            continue;
+        }
+        net.up[victim] = false;
+        let killed_at = net.now;
+        net.pending_dead.insert(victim, net.live());
+        let deadline = killed_at + cfg.max_wait;
+        while net.pending_dead.contains_key(&victim) && net.now < deadline {
+            let until = net.now + Duration::from_millis(10);
+            net.run_until(until);
+        }
+        report
+            .detections
+            .push(net.detected_at.get(&victim).map(|t| *t - killed_at));
+        let next = (killed_at + cfg.kill_every).max(net.now);
+        net.run_until(next);
+    }
+    report.observed_node_secs = (net.now - t_steady).as_secs_f64() * n as f64;
+
+    if let Some(cut) = cfg.partition {
+        net.count_false = false;
+        let sides: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+        net.side = Some(sides);
+        let until = net.now + cut;
+        net.run_until(until);
+        net.side = None;
+        report.partition_heal = net.wait_converged(Duration::from_millis(100), &seed_id);
+    }
+    report.packets_sent = net.sent;
+    report.packets_lost = net.lost;
+    report.false_downs = net.false_downs;
+    report
+}
