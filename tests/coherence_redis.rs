@@ -1407,10 +1407,7 @@ async fn forged_bus_messages_are_refused_with_a_cluster_secret() {
     })
     .await;
     assert!(counted, "forged payloads not counted");
-    assert!(
-        b.flushes().await >= flushes + 1,
-        "a refused payload flushes"
-    );
+    assert!(b.flushes().await > flushes, "a refused payload flushes");
     // The sequence state was not poisoned: a's real changes still apply in order.
     put_seen(&http, &a, &[&b], "general", "k", "2").await;
     assert_eq!(get(&http, &b, "general", "k").await.2, b"2");
