@@ -505,11 +505,13 @@ async fn garbage_and_forged_frames_are_dropped_and_counted() {
     let _ = s.write_all(&vec![1u8; frame::MAX_FRAME + 100]).await;
     let _ = s.finish();
 
+    // Counted from the reliable streams (datagrams and raw UDP may be dropped by a loaded
+    // machine before they are even read; what arrives of them is counted too).
     wait_for(Duration::from_secs(5), "garbage counted", || {
         let c = a.counters();
-        c.unauthenticated > before.unauthenticated + 2 * forged.len() as u64
-            && c.invalid_frames >= before.invalid_frames + 2 * bad.len() as u64
-            && c.oversized_dropped >= before.oversized_dropped + 2
+        c.unauthenticated >= before.unauthenticated + forged.len() as u64
+            && c.invalid_frames >= before.invalid_frames + bad.len() as u64
+            && c.oversized_dropped > before.oversized_dropped
     })
     .await;
     println!("after garbage: {:?}", a.counters());
