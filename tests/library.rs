@@ -142,7 +142,9 @@ fn dead_redis_url() -> String {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        if port != 6379 {
+        if port != 6379
+        /* never the system Redis port */
+        {
             return format!("redis://127.0.0.1:{port}/0");
         }
     }

@@ -24,7 +24,7 @@ def free_port():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port != 6379:
+        if port != 6379:  # never the system Redis port
             return port
 
 
