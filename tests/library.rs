@@ -136,15 +136,16 @@ async fn invalidation_during_a_load_keeps_the_old_value_out_of_l1() {
     cache.shutdown().await;
 }
 
+/// Never used by tests: the system Redis port.
+const SYSTEM_REDIS_PORT: u16 = 6379; // never touched
+
 /// A port nothing listens on (never 6379): a Redis that is configured but unreachable.
 fn dead_redis_url() -> String {
     loop {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        if port != 6379
-        /* never the system Redis port */
-        {
+        if port != SYSTEM_REDIS_PORT {
             return format!("redis://127.0.0.1:{port}/0");
         }
     }
