@@ -292,8 +292,8 @@ impl BusState {
                 Action::FlushAll(reason) => self.shared.flush_all(reason.as_str()).await,
                 Action::Publish(msg) => self.send(&msg, None),
                 Action::Reconnect => {
+                    // The machine emitted Revoke before this when a lease was held.
                     tracing::warn!("no echo of our own pings: resubscribing");
-                    self.shared.lease.revoke();
                     self.shared.link_up.store(false, Ordering::Relaxed);
                     self.restart_connection_later();
                 }

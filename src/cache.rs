@@ -1047,7 +1047,7 @@ impl HybridCache {
             Status::Ok => true,
             Status::Isolated => false,
             // Not "L2 answers": a circuit breaker half-opening would make /health flap.
-            Status::Degraded => self.shared.lease.held() || self.shared.serving_stale(),
+            Status::Degraded => self.l1_trusted(),
         }
     }
 

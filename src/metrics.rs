@@ -191,25 +191,22 @@ impl Collector for Snapshot {
             let labels = vec![("reason".to_string(), reason.to_string())];
             ConstCounter::new(n).encode(me.encode_family(&labels)?)?;
         }
-        let mut me = encoder.encode_descriptor(
-            "hc_cluster_nodes",
-            "Nodes this node knows, by gossip state (itself counted alive)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, n) in &self.cluster_nodes {
-            let labels = vec![("state".to_string(), state.to_string())];
-            ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
-        }
-        let mut me = encoder.encode_descriptor(
-            "hc_cluster_members",
-            "Cluster members this node knows, by SWIM state (itself counted alive)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, n) in &self.cluster_nodes {
-            let labels = vec![("state".to_string(), state.to_string())];
-            ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
+        // The same per-state counts under the older name and the one of CONTRACT §12.
+        for (name, help) in [
+            (
+                "hc_cluster_nodes",
+                "Nodes this node knows, by gossip state (itself counted alive)",
+            ),
+            (
+                "hc_cluster_members",
+                "Cluster members this node knows, by SWIM state (itself counted alive)",
+            ),
+        ] {
+            let mut me = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (state, n) in &self.cluster_nodes {
+                let labels = vec![("state".to_string(), state.to_string())];
+                ConstGauge::new(*n as i64).encode(me.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }
