@@ -542,6 +542,13 @@ impl Coherence {
         })
     }
 
+    /// One of our own messages may have been lost before it was numbered (a full queue):
+    /// skip a sequence number, so every receiver sees a gap at our next invalidation or
+    /// heartbeat and flushes (fail closed).
+    pub fn skip_seq(&mut self) {
+        self.last_sent_seq = self.last_sent_seq.saturating_add(1);
+    }
+
     /// A payload arrived that could not be decoded or authenticated: we cannot know what it
     /// said, so everything is flushed (fail closed). Sequence state is not touched.
     pub fn undecodable(&mut self, now: Instant) -> Vec<Action> {
@@ -1104,6 +1111,42 @@ mod tests {
         assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), apply("d"));
         let d = delta(&n, base);
         assert_eq!((d.flushes, d.gaps, d.received), (1, 1, 2));
+    }
+
+    /// A refused outgoing message (full queue) makes the sender skip a number: every
+    /// receiver flushes at its next message, whether an invalidation or a heartbeat.
+    #[test]
+    fn a_skipped_seq_makes_receivers_flush() {
+        let t = Instant::now();
+        let mut sender = node("n2", 2, t);
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        let BusMessage::Invalidation(first) = sender.outgoing(
+            Some("permissions"),
+            Target::Key("a".into()),
+            ChangeKind::Set,
+            t,
+        ) else {
+            panic!("outgoing builds an invalidation");
+        };
+        assert_eq!(first.seq, 1);
+        assert_eq!(
+            n.handle_message(BusMessage::Invalidation(first), t),
+            apply("a")
+        );
+        sender.skip_seq();
+        assert_eq!(sender.last_sent_seq(), 2);
+        assert_flush(n.handle_message(hb("n2", 2, sender.last_sent_seq()), t));
+        let next = sender.outgoing(
+            Some("permissions"),
+            Target::Key("b".into()),
+            ChangeKind::Set,
+            t,
+        );
+        let BusMessage::Invalidation(next) = next else {
+            panic!("outgoing builds an invalidation");
+        };
+        assert_eq!(next.seq, 3);
+        assert_eq!(delta(&n, base).gaps, 1);
     }
 
     #[test]

@@ -180,7 +180,9 @@ impl Actor for GossipActor {
                     continue;
                 }
                 if let Some(bus) = fwd_shared.bus() {
-                    let _ = bus.cast(BusMsg::Inbound(payload, Via::Quic));
+                    // Never waits: a full bus mailbox flushes instead (see `bus::tell`), so
+                    // this channel is drained as fast as it fills.
+                    crate::bus::tell(&fwd_shared, &bus, BusMsg::Inbound(payload, Via::Quic));
                 }
             }
         });
