@@ -71,6 +71,9 @@ pub enum PublishError {
     /// The bus's queue is full; L1 is flushed everywhere instead (fail closed).
     #[error("the invalidation bus is overloaded")]
     Overloaded,
+    /// Redis is down and not every peer acked the change within the bound.
+    #[error("not every peer acknowledged the change while redis is down")]
+    NotAcknowledged,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
@@ -78,12 +81,15 @@ type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
 /// Messages of the bus actor.
 pub enum BusMsg {
     /// Publish a local change; `done` gets the outcome: for a `strict` change, once every
-    /// lease holder applied it (or B passed), else once Redis took the PUBLISH.
+    /// lease holder applied it (or B passed), else once Redis took the PUBLISH. A change
+    /// whose L2 write failed (`l2_pending`) goes to the peers over QUIC and succeeds only
+    /// once every peer acked it (each keeps it for replay into L2).
     Publish {
         category: Option<String>,
         target: Target,
         kind: ChangeKind,
         strict: bool,
+        l2_pending: bool,
         done: Option<Done>,
     },
     /// The publisher's outcome for strict change `seq` (receivers counted by Redis).
@@ -152,6 +158,7 @@ pub async fn publish(
     target: Target,
     kind: ChangeKind,
     strict: bool,
+    l2_pending: bool,
 ) -> Result<(), PublishError> {
     let Some(bus) = shared.bus() else {
         return Ok(());
@@ -162,6 +169,7 @@ pub async fn publish(
         target,
         kind,
         strict,
+        l2_pending,
         done: Some(done),
     };
     if !tell(shared, &bus, msg) {
@@ -170,7 +178,7 @@ pub async fn publish(
     // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us, and
     // for a strict change the acks (at most B).
     let mut bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
-    if strict {
+    if strict || l2_pending {
         bound += shared.config.staleness_bound;
     }
     match tokio::time::timeout(bound, outcome).await {
@@ -213,6 +221,8 @@ pub struct BusState {
     key: Option<Arc<crate::wire_auth::ClusterKey>>,
     /// A Tick is in the mailbox.
     tick_pending: Arc<AtomicBool>,
+    /// The path of the inbound message whose actions are running (acks go back on it).
+    via: Via,
 }
 
 /// A message for the publisher task.
@@ -353,7 +363,15 @@ impl BusState {
         for action in actions {
             match action {
                 Action::Apply { category, target } => self.apply(category.as_deref(), &target),
-                Action::FlushAll(reason) => self.shared.flush_all(reason.as_str()).await,
+                Action::FlushAll(reason) => {
+                    if self.machine.link() == LinkState::Down {
+                        // Without Redis we cannot know which changes the flush stands for:
+                        // some may be waiting to reach L2 in a peer's backlog. L2 is read
+                        // again only after every category was invalidated there.
+                        self.shared.l2_missed_everything();
+                    }
+                    self.shared.flush_all(reason.as_str()).await
+                }
                 Action::Publish(msg) => self.send(&msg, None),
                 Action::Reconnect => {
                     // The machine emitted Revoke before this when a lease was held.
@@ -370,11 +388,23 @@ impl BusState {
                     self.shared.lease.revoke();
                     self.shared.metrics.record_lease_lapse();
                 }
-                Action::SendAck { to, ack } => {
-                    // Only once the change is in our L1 does the writer hear "applied".
+                Action::SendAck { to, origin, ack } => {
+                    // Only once the change is in our L1 does the writer hear "applied"; by
+                    // the path the change came on.
                     if self.barrier().await {
-                        let channel = ping_channel(&self.shared.config.namespace, &to);
-                        self.send_to(&ack, channel, None, None);
+                        if self.via == Via::Quic {
+                            self.send_peer(Some(&origin), &ack);
+                        } else {
+                            let channel = ping_channel(&self.shared.config.namespace, &to);
+                            self.send_to(&ack, channel, None, None);
+                        }
+                    }
+                }
+                Action::PeerBroadcast(msg) => self.send_peer(None, &msg),
+                Action::SendPeer { to, msg } => self.send_peer(Some(&to), &msg),
+                Action::NotAcknowledged { seq } => {
+                    if let Some(done) = self.strict_waiters.remove(&seq) {
+                        let _ = done.send(Err(PublishError::NotAcknowledged));
                     }
                 }
                 Action::Acknowledged { seq, by_timeout } => {
@@ -467,6 +497,7 @@ impl BusState {
                     target,
                     kind: ChangeKind::Invalidate,
                     strict: false,
+                    l2_pending: false,
                     done: None,
                 };
                 tell(&shared, &myself, announce);
@@ -503,6 +534,28 @@ impl BusState {
                     reply: None,
                 },
             );
+        }
+    }
+
+    /// Seals and sends `msg` over QUIC to one peer, or to every live peer.
+    fn send_peer(&self, to: Option<&str>, msg: &BusMessage) {
+        let Some(g) = self.shared.gossip() else {
+            return;
+        };
+        let mut bytes = match wire::encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode bus message");
+                return;
+            }
+        };
+        if let Some(k) = &self.key {
+            bytes = crate::wire_auth::seal(k, &bytes);
+        }
+        NodeCounters::incr(&self.shared.counters.peer_messages_sent);
+        match to {
+            Some(peer) => g.send_to(peer, bytes),
+            None => g.broadcast(bytes),
         }
     }
 
@@ -635,6 +688,12 @@ impl Actor for BusActor {
         )
         .with_categories(shared.categories.keys().cloned())
         .with_ack_channel(shared.instance.clone());
+        // With Redis and gossip peers, the lease survives a Redis outage over QUIC.
+        let machine = if shared.config.redis.is_some() && shared.config.gossip_addr.is_some() {
+            machine.with_peer_lease()
+        } else {
+            machine
+        };
         // A restarted bus cannot know what it missed; its old mailbox is gone.
         shared.bus_gate.reset();
         shared.link_up.store(false, Ordering::Relaxed);
@@ -684,6 +743,7 @@ impl Actor for BusActor {
             strict_waiters: std::collections::HashMap::new(),
             key,
             tick_pending,
+            via: Via::Redis,
         })
     }
 
@@ -728,10 +788,25 @@ impl Actor for BusActor {
                 target,
                 kind,
                 strict,
+                l2_pending,
                 done,
             } => {
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
-                if strict && state.shared.l2.is_some() {
+                if l2_pending {
+                    // L2 did not take it: every peer must ack it over QUIC (and keep it
+                    // for replay into L2) before it is acknowledged.
+                    let (msg, actions) =
+                        state
+                            .machine
+                            .outgoing_peer(category.as_deref(), target, kind, now);
+                    if let BusMessage::Invalidation(inv) = &msg {
+                        if let Some(d) = done {
+                            state.strict_waiters.insert(inv.seq, d);
+                        }
+                    }
+                    state.send_peer(None, &msg);
+                    state.run(actions).await;
+                } else if strict && state.shared.l2.is_some() {
                     let msg = state
                         .machine
                         .outgoing_strict(category.as_deref(), target, kind, now);
@@ -782,6 +857,14 @@ impl Actor for BusActor {
                     Ok(msg) => {
                         if let BusMessage::Invalidation(inv) = &msg {
                             sent_at_ms = Some(inv.sent_at_ms);
+                            if via == Via::Quic && inv.kind != ChangeKind::Set {
+                                // Its L2 outcome is unknown here (a peer sends over QUIC
+                                // when Redis failed it): keep it for replay into L2, and
+                                // read L2 only after that.
+                                state
+                                    .shared
+                                    .l2_missed_any(inv.category.as_deref(), &inv.target);
+                            }
                         }
                         state.machine.handle_message(msg, now)
                     }
@@ -792,7 +875,9 @@ impl Actor for BusActor {
                     }
                 };
                 state.count_duplicates(before);
+                state.via = via;
                 state.run(actions).await;
+                state.via = Via::Redis;
                 if let Some(ms) = sent_at_ms {
                     if state.machine.counters().applied > applied_before {
                         // Publish on the origin -> handed to our L1 writer.
@@ -829,6 +914,10 @@ impl Actor for BusActor {
                         [state.channel.clone(), state.ping_channel.clone()],
                         state.conn_gen,
                     );
+                }
+                if let Some(g) = state.shared.gossip() {
+                    let actions = state.machine.set_live_peers(g.live_peer_ids(), now);
+                    state.run(actions).await;
                 }
                 let actions = state.machine.tick(now);
                 state.run(actions).await;

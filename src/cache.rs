@@ -170,6 +170,10 @@ pub trait PeerLink: Send + Sync {
     fn alive_peers(&self) -> usize;
     /// Best-effort delivery of a bus payload to every alive peer.
     fn broadcast(&self, payload: Vec<u8>);
+    /// Node ids of the peers currently alive or suspect.
+    fn live_peer_ids(&self) -> Vec<String>;
+    /// Best-effort delivery of a bus payload to one peer.
+    fn send_to(&self, node_id: &str, payload: Vec<u8>);
 }
 
 impl Shared {
@@ -320,6 +324,27 @@ impl Shared {
         }
     }
 
+    /// Remembers a change a peer sent over QUIC (its L2 outcome unknown here) for replay
+    /// into L2; `None` = every category.
+    pub(crate) fn l2_missed_any(&self, category: Option<&str>, target: &crate::wire::Target) {
+        match category {
+            Some(c) if self.categories.contains_key(c) => self.l2_missed(c, target),
+            Some(_) => {}
+            None => {
+                for c in self.categories.keys() {
+                    self.l2_missed(c, target);
+                }
+            }
+        }
+    }
+
+    /// Remembers that every category must be invalidated in L2 before it is read again.
+    pub(crate) fn l2_missed_everything(&self) {
+        for c in self.categories.keys() {
+            self.l2_missed(c, &crate::wire::Target::Everything);
+        }
+    }
+
     /// Whether `category` is `strict`.
     pub(crate) fn is_strict(&self, category: &str) -> bool {
         self.categories
@@ -335,10 +360,20 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Whether L2 should be used right now: connected and its breaker closed. Under the
-    /// `serve_stale_on_outage` opt-in, changes accepted during an outage must reach L2
-    /// before it is read again.
+    /// Whether L2 should be used right now: connected, its breaker closed, and nothing
+    /// waiting to be replayed into it (a change acknowledged while Redis was down, or one
+    /// a peer sent over QUIC, must reach L2 before L2 is read again).
     pub fn l2_usable(&self) -> Option<&Arc<L2>> {
+        self.l2
+            .as_ref()
+            .filter(|l2| l2.available() && self.l2_backlog_is_empty())
+    }
+
+    /// Whether a change may be written to L2 now. Pending replays do not hold writes back
+    /// (a replay can only remove a newer value: a miss, never an old value), except under
+    /// the `serve_stale_on_outage` opt-in, whose replayed changes are *values*, which must
+    /// not land after newer ones.
+    pub(crate) fn l2_writable(&self) -> Option<&Arc<L2>> {
         self.l2.as_ref().filter(|l2| {
             l2.available() && (!self.config.serve_stale_on_outage || self.l2_backlog_is_empty())
         })
@@ -411,9 +446,17 @@ impl Shared {
             (Some(_), true) => "up",
             (Some(_), false) => "down",
         };
+        let held = self.lease.held();
+        let lease_via = match (link, held) {
+            ("none", _) => "always",
+            (_, false) => "none",
+            ("up", true) => "redis",
+            _ => "peers",
+        };
         crate::stats::CoherenceStats {
             link: link.to_string(),
-            lease_held: self.lease.held(),
+            lease_held: held,
+            lease_via: lease_via.to_string(),
             lease_age_ms: self.lease.age().map(|a| a.as_millis() as u64),
             staleness_bound_ms: self.config.staleness_bound.as_millis() as u64,
             serve_stale_on_outage: self.config.serve_stale_on_outage,
@@ -861,7 +904,7 @@ impl HybridCache {
         F: FnOnce(Arc<L2>) -> Fut,
         Fut: std::future::Future<Output = Result<(), crate::l2::L2Error>>,
     {
-        let applied = match self.shared.l2_usable() {
+        let applied = match self.shared.l2_writable() {
             Some(l2) => match change(l2.clone()).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -910,7 +953,12 @@ impl HybridCache {
             .drop_local(category, &Pattern::Exact(key.to_string()))
             .await;
         if !in_l2 && !self.local_writes_ok() {
-            return Err(Self::unavailable("delete"));
+            // Redis is down: acknowledged only if every peer acks it (each keeps it for
+            // replay into L2, and reads L2 only after that).
+            self.announce_to_peers(Some(category), target, crate::bus::ChangeKind::Delete)
+                .await
+                .map_err(|_| Self::unavailable("delete"))?;
+            return dropped.map(|_| ());
         }
         self.announce(Some(category), target, crate::bus::ChangeKind::Delete)
             .await?;
@@ -966,12 +1014,16 @@ impl HybridCache {
                 Err(e) => local_error = Some(e),
             }
         }
-        if !all_in_l2 && !self.local_writes_ok() {
-            return Err(Self::unavailable("invalidation"));
-        }
         let scope = (category != "*").then_some(category);
-        self.announce(scope, target, crate::bus::ChangeKind::Invalidate)
-            .await?;
+        if !all_in_l2 && !self.local_writes_ok() {
+            // Redis is down: acknowledged only if every peer acks it (see `delete`).
+            self.announce_to_peers(scope, target, crate::bus::ChangeKind::Invalidate)
+                .await
+                .map_err(|_| Self::unavailable("invalidation"))?;
+        } else {
+            self.announce(scope, target, crate::bus::ChangeKind::Invalidate)
+                .await?;
+        }
         match local_error {
             Some(e) => Err(e),
             None => Ok(removed),
@@ -1230,21 +1282,42 @@ impl HybridCache {
         target: Target,
         kind: crate::bus::ChangeKind,
     ) -> Result<(), CacheError> {
-        let strict = match category {
-            Some(c) => self.shared.is_strict(c),
-            // A `*`-category change is strict if it touches a strict category.
-            None => self
-                .shared
-                .categories
-                .keys()
-                .any(|c| self.shared.is_strict(c)),
-        };
-        match crate::bus::publish(&self.shared, category, target, kind, strict).await {
+        let strict = self.touches_strict(category);
+        match crate::bus::publish(&self.shared, category, target, kind, strict, false).await {
             Ok(()) => Ok(()),
             Err(_) if self.local_writes_ok() => Ok(()),
             Err(e) => Err(CacheError::Unavailable(format!(
                 "the change reached L2 but its invalidation was not published: {e}"
             ))),
+        }
+    }
+
+    /// A removal L2 did not take (Redis down): sent to every peer over QUIC; `Ok` once each
+    /// of them acked it (see [`crate::coherence`], the peer lease). Without gossip peers
+    /// there is nobody to vouch for it: an error.
+    async fn announce_to_peers(
+        &self,
+        category: Option<&str>,
+        target: Target,
+        kind: crate::bus::ChangeKind,
+    ) -> Result<(), crate::bus::PublishError> {
+        if self.shared.gossip().is_none() {
+            return Err(crate::bus::PublishError::NotAcknowledged);
+        }
+        let strict = self.touches_strict(category);
+        crate::bus::publish(&self.shared, category, target, kind, strict, true).await
+    }
+
+    /// Whether a change of `category` (`None` = every category) is strict: a `*`-category
+    /// change is strict if it touches a strict category.
+    fn touches_strict(&self, category: Option<&str>) -> bool {
+        match category {
+            Some(c) => self.shared.is_strict(c),
+            None => self
+                .shared
+                .categories
+                .keys()
+                .any(|c| self.shared.is_strict(c)),
         }
     }
 }
