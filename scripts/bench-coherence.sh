@@ -3,14 +3,16 @@
 # stopped by pid at the end:
 #
 #   scripts/bench-coherence.sh [samples=10000] [max-seconds=120]   invalidation propagation
-#   scripts/bench-strict.sh [samples-per-rep=1000] [reps=5]        strict vs bounded writes
+#   scripts/bench-strict.sh [samples-per-rep=1000] [reps=5] [blackhole]
+#                                                                   strict vs bounded writes
+#                                      (blackhole: one of the 3 nodes' Redis link cut)
 #
 # bench-strict.sh is a link to this script; the name picks the example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "$(basename "$0")" in
-  bench-strict.sh) EXAMPLE=bench_strict; A1="${1:-1000}"; A2="${2:-5}"; MAX_SECS=600 ;;
+  bench-strict.sh) EXAMPLE=bench_strict; A1="${1:-1000}"; A2="${2:-5}"; A3="${3:-}"; MAX_SECS=600 ;;
   *) EXAMPLE=bench_coherence; A1="${1:-10000}"; A2="${2:-120}"; MAX_SECS="$A2" ;;
 esac
 REDIS_SERVER="${HC_TEST_REDIS_SERVER:-redis-server}"
@@ -63,4 +65,4 @@ echo "redis-server pid $REDIS_PID on 127.0.0.1:$PORT"
 # The run itself is bounded by MAX_SECS (checked between samples); the outer timeout is a
 # safety net.
 timeout "$((MAX_SECS + 60))" "${CARGO_TARGET_DIR:-target}/release/examples/$EXAMPLE" \
-  "redis://127.0.0.1:$PORT/0" "$A1" "$A2"
+  "redis://127.0.0.1:$PORT/0" "$A1" "$A2" ${A3:-}

@@ -537,6 +537,18 @@ impl BusState {
         }
     }
 
+    /// A [`BusMsg::Tick`] at `at` (a strict or peer change's deadline), coalesced with the
+    /// periodic one: the machine decides at the deadline, not up to a tick period later.
+    fn wake_at(&self, myself: ActorRef<BusMsg>, at: Instant) {
+        let pending = self.tick_pending.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            if !pending.swap(true, Ordering::AcqRel) {
+                let _ = myself.cast(BusMsg::Tick);
+            }
+        });
+    }
+
     /// Seals and sends `msg` over QUIC to one peer, or to every live peer.
     fn send_peer(&self, to: Option<&str>, msg: &BusMessage) {
         let Some(g) = self.shared.gossip() else {
@@ -806,6 +818,7 @@ impl Actor for BusActor {
                     }
                     state.send_peer(None, &msg);
                     state.run(actions).await;
+                    state.wake_at(myself.clone(), now + state.shared.config.staleness_bound);
                 } else if strict && state.shared.l2.is_some() {
                     let msg = state
                         .machine
@@ -835,6 +848,8 @@ impl Actor for BusActor {
                 Ok(receivers) => {
                     let actions = state.machine.published(seq, receivers, now);
                     state.run(actions).await;
+                    // Released by the bound at the latest: on time, not at the next tick.
+                    state.wake_at(myself.clone(), now + state.shared.config.staleness_bound);
                 }
                 Err(e) => {
                     state.machine.publish_failed(seq);
