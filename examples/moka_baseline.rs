@@ -1,18 +1,13 @@
 //! Baseline for the memory-per-entry figure of `scripts/bench-node.sh` (issue #17): a raw
 //! moka cache, configured like a node's category (capacity bound + time to live), filled with
 //! the same keys (`String`) and values (exact-size `Bytes`) a node stores, without HTTP,
-//! actors or anything else, with the node's allocator (mimalloc). Prints the RSS growth per
-//! entry.
+//! actors or anything else. Prints the RSS growth per entry.
 //!
 //! `cargo run --release --example moka_baseline -- [ENTRIES] [VALUE_BYTES]`
 
 use std::time::Duration;
 
 use bytes::Bytes;
-
-/// The node's allocator (src/main.rs), so the comparison is of the caches, not the allocators.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_bytes() -> std::io::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;

@@ -8,12 +8,6 @@ use hybrid_cache::cli::{run_client, Cli, Command};
 use hybrid_cache::config::Config;
 use hybrid_cache::node::Node;
 
-/// mimalloc instead of glibc malloc: fewer bytes per small allocation (an L1 entry is a few
-/// of them: 10-byte keys, moka's nodes), and cheaper malloc/free on the request paths, where
-/// glibc's `malloc_consolidate`/`unlink_chunk` showed up in profiles (issue #17).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The tokio runtime; `threads` = worker threads (`None`: one per CPU).
 fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
