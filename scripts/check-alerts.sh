@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validate the Prometheus alert rules and prove they fire: `promtool check rules`,
-# `promtool test rules` (deploy/prometheus/alerts_test.yml) and `promtool check config`.
+# `promtool test rules` (deploy/prometheus/alerts_test.yml) and `promtool check config` of
+# both scrape configs (local cluster, compose profile).
 # Installs Debian's `prometheus` package (which ships promtool) when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../deploy/prometheus"
@@ -14,3 +15,4 @@ fi
 promtool check rules alerts.yml
 promtool test rules alerts_test.yml
 promtool check config prometheus.yml
+promtool check config compose.yml

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end test of the container cluster (docker-compose.yml, project hc-test):
-#   0. images from scripts/docker-images.sh (offline; cached), `up -d`, health via the balancer
-#   1. baseline bounded load + staleness checker through 127.0.0.1:${HC_LB_PORT:-8080}
+#   0. images from scripts/docker-images.sh (offline; cached), `--profile prometheus up -d`,
+#      health via the balancer
+#   1. baseline bounded load + staleness checker through 127.0.0.1:${HC_LB_PORT:-8080};
+#      then the profile's real Prometheus (127.0.0.1:${HC_PROM_PORT:-19090}): its 3 node
+#      targets are up, a p99 query on the HTTP latency histogram returns a sample, the alert
+#      rules of deploy/prometheus/alerts.yml are loaded
 #   2. `docker kill` n2 under load: time until n1 and n3 report it dead in
 #      /v1/cluster/stats, time until the balancer stops routing to it; restart, alive again
 #   3. `docker network disconnect` n3 under load: its /health turns 503 isolated
@@ -19,6 +23,8 @@ cd "$ROOT"
 PROJECT=hc-test
 export HC_LB_PORT=${HC_LB_PORT:-8080}
 export HC_LB_STATS_PORT=${HC_LB_STATS_PORT:-18404}
+export HC_PROM_PORT=${HC_PROM_PORT:-19090}
+PROM=http://127.0.0.1:$HC_PROM_PORT
 LB=http://127.0.0.1:$HC_LB_PORT
 STATS=http://127.0.0.1:$HC_LB_STATS_PORT
 PHASE=${PHASE_SECONDS:-20}
@@ -28,7 +34,8 @@ declare -A NODE_URL=([n1]=http://127.0.0.1:18081 [n2]=http://127.0.0.1:18082 [n3
 log() { echo "[compose-test] $*" >&2; }
 # shellcheck source=compose-lib.sh
 source "$ROOT/scripts/compose-lib.sh"
-dc() { compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
+# The `prometheus` profile is always on, so `down` also removes its container.
+dc() { compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" --profile prometheus "$@"; }
 
 FAILED=()
 fail_step() { log "FAILED: $*"; FAILED+=("$*"); }
@@ -37,7 +44,7 @@ result() { RESULTS+=("$*"); log "$*"; }
 
 # --------------------------------------------------------------- preflight
 docker info >/dev/null 2>&1 || { echo "compose-test: no Docker engine" >&2; exit 1; }
-for p in "$HC_LB_PORT" "$HC_LB_STATS_PORT" 18081 18082 18083; do
+for p in "$HC_LB_PORT" "$HC_LB_STATS_PORT" "$HC_PROM_PORT" 18081 18082 18083; do
   # SO_REUSEADDR: connections in TIME_WAIT do not count, a listener does.
   if python3 -c "import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $p)); s.listen()" 2>/dev/null; then :; else
     echo "compose-test: 127.0.0.1:$p is in use (a local cluster-up.sh cluster? stop it first)" >&2
@@ -47,8 +54,8 @@ done
 
 log "building images (scripts/docker-images.sh)"
 eval "$("$ROOT/scripts/docker-images.sh" | tail -n1)"
-export REDIS_IMAGE NODE_IMAGE HAPROXY_IMAGE
-log "REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE"
+export REDIS_IMAGE NODE_IMAGE HAPROXY_IMAGE PROMETHEUS_IMAGE
+log "REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
 
 LOAD_PID=""
 TMP=$(mktemp -d)
@@ -117,7 +124,7 @@ EOF
 }
 
 # ------------------------------------------------------------------ 0. up
-log "docker compose up -d (project $PROJECT)"
+log "docker compose --profile prometheus up -d (project $PROJECT)"
 dc up -d >&2
 t=$($LC wait-health --url "$LB" --timeout 120) || { fail_step "balancer /health never 200"; exit 1; }
 for n in n1 n2 n3; do
@@ -133,6 +140,18 @@ result "cluster healthy through the balancer after ${t}s"
 # ------------------------------------------------------------ 1. baseline
 start_load baseline 10
 finish_load baseline
+
+# ------------------------------------------- 1b. Prometheus (compose profile)
+# The metric names are those of src/node_metrics.rs; the baseline load just fed the
+# histogram, and a scrape every 5 s gives rate() its two samples within the minute.
+P99='histogram_quantile(0.99, sum by (le) (rate(hc_http_request_duration_seconds_bucket[1m])))'
+if $LC prom-check --url "$PROM" --targets 3 --query "$P99" --rule HybridCachePeerDead \
+  --timeout 90 >"$TMP/prom" 2>"$TMP/prom.err"; then
+  while read -r line; do result "prometheus: $line"; done <"$TMP/prom"
+else
+  cat "$TMP/prom" "$TMP/prom.err" >&2
+  fail_step "prometheus profile: targets not all up or no histogram data"
+fi
 
 # ------------------------------------------------------- 2. kill a node
 start_load kill "$PHASE"

@@ -4,10 +4,12 @@
 #   hc-debian:bookworm   Debian bookworm minbase (debootstrap -> docker import), cached
 #   hc-redis:local       redis-server from Debian packages on hc-debian:bookworm, cached
 #   hc-haproxy:local     haproxy from Debian packages on hc-debian:bookworm, cached
+#   hc-prometheus:local  prometheus from Debian packages on hc-debian:bookworm, cached
+#                        (the compose `prometheus` profile)
 #   hybrid-cache:local   host-built target/release/hybrid-cache in the runtime image
 #
 # Prints on stdout (last lines) the variables docker-compose.yml reads:
-#   export REDIS_IMAGE=hc-redis:local NODE_IMAGE=hybrid-cache:local HAPROXY_IMAGE=hc-haproxy:local
+#   export REDIS_IMAGE=hc-redis:local NODE_IMAGE=hybrid-cache:local HAPROXY_IMAGE=hc-haproxy:local PROMETHEUS_IMAGE=hc-prometheus:local
 # so `eval "$(scripts/docker-images.sh | tail -n1)"` works. Progress goes to stderr.
 #
 # Options / environment:
@@ -27,12 +29,13 @@ SUITE=bookworm
 BASE_IMAGE=hc-debian:bookworm
 REDIS_IMAGE=hc-redis:local
 HAPROXY_IMAGE=hc-haproxy:local
+PROMETHEUS_IMAGE=hc-prometheus:local
 NODE_IMAGE=hybrid-cache:local
 REBUILD=0
 for a in "$@"; do
   case $a in
     --rebuild) REBUILD=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
@@ -109,7 +112,8 @@ fi
 OFFLINE=${HC_OFFLINE_APT:-}
 if [ -z "$OFFLINE" ]; then
   need_pkg_build=0
-  { ! image_exists "$REDIS_IMAGE" || ! image_exists "$HAPROXY_IMAGE" || [ "$REBUILD" = 1 ]; } && need_pkg_build=1
+  { ! image_exists "$REDIS_IMAGE" || ! image_exists "$HAPROXY_IMAGE" || ! image_exists "$PROMETHEUS_IMAGE" \
+    || [ "$REBUILD" = 1 ]; } && need_pkg_build=1
   if [ "$need_pkg_build" = 1 ]; then
     if docker run --rm "$BASE_IMAGE" sh -c 'timeout 90 apt-get update -q >/dev/null 2>&1'; then
       OFFLINE=0
@@ -161,6 +165,7 @@ build_pkg_image() {
 }
 build_pkg_image "$REDIS_IMAGE" docker/Dockerfile.redis redis-server
 build_pkg_image "$HAPROXY_IMAGE" docker/Dockerfile.haproxy haproxy
+build_pkg_image "$PROMETHEUS_IMAGE" docker/Dockerfile.prometheus prometheus
 
 # ----------------------------------------------------------------- node image
 BIN=$ROOT/target/release/hybrid-cache
@@ -178,13 +183,14 @@ docker build -q --build-arg RUNTIME_IMAGE="$BASE_IMAGE" -f "$ROOT/docker/Dockerf
 rm -rf "$ctx"
 
 # Smoke checks: non-root users, binaries present.
-for img in "$REDIS_IMAGE" "$HAPROXY_IMAGE" "$NODE_IMAGE"; do
+for img in "$REDIS_IMAGE" "$HAPROXY_IMAGE" "$PROMETHEUS_IMAGE" "$NODE_IMAGE"; do
   user=$(docker image inspect -f '{{.Config.User}}' "$img")
   case $user in ''|root|0|0:*) echo "image $img runs as root" >&2; exit 1 ;; esac
 done
 docker run --rm --entrypoint redis-server "$REDIS_IMAGE" --version >&2
 docker run --rm --entrypoint haproxy "$HAPROXY_IMAGE" -c -f /usr/local/etc/haproxy/haproxy.cfg >&2 \
   || log "note: haproxy -c failed outside compose (n1..n3 names unresolvable is fine with init-addr none)"
+docker run --rm --entrypoint prometheus "$PROMETHEUS_IMAGE" --version >&2
 docker run --rm --entrypoint id "$NODE_IMAGE" >&2
 
-echo "export REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE"
+echo "export REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"

@@ -4,6 +4,7 @@
   loadcheck.py load  --url http://127.0.0.1:8080 [--duration S] [--max-requests N] ...
   loadcheck.py wait-state --url http://127.0.0.1:18081 --target n2 --state dead [--timeout S]
   loadcheck.py wait-health --url URL [--status 200] [--timeout S]
+  loadcheck.py prom-check --url http://127.0.0.1:19090 --targets 3 --query EXPR [--timeout S]
 
 `load`: worker threads send PUT / GET / DELETE / exact-key invalidations for
 their own disjoint key set through the balancer (a new connection per request,
@@ -290,6 +291,63 @@ def cmd_lb_state(args):
     return 1
 
 
+def prom_get(base, path):
+    st, body = request(base, "GET", path, timeout=3.0)
+    if st != 200:
+        raise ValueError(f"{path}: HTTP {st}")
+    d = json.loads(body)
+    if d.get("status") != "success":
+        raise ValueError(f"{path}: {d.get('error')}")
+    return d["data"]
+
+
+def cmd_prom_check(args):
+    """A real Prometheus scraping the cluster: wait until it has exactly TARGETS active
+    targets, every one `up`; then until QUERY returns a sample with a finite value; then
+    check that the alert rules (RULE) are loaded. Prints one line per check."""
+    start = time.monotonic()
+
+    def wait(what, probe):
+        last = None
+        while time.monotonic() - start < args.timeout:
+            try:
+                ok, last = probe()
+                if ok:
+                    print(f"{what} after {time.monotonic() - start:.1f}s: {last}")
+                    return True
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as e:
+                last = f"{type(e).__name__}: {e}"
+            time.sleep(1.0)
+        print(f"[loadcheck] prometheus: {what}: not after {args.timeout}s (last: {last})",
+              file=sys.stderr)
+        return False
+
+    def targets():
+        active = prom_get(args.url, "/api/v1/targets?state=active")["activeTargets"]
+        health = sorted(f"{t['labels'].get('instance')}={t['health']}" for t in active)
+        return len(active) == args.targets and all(t["health"] == "up" for t in active), health
+
+    def query():
+        q = urllib.parse.quote(args.query)
+        res = prom_get(args.url, f"/api/v1/query?query={q}")["result"]
+        vals = [float(r["value"][1]) for r in res]
+        finite = [v for v in vals if v == v and v not in (float("inf"), float("-inf"))]
+        return bool(finite), f"{args.query} = {finite or vals}"
+
+    def rules():
+        groups = prom_get(args.url, "/api/v1/rules")["groups"]
+        names = sorted(r["name"] for g in groups for r in g["rules"])
+        return args.rule in names, f"{len(names)} rules loaded"
+
+    if not wait(f"{args.targets} targets up", targets):
+        return 1
+    if not wait("histogram query has data", query):
+        return 1
+    if not wait(f"alert rule {args.rule} loaded", rules):
+        return 1
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -329,7 +387,15 @@ def main():
     b.add_argument("--server", required=True)
     b.add_argument("--want", choices=["up", "down"], required=True)
     b.add_argument("--timeout", type=float, default=30.0)
+    pc = sub.add_parser("prom-check")
+    pc.add_argument("--url", default="http://127.0.0.1:19090")
+    pc.add_argument("--targets", type=int, default=3)
+    pc.add_argument("--query", required=True, help="PromQL that must return a finite sample")
+    pc.add_argument("--rule", default="HybridCachePeerDead", help="an alert rule that must be loaded")
+    pc.add_argument("--timeout", type=float, default=60.0)
     args = p.parse_args()
+    if args.cmd == "prom-check":
+        return cmd_prom_check(args)
     if args.cmd == "load":
         return cmd_load(args)
     if args.cmd == "lb-state":

@@ -237,7 +237,12 @@ struct Outgoing {
     strict_seq: Option<u64>,
 }
 
-/// Publishes one message at a time, in the order the actor numbered them.
+/// Most invalidations sent in one pipelined round trip.
+const PUBLISH_BATCH: usize = 256;
+
+/// Publishes the messages in the order the actor numbered them: whatever queued up while
+/// the previous round trip was in flight goes out as one pipeline (one round trip for many
+/// concurrent writes), and each message's own outcome (its receiver count) goes to its writer.
 fn spawn_publisher(
     shared: Arc<Shared>,
     myself: ActorRef<BusMsg>,
@@ -248,40 +253,55 @@ fn spawn_publisher(
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     let task = tokio::spawn(async move {
-        while let Some(mut o) = rx.recv().await {
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+        while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
             // The queue is bounded by `publisher_gate` (see `BusState::send_to`).
-            shared.publisher_gate.release();
+            for _ in 0..batch.len() {
+                shared.publisher_gate.release();
+            }
             if let Some(k) = &key {
-                o.bytes = crate::wire_auth::seal(k, &o.bytes);
+                for o in &mut batch {
+                    o.bytes = crate::wire_auth::seal(k, &o.bytes);
+                }
             }
-            let result = match &shared.l2 {
-                Some(l2) => l2
-                    .publish(&o.channel, o.bytes.clone())
-                    .await
-                    .map_err(|e| PublishError::Refused(e.to_string())),
-                None => Ok(0),
+            let results: Vec<Result<u64, PublishError>> = match &shared.l2 {
+                Some(l2) => {
+                    let msgs: Vec<(&str, &[u8])> = batch
+                        .iter()
+                        .map(|o| (o.channel.as_str(), &o.bytes[..]))
+                        .collect();
+                    match l2.publish_batch(&msgs).await {
+                        Ok(counts) => counts.into_iter().map(Ok).collect(),
+                        Err(e) => {
+                            // Receivers see the gap at our next heartbeat and flush; the
+                            // writers are told.
+                            tracing::debug!(error = %e, n = batch.len(), "publish failed");
+                            let e = PublishError::Refused(e.to_string());
+                            vec![Err(e); batch.len()]
+                        }
+                    }
+                }
+                None => vec![Ok(0); batch.len()],
             };
-            if let Err(e) = &result {
-                // Receivers see the gap at our next heartbeat and flush; the writer is told.
-                tracing::debug!(error = %e, "publish failed");
-            }
-            if o.invalidation && (result.is_err() || shared.l2.is_none()) {
-                if let Some(g) = shared.gossip() {
-                    g.broadcast(o.bytes);
-                    NodeCounters::incr(&shared.counters.peer_messages_sent);
+            for (o, result) in batch.drain(..).zip(results) {
+                if o.invalidation && (result.is_err() || shared.l2.is_none()) {
+                    if let Some(g) = shared.gossip() {
+                        g.broadcast(o.bytes);
+                        NodeCounters::incr(&shared.counters.peer_messages_sent);
+                    }
                 }
-            }
-            if let Some(seq) = o.strict_seq {
-                let published = BusMsg::Published {
-                    seq,
-                    result: result.clone(),
-                };
-                if !tell_waiting(&shared, &myself, published).await {
-                    return;
+                if let Some(seq) = o.strict_seq {
+                    let published = BusMsg::Published {
+                        seq,
+                        result: result.clone(),
+                    };
+                    if !tell_waiting(&shared, &myself, published).await {
+                        return;
+                    }
                 }
-            }
-            if let Some(done) = o.done {
-                let _ = done.send(result.map(|_| ()));
+                if let Some(done) = o.done {
+                    let _ = done.send(result.map(|_| ()));
+                }
             }
         }
     });

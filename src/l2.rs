@@ -471,19 +471,28 @@ impl L2 {
         Ok(total)
     }
 
-    /// Publishes a payload on a channel (the invalidation bus uses this connection); returns
-    /// how many subscribers received it.
-    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<u64, L2Error> {
-        let ch = channel.to_string();
-        self.call_with(&self.control, |mut c| async move {
-            redis::cmd("PUBLISH")
-                .arg(ch)
-                .arg(payload)
-                .query_async::<i64>(&mut c)
-                .await
-        })
-        .await
-        .map(|n| n.max(0) as u64)
+    /// Publishes several payloads, in order, in one pipelined round trip (the bus coalesces
+    /// the invalidations queued while the previous batch was in flight); returns how many
+    /// subscribers received each. One result for the batch: if Redis did not take all of
+    /// them, none counts as sent, so no change is acknowledged on an unsent invalidation.
+    pub async fn publish_batch(&self, messages: &[(&str, &[u8])]) -> Result<Vec<u64>, L2Error> {
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH").arg(*channel).arg(*payload);
+        }
+        let n = messages.len();
+        let counts: Vec<i64> = self
+            .call_with(&self.control, |mut c| async move {
+                pipe.query_async::<Vec<i64>>(&mut c).await
+            })
+            .await?;
+        if counts.len() != n {
+            return Err(L2Error::Protocol(format!(
+                "{} replies to {n} pipelined PUBLISH",
+                counts.len()
+            )));
+        }
+        Ok(counts.into_iter().map(|c| c.max(0) as u64).collect())
     }
 }
 

@@ -1360,6 +1360,71 @@ async fn strict_category_reads_after_the_ack_never_see_the_old_value() {
     }
 }
 
+/// A burst of concurrent strict writes (their invalidations leave in pipelined batches):
+/// each write's ack still waits for the other node to apply that write's own invalidation,
+/// so the other node, read right after each ack, never answers the older value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_strict_writes_are_each_applied_before_their_ack() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("burst");
+    let start = |id: &'static str| {
+        let mut config = Config {
+            node_id: id.to_string(),
+            namespace: ns.clone(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis: Some(target(&redis)),
+            ..Config::default()
+        };
+        if let Some(c) = config.categories.get_mut("permissions") {
+            c.consistency = hybrid_cache::config::Consistency::Strict;
+        }
+        async move {
+            let node = Node::start(config).await.expect("node starts");
+            let base = format!("http://{}", node.http_addr());
+            TestNode { node, base }
+        }
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    settle(&[&a, &b]).await;
+    const KEYS: usize = 100;
+    let (ca, cb) = (a.node.cache().clone(), b.node.cache().clone());
+    for round in 0..3 {
+        // Every key in B's L1 with the previous round's value.
+        for i in 0..KEYS {
+            let key = format!("k{i}");
+            ca.set("permissions", &key, format!("r{round}"), None)
+                .await
+                .unwrap();
+            let got = cb.get("permissions", &key).await.unwrap();
+            assert_eq!(got.as_deref(), Some(format!("r{round}").as_bytes()));
+        }
+        let next = format!("r{}", round + 1);
+        let writes: Vec<_> = (0..KEYS)
+            .map(|i| {
+                let (ca, cb, next) = (ca.clone(), cb.clone(), next.clone());
+                tokio::spawn(async move {
+                    let key = format!("k{i}");
+                    ca.set("permissions", &key, next.clone(), None).await?;
+                    let got = cb.get("permissions", &key).await?;
+                    Ok::<_, hybrid_cache::CacheError>((key, got))
+                })
+            })
+            .collect();
+        for w in writes {
+            let (key, got) = w.await.unwrap().unwrap();
+            assert_eq!(
+                got.as_deref(),
+                Some(next.as_bytes()),
+                "round {round}: b answered {key} = {got:?} after the ack of {next}"
+            );
+        }
+    }
+    let sent = a.node.cache().stats().await.counters.invalidations_sent;
+    assert!(sent >= 6 * KEYS as u64, "a announced {sent} changes");
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}
+
 /// With a cluster secret, bus messages carry an HMAC: a forged invalidation (unsealed, or
 /// sealed with another secret) is dropped and counted, flushes L1 (fail closed) and never
 /// advances the sequence state; sealed traffic between the nodes works as before.
