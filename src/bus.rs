@@ -523,6 +523,10 @@ impl BusState {
                 tell(&shared, &myself, announce);
                 done += 1;
             }
+            // Only now may L2 be read again (what failed was recorded again above).
+            if let Ok(mut b) = shared.l2_backlog.lock() {
+                b.replay_done();
+            }
             tracing::info!(replayed = done, total, "uncertain changes replayed into L2");
             replaying.store(false, Ordering::Release);
         });

@@ -606,6 +606,10 @@ pub struct Backlog {
     bytes: usize,
     whole: std::collections::BTreeSet<String>,
     collapses: u64,
+    /// Changes handed to a replay ([`Backlog::take`]) and not yet confirmed in L2
+    /// ([`Backlog::replay_done`]): the backlog is not empty while a replay runs, so L2 is
+    /// not read before the replayed changes are in it.
+    in_flight: usize,
 }
 
 fn target_len(t: &crate::wire::Target) -> usize {
@@ -658,11 +662,17 @@ impl Backlog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.whole.is_empty()
+        self.entries.is_empty() && self.whole.is_empty() && self.in_flight == 0
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len() + self.whole.len()
+        self.entries.len() + self.whole.len() + self.in_flight
+    }
+
+    /// The replay of what [`Backlog::take`] returned is over (applied, or what was not
+    /// applied was recorded again).
+    pub fn replay_done(&mut self) {
+        self.in_flight = 0;
     }
 
     /// How many times the backlog overflowed and collapsed to whole categories.
@@ -678,6 +688,7 @@ impl Backlog {
             .collect();
         out.extend(std::mem::take(&mut self.entries));
         self.bytes = 0;
+        self.in_flight = out.len();
         out
     }
 }
@@ -696,6 +707,11 @@ mod backlog_tests {
         b.record("menus", &Target::Everything);
         b.record("menus", &Target::Key("m2".into()));
         let mut got = b.take();
+        assert!(
+            !b.is_empty(),
+            "a replay in flight keeps the backlog non-empty"
+        );
+        b.replay_done();
         got.sort();
         assert_eq!(
             got,

@@ -549,6 +549,28 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
         all
     })
     .await;
+    if served.is_none() {
+        for n in &nodes {
+            let stats = json(format!("{}/v1/stats", n.url())).await;
+            let metrics = c
+                .get(format!("{}/metrics", n.url()))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let flushes: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("hc_coherence_flushes_total"))
+                .collect();
+            eprintln!(
+                "{}: coherence {:?} flushes {flushes:?}",
+                n.url(),
+                stats.map(|s| s["coherence"].clone())
+            );
+        }
+    }
     assert!(
         served.is_some(),
         "with Redis down, every node serves L1 under the peer lease"
