@@ -517,15 +517,17 @@ impl L2 {
     /// keys invalidated.
     pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
         let gk = self.gen_key(category);
+        // `INCRBY gen 0`, not `GET`: a write, so a replica (a demoted primary mid-failover)
+        // refuses it instead of acknowledging a glob it found nothing for.
         let generation: i64 = self
             .call(|mut c| async move {
-                redis::cmd("GET")
+                redis::cmd("INCRBY")
                     .arg(gk)
-                    .query_async::<Option<i64>>(&mut c)
+                    .arg(0)
+                    .query_async::<i64>(&mut c)
                     .await
             })
-            .await?
-            .unwrap_or(0);
+            .await?;
         let key_prefix = format!("{}:{generation}:", self.prefix(category));
         let match_pattern = format!("{}{}", redis_escape(&key_prefix), glob.redis_match());
         // In a cluster, every primary is scanned (a category's keys share one slot, but a

@@ -57,6 +57,8 @@ fn redis(dir: &Path, extra: &[&str]) -> Proc {
     let child = Command::new(redis_server_bin())
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // A replica re-pointed at a new primary syncs at once (the default waits 5 s).
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(&dir)
         .args(extra)
@@ -79,7 +81,7 @@ fn sentinel(dir: &Path, master: &str, primary: u16) -> Proc {
     let mut f = std::fs::File::create(&conf).expect("sentinel conf");
     writeln!(
         f,
-        "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
+        "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile sentinel-{port}.log\n\
          sentinel resolve-hostnames no\n\
          sentinel monitor {master} 127.0.0.1 {primary} 2\n\
          sentinel down-after-milliseconds {master} 400\n\
@@ -206,10 +208,8 @@ impl History {
             + &String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             // Keep the evidence: the temporary directory goes away with the test.
-            let kept = std::env::temp_dir().join(format!(
-                "hc-topology-history-{}.jsonl",
-                std::process::id()
-            ));
+            let kept = std::env::temp_dir()
+                .join(format!("hc-topology-history-{}.jsonl", std::process::id()));
             if std::fs::copy(&path, &kept).is_ok() {
                 report += &format!("\nhistory kept in {}\n", kept.display());
             }
@@ -343,19 +343,29 @@ fn start_clients(
 
 /// The first acknowledged PUT invoked after `since_us`: its completion time (µs).
 fn first_write_after(hist: &History, since_us: u64) -> Option<u64> {
+    first_write_in(hist, since_us, None)
+}
+
+/// Like [`first_write_after`], for one category when given.
+fn first_write_in(hist: &History, since_us: u64, cat: Option<&str>) -> Option<u64> {
     hist.ops()
         .iter()
+        .filter(|o| cat.is_none_or(|c| o["cat"] == c))
         .filter(|o| o["f"] == "put" && o["t0"].as_u64().is_some_and(|t| t >= since_us))
-        .filter(|o| o["status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
+        .filter(|o| {
+            o["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
         .filter_map(|o| o["t1"].as_u64())
         .min()
 }
 
 /// Polls (bounded) until an acknowledged write was invoked after `since_us`.
-async fn wait_writes_resume(hist: &History, since_us: u64) -> Option<u64> {
+async fn wait_writes_resume(hist: &History, since_us: u64, cat: Option<&str>) -> Option<u64> {
     let deadline = Instant::now() + RESUME;
     while Instant::now() < deadline {
-        if let Some(t) = first_write_after(hist, since_us) {
+        if let Some(t) = first_write_in(hist, since_us, cat) {
             return Some(t);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -458,7 +468,7 @@ async fn sentinel_failover_keeps_nodes_serving_and_no_read_beyond_the_bound() {
             (promoted, killed_at.elapsed())
         }
     });
-    let resumed = wait_writes_resume(&hist, kill_us).await;
+    let resumed = wait_writes_resume(&hist, kill_us, None).await;
     let (promoted, promoted_after) = promoted.await.unwrap_or((false, Duration::ZERO));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -490,3 +500,247 @@ async fn sentinel_failover_keeps_nodes_serving_and_no_read_beyond_the_bound() {
     }
 }
 
+/// Polls `url` (bounded: 2 s) until it answers `status`.
+async fn eventually_status(http: &reqwest::Client, url: &str, status: u16) -> bool {
+    for _ in 0..100 {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().as_u16() == status {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// `(start, end, primary port)` of every slot range, from `CLUSTER SLOTS` on `port`.
+fn cluster_slots(port: u16) -> Vec<(i64, i64, u16)> {
+    let Some(Resp::Array(Some(rows))) = cmd(port, &["CLUSTER", "SLOTS"]) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| match row {
+            Resp::Array(Some(items)) => match (items.first(), items.get(1), items.get(2)) {
+                (Some(Resp::Int(s)), Some(Resp::Int(e)), Some(Resp::Array(Some(node)))) => {
+                    match node.get(1) {
+                        Some(Resp::Int(p)) => Some((*s, *e, u16::try_from(*p).ok()?)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The primary port serving `key`, as the node on `port` sees it.
+fn owner(port: u16, key: &str) -> Option<u16> {
+    let slot = match cmd(port, &["CLUSTER", "KEYSLOT", key])? {
+        Resp::Int(s) => s,
+        _ => return None,
+    };
+    cluster_slots(port)
+        .into_iter()
+        .find(|(s, e, _)| *s <= slot && slot <= *e)
+        .map(|(_, _, p)| p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_failover_spreads_categories_and_keeps_the_bound() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+    ];
+    let mut servers: Vec<Proc> = (0..6).map(|_| redis(dir.path(), &cluster_args)).collect();
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    assert!(
+        wait_until(READY, || servers.iter().all(|s| {
+            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
+                == Some("ok")
+                && cluster_slots(s.port).len() >= 3
+        })),
+        "cluster did not become ready"
+    );
+    let any = servers[0].port;
+
+    // A namespace whose two categories live on different primaries (hash tag per category).
+    let cats = vec!["roles".to_string(), "general".to_string()];
+    // The bus slot `{ns}` on the same primary as `roles`, so killing the bus primary also
+    // fails writes of a category over (the measured time is for that category).
+    let mut ns = namespace("cluster");
+    for _ in 0..500 {
+        let a = owner(any, &format!("{{{ns}:roles}}"));
+        let b = owner(any, &format!("{{{ns}:general}}"));
+        if a.is_some() && a != b && owner(any, &format!("{{{ns}}}")) == a {
+            break;
+        }
+        ns = namespace("cluster");
+    }
+    let cat_owners: Vec<Option<u16>> = cats
+        .iter()
+        .map(|c| owner(any, &format!("{{{ns}:{c}}}")))
+        .collect();
+    assert_ne!(cat_owners[0], cat_owners[1], "categories on two shards");
+    assert_eq!(
+        owner(any, &format!("{{{ns}}}")),
+        cat_owners[0],
+        "bus with roles"
+    );
+
+    let target = RedisTarget::Cluster {
+        nodes: addrs.clone(),
+        password: None,
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start_node(&format!("n{i}"), &ns, target.clone(), 0).await);
+    }
+    let bound_ms = Config::default().staleness_bound.as_millis() as u64;
+    let hist = History::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = start_clients(&nodes, &cats, &hist, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        first_write_after(&hist, 0).is_some(),
+        "no write succeeded before the fault"
+    );
+
+    // Kill the primary that carries the bus (the `{ns}` slot of the sharded channels).
+    let bus_owner = owner(any, &format!("{{{ns}}}")).expect("bus slot owner");
+    let victim = servers
+        .iter()
+        .position(|s| s.port == bus_owner)
+        .expect("bus owner is one of ours");
+    let survivor = servers
+        .iter()
+        .find(|s| s.port != bus_owner)
+        .map(|s| s.port)
+        .expect("a survivor");
+    let kill_us = hist.now_us();
+    let killed_at = Instant::now();
+    servers[victim].kill();
+    let promoted = tokio::task::spawn_blocking(move || {
+        let ok = wait_until(RESUME, || {
+            let slots = cluster_slots(survivor);
+            !slots.is_empty() && slots.iter().all(|(_, _, p)| *p != bus_owner)
+        });
+        (ok, killed_at.elapsed())
+    });
+    let resumed = wait_writes_resume(&hist, kill_us, Some("roles")).await;
+    let (promoted, promoted_after) = promoted.await.unwrap_or((false, Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert!(promoted, "the cluster did not fail the killed primary over");
+    let resumed = resumed.expect("writes succeed again after the failover");
+    println!(
+        "cluster: primary of the bus and `roles` killed; replica took its slots after {} ms; \
+         first acknowledged `roles` write {:.0} ms after the kill",
+        promoted_after.as_millis(),
+        (resumed - kill_us) as f64 / 1000.0,
+    );
+
+    // The bus delivered (sharded pub/sub): every node applied others' invalidations.
+    for n in &nodes {
+        let c = n.cache().stats().await.counters;
+        assert!(
+            c.invalidations_received > 0,
+            "a node received no invalidation"
+        );
+    }
+    // Glob and `*` invalidations reach both shards, through another node.
+    let http = reqwest::Client::new();
+    let base = |i: usize| format!("http://{}", nodes[i].http_addr());
+    for cat in &cats {
+        for key in ["plain:a", "other"] {
+            let r = http
+                .put(format!("{}/v1/cache/{cat}/{key}", base(0)))
+                .body("v")
+                .send()
+                .await
+                .expect("PUT");
+            assert_eq!(r.status().as_u16(), 204, "PUT {cat}/{key} after failover");
+            let r = http
+                .get(format!("{}/v1/cache/{cat}/{key}", base(1)))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status().as_u16(), 200, "GET {cat}/{key} on another node");
+        }
+        let r = http
+            .post(format!("{}/v1/invalidate", base(2)))
+            .json(&serde_json::json!({"category": cat, "pattern": "plain:*"}))
+            .send()
+            .await
+            .expect("POST glob");
+        assert!(r.status().is_success(), "glob invalidation {cat}");
+        for i in 0..3 {
+            // Other nodes apply the invalidation within the staleness bound: bounded poll.
+            let url = format!("{}/v1/cache/{cat}/plain:a", base(i));
+            assert!(
+                eventually_status(&http, &url, 404).await,
+                "{cat}/plain:a after the glob, n{i}"
+            );
+            let r = http
+                .get(format!("{}/v1/cache/{cat}/other", base(i)))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{cat}/other survives the glob, n{i}"
+            );
+        }
+    }
+    let r = http
+        .post(format!("{}/v1/invalidate", base(2)))
+        .json(&serde_json::json!({"category": "*", "pattern": "*"}))
+        .send()
+        .await
+        .expect("POST *");
+    assert!(
+        r.status().is_success(),
+        "`*` invalidation of every category"
+    );
+    for cat in &cats {
+        for i in 0..3 {
+            let url = format!("{}/v1/cache/{cat}/other", base(i));
+            assert!(
+                eventually_status(&http, &url, 404).await,
+                "{cat}/other after `*`, n{i}"
+            );
+        }
+    }
+
+    let (ok, report) = hist.check(dir.path(), bound_ms);
+    println!("{report}");
+    assert!(ok, "fault checker found stale or corrupt reads:\n{report}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -46,8 +46,12 @@ use crate::config::RedisTarget;
 /// The command connection of L2, whatever the topology.
 #[derive(Clone)]
 pub enum L2Conn {
-    /// One server (single Redis, or the primary Sentinel named).
+    /// One server, reconnecting by itself (single Redis).
     Single(ConnectionManager),
+    /// The primary Sentinel named. It never reconnects by itself: the same address may be
+    /// a replica by then. When it breaks, calls fail until the bus reconnects through the
+    /// sentinels (its subscription to that server breaks too, or its pings stop echoing).
+    Fixed(MultiplexedConnection),
     /// Redis Cluster.
     Cluster(ClusterConnection),
 }
@@ -56,6 +60,7 @@ impl ConnectionLike for L2Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             L2Conn::Single(c) => c.req_packed_command(cmd),
+            L2Conn::Fixed(c) => c.req_packed_command(cmd),
             L2Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -68,6 +73,7 @@ impl ConnectionLike for L2Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             L2Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            L2Conn::Fixed(c) => c.req_packed_commands(cmd, offset, count),
             L2Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -75,6 +81,7 @@ impl ConnectionLike for L2Conn {
     fn get_db(&self) -> i64 {
         match self {
             L2Conn::Single(c) => c.get_db(),
+            L2Conn::Fixed(c) => c.get_db(),
             L2Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -88,7 +95,7 @@ impl L2Conn {
     /// `host:port` of every primary (one entry for a single server).
     pub async fn primaries(&mut self) -> redis::RedisResult<Vec<(String, u16)>> {
         match self {
-            L2Conn::Single(_) => Ok(Vec::new()),
+            L2Conn::Single(_) | L2Conn::Fixed(_) => Ok(Vec::new()),
             L2Conn::Cluster(c) => {
                 let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await?;
                 let mut out: Vec<(String, u16)> = parse_slots(&slots)?
@@ -228,6 +235,23 @@ async fn manager(client: redis::Client, timeout: Duration) -> Result<L2Conn, L2E
     }
 }
 
+/// A connection to the sentinel-named primary that does not reconnect by itself.
+async fn fixed(client: redis::Client, timeout: Duration) -> Result<L2Conn, L2Error> {
+    let bound = timeout.max(Duration::from_millis(500));
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(bound)
+        .set_response_timeout(timeout);
+    match tokio::time::timeout(
+        bound,
+        client.get_multiplexed_async_connection_with_config(&cfg),
+    )
+    .await
+    {
+        Ok(r) => Ok(L2Conn::Fixed(r?)),
+        Err(_) => Err(L2Error::Timeout(bound)),
+    }
+}
+
 async fn cluster(
     nodes: &[String],
     password: &Option<String>,
@@ -355,7 +379,7 @@ pub async fn subscribe(
             // One answer from the sentinels for both connections: same server.
             let primary = sentinel_primary(sentinels, master, password, *db, bound).await?;
             let (sub, client) = classic(primary).await?;
-            Ok((sub, manager(client, timeout).await?))
+            Ok((sub, fixed(client, timeout).await?))
         }
         RedisTarget::Cluster { nodes, password } => {
             let mut conn = cluster(nodes, password, timeout).await?;
