@@ -740,10 +740,10 @@ impl Config {
             match redis.as_mut() {
                 Some(RedisTarget::Url { password: p, .. })
                 | Some(RedisTarget::Sentinel { password: p, .. })
-                | Some(RedisTarget::Cluster { password: p, .. }) => {
-                    if password.is_some() {
-                        *p = password.clone();
-                    }
+                | Some(RedisTarget::Cluster { password: p, .. })
+                    if password.is_some() =>
+                {
+                    *p = password.clone();
                 }
                 _ => {}
             }
@@ -1074,6 +1074,73 @@ mod tests {
         let env = env_of(&[("REDIS_URL", "redis://127.0.0.1:1/0"), ("REDIS_HOST", "x")]);
         let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
         assert!(matches!(c.redis, Some(RedisTarget::Url { .. })));
+    }
+
+    #[test]
+    fn sentinel_and_cluster_targets_from_env_and_file() {
+        let env = env_of(&[
+            ("REDIS_SENTINELS", "127.0.0.1:26379, 127.0.0.1:26380"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_DB", "2"),
+            ("HC_L2_MIN_REPLICAS", "1"),
+        ]);
+        let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
+        assert_eq!(
+            c.redis,
+            Some(RedisTarget::Sentinel {
+                sentinels: vec!["127.0.0.1:26379".into(), "127.0.0.1:26380".into()],
+                master: "mymaster".into(),
+                password: Some("pw".into()),
+                db: 2,
+            })
+        );
+        assert_eq!(c.l2_min_replicas, 1);
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[("REDIS_SENTINELS", "127.0.0.1:1")]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REDIS_SENTINEL_MASTER"), "{e}");
+        let env = env_of(&[("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1:7001")]);
+        let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
+        assert!(
+            matches!(c.redis, Some(RedisTarget::Cluster { ref nodes, .. }) if nodes.len() == 2)
+        );
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[("REDIS_CLUSTER_NODES", "nohostport")]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("redis.cluster_nodes"), "{e}");
+
+        let file: FileConfig = toml::from_str(
+            "l2_min_replicas = 1\n[redis]\nsentinels = [\"10.0.0.1:26379\"]\nmaster_name = \"m\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), file).unwrap();
+        assert!(matches!(c.redis, Some(RedisTarget::Sentinel { ref master, .. }) if master == "m"));
+        assert_eq!(c.l2_min_replicas, 1);
+        let file: FileConfig =
+            toml::from_str("[redis]\ncluster_nodes = [\"10.0.0.1:7000\"]\n").unwrap();
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), file).unwrap();
+        assert!(matches!(c.redis, Some(RedisTarget::Cluster { .. })));
+        for bad in [
+            "[redis]\nsentinels = [\"h:1\"]\n",
+            "[redis]\nurl = \"redis://h:1\"\ncluster_nodes = [\"h:1\"]\n",
+            "[redis]\nurl = \"redis://h:1\"\nmaster_name = \"m\"\n",
+            "l2_min_replicas = 17\n[redis]\nurl = \"redis://h:1\"\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            assert!(
+                Config::resolve(&Flags::default(), &env_of(&[]), file).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

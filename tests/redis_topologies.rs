@@ -350,7 +350,7 @@ fn first_write_after(hist: &History, since_us: u64) -> Option<u64> {
 fn first_write_in(hist: &History, since_us: u64, cat: Option<&str>) -> Option<u64> {
     hist.ops()
         .iter()
-        .filter(|o| cat.is_none_or(|c| o["cat"] == c))
+        .filter(|o| cat.map_or(true, |c| o["cat"] == c))
         .filter(|o| o["f"] == "put" && o["t0"].as_u64().is_some_and(|t| t >= since_us))
         .filter(|o| {
             o["status"]
