@@ -547,6 +547,17 @@ impl L2 {
                 .scan_node(node, &match_pattern, &key_prefix, glob)
                 .await?;
         }
+        if self.wait_for() > 0 {
+            // Even a glob that matched nothing is acknowledged only once replicas have this
+            // primary's state: a primary without replicas (one about to be superseded in a
+            // failover) may simply lack keys the surviving one has.
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCRBY")
+                .arg(self.gen_key(category))
+                .arg(0)
+                .ignore();
+            self.with_wait(pipe).await?;
+        }
         Ok(total)
     }
 
