@@ -194,6 +194,7 @@ async fn main() {
             hybrid_cache::wire::Target::Key(key.clone()),
             hybrid_cache::wire::ChangeKind::Invalidate,
             false,
+            false,
         )
         .await
         .expect("published");

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Soak test: 3 nodes + their own redis-server behind haproxy, all on free loopback ports
 # (state in .soak/, never the ports of cluster.toml), under mixed bounded load with periodic
-# faults, sampling every node's RSS, open file descriptors and L2 backlog (`hc_l2_backlog`
-# of /metrics) every 10 s. Fails when, after the warm-up, any of them grows faster than
+# faults, sampling every node's RSS, open file descriptors, L2 backlog (`hc_l2_backlog`
+# of /metrics) and mailbox depths (sum of `hc_mailbox_depth`, bounded by construction:
+# reported, not fitted) every 10 s. Fails when, after the warm-up, any of them grows faster than
 # its stated slope (least-squares fit over the post-warm-up samples of one process):
 #   RSS  > SOAK_MAX_RSS_MIB_PER_MIN  (default 1.0 MiB/min)
 #   fds  > SOAK_MAX_FDS_PER_MIN      (default 2 per min)
@@ -51,18 +52,19 @@ def slope(xs, ys):
     d = sum((x - mx) ** 2 for x in xs)
     return 0.0 if d == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / d
 fail = []
-print("\n| node (pid) | samples | RSS MiB first→last | RSS slope MiB/min | fds first→last | fd slope /min | L2 backlog max | backlog slope /min |")
-print("|---|---|---|---|---|---|---|---|")
+print("\n| node (pid) | samples | RSS MiB first→last | RSS slope MiB/min | fds first→last | fd slope /min | L2 backlog max | backlog slope /min | mailbox depth max |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (node, pid), rows in sorted(series.items()):
     if len(rows) < 6:   # a restarted process's short tail: too few points for a slope
-        print(f"| {node} ({pid}) | {len(rows)} | (too short for a slope) | | | | | |")
+        print(f"| {node} ({pid}) | {len(rows)} | (too short for a slope) | | | | | | |")
         continue
     t = [float(r["t"]) / 60 for r in rows]
     rss = [int(r["rss_kib"]) / 1024 for r in rows]
     fds = [int(r["fds"]) for r in rows]
     bl = [int(r["l2_backlog"]) if r["l2_backlog"] else 0 for r in rows]
+    mb = [int(r.get("mailboxes") or 0) for r in rows]
     s_rss, s_fds, s_bl = slope(t, rss), slope(t, fds), slope(t, bl)
-    print(f"| {node} ({pid}) | {len(rows)} | {rss[0]:.1f}→{rss[-1]:.1f} | {s_rss:+.2f} | {fds[0]}→{fds[-1]} | {s_fds:+.2f} | {max(bl)} | {s_bl:+.2f} |")
+    print(f"| {node} ({pid}) | {len(rows)} | {rss[0]:.1f}→{rss[-1]:.1f} | {s_rss:+.2f} | {fds[0]}→{fds[-1]} | {s_fds:+.2f} | {max(bl)} | {s_bl:+.2f} | {max(mb)} |")
     if s_rss > lim_rss: fail.append(f"{node} RSS slope {s_rss:.2f} MiB/min > {lim_rss}")
     if s_fds > lim_fds: fail.append(f"{node} fd slope {s_fds:.2f}/min > {lim_fds}")
     if s_bl > lim_bl: fail.append(f"{node} backlog slope {s_bl:.2f}/min > {lim_bl}")
@@ -134,7 +136,7 @@ def http_of(n):
     cfg = tomllib.load(open(os.path.join(state, "soak.toml"), "rb"))
     return next(x["http"] for x in cfg["nodes"] if x["id"] == n)
 urls = {n: http_of(n) for n in nodes}
-print("t,node,pid,rss_kib,fds,l2_backlog", flush=True)
+print("t,node,pid,rss_kib,fds,l2_backlog,mailboxes", flush=True)
 t0 = time.monotonic()
 while time.monotonic() - t0 <= duration:
     t = round(time.monotonic() - t0)
@@ -145,13 +147,14 @@ while time.monotonic() - t0 <= duration:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (OSError, ValueError, StopIteration):
             continue
-        backlog = ""
+        backlog, mailboxes = "", ""
         try:
             text = urllib.request.urlopen(f"http://{urls[n]}/metrics", timeout=2).read().decode()
             backlog = next((l.split()[-1] for l in text.splitlines() if l.startswith("hc_l2_backlog ")), "")
+            mailboxes = str(sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith("hc_mailbox_depth{")))
         except OSError:
             pass
-        print(f"{t},{n},{pid},{rss},{fds},{backlog}", flush=True)
+        print(f"{t},{n},{pid},{rss},{fds},{backlog},{mailboxes}", flush=True)
     time.sleep(10 - (time.monotonic() - t0) % 10)
 EOF
 SAMPLER_PID=$!

@@ -18,9 +18,19 @@
 //! counted and flushes L1 (fail closed). With a cluster secret (`HC_CLUSTER_SECRET`), every
 //! payload is sealed with an HMAC ([`crate::wire_auth`]); one that fails is dropped, counted
 //! and handled like a gap (flush), and never reaches the sequence state, so whoever can
-//! PUBLISH on Redis cannot forge an invalidation or poison an origin's sequence numbers. [`Action::Renew`] is carried out only after a
-//! barrier through every category actor, so the invalidations received before a ping echo
-//! are in L1 before the lease covers them.
+//! PUBLISH on Redis cannot forge an invalidation or poison an origin's sequence numbers.
+//! [`Action::Renew`] is carried out only after a barrier through every category actor, so
+//! the invalidations received before a ping echo are in L1 before the lease covers them.
+//!
+//! # Bounded queues
+//! The actor's mailbox and the publisher's queue are fronted by
+//! [`MailboxGate`](crate::actors::mailbox::MailboxGate)s. The connection task *waits* for a
+//! slot (it stops reading; Redis buffers, and past its pub/sub output limit drops the
+//! subscription, which revokes the lease). A local writer or a peer that finds the mailbox
+//! full does not wait: [`BusMsg::Overflow`] then flushes L1 and skips one of our sequence
+//! numbers, so every peer sees a gap and flushes too (the refused message may have been one
+//! of our invalidations). A message the publisher's queue refuses is a failed publish. The
+//! periodic [`BusMsg::Tick`] is coalesced (one in flight at most).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,6 +66,12 @@ pub enum PublishError {
     /// The bus actor is gone (node stopping).
     #[error("the bus is stopped")]
     Stopped,
+    /// The bus's queue is full; L1 is flushed everywhere instead (fail closed).
+    #[error("the invalidation bus is overloaded")]
+    Overloaded,
+    /// Redis is down and not every peer acked the change within the bound.
+    #[error("not every peer acknowledged the change while redis is down")]
+    NotAcknowledged,
 }
 
 type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
@@ -63,12 +79,15 @@ type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
 /// Messages of the bus actor.
 pub enum BusMsg {
     /// Publish a local change; `done` gets the outcome: for a `strict` change, once every
-    /// lease holder applied it (or B passed), else once Redis took the PUBLISH.
+    /// lease holder applied it (or B passed), else once Redis took the PUBLISH. A change
+    /// whose L2 write failed (`l2_pending`) goes to the peers over QUIC and succeeds only
+    /// once every peer acked it (each keeps it for replay into L2).
     Publish {
         category: Option<String>,
         target: Target,
         kind: ChangeKind,
         strict: bool,
+        l2_pending: bool,
         done: Option<Done>,
     },
     /// The publisher's outcome for strict change `seq` (receivers counted by Redis).
@@ -82,8 +101,49 @@ pub enum BusMsg {
     LinkUp(L2Conn, u64),
     /// The connection task lost the subscription.
     LinkDown(String, u64),
-    /// Periodic timer.
+    /// Periodic timer (coalesced: at most one in the mailbox).
     Tick,
+    /// A message could not be admitted to the full mailbox: flush, everywhere (ungated; at
+    /// most one in flight).
+    Overflow,
+}
+
+impl BusMsg {
+    /// Whether this message holds a slot of the mailbox gate.
+    fn gated(&self) -> bool {
+        !matches!(self, BusMsg::Tick | BusMsg::Overflow)
+    }
+}
+
+/// Sends `msg` to the bus if its mailbox has room; otherwise the bus is told to flush
+/// ([`BusMsg::Overflow`]) and `false` is returned.
+pub(crate) fn tell(shared: &Shared, bus: &ActorRef<BusMsg>, msg: BusMsg) -> bool {
+    let gate = &shared.bus_gate;
+    if !gate.try_reserve() {
+        gate.note_refused();
+        if gate.request_flush() {
+            tracing::warn!("bus mailbox full: flushing L1 on every node");
+            if bus.cast(BusMsg::Overflow).is_err() {
+                gate.overflow_handled();
+            }
+        }
+        return false;
+    }
+    if bus.cast(msg).is_err() {
+        gate.release();
+        return false;
+    }
+    true
+}
+
+/// Sends `msg` to the bus, waiting for room in its mailbox. False if the bus is gone.
+async fn tell_waiting(shared: &Shared, bus: &ActorRef<BusMsg>, msg: BusMsg) -> bool {
+    shared.bus_gate.reserve().await;
+    if bus.cast(msg).is_err() {
+        shared.bus_gate.release();
+        return false;
+    }
+    true
 }
 
 /// Announces a local change to every other node and waits (bounded) for the outcome.
@@ -96,23 +156,27 @@ pub async fn publish(
     target: Target,
     kind: ChangeKind,
     strict: bool,
+    l2_pending: bool,
 ) -> Result<(), PublishError> {
     let Some(bus) = shared.bus() else {
         return Ok(());
     };
     let (done, outcome) = tokio::sync::oneshot::channel();
-    bus.cast(BusMsg::Publish {
+    let msg = BusMsg::Publish {
         category: category.map(str::to_owned),
         target,
         kind,
         strict,
+        l2_pending,
         done: Some(done),
-    })
-    .map_err(|_| PublishError::Stopped)?;
+    };
+    if !tell(shared, &bus, msg) {
+        return Err(PublishError::Overloaded);
+    }
     // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us, and
     // for a strict change the acks (at most B).
     let mut bound = shared.config.redis_timeout.max(Duration::from_millis(100)) * 4;
-    if strict {
+    if strict || l2_pending {
         bound += shared.config.staleness_bound;
     }
     match tokio::time::timeout(bound, outcome).await {
@@ -155,6 +219,10 @@ pub struct BusState {
     strict_waiters: std::collections::HashMap<u64, Done>,
     /// HMAC key of the cluster secret, when one is configured.
     key: Option<Arc<crate::wire_auth::ClusterKey>>,
+    /// A Tick is in the mailbox.
+    tick_pending: Arc<AtomicBool>,
+    /// The path of the inbound message whose actions are running (acks go back on it).
+    via: Via,
 }
 
 /// A message for the publisher task.
@@ -181,6 +249,8 @@ fn spawn_publisher(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
     let task = tokio::spawn(async move {
         while let Some(mut o) = rx.recv().await {
+            // The queue is bounded by `publisher_gate` (see `BusState::send_to`).
+            shared.publisher_gate.release();
             if let Some(k) = &key {
                 o.bytes = crate::wire_auth::seal(k, &o.bytes);
             }
@@ -202,10 +272,13 @@ fn spawn_publisher(
                 }
             }
             if let Some(seq) = o.strict_seq {
-                let _ = myself.cast(BusMsg::Published {
+                let published = BusMsg::Published {
                     seq,
                     result: result.clone(),
-                });
+                };
+                if !tell_waiting(&shared, &myself, published).await {
+                    return;
+                }
             }
             if let Some(done) = o.done {
                 let _ = done.send(result.map(|_| ()));
@@ -237,24 +310,25 @@ fn spawn_connection(
             match subscribe(&target, &channels, timeout).await {
                 Ok((mut sub, cm)) => {
                     delays = backoff();
-                    if myself.cast(BusMsg::LinkUp(cm, gen)).is_err() {
+                    if !tell_waiting(&shared, &myself, BusMsg::LinkUp(cm, gen)).await {
                         return;
                     }
                     while let Some(payload) = sub.next().await {
-                        if myself.cast(BusMsg::Inbound(payload, Via::Redis)).is_err() {
+                        // Waits while the mailbox is full: we stop reading, Redis buffers.
+                        let inbound = BusMsg::Inbound(payload, Via::Redis);
+                        if !tell_waiting(&shared, &myself, inbound).await {
                             return;
                         }
                     }
-                    if myself
-                        .cast(BusMsg::LinkDown("subscription closed".into(), gen))
-                        .is_err()
-                    {
+                    let down = BusMsg::LinkDown("subscription closed".into(), gen);
+                    if !tell_waiting(&shared, &myself, down).await {
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "redis connect failed; retrying");
-                    if myself.cast(BusMsg::LinkDown(e.to_string(), gen)).is_err() {
+                    let down = BusMsg::LinkDown(e.to_string(), gen);
+                    if !tell_waiting(&shared, &myself, down).await {
                         return;
                     }
                 }
@@ -281,7 +355,15 @@ impl BusState {
         for action in actions {
             match action {
                 Action::Apply { category, target } => self.apply(category.as_deref(), &target),
-                Action::FlushAll(reason) => self.shared.flush_all(reason.as_str()).await,
+                Action::FlushAll(reason) => {
+                    if self.machine.link() == LinkState::Down {
+                        // Without Redis we cannot know which changes the flush stands for:
+                        // some may be waiting to reach L2 in a peer's backlog. L2 is read
+                        // again only after every category was invalidated there.
+                        self.shared.l2_missed_everything();
+                    }
+                    self.shared.flush_all(reason.as_str()).await
+                }
                 Action::Publish(msg) => self.send(&msg, None),
                 Action::Reconnect => {
                     // The machine emitted Revoke before this when a lease was held.
@@ -298,11 +380,23 @@ impl BusState {
                     self.shared.lease.revoke();
                     self.shared.metrics.record_lease_lapse();
                 }
-                Action::SendAck { to, ack } => {
-                    // Only once the change is in our L1 does the writer hear "applied".
+                Action::SendAck { to, origin, ack } => {
+                    // Only once the change is in our L1 does the writer hear "applied"; by
+                    // the path the change came on.
                     if self.barrier().await {
-                        let channel = ping_channel(&self.bus_ns, &to);
-                        self.send_to(&ack, channel, None, None);
+                        if self.via == Via::Quic {
+                            self.send_peer(Some(&origin), &ack);
+                        } else {
+                            let channel = ping_channel(&self.bus_ns, &to);
+                            self.send_to(&ack, channel, None, None);
+                        }
+                    }
+                }
+                Action::PeerBroadcast(msg) => self.send_peer(None, &msg),
+                Action::SendPeer { to, msg } => self.send_peer(Some(&to), &msg),
+                Action::NotAcknowledged { seq } => {
+                    if let Some(done) = self.strict_waiters.remove(&seq) {
+                        let _ = done.send(Err(PublishError::NotAcknowledged));
                     }
                 }
                 Action::Acknowledged { seq, by_timeout } => {
@@ -322,13 +416,27 @@ impl BusState {
     async fn barrier(&self) -> bool {
         let calls = self.shared.categories.keys().map(|name| {
             let writer = self.shared.writer(name);
+            let gate = self.shared.category_gates.get(name).cloned();
             async move {
-                let Some(w) = writer else { return false };
-                matches!(
-                    w.call(CategoryMsg::Barrier, Some(Duration::from_secs(1)))
-                        .await,
-                    Ok(ractor::rpc::CallResult::Success(()))
-                )
+                let (Some(w), Some(gate)) = (writer, gate) else {
+                    return false;
+                };
+                // A full mailbox: no renewal now (the lease lapses; fail closed).
+                if !gate.try_reserve() {
+                    gate.note_refused();
+                    return false;
+                }
+                match w
+                    .call(CategoryMsg::Barrier, Some(Duration::from_secs(1)))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(())) => true,
+                    Ok(_) => false,
+                    Err(_) => {
+                        gate.release();
+                        false
+                    }
+                }
             }
         });
         futures::future::join_all(calls)
@@ -374,14 +482,17 @@ impl BusState {
                     }
                     break;
                 }
-                // Peers may have refilled the old L2 value meanwhile: tell them.
-                let _ = myself.cast(BusMsg::Publish {
+                // Peers may have refilled the old L2 value meanwhile: tell them (a full
+                // mailbox flushes everywhere instead, which covers it).
+                let announce = BusMsg::Publish {
                     category: Some(category),
                     target,
                     kind: ChangeKind::Invalidate,
                     strict: false,
+                    l2_pending: false,
                     done: None,
-                });
+                };
+                tell(&shared, &myself, announce);
                 done += 1;
             }
             tracing::info!(replayed = done, total, "uncertain changes replayed into L2");
@@ -407,16 +518,36 @@ impl BusState {
             Some(_) => return, // the machine flushed for an unknown category
         };
         for name in names {
-            if let Some(w) = self.shared.writer(&name) {
-                let sent = w.cast(CategoryMsg::Invalidate {
+            // A full mailbox or a restarting actor flushes the category instead.
+            self.shared.tell_writer(
+                &name,
+                CategoryMsg::Invalidate {
                     pattern: parsed.clone(),
                     reply: None,
-                });
-                if sent.is_err() {
-                    // The actor is restarting, and a restarted actor flushes anyway.
-                    tracing::debug!(category = %name, "invalidation during actor restart");
-                }
+                },
+            );
+        }
+    }
+
+    /// Seals and sends `msg` over QUIC to one peer, or to every live peer.
+    fn send_peer(&self, to: Option<&str>, msg: &BusMessage) {
+        let Some(g) = self.shared.gossip() else {
+            return;
+        };
+        let mut bytes = match wire::encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode bus message");
+                return;
             }
+        };
+        if let Some(k) = &self.key {
+            bytes = crate::wire_auth::seal(k, &bytes);
+        }
+        NodeCounters::incr(&self.shared.counters.peer_messages_sent);
+        match to {
+            Some(peer) => g.send_to(peer, bytes),
+            None => g.broadcast(bytes),
         }
     }
 
@@ -429,23 +560,36 @@ impl BusState {
         self.send_to(msg, channel, done, None);
     }
 
+    /// Queues `msg` for the publisher. False when it was not queued (encoding failed, the
+    /// queue is full, the publisher stopped): `done` has the error then. A refused
+    /// invalidation already has its sequence number, so peers see the gap and flush; a
+    /// refused ping or ack only delays a renewal or a strict release (at most B).
     fn send_to(
         &self,
         msg: &BusMessage,
         channel: String,
         done: Option<Done>,
         strict_seq: Option<u64>,
-    ) {
+    ) -> bool {
+        let fail = |done: Option<Done>, e: PublishError| {
+            if let Some(d) = done {
+                let _ = d.send(Err(e));
+            }
+            false
+        };
         let bytes = match wire::encode(msg) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode bus message");
-                if let Some(d) = done {
-                    let _ = d.send(Err(PublishError::Refused(e.to_string())));
-                }
-                return;
+                return fail(done, PublishError::Refused(e.to_string()));
             }
         };
+        let gate = &self.shared.publisher_gate;
+        if !gate.try_reserve() {
+            gate.note_refused();
+            tracing::warn!("bus publisher queue full: message not sent");
+            return fail(done, PublishError::Overloaded);
+        }
         let queued = self.outgoing.send(Outgoing {
             bytes,
             channel,
@@ -453,8 +597,13 @@ impl BusState {
             done,
             strict_seq,
         });
-        if queued.is_err() {
-            tracing::error!("bus publisher stopped");
+        match queued {
+            Ok(()) => true,
+            Err(e) => {
+                gate.release();
+                tracing::error!("bus publisher stopped");
+                fail(e.0.done, PublishError::Stopped)
+            }
         }
     }
 
@@ -535,7 +684,14 @@ impl Actor for BusActor {
         )
         .with_categories(shared.categories.keys().cloned())
         .with_ack_channel(shared.instance.clone());
-        // A restarted bus cannot know what it missed.
+        // With Redis and gossip peers, the lease survives a Redis outage over QUIC.
+        let machine = if shared.config.redis.is_some() && shared.config.gossip_addr.is_some() {
+            machine.with_peer_lease()
+        } else {
+            machine
+        };
+        // A restarted bus cannot know what it missed; its old mailbox is gone.
+        shared.bus_gate.reset();
         shared.link_up.store(false, Ordering::Relaxed);
         shared.lease.revoke();
         let conn_task = spawn_connection(
@@ -545,7 +701,21 @@ impl Actor for BusActor {
             0,
         );
         let tick = config.ping_interval.min(Duration::from_millis(50));
-        let tick_task = Some(myself.send_interval(tick, || BusMsg::Tick));
+        let tick_pending = Arc::new(AtomicBool::new(false));
+        let tick_task = Some({
+            let (myself, pending) = (myself.clone(), tick_pending.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(tick);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    // A stalled actor gets one Tick, not one per period.
+                    if !pending.swap(true, Ordering::AcqRel) && myself.cast(BusMsg::Tick).is_err() {
+                        return;
+                    }
+                }
+            })
+        });
         let key = match &shared.config.cluster_secret {
             Some(secret) => Some(Arc::new(
                 crate::wire_auth::ClusterKey::new(secret.as_bytes())
@@ -569,6 +739,8 @@ impl Actor for BusActor {
             replaying: Arc::new(AtomicBool::new(false)),
             strict_waiters: std::collections::HashMap::new(),
             key,
+            tick_pending,
+            via: Via::Redis,
         })
     }
 
@@ -596,16 +768,42 @@ impl Actor for BusActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
+        if msg.gated() {
+            state.shared.bus_gate.release();
+        }
         match msg {
+            BusMsg::Overflow => {
+                // Cleared first: an overflow after this point asks for another flush.
+                state.shared.bus_gate.overflow_handled();
+                // The refused message may have been one of our invalidations: a skipped
+                // sequence number makes every peer flush at our next message or heartbeat.
+                state.machine.skip_seq();
+                state.shared.flush_all("overflow").await;
+            }
             BusMsg::Publish {
                 category,
                 target,
                 kind,
                 strict,
+                l2_pending,
                 done,
             } => {
                 NodeCounters::incr(&state.shared.counters.invalidations_sent);
-                if strict && state.shared.l2.is_some() {
+                if l2_pending {
+                    // L2 did not take it: every peer must ack it over QUIC (and keep it
+                    // for replay into L2) before it is acknowledged.
+                    let (msg, actions) =
+                        state
+                            .machine
+                            .outgoing_peer(category.as_deref(), target, kind, now);
+                    if let BusMessage::Invalidation(inv) = &msg {
+                        if let Some(d) = done {
+                            state.strict_waiters.insert(inv.seq, d);
+                        }
+                    }
+                    state.send_peer(None, &msg);
+                    state.run(actions).await;
+                } else if strict && state.shared.l2.is_some() {
                     let msg = state
                         .machine
                         .outgoing_strict(category.as_deref(), target, kind, now);
@@ -617,7 +815,12 @@ impl Actor for BusActor {
                         state.strict_waiters.insert(seq, d);
                     }
                     let channel = state.channel.clone();
-                    state.send_to(&msg, channel, None, Some(seq));
+                    if !state.send_to(&msg, channel, None, Some(seq)) {
+                        state.machine.publish_failed(seq);
+                        if let Some(done) = state.strict_waiters.remove(&seq) {
+                            let _ = done.send(Err(PublishError::Overloaded));
+                        }
+                    }
                 } else {
                     let msg = state
                         .machine
@@ -651,6 +854,14 @@ impl Actor for BusActor {
                     Ok(msg) => {
                         if let BusMessage::Invalidation(inv) = &msg {
                             sent_at_ms = Some(inv.sent_at_ms);
+                            if via == Via::Quic && inv.kind != ChangeKind::Set {
+                                // Its L2 outcome is unknown here (a peer sends over QUIC
+                                // when Redis failed it): keep it for replay into L2, and
+                                // read L2 only after that.
+                                state
+                                    .shared
+                                    .l2_missed_any(inv.category.as_deref(), &inv.target);
+                            }
                         }
                         state.machine.handle_message(msg, now)
                     }
@@ -661,7 +872,9 @@ impl Actor for BusActor {
                     }
                 };
                 state.count_duplicates(before);
+                state.via = via;
                 state.run(actions).await;
+                state.via = Via::Redis;
                 if let Some(ms) = sent_at_ms {
                     if state.machine.counters().applied > applied_before {
                         // Publish on the origin -> handed to our L1 writer.
@@ -690,6 +903,7 @@ impl Actor for BusActor {
                 }
             }
             BusMsg::Tick => {
+                state.tick_pending.store(false, Ordering::Release);
                 if state.conn_task.is_none() && state.shared.config.redis.is_some() {
                     state.conn_task = spawn_connection(
                         myself.clone(),
@@ -697,6 +911,10 @@ impl Actor for BusActor {
                         [state.channel.clone(), state.ping_channel.clone()],
                         state.conn_gen,
                     );
+                }
+                if let Some(g) = state.shared.gossip() {
+                    let actions = state.machine.set_live_peers(g.live_peer_ids(), now);
+                    state.run(actions).await;
                 }
                 let actions = state.machine.tick(now);
                 state.run(actions).await;

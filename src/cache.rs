@@ -24,6 +24,7 @@ use bytes::Bytes;
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::actors::mailbox::MailboxGate;
 use crate::actors::{CategoryMsg, NodeSupervisor, SupervisorMsg};
 use crate::config::{CategoryConfig, Config, ConfigError, Flags, RedisTarget};
 use crate::error::CacheError;
@@ -60,6 +61,12 @@ pub struct Shared {
     pub instance: String,
     pub categories: CategoryMap,
     writers: RwLock<HashMap<String, ActorRef<CategoryMsg>>>,
+    /// The gate of each category actor's mailbox (kept across actor restarts).
+    pub(crate) category_gates: HashMap<String, Arc<MailboxGate>>,
+    /// The gate of the bus actor's mailbox.
+    pub(crate) bus_gate: Arc<MailboxGate>,
+    /// The gate of the bus publisher's queue.
+    pub(crate) publisher_gate: Arc<MailboxGate>,
     pub l2: Option<Arc<L2>>,
     pub counters: NodeCounters,
     /// Redis pub/sub subscription is live (coherence link up).
@@ -163,6 +170,10 @@ pub trait PeerLink: Send + Sync {
     fn alive_peers(&self) -> usize;
     /// Best-effort delivery of a bus payload to every alive peer.
     fn broadcast(&self, payload: Vec<u8>);
+    /// Node ids of the peers currently alive or suspect.
+    fn live_peer_ids(&self) -> Vec<String>;
+    /// Best-effort delivery of a bus payload to one peer.
+    fn send_to(&self, node_id: &str, payload: Vec<u8>);
 }
 
 impl Shared {
@@ -206,12 +217,19 @@ impl Shared {
         self.peers.read().ok()?.clone()
     }
 
-    /// Sends a request to a category actor, retrying briefly while it restarts.
+    /// Sends a request to a category actor, retrying briefly while it restarts. A full
+    /// mailbox is not waited for: the category is flushed (see [`Shared::flush_behind`])
+    /// and the caller gets [`CacheError::Unavailable`].
     pub(crate) async fn ask<T: Send + 'static>(
         &self,
         category: &str,
         make: impl Fn(RpcReplyPort<T>) -> CategoryMsg,
     ) -> Result<T, CacheError> {
+        let Some(gate) = self.category_gates.get(category) else {
+            return Err(CacheError::Unavailable(format!(
+                "no L1 writer for category `{category}`"
+            )));
+        };
         let mut last = String::new();
         for attempt in 0..50u32 {
             if attempt > 0 {
@@ -221,16 +239,80 @@ impl Shared {
                 last = "no actor".into();
                 continue;
             };
+            if !gate.try_reserve() {
+                gate.note_refused();
+                self.flush_behind(category);
+                return Err(CacheError::Unavailable(format!(
+                    "category actor `{category}`: mailbox full (L1 flushed)"
+                )));
+            }
             match actor.call(&make, Some(Duration::from_secs(5))).await {
                 Ok(ractor::rpc::CallResult::Success(v)) => return Ok(v),
                 Ok(ractor::rpc::CallResult::Timeout) => last = "timeout".into(),
                 Ok(ractor::rpc::CallResult::SenderError) => last = "actor stopped".into(),
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    // Never enqueued: the slot is ours to give back.
+                    gate.release();
+                    last = e.to_string();
+                }
             }
         }
         Err(CacheError::Unavailable(format!(
             "category actor `{category}`: {last}"
         )))
+    }
+
+    /// Hands `msg` to the category's L1 writer without waiting. When its mailbox is full,
+    /// the message is not sent and the category is flushed instead (fail closed). Returns
+    /// whether the message itself was sent.
+    pub(crate) fn tell_writer(&self, category: &str, msg: CategoryMsg) -> bool {
+        let (Some(gate), Some(actor)) = (self.category_gates.get(category), self.writer(category))
+        else {
+            return false;
+        };
+        if !gate.try_reserve() {
+            gate.note_refused();
+            self.flush_behind(category);
+            return false;
+        }
+        if actor.cast(msg).is_err() {
+            // The actor is restarting; a restarted actor flushes anyway.
+            gate.release();
+            return false;
+        }
+        true
+    }
+
+    /// A change for `category`'s L1 could not be handed to its writer (full mailbox,
+    /// timeout): whatever it would have removed is removed by a flush the actor runs after
+    /// everything already in its mailbox (one such flush in flight at most).
+    pub(crate) fn flush_behind(&self, category: &str) {
+        // A local write racing the flush drops its own copy (see `RemoteMarks`).
+        self.remote.mark_all();
+        let Some(gate) = self.category_gates.get(category) else {
+            return;
+        };
+        if gate.request_flush() {
+            tracing::warn!(
+                category,
+                "L1 change not handed to the writer: flushing the category"
+            );
+            let sent = self
+                .writer(category)
+                .map(|a| a.cast(CategoryMsg::OverflowFlush).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                // No actor to flush for us (restarting: it flushes on start anyway).
+                gate.overflow_handled();
+            }
+        }
+    }
+
+    /// Every mailbox gate of the node (metrics and stats).
+    pub(crate) fn mailbox_gates(&self) -> Vec<Arc<MailboxGate>> {
+        let mut v = vec![self.bus_gate.clone(), self.publisher_gate.clone()];
+        v.extend(self.category_gates.values().cloned());
+        v
     }
 
     /// Remembers a change whose L2 outcome is unknown (Redis configured but not answering).
@@ -239,6 +321,27 @@ impl Shared {
             if let Ok(mut b) = self.l2_backlog.lock() {
                 b.record(category, target);
             }
+        }
+    }
+
+    /// Remembers a change a peer sent over QUIC (its L2 outcome unknown here) for replay
+    /// into L2; `None` = every category.
+    pub(crate) fn l2_missed_any(&self, category: Option<&str>, target: &crate::wire::Target) {
+        match category {
+            Some(c) if self.categories.contains_key(c) => self.l2_missed(c, target),
+            Some(_) => {}
+            None => {
+                for c in self.categories.keys() {
+                    self.l2_missed(c, target);
+                }
+            }
+        }
+    }
+
+    /// Remembers that every category must be invalidated in L2 before it is read again.
+    pub(crate) fn l2_missed_everything(&self) {
+        for c in self.categories.keys() {
+            self.l2_missed(c, &crate::wire::Target::Everything);
         }
     }
 
@@ -257,10 +360,20 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Whether L2 should be used right now: connected and its breaker closed. Under the
-    /// `serve_stale_on_outage` opt-in, changes accepted during an outage must reach L2
-    /// before it is read again.
+    /// Whether L2 should be used right now: connected, its breaker closed, and nothing
+    /// waiting to be replayed into it (a change acknowledged while Redis was down, or one
+    /// a peer sent over QUIC, must reach L2 before L2 is read again).
     pub fn l2_usable(&self) -> Option<&Arc<L2>> {
+        self.l2
+            .as_ref()
+            .filter(|l2| l2.available() && self.l2_backlog_is_empty())
+    }
+
+    /// Whether a change may be written to L2 now. Pending replays do not hold writes back
+    /// (a replay can only remove a newer value: a miss, never an old value), except under
+    /// the `serve_stale_on_outage` opt-in, whose replayed changes are *values*, which must
+    /// not land after newer ones.
+    pub(crate) fn l2_writable(&self) -> Option<&Arc<L2>> {
         self.l2.as_ref().filter(|l2| {
             l2.available() && (!self.config.serve_stale_on_outage || self.l2_backlog_is_empty())
         })
@@ -333,9 +446,17 @@ impl Shared {
             (Some(_), true) => "up",
             (Some(_), false) => "down",
         };
+        let held = self.lease.held();
+        let lease_via = match (link, held) {
+            ("none", _) => "always",
+            (_, false) => "none",
+            ("up", true) => "redis",
+            _ => "peers",
+        };
         crate::stats::CoherenceStats {
             link: link.to_string(),
-            lease_held: self.lease.held(),
+            lease_held: held,
+            lease_via: lease_via.to_string(),
             lease_age_ms: self.lease.age().map(|a| a.as_millis() as u64),
             staleness_bound_ms: self.config.staleness_bound.as_millis() as u64,
             serve_stale_on_outage: self.config.serve_stale_on_outage,
@@ -529,7 +650,19 @@ impl HybridCache {
         let instance = format!("{}-{:016x}", config.node_id, rand::random::<u64>());
         let has_redis = config.redis.is_some();
         let staleness_bound = config.staleness_bound;
+        let cap = config.mailbox_capacity;
+        let category_gates = config
+            .categories
+            .keys()
+            .map(|name| {
+                let gate = MailboxGate::new(format!("category:{name}"), cap);
+                (name.clone(), Arc::new(gate))
+            })
+            .collect();
         let shared = Arc::new(Shared {
+            category_gates,
+            bus_gate: Arc::new(MailboxGate::new("bus", cap)),
+            publisher_gate: Arc::new(MailboxGate::new("publisher", cap)),
             config: Arc::new(config),
             instance: instance.clone(),
             categories,
@@ -739,21 +872,31 @@ impl HybridCache {
         }
         let l1_ttl = l1.entry_ttl(ttl);
         let k = key.to_string();
-        self.shared
+        let put = self
+            .shared
             .ask(category, |reply| CategoryMsg::Put {
                 key: k.clone(),
                 value: value.clone(),
                 ttl: l1_ttl,
                 reply,
             })
-            .await?;
-        if in_l2 && self.shared.remote.snapshot(category, key) != mark {
-            // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides.
-            self.drop_local(category, &Pattern::Exact(key.to_string()))
-                .await?;
+            .await;
+        if put.is_err() {
+            // Our L1 may still hold the older value: flush it (fail closed). The change is
+            // in L2, so it is announced all the same; the writer gets the error.
+            self.shared.flush_behind(category);
+        } else if in_l2 && self.shared.remote.snapshot(category, key) != mark {
+            // A peer's change of this key raced ours (see `RemoteMarks`): L2 decides. A
+            // failure queues a flush instead (inside `drop_local`).
+            let _ = self
+                .drop_local(category, &Pattern::Exact(key.to_string()))
+                .await;
         }
-        self.announce(Some(category), target, crate::bus::ChangeKind::Set)
-            .await
+        let announced = self
+            .announce(Some(category), target, crate::bus::ChangeKind::Set)
+            .await;
+        put?;
+        announced
     }
 
     /// Applies one change to L2 when it is usable. A change L2 did not get is remembered for
@@ -763,7 +906,7 @@ impl HybridCache {
         F: FnOnce(Arc<L2>) -> Fut,
         Fut: std::future::Future<Output = Result<(), crate::l2::L2Error>>,
     {
-        let applied = match self.shared.l2_usable() {
+        let applied = match self.shared.l2_writable() {
             Some(l2) => match change(l2.clone()).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -780,14 +923,20 @@ impl HybridCache {
     }
 
     /// Removes entries matching `pattern` from this node's L1 (through the category's actor);
-    /// returns how many were removed.
+    /// returns how many were removed. When the actor cannot take it, a flush of the category
+    /// is queued instead (fail closed) and the error returned.
     async fn drop_local(&self, category: &str, pattern: &Pattern) -> Result<u64, CacheError> {
-        self.shared
+        let removed = self
+            .shared
             .ask(category, |reply| CategoryMsg::Invalidate {
                 pattern: pattern.clone(),
                 reply: Some(reply),
             })
-            .await
+            .await;
+        if removed.is_err() {
+            self.shared.flush_behind(category);
+        }
+        removed
     }
 
     /// Deletes a key from L2 and from every node's L1. Absent keys are fine.
@@ -801,13 +950,21 @@ impl HybridCache {
                 l2.delete(category, key).await
             })
             .await;
-        self.drop_local(category, &Pattern::Exact(key.to_string()))
-            .await?;
+        // Even when this fails (a flush is queued then), L2 changed: announce it.
+        let dropped = self
+            .drop_local(category, &Pattern::Exact(key.to_string()))
+            .await;
         if !in_l2 && !self.local_writes_ok() {
-            return Err(Self::unavailable("delete"));
+            // Redis is down: acknowledged only if every peer acks it (each keeps it for
+            // replay into L2, and reads L2 only after that).
+            self.announce_to_peers(Some(category), target, crate::bus::ChangeKind::Delete)
+                .await
+                .map_err(|_| Self::unavailable("delete"))?;
+            return dropped.map(|_| ());
         }
         self.announce(Some(category), target, crate::bus::ChangeKind::Delete)
-            .await
+            .await?;
+        dropped.map(|_| ())
     }
 
     /// Invalidates `pattern` (exact key, `*` or glob) in `category` (`*` = every category),
@@ -845,6 +1002,7 @@ impl HybridCache {
         };
         let mut removed = 0;
         let mut all_in_l2 = true;
+        let mut local_error = None;
         for name in &names {
             let parsed = &parsed;
             all_in_l2 &= self
@@ -852,15 +1010,26 @@ impl HybridCache {
                     l2.invalidate_pattern(name, parsed).await
                 })
                 .await;
-            removed += self.drop_local(name, parsed).await?;
-        }
-        if !all_in_l2 && !self.local_writes_ok() {
-            return Err(Self::unavailable("invalidation"));
+            // A failure queues a flush of the category; the change is announced all the same.
+            match self.drop_local(name, parsed).await {
+                Ok(n) => removed += n,
+                Err(e) => local_error = Some(e),
+            }
         }
         let scope = (category != "*").then_some(category);
-        self.announce(scope, target, crate::bus::ChangeKind::Invalidate)
-            .await?;
-        Ok(removed)
+        if !all_in_l2 && !self.local_writes_ok() {
+            // Redis is down: acknowledged only if every peer acks it (see `delete`).
+            self.announce_to_peers(scope, target, crate::bus::ChangeKind::Invalidate)
+                .await
+                .map_err(|_| Self::unavailable("invalidation"))?;
+        } else {
+            self.announce(scope, target, crate::bus::ChangeKind::Invalidate)
+                .await?;
+        }
+        match local_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Returns the cached value or runs `loader` once per node for concurrent misses of the
@@ -1093,6 +1262,19 @@ impl HybridCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
+    /// Test hook: keep a category actor busy for `pause` (a stalled L1 writer).
+    #[doc(hidden)]
+    pub fn stall_category_actor(&self, category: &str, pause: Duration) -> Result<(), CacheError> {
+        self.category(category)?;
+        let actor = self
+            .shared
+            .writer(category)
+            .ok_or_else(|| CacheError::Unavailable(category.into()))?;
+        actor
+            .cast(CategoryMsg::Stall(pause))
+            .map_err(|e| CacheError::Unavailable(e.to_string()))
+    }
+
     /// Tells every other node. The change is acknowledged only if Redis took the publish
     /// (or there is no Redis, or the opt-in accepts local changes): otherwise the caller
     /// gets an error, and the receivers' gap detection and leases cover the lost message.
@@ -1102,21 +1284,42 @@ impl HybridCache {
         target: Target,
         kind: crate::bus::ChangeKind,
     ) -> Result<(), CacheError> {
-        let strict = match category {
-            Some(c) => self.shared.is_strict(c),
-            // A `*`-category change is strict if it touches a strict category.
-            None => self
-                .shared
-                .categories
-                .keys()
-                .any(|c| self.shared.is_strict(c)),
-        };
-        match crate::bus::publish(&self.shared, category, target, kind, strict).await {
+        let strict = self.touches_strict(category);
+        match crate::bus::publish(&self.shared, category, target, kind, strict, false).await {
             Ok(()) => Ok(()),
             Err(_) if self.local_writes_ok() => Ok(()),
             Err(e) => Err(CacheError::Unavailable(format!(
                 "the change reached L2 but its invalidation was not published: {e}"
             ))),
+        }
+    }
+
+    /// A removal L2 did not take (Redis down): sent to every peer over QUIC; `Ok` once each
+    /// of them acked it (see [`crate::coherence`], the peer lease). Without gossip peers
+    /// there is nobody to vouch for it: an error.
+    async fn announce_to_peers(
+        &self,
+        category: Option<&str>,
+        target: Target,
+        kind: crate::bus::ChangeKind,
+    ) -> Result<(), crate::bus::PublishError> {
+        if self.shared.gossip().is_none() {
+            return Err(crate::bus::PublishError::NotAcknowledged);
+        }
+        let strict = self.touches_strict(category);
+        crate::bus::publish(&self.shared, category, target, kind, strict, true).await
+    }
+
+    /// Whether a change of `category` (`None` = every category) is strict: a `*`-category
+    /// change is strict if it touches a strict category.
+    fn touches_strict(&self, category: Option<&str>) -> bool {
+        match category {
+            Some(c) => self.shared.is_strict(c),
+            None => self
+                .shared
+                .categories
+                .keys()
+                .any(|c| self.shared.is_strict(c)),
         }
     }
 }

@@ -89,6 +89,39 @@
 //! correctness. A peer that gossip declares dead leaves the named set, but not the count
 //! Redis gave: if it is in fact still subscribed, the write waits for its ack or for `B`.
 //!
+//! # Redis down for everyone: the peer lease
+//! With gossip peers ([`Coherence::with_peer_lease`]), the lease survives an outage of
+//! Redis over QUIC, on the lease rule of Gray & Cheriton:
+//!
+//! - While our link is down, every `ping_interval` we send a [`BusMessage::PeerPing`] to
+//!   every live peer ([`Coherence::set_live_peers`], from gossip). A peer **whose own link is
+//!   down too** answers with a [`BusMessage::PeerGrant`] carrying `upto`, its last assigned
+//!   sequence number. (A peer that still has Redis acknowledges its changes by PUBLISH
+//!   alone, so it does not grant: a node cut off from Redis while the others reach it gets
+//!   no lease, and `/health` drains it.)
+//! - A grant counts once everything its sender numbered up to `upto` is in our L1: if our
+//!   tracking of that origin is behind (a gap, or first contact), L1 is flushed first.
+//! - The lease is renewed to `s + B` (s = the ping's send time) once every peer that was
+//!   live when the ping went out granted it. Why that suffices: a change a peer acknowledged
+//!   before `s` was numbered before the peer answered our ping, so its number is at most the
+//!   grant's `upto`, and it is in our L1 (or flushed) before the renewal.
+//! - A change made while Redis is down (its L2 write failed: deletes and invalidations;
+//!   a `set` needs L2 and fails) is sent to every peer over QUIC
+//!   ([`Coherence::outgoing_peer`]) and acknowledged only once **every peer of the
+//!   session** acked it: the live peers when the link went down, plus every peer that
+//!   pinged us or became live since. The set never shrinks while the link is down: a peer
+//!   gossip declares dead may be alive behind a partition and still holding a lease that
+//!   does not depend on us, so our changes are refused ([`Action::NotAcknowledged`] after
+//!   B) rather than acknowledged past it. Each receiver keeps the change for replay into L2
+//!   (the driver does), so when Redis returns no node reads L2 before the change is there.
+//! - A peer declared dead while our link is down flushes L1 (whatever it changed since its
+//!   last grant is unknown here) and stops holding our renewals back.
+//! - When the link comes back, the peer session ends: [`Coherence::link_up`] revokes the
+//!   lease and flushes as always; the Redis lease takes over.
+//!
+//! Known limit: the set of peers comes from gossip. Two nodes that have never heard of
+//! each other (a join still spreading while Redis is down) do not wait for each other.
+//!
 //! Whatever the machine cannot apply exactly it applies wider: an undecodable message, an
 //! unknown category or an unparsable glob flush L1 ([`Coherence::undecodable`]).
 //!
@@ -166,6 +199,9 @@ pub enum FlushReason {
     /// A message we could not apply exactly (undecodable, unknown category, bad glob,
     /// failed authentication, a full queue).
     Undecodable,
+    /// Without Redis, a peer our lease depended on was declared dead: whatever it changed
+    /// since its last grant is unknown here.
+    PeerDead,
 }
 
 impl FlushReason {
@@ -176,6 +212,7 @@ impl FlushReason {
             FlushReason::NewOrigin => "new_origin",
             FlushReason::Reconnect => "reconnect",
             FlushReason::Undecodable => "undecodable",
+            FlushReason::PeerDead => "peer_dead",
         }
     }
 }
@@ -205,13 +242,32 @@ pub enum Action {
     },
     /// End the lease now: L1 must not be served until the next [`Action::Renew`].
     Revoke,
-    /// After every earlier [`Action::Apply`] is in L1 (barrier), publish `ack` on the
-    /// origin's own channel `to`.
+    /// After every earlier [`Action::Apply`] is in L1 (barrier), send `ack` to the origin:
+    /// on its own channel `to` when the change came over Redis, to node `origin` over QUIC
+    /// when it came from a peer.
     SendAck {
         /// The origin's channel suffix (its `ack_to`).
         to: String,
+        /// The origin's node id.
+        origin: String,
         /// The [`BusMessage::Ack`] to send.
         ack: BusMessage,
+    },
+    /// Send this message to every live peer over QUIC (peer lease pings, changes made while
+    /// Redis is down).
+    PeerBroadcast(BusMessage),
+    /// Send this message to one peer over QUIC.
+    SendPeer {
+        /// The peer's node id.
+        to: String,
+        /// The message.
+        msg: BusMessage,
+    },
+    /// Our change `seq`, made while Redis was down, was not acked by every peer within B:
+    /// its writer gets an error.
+    NotAcknowledged {
+        /// Its sequence number.
+        seq: u64,
     },
     /// Our strict change `seq` may now be acknowledged to its writer.
     Acknowledged {
@@ -248,6 +304,12 @@ pub struct CoherenceCounters {
     pub strict_acked: u64,
     /// Strict changes acknowledged because B passed without every ack.
     pub strict_timeouts: u64,
+    /// Renewals of the lease by peer grants (Redis down).
+    pub peer_renewals: u64,
+    /// Changes made while Redis was down and acked by every peer.
+    pub peer_acked: u64,
+    /// Changes made while Redis was down that some peer did not ack in time (refused).
+    pub peer_refused: u64,
 }
 
 /// How many epochs of one origin are tracked at once. More than one so that a late message
@@ -314,7 +376,39 @@ pub struct Coherence {
     ack_to: Option<String>,
     /// Our strict changes waiting for acks, by sequence number.
     strict: std::collections::BTreeMap<u64, StrictWrite>,
+    /// The peer lease (Redis down): on when the node has Redis *and* gossip peers.
+    peer_lease: bool,
+    /// Peers gossip says are alive or suspect (the bus updates it every tick).
+    live_peers: BTreeSet<String>,
+    /// Our peer pings not yet granted by every peer they need: (id, send time, needed,
+    /// granted).
+    peer_pings: VecDeque<PeerPing>,
+    /// When the next peer ping is due (meaningful while the link is down).
+    next_peer_ping: Instant,
+    /// Peers that must ack our changes while Redis is down: the live peers when the link
+    /// went down, every peer that pinged us since, every peer that became live since. Never
+    /// shrinks while the link is down (see the module docs); reset when it comes up.
+    session_peers: BTreeSet<String>,
+    /// Our changes made while Redis is down, waiting for every peer's ack.
+    peer_writes: std::collections::BTreeMap<u64, PeerWrite>,
     counters: CoherenceCounters,
+}
+
+/// One of our peer pings.
+#[derive(Debug)]
+struct PeerPing {
+    id: u64,
+    sent: Instant,
+    needed: BTreeSet<String>,
+    granted: BTreeSet<String>,
+}
+
+/// One of our changes made while Redis is down.
+#[derive(Debug)]
+struct PeerWrite {
+    published_at: Instant,
+    needed: BTreeSet<String>,
+    acked: BTreeSet<String>,
 }
 
 /// One strict change of ours on its way to every lease holder.
@@ -359,8 +453,188 @@ impl Coherence {
             heard: HashMap::new(),
             ack_to: None,
             strict: std::collections::BTreeMap::new(),
+            peer_lease: false,
+            live_peers: BTreeSet::new(),
+            peer_pings: VecDeque::new(),
+            next_peer_ping: now,
+            session_peers: BTreeSet::new(),
+            peer_writes: std::collections::BTreeMap::new(),
             counters: CoherenceCounters::default(),
         }
+    }
+
+    /// Turns the peer lease on (a node with Redis and gossip peers): while the Redis link is
+    /// down, the lease is kept with [`BusMessage::PeerPing`]s and [`BusMessage::PeerGrant`]s
+    /// over QUIC, and changes are acknowledged only once every peer acked them.
+    pub fn with_peer_lease(mut self) -> Self {
+        self.peer_lease = true;
+        self
+    }
+
+    /// The peers gossip currently says are alive or suspect. A peer that leaves the set
+    /// while the link is down (declared dead) flushes L1: whatever it changed since it last
+    /// granted us is unknown here. It stays in the set of peers our changes wait for.
+    pub fn set_live_peers<I: IntoIterator<Item = String>>(
+        &mut self,
+        peers: I,
+        now: Instant,
+    ) -> Vec<Action> {
+        let peers: BTreeSet<String> = peers.into_iter().filter(|p| *p != self.node_id).collect();
+        let gone: Vec<String> = self.live_peers.difference(&peers).cloned().collect();
+        let mut actions = Vec::new();
+        let peer_mode = self.peer_lease && self.link == LinkState::Down;
+        if peer_mode {
+            self.session_peers.extend(peers.iter().cloned());
+            if !gone.is_empty() {
+                actions.extend(self.flush(FlushReason::PeerDead));
+            }
+        }
+        for p in &mut self.peer_pings {
+            for g in &gone {
+                p.needed.remove(g);
+            }
+        }
+        self.live_peers = peers;
+        if peer_mode {
+            actions.extend(self.settle_peer_pings(now));
+        }
+        actions
+    }
+
+    /// Builds a change made while Redis is down (its L2 write failed): like
+    /// [`Self::outgoing`], plus `ack_to`; it is acknowledged ([`Action::Acknowledged`]) only
+    /// when every peer in the session acked it within B, else refused
+    /// ([`Action::NotAcknowledged`]). The driver sends it over QUIC.
+    pub fn outgoing_peer(
+        &mut self,
+        category: Option<&str>,
+        target: Target,
+        kind: ChangeKind,
+        now: Instant,
+    ) -> (BusMessage, Vec<Action>) {
+        let mut msg = self.outgoing(category, target, kind, now);
+        let BusMessage::Invalidation(inv) = &mut msg else {
+            return (msg, Vec::new());
+        };
+        inv.ack_to = self.ack_to.clone();
+        let seq = inv.seq;
+        let mut needed = self.session_peers.clone();
+        needed.extend(self.live_peers.iter().cloned());
+        self.peer_writes.insert(
+            seq,
+            PeerWrite {
+                published_at: now,
+                needed,
+                acked: BTreeSet::new(),
+            },
+        );
+        let actions = self.settle_peer_writes(now);
+        (msg, actions)
+    }
+
+    /// Changes made while Redis is down still waiting.
+    pub fn peer_writes_pending(&self) -> usize {
+        self.peer_writes.len()
+    }
+
+    /// Releases our Redis-down changes: acknowledged once every needed peer acked,
+    /// refused once B passed without.
+    fn settle_peer_writes(&mut self, now: Instant) -> Vec<Action> {
+        let bound = self.config.staleness_bound;
+        let mut done = Vec::new();
+        for (seq, w) in &self.peer_writes {
+            if !w.needed.is_empty() && w.needed.is_subset(&w.acked) {
+                done.push((*seq, true));
+            } else if w.needed.is_empty() || now.saturating_duration_since(w.published_at) >= bound
+            {
+                // Nobody to vouch for it (alone), or someone did not answer in time.
+                done.push((*seq, false));
+            }
+        }
+        done.into_iter()
+            .map(|(seq, ok)| {
+                self.peer_writes.remove(&seq);
+                if ok {
+                    self.counters.peer_acked += 1;
+                    Action::Acknowledged {
+                        seq,
+                        by_timeout: false,
+                    }
+                } else {
+                    self.counters.peer_refused += 1;
+                    Action::NotAcknowledged { seq }
+                }
+            })
+            .collect()
+    }
+
+    /// Renews the lease with the newest peer ping every needed peer granted.
+    fn settle_peer_pings(&mut self, now: Instant) -> Vec<Action> {
+        let _ = now;
+        let Some(pos) = self
+            .peer_pings
+            .iter()
+            .rposition(|p| !p.needed.is_empty() && p.needed.is_subset(&p.granted))
+        else {
+            return Vec::new();
+        };
+        let sent = self.peer_pings[pos].sent;
+        self.peer_pings.drain(..=pos);
+        let Some(until) = sent.checked_add(self.config.staleness_bound) else {
+            return Vec::new();
+        };
+        if self.lease_until.is_some_and(|u| u >= until) {
+            return Vec::new();
+        }
+        self.lease_until = Some(until);
+        self.counters.peer_renewals += 1;
+        vec![Action::Renew { until }]
+    }
+
+    /// A peer pinged us over QUIC. Granted only while our own Redis link is down: a node
+    /// with Redis acknowledges its changes by PUBLISH alone and cannot promise to wait.
+    fn peer_ping(&mut self, origin: String, id: u64, now: Instant) -> Vec<Action> {
+        let _ = now;
+        if !self.peer_lease || self.link != LinkState::Down {
+            return Vec::new();
+        }
+        // From now on our changes wait for this peer's ack.
+        self.session_peers.insert(origin.clone());
+        vec![Action::SendPeer {
+            to: origin.clone(),
+            msg: BusMessage::PeerGrant {
+                from: self.node_id.clone(),
+                from_epoch: self.epoch,
+                to: origin,
+                id,
+                upto: self.last_sent_seq,
+            },
+        }]
+    }
+
+    /// A peer granted our ping `id`; its changes end at `upto`.
+    fn peer_grant(
+        &mut self,
+        from: String,
+        from_epoch: u64,
+        id: u64,
+        upto: u64,
+        now: Instant,
+    ) -> Vec<Action> {
+        if !self.peer_lease || self.link != LinkState::Down {
+            return Vec::new();
+        }
+        // Everything it changed up to `upto` must be in our L1 before its grant counts: a
+        // gap (or a first contact) flushes first, and the flush precedes the renewal.
+        let mut actions = match self.observe(from.clone(), from_epoch, upto, false) {
+            Verdict::Apply | Verdict::Duplicate => Vec::new(),
+            Verdict::Flush(reason) => self.flush(reason),
+        };
+        if let Some(p) = self.peer_pings.iter_mut().find(|p| p.id == id) {
+            p.granted.insert(from);
+        }
+        actions.extend(self.settle_peer_pings(now));
+        actions
     }
 
     /// Our own channel suffix, where receivers send acks of our strict changes.
@@ -461,7 +735,12 @@ impl Coherence {
         for (_, w) in self.strict.range_mut(..=seq) {
             w.acked.insert(from.clone());
         }
-        self.settle_strict(now)
+        for (_, w) in self.peer_writes.range_mut(..=seq) {
+            w.acked.insert(from.clone());
+        }
+        let mut actions = self.settle_strict(now);
+        actions.extend(self.settle_peer_writes(now));
+        actions
     }
 
     /// Declares this node's categories: an invalidation naming any other category cannot be
@@ -542,6 +821,13 @@ impl Coherence {
         })
     }
 
+    /// One of our own messages may have been lost before it was numbered (a full queue):
+    /// skip a sequence number, so every receiver sees a gap at our next invalidation or
+    /// heartbeat and flushes (fail closed).
+    pub fn skip_seq(&mut self) {
+        self.last_sent_seq = self.last_sent_seq.saturating_add(1);
+    }
+
     /// A payload arrived that could not be decoded or authenticated: we cannot know what it
     /// said, so everything is flushed (fail closed). Sequence state is not touched.
     pub fn undecodable(&mut self, now: Instant) -> Vec<Action> {
@@ -577,6 +863,28 @@ impl Coherence {
                 }
                 return self.ack(from, origin_epoch, seq, now);
             }
+            BusMessage::PeerPing {
+                origin,
+                origin_epoch,
+                id,
+            } => {
+                if origin == self.node_id && origin_epoch == self.epoch {
+                    return Vec::new();
+                }
+                return self.peer_ping(origin, id, now);
+            }
+            BusMessage::PeerGrant {
+                from,
+                from_epoch,
+                to,
+                id,
+                upto,
+            } => {
+                if to != self.node_id || (from == self.node_id && from_epoch == self.epoch) {
+                    return Vec::new();
+                }
+                return self.peer_grant(from, from_epoch, id, upto, now);
+            }
             other => other,
         };
         let (origin, origin_epoch) = match &msg {
@@ -591,7 +899,10 @@ impl Coherence {
                 origin_epoch,
                 ..
             } => (origin, *origin_epoch),
-            BusMessage::Ack { .. } => return Vec::new(), // handled above
+            // Handled above.
+            BusMessage::Ack { .. } | BusMessage::PeerPing { .. } | BusMessage::PeerGrant { .. } => {
+                return Vec::new()
+            }
         };
         if *origin == self.node_id && origin_epoch == self.epoch {
             // Our own message came back: the subscription is alive. Never applied.
@@ -620,6 +931,7 @@ impl Coherence {
                 // nothing for a duplicate already applied) leaves it out of L1 first.
                 let ack = inv.ack_to.clone().map(|to| Action::SendAck {
                     to,
+                    origin: inv.origin.clone(),
                     ack: BusMessage::Ack {
                         from: self.node_id.clone(),
                         from_epoch: self.epoch,
@@ -658,7 +970,10 @@ impl Coherence {
                 Verdict::Flush(reason) => self.flush(reason),
             },
             // Another node's ping (a misrouted channel): carries nothing for us.
-            BusMessage::Ping { .. } | BusMessage::Ack { .. } => Vec::new(),
+            BusMessage::Ping { .. }
+            | BusMessage::Ack { .. }
+            | BusMessage::PeerPing { .. }
+            | BusMessage::PeerGrant { .. } => Vec::new(),
         }
     }
 
@@ -767,6 +1082,10 @@ impl Coherence {
         // Nothing heard before this point proves freshness any more.
         let mut actions: Vec<Action> = self.revoke(now).into_iter().collect();
         self.link = LinkState::Up;
+        // The peer session ends: Redis orders changes again. Our changes still waiting for
+        // peers keep waiting (their L2 write failed; the acks decide).
+        self.peer_pings.clear();
+        self.session_peers.clear();
         self.unechoed_since = None;
         self.next_heartbeat = now;
         self.next_ping = now;
@@ -777,9 +1096,19 @@ impl Coherence {
     /// The subscription is lost: the lease ends at once (we can no longer hear about
     /// changes), and [`Coherence::link_up`] flushes when it comes back.
     pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
+        self.start_peer_session(now);
         self.link = LinkState::Down;
         self.unechoed_since = None;
         self.revoke(now).into_iter().collect()
+    }
+
+    /// The link went down: our changes from now on wait for every live peer.
+    fn start_peer_session(&mut self, now: Instant) {
+        if self.link == LinkState::Up {
+            self.session_peers = self.live_peers.clone();
+            self.peer_pings.clear();
+            self.next_peer_ping = now;
+        }
     }
 
     /// Advances time. While the link is up: declares the subscription dead if our oldest
@@ -788,6 +1117,7 @@ impl Coherence {
     /// `heartbeat_interval`, the first one right after [`Coherence::link_up`]).
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = self.settle_strict(now);
+        actions.extend(self.settle_peer_writes(now));
         let forget = self.config.liveness.saturating_mul(4);
         self.heard
             .retain(|_, t| now.saturating_duration_since(*t) <= forget);
@@ -799,10 +1129,12 @@ impl Coherence {
             actions.push(Action::Revoke);
         }
         if self.link == LinkState::Down {
+            actions.extend(self.peer_tick(now));
             return actions;
         }
         if let Some(sent) = self.unechoed_since {
             if now.saturating_duration_since(sent) > self.config.echo_timeout {
+                self.start_peer_session(now);
                 self.link = LinkState::Down;
                 self.unechoed_since = None;
                 self.counters.reconnects += 1;
@@ -841,6 +1173,33 @@ impl Coherence {
             }));
         }
         actions
+    }
+
+    /// While the link is down: a peer ping to every live peer every `ping_interval`.
+    fn peer_tick(&mut self, now: Instant) -> Vec<Action> {
+        if !self.peer_lease
+            || self.config.ping_interval.is_zero()
+            || self.live_peers.is_empty()
+            || now < self.next_peer_ping
+        {
+            return Vec::new();
+        }
+        self.next_peer_ping = now.checked_add(self.config.ping_interval).unwrap_or(now);
+        self.last_ping_id += 1;
+        if self.peer_pings.len() >= MAX_PENDING_PINGS {
+            self.peer_pings.pop_front();
+        }
+        self.peer_pings.push_back(PeerPing {
+            id: self.last_ping_id,
+            sent: now,
+            needed: self.live_peers.clone(),
+            granted: BTreeSet::new(),
+        });
+        vec![Action::PeerBroadcast(BusMessage::PeerPing {
+            origin: self.node_id.clone(),
+            origin_epoch: self.epoch,
+            id: self.last_ping_id,
+        })]
     }
 }
 
@@ -896,6 +1255,9 @@ mod tests {
             undecodable: n.undecodable - base.undecodable,
             strict_acked: n.strict_acked - base.strict_acked,
             strict_timeouts: n.strict_timeouts - base.strict_timeouts,
+            peer_renewals: n.peer_renewals - base.peer_renewals,
+            peer_acked: n.peer_acked - base.peer_acked,
+            peer_refused: n.peer_refused - base.peer_refused,
         }
     }
 
@@ -1104,6 +1466,42 @@ mod tests {
         assert_eq!(n.handle_message(inv("n2", 2, 4, "d"), t), apply("d"));
         let d = delta(&n, base);
         assert_eq!((d.flushes, d.gaps, d.received), (1, 1, 2));
+    }
+
+    /// A refused outgoing message (full queue) makes the sender skip a number: every
+    /// receiver flushes at its next message, whether an invalidation or a heartbeat.
+    #[test]
+    fn a_skipped_seq_makes_receivers_flush() {
+        let t = Instant::now();
+        let mut sender = node("n2", 2, t);
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        let BusMessage::Invalidation(first) = sender.outgoing(
+            Some("permissions"),
+            Target::Key("a".into()),
+            ChangeKind::Set,
+            t,
+        ) else {
+            panic!("outgoing builds an invalidation");
+        };
+        assert_eq!(first.seq, 1);
+        assert_eq!(
+            n.handle_message(BusMessage::Invalidation(first), t),
+            apply("a")
+        );
+        sender.skip_seq();
+        assert_eq!(sender.last_sent_seq(), 2);
+        assert_flush(n.handle_message(hb("n2", 2, sender.last_sent_seq()), t));
+        let next = sender.outgoing(
+            Some("permissions"),
+            Target::Key("b".into()),
+            ChangeKind::Set,
+            t,
+        );
+        let BusMessage::Invalidation(next) = next else {
+            panic!("outgoing builds an invalidation");
+        };
+        assert_eq!(next.seq, 3);
+        assert_eq!(delta(&n, base).gaps, 1);
     }
 
     #[test]
@@ -2020,6 +2418,7 @@ mod tests {
             first[1],
             Action::SendAck {
                 to: "n1-inst".into(),
+                origin: "n1".into(),
                 ack: BusMessage::Ack {
                     from: "n9".into(),
                     from_epoch: 9,
@@ -2033,5 +2432,234 @@ mod tests {
         let second = r.handle_message(m2, t);
         assert!(matches!(second[0], Action::Apply { .. }));
         assert!(matches!(second[1], Action::SendAck { .. }));
+    }
+
+    // ---- The peer lease (Redis down for everyone) ----
+
+    /// A node with the peer lease whose Redis link went down, knowing `peers` as live.
+    fn peer_node(id: &str, peers: &[&str], t: Instant) -> Coherence {
+        let mut n = Coherence::new(id, 1, CoherenceConfig::with_bound(B), t)
+            .with_categories(["permissions", "roles"])
+            .with_ack_channel(format!("{id}-chan"))
+            .with_peer_lease();
+        assert_flush(n.link_up(t));
+        assert!(n
+            .set_live_peers(peers.iter().map(|p| p.to_string()), t)
+            .is_empty());
+        n.link_down(t);
+        n
+    }
+
+    fn grant(from: &str, to: &str, id: u64, upto: u64) -> BusMessage {
+        BusMessage::PeerGrant {
+            from: from.into(),
+            from_epoch: 2,
+            to: to.into(),
+            id,
+            upto,
+        }
+    }
+
+    /// The id of the peer ping among `actions`.
+    fn peer_ping_id(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::PeerBroadcast(BusMessage::PeerPing { id, .. }) => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn renewals(actions: &[Action]) -> Vec<Instant> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Renew { until } => Some(*until),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_peer_lease_needs_a_grant_from_every_live_peer() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2", "n3"], t);
+        assert!(!n.lease_held(t));
+        let id = peer_ping_id(&n.tick(t)).expect("a peer ping while the link is down");
+        // A grant meant for another node counts for nothing.
+        assert!(n.handle_message(grant("n2", "n9", id, 0), t).is_empty());
+        // n2 grants: first contact flushes, but n3 is still missing.
+        let a = n.handle_message(grant("n2", "n1", id, 0), t + MS);
+        assert!(renewals(&a).is_empty(), "{a:?}");
+        assert!(!n.lease_held(t + MS));
+        // n3 grants: renewed until the ping's send time + B.
+        let a = n.handle_message(grant("n3", "n1", id, 0), t + 2 * MS);
+        assert_eq!(renewals(&a), vec![t + B]);
+        assert!(n.lease_held(t + 2 * MS));
+        assert!(!n.lease_held(t + B + MS));
+        assert_eq!(n.counters().peer_renewals, 1);
+    }
+
+    #[test]
+    fn a_node_with_redis_does_not_grant_and_one_without_grants_its_last_seq() {
+        let t = Instant::now();
+        let ping = BusMessage::PeerPing {
+            origin: "n1".into(),
+            origin_epoch: 1,
+            id: 5,
+        };
+        let mut up = Coherence::new("n2", 2, CoherenceConfig::with_bound(B), t).with_peer_lease();
+        assert_flush(up.link_up(t));
+        assert!(up.handle_message(ping.clone(), t).is_empty());
+        let mut down = peer_node("n2", &["n1"], t);
+        let _ = down.outgoing(Some("roles"), Target::Key("k".into()), ChangeKind::Set, t);
+        let a = down.handle_message(ping, t);
+        assert_eq!(
+            a,
+            vec![Action::SendPeer {
+                to: "n1".into(),
+                msg: BusMessage::PeerGrant {
+                    from: "n2".into(),
+                    from_epoch: 1,
+                    to: "n1".into(),
+                    id: 5,
+                    upto: 1,
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn a_grant_ahead_of_what_we_applied_flushes_before_renewing() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2"], t);
+        // n2's changes 1 arrived (first contact flushes, then in order).
+        assert_flush(n.handle_message(hb("n2", 2, 0), t));
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        let id = peer_ping_id(&n.tick(t)).expect("peer ping");
+        // Its grant says it assigned up to 3: 2 and 3 never reached us.
+        let a = n.handle_message(grant("n2", "n1", id, 3), t + MS);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::FlushAll(FlushReason::Gap), Action::Renew { .. }]
+            ),
+            "flush must come before the renewal: {a:?}"
+        );
+        // A grant that says nothing new renews without a flush.
+        let id = peer_ping_id(&n.tick(t + B / 4)).expect("peer ping");
+        let a = n.handle_message(grant("n2", "n1", id, 3), t + B / 4 + MS);
+        assert_eq!(renewals(&a), vec![t + B / 4 + B]);
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_pause_before_the_grants_leaves_no_lease() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2"], t);
+        let id = peer_ping_id(&n.tick(t)).expect("peer ping");
+        // We were stopped for 3 B; the grant was waiting in the socket.
+        let later = t + 3 * B;
+        let _ = n.handle_message(grant("n2", "n1", id, 0), later);
+        assert!(!n.lease_held(later), "a lease from a ping sent 3 B ago");
+    }
+
+    #[test]
+    fn a_peer_declared_dead_flushes_and_no_longer_holds_the_lease_back() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2", "n3"], t);
+        let id = peer_ping_id(&n.tick(t)).expect("peer ping");
+        let _ = n.handle_message(grant("n2", "n1", id, 0), t + MS);
+        let a = n.set_live_peers(["n2".to_string()], t + 2 * MS);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [
+                    Action::FlushAll(FlushReason::PeerDead),
+                    Action::Renew { .. }
+                ]
+            ),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn changes_without_redis_wait_for_every_session_peer() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2", "n3"], t);
+        let (msg, a) = n.outgoing_peer(
+            Some("roles"),
+            Target::Key("k".into()),
+            ChangeKind::Delete,
+            t,
+        );
+        assert!(a.is_empty());
+        let BusMessage::Invalidation(inv) = msg else {
+            panic!("an invalidation");
+        };
+        assert_eq!(inv.ack_to.as_deref(), Some("n1-chan"));
+        let ack = |from: &str, seq| BusMessage::Ack {
+            from: from.into(),
+            from_epoch: 2,
+            origin_epoch: 1,
+            seq,
+        };
+        assert!(n.handle_message(ack("n2", inv.seq), t + MS).is_empty());
+        assert_eq!(
+            n.handle_message(ack("n3", inv.seq), t + 2 * MS),
+            vec![Action::Acknowledged {
+                seq: inv.seq,
+                by_timeout: false
+            }]
+        );
+        // A peer declared dead still has to ack (it may be alive behind a partition).
+        let _ = n.set_live_peers(["n2".to_string()], t + 3 * MS);
+        let (msg, _) = n.outgoing_peer(
+            Some("roles"),
+            Target::Key("k".into()),
+            ChangeKind::Delete,
+            t,
+        );
+        let BusMessage::Invalidation(second) = msg else {
+            panic!("an invalidation");
+        };
+        assert!(n
+            .handle_message(ack("n2", second.seq), t + 4 * MS)
+            .is_empty());
+        assert!(n
+            .tick(t + B - MS)
+            .iter()
+            .all(|a| !matches!(a, Action::NotAcknowledged { .. })));
+        let a = n.tick(t + B);
+        assert!(
+            a.contains(&Action::NotAcknowledged { seq: second.seq }),
+            "{a:?}"
+        );
+        assert_eq!((n.counters().peer_acked, n.counters().peer_refused), (1, 1));
+    }
+
+    #[test]
+    fn alone_without_redis_nothing_is_acknowledged_and_no_lease() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &[], t);
+        assert_eq!(peer_ping_id(&n.tick(t)), None);
+        let (msg, a) = n.outgoing_peer(None, Target::Everything, ChangeKind::Invalidate, t);
+        let BusMessage::Invalidation(inv) = msg else {
+            panic!("an invalidation");
+        };
+        assert_eq!(a, vec![Action::NotAcknowledged { seq: inv.seq }]);
+    }
+
+    #[test]
+    fn redis_back_ends_the_peer_lease_until_an_echo() {
+        let t = Instant::now();
+        let mut n = peer_node("n1", &["n2"], t);
+        let id = peer_ping_id(&n.tick(t)).expect("peer ping");
+        let _ = n.handle_message(grant("n2", "n1", id, 0), t + MS);
+        assert!(n.lease_held(t + 2 * MS));
+        let a = n.link_up(t + 3 * MS);
+        assert!(a.contains(&Action::Revoke), "{a:?}");
+        assert!(!n.lease_held(t + 3 * MS));
+        // No more peer pings; a late grant counts for nothing.
+        assert_eq!(peer_ping_id(&n.tick(t + B)), None);
+        assert!(renewals(&n.handle_message(grant("n2", "n1", id, 0), t + B)).is_empty());
     }
 }

@@ -239,6 +239,10 @@ pub struct Config {
     pub serve_stale_on_outage: bool,
     /// Node-wide L1 cap in bytes; bounds the sum of the categories' `max_bytes`.
     pub l1_max_bytes: u64,
+    /// Messages each actor mailbox (and the bus publisher's queue) admits at once
+    /// (`mailbox_capacity`, `HC_MAILBOX_CAPACITY`); past it the node flushes instead of
+    /// queueing (see [`crate::actors::mailbox`]).
+    pub mailbox_capacity: usize,
     /// Connection, timeout and in-flight limits of the HTTP server.
     pub http_limits: crate::http_limits::HttpLimits,
     /// Gossip forgets a node dead for longer than this (`dead_forget_secs`).
@@ -275,6 +279,7 @@ impl Default for Config {
             staleness_bound: Duration::from_millis(100),
             serve_stale_on_outage: false,
             l1_max_bytes: DEFAULT_L1_MAX_BYTES,
+            mailbox_capacity: crate::actors::mailbox::DEFAULT_CAPACITY,
             http_limits: Default::default(),
             gossip_dead_forget: Duration::from_secs(60),
             cluster_secret: None,
@@ -303,6 +308,7 @@ pub struct FileConfig {
     pub staleness_bound_ms: Option<u64>,
     pub serve_stale_on_outage: Option<bool>,
     pub l1_max_bytes: Option<u64>,
+    pub mailbox_capacity: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
@@ -569,6 +575,9 @@ impl Config {
         if let Some(v) = file.l1_max_bytes {
             c.l1_max_bytes = v;
         }
+        if let Some(v) = file.mailbox_capacity {
+            c.mailbox_capacity = v;
+        }
         let lim = &mut c.http_limits;
         if let Some(v) = file.max_connections {
             lim.max_connections = v;
@@ -659,6 +668,9 @@ impl Config {
         }
         if let Some(v) = env_parse::<u64>(env, "HC_L1_MAX_BYTES")? {
             c.l1_max_bytes = v;
+        }
+        if let Some(v) = env_parse::<usize>(env, "HC_MAILBOX_CAPACITY")? {
+            c.mailbox_capacity = v;
         }
         let lim = &mut c.http_limits;
         if let Some(v) = env_parse::<usize>(env, "HC_MAX_CONNECTIONS")? {
@@ -857,6 +869,9 @@ impl Config {
         }
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be greater than zero"));
+        }
+        if !(1..=1_000_000).contains(&self.mailbox_capacity) {
+            return Err(invalid("mailbox_capacity", "must be between 1 and 1000000"));
         }
         if self.l1_max_bytes < 1024 * 1024 {
             return Err(invalid("l1_max_bytes", "must be at least 1048576 (1 MiB)"));
@@ -1199,6 +1214,8 @@ mod tests {
         assert!(err(FileConfig::default(), &[("HC_TLS_CA", "x")]).contains("HC_TLS_CA"));
         assert!(err(FileConfig::default(), &[("HC_L1_MAX_BYTES", "10")]).contains("l1_max_bytes"));
         assert!(err(FileConfig::default(), &[("HC_MAX_IN_FLIGHT", "0")]).contains("max_in_flight"));
+        assert!(err(FileConfig::default(), &[("HC_MAILBOX_CAPACITY", "0")])
+            .contains("mailbox_capacity"));
         assert!(err(
             file("[categories.roles]\nttl_secs = 5\nmax_entries = 9\nmax_bytes = 0\n"),
             &[]

@@ -37,6 +37,8 @@ struct Snapshot {
     /// Known nodes by gossip state (self counted alive).
     cluster_nodes: Vec<(&'static str, u64)>,
     flushes_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Per mailbox: name, depth, capacity, refused messages.
+    mailboxes: Vec<(String, u64, u64, u64)>,
 }
 
 type PerCategory = (
@@ -191,6 +193,38 @@ impl Collector for Snapshot {
             let labels = vec![("reason".to_string(), reason.to_string())];
             ConstCounter::new(n).encode(me.encode_family(&labels)?)?;
         }
+        type MailboxField = fn(&(String, u64, u64, u64)) -> u64;
+        let per_mailbox: [(&str, &str, MetricType, MailboxField); 3] = [
+            (
+                "hc_mailbox_depth",
+                "Messages admitted to an actor mailbox (or the bus publisher queue) and not yet handled",
+                MetricType::Gauge,
+                |m| m.1,
+            ),
+            (
+                "hc_mailbox_capacity",
+                "Messages a mailbox admits at once (mailbox_capacity)",
+                MetricType::Gauge,
+                |m| m.2,
+            ),
+            (
+                "hc_mailbox_overflows",
+                "Messages a full mailbox refused (the node flushed instead)",
+                MetricType::Counter,
+                |m| m.3,
+            ),
+        ];
+        for (name, help, ty, get) in per_mailbox {
+            let mut me = encoder.encode_descriptor(name, help, None, ty)?;
+            for m in &self.mailboxes {
+                let labels = vec![("mailbox".to_string(), m.0.clone())];
+                let fe = me.encode_family(&labels)?;
+                match ty {
+                    MetricType::Counter => ConstCounter::new(get(m)).encode(fe)?,
+                    _ => ConstGauge::new(get(m) as i64).encode(fe)?,
+                }
+            }
+        }
         // The same per-state counts under the older name and the one of CONTRACT §12.
         for (name, help) in [
             (
@@ -247,7 +281,21 @@ pub async fn render(
         &mut registry,
         cache.shared().l2.as_ref().map(|l2| l2.latency_histogram()),
     );
+    let mailboxes = cache
+        .shared()
+        .mailbox_gates()
+        .iter()
+        .map(|g| {
+            (
+                g.name().to_string(),
+                g.depth() as u64,
+                g.capacity() as u64,
+                g.overflows(),
+            )
+        })
+        .collect();
     registry.register_collector(Box::new(Snapshot {
+        mailboxes,
         flushes_by_reason: metrics.flush_counts(),
         categories,
         status: cache.status(),

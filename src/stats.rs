@@ -89,6 +89,10 @@ pub struct CoherenceStats {
     pub lease_held: bool,
     /// Age of the newest echoed lease ping, while a lease exists.
     pub lease_age_ms: Option<u64>,
+    /// What holds the lease up: `"redis"` (echoed pings), `"peers"` (QUIC grants while
+    /// Redis is down), `"none"` (no lease now), `"always"` (no Redis).
+    #[serde(default)]
+    pub lease_via: String,
     /// The staleness bound B.
     pub staleness_bound_ms: u64,
     /// Whether the `serve_stale_on_outage` opt-in is on.

@@ -193,6 +193,31 @@ pub enum BusMessage {
         /// Ping number, increasing.
         id: u64,
     },
+    /// A lease ping over QUIC while Redis is down for the sender (the peer lease, see
+    /// [`crate::coherence`]): every live peer that is also without Redis answers with a
+    /// [`BusMessage::PeerGrant`].
+    PeerPing {
+        /// Node id of the sender.
+        origin: String,
+        /// The sender's epoch.
+        origin_epoch: u64,
+        /// Ping number, increasing.
+        id: u64,
+    },
+    /// The answer to a [`BusMessage::PeerPing`]: "I am without Redis, so every change I
+    /// acknowledge from now on waits for your ack; my changes so far end at `upto`".
+    PeerGrant {
+        /// Node id of the granting peer.
+        from: String,
+        /// Its epoch.
+        from_epoch: u64,
+        /// Node id of the pinging node.
+        to: String,
+        /// The ping answered.
+        id: u64,
+        /// The granting peer's last assigned sequence number.
+        upto: u64,
+    },
 }
 
 impl Target {
@@ -271,6 +296,18 @@ mod tests {
                 from_epoch: 9,
                 origin_epoch: 3,
                 seq: 17,
+            },
+            BusMessage::PeerPing {
+                origin: "n".into(),
+                origin_epoch: 3,
+                id: 4,
+            },
+            BusMessage::PeerGrant {
+                from: "n2".into(),
+                from_epoch: 9,
+                to: "n".into(),
+                id: 4,
+                upto: u64::MAX,
             },
         ];
         let targets = [

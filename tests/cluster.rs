@@ -483,3 +483,137 @@ async fn single_node_without_redis_or_peers_is_never_isolated() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Redis stops answering for every node while the nodes still reach each other: the lease
+/// is kept over QUIC (peer pings and grants), so L1 is still served; a delete is
+/// acknowledged only once every peer acked it, and when Redis comes back with the old value
+/// still in it, no node reads that value from L2 (each replays the delete first). With a
+/// peer dead, deletes are refused (it might be alive behind a partition), reads go on.
+#[tokio::test]
+async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
+    let redis = RedisServer::start();
+    let mut nodes = cluster(3, Some(&redis.url()), &[]);
+    let healthy = wait_for(Duration::from_secs(10), async || {
+        if !all_alive(&nodes).await {
+            return false;
+        }
+        for n in &nodes {
+            match json(format!("{}/health", n.url())).await {
+                Some(h) if h["status"] == "ok" => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(healthy.is_some(), "cluster healthy");
+    let c = client();
+    let key = |n: &Proc, k: &str| format!("{}/v1/cache/roles/{k}", n.url());
+    for k in ["k1", "k2"] {
+        assert_eq!(
+            c.put(key(&nodes[0], k))
+                .body("old")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+    }
+    // Every node serves both keys from L1.
+    let cached = wait_for(Duration::from_secs(5), async || {
+        for n in &nodes {
+            for k in ["k1", "k2"] {
+                let r = c.get(key(n, k)).send().await.unwrap();
+                let l1 = r.headers().get("x-cache").is_some_and(|v| v == "L1");
+                if !l1 || r.text().await.unwrap() != "old" {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+    .await;
+    assert!(cached.is_some(), "every node caches the keys in L1");
+
+    // Redis stops answering (SIGSTOP: its data, the old values, stays).
+    redis.pause();
+    let served = wait_for(Duration::from_secs(10), async || {
+        let mut all = true;
+        for n in &nodes {
+            let h = json(format!("{}/health", n.url())).await;
+            let r = c.get(key(n, "k1")).send().await.unwrap();
+            let l1 = r.headers().get("x-cache").is_some_and(|v| v == "L1");
+            all &= h.is_some_and(|h| h["status"] == "degraded") && l1;
+        }
+        all
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "with Redis down, every node serves L1 under the peer lease"
+    );
+
+    // A delete on n1 is acknowledged once n2 and n3 acked it over QUIC...
+    let r = c.delete(key(&nodes[0], "k1")).send().await.unwrap();
+    assert_eq!(r.status(), 204, "delete while redis is down");
+    // ...so no node serves the old value afterwards.
+    for n in &nodes {
+        let r = c.get(key(n, "k1")).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_ne!(
+            (status, r.text().await.unwrap()),
+            (200, "old".to_string()),
+            "{} served the deleted value",
+            n.url()
+        );
+    }
+
+    // Redis comes back with k1 = old still stored: nobody may read it from there.
+    redis.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let mut seen_ok = false;
+    while std::time::Instant::now() < deadline {
+        for n in &nodes {
+            let r = c.get(key(n, "k1")).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_ne!(
+                (status, body.as_str()),
+                (200, "old"),
+                "{} read the deleted value back from L2",
+                n.url()
+            );
+            seen_ok |= status == 404;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_ok, "after Redis returned, k1 reads as a miss");
+
+    // Redis down again, and n3 dead: n1 and n2 keep their lease (after a flush), but a
+    // delete cannot be acknowledged (n3 stays in the set that must ack).
+    let back = wait_for(Duration::from_secs(10), async || {
+        json(format!("{}/health", nodes[0].url()))
+            .await
+            .is_some_and(|h| h["status"] == "ok")
+    })
+    .await;
+    assert!(back.is_some(), "n1 healthy again");
+    redis.pause();
+    let peer_mode = wait_for(Duration::from_secs(10), async || {
+        json(format!("{}/health", nodes[0].url()))
+            .await
+            .is_some_and(|h| h["status"] == "degraded")
+    })
+    .await;
+    assert!(peer_mode.is_some(), "n1 notices the second outage");
+    nodes[2].sigkill();
+    let dead = wait_for(Duration::from_secs(10), async || {
+        sees(&nodes[0], "n3", "dead").await
+    })
+    .await;
+    assert!(dead.is_some(), "n1 declares n3 dead");
+    let r = c.delete(key(&nodes[0], "k2")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "a delete n3 cannot ack is refused");
+    redis.resume();
+}

@@ -1420,3 +1420,82 @@ async fn forged_bus_messages_are_refused_with_a_cluster_secret() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// A stalled L1 writer with a tiny mailbox: the invalidations that do not fit are not
+/// queued without bound, and not dropped either: the category is flushed behind what is
+/// queued, so the old value of a key whose invalidation was refused never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_flushes_instead_of_dropping_an_invalidation() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("mailbox");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let config = Config {
+        node_id: "b".to_string(),
+        namespace: ns.clone(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        redis: Some(target(&redis)),
+        mailbox_capacity: 2,
+        ..Config::default()
+    };
+    let node = Node::start(config).await.expect("node b starts");
+    let b = TestNode {
+        base: format!("http://{}", node.http_addr()),
+        node,
+    };
+    settle(&[&a, &b]).await;
+    let http = client();
+    put(&http, &a, "roles", "k", "v1").await;
+    assert_eq!(get(&http, &b, "roles", "k").await.2, b"v1");
+    let cached = poll(BOUND, || async {
+        let (_, source, body) = get(&http, &b, "roles", "k").await;
+        source == "L1" && body == b"v1"
+    })
+    .await;
+    assert!(cached, "b never served v1 from L1");
+
+    b.node
+        .cache()
+        .stall_category_actor("roles", Duration::from_millis(800))
+        .expect("stall hook");
+    // Six invalidations reach b's stalled writer: two fit, the rest (k's among them) do not.
+    for i in 0..5 {
+        put_seen(&http, &a, &[&b], "roles", &format!("x{i}"), "x").await;
+    }
+    put_seen(&http, &a, &[&b], "roles", "k", "v2").await;
+    // No read of k until the stall is over (a read through L2 would refresh b's L1 and
+    // hide a lost invalidation); then b holds its lease again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let renewed = poll(BOUND, || async { b.node.cache().shared().lease.held() }).await;
+    assert!(renewed, "b never renewed its lease after the stall");
+    let text = http
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metric(
+            &text,
+            "hc_mailbox_overflows_total{mailbox=\"category:roles\"}"
+        ) > 0,
+        "no overflow counted:\n{text}"
+    );
+    assert!(metric(&text, "hc_mailbox_depth{mailbox=\"category:roles\"}") <= 2);
+
+    // Never v1: the overflow flush removed it. And b serves from L1 again.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let mut from_l1 = false;
+    while Instant::now() < deadline {
+        let (status, source, body) = get(&http, &b, "roles", "k").await;
+        if status == 200 {
+            assert_eq!(body, b"v2", "b served the old value (source {source})");
+            from_l1 |= source == "L1";
+        } else {
+            assert_eq!(status, 503, "unexpected status");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(from_l1, "b never served from L1 again after the stall");
+}

@@ -1,4 +1,7 @@
 //! One actor per category: the single writer of that category's L1.
+//!
+//! Its mailbox is fronted by a [`MailboxGate`]: every message but [`CategoryMsg::OverflowFlush`]
+//! and the test hooks holds a slot, given back when it is handled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::actors::mailbox::MailboxGate;
 use crate::l1::L1Category;
 use crate::pattern::Pattern;
 
@@ -28,23 +32,36 @@ pub enum CategoryMsg {
     /// Replies once every message sent before it has been handled: the bus renews the
     /// freshness lease only after the invalidations received before a ping echo are applied.
     Barrier(RpcReplyPort<()>),
+    /// A message could not be admitted (full mailbox): flush, which covers whatever it would
+    /// have removed. Not gated; at most one is in flight (see [`crate::actors::mailbox`]).
+    OverflowFlush,
     /// Test hook: make the actor fail as a bug would.
     Crash,
+    /// Test hook: keep the actor busy for a while (a stalled writer), so its mailbox fills.
+    Stall(Duration),
 }
 
 /// The category actor.
 pub struct CategoryActor;
 
+/// What a category actor owns: its L1 and the gate of its mailbox.
+pub struct CategoryState {
+    l1: Arc<L1Category>,
+    gate: Arc<MailboxGate>,
+}
+
 impl Actor for CategoryActor {
     type Msg = CategoryMsg;
-    type State = Arc<L1Category>;
-    type Arguments = Arc<L1Category>;
+    type State = CategoryState;
+    type Arguments = (Arc<L1Category>, Arc<MailboxGate>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        l1: Arc<L1Category>,
+        (l1, gate): (Arc<L1Category>, Arc<MailboxGate>),
     ) -> Result<Self::State, ActorProcessingErr> {
+        // The predecessor's mailbox died with it: its slots are free again.
+        gate.reset();
         // A (re)started actor cannot know what its predecessor left half-done.
         let dropped = l1.flush().await;
         if dropped > 0 {
@@ -54,15 +71,22 @@ impl Actor for CategoryActor {
                 "category actor restarted; L1 flushed"
             );
         }
-        Ok(l1)
+        Ok(CategoryState { l1, gate })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        l1: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let l1 = &state.l1;
+        if !matches!(
+            msg,
+            CategoryMsg::OverflowFlush | CategoryMsg::Crash | CategoryMsg::Stall(_)
+        ) {
+            state.gate.release();
+        }
         match msg {
             CategoryMsg::Put {
                 key,
@@ -88,6 +112,17 @@ impl Actor for CategoryActor {
             CategoryMsg::Barrier(reply) => {
                 let _ = reply.send(());
             }
+            CategoryMsg::OverflowFlush => {
+                // Cleared first: an overflow after this point asks for another flush.
+                state.gate.overflow_handled();
+                let dropped = l1.flush().await;
+                tracing::warn!(
+                    category = l1.name(),
+                    dropped,
+                    "category mailbox overflowed; L1 flushed"
+                );
+            }
+            CategoryMsg::Stall(d) => tokio::time::sleep(d).await,
             CategoryMsg::Crash => {
                 panic!("category actor `{}` crashed on request", l1.name());
             }

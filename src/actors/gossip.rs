@@ -25,6 +25,12 @@ impl PeerLink for GossipLink {
     fn broadcast(&self, payload: Vec<u8>) {
         self.0.broadcast(payload);
     }
+    fn live_peer_ids(&self) -> Vec<String> {
+        self.0.active_peer_ids()
+    }
+    fn send_to(&self, node_id: &str, payload: Vec<u8>) {
+        self.0.send_to(node_id, payload);
+    }
 }
 
 impl Membership for GossipLink {
@@ -129,7 +135,8 @@ fn claimed_origin(payload: &[u8]) -> Option<String> {
     match wire::decode::<BusMessage>(frame).ok()? {
         BusMessage::Invalidation(inv) => Some(inv.origin),
         BusMessage::Heartbeat { origin, .. } | BusMessage::Ping { origin, .. } => Some(origin),
-        BusMessage::Ack { from, .. } => Some(from),
+        BusMessage::Ack { from, .. } | BusMessage::PeerGrant { from, .. } => Some(from),
+        BusMessage::PeerPing { origin, .. } => Some(origin),
     }
 }
 
@@ -180,7 +187,9 @@ impl Actor for GossipActor {
                     continue;
                 }
                 if let Some(bus) = fwd_shared.bus() {
-                    let _ = bus.cast(BusMsg::Inbound(payload, Via::Quic));
+                    // Never waits: a full bus mailbox flushes instead (see `bus::tell`), so
+                    // this channel is drained as fast as it fills.
+                    crate::bus::tell(&fwd_shared, &bus, BusMsg::Inbound(payload, Via::Quic));
                 }
             }
         });

@@ -14,6 +14,7 @@
 
 pub mod category;
 pub mod gossip;
+pub mod mailbox;
 pub mod supervisor;
 
 pub use category::{CategoryActor, CategoryMsg};

@@ -42,8 +42,13 @@ async fn spawn_category(
         .get(name)
         .cloned()
         .ok_or_else(|| format!("no L1 for category {name}"))?;
+    let gate = shared
+        .category_gates
+        .get(name)
+        .cloned()
+        .ok_or_else(|| format!("no mailbox gate for category {name}"))?;
     let actor_name = format!("{}/cat/{name}", shared.instance);
-    let (actor, _) = Actor::spawn_linked(Some(actor_name), CategoryActor, l1, sup).await?;
+    let (actor, _) = Actor::spawn_linked(Some(actor_name), CategoryActor, (l1, gate), sup).await?;
     let id = actor.get_id();
     shared.set_writer(name, actor);
     Ok(id)

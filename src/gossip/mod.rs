@@ -492,6 +492,55 @@ impl Gossip {
         }
     }
 
+    /// Node ids of the active (alive or suspect) peers.
+    pub fn active_peer_ids(&self) -> Vec<String> {
+        let view = self
+            .inner
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        view.peers
+            .iter()
+            .filter(|p| p.state != MemberState::Dead)
+            .map(|p| p.identity.node_id.clone())
+            .collect()
+    }
+
+    /// Queue `payload` for one active peer (same framing and stream as
+    /// [`Gossip::broadcast`]); a peer not known as active gets nothing (counted in
+    /// `send_dropped`).
+    pub fn send_to(&self, peer: &str, payload: Vec<u8>) {
+        let (node_id, addr) = {
+            let view = self
+                .inner
+                .view
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let addr = view
+                .peers
+                .iter()
+                .find(|p| p.state != MemberState::Dead && p.identity.node_id == peer)
+                .map(|p| p.identity.gossip_addr);
+            (view.me.node_id.clone(), addr)
+        };
+        let Some(addr) = addr else {
+            self.inner
+                .counters
+                .send_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
+            Ok(bytes) => transport::send_bytes(&self.inner, addr, bytes, Mode::Stream),
+            Err(_) => {
+                self.inner
+                    .counters
+                    .oversized_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn counters(&self) -> GossipCounters {
         let c = &self.inner.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
