@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the test suite: installs what the tests need when missing (redis-server
-# and redis-cli from Debian's packages; tests start their own servers on free
+# Run the test suite: installs what the tests need when missing (redis-server,
+# redis-cli and redis-sentinel from Debian's packages; tests start their own servers
+# (single Redis, Sentinel, Cluster: tests/redis_topologies.rs) on free
 # loopback ports, never 6379), runs the fault checker's self-test (python3), then
 # `cargo test --all-targets "$@"`, the doctests and the redis-py test of the RESP front end
 # (installing the `redis` package when missing).
@@ -12,6 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[test.sh] installing ${missing[*]} (apt-get)" >&2

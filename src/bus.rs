@@ -37,14 +37,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
-use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use redis::aio::ConnectionManager;
 
 use crate::actors::CategoryMsg;
 use crate::cache::Shared;
 use crate::coherence::{Action, Coherence, CoherenceConfig, LinkState};
-use crate::l2::L2;
+use crate::l2::L2Conn;
 use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
 pub use crate::wire::{ChangeKind, Target};
@@ -100,7 +98,7 @@ pub enum BusMsg {
     /// A payload from the channel or a peer.
     Inbound(Vec<u8>, Via),
     /// The connection task (re)connected.
-    LinkUp(ConnectionManager, u64),
+    LinkUp(L2Conn, u64),
     /// The connection task lost the subscription.
     LinkDown(String, u64),
     /// Periodic timer (coalesced: at most one in the mailbox).
@@ -205,6 +203,8 @@ pub struct BusState {
     machine: Coherence,
     channel: String,
     ping_channel: String,
+    /// Namespace part of channel names (`{ns}` in a cluster: one slot for all channels).
+    bus_ns: String,
     conn_task: Option<tokio::task::JoinHandle<()>>,
     /// Generation of the connection task; stale LinkUp/LinkDown of a replaced task are ignored.
     conn_gen: u64,
@@ -328,14 +328,12 @@ fn spawn_connection(
         let mut delays = backoff();
         loop {
             match subscribe(&target, &channels, timeout).await {
-                Ok((mut pubsub, cm)) => {
+                Ok((mut sub, cm)) => {
                     delays = backoff();
                     if !tell_waiting(&shared, &myself, BusMsg::LinkUp(cm, gen)).await {
                         return;
                     }
-                    let mut stream = pubsub.on_message();
-                    while let Some(msg) = stream.next().await {
-                        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                    while let Some(payload) = sub.next().await {
                         // Waits while the mailbox is full: we stop reading, Redis buffers.
                         let inbound = BusMsg::Inbound(payload, Via::Redis);
                         if !tell_waiting(&shared, &myself, inbound).await {
@@ -361,21 +359,15 @@ fn spawn_connection(
     }))
 }
 
+/// Subscribes on the configured topology (see [`crate::l2::topology`]: classic pub/sub on
+/// one server or the Sentinel-named primary, sharded pub/sub on the owner of the channels'
+/// slot in a cluster) and opens the matching command connection.
 async fn subscribe(
     target: &crate::config::RedisTarget,
     channels: &[String; 2],
     timeout: Duration,
-) -> Result<(redis::aio::PubSub, ConnectionManager), crate::l2::L2Error> {
-    let bound = timeout.max(Duration::from_millis(500));
-    let client = redis::Client::open(crate::l2::connection_info(target)?)?;
-    let mut pubsub = tokio::time::timeout(bound, client.get_async_pubsub())
-        .await
-        .map_err(|_| crate::l2::L2Error::Timeout(bound))??;
-    tokio::time::timeout(bound, pubsub.subscribe(channels.as_slice()))
-        .await
-        .map_err(|_| crate::l2::L2Error::Timeout(bound))??;
-    let cm = L2::connect(target, timeout).await?;
-    Ok((pubsub, cm))
+) -> Result<(crate::l2::topology::Subscription, L2Conn), crate::l2::L2Error> {
+    crate::l2::topology::subscribe(target, channels.as_slice(), timeout).await
 }
 
 impl BusState {
@@ -415,7 +407,7 @@ impl BusState {
                         if self.via == Via::Quic {
                             self.send_peer(Some(&origin), &ack);
                         } else {
-                            let channel = ping_channel(&self.shared.config.namespace, &to);
+                            let channel = ping_channel(&self.bus_ns, &to);
                             self.send_to(&ack, channel, None, None);
                         }
                     }
@@ -713,8 +705,12 @@ impl Actor for BusActor {
         myself: ActorRef<Self::Msg>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let channel = channel(&shared.config.namespace);
-        let ping_channel = ping_channel(&shared.config.namespace, &shared.instance);
+        let bus_ns = crate::l2::topology::bus_namespace(
+            shared.config.redis.as_ref(),
+            &shared.config.namespace,
+        );
+        let channel = channel(&bus_ns);
+        let ping_channel = ping_channel(&bus_ns, &shared.instance);
         let config = CoherenceConfig::with_bound(shared.config.staleness_bound);
         let machine = Coherence::new(
             shared.config.node_id.clone(),
@@ -769,6 +765,7 @@ impl Actor for BusActor {
             machine,
             channel,
             ping_channel,
+            bus_ns,
             conn_task,
             conn_gen: 0,
             tick_task,

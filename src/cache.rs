@@ -641,10 +641,12 @@ impl HybridCache {
             };
             (name.clone(), Arc::new(L1Category::new(name, cat)))
         }));
-        let l2 = config
-            .redis
-            .as_ref()
-            .map(|_| Arc::new(L2::new(&config.namespace, config.redis_timeout)));
+        let l2 = config.redis.as_ref().map(|_| {
+            Arc::new(
+                L2::new(&config.namespace, config.redis_timeout)
+                    .with_min_replicas(config.l2_min_replicas),
+            )
+        });
         let instance = format!("{}-{:016x}", config.node_id, rand::random::<u64>());
         let has_redis = config.redis.is_some();
         let staleness_bound = config.staleness_bound;

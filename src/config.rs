@@ -163,6 +163,23 @@ pub enum RedisTarget {
         db: i64,
         tls: bool,
     },
+    /// A primary with replicas behind Redis Sentinel (`REDIS_SENTINELS`,
+    /// `REDIS_SENTINEL_MASTER`; `[redis] sentinels`, `master_name`). `password` and `db`
+    /// (`REDIS_PASSWORD`, `REDIS_DB`) apply to the data nodes, not to the sentinels.
+    Sentinel {
+        /// `host:port` of each sentinel.
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the primary under.
+        master: String,
+        password: Option<String>,
+        db: i64,
+    },
+    /// Redis Cluster (`REDIS_CLUSTER_NODES`; `[redis] cluster_nodes`): `host:port` of some
+    /// of its nodes (the rest are discovered). `password` from `REDIS_PASSWORD`.
+    Cluster {
+        nodes: Vec<String>,
+        password: Option<String>,
+    },
 }
 
 /// Certificates for mutual-TLS gossip.
@@ -232,6 +249,9 @@ pub struct Config {
     pub gossip_dead_forget: Duration,
     /// Shared secret authenticating gossip (and bus) messages; required for gossip without TLS.
     pub cluster_secret: Option<String>,
+    /// `l2_min_replicas` (`HC_L2_MIN_REPLICAS`): L2 writes wait (`WAIT`) until this many
+    /// replicas have them, and fail otherwise. 0 (default): no waiting.
+    pub l2_min_replicas: u32,
 }
 
 impl Default for Config {
@@ -263,6 +283,7 @@ impl Default for Config {
             http_limits: Default::default(),
             gossip_dead_forget: Duration::from_secs(60),
             cluster_secret: None,
+            l2_min_replicas: 0,
         }
     }
 }
@@ -295,6 +316,7 @@ pub struct FileConfig {
     pub max_in_flight: Option<usize>,
     pub dead_forget_secs: Option<u64>,
     pub cluster_secret: Option<String>,
+    pub l2_min_replicas: Option<u32>,
     pub redis: Option<FileRedis>,
     pub tls: Option<TlsFiles>,
     #[serde(default)]
@@ -306,7 +328,51 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRedis {
-    pub url: String,
+    /// One Redis (`redis://` or `rediss://`).
+    pub url: Option<String>,
+    /// Sentinels (`host:port`) of a primary named `master_name`.
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    /// Some nodes (`host:port`) of a Redis Cluster.
+    pub cluster_nodes: Option<Vec<String>>,
+}
+
+impl FileRedis {
+    /// The one topology the `[redis]` table names.
+    fn target(self) -> Result<RedisTarget, ConfigError> {
+        match (self.url, self.sentinels, self.cluster_nodes) {
+            (Some(url), None, None) => {
+                if self.master_name.is_some() {
+                    return Err(invalid("redis.master_name", "only with redis.sentinels"));
+                }
+                Ok(RedisTarget::Url {
+                    url,
+                    password: None,
+                })
+            }
+            (None, Some(sentinels), None) => Ok(RedisTarget::Sentinel {
+                sentinels,
+                master: self
+                    .master_name
+                    .ok_or_else(|| invalid("redis.master_name", "required with redis.sentinels"))?,
+                password: None,
+                db: 0,
+            }),
+            (None, None, Some(nodes)) => {
+                if self.master_name.is_some() {
+                    return Err(invalid("redis.master_name", "only with redis.sentinels"));
+                }
+                Ok(RedisTarget::Cluster {
+                    nodes,
+                    password: None,
+                })
+            }
+            _ => Err(invalid(
+                "redis",
+                "set exactly one of url, sentinels (with master_name), cluster_nodes",
+            )),
+        }
+    }
 }
 
 /// Values given on the command line (all optional).
@@ -532,10 +598,10 @@ impl Config {
             c.gossip_dead_forget = Duration::from_secs(v);
         }
         c.cluster_secret = file.cluster_secret.filter(|s| !s.is_empty());
-        let mut redis = file.redis.map(|r| RedisTarget::Url {
-            url: r.url,
-            password: None,
-        });
+        if let Some(v) = file.l2_min_replicas {
+            c.l2_min_replicas = v;
+        }
+        let mut redis = file.redis.map(FileRedis::target).transpose()?;
         c.tls = file.tls;
         for (name, cat) in file.categories {
             c.categories.insert(name, cat);
@@ -628,6 +694,9 @@ impl Config {
         if let Some(v) = env("HC_CLUSTER_SECRET").filter(|v| !v.is_empty()) {
             c.cluster_secret = Some(v);
         }
+        if let Some(v) = env_parse::<u32>(env, "HC_L2_MIN_REPLICAS")? {
+            c.l2_min_replicas = v;
+        }
         match (env("HC_TLS_CA"), env("HC_TLS_CERT"), env("HC_TLS_KEY")) {
             (None, None, None) => {}
             (Some(ca), Some(cert), Some(key)) => {
@@ -664,10 +733,37 @@ impl Config {
                 db,
                 tls,
             });
-        } else if let (Some(RedisTarget::Url { password: p, .. }), Some(pw)) =
-            (redis.as_mut(), password.clone())
-        {
-            *p = Some(pw);
+        } else if let Some(sentinels) = env("REDIS_SENTINELS").filter(|v| !v.is_empty()) {
+            let master = env("REDIS_SENTINEL_MASTER")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| invalid("REDIS_SENTINEL_MASTER", "required with REDIS_SENTINELS"))?;
+            redis = Some(RedisTarget::Sentinel {
+                sentinels: split_list(&sentinels),
+                master,
+                password: password.clone(),
+                db: env_parse::<i64>(env, "REDIS_DB")?.unwrap_or(0),
+            });
+        } else if let Some(nodes) = env("REDIS_CLUSTER_NODES").filter(|v| !v.is_empty()) {
+            redis = Some(RedisTarget::Cluster {
+                nodes: split_list(&nodes),
+                password: password.clone(),
+            });
+        } else {
+            match redis.as_mut() {
+                Some(RedisTarget::Url { password: p, .. })
+                | Some(RedisTarget::Sentinel { password: p, .. })
+                | Some(RedisTarget::Cluster { password: p, .. })
+                    if password.is_some() =>
+                {
+                    *p = password.clone();
+                }
+                _ => {}
+            }
+            if let Some(RedisTarget::Sentinel { db, .. }) = redis.as_mut() {
+                if let Some(v) = env_parse::<i64>(env, "REDIS_DB")? {
+                    *db = v;
+                }
+            }
         }
 
         // Flags layer.
@@ -795,13 +891,40 @@ impl Config {
         if self.redis_timeout.is_zero() {
             return Err(invalid("redis_timeout_ms", "must be greater than zero"));
         }
-        if let Some(RedisTarget::Url { url, .. }) = &self.redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid(
-                    "redis.url",
-                    format!("`{url}` must start with redis:// or rediss://"),
-                ));
+        match &self.redis {
+            Some(RedisTarget::Url { url, .. }) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "redis.url",
+                        format!("`{url}` must start with redis:// or rediss://"),
+                    ));
+                }
             }
+            Some(RedisTarget::Sentinel {
+                sentinels, master, ..
+            }) => {
+                if sentinels.is_empty() {
+                    return Err(invalid("redis.sentinels", "at least one host:port"));
+                }
+                for s in sentinels {
+                    check_host_port("redis.sentinels", s)?;
+                }
+                if master.is_empty() {
+                    return Err(invalid("redis.master_name", "must not be empty"));
+                }
+            }
+            Some(RedisTarget::Cluster { nodes, .. }) => {
+                if nodes.is_empty() {
+                    return Err(invalid("redis.cluster_nodes", "at least one host:port"));
+                }
+                for n in nodes {
+                    check_host_port("redis.cluster_nodes", n)?;
+                }
+            }
+            Some(RedisTarget::Parts { .. }) | None => {}
+        }
+        if self.l2_min_replicas > 16 {
+            return Err(invalid("l2_min_replicas", "at most 16"));
         }
         if self.gossip_probe_period.is_zero() || self.gossip_suspect_timeout.is_zero() {
             return Err(invalid(
@@ -966,6 +1089,73 @@ mod tests {
         let env = env_of(&[("REDIS_URL", "redis://127.0.0.1:1/0"), ("REDIS_HOST", "x")]);
         let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
         assert!(matches!(c.redis, Some(RedisTarget::Url { .. })));
+    }
+
+    #[test]
+    fn sentinel_and_cluster_targets_from_env_and_file() {
+        let env = env_of(&[
+            ("REDIS_SENTINELS", "127.0.0.1:26379, 127.0.0.1:26380"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_DB", "2"),
+            ("HC_L2_MIN_REPLICAS", "1"),
+        ]);
+        let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
+        assert_eq!(
+            c.redis,
+            Some(RedisTarget::Sentinel {
+                sentinels: vec!["127.0.0.1:26379".into(), "127.0.0.1:26380".into()],
+                master: "mymaster".into(),
+                password: Some("pw".into()),
+                db: 2,
+            })
+        );
+        assert_eq!(c.l2_min_replicas, 1);
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[("REDIS_SENTINELS", "127.0.0.1:1")]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("REDIS_SENTINEL_MASTER"), "{e}");
+        let env = env_of(&[("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1:7001")]);
+        let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
+        assert!(
+            matches!(c.redis, Some(RedisTarget::Cluster { ref nodes, .. }) if nodes.len() == 2)
+        );
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[("REDIS_CLUSTER_NODES", "nohostport")]),
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("redis.cluster_nodes"), "{e}");
+
+        let file: FileConfig = toml::from_str(
+            "l2_min_replicas = 1\n[redis]\nsentinels = [\"10.0.0.1:26379\"]\nmaster_name = \"m\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), file).unwrap();
+        assert!(matches!(c.redis, Some(RedisTarget::Sentinel { ref master, .. }) if master == "m"));
+        assert_eq!(c.l2_min_replicas, 1);
+        let file: FileConfig =
+            toml::from_str("[redis]\ncluster_nodes = [\"10.0.0.1:7000\"]\n").unwrap();
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), file).unwrap();
+        assert!(matches!(c.redis, Some(RedisTarget::Cluster { .. })));
+        for bad in [
+            "[redis]\nsentinels = [\"h:1\"]\n",
+            "[redis]\nurl = \"redis://h:1\"\ncluster_nodes = [\"h:1\"]\n",
+            "[redis]\nurl = \"redis://h:1\"\nmaster_name = \"m\"\n",
+            "l2_min_replicas = 17\n[redis]\nurl = \"redis://h:1\"\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            assert!(
+                Config::resolve(&Flags::default(), &env_of(&[]), file).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

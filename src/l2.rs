@@ -13,15 +13,30 @@
 //!
 //! Every call is bounded by `redis_timeout`, and a circuit breaker (failsafe) stops calling a
 //! Redis that keeps failing, so misses answer fast during an outage instead of hanging.
+//!
+//! The topology (one Redis, Sentinel, Cluster) is [`topology`]'s business; in a cluster the
+//! keys of a category carry the hash tag `{ns:category}` ([`topology::KeyLayout`]).
+//!
+//! With `l2_min_replicas = n > 0`, every authoritative write (set, delete tombstone,
+//! generation bump, glob tombstones) is followed by `WAIT n` on the same connection, in the
+//! same pipeline, and reported as failed ([`L2Error::NotReplicated`]) unless `n` replicas
+//! acknowledged it: an acknowledged write is then on the primary and on `n` replicas.
+//! Conditional fills after a load are not waited for (losing one costs a miss, not
+//! freshness).
 
+pub mod topology;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use failsafe::failure_policy::ConsecutiveFailures;
 use failsafe::StateMachine;
-use redis::aio::ConnectionManager;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
+
+use topology::KeyLayout;
+pub use topology::L2Conn;
 
 use crate::config::RedisTarget;
 use crate::pattern::{redis_escape, Glob, Pattern};
@@ -50,6 +65,8 @@ pub enum L2Error {
     Config(String),
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    #[error("write not acknowledged by {wanted} replica(s) in time (only {got})")]
+    NotReplicated { wanted: u32, got: i64 },
 }
 
 /// A value read from L2 with its remaining TTL and the category generation it was read under.
@@ -79,7 +96,11 @@ fn open_periods() -> OpenPeriods {
 pub struct L2 {
     ns: String,
     timeout: Duration,
-    conn: RwLock<Option<ConnectionManager>>,
+    conn: RwLock<Option<L2Conn>>,
+    /// The installed connection is a cluster: hash-tagged keys, SPUBLISH.
+    cluster: AtomicBool,
+    /// `l2_min_replicas`: replicas each authoritative write waits for.
+    min_replicas: AtomicU32,
     /// Guards data calls (GET/SET/SCAN).
     breaker: Breaker,
     /// Guards control calls (PUBLISH of invalidations, heartbeats, lease pings), so slow data
@@ -89,6 +110,9 @@ pub struct L2 {
     set_script: Script,
     fill_script: Script,
     tomb_script: Script,
+    /// Sources of the write scripts, for `EVAL` + `WAIT` pipelines.
+    set_src: String,
+    tomb_src: String,
     /// Latency of every call (`hc_l2_request_duration_seconds`).
     latency: prometheus_client::metrics::histogram::Histogram,
 }
@@ -99,7 +123,7 @@ impl std::fmt::Debug for L2 {
     }
 }
 
-/// Builds the redis crate's connection info from our config.
+/// Builds the redis crate's connection info of a single-server target (`Url`, `Parts`).
 pub fn connection_info(target: &RedisTarget) -> Result<ConnectionInfo, L2Error> {
     match target {
         RedisTarget::Url { url, password } => {
@@ -135,6 +159,9 @@ pub fn connection_info(target: &RedisTarget) -> Result<ConnectionInfo, L2Error> 
                 ..Default::default()
             },
         }),
+        RedisTarget::Sentinel { .. } | RedisTarget::Cluster { .. } => Err(L2Error::Config(
+            "sentinel and cluster targets have no single address".into(),
+        )),
     }
 }
 
@@ -160,10 +187,15 @@ impl L2 {
     /// A disconnected L2; [`L2::install`] provides the connection.
     pub fn new(namespace: &str, timeout: Duration) -> L2 {
         let policy = failsafe::failure_policy::consecutive_failures(3, open_periods());
+        let set_src =
+            format!("{NOT_LATE} {GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
+        let tomb_src = format!("{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
         L2 {
             ns: namespace.to_string(),
             timeout,
             conn: RwLock::new(None),
+            cluster: AtomicBool::new(false),
+            min_replicas: AtomicU32::new(0),
             breaker: failsafe::Config::new().failure_policy(policy).build(),
             control: failsafe::Config::new()
                 .failure_policy(failsafe::failure_policy::consecutive_failures(
@@ -176,41 +208,35 @@ impl L2 {
                  if not v then return {{g}} end \
                  return {{g, v, redis.call('PTTL', k)}}"
             )),
-            set_script: Script::new(&format!(
-                "{NOT_LATE} {GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
-            )),
+            set_script: Script::new(&set_src),
             fill_script: Script::new(&format!(
                 "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
                  if redis.call('SET', k, ARGV[3], 'PX', ARGV[4], 'NX') then return 1 end \
                  return 0"
             )),
-            tomb_script: Script::new(&format!(
-                "{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
-            )),
+            tomb_script: Script::new(&tomb_src),
+            set_src,
+            tomb_src,
             latency: crate::node_metrics::l2_histogram(),
         }
     }
 
-    /// Connects (bounded by the timeout) and returns a connection manager.
-    pub async fn connect(
-        target: &RedisTarget,
-        timeout: Duration,
-    ) -> Result<ConnectionManager, L2Error> {
-        let client = redis::Client::open(connection_info(target)?)?;
-        let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout.max(Duration::from_millis(200)))
-            .set_response_timeout(timeout)
-            .set_number_of_retries(1)
-            .set_max_delay(200);
-        let fut = ConnectionManager::new_with_config(client, cfg);
-        match tokio::time::timeout(timeout.max(Duration::from_millis(500)), fut).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(L2Error::Timeout(timeout)),
-        }
+    /// `l2_min_replicas`: authoritative writes wait for this many replicas (0: no wait).
+    pub fn with_min_replicas(self, n: u32) -> L2 {
+        self.min_replicas.store(n, Ordering::Relaxed);
+        self
+    }
+
+    /// Connects the command connection of the configured topology (bounded by the timeout).
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<L2Conn, L2Error> {
+        topology::connect(target, timeout).await
     }
 
     /// Installs (or removes) the live connection.
-    pub fn install(&self, conn: Option<ConnectionManager>) {
+    pub fn install(&self, conn: Option<L2Conn>) {
+        if let Some(c) = &conn {
+            self.cluster.store(c.is_cluster(), Ordering::Relaxed);
+        }
         if let Ok(mut g) = self.conn.write() {
             *g = conn;
         }
@@ -232,17 +258,49 @@ impl L2 {
         self.latency.clone()
     }
 
+    fn layout(&self) -> KeyLayout {
+        if self.cluster.load(Ordering::Relaxed) {
+            KeyLayout::HashTagged
+        } else {
+            KeyLayout::Plain
+        }
+    }
+
     fn gen_key(&self, category: &str) -> String {
-        format!("{}:gen:{category}", self.ns)
+        self.layout().gen_key(&self.ns, category)
     }
 
     fn prefix(&self, category: &str) -> String {
-        format!("{}:{category}", self.ns)
+        self.layout().prefix(&self.ns, category)
+    }
+
+    fn wait_for(&self) -> u32 {
+        self.min_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Runs `pipe` (whose keys share one slot) followed by `WAIT n` on the same connection;
+    /// returns the replies of `pipe`'s commands, or [`L2Error::NotReplicated`].
+    async fn with_wait(&self, mut pipe: redis::Pipeline) -> Result<Vec<redis::Value>, L2Error> {
+        let wanted = self.wait_for();
+        // Leave room in the call timeout for the reply itself.
+        let wait_ms = (self.timeout.as_millis() as u64 / 2).max(1);
+        pipe.cmd("WAIT").arg(wanted).arg(wait_ms);
+        let mut replies: Vec<redis::Value> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        let got = match replies.pop() {
+            Some(redis::Value::Int(n)) => n,
+            other => return Err(L2Error::Protocol(format!("WAIT replied {other:?}"))),
+        };
+        if got < i64::from(wanted) {
+            return Err(L2Error::NotReplicated { wanted, got });
+        }
+        Ok(replies)
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, L2Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(L2Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
         self.call_with(&self.breaker, f).await
@@ -250,7 +308,7 @@ impl L2 {
 
     async fn call_with<T, F, Fut>(&self, breaker: &Breaker, f: F) -> Result<T, L2Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(L2Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
     {
         let conn = self
@@ -298,9 +356,11 @@ impl L2 {
 
     /// Runs a write script (`SET … PX`, optionally conditional on the generation) on a tagged
     /// value; returns the script's reply.
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &self,
         script: &Script,
+        waited_src: Option<&str>,
         category: &str,
         key: &str,
         value: &[u8],
@@ -318,16 +378,39 @@ impl L2 {
             + self.timeout
             + LATE_WRITE_ALLOWANCE;
         let deadline_ms = deadline.as_millis() as u64;
-        let reply: i64 = self
-            .call(|mut c| async move {
-                let mut inv = script.key(gk);
-                inv.arg(prefix).arg(key).arg(payload).arg(ms);
+        let reply: i64 = match waited_src {
+            Some(src) if self.wait_for() > 0 => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("EVAL")
+                    .arg(src)
+                    .arg(1)
+                    .arg(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms);
                 if let Some(g) = generation {
-                    inv.arg(g.to_string());
+                    pipe.arg(g.to_string());
                 }
-                inv.arg(deadline_ms).invoke_async(&mut c).await
-            })
-            .await?;
+                pipe.arg(deadline_ms);
+                let replies = self.with_wait(pipe).await?;
+                match replies.first() {
+                    Some(v) => redis::from_redis_value(v)?,
+                    None => return Err(L2Error::Protocol("empty pipeline reply".into())),
+                }
+            }
+            _ => {
+                self.call(|mut c| async move {
+                    let mut inv = script.key(gk);
+                    inv.arg(prefix).arg(key).arg(payload).arg(ms);
+                    if let Some(g) = generation {
+                        inv.arg(g.to_string());
+                    }
+                    inv.arg(deadline_ms).invoke_async(&mut c).await
+                })
+                .await?
+            }
+        };
         if reply == -1 {
             // Only seen by the caller when Redis's clock is ahead of ours by more than the
             // allowance (a late delivery is seen by nobody: its caller timed out long ago).
@@ -347,7 +430,8 @@ impl L2 {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), L2Error> {
-        self.write(&self.set_script, category, key, value, ttl, None)
+        let src = Some(self.set_src.as_str());
+        self.write(&self.set_script, src, category, key, value, ttl, None)
             .await
             .map(|_| ())
     }
@@ -364,6 +448,7 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         self.write(
             &self.fill_script,
+            None,
             category,
             key,
             value,
@@ -379,6 +464,20 @@ impl L2 {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let script = &self.tomb_script;
         let ms = TOMBSTONE_TTL.as_millis() as u64;
+        if self.wait_for() > 0 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(&self.tomb_src)
+                .arg(1)
+                .arg(gk)
+                .arg(prefix)
+                .arg(key)
+                .arg(vec![TAG_TOMBSTONE])
+                .arg(ms)
+                .ignore();
+            self.with_wait(pipe).await?;
+            return Ok(());
+        }
         let _: i64 = self
             .call(|mut c| async move {
                 script
@@ -397,6 +496,15 @@ impl L2 {
     /// `invalidate("*", category)`: bumps the generation; no keyspace scan.
     pub async fn bump_generation(&self, category: &str) -> Result<i64, L2Error> {
         let gk = self.gen_key(category);
+        if self.wait_for() > 0 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCR").arg(gk);
+            let replies = self.with_wait(pipe).await?;
+            return match replies.first() {
+                Some(v) => Ok(redis::from_redis_value(v)?),
+                None => Err(L2Error::Protocol("empty pipeline reply".into())),
+            };
+        }
         self.call(
             |mut c| async move { redis::cmd("INCR").arg(gk).query_async::<i64>(&mut c).await },
         )
@@ -409,34 +517,73 @@ impl L2 {
     /// keys invalidated.
     pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
         let gk = self.gen_key(category);
+        // `INCRBY gen 0`, not `GET`: a write, so a replica (a demoted primary mid-failover)
+        // refuses it instead of acknowledging a glob it found nothing for.
         let generation: i64 = self
             .call(|mut c| async move {
-                redis::cmd("GET")
+                redis::cmd("INCRBY")
                     .arg(gk)
-                    .query_async::<Option<i64>>(&mut c)
+                    .arg(0)
+                    .query_async::<i64>(&mut c)
                     .await
             })
-            .await?
-            .unwrap_or(0);
+            .await?;
         let key_prefix = format!("{}:{generation}:", self.prefix(category));
         let match_pattern = format!("{}{}", redis_escape(&key_prefix), glob.redis_match());
+        // In a cluster, every primary is scanned (a category's keys share one slot, but a
+        // slot being migrated is on two nodes); one server otherwise.
+        let nodes: Vec<Option<(String, u16)>> = if self.cluster.load(Ordering::Relaxed) {
+            self.call(|mut c| async move { c.primaries().await })
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        let mut total = 0u64;
+        for node in nodes {
+            total += self
+                .scan_node(node, &match_pattern, &key_prefix, glob)
+                .await?;
+        }
+        if self.wait_for() > 0 {
+            // Even a glob that matched nothing is acknowledged only once replicas have this
+            // primary's state: a primary without replicas (one about to be superseded in a
+            // failover) may simply lack keys the surviving one has.
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCRBY")
+                .arg(self.gen_key(category))
+                .arg(0)
+                .ignore();
+            self.with_wait(pipe).await?;
+        }
+        Ok(total)
+    }
+
+    /// One node's part of [`L2::invalidate_glob`].
+    async fn scan_node(
+        &self,
+        node: Option<(String, u16)>,
+        match_pattern: &str,
+        key_prefix: &str,
+        glob: &Glob,
+    ) -> Result<u64, L2Error> {
         let mut cursor: u64 = 0;
         let mut total = 0u64;
         // Bounded: at most this many SCAN round trips per invalidation.
         for _ in 0..100_000 {
-            let mp = match_pattern.clone();
-            let (next, scanned): (u64, Vec<Vec<u8>>) = self
-                .call(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(mp)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(&mut c)
-                        .await
-                })
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(match_pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH);
+            let node = node.clone();
+            let reply: redis::Value = self
+                .call(|mut c| async move { c.on_node(node.as_ref(), &scan).await })
                 .await?;
+            let (next, scanned): (u64, Vec<Vec<u8>>) = redis::from_redis_value(&reply)?;
             // Keys that are not UTF-8 after our prefix were not written by us.
             let keys: Vec<Vec<u8>> = scanned
                 .into_iter()
@@ -449,19 +596,21 @@ impl L2 {
             if !keys.is_empty() {
                 total += keys.len() as u64;
                 let ms = TOMBSTONE_TTL.as_millis() as u64;
-                self.call(|mut c| async move {
-                    let mut pipe = redis::pipe();
-                    for k in &keys {
-                        pipe.cmd("SET")
-                            .arg(k)
-                            .arg(vec![TAG_TOMBSTONE])
-                            .arg("PX")
-                            .arg(ms)
-                            .ignore();
-                    }
-                    pipe.query_async::<()>(&mut c).await
-                })
-                .await?;
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("SET")
+                        .arg(k)
+                        .arg(vec![TAG_TOMBSTONE])
+                        .arg("PX")
+                        .arg(ms)
+                        .ignore();
+                }
+                if self.wait_for() > 0 {
+                    self.with_wait(pipe).await?;
+                } else {
+                    self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                        .await?;
+                }
             }
             cursor = next;
             if cursor == 0 {
@@ -475,14 +624,21 @@ impl L2 {
     /// the invalidations queued while the previous batch was in flight); returns how many
     /// subscribers received each. One result for the batch: if Redis did not take all of
     /// them, none counts as sent, so no change is acknowledged on an unsent invalidation.
+    /// In a Redis Cluster the commands are `SPUBLISH` (every bus channel shares one hash
+    /// tag, so the pipeline goes to one shard; see [`topology`]).
     pub async fn publish_batch(&self, messages: &[(&str, &[u8])]) -> Result<Vec<u64>, L2Error> {
-        let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
-            pipe.cmd("PUBLISH").arg(*channel).arg(*payload);
-        }
+        let owned: Vec<(String, Vec<u8>)> = messages
+            .iter()
+            .map(|(channel, payload)| (channel.to_string(), payload.to_vec()))
+            .collect();
         let n = messages.len();
         let counts: Vec<i64> = self
             .call_with(&self.control, |mut c| async move {
+                let command = topology::publish_command(&c);
+                let mut pipe = redis::pipe();
+                for (channel, payload) in &owned {
+                    pipe.cmd(command).arg(channel).arg(payload);
+                }
                 pipe.query_async::<Vec<i64>>(&mut c).await
             })
             .await?;

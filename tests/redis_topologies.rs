@@ -1,0 +1,746 @@
+//! L2 on Redis Sentinel and on Redis Cluster, with real servers started here on free loopback
+//! ports (never 6379), and a primary killed under load.
+//!
+//! Each test runs three nodes in this process, drives them over HTTP from a few clients per
+//! node (bounded in count and time), records every operation in the fault checker's history
+//! format (`tests/fault/checker.py`), kills a primary, waits (bounded) until writes succeed
+//! again, and then runs the checker: no read may be older than the staleness bound, none may
+//! be corrupt. The measured times (primary death to the new primary, and to the first
+//! acknowledged write) are printed; they are reported in README.md, not asserted.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hybrid_cache::config::{Config, RedisTarget};
+use hybrid_cache::node::Node;
+use support::{free_port, wait_until, Resp, RespConn};
+
+/// Upper bound of every wait for a server or the cluster to get ready.
+const READY: Duration = Duration::from_secs(20);
+/// Upper bound of the wait for writes to succeed again after the kill.
+const RESUME: Duration = Duration::from_secs(20);
+
+/// A child process killed (and reaped) on drop.
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_server_bin() -> String {
+    std::env::var("HC_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// `redis-server` on a free port with `extra` arguments; waits until it answers PING.
+fn redis(dir: &Path, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let dir = dir.join(format!("r{port}"));
+    std::fs::create_dir_all(&dir).expect("server dir");
+    let child = Command::new(redis_server_bin())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // A replica re-pointed at a new primary syncs at once (the default waits 5 s).
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(&dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let p = Proc { child, port };
+    assert!(
+        wait_until(READY, || cmd(port, &["PING"]).is_some()),
+        "redis-server on {port} did not start"
+    );
+    p
+}
+
+/// `redis-sentinel` monitoring `primary` as `master` (quorum 2, fast failure detection).
+fn sentinel(dir: &Path, master: &str, primary: u16) -> Proc {
+    let port = free_port();
+    let conf = dir.join(format!("sentinel-{port}.conf"));
+    let mut f = std::fs::File::create(&conf).expect("sentinel conf");
+    writeln!(
+        f,
+        "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nlogfile sentinel-{port}.log\n\
+         sentinel resolve-hostnames no\n\
+         sentinel monitor {master} 127.0.0.1 {primary} 2\n\
+         sentinel down-after-milliseconds {master} 400\n\
+         sentinel failover-timeout {master} 3000\n\
+         sentinel parallel-syncs {master} 1",
+        dir.display()
+    )
+    .expect("write sentinel conf");
+    let bin = std::env::var("HC_TEST_REDIS_SENTINEL").unwrap_or_else(|_| "redis-sentinel".into());
+    let child = Command::new(bin)
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-sentinel (Debian package redis-sentinel)");
+    let p = Proc { child, port };
+    assert!(
+        wait_until(READY, || cmd(port, &["PING"]).is_some()),
+        "redis-sentinel on {port} did not start"
+    );
+    p
+}
+
+/// One command on a fresh connection; `None` when the server cannot be reached.
+fn cmd(port: u16, args: &[&str]) -> Option<Resp> {
+    let mut c = RespConn::connect(port, None, Duration::from_millis(500)).ok()?;
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    c.command(&args).ok()
+}
+
+fn text(port: u16, args: &[&str]) -> String {
+    match cmd(port, args) {
+        Some(Resp::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+        Some(Resp::Simple(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// The port of the primary the sentinel on `port` currently names.
+fn sentinel_primary(port: u16, master: &str) -> Option<u16> {
+    match cmd(port, &["SENTINEL", "get-master-addr-by-name", master])? {
+        Resp::Array(Some(items)) => items.get(1)?.as_text()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn namespace(test: &str) -> String {
+    format!("t{test}{:08x}", rand::random::<u32>())
+}
+
+async fn start_node(id: &str, ns: &str, redis: RedisTarget, min_replicas: u32) -> Node {
+    let config = Config {
+        node_id: id.to_string(),
+        namespace: ns.to_string(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        redis: Some(redis),
+        l2_min_replicas: min_replicas,
+        ..Config::default()
+    };
+    Node::start(config).await.expect("node starts")
+}
+
+/// Operation history in the fault checker's JSONL format.
+struct History {
+    origin: Instant,
+    lines: Mutex<Vec<String>>,
+    next_id: AtomicU64,
+}
+
+impl History {
+    fn new() -> Arc<History> {
+        Arc::new(History {
+            origin: Instant::now(),
+            lines: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    fn record(&self, mut op: serde_json::Value) {
+        op["type"] = "op".into();
+        op["id"] = (self.next_id.fetch_add(1, Ordering::Relaxed) + 1).into();
+        if let Ok(mut l) = self.lines.lock() {
+            l.push(op.to_string());
+        }
+    }
+
+    fn ops(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| serde_json::from_str(s).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Writes the history and runs `tests/fault/checker.py` on it with bound `bound_ms`.
+    fn check(&self, dir: &Path, bound_ms: u64) -> (bool, String) {
+        let path = dir.join("history.jsonl");
+        let body = self.lines.lock().map(|l| l.join("\n")).unwrap_or_default();
+        std::fs::write(&path, body + "\n").expect("write history");
+        let checker: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fault", "checker.py"]
+            .iter()
+            .collect();
+        let out = Command::new("python3")
+            .arg(checker)
+            .arg(&path)
+            .arg("--bound-ms")
+            .arg(bound_ms.to_string())
+            .output()
+            .expect("python3 runs the fault checker");
+        let mut report = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            // Keep the evidence: the temporary directory goes away with the test.
+            let kept = std::env::temp_dir()
+                .join(format!("hc-topology-history-{}.jsonl", std::process::id()));
+            if std::fs::copy(&path, &kept).is_ok() {
+                report += &format!("\nhistory kept in {}\n", kept.display());
+            }
+        }
+        (out.status.success(), report)
+    }
+}
+
+const KEYS: [&str; 5] = ["plain:1", "plain:2", "x[1", "star*key", "ключ:ü"];
+const GLOBS: [&str; 3] = ["plain:*", "x*", "*key"];
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One client: random operations on one node until `stop` or `max_ops`, recorded.
+async fn client(
+    node: String,
+    base: String,
+    name: String,
+    cats: Vec<String>,
+    hist: Arc<History>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let mut counter = 0u64;
+    // Bounded in count as well as by `stop`.
+    for _ in 0..20_000 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let cat = cats[rng.gen_range(0..cats.len())].clone();
+        let key = KEYS[rng.gen_range(0..KEYS.len())];
+        let url = format!("{base}/v1/cache/{}/{}", enc(&cat), enc(key));
+        let r: f64 = rng.gen();
+        let mut op = serde_json::json!({"node": node, "proc": name, "cat": cat});
+        let req = if r < 0.5 {
+            op["f"] = "get".into();
+            op["key"] = key.into();
+            http.get(&url)
+        } else if r < 0.85 {
+            counter += 1;
+            let value = format!("{key}|{name}|{counter}");
+            op["f"] = "put".into();
+            op["key"] = key.into();
+            op["value"] = value.clone().into();
+            http.put(&url).body(value)
+        } else if r < 0.9 {
+            op["f"] = "delete".into();
+            op["key"] = key.into();
+            http.delete(&url)
+        } else {
+            op["f"] = "inv".into();
+            let payload = if rng.gen_bool(0.5) {
+                let g = GLOBS[rng.gen_range(0..GLOBS.len())];
+                op["inv"] = "glob".into();
+                op["pattern"] = g.into();
+                serde_json::json!({"category": cat, "pattern": g})
+            } else {
+                op["inv"] = "all".into();
+                op["pattern"] = "*".into();
+                serde_json::json!({"category": cat, "pattern": "*"})
+            };
+            http.post(format!("{base}/v1/invalidate")).json(&payload)
+        };
+        op["t0"] = hist.now_us().into();
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if let Some(src) = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()) {
+                    op["source"] = src.into();
+                }
+                let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                op["t1"] = hist.now_us().into();
+                op["status"] = status.into();
+                op["err"] = serde_json::Value::Null;
+                if op["f"] == "get" && status == 200 {
+                    op["result"] = String::from_utf8_lossy(&body).into_owned().into();
+                }
+            }
+            Err(e) => {
+                op["t1"] = hist.now_us().into();
+                op["status"] = serde_json::Value::Null;
+                op["err"] = if e.is_timeout() { "timeout" } else { "conn" }.into();
+            }
+        }
+        let failed = op["status"].is_null();
+        hist.record(op);
+        let pause = rng.gen_range(2..8) + if failed { 50 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Starts 2 clients per node.
+fn start_clients(
+    nodes: &[Node],
+    cats: &[String],
+    hist: &Arc<History>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for c in 0..2 {
+            tasks.push(tokio::spawn(client(
+                format!("n{i}"),
+                format!("http://{}", n.http_addr()),
+                format!("n{i}c{c}"),
+                cats.to_vec(),
+                hist.clone(),
+                stop.clone(),
+                (i * 10 + c) as u64 + 1,
+            )));
+        }
+    }
+    tasks
+}
+
+/// The first acknowledged PUT invoked after `since_us`: its completion time (µs).
+fn first_write_after(hist: &History, since_us: u64) -> Option<u64> {
+    first_write_in(hist, since_us, None)
+}
+
+/// Like [`first_write_after`], for one category when given.
+fn first_write_in(hist: &History, since_us: u64, cat: Option<&str>) -> Option<u64> {
+    hist.ops()
+        .iter()
+        .filter(|o| cat.map_or(true, |c| o["cat"] == c))
+        .filter(|o| o["f"] == "put" && o["t0"].as_u64().is_some_and(|t| t >= since_us))
+        .filter(|o| {
+            o["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+        .filter_map(|o| o["t1"].as_u64())
+        .min()
+}
+
+/// Polls (bounded) until an acknowledged write was invoked after `since_us`.
+async fn wait_writes_resume(hist: &History, since_us: u64, cat: Option<&str>) -> Option<u64> {
+    let deadline = Instant::now() + RESUME;
+    while Instant::now() < deadline {
+        if let Some(t) = first_write_in(hist, since_us, cat) {
+            return Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Reads answered 200/404 by every node after the failover (they serve again).
+async fn serving_again(nodes: &[Node], cat: &str) -> bool {
+    let http = reqwest::Client::new();
+    for n in nodes {
+        let url = format!("http://{}/v1/cache/{cat}/after-failover", n.http_addr());
+        let mut ok = false;
+        for _ in 0..100 {
+            let status = http.get(&url).send().await.map(|r| r.status().as_u16());
+            if matches!(status, Ok(200) | Ok(404)) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_keeps_nodes_serving_and_no_read_beyond_the_bound() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = "hcm";
+    let mut primary = redis(dir.path(), &[]);
+    // Two replicas: with l2_min_replicas = 1, writes need a replica of the promoted primary
+    // too (with a single replica they would fail, correctly, until it came back).
+    let replicaof = ["--replicaof", "127.0.0.1", &primary.port.to_string()].map(String::from);
+    let replicaof: Vec<&str> = replicaof.iter().map(String::as_str).collect();
+    let replicas = [redis(dir.path(), &replicaof), redis(dir.path(), &replicaof)];
+    assert!(
+        wait_until(READY, || replicas.iter().all(|r| info_field(
+            &text(r.port, &["INFO", "replication"]),
+            "master_link_status"
+        )
+        .as_deref()
+            == Some("up"))),
+        "replicas did not sync"
+    );
+    let sentinels: Vec<Proc> = (0..3)
+        .map(|_| sentinel(dir.path(), master, primary.port))
+        .collect();
+    // Every sentinel knows the replica and the other sentinels before the fault.
+    assert!(
+        wait_until(READY, || sentinels.iter().all(|s| {
+            let info = text(s.port, &["INFO", "sentinel"]);
+            info.contains("slaves=2") && info.contains("sentinels=3")
+        })),
+        "sentinels did not discover each other and the replica"
+    );
+
+    let target = RedisTarget::Sentinel {
+        sentinels: sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect(),
+        master: master.to_string(),
+        password: None,
+        db: 0,
+    };
+    let ns = namespace("sentinel");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        // l2_min_replicas = 1: an acknowledged write is on the replica that gets promoted.
+        nodes.push(start_node(&format!("n{i}"), &ns, target.clone(), 1).await);
+    }
+    let bound_ms = Config::default().staleness_bound.as_millis() as u64;
+    let cats = vec!["roles".to_string(), "general".to_string()];
+    let hist = History::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = start_clients(&nodes, &cats, &hist, &stop);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        first_write_after(&hist, 0).is_some(),
+        "no write succeeded before the fault"
+    );
+    let kill_us = hist.now_us();
+    let killed_at = Instant::now();
+    primary.kill();
+    // When the sentinels name the replica (bounded poll).
+    let promoted = tokio::task::spawn_blocking({
+        let (s, old) = (sentinels[0].port, primary.port);
+        move || {
+            let promoted = wait_until(RESUME, || {
+                sentinel_primary(s, master).is_some_and(|p| p != old)
+            });
+            (promoted, killed_at.elapsed())
+        }
+    });
+    let resumed = wait_writes_resume(&hist, kill_us, None).await;
+    let (promoted, promoted_after) = promoted.await.unwrap_or((false, Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert!(promoted, "the sentinels did not promote a replica");
+    let new = sentinel_primary(sentinels[0].port, master);
+    assert!(
+        replicas.iter().any(|r| Some(r.port) == new),
+        "a replica is the primary now"
+    );
+    let resumed = resumed.expect("writes succeed again after the failover");
+    println!(
+        "sentinel: primary killed; sentinels named the new primary after {} ms; \
+         first acknowledged write {:.0} ms after the kill",
+        promoted_after.as_millis(),
+        (resumed - kill_us) as f64 / 1000.0,
+    );
+    assert!(
+        serving_again(&nodes, "roles").await,
+        "nodes serve reads again"
+    );
+    let (ok, report) = hist.check(dir.path(), bound_ms);
+    println!("{report}");
+    assert!(ok, "fault checker found stale or corrupt reads:\n{report}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// Polls `url` (bounded: 2 s) until it answers `status`.
+async fn eventually_status(http: &reqwest::Client, url: &str, status: u16) -> bool {
+    for _ in 0..100 {
+        if let Ok(r) = http.get(url).send().await {
+            if r.status().as_u16() == status {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// `(start, end, primary port)` of every slot range, from `CLUSTER SLOTS` on `port`.
+fn cluster_slots(port: u16) -> Vec<(i64, i64, u16)> {
+    let Some(Resp::Array(Some(rows))) = cmd(port, &["CLUSTER", "SLOTS"]) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|row| match row {
+            Resp::Array(Some(items)) => match (items.first(), items.get(1), items.get(2)) {
+                (Some(Resp::Int(s)), Some(Resp::Int(e)), Some(Resp::Array(Some(node)))) => {
+                    match node.get(1) {
+                        Some(Resp::Int(p)) => Some((*s, *e, u16::try_from(*p).ok()?)),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The primary port serving `key`, as the node on `port` sees it.
+fn owner(port: u16, key: &str) -> Option<u16> {
+    let slot = match cmd(port, &["CLUSTER", "KEYSLOT", key])? {
+        Resp::Int(s) => s,
+        _ => return None,
+    };
+    cluster_slots(port)
+        .into_iter()
+        .find(|(s, e, _)| *s <= slot && slot <= *e)
+        .map(|(_, _, p)| p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_failover_spreads_categories_and_keeps_the_bound() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "1000",
+    ];
+    let mut servers: Vec<Proc> = (0..6).map(|_| redis(dir.path(), &cluster_args)).collect();
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    assert!(
+        wait_until(READY, || servers.iter().all(|s| {
+            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
+                == Some("ok")
+                && cluster_slots(s.port).len() >= 3
+        })),
+        "cluster did not become ready"
+    );
+    let any = servers[0].port;
+
+    // A namespace whose two categories live on different primaries (hash tag per category).
+    let cats = vec!["roles".to_string(), "general".to_string()];
+    // The bus slot `{ns}` on the same primary as `roles`, so killing the bus primary also
+    // fails writes of a category over (the measured time is for that category).
+    let mut ns = namespace("cluster");
+    for _ in 0..500 {
+        let a = owner(any, &format!("{{{ns}:roles}}"));
+        let b = owner(any, &format!("{{{ns}:general}}"));
+        if a.is_some() && a != b && owner(any, &format!("{{{ns}}}")) == a {
+            break;
+        }
+        ns = namespace("cluster");
+    }
+    let cat_owners: Vec<Option<u16>> = cats
+        .iter()
+        .map(|c| owner(any, &format!("{{{ns}:{c}}}")))
+        .collect();
+    assert_ne!(cat_owners[0], cat_owners[1], "categories on two shards");
+    assert_eq!(
+        owner(any, &format!("{{{ns}}}")),
+        cat_owners[0],
+        "bus with roles"
+    );
+
+    let target = RedisTarget::Cluster {
+        nodes: addrs.clone(),
+        password: None,
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(start_node(&format!("n{i}"), &ns, target.clone(), 0).await);
+    }
+    let bound_ms = Config::default().staleness_bound.as_millis() as u64;
+    let hist = History::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = start_clients(&nodes, &cats, &hist, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        first_write_after(&hist, 0).is_some(),
+        "no write succeeded before the fault"
+    );
+
+    // Kill the primary that carries the bus (the `{ns}` slot of the sharded channels).
+    let bus_owner = owner(any, &format!("{{{ns}}}")).expect("bus slot owner");
+    let victim = servers
+        .iter()
+        .position(|s| s.port == bus_owner)
+        .expect("bus owner is one of ours");
+    let survivor = servers
+        .iter()
+        .find(|s| s.port != bus_owner)
+        .map(|s| s.port)
+        .expect("a survivor");
+    let kill_us = hist.now_us();
+    let killed_at = Instant::now();
+    servers[victim].kill();
+    let promoted = tokio::task::spawn_blocking(move || {
+        let ok = wait_until(RESUME, || {
+            let slots = cluster_slots(survivor);
+            !slots.is_empty() && slots.iter().all(|(_, _, p)| *p != bus_owner)
+        });
+        (ok, killed_at.elapsed())
+    });
+    let resumed = wait_writes_resume(&hist, kill_us, Some("roles")).await;
+    let (promoted, promoted_after) = promoted.await.unwrap_or((false, Duration::ZERO));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert!(promoted, "the cluster did not fail the killed primary over");
+    let resumed = resumed.expect("writes succeed again after the failover");
+    println!(
+        "cluster: primary of the bus and `roles` killed; replica took its slots after {} ms; \
+         first acknowledged `roles` write {:.0} ms after the kill",
+        promoted_after.as_millis(),
+        (resumed - kill_us) as f64 / 1000.0,
+    );
+
+    // The bus delivered (sharded pub/sub): every node applied others' invalidations.
+    for n in &nodes {
+        let c = n.cache().stats().await.counters;
+        assert!(
+            c.invalidations_received > 0,
+            "a node received no invalidation"
+        );
+    }
+    // Glob and `*` invalidations reach both shards, through another node.
+    let http = reqwest::Client::new();
+    let base = |i: usize| format!("http://{}", nodes[i].http_addr());
+    for cat in &cats {
+        for key in ["plain:a", "other"] {
+            let r = http
+                .put(format!("{}/v1/cache/{cat}/{key}", base(0)))
+                .body("v")
+                .send()
+                .await
+                .expect("PUT");
+            assert_eq!(r.status().as_u16(), 204, "PUT {cat}/{key} after failover");
+            let r = http
+                .get(format!("{}/v1/cache/{cat}/{key}", base(1)))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status().as_u16(), 200, "GET {cat}/{key} on another node");
+        }
+        let r = http
+            .post(format!("{}/v1/invalidate", base(2)))
+            .json(&serde_json::json!({"category": cat, "pattern": "plain:*"}))
+            .send()
+            .await
+            .expect("POST glob");
+        assert!(r.status().is_success(), "glob invalidation {cat}");
+        for i in 0..3 {
+            // Other nodes apply the invalidation within the staleness bound: bounded poll.
+            let url = format!("{}/v1/cache/{cat}/plain:a", base(i));
+            assert!(
+                eventually_status(&http, &url, 404).await,
+                "{cat}/plain:a after the glob, n{i}"
+            );
+            let r = http
+                .get(format!("{}/v1/cache/{cat}/other", base(i)))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{cat}/other survives the glob, n{i}"
+            );
+        }
+    }
+    let r = http
+        .post(format!("{}/v1/invalidate", base(2)))
+        .json(&serde_json::json!({"category": "*", "pattern": "*"}))
+        .send()
+        .await
+        .expect("POST *");
+    assert!(
+        r.status().is_success(),
+        "`*` invalidation of every category"
+    );
+    for cat in &cats {
+        for i in 0..3 {
+            let url = format!("{}/v1/cache/{cat}/other", base(i));
+            assert!(
+                eventually_status(&http, &url, 404).await,
+                "{cat}/other after `*`, n{i}"
+            );
+        }
+    }
+
+    let (ok, report) = hist.check(dir.path(), bound_ms);
+    println!("{report}");
+    assert!(ok, "fault checker found stale or corrupt reads:\n{report}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
