@@ -366,7 +366,7 @@ impl Membership {
     }
 
     /// Queues a digest of every member we know for `target` (see [`CATCH_UP_EVERY`]).
-    fn send_digest(&mut self, target: NodeIdentity) {
+    pub(crate) fn send_digest(&mut self, target: NodeIdentity) {
         let known = self.foca.iter_membership_state().len().max(1);
         let bytes = (known * BLOOM_BITS_PER_MEMBER)
             .div_ceil(8)
@@ -414,13 +414,21 @@ impl Membership {
                 if from.node_id == self.identity().node_id || hashes == 0 || hashes > 16 {
                     return Ok(());
                 }
-                let missing: Vec<foca::Member<NodeIdentity>> = self
-                    .foca
-                    .iter_members()
-                    .filter(|m| m.id().node_id != from.node_id)
-                    .filter(|m| !bloom_contains(&bits, salt, hashes, m.id()))
-                    .cloned()
-                    .collect();
+                let me = self.identity();
+                // Ourselves too, if the asker does not know us (incarnation 0: a no-op for a
+                // node that knows a later one).
+                let missing: Vec<foca::Member<NodeIdentity>> =
+                    (!bloom_contains(&bits, salt, hashes, me))
+                        .then(|| foca::Member::alive(me.clone()))
+                        .into_iter()
+                        .chain(
+                            self.foca
+                                .iter_members()
+                                .filter(|m| m.id().node_id != from.node_id)
+                                .filter(|m| !bloom_contains(&bits, salt, hashes, m.id()))
+                                .cloned(),
+                        )
+                        .collect();
                 // The asker may be new to us: learn it (a no-op when we know it already).
                 let asker = std::iter::once(foca::Member::alive(from.clone()));
                 if let Err(e) = self.foca.apply_many(asker, true, &mut self.runtime) {
