@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// [`foca::Identity::renew`] adds one. A restarted node whose random start does not beat its
 /// previous incarnation is told so by the peer it joins through (`Hello::known_bump`) and
 /// renews above it before announcing (see `transport::driver`).
-#[derive(Clone, Debug, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, Eq, Deserialize)]
 #[serde(from = "WireIdentity")]
 pub(crate) struct NodeIdentity {
     pub(crate) node_id: String,
@@ -70,6 +70,18 @@ impl PartialEq for NodeIdentity {
     }
 }
 
+/// Over the same fields as `eq`.
+impl std::hash::Hash for NodeIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        self.bump.hash(state);
+        self.swim_addr.hash(state);
+        self.gossip_addr.hash(state);
+        self.node_id.hash(state);
+        self.http_addr.hash(state);
+    }
+}
+
 /// The foca `Addr` of a node: a 128-bit hash of its node id under two SipHash keys drawn
 /// once per process. Two node ids that differ collide with probability 2^-128 per pair, and
 /// an attacker cannot aim for a collision without the process's keys.
@@ -81,7 +93,7 @@ impl IdKey {
         use std::hash::BuildHasher;
         static KEYS: std::sync::OnceLock<[std::collections::hash_map::RandomState; 2]> =
             std::sync::OnceLock::new();
-        let [a, b] = KEYS.get_or_init(|| Default::default());
+        let [a, b] = KEYS.get_or_init(Default::default);
         IdKey(a.hash_one(node_id), b.hash_one(node_id))
     }
 }
