@@ -138,7 +138,7 @@ pub(crate) struct Membership {
     events: Option<Vec<MemberEvent>>,
     /// Last membership change seen (member up, down, renamed).
     last_change: Option<Instant>,
-    /// Next "catch-up" announce while membership is changing (see [`CATCH_UP_EVERY`]).
+    /// Next digest sync while membership is changing (see [`CATCH_UP_EVERY`]).
     next_catch_up: Option<Instant>,
     rng: u64,
 }
