@@ -1,7 +1,7 @@
 //! Deterministic membership simulation at scale (virtual time, simulated network).
 //!
 //! `cargo run --release --example gossip_sim -- --nodes 1000,5000 [--loss 0.01] [--kills 10]
-//! [--partition-secs 5] [--seed 1]` prints one Markdown table row per size.
+//! [--partition-secs 5] [--steady-secs 20] [--seed 1]` prints one Markdown table row per size.
 
 use std::time::Duration;
 
@@ -34,6 +34,9 @@ fn main() {
     let partition: u64 = arg(&args, "--partition-secs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let steady: u64 = arg(&args, "--steady-secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let seed: u64 = arg(&args, "--seed")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
@@ -47,6 +50,7 @@ fn main() {
         cfg.kills = kills;
         cfg.partition = (partition > 0).then(|| Duration::from_secs(partition));
         cfg.seed = seed;
+        cfg.steady = Duration::from_secs(steady.max(1));
         let wall = std::time::Instant::now();
         let r = run(cfg);
         let detected = r.detections.iter().flatten().count();

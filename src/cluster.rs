@@ -22,8 +22,9 @@ pub struct ClusterMember {
     pub stats: Option<serde_json::Value>,
 }
 
-/// How long `/v1/cluster/stats` waits for the other nodes' stats.
-pub const STATS_DEADLINE: Duration = Duration::from_millis(250);
+/// How long `/v1/cluster/stats` waits for the other nodes' stats (the p99 target of the whole
+/// request at 100 nodes is 100 ms; what has not answered by then is listed in `missing`).
+pub const STATS_DEADLINE: Duration = Duration::from_millis(80);
 
 /// Stats gathered from the other nodes.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -18,6 +18,8 @@ pub(crate) const TAG_LEN: usize = 16;
 pub(crate) enum Context {
     /// A SWIM packet on the UDP socket.
     Swim,
+    /// A membership digest-sync packet on the UDP socket (see `membership::SyncMsg`).
+    Sync,
     /// A frame on a QUIC datagram or stream.
     Frame,
 }
@@ -26,6 +28,7 @@ impl Context {
     fn label(self) -> &'static [u8] {
         match self {
             Context::Swim => b"hc-gossip-swim/1",
+            Context::Sync => b"hc-gossip-sync/1",
             Context::Frame => b"hc-gossip-frame/1",
         }
     }

@@ -18,6 +18,8 @@ use super::{
 
 /// Largest stats answer accepted.
 const MAX_ANSWER: usize = MAX_FRAME;
+/// Longest a single ask (connect, request, answer) may run, deadline or not.
+const ASK_LIMIT: Duration = Duration::from_secs(3);
 /// How long a node waits for a request on a stream it accepted.
 const REQUEST_READ: Duration = Duration::from_secs(2);
 
@@ -31,6 +33,10 @@ pub struct Gathered {
 }
 
 /// Asks every `(node_id, addr)` for its stats, in parallel, for at most `deadline`.
+///
+/// Each ask runs in its own task, bounded by [`ASK_LIMIT`], that outlives the deadline: a
+/// QUIC handshake that did not finish in time still completes and leaves its connection
+/// cached (idle connections close after 30 s), so the next gather finds it warm.
 pub(crate) async fn gather(
     inner: &Arc<Inner>,
     targets: Vec<(String, SocketAddr)>,
@@ -39,11 +45,20 @@ pub(crate) async fn gather(
     let mut pending: FuturesUnordered<_> = targets
         .into_iter()
         .map(|(id, addr)| {
-            let inner = inner.clone();
-            async move {
-                let got = timeout(deadline, ask(&inner, &id, addr))
+            let inner2 = inner.clone();
+            let id2 = id.clone();
+            let task = tokio::spawn(async move {
+                timeout(ASK_LIMIT, ask(&inner2, &id2, addr))
                     .await
                     .ok()
+                    .flatten()
+            });
+            inner.track(task.abort_handle());
+            async move {
+                let got = timeout(deadline, task)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
                     .flatten();
                 (id, got)
             }

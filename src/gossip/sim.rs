@@ -106,6 +106,8 @@ enum Event {
         to: usize,
         from: usize,
         data: Vec<u8>,
+        /// A digest-sync packet rather than a foca one.
+        sync: bool,
     },
     Timer(usize),
 }
@@ -201,7 +203,13 @@ impl Net {
 
     /// Ships node `i`'s outbox, schedules its next timer, and books its notifications.
     fn after(&mut self, i: usize) {
-        for (dst, data) in self.nodes[i].drain_outbox() {
+        let swim = self.nodes[i].drain_outbox().into_iter().map(|p| (p, false));
+        let sync = self.nodes[i]
+            .drain_sync_outbox()
+            .into_iter()
+            .map(|p| (p, true));
+        let out: Vec<_> = swim.chain(sync).collect();
+        for ((dst, data), sync) in out {
             let Some(&to) = self.index.get(&dst.swim_addr) else {
                 continue;
             };
@@ -226,6 +234,7 @@ impl Net {
                     to,
                     from: i,
                     data: data.to_vec(),
+                    sync,
                 },
             );
         }
@@ -266,9 +275,18 @@ impl Net {
                 continue;
             };
             match ev {
-                Event::Packet { to, from, data } => {
+                Event::Packet {
+                    to,
+                    from,
+                    data,
+                    sync,
+                } => {
                     if self.up[to] && self.reachable(from, to) {
-                        let _ = self.nodes[to].handle_packet(&data, self.now);
+                        let _ = if sync {
+                            self.nodes[to].handle_sync(&data, self.now)
+                        } else {
+                            self.nodes[to].handle_packet(&data, self.now)
+                        };
                         self.after(to);
                     }
                 }

@@ -624,3 +624,69 @@ fn sim_tuning_100() {
         r.steady_bytes_per_node_sec
     );
 }
+
+// ---------------------------------------------------------------------
+// Digest sync (sans-IO): a digest is answered with the members the asker lacks.
+
+fn sim_identity(i: usize) -> identity::NodeIdentity {
+    let a = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7400));
+    identity::NodeIdentity::new(format!("m{i}"), a, a, String::new())
+}
+
+fn sim_params() -> membership::SwimParams {
+    membership::SwimParams {
+        probe_period: Duration::from_millis(300),
+        suspect_to_dead: Duration::from_millis(600),
+        dead_forget: Duration::from_secs(60),
+    }
+}
+
+/// Delivers `from`'s digest-sync packets to `to`; returns how many there were.
+fn deliver_sync(
+    from: &mut membership::Membership,
+    to: &mut membership::Membership,
+    now: Instant,
+) -> usize {
+    let packets = from.drain_sync_outbox();
+    for (_, data) in &packets {
+        assert!(data.len() <= membership::MAX_PACKET, "{} bytes", data.len());
+        to.handle_sync(data, now).expect("valid sync packet");
+    }
+    packets.len()
+}
+
+#[test]
+fn a_digest_is_answered_with_exactly_the_members_the_asker_lacks() {
+    let now = Instant::now();
+    let (a_id, b_id) = (sim_identity(0), sim_identity(1));
+    let mut a = membership::Membership::new(a_id.clone(), &sim_params(), 1);
+    let mut b = membership::Membership::new(b_id.clone(), &sim_params(), 2);
+    // B learns 300 members (as a sync answer would carry them); A knows none of them.
+    let members: Vec<foca::Member<identity::NodeIdentity>> = (2..302)
+        .map(|i| foca::Member::alive(sim_identity(i)))
+        .collect();
+    for chunk in members.chunks(20) {
+        let msg = membership::SyncMsg::Members(chunk.to_vec());
+        let data = bincode::serde::encode_to_vec(&msg, bincode::config::standard()).expect("enc");
+        b.handle_sync(&data, now).expect("members applied");
+    }
+    assert_eq!(b.active_count(), 300);
+    // A asks B (a digest names what A knows: nobody). The answer is bounded (at most 4
+    // packets), so A catches up over a few rounds, each digest with a fresh salt.
+    let mut rounds = 0;
+    while a.active_count() < 301 {
+        rounds += 1;
+        assert!(rounds <= 10, "A knows {} after 10 rounds", a.active_count());
+        a.send_digest(b_id.clone());
+        assert_eq!(deliver_sync(&mut a, &mut b, now), 1, "one digest packet");
+        let answers = deliver_sync(&mut b, &mut a, now);
+        assert!((1..=4).contains(&answers), "{answers} answer packets");
+    }
+    // B learnt A from its digest.
+    assert_eq!(b.active_count(), 301);
+    // Nothing is missing any more: the next digest gets no answer at all.
+    a.send_digest(b_id);
+    deliver_sync(&mut a, &mut b, now);
+    assert_eq!(deliver_sync(&mut b, &mut a, now), 0, "nothing to send");
+    assert_eq!(a.active_count(), 301);
+}

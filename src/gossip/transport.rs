@@ -68,6 +68,8 @@ pub(crate) enum Frame {
     Stats { node_id: String, stats: Vec<u8> },
     /// An opaque payload from `Gossip::broadcast`, sent by `node_id`.
     Broadcast { node_id: String, payload: Vec<u8> },
+    /// One membership digest-sync packet (`membership::SyncMsg`), when SWIM rides QUIC.
+    Sync(Vec<u8>),
 }
 
 /// Encodes and seals (with the cluster secret, if any) one frame.
@@ -534,6 +536,21 @@ fn handle_frame(
                 known_bump,
             });
         }
+        Frame::Sync(p) => {
+            if inner.mtls {
+                match membership::sync_sender(&p) {
+                    Err(_) => {
+                        c.invalid_frames.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(Some(from)) if !check_claim(inner, cert, &from, "sync") => return,
+                    Ok(_) => {}
+                }
+            }
+            if inner.driver_tx.try_send(DriverInput::Sync(p)).is_err() {
+                c.send_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         // Only valid as the answer on a stream we opened (see `query`).
         Frame::Stats { .. } | Frame::StatsRequest => {
             c.invalid_frames.fetch_add(1, Ordering::Relaxed);
@@ -550,6 +567,7 @@ fn handle_frame(
 
 pub(crate) enum DriverInput {
     Packet(Vec<u8>),
+    Sync(Vec<u8>),
     Hello {
         identity: NodeIdentity,
         reply: bool,
@@ -584,6 +602,15 @@ pub(crate) async fn driver(
             Some(DriverInput::Packet(p)) => {
                 if let Err(e) = m.handle_packet(&p, now) {
                     tracing::debug!(error = %e, "invalid SWIM packet dropped");
+                    inner
+                        .counters
+                        .invalid_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(DriverInput::Sync(p)) => {
+                if let Err(e) = m.handle_sync(&p, now) {
+                    tracing::debug!(error = %e, "invalid sync packet dropped");
                     inner
                         .counters
                         .invalid_frames
@@ -626,11 +653,22 @@ pub(crate) async fn driver(
         m.poll_timers(now);
         for (dst, data) in m.drain_outbox() {
             match &inner.udp {
-                Some(sock) => super::udp::send(&inner, sock, dst.swim_addr, &data),
+                Some(sock) => super::udp::send(&inner, sock, Context::Swim, dst.swim_addr, &data),
                 None => send_frame(
                     &inner,
                     dst.gossip_addr,
                     &Frame::Swim(data.to_vec()),
+                    Mode::Datagram,
+                ),
+            }
+        }
+        for (dst, data) in m.drain_sync_outbox() {
+            match &inner.udp {
+                Some(sock) => super::udp::send(&inner, sock, Context::Sync, dst.swim_addr, &data),
+                None => send_frame(
+                    &inner,
+                    dst.gossip_addr,
+                    &Frame::Sync(data.to_vec()),
                     Mode::Datagram,
                 ),
             }

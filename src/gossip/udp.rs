@@ -20,15 +20,16 @@ use super::{
     Inner,
 };
 
-/// Sends one SWIM packet (never blocks: a full socket buffer drops it, like the network would).
-pub(crate) fn send(inner: &Inner, sock: &UdpSocket, to: SocketAddr, packet: &[u8]) {
+/// Sends one SWIM packet (`Context::Swim`) or digest-sync packet (`Context::Sync`); never
+/// blocks: a full socket buffer drops it, like the network would.
+pub(crate) fn send(inner: &Inner, sock: &UdpSocket, ctx: Context, to: SocketAddr, packet: &[u8]) {
     if inner.stopped.load(Ordering::Relaxed) {
         return;
     }
     let Some(key) = inner.key.as_ref() else {
         return;
     };
-    let sealed = key.seal(Context::Swim, packet);
+    let sealed = key.seal(ctx, packet);
     let c = &inner.counters;
     match sock.try_send_to(&sealed, to) {
         Ok(n) => {
@@ -63,17 +64,17 @@ pub(crate) async fn recv_loop(inner: Arc<Inner>, sock: Arc<UdpSocket>) {
             c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let Some(packet) = key.open(Context::Swim, &buf[..n]) else {
+        let input = if let Some(packet) = key.open(Context::Swim, &buf[..n]) {
+            DriverInput::Packet(packet.to_vec())
+        } else if let Some(packet) = key.open(Context::Sync, &buf[..n]) {
+            DriverInput::Sync(packet.to_vec())
+        } else {
             tracing::debug!(%from, "SWIM packet with a bad tag dropped");
             c.unauthenticated.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         c.frames_received.fetch_add(1, Ordering::Relaxed);
-        if inner
-            .driver_tx
-            .try_send(DriverInput::Packet(packet.to_vec()))
-            .is_err()
-        {
+        if inner.driver_tx.try_send(input).is_err() {
             c.send_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
