@@ -73,6 +73,17 @@ fn cluster(n: usize, redis: Option<&str>, extra: &[&str]) -> Vec<Proc> {
 }
 
 fn cluster_env(n: usize, redis: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Vec<Proc> {
+    cluster_toml(n, redis, extra, env, "")
+}
+
+/// Like [`cluster_env`], with `extra_toml` appended to the nodes' shared config file.
+fn cluster_toml(
+    n: usize,
+    redis: Option<&str>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    extra_toml: &str,
+) -> Vec<Proc> {
     let specs: Vec<Spec> = (1..=n)
         .map(|i| Spec {
             id: format!("n{i}"),
@@ -87,7 +98,7 @@ fn cluster_env(n: usize, redis: Option<&str>, extra: &[&str], env: &[(&str, &str
     let ns = format!("t{}", rand_suffix());
     // Written once, before any node starts: rewriting it per node would let a starting node
     // read a truncated file (and silently use the default namespace).
-    let config_path = write_ns_config(&ns);
+    let config_path = write_ns_config(&ns, extra_toml);
     specs
         .into_iter()
         .map(|spec| {
@@ -137,13 +148,13 @@ fn rand_suffix() -> u64 {
         % 1_000_000_007
 }
 
-fn write_ns_config(ns: &str) -> String {
+fn write_ns_config(ns: &str, extra_toml: &str) -> String {
     let path = std::env::temp_dir().join(format!("hc-cluster-{ns}.toml"));
     std::fs::write(
         &path,
         // Gossip without TLS needs the cluster secret (it authenticates every packet).
         format!(
-            "namespace = \"{ns}\"\nisolation_grace_ms = 1000\ncluster_secret = \"cluster-test-{ns}\"\n"
+            "namespace = \"{ns}\"\nisolation_grace_ms = 1000\ncluster_secret = \"cluster-test-{ns}\"\n{extra_toml}"
         ),
     )
     .unwrap();
@@ -492,7 +503,15 @@ async fn single_node_without_redis_or_peers_is_never_isolated() {
 #[tokio::test]
 async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
     let redis = RedisServer::start();
-    let mut nodes = cluster(3, Some(&redis.url()), &[]);
+    // A false `dead` (a suspicion timing out on a loaded machine) would flush L1 and leave
+    // nothing to serve from it: a longer suspicion than the default 600 ms.
+    let mut nodes = cluster_toml(
+        3,
+        Some(&redis.url()),
+        &[],
+        &[],
+        "gossip_suspect_timeout_ms = 2000\n",
+    );
     let healthy = wait_for(Duration::from_secs(10), async || {
         if !all_alive(&nodes).await {
             return false;
