@@ -241,7 +241,8 @@ impl Inner {
         tasks.push(h);
     }
 
-    fn active_addrs(&self) -> Vec<SocketAddr> {
+    /// The active (alive or suspect) peers: node id and QUIC address.
+    fn active_peers(&self) -> Vec<(String, SocketAddr)> {
         let view = self
             .view
             .read()
@@ -249,8 +250,29 @@ impl Inner {
         view.peers
             .iter()
             .filter(|p| p.state != MemberState::Dead)
-            .map(|p| p.identity.gossip_addr)
+            .map(|p| (p.identity.node_id.clone(), p.identity.gossip_addr))
             .collect()
+    }
+
+    /// `payload` framed as our bus broadcast; `None` (counted in `oversized_dropped`) when
+    /// it is too large.
+    fn broadcast_frame(&self, payload: Vec<u8>) -> Option<bytes::Bytes> {
+        let node_id = self
+            .view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .me
+            .node_id
+            .clone();
+        match transport::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => {
+                self.counters
+                    .oversized_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     fn stop_tasks(&self) {
@@ -440,18 +462,7 @@ impl Gossip {
     /// Asks every alive and suspect member for its stats, in parallel, waiting at most
     /// `deadline`; members that did not answer in time are listed in `missing`.
     pub async fn gather_stats(&self, deadline: Duration) -> Gathered {
-        let targets: Vec<(String, SocketAddr)> = {
-            let view = self
-                .inner
-                .view
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            view.peers
-                .iter()
-                .filter(|p| p.state != MemberState::Dead)
-                .map(|p| (p.identity.node_id.clone(), p.identity.gossip_addr))
-                .collect()
-        };
+        let targets = self.inner.active_peers();
         query::gather(&self.inner, targets, deadline).await
     }
 
@@ -468,41 +479,20 @@ impl Gossip {
     /// peer). Never blocks; payloads over 64 KiB are counted in
     /// `oversized_dropped`, full queues in `send_dropped`.
     pub fn broadcast(&self, payload: Vec<u8>) {
-        let node_id = self
-            .inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .me
-            .node_id
-            .clone();
-        let bytes =
-            match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
-                Ok(b) => b,
-                Err(_) => {
-                    self.inner
-                        .counters
-                        .oversized_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-        for addr in self.inner.active_addrs() {
+        let Some(bytes) = self.inner.broadcast_frame(payload) else {
+            return;
+        };
+        for (_, addr) in self.inner.active_peers() {
             transport::send_bytes(&self.inner, addr, bytes.clone(), Mode::Stream);
         }
     }
 
     /// Node ids of the active (alive or suspect) peers.
     pub fn active_peer_ids(&self) -> Vec<String> {
-        let view = self
-            .inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        view.peers
-            .iter()
-            .filter(|p| p.state != MemberState::Dead)
-            .map(|p| p.identity.node_id.clone())
+        self.inner
+            .active_peers()
+            .into_iter()
+            .map(|(id, _)| id)
             .collect()
     }
 
@@ -510,19 +500,11 @@ impl Gossip {
     /// [`Gossip::broadcast`]); a peer not known as active gets nothing (counted in
     /// `send_dropped`).
     pub fn send_to(&self, peer: &str, payload: Vec<u8>) {
-        let (node_id, addr) = {
-            let view = self
-                .inner
-                .view
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let addr = view
-                .peers
-                .iter()
-                .find(|p| p.state != MemberState::Dead && p.identity.node_id == peer)
-                .map(|p| p.identity.gossip_addr);
-            (view.me.node_id.clone(), addr)
-        };
+        let addr = self
+            .inner
+            .active_peers()
+            .into_iter()
+            .find_map(|(id, addr)| (id == peer).then_some(addr));
         let Some(addr) = addr else {
             self.inner
                 .counters
@@ -530,14 +512,8 @@ impl Gossip {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match transport::encode_frame(&self.inner, &Frame::Broadcast { node_id, payload }) {
-            Ok(bytes) => transport::send_bytes(&self.inner, addr, bytes, Mode::Stream),
-            Err(_) => {
-                self.inner
-                    .counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(bytes) = self.inner.broadcast_frame(payload) {
+            transport::send_bytes(&self.inner, addr, bytes, Mode::Stream);
         }
     }
 
