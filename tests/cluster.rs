@@ -205,6 +205,31 @@ async fn sees(node: &Proc, id: &str, state: &str) -> bool {
         .is_some_and(|s| s.iter().any(|(n, st)| n == id && st == state))
 }
 
+/// Waits until every node is alive to every other, healthy, and has heard from every other
+/// one (first contact flushes L1 once: one flush for the link, one per peer), so later
+/// flushes mean real events.
+async fn settle(nodes: &[Proc]) {
+    let want = nodes.len() as u64;
+    let healthy = wait_for(Duration::from_secs(10), async || {
+        if !all_alive(nodes).await {
+            return false;
+        }
+        for n in nodes {
+            match json(format!("{}/health", n.url())).await {
+                Some(h) if h["status"] == "ok" => {}
+                _ => return false,
+            }
+            match json(format!("{}/v1/stats", n.url())).await {
+                Some(s) if s["counters"]["coherence_flushes"].as_u64() >= Some(want) => {}
+                _ => return false,
+            }
+        }
+        true
+    })
+    .await;
+    assert!(healthy.is_some(), "cluster healthy");
+}
+
 async fn all_alive(nodes: &[Proc]) -> bool {
     for n in nodes {
         if n.child.is_none() {
@@ -342,26 +367,7 @@ async fn opt_in_invalidations_travel_over_quic_while_redis_is_down() {
         &[],
         &[("HC_SERVE_STALE_ON_OUTAGE", "1")],
     );
-    let healthy = wait_for(Duration::from_secs(10), async || {
-        if !all_alive(&nodes).await {
-            return false;
-        }
-        for n in &nodes {
-            match json(format!("{}/health", n.url())).await {
-                Some(h) if h["status"] == "ok" => {}
-                _ => return false,
-            }
-            // Every node has heard from every other one (first contact flushes L1 once:
-            // one flush for the link, one per peer), so later flushes mean real events.
-            match json(format!("{}/v1/stats", n.url())).await {
-                Some(s) if s["counters"]["coherence_flushes"].as_u64() >= Some(3) => {}
-                _ => return false,
-            }
-        }
-        true
-    })
-    .await;
-    assert!(healthy.is_some(), "cluster healthy");
+    settle(&nodes).await;
     let c = client();
     let (a, b) = (&nodes[0], &nodes[1]);
     let key = |n: &Proc| format!("{}/v1/cache/roles/get_user_roles:1", n.url());
@@ -512,20 +518,7 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
         &[],
         "gossip_suspect_timeout_ms = 2000\n",
     );
-    let healthy = wait_for(Duration::from_secs(10), async || {
-        if !all_alive(&nodes).await {
-            return false;
-        }
-        for n in &nodes {
-            match json(format!("{}/health", n.url())).await {
-                Some(h) if h["status"] == "ok" => {}
-                _ => return false,
-            }
-        }
-        true
-    })
-    .await;
-    assert!(healthy.is_some(), "cluster healthy");
+    settle(&nodes).await;
     let c = client();
     let key = |n: &Proc, k: &str| format!("{}/v1/cache/roles/{k}", n.url());
     for k in ["k1", "k2"] {
