@@ -100,19 +100,8 @@ async fn blackhole_run(url: &str, samples: usize, reps: usize) {
         .expect("redis url of the form redis://host:port/0");
     let hole = Arc::new(AtomicBool::new(false));
     let c_url = blackhole_proxy(upstream, hole.clone()).await;
-    let nodes = [
-        node(url, "a", &ns).await,
-        node(url, "b", &ns).await,
-        node(&c_url, "c", &ns).await,
-    ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes.iter().all(|n| n.shared().lease.held()) {
-        assert!(Instant::now() < deadline, "nodes did not get their lease");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nodes = three_nodes([url, url, &c_url], &ns).await;
     let bound = nodes[0].config().staleness_bound;
-    let a = &nodes[0];
     println!(
         "{:>4} {:>13} {:>13}   (ms, p50/p99, {samples} samples each from the moment node c's link is cut; B = {} ms)",
         "rep",
@@ -136,20 +125,8 @@ async fn blackhole_run(url: &str, samples: usize, reps: usize) {
         let (mut waited, cut) = (0usize, Instant::now());
         for i in 0..samples {
             let key = format!("k{}", i % 50);
-            for n in &nodes[..2] {
-                let _ = n.get("general", &key).await;
-                let _ = n.get("permissions", &key).await;
-            }
-            let t = Instant::now();
-            a.set("general", &key, "v", None)
-                .await
-                .expect("bounded set");
-            bounded.push(t.elapsed());
-            let t = Instant::now();
-            a.set("permissions", &key, "v", None)
-                .await
-                .expect("strict set");
-            let took = t.elapsed();
+            let (b, took) = bounded_then_strict(&nodes[..2], &key).await;
+            bounded.push(b);
             if took >= bound / 2 {
                 waited += 1;
             }
@@ -181,6 +158,41 @@ async fn blackhole_run(url: &str, samples: usize, reps: usize) {
     }
 }
 
+/// Three caches `a`, `b`, `c` on `urls`, once each holds its lease (plus time for the
+/// first-contact flushes).
+async fn three_nodes(urls: [&str; 3], ns: &str) -> [HybridCache; 3] {
+    let nodes = [
+        node(urls[0], "a", ns).await,
+        node(urls[1], "b", ns).await,
+        node(urls[2], "c", ns).await,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes.iter().all(|n| n.shared().lease.held()) {
+        assert!(Instant::now() < deadline, "nodes did not get their lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes
+}
+
+/// One sample: every cache in `holders` reads `key` into its L1, then the first one writes
+/// it bounded and strict. Returns both write latencies.
+async fn bounded_then_strict(holders: &[HybridCache], key: &str) -> (Duration, Duration) {
+    for n in holders {
+        let _ = n.get("general", key).await;
+        let _ = n.get("permissions", key).await;
+    }
+    let a = &holders[0];
+    let t = Instant::now();
+    a.set("general", key, "v", None).await.expect("bounded set");
+    let bounded = t.elapsed();
+    let t = Instant::now();
+    a.set("permissions", key, "v", None)
+        .await
+        .expect("strict set");
+    (bounded, t.elapsed())
+}
+
 fn min_med_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     (v[0], v[v.len() / 2], v[v.len() - 1])
@@ -200,24 +212,12 @@ async fn main() {
         return;
     }
     let ns = format!("bstrict{:08x}", rand::random::<u32>());
-    let nodes = [
-        node(&url, "a", &ns).await,
-        node(&url, "b", &ns).await,
-        node(&url, "c", &ns).await,
-    ];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes.iter().all(|n| n.shared().lease.held()) {
-        assert!(Instant::now() < deadline, "nodes did not get their lease");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Let first-contact flushes pass.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let nodes = three_nodes([&url, &url, &url], &ns).await;
     let client = redis::Client::open(url.as_str()).expect("redis url");
     let mut raw = client
         .get_multiplexed_async_connection()
         .await
         .expect("redis connection");
-    let a = &nodes[0];
     let (mut r_sb, mut r_sr) = (Vec::new(), Vec::new());
     println!(
         "{:>4} {:>13} {:>13} {:>13}   (ms, p50/p99, {samples} samples each)",
@@ -227,20 +227,9 @@ async fn main() {
         let (mut bounded, mut strict, mut rawv) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..samples {
             let key = format!("k{}", i % 50);
-            for n in &nodes {
-                let _ = n.get("general", &key).await;
-                let _ = n.get("permissions", &key).await;
-            }
-            let t = Instant::now();
-            a.set("general", &key, "v", None)
-                .await
-                .expect("bounded set");
-            bounded.push(t.elapsed());
-            let t = Instant::now();
-            a.set("permissions", &key, "v", None)
-                .await
-                .expect("strict set");
-            strict.push(t.elapsed());
+            let (b, st) = bounded_then_strict(&nodes, &key).await;
+            bounded.push(b);
+            strict.push(st);
             let t = Instant::now();
             let _: () = redis::cmd("SET")
                 .arg(format!("{ns}:raw:{key}"))
