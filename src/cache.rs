@@ -360,13 +360,20 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    /// Whether L2 should be used right now: connected, its breaker closed, and nothing
-    /// waiting to be replayed into it (a change acknowledged while Redis was down, or one
-    /// a peer sent over QUIC, must reach L2 before L2 is read again).
-    pub fn l2_usable(&self) -> Option<&Arc<L2>> {
-        self.l2
-            .as_ref()
-            .filter(|l2| l2.available() && self.l2_backlog_is_empty())
+    /// Whether L2 may be read for `key` of `category` right now: connected, its breaker
+    /// closed, and no change waiting to be replayed into L2 touches that key (a change
+    /// acknowledged while Redis was down, or one a peer sent over QUIC, must reach L2
+    /// before L2 is read for that key again; see [`crate::l2::Backlog::touches`]). Reads
+    /// of other keys do not wait for the replay.
+    pub fn l2_usable_for(&self, category: &str, key: &str) -> Option<&Arc<L2>> {
+        self.l2.as_ref().filter(|l2| {
+            l2.available()
+                && self
+                    .l2_backlog
+                    .lock()
+                    .map(|b| b.is_empty() || !b.touches(category, key))
+                    .unwrap_or(false)
+        })
     }
 
     /// Whether a change may be written to L2 now. Pending replays do not hold writes back
@@ -806,7 +813,7 @@ impl HybridCache {
     ) -> Result<Option<(Bytes, Source)>, CacheError> {
         self.check_key(key)?;
         let mut l2_failed = self.shared.l2.is_some();
-        if let Some(l2) = self.shared.l2_usable() {
+        if let Some(l2) = self.shared.l2_usable_for(category, key) {
             let ticket = l1.ticket(key);
             match l2.get(category, key).await {
                 Ok(found) => {
@@ -1051,7 +1058,7 @@ impl HybridCache {
             // No lease: L1 may be stale. Read the truth (L2, else the loader) and cache
             // nothing in L1 (moka's coalescing would hand out the L1 entry).
             self.check_key(key)?;
-            if let Some(l2) = self.shared.l2_usable() {
+            if let Some(l2) = self.shared.l2_usable_for(category, key) {
                 match l2.get(category, key).await {
                     Ok(found) => {
                         if let Some(v) = found.value {
@@ -1078,7 +1085,7 @@ impl HybridCache {
         let init = async {
             let ticket = *ticket_cell.get_or_init(|| l1.ticket(key));
             let mut generation = None;
-            if let Some(l2) = self.shared.l2_usable() {
+            if let Some(l2) = self.shared.l2_usable_for(category, key) {
                 match l2.get(category, key).await {
                     Ok(found) => {
                         generation = Some(found.generation);
@@ -1095,7 +1102,7 @@ impl HybridCache {
             }
             l1.counters.loads.fetch_add(1, Ordering::Relaxed);
             let value = loader().await.map_err(LoadFail::Loader)?;
-            if let (Some(l2), Some(g)) = (self.shared.l2_usable(), generation) {
+            if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
                 if l1.ticket_valid(&ticket) {
                     match l2.fill(category, key, &value, l2_ttl, g).await {
                         Ok(true) => {}

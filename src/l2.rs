@@ -765,7 +765,7 @@ pub struct Backlog {
     /// Changes handed to a replay ([`Backlog::take`]) and not yet confirmed in L2
     /// ([`Backlog::replay_done`]): the backlog is not empty while a replay runs, so L2 is
     /// not read before the replayed changes are in it.
-    in_flight: usize,
+    in_flight: Vec<(String, crate::wire::Target)>,
 }
 
 fn target_len(t: &crate::wire::Target) -> usize {
@@ -818,17 +818,34 @@ impl Backlog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.whole.is_empty() && self.in_flight == 0
+        self.entries.is_empty() && self.whole.is_empty() && self.in_flight.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len() + self.whole.len() + self.in_flight
+        self.entries.len() + self.whole.len() + self.in_flight.len()
+    }
+
+    /// Whether a pending or in-flight change may cover `key` of `category`: L2 may still
+    /// hold a value for it that a change removed, so L2 must not be read for it. Keys no
+    /// pending change touches read L2 as usual while the backlog drains (a Redis that
+    /// refuses writes for a while, e.g. `WAIT` short of replicas after a failover, then
+    /// holds back only the keys written meanwhile, not every read of the node). A glob
+    /// that does not parse covers everything (fails closed).
+    pub fn touches(&self, category: &str, key: &str) -> bool {
+        if self.whole.contains(category) {
+            return true;
+        }
+        self.entries
+            .iter()
+            .chain(self.in_flight.iter())
+            .filter(|(c, _)| c == category)
+            .any(|(_, t)| t.to_pattern().map_or(true, |p| p.matches(key)))
     }
 
     /// The replay of what [`Backlog::take`] returned is over (applied, or what was not
     /// applied was recorded again).
     pub fn replay_done(&mut self) {
-        self.in_flight = 0;
+        self.in_flight.clear();
     }
 
     /// How many times the backlog overflowed and collapsed to whole categories.
@@ -844,7 +861,7 @@ impl Backlog {
             .collect();
         out.extend(std::mem::take(&mut self.entries));
         self.bytes = 0;
-        self.in_flight = out.len();
+        self.in_flight.clone_from(&out);
         out
     }
 }
@@ -853,6 +870,29 @@ impl Backlog {
 mod backlog_tests {
     use super::Backlog;
     use crate::wire::Target;
+
+    #[test]
+    fn touches_only_the_keys_a_pending_change_covers() {
+        let mut b = Backlog::default();
+        b.record("roles", &Target::Key("r1".into()));
+        b.record("menus", &Target::Glob("m:[ab]*".into()));
+        b.record("general", &Target::Glob("[".into()));
+        assert!(b.touches("roles", "r1"));
+        assert!(!b.touches("roles", "r2"), "another key of the category");
+        assert!(!b.touches("menus", "r1"), "the same key in another category");
+        assert!(b.touches("menus", "m:b1"));
+        assert!(!b.touches("menus", "m:c1"));
+        assert!(b.touches("general", "anything"), "a glob that does not parse");
+        // In flight (taken by a replay, not confirmed): still touched.
+        let _ = b.take();
+        assert!(b.touches("roles", "r1"));
+        assert!(!b.touches("roles", "r2"));
+        b.replay_done();
+        assert!(!b.touches("roles", "r1"));
+        b.record("roles", &Target::Everything);
+        assert!(b.touches("roles", "r2"), "a whole category covers every key");
+        assert!(!b.touches("menus", "m:a"));
+    }
 
     #[test]
     fn records_keys_and_degrades_to_whole_categories() {
