@@ -850,10 +850,50 @@ impl HybridCache {
         value: impl Into<Bytes>,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
+        self.set_inner(category, key, value.into(), ttl, None).await
+    }
+
+    /// [`HybridCache::set`] that takes effect no later than `deadline` (wall clock) or not at
+    /// all ([`CacheError::DeadlineExceeded`]): a caller that gives up at its deadline knows
+    /// the write cannot land afterwards and overwrite a newer value. Without it, a write
+    /// held up inside a paused process (waiting for the key's lock, say) applies when the
+    /// process resumes, whenever that is. Redis checks the deadline on its own clock, so
+    /// clients, nodes and Redis need NTP-synchronised clocks. HTTP: `x-hc-deadline-ms`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::{Duration, SystemTime};
+    /// let cache = hybrid_cache::HybridCache::builder().build().await.unwrap();
+    /// let soon = SystemTime::now() + Duration::from_secs(2);
+    /// cache.set_before("roles", "admin", "rw", None, soon).await.unwrap();
+    /// let past = SystemTime::now() - Duration::from_secs(1);
+    /// assert!(cache.set_before("roles", "admin", "ro", None, past).await.is_err());
+    /// assert_eq!(cache.get("roles", "admin").await.unwrap().as_deref(), Some(&b"rw"[..]));
+    /// # });
+    /// ```
+    pub async fn set_before(
+        &self,
+        category: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+        deadline: std::time::SystemTime,
+    ) -> Result<(), CacheError> {
+        self.set_inner(category, key, value.into(), ttl, Some(deadline))
+            .await
+    }
+
+    async fn set_inner(
+        &self,
+        category: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<(), CacheError> {
         let l1 = self.category(category)?.clone();
         self.check_key(key)?;
         Self::check_ttl(ttl)?;
-        let value: Bytes = value.into();
         if value.len() > self.shared.config.max_value_bytes {
             return Err(CacheError::ValueTooLarge {
                 len: value.len(),
@@ -862,12 +902,17 @@ impl HybridCache {
         }
         let l2_ttl = ttl.unwrap_or(l1.config().ttl());
         let _order = self.shared.key_locks.lock(category, key).await;
+        if deadline.is_some_and(|d| std::time::SystemTime::now() >= d) {
+            // Nothing changed yet, anywhere: refuse rather than apply it after the caller
+            // gave up.
+            return Err(CacheError::DeadlineExceeded);
+        }
         let mark = self.shared.remote.snapshot(category, key);
         let bytes = &value;
         let target = Target::Key(key.to_string());
         let in_l2 = self
             .l2_change("set", category, &target, |l2| async move {
-                l2.set(category, key, bytes, l2_ttl).await
+                l2.set(category, key, bytes, l2_ttl, deadline).await
             })
             .await;
         if !in_l2 && !self.local_writes_ok() {

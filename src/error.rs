@@ -36,6 +36,10 @@ pub enum CacheError {
     /// The node is shutting down or an actor is restarting; retry.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// The caller's deadline ([`crate::HybridCache::set_before`]) passed before the write
+    /// was applied anywhere: it was not applied, and never will be.
+    #[error("deadline exceeded: the write was not applied")]
+    DeadlineExceeded,
 }
 
 impl CacheError {
@@ -51,6 +55,7 @@ impl CacheError {
             CacheError::Loader(_) => "loader_failed",
             CacheError::Serde(_) => "serialization",
             CacheError::Unavailable(_) => "unavailable",
+            CacheError::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }

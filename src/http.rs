@@ -70,6 +70,7 @@ impl From<CacheError> for ApiError {
             | CacheError::Serde(_) => StatusCode::BAD_REQUEST,
             CacheError::Loader(_) => StatusCode::BAD_GATEWAY,
             CacheError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CacheError::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         };
         ApiError::new(status, e.code(), e.to_string())
     }
@@ -165,12 +166,13 @@ pub(crate) async fn get_value(
 
 /// Write a value (body = raw bytes) in L2 and this node's L1, and invalidate it everywhere else.
 #[utoipa::path(put, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::openapi::ValuePath, crate::openapi::TtlQuery),
+    params(crate::openapi::ValuePath, crate::openapi::TtlQuery, crate::openapi::DeadlineHeader),
     request_body(content = crate::openapi::Binary, content_type = "application/octet-stream",
                  description = "The value (at most `max_value_bytes`)"),
     responses(
         (status = 204, description = "Stored"),
-        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::openapi::ErrorBody),
+        (status = 408, description = "`deadline_exceeded`: `x-hc-deadline-ms` passed before the write was applied; it was not applied", body = crate::openapi::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::openapi::ErrorBody),
         (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
         (status = 413, description = "`key_too_large` or `value_too_large`", body = crate::openapi::ErrorBody),
@@ -201,9 +203,37 @@ pub(crate) async fn put_value(
     };
     // Own exactly the value's bytes: a slice would keep hyper's whole read buffer alive
     // and make L1's byte accounting (and its bound) a lie.
+    let deadline = deadline_of(&headers).map_err(|m| bad_request(&state, "bad_deadline", m))?;
     let body = Bytes::copy_from_slice(&body.map_err(|r| body_error(&state, r))?);
-    state.cache.set(&category, &key, body, ttl).await?;
+    match deadline {
+        Some(d) => {
+            state
+                .cache
+                .set_before(&category, &key, body, ttl, d)
+                .await?
+        }
+        None => state.cache.set(&category, &key, body, ttl).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The `x-hc-deadline-ms` header of a write: Unix time in milliseconds after which the
+/// write must not take effect (see [`crate::HybridCache::set_before`]).
+pub(crate) const DEADLINE_HEADER: &str = "x-hc-deadline-ms";
+
+fn deadline_of(headers: &HeaderMap) -> Result<Option<std::time::SystemTime>, String> {
+    let Some(v) = headers.get(DEADLINE_HEADER) else {
+        return Ok(None);
+    };
+    let ms = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("`{DEADLINE_HEADER}` must be Unix time in milliseconds"))?;
+    std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_millis(ms))
+        .map(Some)
+        .ok_or_else(|| format!("`{DEADLINE_HEADER}` is out of range"))
 }
 
 /// Delete a key everywhere (deleting an absent key succeeds).

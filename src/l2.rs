@@ -366,18 +366,24 @@ impl L2 {
         value: &[u8],
         ttl: Duration,
         generation: Option<i64>,
+        not_after: Option<std::time::SystemTime>,
     ) -> Result<i64, L2Error> {
         let mut payload = Vec::with_capacity(value.len() + 1);
         payload.push(TAG_VALUE);
         payload.extend_from_slice(value);
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = ttl.as_millis().max(1) as u64;
-        let deadline = std::time::SystemTime::now()
+        let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        // The caller's deadline, when earlier, is the one Redis enforces.
+        let by_caller = not_after.is_some_and(|d| d < own);
+        let deadline = match not_after {
+            Some(d) if by_caller => d,
+            _ => own,
+        };
+        let deadline_ms = deadline
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
-            + self.timeout
-            + LATE_WRITE_ALLOWANCE;
-        let deadline_ms = deadline.as_millis() as u64;
+            .as_millis() as u64;
         let reply: i64 = match waited_src {
             Some(src) if self.wait_for() > 0 => {
                 let mut pipe = redis::pipe();
@@ -412,28 +418,43 @@ impl L2 {
             }
         };
         if reply == -1 {
-            // Only seen by the caller when Redis's clock is ahead of ours by more than the
-            // allowance (a late delivery is seen by nobody: its caller timed out long ago).
-            tracing::warn!(
-                "redis refused a write as late: check clock skew between this node and redis"
-            );
+            if !by_caller {
+                // Only seen by the caller when Redis's clock is ahead of ours by more than
+                // the allowance (a late delivery is seen by nobody: its caller timed out
+                // long ago).
+                tracing::warn!(
+                    "redis refused a write as late: check clock skew between this node and redis"
+                );
+            }
             return Err(L2Error::Late);
         }
         Ok(reply)
     }
 
-    /// Authoritative write (a user's `set`).
+    /// Authoritative write (a user's `set`). With `not_after`, Redis applies it only up to
+    /// that wall-clock time (its own clock), else [`L2Error::Late`]: a write whose caller
+    /// gave up never lands afterwards.
     pub async fn set(
         &self,
         category: &str,
         key: &str,
         value: &[u8],
         ttl: Duration,
+        not_after: Option<std::time::SystemTime>,
     ) -> Result<(), L2Error> {
         let src = Some(self.set_src.as_str());
-        self.write(&self.set_script, src, category, key, value, ttl, None)
-            .await
-            .map(|_| ())
+        self.write(
+            &self.set_script,
+            src,
+            category,
+            key,
+            value,
+            ttl,
+            None,
+            not_after,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Conditional fill after a load: only if the key is absent (no newer value, no
@@ -454,6 +475,7 @@ impl L2 {
             value,
             ttl,
             Some(generation),
+            None,
         )
         .await
         .map(|n| n == 1)

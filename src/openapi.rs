@@ -62,6 +62,18 @@ pub struct TtlQuery {
     ttl: Option<u64>,
 }
 
+/// Headers of `PUT`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct DeadlineHeader {
+    /// Unix time in milliseconds after which the write must not take effect: it is applied
+    /// before then or not at all (408 `deadline_exceeded`, or 503 when Redis refused it as
+    /// late). Clients that time out should send their own deadline.
+    #[param(rename = "x-hc-deadline-ms")]
+    #[allow(dead_code)]
+    deadline: Option<u64>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -1174,12 +1174,14 @@ async fn late_delivered_write_is_refused_by_redis() {
         .await
         .expect("connect");
     l2.install(Some(conn));
-    l2.set("roles", "k", b"old", Duration::from_secs(60))
+    l2.set("roles", "k", b"old", Duration::from_secs(60), None)
         .await
         .expect("set");
 
     redis.pause();
-    let r = l2.set("roles", "k", b"late", Duration::from_secs(60)).await;
+    let r = l2
+        .set("roles", "k", b"late", Duration::from_secs(60), None)
+        .await;
     assert!(r.is_err(), "the write times out while Redis hangs");
     tokio::time::sleep(timeout + LATE_WRITE_ALLOWANCE + Duration::from_millis(300)).await;
     redis.resume(); // Redis now executes the queued write: too late.
@@ -1193,10 +1195,90 @@ async fn late_delivered_write_is_refused_by_redis() {
     );
     // A timely write still applies.
     tokio::time::sleep(Duration::from_millis(600)).await; // breaker half-open again
-    l2.set("roles", "k", b"new", Duration::from_secs(60))
+    l2.set("roles", "k", b"new", Duration::from_secs(60), None)
         .await
         .expect("set after recovery");
     assert_eq!(blocking(|| redis_get(&redis, &key)), Some(tagged(b"new")));
+}
+
+/// A write held up inside the node (here: queued behind a write of the same key that waits
+/// for a hung Redis) must not apply after its caller's `x-hc-deadline-ms`: it is refused
+/// with 408, and the value never appears, not even once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_its_deadline_is_refused_not_applied_late() {
+    let redis = RedisServer::start();
+    let ns = namespace("deadline");
+    let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    let c = client();
+    put(&c, &a, "general", "k", "v0").await;
+    let unix_ms = |d: Duration| {
+        (std::time::SystemTime::now() + d)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
+    // With a deadline in the future and Redis answering, the write applies.
+    let r = c
+        .put(a.url("general", "k"))
+        .header("x-hc-deadline-ms", unix_ms(Duration::from_secs(5)))
+        .body("v1")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 204);
+
+    redis.pause();
+    // The first write takes the key's lock and waits for Redis (150 ms timeout)…
+    let first = tokio::spawn({
+        let (c, url) = (c.clone(), a.url("general", "k"));
+        async move {
+            c.put(url)
+                .body("stuck")
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // …so this one, whose caller gives up 40 ms from now, gets the lock too late.
+    let r = c
+        .put(a.url("general", "k"))
+        .header("x-hc-deadline-ms", unix_ms(Duration::from_millis(40)))
+        .body("v2")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 408, "refused once its deadline passed");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "deadline_exceeded");
+    assert_ne!(
+        first.await.ok().and_then(|r| r.ok()),
+        Some(204),
+        "Redis hung"
+    );
+
+    redis.resume();
+    let healthy = poll(Duration::from_secs(5), || async {
+        health(&c, &a).await["status"] == "ok"
+    })
+    .await;
+    assert!(healthy, "node recovers");
+    let (status, _, value) = get(&c, &a, "general", "k").await;
+    assert!(
+        value != b"v2",
+        "the refused write must never appear (got {status})"
+    );
+    // Garbage in the header is a clear 400.
+    let r = c
+        .put(a.url("general", "k"))
+        .header("x-hc-deadline-ms", "soon")
+        .body("v3")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 400);
+    a.node.shutdown().await;
 }
 
 /// Without the opt-in, a Redis outage fails closed: a value held in L1 is not served once

@@ -143,7 +143,9 @@ fn l1_and_l2_select_the_same_keys_for_random_keys_and_globs() {
             let cache = l1();
             for k in &keys {
                 for c in [&category, &decoy] {
-                    l2.set(c, k, b"v", Duration::from_secs(60)).await.unwrap();
+                    l2.set(c, k, b"v", Duration::from_secs(60), None)
+                        .await
+                        .unwrap();
                 }
                 cache
                     .put(k, Bytes::from_static(b"v"), Duration::from_secs(60))

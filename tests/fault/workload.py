@@ -121,6 +121,12 @@ class Client(threading.Thread):
             method, path = "POST", "/v1/invalidate"
             body = json.dumps(payload, ensure_ascii=False).encode()
         headers = {"content-type": "application/json"} if method == "POST" else {}
+        if method == "PUT":
+            # The client gives up after timeout_s; a write must not land after that (the
+            # checker's literal rule), so it says so: the node applies it before this wall
+            # time or not at all.
+            deadline_ms = int((time.time() + self.timeout_s) * 1000)
+            headers["x-hc-deadline-ms"] = str(deadline_ms)
         op["t0"] = now_us()
         try:
             status, data = self.request(method, path, body, headers)
