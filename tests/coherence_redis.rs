@@ -1201,16 +1201,18 @@ async fn late_delivered_write_is_refused_by_redis() {
     assert_eq!(blocking(|| redis_get(&redis, &key)), Some(tagged(b"new")));
 }
 
-/// A write held up inside the node (here: queued behind a write of the same key that waits
-/// for a hung Redis) must not apply after its caller's `x-hc-deadline-ms`: it is refused
-/// with 408, and the value never appears, not even once Redis answers again.
+/// A write held up inside the node must not apply after its caller's `x-hc-deadline-ms`.
+/// Here it queues behind a write of the same key whose L1 step is held up (the category
+/// actor stalled: a stand-in for a node paused mid-write, as the fault checker's SIGSTOP
+/// does); when it gets the key's lock its deadline has passed: refused with 408, and the
+/// value never appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_past_its_deadline_is_refused_not_applied_late() {
     let redis = RedisServer::start();
     let ns = namespace("deadline");
     let a = TestNode::start("a", &ns, Some(target(&redis))).await;
+    settle(&[&a]).await;
     let c = client();
-    put(&c, &a, "general", "k", "v0").await;
     let unix_ms = |d: Duration| {
         (std::time::SystemTime::now() + d)
             .duration_since(std::time::UNIX_EPOCH)
@@ -1218,7 +1220,7 @@ async fn a_write_past_its_deadline_is_refused_not_applied_late() {
             .as_millis()
             .to_string()
     };
-    // With a deadline in the future and Redis answering, the write applies.
+    // With a deadline in the future, the write applies.
     let r = c
         .put(a.url("general", "k"))
         .header("x-hc-deadline-ms", unix_ms(Duration::from_secs(5)))
@@ -1228,47 +1230,47 @@ async fn a_write_past_its_deadline_is_refused_not_applied_late() {
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 204);
 
-    redis.pause();
-    // The first write takes the key's lock and waits for Redis (150 ms timeout)…
+    // The first write takes the key's lock, lands in L2, then waits for the stalled actor…
+    a.node
+        .cache()
+        .stall_category_actor("general", Duration::from_millis(600))
+        .expect("stall");
     let first = tokio::spawn({
         let (c, url) = (c.clone(), a.url("general", "k"));
         async move {
             c.put(url)
-                .body("stuck")
+                .body("first")
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
         }
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    // …so this one, whose caller gives up 40 ms from now, gets the lock too late.
+    let key = redis_key(&ns, "general", 0, "k");
+    let in_l2 = poll(Duration::from_secs(5), || {
+        let (redis, key) = (&redis, key.clone());
+        async move { blocking(|| redis_get(redis, &key)) == Some(tagged(b"first")) }
+    })
+    .await;
+    assert!(in_l2, "the first write reached L2 and holds the key's lock");
+    // …so this one, whose caller gives up 50 ms from now, gets the lock too late.
     let r = c
         .put(a.url("general", "k"))
-        .header("x-hc-deadline-ms", unix_ms(Duration::from_millis(40)))
-        .body("v2")
+        .header("x-hc-deadline-ms", unix_ms(Duration::from_millis(50)))
+        .body("second")
         .send()
         .await
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 408, "refused once its deadline passed");
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["error"], "deadline_exceeded");
-    assert_ne!(
-        first.await.ok().and_then(|r| r.ok()),
-        Some(204),
-        "Redis hung"
+    let _ = first.await;
+    assert_eq!(
+        blocking(|| redis_get(&redis, &key)),
+        Some(tagged(b"first")),
+        "the refused write never reached L2"
     );
-
-    redis.resume();
-    let healthy = poll(Duration::from_secs(5), || async {
-        health(&c, &a).await["status"] == "ok"
-    })
-    .await;
-    assert!(healthy, "node recovers");
-    let (status, _, value) = get(&c, &a, "general", "k").await;
-    assert!(
-        value != b"v2",
-        "the refused write must never appear (got {status})"
-    );
+    let (_, _, value) = get(&c, &a, "general", "k").await;
+    assert_ne!(value, b"second", "the refused write is not served");
     // Garbage in the header is a clear 400.
     let r = c
         .put(a.url("general", "k"))
