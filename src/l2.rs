@@ -879,10 +879,16 @@ mod backlog_tests {
         b.record("general", &Target::Glob("[".into()));
         assert!(b.touches("roles", "r1"));
         assert!(!b.touches("roles", "r2"), "another key of the category");
-        assert!(!b.touches("menus", "r1"), "the same key in another category");
+        assert!(
+            !b.touches("menus", "r1"),
+            "the same key in another category"
+        );
         assert!(b.touches("menus", "m:b1"));
         assert!(!b.touches("menus", "m:c1"));
-        assert!(b.touches("general", "anything"), "a glob that does not parse");
+        assert!(
+            b.touches("general", "anything"),
+            "a glob that does not parse"
+        );
         // In flight (taken by a replay, not confirmed): still touched.
         let _ = b.take();
         assert!(b.touches("roles", "r1"));
@@ -890,7 +896,10 @@ mod backlog_tests {
         b.replay_done();
         assert!(!b.touches("roles", "r1"));
         b.record("roles", &Target::Everything);
-        assert!(b.touches("roles", "r2"), "a whole category covers every key");
+        assert!(
+            b.touches("roles", "r2"),
+            "a whole category covers every key"
+        );
         assert!(!b.touches("menus", "m:a"));
     }
 
