@@ -1,7 +1,8 @@
 //! Deterministic membership simulation at scale (virtual time, simulated network).
 //!
 //! `cargo run --release --example gossip_sim -- --nodes 1000,5000 [--loss 0.01] [--kills 10]
-//! [--partition-secs 5] [--steady-secs 20] [--seed 1] [--gossip-ms 100] [--gossip-fanout 3]
+//! [--partition-secs 5] [--steady-secs 20] [--seed 1] [--gossip-ms 50] [--gossip-fanout 3]
+//! [--probe-ms 300]
 //! [--preconverged [--fresh-joins 10]] [--print-detections]` prints one Markdown table row
 //! per size (and, with `--print-detections`, every detection time on stderr, to pool runs).
 //!
@@ -52,6 +53,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let defaults = SimConfig::new(0);
+    let probe_period = arg(&args, "--probe-ms")
+        .and_then(|v| v.parse().ok())
+        .map_or(defaults.probe_period, Duration::from_millis);
     let gossip_every = arg(&args, "--gossip-ms")
         .and_then(|v| v.parse().ok())
         .map_or(defaults.gossip_every, Duration::from_millis);
@@ -64,7 +68,8 @@ fn main() {
         "joins through one seed".to_string()
     };
     println!(
-        "mode: {mode}; periodic gossip every {} ms to {gossip_fanout}",
+        "mode: {mode}; probe every {} ms; periodic gossip every {} ms to {gossip_fanout}",
+        probe_period.as_millis(),
         gossip_every.as_millis()
     );
     println!(
@@ -82,6 +87,7 @@ fn main() {
         cfg.fresh_joins = fresh_joins;
         cfg.gossip_every = gossip_every;
         cfg.gossip_fanout = gossip_fanout;
+        cfg.probe_period = probe_period;
         let wall = std::time::Instant::now();
         let cpu0 = cpu_secs();
         let r = run(cfg);
