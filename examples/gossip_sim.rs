@@ -1,7 +1,14 @@
 //! Deterministic membership simulation at scale (virtual time, simulated network).
 //!
 //! `cargo run --release --example gossip_sim -- --nodes 1000,5000 [--loss 0.01] [--kills 10]
-//! [--partition-secs 5] [--steady-secs 20] [--seed 1]` prints one Markdown table row per size.
+//! [--partition-secs 5] [--steady-secs 20] [--seed 1] [--gossip-ms 50] [--gossip-fanout 3]
+//! [--probe-ms 300]
+//! [--preconverged [--fresh-joins 10]] [--print-detections]` prints one Markdown table row
+//! per size (and, with `--print-detections`, every detection time on stderr, to pool runs).
+//!
+//! `--preconverged` starts from a converged cluster (every node seeded in bulk with every
+//! other one) and measures how `--fresh-joins` nodes joining at once spread, instead of
+//! building the cluster by joins through one seed (the default; its cost grows with N³).
 
 use std::time::Duration;
 
@@ -40,10 +47,35 @@ fn main() {
     let seed: u64 = arg(&args, "--seed")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let preconverged = args.iter().any(|a| a == "--preconverged");
+    let print_detections = args.iter().any(|a| a == "--print-detections");
+    let fresh_joins: usize = arg(&args, "--fresh-joins")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let defaults = SimConfig::new(0);
+    let probe_period = arg(&args, "--probe-ms")
+        .and_then(|v| v.parse().ok())
+        .map_or(defaults.probe_period, Duration::from_millis);
+    let gossip_every = arg(&args, "--gossip-ms")
+        .and_then(|v| v.parse().ok())
+        .map_or(defaults.gossip_every, Duration::from_millis);
+    let gossip_fanout: usize = arg(&args, "--gossip-fanout")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(defaults.gossip_fanout);
+    let mode = if preconverged {
+        format!("pre-converged, {fresh_joins} fresh joins")
+    } else {
+        "joins through one seed".to_string()
+    };
     println!(
-        "| nodes | loss | convergence ms | detection p50 / p99 / max ms (kills) | false dead / node-hour | steady B/s per node | heal after {partition} s partition ms | wall s |"
+        "mode: {mode}; probe every {} ms; periodic gossip every {} ms to {gossip_fanout}",
+        probe_period.as_millis(),
+        gossip_every.as_millis()
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| nodes | loss | convergence ms | fresh joins known ms | detection p50 / p99 / max ms (kills) | false dead / node-hour | steady B/s per node | heal after {partition} s partition ms | seeding wall s | wall s (CPU s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let mut cfg = SimConfig::new(n);
         cfg.loss = loss;
@@ -51,8 +83,18 @@ fn main() {
         cfg.partition = (partition > 0).then(|| Duration::from_secs(partition));
         cfg.seed = seed;
         cfg.steady = Duration::from_secs(steady.max(1));
+        cfg.preconverged = preconverged;
+        cfg.fresh_joins = fresh_joins;
+        cfg.gossip_every = gossip_every;
+        cfg.gossip_fanout = gossip_fanout;
+        cfg.probe_period = probe_period;
         let wall = std::time::Instant::now();
+        let cpu0 = cpu_secs();
         let r = run(cfg);
+        if print_detections {
+            let all: Vec<String> = r.detections.iter().map(|d| ms(*d)).collect();
+            eprintln!("detections ms, {n} nodes, seed {seed}: {}", all.join(" "));
+        }
         let detected = r.detections.iter().flatten().count();
         let max = r.detections.iter().flatten().max().copied();
         let per_hour = if r.observed_node_secs > 0.0 {
@@ -61,9 +103,10 @@ fn main() {
             0.0
         };
         println!(
-            "| {n} | {:.1} % | {} | {} / {} / {} ({detected}/{}) | {per_hour:.3} ({} events) | {:.0} | {} | {:.1} |",
+            "| {n} | {:.1} % | {} | {} | {} / {} / {} ({detected}/{}) | {per_hour:.3} ({} events) | {:.0} | {} | {} | {:.1} ({}) |",
             loss * 100.0,
             ms(r.convergence),
+            ms(r.joins_known),
             ms(r.detection_quantile(0.5)),
             ms(r.detection_quantile(0.99)),
             ms(max),
@@ -71,7 +114,24 @@ fn main() {
             r.false_downs,
             r.steady_bytes_per_node_sec,
             ms(r.partition_heal),
+            r.seed_wall
+                .map_or_else(|| "—".into(), |d| format!("{:.1}", d.as_secs_f64())),
             wall.elapsed().as_secs_f64(),
+            match (cpu0, cpu_secs()) {
+                (Some(a), Some(b)) => format!("{:.1}", b - a),
+                _ => "—".into(),
+            },
         );
     }
+}
+
+/// CPU time of this process so far (user + system, from /proc; `None` elsewhere).
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }

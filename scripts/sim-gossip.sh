@@ -3,11 +3,22 @@
 #   scripts/sim-gossip.sh                         # 1,000 nodes (the CI run: 3 kills, no
 #                                                 # partition (tests cover it), 5 s steady)
 #   scripts/sim-gossip.sh --nodes 1000,5000 --loss 0.01 --kills 10 --partition-secs 5
+#   scripts/sim-gossip.sh --nodes 5000 --preconverged --fresh-joins 10   # start converged
+# Every argument goes to `examples/gossip_sim.rs` (also --gossip-ms, --gossip-fanout, --seed).
 # Prints one Markdown row per size (see README "Measured: simulation"). Exits non-zero if a
-# run did not converge, missed a kill, or saw a false `dead`.
+# run did not converge, did not spread its fresh joins (--preconverged), missed a kill, or
+# saw a false `dead`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ $# -gt 0 ] || set -- --nodes 1000 --kills 3 --partition-secs 0 --steady-secs 5
-cargo run --quiet --release --example gossip_sim -- "$@" | tee /dev/stderr | awk -F'|' '
-  NR > 2 { if ($4 ~ /—/ || $5 ~ /—/ || $6 !~ /^ 0\.000 /) bad = 1 }
-  END { exit bad }' 2>/dev/null
+pre=0
+for a in "$@"; do [ "$a" != --preconverged ] || pre=1; done
+# Columns: nodes, loss, convergence, fresh joins known, detection (…(detected/kills)), false dead.
+cargo run --quiet --release --example gossip_sim -- "$@" | tee /dev/stderr | awk -F'|' -v pre="$pre" '
+  NR > 3 {
+    rows++
+    if ($4 ~ /—/ || (pre && $5 ~ /—/) || $7 !~ /^ 0\.000 /) bad = 1
+    d = $6; sub(/.*\(/, "", d); sub(/\).*/, "", d); split(d, k, "/")
+    if (k[1] != k[2]) bad = 1
+  }
+  END { exit (bad || !rows) }' 2>/dev/null

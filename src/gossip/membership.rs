@@ -44,9 +44,37 @@ pub(crate) struct SwimParams {
     pub(crate) suspect_to_dead: Duration,
     /// A member dead for this long is forgotten (foca's `remove_down_after`).
     pub(crate) dead_forget: Duration,
+    /// Pending updates go out this often to [`SwimParams::gossip_fanout`] members
+    /// (production: [`GOSSIP_EVERY`], [`GOSSIP_FANOUT`]; other values only in simulations).
+    pub(crate) gossip_every: Duration,
+    pub(crate) gossip_fanout: usize,
 }
 
+/// How often pending updates are gossiped (nothing is sent when there are none). 50 ms
+/// rather than 100 ms: in the simulator (100 nodes, 12 seeds × 30 kills, 1 % loss) detection
+/// p50 / p99 went from 1.40 / 2.46 s to 1.30 / 2.31 s with the same steady traffic (a quiet
+/// cluster has nothing pending); each update is still sent `max_transmissions` times, only
+/// sooner. The suspicion, and so the false-positive risk, is unchanged.
+pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(50);
+/// To how many random members each periodic gossip goes.
+pub(crate) const GOSSIP_FANOUT: usize = 3;
+
 impl SwimParams {
+    /// The production settings for the given probe period, suspicion and forget time.
+    pub(crate) fn new(
+        probe_period: Duration,
+        suspect_to_dead: Duration,
+        dead_forget: Duration,
+    ) -> Self {
+        Self {
+            probe_period,
+            suspect_to_dead,
+            dead_forget,
+            gossip_every: GOSSIP_EVERY,
+            gossip_fanout: GOSSIP_FANOUT,
+        }
+    }
+
     pub(crate) fn foca_config(&self) -> foca::Config {
         let period = self.probe_period.max(Duration::from_millis(10));
         let mut c = foca::Config::simple();
@@ -60,11 +88,11 @@ impl SwimParams {
         c.remove_down_after = self.dead_forget.max(Duration::from_millis(1));
         // Each node passes an update on 12 times (8 left a few nodes unaware at 100+ nodes).
         c.max_transmissions = NonZeroU8::new(12).unwrap_or(NonZeroU8::MIN);
-        // Pending updates go out every 100 ms to 3 members (nothing is sent when there are
-        // none), so a death spreads in about log3(N) × 100 ms.
+        // Pending updates go out every `gossip_every` to `gossip_fanout` members (nothing is
+        // sent when there are none), so a death spreads in about log_fanout(N) × gossip_every.
         c.periodic_gossip = Some(PeriodicParams {
-            frequency: Duration::from_millis(100),
-            num_members: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+            frequency: self.gossip_every.max(Duration::from_millis(1)),
+            num_members: NonZeroUsize::new(self.gossip_fanout).unwrap_or(NonZeroUsize::MIN),
         });
         c.periodic_announce = Some(PeriodicParams {
             frequency: Duration::from_secs(5),
@@ -287,6 +315,30 @@ impl Membership {
 
     pub(crate) fn identity(&self) -> &NodeIdentity {
         self.foca.identity()
+    }
+
+    /// Puts `members` into the member table as alive without gossiping them, as if this node
+    /// had long been part of a converged cluster (simulations: a pre-converged start at sizes
+    /// where thousands of joins through one seed cost too much). foca inserts each one after
+    /// a linear scan, so seeding N members costs about N²/2 identity compares.
+    pub(crate) fn seed_members(
+        &mut self,
+        members: impl Iterator<Item = NodeIdentity>,
+        now: Instant,
+    ) {
+        let me = self.identity().node_id.clone();
+        let updates = members.filter(|m| m.node_id != me).map(foca::Member::alive);
+        if let Err(e) = self.foca.apply_many(updates, false, &mut self.runtime) {
+            tracing::debug!(error = %e, "seeded members not applied");
+        }
+        self.after_step(now);
+        // Nothing changed from the cluster's point of view: no catch-up digests.
+        self.last_change = None;
+        self.next_catch_up = None;
+        // The runtime is drained; its queues would keep room for one notification per member
+        // (thousands of simulated nodes cannot afford that).
+        self.runtime = AccumulatingRuntime::new();
+        self.outbox.shrink_to_fit();
     }
 
     /// Ask `peer` (whose identity we learned from a Hello) to let us in.

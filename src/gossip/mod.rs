@@ -383,11 +383,7 @@ impl Gossip {
             swim_addr,
             cfg.http_addr.clone(),
         );
-        let params = SwimParams {
-            probe_period: cfg.probe_period,
-            suspect_to_dead: cfg.suspect_to_dead,
-            dead_forget: cfg.dead_forget,
-        };
+        let params = SwimParams::new(cfg.probe_period, cfg.suspect_to_dead, cfg.dead_forget);
         let membership = Membership::new(me.clone(), &params, rand::random());
         let (driver_tx, driver_rx) = mpsc::channel(DRIVER_QUEUE);
         let inner = Arc::new(Inner {

@@ -19,7 +19,7 @@ use std::{
 use super::{
     auth::TAG_LEN,
     identity::NodeIdentity,
-    membership::{MemberEvent, Membership, SwimParams},
+    membership::{MemberEvent, Membership, SwimParams, GOSSIP_EVERY, GOSSIP_FANOUT},
 };
 
 /// What to simulate.
@@ -28,8 +28,17 @@ pub struct SimConfig {
     pub nodes: usize,
     pub probe_period: Duration,
     pub suspect_to_dead: Duration,
+    /// Periodic gossip of pending updates: interval and fanout (production by default).
+    pub gossip_every: Duration,
+    pub gossip_fanout: usize,
     /// Nodes join through node 0, evenly spread over this time.
     pub join_spread: Duration,
+    /// Start from a converged cluster instead: all but `fresh_joins` nodes begin with every
+    /// other one of them in their member table (seeded in bulk, nothing gossiped), then the
+    /// `fresh_joins` nodes announce at the same instant, each to a random member.
+    /// Convergence then measures how those joins spread, not a cluster built from scratch.
+    pub preconverged: bool,
+    pub fresh_joins: usize,
     /// Independent loss probability of each packet (0.0–1.0).
     pub loss: f64,
     /// One-way delay, uniform in `[delay_min, delay_max]`.
@@ -54,7 +63,11 @@ impl SimConfig {
             nodes,
             probe_period: Duration::from_millis(300),
             suspect_to_dead: Duration::from_millis(600),
+            gossip_every: GOSSIP_EVERY,
+            gossip_fanout: GOSSIP_FANOUT,
             join_spread: Duration::from_secs(3),
+            preconverged: false,
+            fresh_joins: 10,
             loss: 0.01,
             delay_min: Duration::from_millis(1),
             delay_max: Duration::from_millis(5),
@@ -72,8 +85,15 @@ impl SimConfig {
 #[derive(Clone, Debug, Default)]
 pub struct SimReport {
     pub nodes: usize,
-    /// From the last join until every node lists every other one as active.
+    /// From the last join until every node lists every other one as active (pre-converged
+    /// start: from the fresh joins, so it includes each newcomer learning the whole cluster).
     pub convergence: Option<Duration>,
+    /// Pre-converged start only: from the fresh joins until every other node has reported
+    /// each newcomer up.
+    pub joins_known: Option<Duration>,
+    /// Pre-converged start only: wall time (not virtual, so not deterministic) spent seeding
+    /// the member tables.
+    pub seed_wall: Option<std::time::Duration>,
     /// Per kill: until the victim is `dead` on every survivor (`None`: not within `max_wait`).
     pub detections: Vec<Option<Duration>>,
     /// `dead` notifications about nodes that were up and reachable (no partition).
@@ -134,6 +154,9 @@ struct Net {
     false_downs: u64,
     /// False positives are counted until the partition phase (which causes true ones).
     count_false: bool,
+    /// Fresh joins (pre-converged start): (observer, newcomer) pairs not yet reported up.
+    pending_up: std::collections::HashSet<(usize, usize)>,
+    joins_known_at: Option<Instant>,
 }
 
 /// Same as the transport's join retry.
@@ -151,9 +174,13 @@ fn index_of(id: &str) -> Option<usize> {
 impl Net {
     fn new(cfg: SimConfig, start: Instant) -> Self {
         let params = SwimParams {
-            probe_period: cfg.probe_period,
-            suspect_to_dead: cfg.suspect_to_dead,
-            dead_forget: Duration::from_secs(3600),
+            gossip_every: cfg.gossip_every,
+            gossip_fanout: cfg.gossip_fanout,
+            ..SwimParams::new(
+                cfg.probe_period,
+                cfg.suspect_to_dead,
+                Duration::from_secs(3600),
+            )
         };
         let mut nodes = Vec::with_capacity(cfg.nodes);
         let mut index = HashMap::new();
@@ -185,6 +212,8 @@ impl Net {
             detected_at: HashMap::new(),
             false_downs: 0,
             count_false: true,
+            pending_up: std::collections::HashSet::new(),
+            joins_known_at: None,
         }
     }
 
@@ -245,7 +274,16 @@ impl Net {
             }
         }
         for ev in self.nodes[i].drain_events() {
-            let MemberEvent::Down(id) = ev else { continue };
+            let id = match ev {
+                MemberEvent::Down(id) => id,
+                MemberEvent::Up(id) => {
+                    let Some(v) = index_of(&id) else { continue };
+                    if self.pending_up.remove(&(i, v)) && self.pending_up.is_empty() {
+                        self.joins_known_at = Some(self.now);
+                    }
+                    continue;
+                }
+            };
             let Some(v) = index_of(&id) else { continue };
             if self.up[v] && self.count_false {
                 self.false_downs += 1;
@@ -343,19 +381,12 @@ impl Net {
     }
 }
 
-/// Runs one simulation: joins, convergence, a steady phase, kills, a partition.
-pub fn run(cfg: SimConfig) -> SimReport {
-    let n = cfg.nodes.max(2);
-    let t0 = Instant::now();
-    let mut net = Net::new(SimConfig { nodes: n, ..cfg }, t0);
-    let cfg = net.cfg.clone();
-    let mut report = SimReport {
-        nodes: n,
-        ..SimReport::default()
-    };
+/// Every node joins through node 0, spread over `join_spread`; waits for convergence.
+fn join_from_scratch(net: &mut Net, report: &mut SimReport) {
+    let (n, t0) = (net.nodes.len(), net.now);
     let seed_id = net.nodes[0].identity().clone();
     net.after(0);
-    let gap = cfg.join_spread / u32::try_from(n).unwrap_or(u32::MAX);
+    let gap = net.cfg.join_spread / u32::try_from(n).unwrap_or(u32::MAX);
     let mut retry_at = t0 + JOIN_RETRY;
     for i in 1..n {
         let at = t0 + gap * u32::try_from(i).unwrap_or(u32::MAX);
@@ -367,8 +398,72 @@ pub fn run(cfg: SimConfig) -> SimReport {
         net.nodes[i].announce(seed_id.clone(), net.now);
         net.after(i);
     }
-    let step = Duration::from_millis(50);
-    report.convergence = net.wait_converged(step, &seed_id);
+    report.convergence = net.wait_converged(Duration::from_millis(50), &seed_id);
+}
+
+/// Seeds all but the last `fresh_joins` nodes with each other (their first probes spread
+/// over one probe period), lets them run for a while, then has the newcomers announce at
+/// once, each to a random member; waits until the newcomers are known and the cluster has
+/// converged.
+fn start_preconverged(net: &mut Net, report: &mut SimReport) {
+    let (n, t0) = (net.nodes.len(), net.now);
+    let fresh = net.cfg.fresh_joins.min(n.saturating_sub(2));
+    let old = n - fresh;
+    for up in &mut net.up[old..] {
+        *up = false;
+    }
+    let ids: Vec<NodeIdentity> = net.nodes[..old]
+        .iter()
+        .map(|m| m.identity().clone())
+        .collect();
+    let wall = std::time::Instant::now();
+    let gap = net.cfg.probe_period / u32::try_from(old).unwrap_or(u32::MAX);
+    for i in 0..old {
+        net.run_until(t0 + gap * u32::try_from(i).unwrap_or(u32::MAX));
+        let now = net.now;
+        net.nodes[i].seed_members(ids.iter().cloned(), now);
+        net.after(i);
+    }
+    report.seed_wall = Some(wall.elapsed());
+    // Let the probes and their traffic settle into their rhythm.
+    let until = net.now + Duration::from_secs(2);
+    net.run_until(until);
+
+    for v in old..n {
+        net.up[v] = true;
+        for i in (0..n).filter(|&i| i != v) {
+            net.pending_up.insert((i, v));
+        }
+    }
+    let joined_at = net.now;
+    for v in old..n {
+        let to = net.rand() as usize % old;
+        let target = ids[to].clone();
+        net.nodes[v].announce(target, joined_at);
+        net.after(v);
+    }
+    let seed_id = ids[0].clone();
+    report.convergence = net.wait_converged(Duration::from_millis(50), &seed_id);
+    report.joins_known = net.joins_known_at.map(|t| t - joined_at);
+}
+
+/// Runs one simulation: joins (from scratch, or fresh joins into a pre-converged cluster),
+/// convergence, a steady phase, kills, a partition.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let n = cfg.nodes.max(2);
+    let t0 = Instant::now();
+    let mut net = Net::new(SimConfig { nodes: n, ..cfg }, t0);
+    let cfg = net.cfg.clone();
+    let mut report = SimReport {
+        nodes: n,
+        ..SimReport::default()
+    };
+    let seed_id = net.nodes[0].identity().clone();
+    if cfg.preconverged {
+        start_preconverged(&mut net, &mut report);
+    } else {
+        join_from_scratch(&mut net, &mut report);
+    }
 
     // Steady phase (after the join churn settled): bytes per node per second, false positives.
     let settle = net.now + Duration::from_secs(12);

@@ -581,6 +581,41 @@ fn simulated_cluster_converges_detects_failures_and_heals() {
 }
 
 #[test]
+fn simulated_preconverged_cluster_spreads_fresh_joins_and_detects_kills() {
+    let mut cfg = sim::SimConfig::new(60);
+    cfg.preconverged = true;
+    cfg.fresh_joins = 5;
+    cfg.steady = Duration::from_secs(10);
+    cfg.kills = 3;
+    cfg.kill_every = Duration::from_secs(3);
+    cfg.partition = Some(Duration::from_secs(3));
+    let r = sim::run(cfg.clone());
+    println!("{r:?}");
+    assert!(r.seed_wall.is_some(), "not a pre-converged start: {r:?}");
+    let known = r
+        .joins_known
+        .expect("fresh joins were not known everywhere");
+    let conv = r.convergence.expect("no convergence after the fresh joins");
+    // Virtual time: the joins reach 60 nodes within a few gossip rounds, and convergence
+    // (every newcomer also knowing every member) cannot come before.
+    assert!(known <= Duration::from_secs(3), "{r:?}");
+    assert!(known <= conv, "{r:?}");
+    assert_eq!(r.detections.len(), 3);
+    assert!(
+        r.detections.iter().all(Option::is_some),
+        "a killed node was not seen dead everywhere: {r:?}"
+    );
+    assert_eq!(r.false_downs, 0, "{r:?}");
+    assert!(r.steady_bytes_per_node_sec > 0.0);
+    assert!(r.partition_heal.is_some(), "partition did not heal: {r:?}");
+    let again = sim::run(cfg);
+    assert_eq!(again.joins_known, r.joins_known);
+    assert_eq!(again.convergence, r.convergence);
+    assert_eq!(again.detections, r.detections);
+    assert_eq!(again.packets_sent, r.packets_sent);
+}
+
+#[test]
 fn simulated_traffic_per_node_does_not_grow_with_the_cluster() {
     let bytes = |n: usize| {
         let mut cfg = sim::SimConfig::new(n);
@@ -634,11 +669,11 @@ fn sim_identity(i: usize) -> identity::NodeIdentity {
 }
 
 fn sim_params() -> membership::SwimParams {
-    membership::SwimParams {
-        probe_period: Duration::from_millis(300),
-        suspect_to_dead: Duration::from_millis(600),
-        dead_forget: Duration::from_secs(60),
-    }
+    membership::SwimParams::new(
+        Duration::from_millis(300),
+        Duration::from_millis(600),
+        Duration::from_secs(60),
+    )
 }
 
 /// Delivers `from`'s digest-sync packets to `to`; returns how many there were.
