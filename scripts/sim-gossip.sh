@@ -14,7 +14,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 pre=0
 for a in "$@"; do [ "$a" != --preconverged ] || pre=1; done
 # Columns: nodes, loss, convergence, fresh joins known, detection (…(detected/kills)), false dead.
-cargo run --quiet --release --example gossip_sim -- "$@" | tee /dev/stderr | awk -F'|' -v pre="$pre" '
+# (Not `tee /dev/stderr`: reopening stderr truncates it when it is a file, e.g. a CI log.)
+out=$(cargo run --quiet --release --example gossip_sim -- "$@")
+printf '%s\n' "$out"
+printf '%s\n' "$out" | awk -F'|' -v pre="$pre" '
   NR > 3 {
     rows++
     if ($4 ~ /—/ || (pre && $5 ~ /—/) || $7 !~ /^ 0\.000 /) bad = 1
