@@ -220,6 +220,8 @@ pub(crate) async fn put_value(
 /// The `x-hc-deadline-ms` header of a write: Unix time in milliseconds after which the
 /// write must not take effect (see [`crate::HybridCache::set_before`]).
 pub(crate) const DEADLINE_HEADER: &str = "x-hc-deadline-ms";
+/// The latest deadline accepted: 9999-12-31T23:59:59.999Z (as in the OpenAPI description).
+const MAX_DEADLINE_MS: u64 = 253_402_300_799_999;
 
 fn deadline_of(headers: &HeaderMap) -> Result<Option<std::time::SystemTime>, String> {
     let Some(v) = headers.get(DEADLINE_HEADER) else {
@@ -229,7 +231,12 @@ fn deadline_of(headers: &HeaderMap) -> Result<Option<std::time::SystemTime>, Str
         .to_str()
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .ok_or_else(|| format!("`{DEADLINE_HEADER}` must be Unix time in milliseconds"))?;
+        .filter(|ms| *ms <= MAX_DEADLINE_MS)
+        .ok_or_else(|| {
+            format!(
+                "`{DEADLINE_HEADER}` must be Unix time in milliseconds, at most {MAX_DEADLINE_MS}"
+            )
+        })?;
     std::time::UNIX_EPOCH
         .checked_add(std::time::Duration::from_millis(ms))
         .map(Some)

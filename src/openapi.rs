@@ -69,7 +69,12 @@ pub struct DeadlineHeader {
     /// Unix time in milliseconds after which the write must not take effect: it is applied
     /// before then or not at all (408 `deadline_exceeded`, or 503 when Redis refused it as
     /// late). Clients that time out should send their own deadline.
-    #[param(rename = "x-hc-deadline-ms")]
+    #[param(
+        rename = "x-hc-deadline-ms",
+        nullable = false,
+        minimum = 0,
+        maximum = 253_402_300_799_999_i64
+    )]
     #[allow(dead_code)]
     deadline: Option<u64>,
 }
