@@ -199,6 +199,25 @@ async fn wait_for(timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Op
     None
 }
 
+/// Whether `node`'s `/health` answers `status` (`ok`, `degraded`, `isolated`).
+async fn health_is(node: &Proc, status: &str) -> bool {
+    json(format!("{}/health", node.url()))
+        .await
+        .is_some_and(|h| h["status"] == status)
+}
+
+/// `node`'s `/metrics` text.
+async fn metrics_of(node: &Proc) -> String {
+    client()
+        .get(format!("{}/metrics", node.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn sees(node: &Proc, id: &str, state: &str) -> bool {
     states(node)
         .await
@@ -326,14 +345,7 @@ async fn membership_stats_failure_detection_and_rejoin() {
         .await
         .unwrap();
     assert_eq!(cs["totals"]["nodes_alive"], 2);
-    let m = client()
-        .get(format!("{}/metrics", nodes[0].url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_of(&nodes[0]).await;
     assert!(m.contains("hc_cluster_nodes{state=\"dead\"} 1"), "{m}");
     assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 2"), "{m}");
     assert!(m.contains("hc_cluster_members{state=\"dead\"} 1"), "{m}");
@@ -392,9 +404,7 @@ async fn opt_in_invalidations_travel_over_quic_while_redis_is_down() {
 
     redis.kill();
     let degraded = wait_for(Duration::from_secs(5), async || {
-        json(format!("{}/health", a.url()))
-            .await
-            .is_some_and(|h| h["status"] == "degraded")
+        health_is(a, "degraded").await
     })
     .await;
     assert!(degraded.is_some(), "A notices the outage");
@@ -430,10 +440,7 @@ async fn isolated_node_answers_503_and_recovers() {
     let mut redis = RedisServer::start();
     let mut nodes = cluster(2, Some(&redis.url()), &[]);
     let ready = wait_for(Duration::from_secs(10), async || {
-        all_alive(&nodes).await
-            && json(format!("{}/health", nodes[0].url()))
-                .await
-                .is_some_and(|h| h["status"] == "ok")
+        all_alive(&nodes).await && health_is(&nodes[0], "ok").await
     })
     .await;
     assert!(ready.is_some());
@@ -469,9 +476,7 @@ async fn isolated_node_answers_503_and_recovers() {
     // Redis back: healthy again, and the L1 was flushed (it cannot know what changed).
     redis.restart();
     let ok = wait_for(Duration::from_secs(5), async || {
-        json(format!("{}/health", nodes[0].url()))
-            .await
-            .is_some_and(|h| h["status"] == "ok")
+        health_is(&nodes[0], "ok").await
     })
     .await;
     assert!(ok.is_some(), "n1 recovers by itself");
@@ -553,10 +558,10 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
     let served = wait_for(Duration::from_secs(10), async || {
         let mut all = true;
         for n in &nodes {
-            let h = json(format!("{}/health", n.url())).await;
+            let degraded = health_is(n, "degraded").await;
             let r = c.get(key(n, "k1")).send().await.unwrap();
             let l1 = r.headers().get("x-cache").is_some_and(|v| v == "L1");
-            all &= h.is_some_and(|h| h["status"] == "degraded") && l1;
+            all &= degraded && l1;
         }
         all
     })
@@ -564,14 +569,7 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
     if served.is_none() {
         for n in &nodes {
             let stats = json(format!("{}/v1/stats", n.url())).await;
-            let metrics = c
-                .get(format!("{}/metrics", n.url()))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = metrics_of(n).await;
             let flushes: Vec<&str> = metrics
                 .lines()
                 .filter(|l| l.starts_with("hc_coherence_flushes_total"))
@@ -627,17 +625,13 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
     // Redis down again, and n3 dead: n1 and n2 keep their lease (after a flush), but a
     // delete cannot be acknowledged (n3 stays in the set that must ack).
     let back = wait_for(Duration::from_secs(10), async || {
-        json(format!("{}/health", nodes[0].url()))
-            .await
-            .is_some_and(|h| h["status"] == "ok")
+        health_is(&nodes[0], "ok").await
     })
     .await;
     assert!(back.is_some(), "n1 healthy again");
     redis.pause();
     let peer_mode = wait_for(Duration::from_secs(10), async || {
-        json(format!("{}/health", nodes[0].url()))
-            .await
-            .is_some_and(|h| h["status"] == "degraded")
+        health_is(&nodes[0], "degraded").await
     })
     .await;
     assert!(peer_mode.is_some(), "n1 notices the second outage");

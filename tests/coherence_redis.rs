@@ -34,6 +34,17 @@ struct TestNode {
     base: String,
 }
 
+/// A node of namespace `ns` on a free loopback port, defaults otherwise.
+fn node_config(id: &str, ns: &str, redis: Option<RedisTarget>) -> Config {
+    Config {
+        node_id: id.to_string(),
+        namespace: ns.to_string(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        redis,
+        ..Config::default()
+    }
+}
+
 impl TestNode {
     async fn start(id: &str, ns: &str, redis: Option<RedisTarget>) -> TestNode {
         Self::start_opt(id, ns, redis, false).await
@@ -50,14 +61,23 @@ impl TestNode {
         redis: Option<RedisTarget>,
         serve_stale_on_outage: bool,
     ) -> TestNode {
-        let config = Config {
-            node_id: id.to_string(),
-            namespace: ns.to_string(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis,
+        Self::from_config(Config {
             serve_stale_on_outage,
-            ..Config::default()
-        };
+            ..node_config(id, ns, redis)
+        })
+        .await
+    }
+
+    /// A node whose `permissions` category is `strict`.
+    async fn start_strict(id: &str, ns: &str, redis: RedisTarget) -> TestNode {
+        let mut config = node_config(id, ns, Some(redis));
+        if let Some(c) = config.categories.get_mut("permissions") {
+            c.consistency = hybrid_cache::config::Consistency::Strict;
+        }
+        Self::from_config(config).await
+    }
+
+    async fn from_config(config: Config) -> TestNode {
         let node = Node::start(config).await.expect("node starts");
         let base = format!("http://{}", node.http_addr());
         TestNode { node, base }
@@ -1117,21 +1137,12 @@ async fn node_cut_off_from_redis_refuses_what_it_cannot_vouch_for() {
     let ns = namespace("partial");
     let (ga, gb) = (free_udp_addr(), free_udp_addr());
     let start = |id: &str, redis: RedisTarget, gossip, peer: std::net::SocketAddr| {
-        let config = Config {
-            node_id: id.to_string(),
-            namespace: ns.clone(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis: Some(redis),
+        TestNode::from_config(Config {
             gossip_addr: Some(gossip),
             cluster_secret: Some("coherence-test-cluster-secret".into()),
             peers: vec![peer.to_string()],
-            ..Config::default()
-        };
-        async move {
-            let node = Node::start(config).await.expect("node starts");
-            let base = format!("http://{}", node.http_addr());
-            TestNode { node, base }
-        }
+            ..node_config(id, &ns, Some(redis))
+        })
     };
     let unreachable = RedisTarget::Url {
         url: format!("redis://127.0.0.1:{dead}/0"),
@@ -1392,23 +1403,7 @@ async fn keys_with_glob_characters_cross_nodes_as_exact_keys() {
 async fn strict_category_reads_after_the_ack_never_see_the_old_value() {
     let redis = blocking(RedisServer::start);
     let ns = namespace("strict");
-    let start = |id: &'static str| {
-        let mut config = Config {
-            node_id: id.to_string(),
-            namespace: ns.clone(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis: Some(target(&redis)),
-            ..Config::default()
-        };
-        if let Some(c) = config.categories.get_mut("permissions") {
-            c.consistency = hybrid_cache::config::Consistency::Strict;
-        }
-        async move {
-            let node = Node::start(config).await.expect("node starts");
-            let base = format!("http://{}", node.http_addr());
-            TestNode { node, base }
-        }
-    };
+    let start = |id: &'static str| TestNode::start_strict(id, &ns, target(&redis));
     let (a, b, c) = (start("a").await, start("b").await, start("c").await);
     settle(&[&a, &b, &c]).await;
     let http = client();
@@ -1451,23 +1446,7 @@ async fn strict_category_reads_after_the_ack_never_see_the_old_value() {
 async fn concurrent_strict_writes_are_each_applied_before_their_ack() {
     let redis = blocking(RedisServer::start);
     let ns = namespace("burst");
-    let start = |id: &'static str| {
-        let mut config = Config {
-            node_id: id.to_string(),
-            namespace: ns.clone(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis: Some(target(&redis)),
-            ..Config::default()
-        };
-        if let Some(c) = config.categories.get_mut("permissions") {
-            c.consistency = hybrid_cache::config::Consistency::Strict;
-        }
-        async move {
-            let node = Node::start(config).await.expect("node starts");
-            let base = format!("http://{}", node.http_addr());
-            TestNode { node, base }
-        }
-    };
+    let start = |id: &'static str| TestNode::start_strict(id, &ns, target(&redis));
     let (a, b) = (start("a").await, start("b").await);
     settle(&[&a, &b]).await;
     const KEYS: usize = 100;
@@ -1518,19 +1497,10 @@ async fn forged_bus_messages_are_refused_with_a_cluster_secret() {
     let ns = namespace("hmac");
     let secret = "a-cluster-secret-of-the-test";
     let start = |id: &'static str| {
-        let config = Config {
-            node_id: id.to_string(),
-            namespace: ns.clone(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis: Some(target(&redis)),
+        TestNode::from_config(Config {
             cluster_secret: Some(secret.into()),
-            ..Config::default()
-        };
-        async move {
-            let node = Node::start(config).await.expect("node starts");
-            let base = format!("http://{}", node.http_addr());
-            TestNode { node, base }
-        }
+            ..node_config(id, &ns, Some(target(&redis)))
+        })
     };
     let (a, b) = (start("a").await, start("b").await);
     settle(&[&a, &b]).await;
@@ -1578,19 +1548,11 @@ async fn a_full_mailbox_flushes_instead_of_dropping_an_invalidation() {
     let redis = blocking(RedisServer::start);
     let ns = namespace("mailbox");
     let a = TestNode::start("a", &ns, Some(target(&redis))).await;
-    let config = Config {
-        node_id: "b".to_string(),
-        namespace: ns.clone(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        redis: Some(target(&redis)),
+    let b = TestNode::from_config(Config {
         mailbox_capacity: 2,
-        ..Config::default()
-    };
-    let node = Node::start(config).await.expect("node b starts");
-    let b = TestNode {
-        base: format!("http://{}", node.http_addr()),
-        node,
-    };
+        ..node_config("b", &ns, Some(target(&redis)))
+    })
+    .await;
     settle(&[&a, &b]).await;
     let http = client();
     put(&http, &a, "roles", "k", "v1").await;
