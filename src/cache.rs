@@ -371,7 +371,7 @@ impl Shared {
                 && self
                     .l2_backlog
                     .lock()
-                    .map(|b| b.is_empty() || !b.touches(category, key))
+                    .map(|b| !b.touches(category, key))
                     .unwrap_or(false)
         })
     }
@@ -1304,26 +1304,24 @@ impl HybridCache {
     /// Test hook: make a category actor panic (the supervisor restarts it, flushing its L1).
     #[doc(hidden)]
     pub fn crash_category_actor(&self, category: &str) -> Result<(), CacheError> {
-        self.category(category)?;
-        let actor = self
-            .shared
-            .writer(category)
-            .ok_or_else(|| CacheError::Unavailable(category.into()))?;
-        actor
-            .cast(CategoryMsg::Crash)
-            .map_err(|e| CacheError::Unavailable(e.to_string()))
+        self.cast_to_actor(category, CategoryMsg::Crash)
     }
 
     /// Test hook: keep a category actor busy for `pause` (a stalled L1 writer).
     #[doc(hidden)]
     pub fn stall_category_actor(&self, category: &str, pause: Duration) -> Result<(), CacheError> {
+        self.cast_to_actor(category, CategoryMsg::Stall(pause))
+    }
+
+    /// Sends a test hook's message to `category`'s actor.
+    fn cast_to_actor(&self, category: &str, msg: CategoryMsg) -> Result<(), CacheError> {
         self.category(category)?;
         let actor = self
             .shared
             .writer(category)
             .ok_or_else(|| CacheError::Unavailable(category.into()))?;
         actor
-            .cast(CategoryMsg::Stall(pause))
+            .cast(msg)
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 

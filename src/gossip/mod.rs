@@ -41,7 +41,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, RwLock,
+        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard,
     },
     time::Duration,
 };
@@ -235,6 +235,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// What gossip knows now (membership, this node's identity), for reading.
+    fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This node's id as gossip announces it.
+    fn own_node_id(&self) -> String {
+        self.view().me.node_id.clone()
+    }
+
     fn track(&self, h: tokio::task::AbortHandle) {
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
@@ -243,10 +255,7 @@ impl Inner {
 
     /// The active (alive or suspect) peers: node id and QUIC address.
     fn active_peers(&self) -> Vec<(String, SocketAddr)> {
-        let view = self
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let view = self.view();
         view.peers
             .iter()
             .filter(|p| p.state != MemberState::Dead)
@@ -257,13 +266,7 @@ impl Inner {
     /// `payload` framed as our bus broadcast; `None` (counted in `oversized_dropped`) when
     /// it is too large.
     fn broadcast_frame(&self, payload: Vec<u8>) -> Option<bytes::Bytes> {
-        let node_id = self
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .me
-            .node_id
-            .clone();
+        let node_id = self.own_node_id();
         match transport::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
             Ok(bytes) => Some(bytes),
             Err(_) => {
@@ -433,11 +436,7 @@ impl Gossip {
     /// Every other node known (alive, suspect or dead, until forgotten), sorted by node id.
     pub fn members(&self) -> Vec<MemberInfo> {
         let now = tokio::time::Instant::now();
-        let view = self
-            .inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let view = self.inner.view();
         view.peers
             .iter()
             .map(|p| {
@@ -464,11 +463,7 @@ impl Gossip {
 
     /// Number of active (alive or suspect) other nodes.
     pub fn alive_peers(&self) -> usize {
-        self.inner
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .active
+        self.inner.view().active
     }
 
     /// Queue `payload` for every active peer (uni stream, ordered per
@@ -576,10 +571,7 @@ impl Gossip {
 async fn join_loop(inner: Arc<Inner>, peers: Vec<String>) {
     loop {
         let (active, me) = {
-            let v = inner
-                .view
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let v = inner.view();
             (v.active, v.me.clone())
         };
         if active == 0 {

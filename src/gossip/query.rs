@@ -165,13 +165,7 @@ pub(crate) async fn answer(
         c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
         stats.clear();
     }
-    let node_id = inner
-        .view
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .me
-        .node_id
-        .clone();
+    let node_id = inner.own_node_id();
     let Ok(bytes) = encode_frame(&inner, &Frame::Stats { node_id, stats }) else {
         c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
         return;
