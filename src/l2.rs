@@ -376,10 +376,7 @@ impl L2 {
         let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
         // The caller's deadline, when earlier, is the one Redis enforces.
         let by_caller = not_after.is_some_and(|d| d < own);
-        let deadline = match not_after {
-            Some(d) if by_caller => d,
-            _ => own,
-        };
+        let deadline = not_after.map_or(own, |d| d.min(own));
         let deadline_ms = deadline
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -861,7 +858,12 @@ impl Backlog {
             .iter()
             .chain(self.in_flight.iter())
             .filter(|(c, _)| c == category)
-            .any(|(_, t)| t.to_pattern().map_or(true, |p| p.matches(key)))
+            .any(|(_, t)| match t {
+                crate::wire::Target::Key(k) => k == key,
+                crate::wire::Target::Everything => true,
+                // Only globs need parsing (no allocation per pending key).
+                glob => glob.to_pattern().map_or(true, |p| p.matches(key)),
+            })
     }
 
     /// The replay of what [`Backlog::take`] returned is over (applied, or what was not
