@@ -57,8 +57,7 @@ fuzz_target!(|data: &[u8]| {
     if !deadline.is_empty() {
         req = req.header("x-hc-deadline-ms", deadline);
     }
-    let Ok(req) = req.body(Body::from("v"))
-    else {
+    let Ok(req) = req.body(Body::from("v")) else {
         return;
     };
     let resp = runtime()
