@@ -172,6 +172,9 @@ pub trait PeerLink: Send + Sync {
     fn broadcast(&self, payload: Vec<u8>);
     /// Node ids of the peers currently alive or suspect.
     fn live_peer_ids(&self) -> Vec<String>;
+    /// Changes whenever [`PeerLink::live_peer_ids`] may have (periodic readers skip the
+    /// copy while it stays the same).
+    fn peers_version(&self) -> u64;
     /// Best-effort delivery of a bus payload to one peer.
     fn send_to(&self, node_id: &str, payload: Vec<u8>);
 }

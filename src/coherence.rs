@@ -482,7 +482,7 @@ impl Coherence {
         let peers: BTreeSet<String> = peers.into_iter().filter(|p| *p != self.node_id).collect();
         let gone: Vec<String> = self.live_peers.difference(&peers).cloned().collect();
         let mut actions = Vec::new();
-        let peer_mode = self.peer_lease && self.link == LinkState::Down;
+        let peer_mode = self.peer_mode();
         if peer_mode {
             self.session_peers.extend(peers.iter().cloned());
             if !gone.is_empty() {
@@ -530,6 +530,12 @@ impl Coherence {
         );
         let actions = self.settle_peer_writes(now);
         (msg, actions)
+    }
+
+    /// Whether peers stand in for Redis right now (peer leases while the link is down):
+    /// [`Self::set_live_peers`] then also settles pending peer pings.
+    pub fn peer_mode(&self) -> bool {
+        self.peer_lease && self.link == LinkState::Down
     }
 
     /// Changes made while Redis is down still waiting.

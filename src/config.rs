@@ -274,7 +274,7 @@ impl Default for Config {
             isolation_grace: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(150),
             tls: None,
-            gossip_probe_period: Duration::from_millis(300),
+            gossip_probe_period: Duration::from_millis(200),
             gossip_suspect_timeout: Duration::from_millis(600),
             staleness_bound: Duration::from_millis(100),
             serve_stale_on_outage: false,
@@ -656,6 +656,12 @@ impl Config {
                     }
                 }
             }
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_GOSSIP_PROBE_PERIOD_MS")? {
+            c.gossip_probe_period = Duration::from_millis(v);
+        }
+        if let Some(v) = env_parse::<u64>(env, "HC_GOSSIP_SUSPECT_TIMEOUT_MS")? {
+            c.gossip_suspect_timeout = Duration::from_millis(v);
         }
         if let Some(v) = env_parse::<u64>(env, "HC_STALENESS_BOUND_MS")? {
             c.staleness_bound = Duration::from_millis(v);
@@ -1262,5 +1268,29 @@ mod tests {
         assert_eq!(l.body_read_timeout, Duration::from_millis(300));
         assert_eq!(l.max_in_flight, 9);
         assert_eq!(l.request_timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn gossip_timing_from_file_and_env() {
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+        assert_eq!(c.gossip_probe_period, Duration::from_millis(200));
+        assert_eq!(c.gossip_suspect_timeout, Duration::from_millis(600));
+        let f = || file("gossip_probe_period_ms = 300\ngossip_suspect_timeout_ms = 900\n");
+        let c = Config::resolve(&Flags::default(), &env_of(&[]), f()).unwrap();
+        assert_eq!(c.gossip_probe_period, Duration::from_millis(300));
+        assert_eq!(c.gossip_suspect_timeout, Duration::from_millis(900));
+        let env = env_of(&[
+            ("HC_GOSSIP_PROBE_PERIOD_MS", "150"),
+            ("HC_GOSSIP_SUSPECT_TIMEOUT_MS", "500"),
+        ]);
+        let c = Config::resolve(&Flags::default(), &env, f()).unwrap();
+        assert_eq!(c.gossip_probe_period, Duration::from_millis(150));
+        assert_eq!(c.gossip_suspect_timeout, Duration::from_millis(500));
+        let env = env_of(&[("HC_GOSSIP_PROBE_PERIOD_MS", "0")]);
+        let e = Config::resolve(&Flags::default(), &env, FileConfig::default());
+        assert!(e.is_err(), "{e:?}");
+        let env = env_of(&[("HC_GOSSIP_SUSPECT_TIMEOUT_MS", "soon")]);
+        let e = Config::resolve(&Flags::default(), &env, FileConfig::default());
+        assert!(e.is_err(), "{e:?}");
     }
 }

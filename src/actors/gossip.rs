@@ -28,6 +28,9 @@ impl PeerLink for GossipLink {
     fn live_peer_ids(&self) -> Vec<String> {
         self.0.active_peer_ids()
     }
+    fn peers_version(&self) -> u64 {
+        self.0.peers_version()
+    }
     fn send_to(&self, node_id: &str, payload: Vec<u8>) {
         self.0.send_to(node_id, payload);
     }
@@ -56,17 +59,10 @@ impl Membership for GossipLink {
 
     fn gather_stats(&self, deadline: Duration) -> futures::future::BoxFuture<'_, Gathered> {
         async move {
-            let g = self.0.gather_stats(deadline).await;
+            let json = Arc::new(|b: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let g = self.0.gather_stats_as(deadline, json).await;
             Gathered {
-                stats: g
-                    .stats
-                    .into_iter()
-                    .filter_map(|(id, b)| {
-                        serde_json::from_slice::<serde_json::Value>(&b)
-                            .ok()
-                            .map(|v| (id, v))
-                    })
-                    .collect(),
+                stats: g.stats,
                 missing: g.missing,
             }
         }

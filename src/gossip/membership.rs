@@ -136,6 +136,12 @@ pub(crate) struct PeerEntry {
     pub(crate) last_seen: Instant,
 }
 
+/// A table row: the entry, and the last rebuild that found it in foca.
+struct Row {
+    entry: PeerEntry,
+    pass: u64,
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Scheduled {
     at: Instant,
@@ -157,8 +163,13 @@ pub(crate) struct Membership {
     seq: u64,
     /// Rebuilt from foca lazily ([`Membership::peers`]): a rebuild is O(members), and a
     /// simulation of thousands of nodes cannot afford one per packet.
-    table: BTreeMap<String, PeerEntry>,
+    table: BTreeMap<String, Row>,
     table_dirty: bool,
+    /// Bumped whenever a rebuild changes the table's members, identities or states (not on
+    /// `last_seen` alone): readers copy the table only when it moved.
+    table_version: u64,
+    /// Rebuild counter: rows not marked by the latest rebuild were forgotten by foca.
+    pass: u64,
     outbox: Vec<(NodeIdentity, Bytes)>,
     /// Digest-sync packets (see [`SyncMsg`]), sent like SWIM packets but told apart by the
     /// transport (their own seal context, or `Frame::Sync` over QUIC).
@@ -274,6 +285,8 @@ impl Membership {
             seq: 0,
             table: BTreeMap::new(),
             table_dirty: false,
+            table_version: 0,
+            pass: 0,
             outbox: Vec::new(),
             sync_outbox: Vec::new(),
             events: None,
@@ -359,9 +372,9 @@ impl Membership {
         self.after_step(now);
         match result {
             Ok(()) => {
-                if let Some(e) = self.table.get_mut(&header.src.node_id) {
-                    if e.identity == header.src {
-                        e.last_seen = now;
+                if let Some(r) = self.table.get_mut(&header.src.node_id) {
+                    if r.entry.identity == header.src {
+                        r.entry.last_seen = now;
                     }
                 }
                 Ok(())
@@ -577,12 +590,19 @@ impl Membership {
     /// Every other node known, in any state (dead ones until `dead_forget`).
     pub(crate) fn peers(&mut self, now: Instant) -> impl Iterator<Item = &PeerEntry> {
         self.refresh_table(now);
-        self.table.values()
+        self.table.values().map(|r| &r.entry)
+    }
+
+    /// Changes whenever [`Membership::peers`] would list other members, identities or
+    /// states (`last_seen` aside).
+    pub(crate) fn peers_version(&mut self, now: Instant) -> u64 {
+        self.refresh_table(now);
+        self.table_version
     }
 
     pub(crate) fn peer(&mut self, node_id: &str, now: Instant) -> Option<&PeerEntry> {
         self.refresh_table(now);
-        self.table.get(node_id)
+        self.table.get(node_id).map(|r| &r.entry)
     }
 
     /// Members foca considers active (alive or suspect).
@@ -654,22 +674,20 @@ impl Membership {
         }
     }
 
+    /// Brings the table in line with foca. Runs after every packet and timer at a node, so
+    /// it allocates only for members it has not seen before.
     fn refresh_table(&mut self, now: Instant) {
         if !self.table_dirty {
             return;
         }
         self.table_dirty = false;
-        let me = self.foca.identity().node_id.clone();
-        // Members foca forgot (dead longer than `dead_forget`) leave the table too.
-        let current: std::collections::HashSet<&str> = self
-            .foca
-            .iter_membership_state()
-            .map(|m| m.id().node_id.as_str())
-            .collect();
-        self.table.retain(|k, _| current.contains(k.as_str()));
+        self.pass = self.pass.wrapping_add(1);
+        let pass = self.pass;
+        let mut changed = false;
+        let me = &self.foca.identity().node_id;
         for m in self.foca.iter_membership_state() {
             let id = m.id();
-            if id.node_id == me {
+            if id.node_id == *me {
                 continue;
             }
             let state = match m.state() {
@@ -677,26 +695,42 @@ impl Membership {
                 State::Suspect => MemberState::Suspect,
                 State::Down => MemberState::Dead,
             };
-            match self.table.get_mut(&id.node_id) {
-                Some(e) if e.identity.bump > id.bump => {}
-                Some(e) => {
-                    if e.identity != *id {
-                        e.identity = id.clone();
-                        e.last_seen = now;
+            match self.table.get_mut(id.node_id.as_str()) {
+                // An older incarnation foca still remembers next to the current one.
+                Some(r) if r.entry.identity.bump > id.bump => r.pass = pass,
+                Some(r) => {
+                    r.pass = pass;
+                    if r.entry.identity != *id {
+                        r.entry.identity = id.clone();
+                        r.entry.last_seen = now;
+                        changed = true;
                     }
-                    e.state = state;
+                    if r.entry.state != state {
+                        r.entry.state = state;
+                        changed = true;
+                    }
                 }
                 None => {
                     self.table.insert(
                         id.node_id.clone(),
-                        PeerEntry {
-                            identity: id.clone(),
-                            state,
-                            last_seen: now,
+                        Row {
+                            entry: PeerEntry {
+                                identity: id.clone(),
+                                state,
+                                last_seen: now,
+                            },
+                            pass,
                         },
                     );
+                    changed = true;
                 }
             }
+        }
+        // Members foca forgot (dead longer than `dead_forget`) leave the table too.
+        let before = self.table.len();
+        self.table.retain(|_, r| r.pass == pass);
+        if changed || self.table.len() != before {
+            self.table_version = self.table_version.wrapping_add(1);
         }
     }
 }

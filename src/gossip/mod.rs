@@ -49,7 +49,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use query::Gathered;
+pub use query::{Decode, Gathered};
 pub use tls::generate_certs;
 
 use auth::ClusterKey;
@@ -93,7 +93,7 @@ pub struct GossipConfig {
 }
 
 impl GossipConfig {
-    /// Defaults: probe every 300 ms (ack deadline 120 ms), suspect → dead
+    /// Defaults: probe every 200 ms (ack deadline 80 ms), suspect → dead
     /// after 600 ms, dead forgotten after 60 s, 16 KiB stats bound, no secret.
     pub fn new(node_id: impl Into<String>, bind: SocketAddr, http_addr: impl Into<String>) -> Self {
         Self {
@@ -103,7 +103,7 @@ impl GossipConfig {
             http_addr: http_addr.into(),
             peers: Vec::new(),
             tls: None,
-            probe_period: Duration::from_millis(300),
+            probe_period: Duration::from_millis(200),
             suspect_to_dead: Duration::from_millis(600),
             dead_forget: Duration::from_secs(60),
             max_stats_bytes: 16 * 1024,
@@ -200,6 +200,9 @@ struct View {
     me: NodeIdentity,
     active: usize,
     peers: Vec<PeerEntry>,
+    /// The membership table version `peers` was copied from (see
+    /// `Membership::peers_version`).
+    version: u64,
 }
 
 /// Produces this node's stats summary (JSON bytes) when a peer asks for it.
@@ -402,6 +405,7 @@ impl Gossip {
                 me,
                 active: 0,
                 peers: Vec::new(),
+                version: u64::MAX,
             }),
             peers: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -457,8 +461,17 @@ impl Gossip {
     /// Asks every alive and suspect member for its stats, in parallel, waiting at most
     /// `deadline`; members that did not answer in time are listed in `missing`.
     pub async fn gather_stats(&self, deadline: Duration) -> Gathered {
+        self.gather_stats_as(deadline, Arc::new(Some)).await
+    }
+
+    /// [`Gossip::gather_stats`], each answer decoded by `decode` as it arrives.
+    pub async fn gather_stats_as<T: Send + 'static>(
+        &self,
+        deadline: Duration,
+        decode: query::Decode<T>,
+    ) -> Gathered<T> {
         let targets = self.inner.active_peers();
-        query::gather(&self.inner, targets, deadline).await
+        query::gather(&self.inner, targets, deadline, decode).await
     }
 
     /// Number of active (alive or suspect) other nodes.
@@ -476,6 +489,12 @@ impl Gossip {
         for (_, addr) in self.inner.active_peers() {
             transport::send_bytes(&self.inner, addr, bytes.clone(), Mode::Stream);
         }
+    }
+
+    /// Changes whenever the peers' set, identities or states change (not on traffic
+    /// alone): a caller can skip re-reading [`Gossip::active_peer_ids`] while it is the same.
+    pub fn peers_version(&self) -> u64 {
+        self.inner.view().version
     }
 
     /// Node ids of the active (alive or suspect) peers.

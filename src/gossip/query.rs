@@ -24,34 +24,58 @@ const ASK_LIMIT: Duration = Duration::from_secs(3);
 const REQUEST_READ: Duration = Duration::from_secs(2);
 
 /// What came back from a gather.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Gathered {
-    /// Node id → stats bytes (the node's `/v1/stats` JSON).
-    pub stats: BTreeMap<String, Vec<u8>>,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gathered<T = Vec<u8>> {
+    /// Node id → its stats (the bytes it answered, or what the caller decoded them into).
+    pub stats: BTreeMap<String, T>,
     /// Asked, but no valid answer before the deadline.
     pub missing: Vec<String>,
 }
 
-/// Asks every `(node_id, addr)` for its stats, in parallel, for at most `deadline`.
+impl<T> Default for Gathered<T> {
+    fn default() -> Self {
+        Self {
+            stats: BTreeMap::new(),
+            missing: Vec::new(),
+        }
+    }
+}
+
+/// Turns an answer's bytes into the caller's form; `None` rejects it (counted as an invalid
+/// frame, the node listed missing).
+pub type Decode<T> = Arc<dyn Fn(Vec<u8>) -> Option<T> + Send + Sync>;
+
+/// Asks every `(node_id, addr)` for its stats, in parallel, for at most `deadline`, and
+/// decodes each answer as it arrives (so the work overlaps the wait for the slowest).
 ///
 /// Each ask runs in its own task, bounded by [`ASK_LIMIT`], that outlives the deadline: a
 /// QUIC handshake that did not finish in time still completes and leaves its connection
 /// cached (idle connections close after 30 s), so the next gather finds it warm.
-pub(crate) async fn gather(
+pub(crate) async fn gather<T: Send + 'static>(
     inner: &Arc<Inner>,
     targets: Vec<(String, SocketAddr)>,
     deadline: Duration,
-) -> Gathered {
+    decode: Decode<T>,
+) -> Gathered<T> {
     let mut pending: FuturesUnordered<_> = targets
         .into_iter()
         .map(|(id, addr)| {
             let inner2 = inner.clone();
             let id2 = id.clone();
+            let decode = decode.clone();
             let task = tokio::spawn(async move {
-                timeout(ASK_LIMIT, ask(&inner2, &id2, addr))
+                let bytes = timeout(ASK_LIMIT, ask(&inner2, &id2, addr))
                     .await
                     .ok()
-                    .flatten()
+                    .flatten()?;
+                let got = decode(bytes);
+                if got.is_none() {
+                    inner2
+                        .counters
+                        .invalid_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                got
             });
             inner.track(task.abort_handle());
             async move {

@@ -61,7 +61,7 @@ impl SimConfig {
     pub fn new(nodes: usize) -> Self {
         Self {
             nodes,
-            probe_period: Duration::from_millis(300),
+            probe_period: Duration::from_millis(200),
             suspect_to_dead: Duration::from_millis(600),
             gossip_every: GOSSIP_EVERY,
             gossip_fanout: GOSSIP_FANOUT,

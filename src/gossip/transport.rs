@@ -682,14 +682,24 @@ pub(crate) async fn driver(
 
 fn publish(inner: &Inner, m: &mut Membership) {
     let now = Instant::now().into_std();
-    let me = m.identity().clone();
+    let version = m.peers_version(now);
     let active = m.active_count();
     let mut view = inner
         .view
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    view.me = me;
+    if view.me != *m.identity() {
+        view.me = m.identity().clone();
+    }
     view.active = active;
-    view.peers.clear();
-    view.peers.extend(m.peers(now).cloned());
+    if view.version == version {
+        // Same members in the same order (both sorted by node id): only `last_seen` moved.
+        for (v, p) in view.peers.iter_mut().zip(m.peers(now)) {
+            v.last_seen = p.last_seen;
+        }
+    } else {
+        view.peers.clear();
+        view.peers.extend(m.peers(now).cloned());
+        view.version = version;
+    }
 }
