@@ -726,3 +726,64 @@ fn a_digest_is_answered_with_exactly_the_members_the_asker_lacks() {
     assert_eq!(deliver_sync(&mut b, &mut a, now), 0, "nothing to send");
     assert_eq!(a.active_count(), 301);
 }
+
+/// Delivers `from`'s SWIM packets addressed to `to`; the rest are dropped.
+fn deliver_swim(from: &mut membership::Membership, to: &mut membership::Membership, now: Instant) {
+    let me = to.identity().clone();
+    for (dst, data) in from.drain_outbox() {
+        if dst == me {
+            to.handle_packet(&data, now).expect("valid SWIM packet");
+        }
+    }
+}
+
+#[test]
+fn a_member_that_refutes_its_suspicion_is_not_told_it_is_down() {
+    // Two members lose each other for a few probe periods (each suspects the other), then
+    // hear each other again and refute before the 600 ms suspicion runs out. When the
+    // suspicion timers fire, nobody is down: no member may renew its identity.
+    let mut now = Instant::now();
+    let step = Duration::from_millis(10);
+    let (a_id, c_id) = (sim_identity(0), sim_identity(1));
+    let mut a = membership::Membership::new(a_id.clone(), &sim_params(), 1);
+    let mut c = membership::Membership::new(c_id.clone(), &sim_params(), 2);
+    a.announce(c_id.clone(), now);
+    let tick = |a: &mut membership::Membership,
+                c: &mut membership::Membership,
+                now: &mut Instant,
+                connected: bool| {
+        *now += step;
+        a.poll_timers(*now);
+        c.poll_timers(*now);
+        if connected {
+            deliver_swim(a, c, *now);
+            deliver_swim(c, a, *now);
+        } else {
+            a.drain_outbox();
+            c.drain_outbox();
+        }
+    };
+    for _ in 0..100 {
+        tick(&mut a, &mut c, &mut now, true);
+    }
+    assert_eq!((a.active_count(), c.active_count()), (1, 1), "joined");
+    let state =
+        |m: &mut membership::Membership, id: &str, now: Instant| m.peer(id, now).map(|p| p.state);
+    // Cut until both suspect each other.
+    let mut cut = 0;
+    while state(&mut a, "m1", now) != Some(MemberState::Suspect)
+        || state(&mut c, "m0", now) != Some(MemberState::Suspect)
+    {
+        cut += 1;
+        assert!(cut < 200, "no suspicion after 2 s without packets");
+        tick(&mut a, &mut c, &mut now, false);
+    }
+    // Heal well inside the suspicion, and run past its end.
+    for _ in 0..200 {
+        tick(&mut a, &mut c, &mut now, true);
+    }
+    assert_eq!(a.identity(), &a_id, "A renewed its identity");
+    assert_eq!(c.identity(), &c_id, "C renewed its identity");
+    assert_eq!(state(&mut a, "m1", now), Some(MemberState::Alive));
+    assert_eq!(state(&mut c, "m0", now), Some(MemberState::Alive));
+}
