@@ -560,12 +560,15 @@ impl Membership {
             let Some(Reverse(s)) = self.timers.pop() else {
                 break;
             };
+            // Only this timer sends the spurious `TurnUndead` (see `is_spurious_turn_undead`);
+            // the packets of every other step go out unexamined.
+            let suspicion_ends = matches!(s.timer, Timer::ChangeSuspectToDown { .. });
             if let Err(e) = self.foca.handle_timer(s.timer, &mut self.runtime) {
                 tracing::trace!(error = %e, "foca timer");
             }
             // Drain after every event so newly scheduled timers get the
             // right absolute deadline and ordering.
-            self.drain_runtime(now);
+            self.drain_runtime_checked(now, suspicion_ends);
             fired = true;
         }
         if fired {
@@ -619,8 +622,13 @@ impl Membership {
     }
 
     fn drain_runtime(&mut self, now: Instant) {
+        self.drain_runtime_checked(now, false);
+    }
+
+    /// Drains the runtime; with `check_turn_undead`, drops spurious `TurnUndead` packets.
+    fn drain_runtime_checked(&mut self, now: Instant, check_turn_undead: bool) {
         while let Some((dst, data)) = self.runtime.to_send() {
-            if self.is_spurious_turn_undead(&dst, &data) {
+            if check_turn_undead && self.is_spurious_turn_undead(&dst, &data) {
                 tracing::debug!(node = %dst.node_id, "TurnUndead to a member that refuted its suspicion not sent");
                 continue;
             }
