@@ -28,28 +28,12 @@ done
 cargo build --release --bin hybrid-cache >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
 exec python3 - "$BIN" "$NODES" "$KILLS" "$STEADY" <<'PY'
-import datetime, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request, json
+import datetime, os, re, signal, statistics, sys, tempfile, time, urllib.request, json
+sys.path.insert(0, "scripts")
+from gossip_procs import start_cluster, stop
 
 BIN, SIZES, KILLS, STEADY = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), float(sys.argv[4])
 LINE = re.compile(r"^(\S+Z)\s+INFO\s+\S+: member (up|down) node=(\S+) peer=(\S+)")
-
-def free_port(kind, taken=set()):
-    """A free port below the ephemeral range: nodes bind their SWIM sockets on ephemeral
-    ports, which could otherwise take a port chosen here before its node starts."""
-    import random
-    while True:
-        p = random.randrange(20000, 32000)
-        if p in taken:
-            continue
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        taken.add(p)
-        return p
 
 def ts(text):
     return datetime.datetime.strptime(text[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(
@@ -93,21 +77,10 @@ def q(vals, p):
 
 def run(n):
     logdir = tempfile.mkdtemp(prefix=f"hc-gossip-{n}-")
-    ids = [f"g{i}" for i in range(n)]
-    http = {i: free_port(socket.SOCK_STREAM) for i in ids}
-    gossip = {i: free_port(socket.SOCK_DGRAM) for i in ids}
-    env = dict(os.environ, HC_CLUSTER_SECRET="bench-secret-0123456789", HC_WORKER_THREADS="1",
-               RUST_LOG="warn,hybrid_cache::gossip::membership=info", NO_COLOR="1")
     procs = {}
     try:
         t_first = time.time()
-        for i in ids:
-            args = [BIN, "node", "--node-id", i, "--http", f"127.0.0.1:{http[i]}",
-                    "--gossip", f"127.0.0.1:{gossip[i]}"]
-            if i != ids[0]:
-                args += ["--peers", f"127.0.0.1:{gossip[ids[0]]}"]
-            log = open(os.path.join(logdir, f"{i}.log"), "w")
-            procs[i] = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        ids, http, procs = start_cluster(BIN, n, logdir, "bench-secret-0123456789")
         t_last = time.time()
         # Convergence: every node has every other one up (replaying its up/down events).
         conv = None
@@ -187,14 +160,7 @@ def run(n):
                     dmax=max(ok) if ok else float("nan"), bps=bps, rss=rss, lat50=q(lat, .5),
                     lat99=q(lat, .99), missing=missing, cold=cold, false_dead=false_dead, undetected=len(det) - len(ok))
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs.values())
 
 rows = []
 for n in SIZES:

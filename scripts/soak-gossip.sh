@@ -25,25 +25,11 @@ command -v wrk >/dev/null 2>&1 || { echo "needs wrk (apt-get install -y wrk)" >&
 cargo build --release --bin hybrid-cache >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
 exec python3 - "$BIN" "$NODES" "$SECS" "$WRK" <<'PY'
-import os, random, re, signal, socket, subprocess, sys, tempfile, time
+import os, random, re, subprocess, sys, tempfile, time
+sys.path.insert(0, "scripts")
+from gossip_procs import start_cluster, stop
 
 BIN, N, SECS, WRK = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-
-def free_port(kind, taken=set()):
-    """Below the ephemeral range (the nodes' SWIM sockets take ephemeral ports)."""
-    while True:
-        p = random.randrange(20000, 32000)
-        if p in taken:
-            continue
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        taken.add(p)
-        return p
 
 def scan(logdir, ids):
     ups = downs = renew = defunct = 0
@@ -79,20 +65,9 @@ end
 lua.close()
 
 logdir = tempfile.mkdtemp(prefix=f"hc-soak-{N}-")
-ids = [f"g{i}" for i in range(N)]
-http = {i: free_port(socket.SOCK_STREAM) for i in ids}
-gossip = {i: free_port(socket.SOCK_DGRAM) for i in ids}
-env = dict(os.environ, HC_CLUSTER_SECRET="soak-secret-0123456789", HC_WORKER_THREADS="1",
-           RUST_LOG="warn,hybrid_cache::gossip::membership=info", NO_COLOR="1")
 procs, wrks = {}, []
 try:
-    for i in ids:
-        args = [BIN, "node", "--node-id", i, "--http", f"127.0.0.1:{http[i]}",
-                "--gossip", f"127.0.0.1:{gossip[i]}"]
-        if i != ids[0]:
-            args += ["--peers", f"127.0.0.1:{gossip[ids[0]]}"]
-        procs[i] = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(os.path.join(logdir, f"{i}.log"), "w"))
+    ids, http, procs = start_cluster(BIN, N, logdir, "soak-secret-0123456789")
     deadline = time.time() + 60
     while time.time() < deadline:
         time.sleep(1)
@@ -131,16 +106,6 @@ try:
     print(f"(logs in {logdir}; during the join: {downs0} down, {renew0} renewals)")
     sys.exit(0 if downs1 == downs0 and not dead_procs else 1)
 finally:
-    for w in wrks:
-        if w.poll() is None:
-            w.send_signal(signal.SIGTERM)
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in list(procs.values()) + wrks:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop(list(procs.values()) + wrks)
     os.unlink(lua.name)
 PY
