@@ -17,6 +17,8 @@ import threading
 import time
 import http.client
 
+from ports import free_port
+
 REPS = int(os.environ.get("REPS", "3"))
 ENTRIES = int(os.environ.get("ENTRIES", "100000"))
 SECS = int(os.environ.get("SECS", "4"))
@@ -31,15 +33,6 @@ procs = []
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            p = s.getsockname()[1]
-        if p != 6379:
-            return p
 
 
 def wait_port(port, proc):

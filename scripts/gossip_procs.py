@@ -5,31 +5,11 @@ nodes (L1 only, no TLS, loopback gossip sealed with a cluster secret, 1 worker t
 every node but the first joining through the first one, with each node's log in LOGDIR/ID.log.
 """
 import os
-import random
 import signal
 import socket
 import subprocess
 
-_taken = set()
-
-
-def free_port(kind):
-    """A free loopback port below the ephemeral range: the nodes bind their SWIM sockets on
-    ephemeral ports, which could otherwise take a port chosen here before its node starts."""
-    while True:
-        p = random.randrange(20000, 32000)
-        if p in _taken:
-            continue
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _taken.add(p)
-        return p
-
+from ports import free_port
 
 def start_cluster(binary, n, logdir, secret):
     """Start n nodes g0..g{n-1}; returns (ids, http ports, processes by id)."""

@@ -30,6 +30,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ports import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "ui-test-token"
 PROCS = []
@@ -37,26 +39,6 @@ PROCS = []
 
 def log(msg):
     print(f"[ui-test] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    while True:
-        s = socket.socket(socket.AF_INET, kind)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port == 6379:
-            continue
-        # the gossip port must be free for UDP, the HTTP one for TCP: check both
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        t = socket.socket(socket.AF_INET, other)
-        try:
-            t.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            t.close()
-        return port
 
 
 def http(method, url, body=None, token=None, timeout=5):
