@@ -9,6 +9,9 @@ runs: polls, renders, acts on its URL hash):
      from the URL hash, with the API token) empties the keys on every node;
   3. n3 is killed (SIGKILL): the page shows it dead;
   4. a screenshot of that page goes to docs/ui.png (--screenshot PATH to change).
+Before the cluster, the page (assets/ui.html, the file the binary embeds) is loaded from a
+scripted stub server whose /v1/cluster/stats lists n2 with stats, then in `missing`, then
+with the same counters again: n2's invalidations/s must read 0.0, not its whole counter.
 Also scrapes the nodes with a real Prometheus (when the `prometheus` binary exists):
 targets up and a histogram query returning data.
 Exits non-zero on any failed check. Every process started here is stopped by pid.
@@ -25,10 +28,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ports import free_port
 
@@ -157,6 +162,64 @@ def prometheus_check(nodes, tmp):
           "Prometheus loaded the alert rules")
 
 
+def rate_after_missing_check(tmp):
+    """A node listed in `missing` must not reset its invalidations/s baseline: the page's
+    3rd poll sees n2's counters unchanged after a poll where n2 did not answer, so its rate
+    is 0.0 (the bug showed its whole counter, 5.0). Later polls fail (invalid JSON), so the
+    page keeps what the 3rd poll rendered."""
+    with open(os.path.join(ROOT, "assets", "ui.html"), "rb") as f:
+        page = f.read()
+    n2_stats = {"node_id": "n2", "l1_caches": {},
+                "counters": {"invalidations_sent": 2, "invalidations_received": 3}}
+    polls = []
+
+    def cluster_stats():
+        k = len(polls)
+        polls.append(k)
+        if k >= 3:
+            return b"not json"
+        missing = k == 1
+        n2 = {"node_id": "n2", "state": "alive", "last_seen_ms": 10, "http_addr": "127.0.0.1:1",
+              "stats": None if missing else n2_stats}
+        n1 = {"node_id": "n1", "state": "alive", "last_seen_ms": 0, "http_addr": "127.0.0.1:2",
+              "stats": {"node_id": "n1", "l1_caches": {}, "counters": {}}}
+        return json.dumps({"self": "n1", "nodes": [n1, n2], "totals": {"nodes_alive": 2},
+                           "missing": ["n2"] if missing else []}).encode()
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            body, ctype = {
+                "/ui": lambda: (page, "text/html; charset=utf-8"),
+                "/v1/cluster/stats": lambda: (cluster_stats(), "application/json"),
+                "/v1/stats": lambda: (b'{"node_id": "n1", "l1_caches": {}}', "application/json"),
+                "/metrics": lambda: (b"", "text/plain"),
+            }.get(path, lambda: (b"", "text/plain"))()
+            self.send_response(200 if body or path == "/metrics" else 404)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dom = browse(f"http://127.0.0.1:{server.server_address[1]}/ui",
+                     os.path.join(tmp, "profile-stub"), budget_ms=8000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    m = re.search(r'<tr data-node="n2"[^>]*>.*?<td class="num rate">([^<]*)</td>', dom, re.S)
+    rate = m.group(1) if m else None
+    check(len(polls) >= 4 and rate == "0.0",
+          f"n2 listed in `missing` for one poll keeps its rate baseline: invalidations/s "
+          f"{rate!r} after {len(polls)} polls (want '0.0' after at least 4)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=None)
@@ -170,6 +233,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="hc-ui-test-")
     try:
+        rate_after_missing_check(tmp)
         nodes = [{"id": f"n{i}", "http": free_port(), "gossip": free_port(socket.SOCK_DGRAM)}
                  for i in (1, 2, 3)]
         for n in nodes:
