@@ -6,16 +6,16 @@ every node but the first joining through the first one, with each node's log in 
 """
 import os
 import signal
-import socket
 import subprocess
 
 from ports import free_port
 
+
 def start_cluster(binary, n, logdir, secret):
     """Start n nodes g0..g{n-1}; returns (ids, http ports, processes by id)."""
     ids = [f"g{i}" for i in range(n)]
-    http = {i: free_port(socket.SOCK_STREAM) for i in ids}
-    gossip = {i: free_port(socket.SOCK_DGRAM) for i in ids}
+    http = {i: free_port() for i in ids}
+    gossip = {i: free_port() for i in ids}
     env = dict(os.environ, HC_CLUSTER_SECRET=secret, HC_WORKER_THREADS="1",
                RUST_LOG="warn,hybrid_cache::gossip::membership=info", NO_COLOR="1")
     procs = {}

@@ -6,13 +6,12 @@ import socket
 _taken = set()
 
 
-def free_port(kind=socket.SOCK_STREAM):
+def free_port():
     """A loopback port that is free for both TCP and UDP (so it serves an HTTP or a gossip
-    address alike; `kind` is kept for callers that say which they need), chosen below the
+    address alike), chosen below the
     ephemeral range: nodes bind their SWIM sockets on ephemeral ports, which could otherwise
     take a port chosen here before its node starts. Never 6379, never the same port twice in
     one process."""
-    del kind
     while True:
         p = random.randrange(20000, 32000)
         if p in _taken:

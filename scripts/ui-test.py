@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -188,14 +187,17 @@ def rate_after_missing_check(tmp):
 
     class Stub(BaseHTTPRequestHandler):
         def do_GET(self):
-            path = self.path.split("?")[0]
-            body, ctype = {
+            route = {
                 "/ui": lambda: (page, "text/html; charset=utf-8"),
                 "/v1/cluster/stats": lambda: (cluster_stats(), "application/json"),
                 "/v1/stats": lambda: (b'{"node_id": "n1", "l1_caches": {}}', "application/json"),
                 "/metrics": lambda: (b"", "text/plain"),
-            }.get(path, lambda: (b"", "text/plain"))()
-            self.send_response(200 if body or path == "/metrics" else 404)
+            }.get(self.path.split("?")[0])
+            if route is None:
+                self.send_error(404)
+                return
+            body, ctype = route()
+            self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
@@ -234,7 +236,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="hc-ui-test-")
     try:
         rate_after_missing_check(tmp)
-        nodes = [{"id": f"n{i}", "http": free_port(), "gossip": free_port(socket.SOCK_DGRAM)}
+        nodes = [{"id": f"n{i}", "http": free_port(), "gossip": free_port()}
                  for i in (1, 2, 3)]
         for n in nodes:
             peers = ",".join(f"127.0.0.1:{m['gossip']}" for m in nodes if m is not n)
