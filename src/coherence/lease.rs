@@ -1,14 +1,19 @@
-//! The freshness lease as the read path sees it: one atomic deadline.
+//! The freshness lease (see the module docs of [`super`], "The freshness lease"): the
+//! machine's side (outstanding pings, the deadline it granted) and the read path's side,
+//! [`Lease`], one atomic deadline.
 //!
-//! The sans-IO [`crate::coherence::Coherence`] machine decides when the lease is renewed or
-//! revoked; the bus actor copies those decisions here. Readers only ask [`Lease::held`]: one
+//! The sans-IO [`super::Coherence`] machine decides when the lease is renewed or
+//! revoked ([`LeaseState`]); the bus actor copies those decisions into a [`Lease`]. Readers only ask [`Lease::held`]: one
 //! atomic load and one monotonic clock read, no lock, no mailbox. The check compares
 //! `Instant::now()` with the deadline at the moment of the read, never a "fresh" flag that a
 //! timer would have to clear: a paused process or a starved task finds its lease lapsed by
 //! the clock alone.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use super::{Action, CoherenceCounters};
 
 /// Deadline value meaning "no lease".
 const NONE: u64 = 0;
@@ -98,50 +103,107 @@ impl Lease {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Outstanding pings remembered at most (older ones are forgotten: their echo is ignored,
+/// which only delays a renewal).
+pub(super) const MAX_PENDING_PINGS: usize = 256;
 
-    #[test]
-    fn new_lease_is_not_held_until_extended() {
-        let l = Lease::new(Duration::from_millis(100));
-        assert!(!l.held());
-        l.extend_to(Instant::now() + Duration::from_secs(60));
-        assert!(l.held());
-        l.revoke();
-        assert!(!l.held());
+/// The machine's view of the lease: the deadline it granted and the lease pings not yet
+/// echoed. Renewed by a ping's echo (Redis) or by peer grants (the peer lease).
+#[derive(Debug)]
+pub(super) struct LeaseState {
+    /// Current lease deadline (`None` = no lease).
+    pub(super) until: Option<Instant>,
+    /// Lease pings sent since the link came up and not yet echoed: (id, send time).
+    pings: VecDeque<(u64, Instant)>,
+    /// When the next ping is due (meaningful while Up).
+    next_ping: Instant,
+}
+
+impl LeaseState {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            until: None,
+            pings: VecDeque::new(),
+            next_ping: now,
+        }
     }
 
-    #[test]
-    fn past_deadline_is_not_held_and_never_shortened() {
-        let l = Lease::new(Duration::from_millis(100));
-        let now = Instant::now();
-        l.extend_to(now + Duration::from_secs(60));
-        l.extend_to(now); // older renewal arriving late: ignored
-        assert!(l.held());
-        l.revoke();
-        l.extend_to(now.checked_sub(Duration::from_millis(1)).unwrap_or(now));
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(!l.held(), "a deadline in the past is no lease");
+    /// Whether L1 may be served at `now`.
+    pub(super) fn held(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now <= u)
     }
 
-    #[test]
-    fn always_lease_ignores_revoke() {
-        let l = Lease::always();
-        assert!(l.held() && l.is_always());
-        l.revoke();
-        l.extend_to(Instant::now());
-        assert!(l.held());
-        assert_eq!(l.age(), None);
+    /// The link came up: the first ping is due at once.
+    pub(super) fn restart_pings(&mut self, now: Instant) {
+        self.next_ping = now;
     }
 
-    #[test]
-    fn age_counts_from_the_ping_send_time() {
-        let b = Duration::from_millis(100);
-        let l = Lease::new(b);
-        let sent = Instant::now();
-        l.extend_to(sent + b);
-        let age = l.age().expect("lease exists");
-        assert!(age < Duration::from_secs(5), "{age:?}");
+    /// If a ping is due at `now` (and pings are on), numbers it with the next id from
+    /// `last_ping_id`, remembers it and returns its id.
+    pub(super) fn ping_due(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        last_ping_id: &mut u64,
+    ) -> Option<u64> {
+        if interval.is_zero() || now < self.next_ping {
+            return None;
+        }
+        self.next_ping = now.checked_add(interval).unwrap_or(now);
+        *last_ping_id += 1;
+        if self.pings.len() >= MAX_PENDING_PINGS {
+            self.pings.pop_front();
+        }
+        self.pings.push_back((*last_ping_id, now));
+        Some(*last_ping_id)
+    }
+
+    /// The echo of ping `id` arrived: forgets it and every older ping (same connection, in
+    /// order) and returns its send time; `None` for a ping sent before the last link change
+    /// or forgotten, which proves nothing now.
+    pub(super) fn take_echo(&mut self, id: u64) -> Option<Instant> {
+        let pos = self.pings.iter().position(|(p, _)| *p == id)?;
+        let sent = self.pings[pos].1;
+        self.pings.drain(..=pos);
+        Some(sent)
+    }
+
+    /// Extends the lease to `sent + bound` for a ping sent at `sent`; `None` when that would
+    /// not extend it (never shortened).
+    pub(super) fn renew(&mut self, sent: Instant, bound: Duration) -> Option<Action> {
+        let until = sent.checked_add(bound)?;
+        if self.until.is_some_and(|u| u >= until) {
+            return None;
+        }
+        self.until = Some(until);
+        Some(Action::Renew { until })
+    }
+
+    /// Ends the lease (if any) and forgets outstanding pings.
+    pub(super) fn revoke(
+        &mut self,
+        now: Instant,
+        counters: &mut CoherenceCounters,
+    ) -> Option<Action> {
+        self.pings.clear();
+        if self.held(now) {
+            counters.lease_lapses += 1;
+        }
+        self.until.take().map(|_| Action::Revoke)
+    }
+
+    /// Ran out before a renewal (slow link, pause): counts it; the read path already stopped
+    /// trusting L1 at the deadline.
+    pub(super) fn expire(
+        &mut self,
+        now: Instant,
+        counters: &mut CoherenceCounters,
+    ) -> Option<Action> {
+        if !self.until.is_some_and(|u| now > u) {
+            return None;
+        }
+        counters.lease_lapses += 1;
+        self.until = None;
+        Some(Action::Revoke)
     }
 }
