@@ -2,12 +2,12 @@
 //! machine's side (outstanding pings, the deadline it granted) and the read path's side,
 //! [`Lease`], one atomic deadline.
 //!
-//! The sans-IO [`super::Coherence`] machine decides when the lease is renewed or
-//! revoked ([`LeaseState`]); the bus actor copies those decisions into a [`Lease`]. Readers only ask [`Lease::held`]: one
-//! atomic load and one monotonic clock read, no lock, no mailbox. The check compares
-//! `Instant::now()` with the deadline at the moment of the read, never a "fresh" flag that a
-//! timer would have to clear: a paused process or a starved task finds its lease lapsed by
-//! the clock alone.
+//! The sans-IO [`super::Coherence`] machine decides when the lease is renewed or revoked
+//! (its `LeaseState`); the bus actor copies those decisions into a [`Lease`]. Readers only
+//! ask [`Lease::held`]: one atomic load and one monotonic clock read, no lock, no mailbox.
+//! The check compares `Instant::now()` with the deadline at the moment of the read, never a
+//! "fresh" flag that a timer would have to clear: a paused process or a starved task finds
+//! its lease lapsed by the clock alone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
