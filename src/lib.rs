@@ -61,7 +61,7 @@ pub mod http_limits;
 pub mod key;
 pub mod l1;
 pub mod l2;
-pub mod lease;
+pub use coherence::lease;
 pub mod metrics;
 pub mod node;
 pub mod node_metrics;

@@ -1,0 +1,209 @@
+//! The freshness lease (see the module docs of [`super`], "The freshness lease"): the
+//! machine's side (outstanding pings, the deadline it granted) and the read path's side,
+//! [`Lease`], one atomic deadline.
+//!
+//! The sans-IO [`super::Coherence`] machine decides when the lease is renewed or revoked
+//! (its `LeaseState`); the bus actor copies those decisions into a [`Lease`]. Readers only
+//! ask [`Lease::held`]: one atomic load and one monotonic clock read, no lock, no mailbox.
+//! The check compares `Instant::now()` with the deadline at the moment of the read, never a
+//! "fresh" flag that a timer would have to clear: a paused process or a starved task finds
+//! its lease lapsed by the clock alone.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{Action, CoherenceCounters};
+
+/// Deadline value meaning "no lease".
+const NONE: u64 = 0;
+/// Deadline value meaning "always held" (no Redis configured: everything is local).
+const ALWAYS: u64 = u64::MAX;
+
+/// An L1 freshness lease: L1 may be served while `now <= deadline`.
+#[derive(Debug)]
+pub struct Lease {
+    base: Instant,
+    /// Deadline in nanoseconds since `base` (+1, so that 0 can mean "none").
+    until: AtomicU64,
+    /// The staleness bound the deadlines were computed with (for stats).
+    bound: Duration,
+}
+
+impl Lease {
+    /// A lease that is never held until renewed (a node with Redis).
+    pub fn new(bound: Duration) -> Lease {
+        Lease {
+            base: Instant::now(),
+            until: AtomicU64::new(NONE),
+            bound,
+        }
+    }
+
+    /// A lease that is always held (no Redis: a single process is its own truth).
+    pub fn always() -> Lease {
+        Lease {
+            base: Instant::now(),
+            until: AtomicU64::new(ALWAYS),
+            bound: Duration::ZERO,
+        }
+    }
+
+    fn encode(&self, t: Instant) -> u64 {
+        let nanos = t.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(nanos).unwrap_or(ALWAYS - 1).saturating_add(1)
+    }
+
+    /// Whether L1 may be served now. The hot-path check.
+    #[inline]
+    pub fn held(&self) -> bool {
+        match self.until.load(Ordering::Acquire) {
+            NONE => false,
+            ALWAYS => true,
+            until => self.encode(Instant::now()) <= until,
+        }
+    }
+
+    /// Extends the deadline to `until` (never shortens it).
+    pub fn extend_to(&self, until: Instant) {
+        let v = self.encode(until);
+        if self.until.load(Ordering::Acquire) != ALWAYS {
+            self.until.fetch_max(v, Ordering::AcqRel);
+        }
+    }
+
+    /// Ends the lease now.
+    pub fn revoke(&self) {
+        let _ = self
+            .until
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u != ALWAYS).then_some(NONE)
+            });
+    }
+
+    /// The staleness bound B.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// How old the newest echoed ping is (`now - (deadline - B)`), while a lease exists.
+    pub fn age(&self) -> Option<Duration> {
+        match self.until.load(Ordering::Acquire) {
+            NONE | ALWAYS => None,
+            until => {
+                let granted_at = Duration::from_nanos(until - 1).checked_sub(self.bound)?;
+                Some(self.base.elapsed().saturating_sub(granted_at))
+            }
+        }
+    }
+
+    /// Whether this lease is the always-held one of a node without Redis.
+    pub fn is_always(&self) -> bool {
+        self.until.load(Ordering::Acquire) == ALWAYS
+    }
+}
+
+/// Outstanding pings remembered at most (older ones are forgotten: their echo is ignored,
+/// which only delays a renewal).
+pub(super) const MAX_PENDING_PINGS: usize = 256;
+
+/// The machine's view of the lease: the deadline it granted and the lease pings not yet
+/// echoed. Renewed by a ping's echo (Redis) or by peer grants (the peer lease).
+#[derive(Debug)]
+pub(super) struct LeaseState {
+    /// Current lease deadline (`None` = no lease).
+    pub(super) until: Option<Instant>,
+    /// Lease pings sent since the link came up and not yet echoed: (id, send time).
+    pings: VecDeque<(u64, Instant)>,
+    /// When the next ping is due (meaningful while Up).
+    next_ping: Instant,
+}
+
+impl LeaseState {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            until: None,
+            pings: VecDeque::new(),
+            next_ping: now,
+        }
+    }
+
+    /// Whether L1 may be served at `now`.
+    pub(super) fn held(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now <= u)
+    }
+
+    /// The link came up: the first ping is due at once.
+    pub(super) fn restart_pings(&mut self, now: Instant) {
+        self.next_ping = now;
+    }
+
+    /// If a ping is due at `now` (and pings are on), numbers it with the next id from
+    /// `last_ping_id`, remembers it and returns its id.
+    pub(super) fn ping_due(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+        last_ping_id: &mut u64,
+    ) -> Option<u64> {
+        if interval.is_zero() || now < self.next_ping {
+            return None;
+        }
+        self.next_ping = now.checked_add(interval).unwrap_or(now);
+        *last_ping_id += 1;
+        if self.pings.len() >= MAX_PENDING_PINGS {
+            self.pings.pop_front();
+        }
+        self.pings.push_back((*last_ping_id, now));
+        Some(*last_ping_id)
+    }
+
+    /// The echo of ping `id` arrived: forgets it and every older ping (same connection, in
+    /// order) and returns its send time; `None` for a ping sent before the last link change
+    /// or forgotten, which proves nothing now.
+    pub(super) fn take_echo(&mut self, id: u64) -> Option<Instant> {
+        let pos = self.pings.iter().position(|(p, _)| *p == id)?;
+        let sent = self.pings[pos].1;
+        self.pings.drain(..=pos);
+        Some(sent)
+    }
+
+    /// Extends the lease to `sent + bound` for a ping sent at `sent`; `None` when that would
+    /// not extend it (never shortened).
+    pub(super) fn renew(&mut self, sent: Instant, bound: Duration) -> Option<Action> {
+        let until = sent.checked_add(bound)?;
+        if self.until.is_some_and(|u| u >= until) {
+            return None;
+        }
+        self.until = Some(until);
+        Some(Action::Renew { until })
+    }
+
+    /// Ends the lease (if any) and forgets outstanding pings.
+    pub(super) fn revoke(
+        &mut self,
+        now: Instant,
+        counters: &mut CoherenceCounters,
+    ) -> Option<Action> {
+        self.pings.clear();
+        if self.held(now) {
+            counters.lease_lapses += 1;
+        }
+        self.until.take().map(|_| Action::Revoke)
+    }
+
+    /// Ran out before a renewal (slow link, pause): counts it; the read path already stopped
+    /// trusting L1 at the deadline.
+    pub(super) fn expire(
+        &mut self,
+        now: Instant,
+        counters: &mut CoherenceCounters,
+    ) -> Option<Action> {
+        if !self.until.is_some_and(|u| now > u) {
+            return None;
+        }
+        counters.lease_lapses += 1;
+        self.until = None;
+        Some(Action::Revoke)
+    }
+}
