@@ -30,7 +30,9 @@ fn target_len(t: &crate::wire::Target) -> usize {
 }
 
 impl Backlog {
+    /// Pending entries kept before the backlog collapses to whole categories.
     pub const MAX: usize = 10_000;
+    /// Bytes of pending keys kept before the backlog collapses to whole categories.
     pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
     /// Records a change of `target` in `category` that did not (surely) reach L2.
@@ -71,10 +73,12 @@ impl Backlog {
         );
     }
 
+    /// Whether nothing is pending or in flight (L2 may be read for every key).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.whole.is_empty() && self.in_flight.is_empty()
     }
 
+    /// Pending entries, whole-category markers and in-flight entries together.
     pub fn len(&self) -> usize {
         self.entries.len() + self.whole.len() + self.in_flight.len()
     }
