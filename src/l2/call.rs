@@ -60,6 +60,7 @@ impl L2 {
         Ok(replies)
     }
 
+    /// A data call (GET/SET/SCAN), guarded by the data breaker.
     pub(super) async fn call<T, F, Fut>(&self, f: F) -> Result<T, L2Error>
     where
         F: FnOnce(L2Conn) -> Fut,
@@ -68,6 +69,8 @@ impl L2 {
         self.call_with(&self.breaker, f).await
     }
 
+    /// Runs `f` on the installed connection unless `breaker` is open, bounded by the call
+    /// timeout and timed into the latency histogram; the outcome feeds `breaker`.
     pub(super) async fn call_with<T, F, Fut>(&self, breaker: &Breaker, f: F) -> Result<T, L2Error>
     where
         F: FnOnce(L2Conn) -> Fut,
