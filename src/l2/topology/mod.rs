@@ -5,8 +5,9 @@
 //! - **Single** (`REDIS_URL` or `REDIS_HOST`/…): a [`ConnectionManager`] for commands and a
 //!   classic pub/sub connection (`SUBSCRIBE`/`PUBLISH`), both to that one server.
 //! - **Sentinel** (`REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`): each (re)connection asks the
-//!   sentinels for the current primary (redis-rs [`SentinelClient`](redis::sentinel::SentinelClient), which also checks `ROLE`
-//!   on the answer), then opens the command connection and the subscription to that same
+//!   sentinels for the current primary (redis-rs
+//!   [`SentinelClient`](redis::sentinel::SentinelClient), which also checks `ROLE` on the
+//!   answer), then opens the command connection and the subscription to that same
 //!   server, exactly as for a single Redis. When the primary dies or is demoted, the
 //!   subscription drops (or its ping echoes stop), the bus revokes the freshness lease and
 //!   reconnects, which asks the sentinels again and so finds the promoted replica. L1 is
