@@ -3,10 +3,15 @@
 //! invalidation propagation (publish on one node → applied on another), lease lapses and
 //! flushes by reason.
 //!
-//! One [`NodeMetrics`] per node, reachable from the shared state (`shared.metrics`), so the
-//! bus and the coherence layer can record into it. Histograms take a short lock, so they
-//! are only fed from places that already cost a network round trip or an HTTP request; the
+//! One [`NodeMetrics`] per node, handed to the parts that record into it (the bus, the
+//! coherence layer, the HTTP middleware). Histograms take a short lock, so they are only
+//! fed from places that already cost a network round trip or an HTTP request; the
 //! library's L1-hit read path never touches them.
+//!
+//! A leaf: this module imports no other module of the crate. The Redis call latency
+//! histogram is created here ([`l2_histogram`]) and owned by the L2 layer, which records
+//! every call into it with a [`Timer`]; [`NodeMetrics::register`] takes it back as a plain
+//! value at scrape time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +32,9 @@ pub struct HttpLabels {
     /// The matched route template (`/v1/cache/{category}/{key}`), `unmatched` otherwise: a
     /// raw path would let clients create unbounded series.
     pub route: String,
+    /// The HTTP method (`GET`, `PUT`...).
     pub method: String,
+    /// The response status code.
     pub status: u16,
 }
 
@@ -42,7 +49,7 @@ const PROPAGATION_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A fresh Redis call latency histogram (owned by [`crate::l2::L2`]).
+/// A fresh Redis call latency histogram (the L2 layer owns one and records into it).
 pub fn l2_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
@@ -150,6 +157,7 @@ pub struct Timer<'a> {
 }
 
 impl<'a> Timer<'a> {
+    /// Starts timing; the elapsed time is observed into `histogram` when the timer drops.
     pub fn start(histogram: &'a Histogram) -> Timer<'a> {
         Timer {
             histogram,

@@ -1,0 +1,218 @@
+//! The optional shared L2: Redis.
+//!
+//! Keys are `{ns}:{category}:{generation}:{key}`. The per-category generation lives in
+//! `{ns}:gen:{category}`; `invalidate("*", category)` is one `INCR` instead of a keyspace
+//! scan (old keys become unreachable and expire by their TTL). Every read and write is one
+//! Lua script, so the generation lookup and the data access are atomic and take one round
+//! trip.
+//!
+//! Values carry a one-byte tag: [`TAG_VALUE`] or [`TAG_TOMBSTONE`]. A delete writes a short
+//! tombstone instead of `DEL`, and fills from loaders are conditional (`NX` and "generation
+//! unchanged since the load started"), so a slow loader on one node cannot put an old value
+//! back into L2 after another node changed or deleted it.
+//!
+//! Every call is bounded by `redis_timeout`, and a circuit breaker (failsafe) stops calling a
+//! Redis that keeps failing, so misses answer fast during an outage instead of hanging.
+//!
+//! The topology (one Redis, Sentinel, Cluster) is [`topology`]'s business; in a cluster the
+//! keys of a category carry the hash tag `{ns:category}` ([`topology::KeyLayout`]).
+//!
+//! With `l2_min_replicas = n > 0`, every authoritative write (set, delete tombstone,
+//! generation bump, glob tombstones) is followed by `WAIT n` on the same connection, in the
+//! same pipeline, and reported as failed ([`L2Error::NotReplicated`]) unless `n` replicas
+//! acknowledged it: an acknowledged write is then on the primary and on `n` replicas.
+//! Conditional fills after a load are not waited for (losing one costs a miss, not
+//! freshness).
+//!
+//! This file holds the [`L2`] handle and its shared types; the work is split by job:
+//! `scripts` (the Lua text), `call` (breakers, timeout, `WAIT`), `read`, `write` (sets,
+//! fills, tombstones, generations), `invalidate` (by pattern: generation bump or SCAN),
+//! `publish` (the control path of the bus), `backlog` (changes to replay into L2) and
+//! [`topology`] (single, Sentinel, Cluster; PUBLISH or SPUBLISH).
+
+mod backlog;
+mod call;
+mod invalidate;
+mod publish;
+mod read;
+mod scripts;
+pub mod topology;
+mod write;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use call::Breaker;
+use scripts::Scripts;
+use topology::KeyLayout;
+
+pub use backlog::Backlog;
+pub use topology::{connection_info, L2Conn};
+
+use crate::config::RedisTarget;
+
+/// Tag byte of a value written by this crate (the value follows).
+pub const TAG_VALUE: u8 = 1;
+/// Tag byte of a delete tombstone (nothing follows).
+pub const TAG_TOMBSTONE: u8 = 0;
+/// How long a delete keeps slow loaders from refilling a key in L2.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
+/// Keys unlinked per SCAN batch in glob invalidations.
+pub const SCAN_BATCH: usize = 500;
+
+/// How late (beyond the call timeout) a value write may reach Redis and still apply: zero.
+/// The writer reports failure when the call times out, and a write that failed must not
+/// land after that (it could overwrite a newer, acknowledged value and be served past the
+/// staleness bound). The check runs on Redis's clock, so node and Redis clocks must agree
+/// within a small fraction of the staleness bound (NTP); a Redis clock ahead only refuses
+/// (fails) writes, never lets a late one through.
+pub const LATE_WRITE_ALLOWANCE: Duration = Duration::ZERO;
+
+/// L2 errors.
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    /// No connection is installed.
+    #[error("redis is not connected")]
+    NotConnected,
+    /// The breaker is open after recent failures; Redis was not called.
+    #[error("redis circuit open (recent failures); not calling")]
+    CircuitOpen,
+    /// The call did not finish within the call timeout.
+    #[error("redis call timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis (or the connection) reported an error.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A value write reached Redis after its deadline and was refused.
+    #[error("redis refused the write as late (clock skew between node and redis?)")]
+    Late,
+    /// The Redis target is misconfigured (bad URL, address, no channel).
+    #[error("invalid redis configuration: {0}")]
+    Config(String),
+    /// Redis answered something this crate does not expect.
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+    /// `WAIT` returned fewer replicas than `l2_min_replicas`.
+    #[error("write not acknowledged by {wanted} replica(s) in time (only {got})")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        got: i64,
+    },
+}
+
+/// A value read from L2 with its remaining TTL and the category generation it was read under.
+#[derive(Debug, Clone)]
+pub struct L2Value {
+    /// The value; `None` for a miss or a tombstone.
+    pub value: Option<Bytes>,
+    /// Remaining TTL of the key, when it has one.
+    pub ttl: Option<Duration>,
+    /// The category generation the read resolved.
+    pub generation: i64,
+}
+
+/// The Redis L2 of one node.
+pub struct L2 {
+    ns: String,
+    timeout: Duration,
+    conn: RwLock<Option<L2Conn>>,
+    /// The installed connection is a cluster: hash-tagged keys, SPUBLISH.
+    cluster: AtomicBool,
+    /// `l2_min_replicas`: replicas each authoritative write waits for.
+    min_replicas: AtomicU32,
+    /// Guards data calls (GET/SET/SCAN).
+    breaker: Breaker,
+    /// Guards control calls (PUBLISH of invalidations, heartbeats, lease pings), so slow data
+    /// calls never stop invalidations, and the other way round.
+    control: Breaker,
+    /// The Lua scripts (and the sources of the write scripts, for `EVAL` + `WAIT`).
+    scripts: Scripts,
+    /// Latency of every call (`hc_l2_request_duration_seconds`).
+    latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl std::fmt::Debug for L2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2").field("ns", &self.ns).finish()
+    }
+}
+
+impl L2 {
+    /// A disconnected L2; [`L2::install`] provides the connection.
+    pub fn new(namespace: &str, timeout: Duration) -> L2 {
+        L2 {
+            ns: namespace.to_string(),
+            timeout,
+            conn: RwLock::new(None),
+            cluster: AtomicBool::new(false),
+            min_replicas: AtomicU32::new(0),
+            breaker: call::breaker(),
+            control: call::breaker(),
+            scripts: Scripts::new(),
+            latency: crate::node_metrics::l2_histogram(),
+        }
+    }
+
+    /// `l2_min_replicas`: authoritative writes wait for this many replicas (0: no wait).
+    pub fn with_min_replicas(self, n: u32) -> L2 {
+        self.min_replicas.store(n, Ordering::Relaxed);
+        self
+    }
+
+    /// Connects the command connection of the configured topology (bounded by the timeout).
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<L2Conn, L2Error> {
+        topology::connect(target, timeout).await
+    }
+
+    /// Installs (or removes) the live connection.
+    pub fn install(&self, conn: Option<L2Conn>) {
+        if let Some(c) = &conn {
+            self.cluster.store(c.is_cluster(), Ordering::Relaxed);
+        }
+        if let Ok(mut g) = self.conn.write() {
+            *g = conn;
+        }
+        self.breaker.reset();
+        self.control.reset();
+    }
+
+    /// Whether a connection is installed and the breaker lets calls through.
+    pub fn available(&self) -> bool {
+        self.conn.read().map(|g| g.is_some()).unwrap_or(false) && self.breaker.is_call_permitted()
+    }
+
+    /// Whether a connection is installed (whatever the breaker says).
+    pub fn connected(&self) -> bool {
+        self.conn.read().map(|g| g.is_some()).unwrap_or(false)
+    }
+
+    /// The call latency histogram (shared, not copied).
+    pub fn latency_histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.latency.clone()
+    }
+
+    fn layout(&self) -> KeyLayout {
+        if self.cluster.load(Ordering::Relaxed) {
+            KeyLayout::HashTagged
+        } else {
+            KeyLayout::Plain
+        }
+    }
+
+    fn gen_key(&self, category: &str) -> String {
+        self.layout().gen_key(&self.ns, category)
+    }
+
+    fn prefix(&self, category: &str) -> String {
+        self.layout().prefix(&self.ns, category)
+    }
+
+    fn wait_for(&self) -> u32 {
+        self.min_replicas.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,88 @@
+//! Reads: one Lua script looks up the category generation and the data key together and
+//! returns the generation, the tagged value and its remaining TTL; tombstones and anything
+//! this crate did not write read as a miss.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{L2Error, L2Value, L2, TAG_VALUE};
+
+impl L2 {
+    /// Reads a key. Tombstones read as `None`.
+    pub async fn get(&self, category: &str, key: &str) -> Result<L2Value, L2Error> {
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.scripts.get;
+        let reply: Vec<redis::Value> = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_get(reply)
+    }
+}
+
+fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
+    let int = |v: &redis::Value| -> Result<i64, L2Error> {
+        match v {
+            redis::Value::Int(i) => Ok(*i),
+            redis::Value::BulkString(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| L2Error::Protocol("non-numeric generation".into())),
+            other => Err(L2Error::Protocol(format!("{other:?}"))),
+        }
+    };
+    let generation = match reply.first() {
+        Some(v) => int(v)?,
+        None => return Err(L2Error::Protocol("empty reply".into())),
+    };
+    let (value, ttl) = match (reply.get(1), reply.get(2)) {
+        (Some(redis::Value::BulkString(b)), Some(t)) => {
+            let pttl = int(t)?;
+            let ttl = (pttl > 0).then(|| Duration::from_millis(pttl as u64));
+            match b.split_first() {
+                Some((&TAG_VALUE, rest)) => (Some(Bytes::copy_from_slice(rest)), ttl),
+                // Tombstones and anything we did not write read as a miss.
+                _ => (None, None),
+            }
+        }
+        _ => (None, None),
+    };
+    Ok(L2Value {
+        value,
+        ttl,
+        generation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l2::TAG_TOMBSTONE;
+
+    #[test]
+    fn parse_get_handles_values_tombstones_and_garbage() {
+        use redis::Value::*;
+        let v = parse_get(vec![
+            BulkString(b"3".to_vec()),
+            BulkString(vec![TAG_VALUE, b'x']),
+            Int(5000),
+        ])
+        .unwrap();
+        assert_eq!(v.generation, 3);
+        assert_eq!(v.value.as_deref(), Some(&b"x"[..]));
+        assert_eq!(v.ttl, Some(Duration::from_millis(5000)));
+        let t = parse_get(vec![Int(0), BulkString(vec![TAG_TOMBSTONE]), Int(10)]).unwrap();
+        assert!(t.value.is_none());
+        let e = parse_get(vec![Int(0), BulkString(vec![]), Int(10)]).unwrap();
+        assert!(e.value.is_none());
+        assert!(parse_get(vec![]).is_err());
+        assert!(parse_get(vec![Nil]).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The Lua scripts of L2 and their loading. Every read and write is one script, so the
+//! category generation lookup and the data access are atomic and take one round trip.
+//!
+//! The script text is part of the wire: Redis caches scripts by the SHA1 of their text
+//! (`EVALSHA`), and nodes of different versions share one Redis. The test below pins the
+//! hashes, so an edit of the text shows up as a failing test, not as a silent change.
+
+use redis::Script;
+
+const GEN_OF: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
+                      local k = ARGV[1] .. ':' .. g .. ':' .. ARGV[2] ";
+
+/// Value writes carry a deadline (unix ms, last argument) checked against Redis's own clock: a
+/// write whose client gave up (timeout, partition) but whose bytes reach Redis later — when
+/// the network heals, TCP delivers what it had queued — must not overwrite newer values.
+const NOT_LATE: &str = "local t = redis.call('TIME') \
+                        if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+                           > tonumber(ARGV[#ARGV]) then return -1 end ";
+
+/// The loaded scripts of one [`super::L2`].
+pub(super) struct Scripts {
+    /// Read: `{generation}` or `{generation, tagged value, pttl}`.
+    pub(super) get: Script,
+    /// Authoritative write (`SET … PX`), refused as late past its deadline.
+    pub(super) set: Script,
+    /// Conditional fill: `SET … PX NX` only if the generation is unchanged.
+    pub(super) fill: Script,
+    /// Delete tombstone (`SET … PX`, no deadline).
+    pub(super) tomb: Script,
+    /// Source of `set`, for `EVAL` + `WAIT` pipelines.
+    pub(super) set_src: String,
+    /// Source of `tomb`, for `EVAL` + `WAIT` pipelines.
+    pub(super) tomb_src: String,
+}
+
+impl Scripts {
+    /// Builds every script (hashing its text; nothing is sent to Redis yet).
+    pub(super) fn new() -> Scripts {
+        let set_src =
+            format!("{NOT_LATE} {GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
+        let tomb_src = format!("{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
+        Scripts {
+            get: Script::new(&format!(
+                "{GEN_OF} local v = redis.call('GET', k) \
+                 if not v then return {{g}} end \
+                 return {{g, v, redis.call('PTTL', k)}}"
+            )),
+            set: Script::new(&set_src),
+            fill: Script::new(&format!(
+                "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
+                 if redis.call('SET', k, ARGV[3], 'PX', ARGV[4], 'NX') then return 1 end \
+                 return 0"
+            )),
+            tomb: Script::new(&tomb_src),
+            set_src,
+            tomb_src,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_text_is_unchanged() {
+        let s = Scripts::new();
+        assert_eq!(s.get.get_hash(), "91f421c0db59e147e527a80ac5831d1a1f9fe30f");
+        assert_eq!(s.set.get_hash(), "b57926f60f1875ac683d2ca228c10d603f1946e7");
+        assert_eq!(
+            s.fill.get_hash(),
+            "c26877c2ac743d2ad5b3b2c879765d15387a735d"
+        );
+        assert_eq!(
+            s.tomb.get_hash(),
+            "2b5408684df6942c7a305ea66e53b161bf257916"
+        );
+        assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
+        assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
+    }
+}

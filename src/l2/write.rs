@@ -1,0 +1,189 @@
+//! Writes: authoritative sets, conditional fills after a load, delete tombstones and
+//! generation bumps. Every value write is a Lua script that resolves the category
+//! generation and carries a deadline checked on Redis's clock (see
+//! [`LATE_WRITE_ALLOWANCE`]); with `l2_min_replicas > 0`, authoritative writes are followed
+//! by `WAIT n` in the same pipeline.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_TOMBSTONE, TAG_VALUE, TOMBSTONE_TTL};
+
+impl L2 {
+    /// Runs a write script (`SET … PX`, optionally conditional on the generation) on a tagged
+    /// value; returns the script's reply.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        script: &Script,
+        waited_src: Option<&str>,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        generation: Option<i64>,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Result<i64, L2Error> {
+        let mut payload = Vec::with_capacity(value.len() + 1);
+        payload.push(TAG_VALUE);
+        payload.extend_from_slice(value);
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let ms = ttl.as_millis().max(1) as u64;
+        let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        // The caller's deadline, when earlier, is the one Redis enforces.
+        let by_caller = not_after.is_some_and(|d| d < own);
+        let deadline = not_after.map_or(own, |d| d.min(own));
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let reply: i64 = match waited_src {
+            Some(src) if self.wait_for() > 0 => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("EVAL")
+                    .arg(src)
+                    .arg(1)
+                    .arg(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms);
+                if let Some(g) = generation {
+                    pipe.arg(g.to_string());
+                }
+                pipe.arg(deadline_ms);
+                let replies = self.with_wait(pipe).await?;
+                match replies.first() {
+                    Some(v) => redis::from_redis_value(v)?,
+                    None => return Err(L2Error::Protocol("empty pipeline reply".into())),
+                }
+            }
+            _ => {
+                self.call(|mut c| async move {
+                    let mut inv = script.key(gk);
+                    inv.arg(prefix).arg(key).arg(payload).arg(ms);
+                    if let Some(g) = generation {
+                        inv.arg(g.to_string());
+                    }
+                    inv.arg(deadline_ms).invoke_async(&mut c).await
+                })
+                .await?
+            }
+        };
+        if reply == -1 {
+            if !by_caller {
+                // Only seen by the caller when Redis's clock is ahead of ours by more than
+                // the allowance (a late delivery is seen by nobody: its caller timed out
+                // long ago).
+                tracing::warn!(
+                    "redis refused a write as late: check clock skew between this node and redis"
+                );
+            }
+            return Err(L2Error::Late);
+        }
+        Ok(reply)
+    }
+
+    /// Authoritative write (a user's `set`). With `not_after`, Redis applies it only up to
+    /// that wall-clock time (its own clock), else [`L2Error::Late`]: a write whose caller
+    /// gave up never lands afterwards.
+    pub async fn set(
+        &self,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Result<(), L2Error> {
+        let src = Some(self.scripts.set_src.as_str());
+        self.write(
+            &self.scripts.set,
+            src,
+            category,
+            key,
+            value,
+            ttl,
+            None,
+            not_after,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Conditional fill after a load: only if the key is absent (no newer value, no
+    /// tombstone) and the category generation is still `generation`. Returns whether written.
+    pub async fn fill(
+        &self,
+        category: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        generation: i64,
+    ) -> Result<bool, L2Error> {
+        self.write(
+            &self.scripts.fill,
+            None,
+            category,
+            key,
+            value,
+            ttl,
+            Some(generation),
+            None,
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    /// Deletes a key by writing a short tombstone.
+    pub async fn delete(&self, category: &str, key: &str) -> Result<(), L2Error> {
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let script = &self.scripts.tomb;
+        let ms = TOMBSTONE_TTL.as_millis() as u64;
+        if self.wait_for() > 0 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(&self.scripts.tomb_src)
+                .arg(1)
+                .arg(gk)
+                .arg(prefix)
+                .arg(key)
+                .arg(vec![TAG_TOMBSTONE])
+                .arg(ms)
+                .ignore();
+            self.with_wait(pipe).await?;
+            return Ok(());
+        }
+        let _: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(vec![TAG_TOMBSTONE])
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `invalidate("*", category)`: bumps the generation; no keyspace scan.
+    pub async fn bump_generation(&self, category: &str) -> Result<i64, L2Error> {
+        let gk = self.gen_key(category);
+        if self.wait_for() > 0 {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCR").arg(gk);
+            let replies = self.with_wait(pipe).await?;
+            return match replies.first() {
+                Some(v) => Ok(redis::from_redis_value(v)?),
+                None => Err(L2Error::Protocol("empty pipeline reply".into())),
+            };
+        }
+        self.call(
+            |mut c| async move { redis::cmd("INCR").arg(gk).query_async::<i64>(&mut c).await },
+        )
+        .await
+    }
+}
