@@ -24,8 +24,9 @@
 //! payload is sealed with an HMAC ([`crate::wire_auth`]); one that fails is dropped, counted
 //! and handled like a gap (flush), and never reaches the sequence state, so whoever can
 //! PUBLISH on Redis cannot forge an invalidation or poison an origin's sequence numbers.
-//! [`Action::Renew`] is carried out only after a barrier through every category actor, so
-//! the invalidations received before a ping echo are in L1 before the lease covers them.
+//! [`Action::Renew`](crate::coherence::Action::Renew) is carried out only after a barrier
+//! through every category actor, so the invalidations received before a ping echo are in
+//! L1 before the lease covers them.
 //!
 //! # Bounded queues
 //! The actor's mailbox and the publisher's queue are fronted by

@@ -42,10 +42,12 @@ impl HybridCacheBuilder {
         self.redis_url = Some(url.to_string());
         self
     }
+    /// This node's id (in stats, headers and every invalidation it sends).
     pub fn node_id(mut self, id: &str) -> Self {
         self.node_id = Some(id.to_string());
         self
     }
+    /// Prefix of every Redis key and channel (nodes of one cluster share it).
     pub fn namespace(mut self, ns: &str) -> Self {
         self.namespace = Some(ns.to_string());
         self
@@ -112,8 +114,10 @@ impl HybridCacheBuilder {
 /// Errors starting a cache.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An actor of the tree failed to start.
     #[error("failed to start the actor tree: {0}")]
     Actors(String),
 }
