@@ -1,7 +1,7 @@
 //! The node's state, private to the cache module: [`Shared`], behind the facade.
 //!
 //! The facade, the supervisor and the ports ([`crate::bus::NodePort`],
-//! [`crate::actors::gossip::GossipPort`]) read it; nothing outside `crate::cache` names it.
+//! [`crate::actors::gossip::GossipPort`]) read it; nothing outside the cache module names it.
 //! Its fields are set once at start, except the gossip link and the running actors, which
 //! the supervisor installs (and removes) as it (re)starts them.
 
