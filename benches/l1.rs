@@ -123,7 +123,7 @@ fn ratio(rt: &tokio::runtime::Runtime) {
                     .await
                     .expect("cache");
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while !c.shared().lease.held() {
+                while !c.lease_held() {
                     assert!(Instant::now() < deadline, "no lease");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

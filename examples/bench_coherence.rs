@@ -87,8 +87,7 @@ async fn main() {
     let b = node(&url, "b", &ns).await;
     settled(&[&a, &b], Instant::now() + Duration::from_secs(10)).await;
     let b_l1 = b
-        .shared()
-        .categories
+        .l1_categories()
         .get("general")
         .expect("general category")
         .clone();
@@ -134,8 +133,7 @@ async fn main() {
 
         // Propagation: b holds the key in L1; a writes it.
         let applied_before = b
-            .shared()
-            .counters
+            .counters()
             .invalidations_received
             .load(std::sync::atomic::Ordering::Relaxed);
         b_l1.put(
@@ -155,8 +153,7 @@ async fn main() {
         let mut seen_apply = None;
         while b_l1.peek(&key).await.is_some() {
             if seen_apply.is_none()
-                && b.shared()
-                    .counters
+                && b.counters()
                     .invalidations_received
                     .load(std::sync::atomic::Ordering::Relaxed)
                     > applied_before
@@ -189,7 +186,7 @@ async fn main() {
         .await;
         let t0 = Instant::now();
         hybrid_cache::bus::publish(
-            a.shared(),
+            a.bus(),
             Some("general"),
             hybrid_cache::wire::Target::Key(key.clone()),
             hybrid_cache::wire::ChangeKind::Invalidate,

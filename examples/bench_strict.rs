@@ -115,7 +115,7 @@ async fn blackhole_run(url: &str, samples: usize, reps: usize) {
         // start while Redis still counts c as a subscriber (until c gives the link up).
         hole.store(false, Ordering::Relaxed);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !nodes[2].shared().lease.held() {
+        while !nodes[2].lease_held() {
             assert!(Instant::now() < deadline, "c did not get its lease back");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -167,7 +167,7 @@ async fn three_nodes(urls: [&str; 3], ns: &str) -> [HybridCache; 3] {
         node(urls[2], "c", ns).await,
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !nodes.iter().all(|n| n.shared().lease.held()) {
+    while !nodes.iter().all(|n| n.lease_held()) {
         assert!(Instant::now() < deadline, "nodes did not get their lease");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -2,6 +2,9 @@
 //! `/v1/cluster/stats` document (CONTRACT §7). Membership comes from SWIM; the stats of
 //! the other nodes are asked for on demand, with a deadline ([`STATS_DEADLINE`]), and
 //! the nodes that did not answer in time are listed in `missing`.
+//!
+//! It also holds the two seams the gossip layer offers the rest of the node: [`Membership`]
+//! (who is there, their stats) and [`PeerLink`] (who is alive, and a way to reach them).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -47,6 +50,21 @@ pub trait Membership: Send + Sync {
     fn gather_stats(&self, deadline: Duration) -> futures::future::BoxFuture<'_, Gathered>;
     /// Extra counters for `/metrics`: (name, help, value).
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)>;
+}
+
+/// The seam between the bus and the gossip layer: who is alive, and a way to reach them.
+pub trait PeerLink: Send + Sync {
+    /// Number of peers currently alive.
+    fn alive_peers(&self) -> usize;
+    /// Best-effort delivery of a bus payload to every alive peer.
+    fn broadcast(&self, payload: Vec<u8>);
+    /// Node ids of the peers currently alive or suspect.
+    fn live_peer_ids(&self) -> Vec<String>;
+    /// Changes whenever [`PeerLink::live_peer_ids`] may have (periodic readers skip the
+    /// copy while it stays the same).
+    fn peers_version(&self) -> u64;
+    /// Best-effort delivery of a bus payload to one peer.
+    fn send_to(&self, node_id: &str, payload: Vec<u8>);
 }
 
 /// `totals` of `/v1/cluster/stats`: sums over the nodes that are alive (self included).

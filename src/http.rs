@@ -77,13 +77,13 @@ impl From<CacheError> for ApiError {
 }
 
 fn bad_request(state: &AppState, code: &'static str, msg: impl Into<String>) -> ApiError {
-    NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
+    NodeCounters::incr(&state.cache.counters().http_bad_requests);
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
 fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
     if crate::http_limits::is_body_timeout(&rej) {
-        NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
+        NodeCounters::incr(&state.cache.counters().http_bad_requests);
         return ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "body_timeout",
@@ -91,7 +91,7 @@ fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
         );
     }
     if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
+        NodeCounters::incr(&state.cache.counters().http_bad_requests);
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "value_too_large",
@@ -402,7 +402,7 @@ pub fn router(state: AppState) -> Router {
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
-    let node_metrics = state.cache.shared().metrics.clone();
+    let node_metrics = state.cache.node_metrics().clone();
     let api = Router::new()
         .route(
             "/v1/cache/{category}/{key}",

@@ -241,7 +241,7 @@ impl L1Category {
     }
 
     /// Moka's coalescing loader: concurrent callers of one key share one `init` future. The
-    /// future's `Err` is not cached; [`crate::cache`] uses that to keep stale loads out of L1.
+    /// future's `Err` is not cached; the facade's `get_or_load` uses that to keep stale loads out of L1.
     pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Bytes, Arc<E>>
     where
         F: std::future::Future<Output = Result<Entry, E>>,

@@ -261,7 +261,7 @@ pub async fn render(
     ];
     let stats = cache.stats().await;
     let mut categories = Vec::new();
-    for (name, l1) in &cache.shared().categories {
+    for (name, l1) in cache.l1_categories() {
         let c = &l1.counters;
         categories.push(CategorySnapshot {
             name: name.clone(),
@@ -275,37 +275,17 @@ pub async fn render(
             expirations: c.expirations.load(Ordering::Relaxed),
         });
     }
-    let metrics = &cache.shared().metrics;
+    let metrics = cache.node_metrics();
     let mut registry = Registry::default();
-    metrics.register(
-        &mut registry,
-        cache.shared().l2.as_ref().map(|l2| l2.latency_histogram()),
-    );
-    let mailboxes = cache
-        .shared()
-        .mailbox_gates()
-        .iter()
-        .map(|g| {
-            (
-                g.name().to_string(),
-                g.depth() as u64,
-                g.capacity() as u64,
-                g.overflows(),
-            )
-        })
-        .collect();
+    metrics.register(&mut registry, cache.l2_latency_histogram());
+    let mailboxes = cache.mailboxes();
     registry.register_collector(Box::new(Snapshot {
         mailboxes,
         flushes_by_reason: metrics.flush_counts(),
         categories,
         status: cache.status(),
         redis_configured: cache.config().redis.is_some(),
-        l2_backlog: cache
-            .shared()
-            .l2_backlog
-            .lock()
-            .map(|b| b.len() as u64)
-            .unwrap_or(0),
+        l2_backlog: cache.l2_backlog_len() as u64,
         stats,
         extra,
         cluster_nodes,

@@ -224,7 +224,7 @@ async fn settle(nodes: &[&TestNode]) {
     let ok = poll(BOUND, || async {
         for n in nodes {
             if !n.node.cache().l2_enabled()
-                || !n.node.cache().shared().lease.held()
+                || !n.node.cache().lease_held()
                 || n.flushes().await < want
             {
                 return false;
@@ -1075,7 +1075,7 @@ async fn opt_in_writes_during_an_outage_are_replayed_into_l2() {
     // Writes apply locally while Redis is unreachable.
     put(&c, &a, "roles", "r1", "new").await;
     delete(&c, &a, "roles", "r2").await;
-    let pending = a.node.cache().shared().l2_backlog.lock().unwrap().len();
+    let pending = a.node.cache().l2_backlog_len();
     assert_eq!(pending, 2, "both changes are remembered for L2");
     let m = c
         .get(format!("{}/metrics", a.base))
@@ -1099,13 +1099,7 @@ async fn opt_in_writes_during_an_outage_are_replayed_into_l2() {
     assert!(ok, "nodes recover");
     assert!(
         poll(Duration::from_secs(2), || async {
-            a.node
-                .cache()
-                .shared()
-                .l2_backlog
-                .lock()
-                .unwrap()
-                .is_empty()
+            a.node.cache().l2_backlog_len() == 0
         })
         .await,
         "backlog replayed"
@@ -1576,7 +1570,7 @@ async fn a_full_mailbox_flushes_instead_of_dropping_an_invalidation() {
     // No read of k until the stall is over (a read through L2 would refresh b's L1 and
     // hide a lost invalidation); then b holds its lease again.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let renewed = poll(BOUND, || async { b.node.cache().shared().lease.held() }).await;
+    let renewed = poll(BOUND, || async { b.node.cache().lease_held() }).await;
     assert!(renewed, "b never renewed its lease after the stall");
     let text = http
         .get(format!("{}/metrics", b.base))

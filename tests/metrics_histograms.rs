@@ -120,13 +120,7 @@ async fn redis_calls_are_timed() {
     let (node, base) = start(Some(target)).await;
     let c = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !node
-        .cache()
-        .shared()
-        .l2
-        .as_ref()
-        .is_some_and(|l| l.available())
-    {
+    while !node.cache().l2_available() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "redis never connected"

@@ -536,13 +536,7 @@ async fn unconfirmed_writes_hold_back_only_their_own_keys() {
         Some(503),
         "a write no replica confirmed is not acknowledged"
     );
-    let pending = a
-        .cache()
-        .shared()
-        .l2_backlog
-        .lock()
-        .map(|b| b.len())
-        .unwrap_or(0);
+    let pending = a.cache().l2_backlog_len();
     assert!(pending > 0, "the unconfirmed key waits for replay");
 
     // Another key is still read from L2 on `a`.

@@ -1,19 +1,36 @@
 //! The gossip actor: owns the gossip endpoint's lifecycle, answers peers' stats requests
 //! with our `/v1/stats`, and forwards bus payloads that peers send while Redis is down
-//! (only those whose origin is the authenticated sender).
+//! (only those whose origin is the authenticated sender). It reaches the rest of the node
+//! through [`GossipPort`], which the cache module implements.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::bus::{BusMsg, Via};
-use crate::cache::{PeerLink, Shared};
-use crate::cluster::{ClusterMember, Gathered, Membership};
+use crate::cluster::{ClusterMember, Gathered, Membership, PeerLink};
+use crate::config::Config;
 use crate::gossip::{Gossip, GossipConfig, MemberState, TlsPaths};
+use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
+
+/// What the gossip actor needs from the node.
+pub trait GossipPort: Send + Sync + 'static {
+    /// The node's validated configuration.
+    fn config(&self) -> &Config;
+    /// The node's event counters.
+    fn counters(&self) -> &NodeCounters;
+    /// Our `/v1/stats`, serialized (the answer to a peer's stats request).
+    fn stats_json(&self) -> BoxFuture<'_, Vec<u8>>;
+    /// Installs (or, with `None`, removes) the running link as the node's peers and
+    /// membership.
+    fn attach(&self, link: Option<Arc<GossipLink>>);
+    /// Hands a payload an authenticated peer sent to the bus (never waits).
+    fn peer_payload(&self, payload: Vec<u8>);
+}
 
 /// Adapter from the gossip handle to the seams the bus and HTTP layers use.
 pub struct GossipLink(pub Gossip);
@@ -110,10 +127,12 @@ impl Membership for GossipLink {
 /// No messages: the actor exists for its lifecycle (start, supervised restart, shutdown).
 pub enum GossipMsg {}
 
+/// The gossip actor.
 pub struct GossipActor;
 
+/// What the gossip actor owns: the link and the task forwarding peers' bus payloads.
 pub struct GossipState {
-    shared: Arc<Shared>,
+    node: Arc<dyn GossipPort>,
     link: Arc<GossipLink>,
     forward: tokio::task::JoinHandle<()>,
 }
@@ -139,14 +158,14 @@ fn claimed_origin(payload: &[u8]) -> Option<String> {
 impl Actor for GossipActor {
     type Msg = GossipMsg;
     type State = GossipState;
-    type Arguments = Arc<Shared>;
+    type Arguments = Arc<dyn GossipPort>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        shared: Arc<Shared>,
+        node: Arc<dyn GossipPort>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let cfg = &shared.config;
+        let cfg = node.config();
         let bind = cfg
             .gossip_addr
             .ok_or("gossip actor started without a gossip address")?;
@@ -162,35 +181,32 @@ impl Actor for GossipActor {
             cert: t.cert.clone(),
             key: t.key.clone(),
         });
-        let stats_shared = shared.clone();
+        let stats_node = node.clone();
         let stats_fn: crate::gossip::StatsFn = Arc::new(move || {
-            let s = stats_shared.clone();
-            async move { serde_json::to_vec(&s.stats().await).unwrap_or_default() }.boxed()
+            let n = stats_node.clone();
+            async move { n.stats_json().await }.boxed()
         });
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let gossip = Gossip::start(gc, stats_fn, tx).await?;
         let link = Arc::new(GossipLink(gossip));
-        shared.set_gossip(Some(link.clone()));
-        shared.set_membership(Some(link.clone()));
-        let fwd_shared = shared.clone();
+        node.attach(Some(link.clone()));
+        let fwd_node = node.clone();
         let forward = tokio::spawn(async move {
             while let Some((sender, payload)) = rx.recv().await {
                 // The gossip layer authenticated `sender` (certificate or cluster secret); a
                 // payload speaking for another origin is dropped like a malformed one.
                 if claimed_origin(&payload).is_some_and(|o| o != sender) {
                     tracing::warn!(%sender, "QUIC bus payload for another origin dropped");
-                    crate::stats::NodeCounters::incr(&fwd_shared.counters.invalid_messages);
+                    NodeCounters::incr(&fwd_node.counters().invalid_messages);
                     continue;
                 }
-                if let Some(bus) = fwd_shared.bus() {
-                    // Never waits: a full bus mailbox flushes instead (see `bus::tell`), so
-                    // this channel is drained as fast as it fills.
-                    crate::bus::tell(&fwd_shared, &bus, BusMsg::Inbound(payload, Via::Quic));
-                }
+                // Never waits: a full bus mailbox flushes instead, so this channel is
+                // drained as fast as it fills.
+                fwd_node.peer_payload(payload);
             }
         });
         Ok(GossipState {
-            shared,
+            node,
             link,
             forward,
         })
@@ -202,8 +218,7 @@ impl Actor for GossipActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.forward.abort();
-        state.shared.set_gossip(None);
-        state.shared.set_membership(None);
+        state.node.attach(None);
         state.link.0.shutdown().await;
         Ok(())
     }

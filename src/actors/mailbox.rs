@@ -19,7 +19,7 @@
 //! The order argument: the flag is cleared by the actor *before* it flushes, and a producer
 //! that finds the flag already set relies on the pending flush. So every dropped message has
 //! a flush that starts after it was dropped; a flush is wider than any removal, and a local
-//! write racing it is caught by the remote marks of [`crate::cache`].
+//! write racing it is caught by the facade's remote marks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 

@@ -1,14 +1,18 @@
 //! The node supervisor: spawns the children, restarts the ones that crash.
+//!
+//! It lives with the facade because it wires the node state into each child: the category
+//! actors (their L1 and mailbox gate), the bus (through [`NodePort`]) and the gossip actor
+//! (through [`GossipPort`]). The children's modules never import the facade.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+use super::state::Shared;
 use crate::actors::category::CategoryActor;
-use crate::actors::gossip::GossipActor;
-use crate::bus::BusActor;
-use crate::cache::Shared;
+use crate::actors::gossip::{GossipActor, GossipPort};
+use crate::bus::{BusActor, BusArgs, NodePort};
 
 /// Which child an actor id is.
 #[derive(Clone, Debug)]
@@ -19,14 +23,16 @@ enum Child {
 }
 
 /// Messages to the supervisor.
-pub enum SupervisorMsg {
+pub(super) enum SupervisorMsg {
     /// Stop restarting children (the node is shutting down).
     Stopping,
 }
 
-pub struct NodeSupervisor;
+/// The root of the node's actor tree.
+pub(super) struct NodeSupervisor;
 
-pub struct SupervisorState {
+/// The children the supervisor watches.
+pub(super) struct SupervisorState {
     shared: Arc<Shared>,
     children: HashMap<ActorId, Child>,
     stopping: bool,
@@ -43,14 +49,14 @@ async fn spawn_category(
         .cloned()
         .ok_or_else(|| format!("no L1 for category {name}"))?;
     let gate = shared
-        .category_gates
-        .get(name)
+        .writers
+        .gate(name)
         .cloned()
         .ok_or_else(|| format!("no mailbox gate for category {name}"))?;
     let actor_name = format!("{}/cat/{name}", shared.instance);
     let (actor, _) = Actor::spawn_linked(Some(actor_name), CategoryActor, (l1, gate), sup).await?;
     let id = actor.get_id();
-    shared.set_writer(name, actor);
+    shared.writers.set(name, actor);
     Ok(id)
 }
 
@@ -61,15 +67,20 @@ fn wants_bus(shared: &Shared) -> bool {
 
 async fn spawn_bus(shared: &Arc<Shared>, sup: ActorCell) -> Result<ActorId, ActorProcessingErr> {
     let name = format!("{}/bus", shared.instance);
-    let (actor, _) = Actor::spawn_linked(Some(name), BusActor, shared.clone(), sup).await?;
+    let args = BusArgs {
+        node: shared.clone() as Arc<dyn NodePort>,
+        handle: shared.bus.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(Some(name), BusActor, args, sup).await?;
     let id = actor.get_id();
-    shared.set_bus(Some(actor));
+    shared.bus.attach(Some(actor));
     Ok(id)
 }
 
 async fn spawn_gossip(shared: &Arc<Shared>, sup: ActorCell) -> Result<ActorId, ActorProcessingErr> {
     let name = format!("{}/gossip", shared.instance);
-    let (actor, _) = Actor::spawn_linked(Some(name), GossipActor, shared.clone(), sup).await?;
+    let node = shared.clone() as Arc<dyn GossipPort>;
+    let (actor, _) = Actor::spawn_linked(Some(name), GossipActor, node, sup).await?;
     Ok(actor.get_id())
 }
 
@@ -151,7 +162,7 @@ impl Actor for NodeSupervisor {
             }
             Child::Bus => {
                 tracing::error!(%reason, "bus actor died; restarting it (L1 will be flushed on reconnect)");
-                state.shared.set_bus(None);
+                state.shared.bus.attach(None);
                 let id = spawn_bus(&state.shared, myself.get_cell()).await?;
                 state.children.insert(id, Child::Bus);
             }

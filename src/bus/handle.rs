@@ -1,0 +1,139 @@
+//! The way into the bus from the rest of the node: [`BusHandle`] (the current bus actor,
+//! late-bound because the supervisor starts and restarts it, and the gates of its bounded
+//! queues), [`publish`] for local changes, and [`tell`] / [`tell_waiting`] for everything
+//! else that must respect the mailbox bound.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use super::{BusMsg, ChangeKind, PublishError, Target, Via};
+use crate::actors::mailbox::MailboxGate;
+
+/// The node's handle on its bus actor. Survives actor restarts (the gates keep their
+/// counters; a restarted actor resets the depth).
+pub struct BusHandle {
+    actor: RwLock<Option<ActorRef<BusMsg>>>,
+    /// The gate of the bus actor's mailbox.
+    gate: Arc<MailboxGate>,
+    /// The gate of the bus publisher's queue.
+    publisher_gate: Arc<MailboxGate>,
+    /// Bound of one PUBLISH (the Redis timeout).
+    redis_timeout: Duration,
+    /// The staleness bound B (strict changes and peer acks wait at most that long).
+    staleness_bound: Duration,
+}
+
+impl BusHandle {
+    /// A handle with no actor yet; both queues hold at most `capacity` messages.
+    pub(crate) fn new(capacity: usize, redis_timeout: Duration, staleness_bound: Duration) -> Self {
+        BusHandle {
+            actor: RwLock::new(None),
+            gate: Arc::new(MailboxGate::new("bus", capacity)),
+            publisher_gate: Arc::new(MailboxGate::new("publisher", capacity)),
+            redis_timeout,
+            staleness_bound,
+        }
+    }
+
+    /// Installs (or, with `None`, removes) the running bus actor.
+    pub(crate) fn attach(&self, actor: Option<ActorRef<BusMsg>>) {
+        if let Ok(mut b) = self.actor.write() {
+            *b = actor;
+        }
+    }
+
+    /// The running bus actor, if any.
+    pub(crate) fn actor(&self) -> Option<ActorRef<BusMsg>> {
+        self.actor.read().ok()?.clone()
+    }
+
+    /// The gate of the bus actor's mailbox.
+    pub(crate) fn gate(&self) -> &Arc<MailboxGate> {
+        &self.gate
+    }
+
+    /// The gate of the publisher's queue.
+    pub(crate) fn publisher_gate(&self) -> &Arc<MailboxGate> {
+        &self.publisher_gate
+    }
+
+    /// Hands a payload a peer sent over QUIC to the bus. Never waits: a full mailbox
+    /// flushes instead (see [`tell`]).
+    pub(crate) fn inbound_from_peer(&self, payload: Vec<u8>) {
+        if let Some(bus) = self.actor() {
+            tell(&self.gate, &bus, BusMsg::Inbound(payload, Via::Quic));
+        }
+    }
+}
+
+/// Sends `msg` to the bus if its mailbox has room; otherwise the bus is told to flush
+/// ([`BusMsg::Overflow`]) and `false` is returned.
+pub(crate) fn tell(gate: &MailboxGate, bus: &ActorRef<BusMsg>, msg: BusMsg) -> bool {
+    if !gate.try_reserve() {
+        gate.note_refused();
+        if gate.request_flush() {
+            tracing::warn!("bus mailbox full: flushing L1 on every node");
+            if bus.cast(BusMsg::Overflow).is_err() {
+                gate.overflow_handled();
+            }
+        }
+        return false;
+    }
+    if bus.cast(msg).is_err() {
+        gate.release();
+        return false;
+    }
+    true
+}
+
+/// Sends `msg` to the bus, waiting for room in its mailbox. False if the bus is gone.
+pub(crate) async fn tell_waiting(gate: &MailboxGate, bus: &ActorRef<BusMsg>, msg: BusMsg) -> bool {
+    gate.reserve().await;
+    if bus.cast(msg).is_err() {
+        gate.release();
+        return false;
+    }
+    true
+}
+
+/// Announces a local change to every other node and waits (bounded) for the outcome.
+///
+/// `Ok` means Redis accepted the PUBLISH: every node that renews its lease after this point
+/// has applied the change first. Without a bus (no Redis, no peers) there is nobody to tell.
+pub async fn publish(
+    handle: &BusHandle,
+    category: Option<&str>,
+    target: Target,
+    kind: ChangeKind,
+    strict: bool,
+    l2_pending: bool,
+) -> Result<(), PublishError> {
+    let Some(bus) = handle.actor() else {
+        return Ok(());
+    };
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let msg = BusMsg::Publish {
+        category: category.map(str::to_owned),
+        target,
+        kind,
+        strict,
+        l2_pending,
+        done: Some(done),
+    };
+    if !tell(&handle.gate, &bus, msg) {
+        return Err(PublishError::Overloaded);
+    }
+    // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us, and
+    // for a strict change the acks (at most B).
+    let mut bound = handle.redis_timeout.max(Duration::from_millis(100)) * 4;
+    if strict || l2_pending {
+        bound += handle.staleness_bound;
+    }
+    match tokio::time::timeout(bound, outcome).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(PublishError::Stopped),
+        Err(_) => Err(PublishError::Timeout(bound)),
+    }
+}

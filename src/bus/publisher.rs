@@ -1,0 +1,199 @@
+//! The publisher task: sends our messages one at a time in the order the coherence machine
+//! numbered them, on the command connection, through the control breaker of [`crate::l2`]
+//! (never the data breaker), so the actor itself never waits on Redis. An invalidation
+//! Redis refused (or any, without Redis) also goes to the peers over QUIC. Also the actor's
+//! side of the queue ([`BusState::send`], [`BusState::send_to`]) and its QUIC path
+//! ([`BusState::send_peer`]).
+
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use super::handle::{tell_waiting, BusHandle};
+use super::port::NodePort;
+use super::{BusMsg, BusState, Done, PublishError};
+use crate::stats::NodeCounters;
+use crate::wire::{self, BusMessage};
+use crate::wire_auth::ClusterKey;
+
+/// A message for the publisher task.
+pub(super) struct Outgoing {
+    bytes: Vec<u8>,
+    /// Full channel name.
+    channel: String,
+    /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
+    invalidation: bool,
+    done: Option<Done>,
+    /// Report the outcome of this strict change back to the actor.
+    strict_seq: Option<u64>,
+}
+
+/// Most invalidations sent in one pipelined round trip.
+const PUBLISH_BATCH: usize = 256;
+
+/// The queue to the publisher task.
+pub(super) type Queue = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
+/// Publishes the messages in the order the actor numbered them: whatever queued up while
+/// the previous round trip was in flight goes out as one pipeline (one round trip for many
+/// concurrent writes), and each message's own outcome (its receiver count) goes to its writer.
+pub(super) fn spawn_publisher(
+    node: Arc<dyn NodePort>,
+    handle: Arc<BusHandle>,
+    myself: ActorRef<BusMsg>,
+    key: Option<Arc<ClusterKey>>,
+) -> (Queue, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    let task = tokio::spawn(async move {
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+        while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+            // The queue is bounded by the publisher gate (see `BusState::send_to`).
+            for _ in 0..batch.len() {
+                handle.publisher_gate().release();
+            }
+            if let Some(k) = &key {
+                for o in &mut batch {
+                    o.bytes = crate::wire_auth::seal(k, &o.bytes);
+                }
+            }
+            let results = publish_batch(node.as_ref(), &batch).await;
+            if !report(node.as_ref(), &handle, &myself, &mut batch, results).await {
+                return;
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// One pipelined PUBLISH of `batch`; one outcome per message.
+async fn publish_batch(node: &dyn NodePort, batch: &[Outgoing]) -> Vec<Result<u64, PublishError>> {
+    let Some(l2) = node.l2() else {
+        return vec![Ok(0); batch.len()];
+    };
+    let msgs: Vec<(&str, &[u8])> = batch
+        .iter()
+        .map(|o| (o.channel.as_str(), &o.bytes[..]))
+        .collect();
+    match l2.publish_batch(&msgs).await {
+        Ok(counts) => counts.into_iter().map(Ok).collect(),
+        Err(e) => {
+            // Receivers see the gap at our next heartbeat and flush; the writers are told.
+            tracing::debug!(error = %e, n = batch.len(), "publish failed");
+            let e = PublishError::Refused(e.to_string());
+            vec![Err(e); batch.len()]
+        }
+    }
+}
+
+/// Sends refused invalidations to the peers and each outcome to its writer (a strict one
+/// to the actor first). False when the actor is gone.
+async fn report(
+    node: &dyn NodePort,
+    handle: &BusHandle,
+    myself: &ActorRef<BusMsg>,
+    batch: &mut Vec<Outgoing>,
+    results: Vec<Result<u64, PublishError>>,
+) -> bool {
+    for (o, result) in batch.drain(..).zip(results) {
+        if o.invalidation && (result.is_err() || node.l2().is_none()) {
+            if let Some(g) = node.peers() {
+                g.broadcast(o.bytes);
+                NodeCounters::incr(&node.counters().peer_messages_sent);
+            }
+        }
+        if let Some(seq) = o.strict_seq {
+            let published = BusMsg::Published {
+                seq,
+                result: result.clone(),
+            };
+            if !tell_waiting(handle.gate(), myself, published).await {
+                return false;
+            }
+        }
+        if let Some(done) = o.done {
+            let _ = done.send(result.map(|_| ()));
+        }
+    }
+    true
+}
+
+impl BusState {
+    /// Seals and sends `msg` over QUIC to one peer, or to every live peer.
+    pub(super) fn send_peer(&self, to: Option<&str>, msg: &BusMessage) {
+        let Some(g) = self.node.peers() else {
+            return;
+        };
+        let mut bytes = match wire::encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode bus message");
+                return;
+            }
+        };
+        if let Some(k) = &self.key {
+            bytes = crate::wire_auth::seal(k, &bytes);
+        }
+        NodeCounters::incr(&self.node.counters().peer_messages_sent);
+        match to {
+            Some(peer) => g.send_to(peer, bytes),
+            None => g.broadcast(bytes),
+        }
+    }
+
+    /// Queues `msg` on its channel: pings on our ping channel, the rest on the shared one.
+    pub(super) fn send(&self, msg: &BusMessage, done: Option<Done>) {
+        let channel = if matches!(msg, BusMessage::Ping { .. }) {
+            self.ping_channel.clone()
+        } else {
+            self.channel.clone()
+        };
+        self.send_to(msg, channel, done, None);
+    }
+
+    /// Queues `msg` for the publisher. False when it was not queued (encoding failed, the
+    /// queue is full, the publisher stopped): `done` has the error then. A refused
+    /// invalidation already has its sequence number, so peers see the gap and flush; a
+    /// refused ping or ack only delays a renewal or a strict release (at most B).
+    pub(super) fn send_to(
+        &self,
+        msg: &BusMessage,
+        channel: String,
+        done: Option<Done>,
+        strict_seq: Option<u64>,
+    ) -> bool {
+        let fail = |done: Option<Done>, e: PublishError| {
+            if let Some(d) = done {
+                let _ = d.send(Err(e));
+            }
+            false
+        };
+        let bytes = match wire::encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode bus message");
+                return fail(done, PublishError::Refused(e.to_string()));
+            }
+        };
+        let gate = self.handle.publisher_gate();
+        if !gate.try_reserve() {
+            gate.note_refused();
+            tracing::warn!("bus publisher queue full: message not sent");
+            return fail(done, PublishError::Overloaded);
+        }
+        let queued = self.outgoing.send(Outgoing {
+            bytes,
+            channel,
+            invalidation: matches!(msg, BusMessage::Invalidation(_)),
+            done,
+            strict_seq,
+        });
+        match queued {
+            Ok(()) => true,
+            Err(e) => {
+                gate.release();
+                tracing::error!("bus publisher stopped");
+                fail(e.0.done, PublishError::Stopped)
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The read path: L1 while the freshness lease is held (no mailbox, no lock), then L2
+//! (filling L1), failing closed when neither can answer within the staleness bound.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::{HybridCache, Source};
+use crate::error::CacheError;
+use crate::l1::L1Category;
+use crate::stats::NodeCounters;
+
+impl HybridCache {
+    /// L1 is served only under the freshness lease (see [`crate::coherence`]); without Redis
+    /// the lease is always held. The opt-in `serve_stale_on_outage` also serves it while
+    /// Redis is unreachable (but never while isolated).
+    #[inline]
+    pub(super) fn l1_trusted(&self) -> bool {
+        self.shared.lease.held() || self.shared.serving_stale()
+    }
+
+    /// Whether a change may be acknowledged without L2 (no Redis, or the opt-in).
+    pub(super) fn local_writes_ok(&self) -> bool {
+        self.shared.l2.is_none() || self.shared.serving_stale()
+    }
+
+    pub(super) fn unavailable(what: &str) -> CacheError {
+        CacheError::Unavailable(format!(
+            "{what}: redis (L2) is unreachable and this node's L1 lease has lapsed, so it \
+             cannot answer within the staleness bound"
+        ))
+    }
+
+    pub(super) fn category(&self, category: &str) -> Result<&Arc<L1Category>, CacheError> {
+        self.shared
+            .categories
+            .get(category)
+            .ok_or_else(|| CacheError::UnknownCategory(category.chars().take(64).collect()))
+    }
+
+    pub(super) fn check_key(&self, key: &str) -> Result<(), CacheError> {
+        if key.is_empty() {
+            return Err(CacheError::InvalidKey("empty key".into()));
+        }
+        if key.len() > self.shared.config.max_key_bytes {
+            return Err(CacheError::KeyTooLarge {
+                len: key.len(),
+                max: self.shared.config.max_key_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_ttl(ttl: Option<Duration>) -> Result<(), CacheError> {
+        match ttl {
+            Some(t) if t.is_zero() => Err(CacheError::InvalidTtl("ttl must be > 0".into())),
+            Some(t) if t > Duration::from_secs(10 * 365 * 24 * 3600) => {
+                Err(CacheError::InvalidTtl("ttl too large".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
+    pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let l1 = self.category(category)?;
+        if self.l1_trusted() {
+            if let Some(v) = l1.get(key).await {
+                return Ok(Some(v));
+            }
+        }
+        Ok(Box::pin(self.get_miss(l1, category, key))
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    /// Like [`HybridCache::get`], also telling which level answered.
+    pub async fn get_with_source(
+        &self,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, Source)>, CacheError> {
+        let l1 = self.category(category)?;
+        if self.l1_trusted() {
+            if let Some(v) = l1.get(key).await {
+                return Ok(Some((v, Source::L1)));
+            }
+        }
+        // Kept out of this future's state so the hit path stays small.
+        Box::pin(self.get_miss(l1, category, key)).await
+    }
+
+    async fn get_miss(
+        &self,
+        l1: &Arc<L1Category>,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<(Bytes, Source)>, CacheError> {
+        self.check_key(key)?;
+        let mut l2_failed = self.shared.l2.is_some();
+        if let Some(l2) = self.shared.l2_usable_for(category, key) {
+            let ticket = l1.ticket(key);
+            match l2.get(category, key).await {
+                Ok(found) => {
+                    l2_failed = false;
+                    if let Some(v) = found.value {
+                        l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                        l1.fill(key, v.clone(), l1.entry_ttl(found.ttl), &ticket)
+                            .await;
+                        return Ok(Some((v, Source::L2)));
+                    }
+                }
+                Err(e) => self.l2_error("get", &e),
+            }
+        }
+        if l2_failed && !self.shared.serving_stale() {
+            // Not a miss we can vouch for: L2 (the truth) did not answer.
+            return Err(Self::unavailable("read"));
+        }
+        l1.counters.misses.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+
+    pub(super) fn l2_error(&self, op: &str, e: &crate::l2::L2Error) {
+        NodeCounters::incr(&self.shared.counters.l2_errors);
+        tracing::debug!(op, error = %e, "L2 call failed; continuing with L1");
+    }
+
+    /// Typed read (JSON).
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        category: &str,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        match self.get(category, key).await? {
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| CacheError::Serde(e.to_string())),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The L1 writers: one category actor per category, reached through the bounded gate of its
+//! mailbox. A request that finds the mailbox full is not waited for: the category is flushed
+//! behind everything already queued (fail closed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{ActorRef, RpcReplyPort};
+
+use super::state::Shared;
+use crate::actors::mailbox::MailboxGate;
+use crate::actors::CategoryMsg;
+use crate::error::CacheError;
+
+/// The running category actors, and the gates of their mailboxes (kept across restarts).
+pub(super) struct Writers {
+    actors: RwLock<HashMap<String, ActorRef<CategoryMsg>>>,
+    gates: HashMap<String, Arc<MailboxGate>>,
+}
+
+impl Writers {
+    /// One gate of `capacity` per category; no actor yet.
+    pub(super) fn new<'a>(names: impl Iterator<Item = &'a String>, capacity: usize) -> Self {
+        let gates = names
+            .map(|name| {
+                let gate = MailboxGate::new(format!("category:{name}"), capacity);
+                (name.clone(), Arc::new(gate))
+            })
+            .collect();
+        Writers {
+            actors: RwLock::new(HashMap::new()),
+            gates,
+        }
+    }
+
+    /// Installs the running actor of `category`.
+    pub(super) fn set(&self, category: &str, actor: ActorRef<CategoryMsg>) {
+        if let Ok(mut w) = self.actors.write() {
+            w.insert(category.to_string(), actor);
+        }
+    }
+
+    /// The running actor of `category`.
+    pub(super) fn get(&self, category: &str) -> Option<ActorRef<CategoryMsg>> {
+        self.actors.read().ok()?.get(category).cloned()
+    }
+
+    /// The gate of `category`'s mailbox.
+    pub(super) fn gate(&self, category: &str) -> Option<&Arc<MailboxGate>> {
+        self.gates.get(category)
+    }
+
+    /// Every category's gate.
+    pub(super) fn gates(&self) -> impl Iterator<Item = &Arc<MailboxGate>> {
+        self.gates.values()
+    }
+}
+
+impl Shared {
+    /// Sends a request to a category actor, retrying briefly while it restarts. A full
+    /// mailbox is not waited for: the category is flushed (see [`Shared::flush_behind`])
+    /// and the caller gets [`CacheError::Unavailable`].
+    pub(super) async fn ask<T: Send + 'static>(
+        &self,
+        category: &str,
+        make: impl Fn(RpcReplyPort<T>) -> CategoryMsg,
+    ) -> Result<T, CacheError> {
+        let Some(gate) = self.writers.gate(category) else {
+            return Err(CacheError::Unavailable(format!(
+                "no L1 writer for category `{category}`"
+            )));
+        };
+        let mut last = String::new();
+        for attempt in 0..50u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let Some(actor) = self.writers.get(category) else {
+                last = "no actor".into();
+                continue;
+            };
+            if !gate.try_reserve() {
+                gate.note_refused();
+                self.flush_behind(category);
+                return Err(CacheError::Unavailable(format!(
+                    "category actor `{category}`: mailbox full (L1 flushed)"
+                )));
+            }
+            match actor.call(&make, Some(Duration::from_secs(5))).await {
+                Ok(ractor::rpc::CallResult::Success(v)) => return Ok(v),
+                Ok(ractor::rpc::CallResult::Timeout) => last = "timeout".into(),
+                Ok(ractor::rpc::CallResult::SenderError) => last = "actor stopped".into(),
+                Err(e) => {
+                    // Never enqueued: the slot is ours to give back.
+                    gate.release();
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(CacheError::Unavailable(format!(
+            "category actor `{category}`: {last}"
+        )))
+    }
+
+    /// Hands `msg` to the category's L1 writer without waiting. When its mailbox is full,
+    /// the message is not sent and the category is flushed instead (fail closed). Returns
+    /// whether the message itself was sent.
+    pub(super) fn tell_writer(&self, category: &str, msg: CategoryMsg) -> bool {
+        let (Some(gate), Some(actor)) = (self.writers.gate(category), self.writers.get(category))
+        else {
+            return false;
+        };
+        if !gate.try_reserve() {
+            gate.note_refused();
+            self.flush_behind(category);
+            return false;
+        }
+        if actor.cast(msg).is_err() {
+            // The actor is restarting; a restarted actor flushes anyway.
+            gate.release();
+            return false;
+        }
+        true
+    }
+
+    /// A change for `category`'s L1 could not be handed to its writer (full mailbox,
+    /// timeout): whatever it would have removed is removed by a flush the actor runs after
+    /// everything already in its mailbox (one such flush in flight at most).
+    pub(super) fn flush_behind(&self, category: &str) {
+        // A local write racing the flush drops its own copy (see `RemoteMarks`).
+        self.remote.mark_all();
+        let Some(gate) = self.writers.gate(category) else {
+            return;
+        };
+        if gate.request_flush() {
+            tracing::warn!(
+                category,
+                "L1 change not handed to the writer: flushing the category"
+            );
+            let sent = self
+                .writers
+                .get(category)
+                .map(|a| a.cast(CategoryMsg::OverflowFlush).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                // No actor to flush for us (restarting: it flushes on start anyway).
+                gate.overflow_handled();
+            }
+        }
+    }
+
+    /// Waits until every category actor has handled what was sent to it before. False if
+    /// one could not answer (restarting: it flushes anyway, but the lease is not renewed).
+    pub(super) async fn barrier(&self) -> bool {
+        let calls = self.categories.keys().map(|name| {
+            let writer = self.writers.get(name);
+            let gate = self.writers.gate(name).cloned();
+            async move {
+                let (Some(w), Some(gate)) = (writer, gate) else {
+                    return false;
+                };
+                // A full mailbox: no renewal now (the lease lapses; fail closed).
+                if !gate.try_reserve() {
+                    gate.note_refused();
+                    return false;
+                }
+                match w
+                    .call(CategoryMsg::Barrier, Some(Duration::from_secs(1)))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(())) => true,
+                    Ok(_) => false,
+                    Err(_) => {
+                        gate.release();
+                        false
+                    }
+                }
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
+    /// Every mailbox gate of the node (metrics and stats).
+    pub(super) fn mailbox_gates(&self) -> Vec<Arc<MailboxGate>> {
+        let mut v = vec![self.bus.gate().clone(), self.bus.publisher_gate().clone()];
+        v.extend(self.writers.gates().cloned());
+        v
+    }
+}
