@@ -33,6 +33,8 @@ mod transport;
 mod udp;
 
 #[cfg(test)]
+mod auth_golden_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{
