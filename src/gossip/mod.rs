@@ -331,7 +331,10 @@ impl Gossip {
                 "probe_period, suspect_to_dead and dead_forget must be > 0".into(),
             ));
         }
-        let key = cfg.cluster_secret.as_deref().and_then(ClusterKey::new);
+        let key = cfg
+            .cluster_secret
+            .as_deref()
+            .and_then(ClusterKey::from_nonempty);
         if cfg.tls.is_none() {
             if !cfg.bind.ip().is_loopback() {
                 return Err(GossipError::InsecureNonLoopback(cfg.bind));
