@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 
 use super::{
     auth::{self, ClusterKey, Context},
-    frame,
+    frame::{self, Frame},
     identity::NodeIdentity,
-    transport::Frame,
 };
 
 /// One secret for bus and gossip, as a node configures it (`cluster_secret`).

@@ -23,10 +23,12 @@
 //! tasks; dropping every handle does not stop them.
 
 mod auth;
+mod driver;
 mod frame;
 mod identity;
 mod membership;
 mod query;
+mod receive;
 pub mod sim;
 mod tls;
 mod transport;
@@ -55,9 +57,11 @@ pub use query::{Decode, Gathered};
 pub use tls::generate_certs;
 
 use auth::ClusterKey;
+use driver::DriverInput;
+use frame::Frame;
 use identity::NodeIdentity;
 use membership::{Membership, PeerEntry, SwimParams};
-use transport::{DriverInput, Frame, Mode, PeerHandle};
+use transport::{Mode, PeerHandle};
 
 /// Paths of the PEM files for mutual TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,7 +276,7 @@ impl Inner {
     /// it is too large.
     fn broadcast_frame(&self, payload: Vec<u8>) -> Option<bytes::Bytes> {
         let node_id = self.own_node_id();
-        match transport::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
+        match frame::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
             Ok(bytes) => Some(bytes),
             Err(_) => {
                 self.counters
@@ -422,9 +426,9 @@ impl Gossip {
             mtls: cfg.tls.is_some(),
         });
 
-        let t = tokio::spawn(transport::driver(inner.clone(), membership, driver_rx));
+        let t = tokio::spawn(driver::driver(inner.clone(), membership, driver_rx));
         inner.track(t.abort_handle());
-        let t = tokio::spawn(transport::accept_loop(inner.clone()));
+        let t = tokio::spawn(receive::accept_loop(inner.clone()));
         inner.track(t.abort_handle());
         if let Some(sock) = udp {
             let t = tokio::spawn(udp::recv_loop(inner.clone(), sock));
