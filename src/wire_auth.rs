@@ -51,7 +51,8 @@ pub enum AuthError {
 
 /// The cluster secret, ready to sign: the HMAC-SHA256 key schedule is computed once, at start.
 /// The one key type of the cluster, for bus payloads ([`seal`], [`open`]) and gossip packets
-/// and frames (`gossip::auth`).
+/// and frames (its crate-private `seal` / `open` methods with a context are defined in
+/// `gossip::auth`, next to the contexts they bind).
 #[derive(Clone)]
 pub struct ClusterKey(HmacSha256);
 
