@@ -1,4 +1,4 @@
-//! Authenticated bus payloads: HMAC-SHA256 over a frame with the cluster secret.
+//! The cluster key, and authenticated bus payloads (HMAC-SHA256 over a frame).
 //!
 //! Why: anyone who can `PUBLISH` to the Redis channel could otherwise forge an invalidation
 //! (or one with a huge sequence number that makes a node drop the real origin's messages as
@@ -7,9 +7,15 @@
 //! counted and handled like a sequence gap (flush) by the caller, and must never advance
 //! sequence state.
 //!
+//! One key for the whole cluster: [`ClusterKey`] is the HMAC-SHA256 key schedule of the
+//! secret, used as is (no derived subkeys) by both users. Each binds its purpose into the
+//! authenticated bytes instead: the bus by [`MAGIC`], gossip (`gossip::auth`) by a context
+//! label per kind of packet (SWIM, digest sync, QUIC frame) and a tag truncated to 16 bytes.
+//! A tag made for one purpose therefore never verifies for another.
+//!
 //! Layout of a sealed payload: `MAGIC (2 bytes) | frame | tag (32 bytes)`, where
 //! `tag = HMAC-SHA256(secret, MAGIC | frame)`. The tag is compared in constant time (the
-//! `hmac` crate's `verify_slice` uses `subtle`). The magic makes a sealed payload
+//! `hmac` crate's verification uses `subtle`). The magic makes a sealed payload
 //! distinguishable from a plain one, so a node without a secret can report "sealed frame,
 //! no secret configured" instead of a decode error, and a node with one rejects unsealed
 //! frames outright.
@@ -29,17 +35,24 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// Why a payload was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// A plain payload arrived while a cluster secret is configured.
     #[error("payload is not sealed (no HMAC) but a cluster secret is configured")]
     NotSealed,
+    /// Shorter than the magic and the tag together (the length is carried).
     #[error("sealed payload is too short ({0} bytes)")]
     Truncated(usize),
+    /// The tag does not verify: another secret, or the payload was altered.
     #[error("HMAC does not match (wrong cluster secret or tampered payload)")]
     BadTag,
+    /// The secret is shorter than [`MIN_SECRET_LEN`] (its length is carried).
     #[error("cluster secret has {0} bytes; at least 16 are required")]
     WeakSecret(usize),
 }
 
-/// The cluster secret, ready to sign: the HMAC key schedule is computed once, at start.
+/// The cluster secret, ready to sign: the HMAC-SHA256 key schedule is computed once, at start.
+/// The one key type of the cluster, for bus payloads ([`seal`], [`open`]) and gossip packets
+/// and frames (its crate-private `seal` / `open` methods with a context are defined in
+/// `gossip::auth`, next to the contexts they bind).
 #[derive(Clone)]
 pub struct ClusterKey(HmacSha256);
 
@@ -59,6 +72,36 @@ impl ClusterKey {
             .map(ClusterKey)
             .map_err(|_| AuthError::WeakSecret(secret.len()))
     }
+
+    /// A key from any non-empty secret (`None` for an empty one, which protects nothing).
+    /// Gossip takes the secret of its `GossipConfig` this way; a node's configuration has
+    /// already refused secrets shorter than [`MIN_SECRET_LEN`].
+    pub(crate) fn from_nonempty(secret: &[u8]) -> Option<ClusterKey> {
+        if secret.is_empty() {
+            return None;
+        }
+        HmacSha256::new_from_slice(secret).ok().map(ClusterKey)
+    }
+
+    /// HMAC-SHA256 with this key over the concatenation of `parts`.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the HMAC over the concatenation of `parts`, or its first
+    /// `tag.len()` bytes (a truncated tag); compared in constant time. An empty tag or one
+    /// longer than [`TAG_LEN`] never verifies.
+    pub(crate) fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.verify_truncated_left(tag).is_ok()
+    }
 }
 
 /// Seals `frame`: `MAGIC | frame | HMAC(secret, MAGIC | frame)`.
@@ -66,9 +109,8 @@ pub fn seal(key: &ClusterKey, frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + frame.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(frame);
-    let mut m = key.0.clone();
-    m.update(&out);
-    out.extend_from_slice(&m.finalize().into_bytes());
+    let tag = key.mac(&[&out]);
+    out.extend_from_slice(&tag);
     out
 }
 
@@ -86,9 +128,9 @@ pub fn open<'a>(key: &ClusterKey, bytes: &'a [u8]) -> Result<&'a [u8], AuthError
         return Err(AuthError::Truncated(bytes.len()));
     }
     let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-    let mut m = key.0.clone();
-    m.update(body);
-    m.verify_slice(tag).map_err(|_| AuthError::BadTag)?;
+    if !key.verify(&[body], tag) {
+        return Err(AuthError::BadTag);
+    }
     Ok(&body[MAGIC.len()..])
 }
 

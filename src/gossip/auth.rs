@@ -6,11 +6,9 @@
 //! and the bytes; a frame whose tag does not verify (constant-time compare) is dropped and
 //! counted. The label keeps a SWIM packet from being replayed as a QUIC frame and vice versa.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+pub(crate) use crate::wire_auth::ClusterKey;
 
-/// Bytes of the tag appended to each authenticated message.
+/// Bytes of the tag appended to each authenticated message (HMAC-SHA256, truncated).
 pub(crate) const TAG_LEN: usize = 16;
 
 /// What a sealed message is, bound into its tag.
@@ -34,30 +32,11 @@ impl Context {
     }
 }
 
-/// The cluster secret as an HMAC key.
-#[derive(Clone)]
-pub(crate) struct ClusterKey(Hmac<Sha256>);
-
-impl std::fmt::Debug for ClusterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterKey(..)")
-    }
-}
-
+/// The cluster key as gossip uses it: a 16-byte tag over the context label and the data.
+/// (Inherent methods of the crate's one key type, kept here with the contexts they bind.)
 impl ClusterKey {
-    /// `None` for an empty secret (HMAC accepts any key length, an empty one protects nothing).
-    pub(crate) fn new(secret: &[u8]) -> Option<Self> {
-        if secret.is_empty() {
-            return None;
-        }
-        Hmac::<Sha256>::new_from_slice(secret).ok().map(Self)
-    }
-
-    fn tag(&self, ctx: Context, data: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac = self.0.clone();
-        mac.update(ctx.label());
-        mac.update(data);
-        let full = mac.finalize().into_bytes();
+    fn gossip_tag(&self, ctx: Context, data: &[u8]) -> [u8; TAG_LEN] {
+        let full = self.mac(&[ctx.label(), data]);
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(&full[..TAG_LEN]);
         out
@@ -67,16 +46,15 @@ impl ClusterKey {
     pub(crate) fn seal(&self, ctx: Context, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(data.len() + TAG_LEN);
         out.extend_from_slice(data);
-        out.extend_from_slice(&self.tag(ctx, data));
+        out.extend_from_slice(&self.gossip_tag(ctx, data));
         out
     }
 
-    /// The data of a sealed message, or `None` if the tag does not verify.
+    /// The data of a sealed message, or `None` if the tag does not verify (constant time).
     pub(crate) fn open<'a>(&self, ctx: Context, sealed: &'a [u8]) -> Option<&'a [u8]> {
         let split = sealed.len().checked_sub(TAG_LEN)?;
         let (data, tag) = sealed.split_at(split);
-        let expected = self.tag(ctx, data);
-        bool::from(expected.ct_eq(tag)).then_some(data)
+        self.verify(&[ctx.label(), data], tag).then_some(data)
     }
 }
 
@@ -102,8 +80,8 @@ mod tests {
 
     #[test]
     fn sealed_messages_open_only_with_the_same_secret_and_context() {
-        let k = ClusterKey::new(b"s3cret").expect("key");
-        let other = ClusterKey::new(b"other").expect("key");
+        let k = ClusterKey::from_nonempty(b"s3cret").expect("key");
+        let other = ClusterKey::from_nonempty(b"other").expect("key");
         let sealed = k.seal(Context::Swim, b"ping");
         assert_eq!(sealed.len(), 4 + TAG_LEN);
         assert_eq!(k.open(Context::Swim, &sealed), Some(&b"ping"[..]));
@@ -118,6 +96,6 @@ mod tests {
             None,
             "unsealed data is refused"
         );
-        assert!(ClusterKey::new(b"").is_none());
+        assert!(ClusterKey::from_nonempty(b"").is_none());
     }
 }

@@ -14,10 +14,9 @@ use foca::{Codec, Header, Member, Message, State};
 
 use super::{
     auth::{ClusterKey, Context},
-    frame,
+    frame::{self, Frame},
     identity::NodeIdentity,
     membership::SyncMsg,
-    transport::Frame,
 };
 
 /// Lower-case hex of `bytes`.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// two nodes started in the same millisecond, would make a restart lose or tie), and
 /// [`foca::Identity::renew`] adds one. A restarted node whose random start does not beat its
 /// previous incarnation is told so by the peer it joins through (`Hello::known_bump`) and
-/// renews above it before announcing (see `transport::driver`).
+/// renews above it before announcing (see `driver`).
 #[derive(Clone, Debug, Eq, Deserialize)]
 #[serde(from = "WireIdentity")]
 pub(crate) struct NodeIdentity {

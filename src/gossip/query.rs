@@ -11,9 +11,8 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use tokio::time::timeout;
 
 use super::{
-    frame::MAX_FRAME,
-    transport::{self, decode_frame, encode_frame, Frame},
-    Inner,
+    frame::{decode_frame, encode_frame, Frame, MAX_FRAME},
+    receive, transport, Inner,
 };
 
 /// Largest stats answer accepted.
@@ -113,12 +112,12 @@ async fn ask(inner: &Arc<Inner>, node_id: &str, addr: SocketAddr) -> Option<Vec<
         .counters
         .bytes_received
         .fetch_add(answer.len() as u64, Ordering::Relaxed);
-    let cert = transport::peer_certificate(&conn);
+    let cert = receive::peer_certificate(&conn);
     match decode_frame(inner, &answer) {
         Some(Ok(Frame::Stats {
             node_id: from,
             stats,
-        })) if from == node_id && transport::claim_allowed(inner, cert.as_ref(), &from) => {
+        })) if from == node_id && receive::claim_allowed(inner, cert.as_ref(), &from) => {
             inner
                 .counters
                 .frames_received

@@ -9,6 +9,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
+use super::frame::Frame;
 use super::*;
 
 fn loopback() -> SocketAddr {

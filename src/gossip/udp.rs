@@ -15,8 +15,8 @@ use tokio::net::UdpSocket;
 
 use super::{
     auth::{Context, TAG_LEN},
+    driver::DriverInput,
     membership::MAX_PACKET,
-    transport::DriverInput,
     Inner,
 };
 
