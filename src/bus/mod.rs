@@ -1,5 +1,5 @@
 //! The invalidation bus: Redis pub/sub (and QUIC peers as a second path) driving the
-//! sans-IO [`Coherence`] machine, and the freshness [`Lease`](crate::lease::Lease) it grants.
+//! sans-IO [`Coherence`] machine, and the freshness [`Lease`](crate::coherence::Lease) it grants.
 //!
 //! The actor only moves bytes and time; every decision is the machine's:
 //! - a **connection task** keeps one subscriber connection with two channels on it: the

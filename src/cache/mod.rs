@@ -1,7 +1,7 @@
 //! The library facade: [`HybridCache`].
 //!
 //! Reads go straight to the shared moka handles (L1) while the freshness
-//! [`Lease`](crate::lease::Lease) is held, then to Redis (L2), then to the caller's loader.
+//! [`Lease`](crate::coherence::Lease) is held, then to Redis (L2), then to the caller's loader.
 //! Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads the new
 //! value), then through the category actor (one writer per L1), then onto the invalidation
 //! bus so every other node drops its copy; writes of one key on one node are serialized

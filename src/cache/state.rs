@@ -16,7 +16,7 @@ use crate::cluster::{Membership, PeerLink};
 use crate::config::{CategoryConfig, Config};
 use crate::l1::{CategoryMap, L1Category};
 use crate::l2::{Backlog, L2};
-use crate::lease::Lease;
+use crate::coherence::Lease;
 use crate::node_metrics::NodeMetrics;
 use crate::stats::NodeCounters;
 use crate::wire::Target;
