@@ -244,7 +244,7 @@ pub struct Config {
     /// queueing (see [`crate::actors::mailbox`]).
     pub mailbox_capacity: usize,
     /// Connection, timeout and in-flight limits of the HTTP server.
-    pub http_limits: crate::http_limits::HttpLimits,
+    pub http_limits: crate::server::http::limits::HttpLimits,
     /// Gossip forgets a node dead for longer than this (`dead_forget_secs`).
     pub gossip_dead_forget: Duration,
     /// Shared secret authenticating gossip (and bus) messages; required for gossip without TLS.

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
-use crate::http::{router, AppState};
-use crate::http_limits::{fit_connections_to_fd_limit, serve, ConnStats};
+use crate::server::http::limits::{fit_connections_to_fd_limit, serve, ConnStats};
+use crate::server::http::{router, AppState};
 use crate::HybridCache;
 
 /// Errors starting a node.
@@ -74,7 +74,11 @@ impl Node {
         });
         let (stop, mut stopped) = watch::channel(false);
         if let Some(l) = resp_listener {
-            tokio::spawn(crate::resp::serve(l, cache.clone(), stopped.clone()));
+            tokio::spawn(crate::server::resp::serve(
+                l,
+                cache.clone(),
+                stopped.clone(),
+            ));
         }
         let conn_stats = Arc::new(ConnStats::default());
         let limits = cache.config().http_limits;

@@ -13,7 +13,7 @@ use utoipa::openapi::{OpenApi as Document, RefOr, Required};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::config::Config;
-use crate::http::AppState;
+use crate::server::http::AppState;
 
 /// Every error: `{"error": code, "message": text}`.
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -86,16 +86,16 @@ pub struct DeadlineHeader {
         description = "Two-level (L1 moka + L2 Redis) cache node: values, invalidation, stats, health."
     ),
     paths(
-        crate::http::get_value,
-        crate::http::put_value,
-        crate::http::delete_value,
-        crate::http::invalidate,
-        crate::http::stats,
-        crate::http::cluster,
-        crate::http::health,
-        crate::http::metrics,
+        crate::server::http::get_value,
+        crate::server::http::put_value,
+        crate::server::http::delete_value,
+        crate::server::http::invalidate,
+        crate::server::http::stats,
+        crate::server::http::cluster,
+        crate::server::http::health,
+        crate::server::http::metrics,
         serve,
-        crate::ui::page,
+        crate::server::ui::page,
     ),
     components(schemas(ErrorBody, Invalidated))
 )]

@@ -39,7 +39,7 @@ use tower::BoxError;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::http::{ApiError, AppState};
+use crate::server::http::{ApiError, AppState};
 
 /// Largest `ttl` (seconds) a write accepts: ten years of 365 days.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
