@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod limits;
+
+pub use limits::{HttpLimits, DEFAULT_MAILBOX_CAPACITY, MIN_SECRET_LEN};
+
 /// Configuration errors; each names the field it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -65,7 +69,7 @@ pub struct CategoryConfig {
     pub ttl_secs: u64,
     /// Maximum number of L1 entries.
     pub max_entries: u64,
-    /// Maximum L1 bytes (key + value + [`crate::l1::ENTRY_OVERHEAD`] per entry). `None`: an
+    /// Maximum L1 bytes (key + value + a fixed per-entry overhead, `l1::ENTRY_OVERHEAD`). `None`: an
     /// equal share of the node-wide `l1_max_bytes`; see [`l1_byte_budgets`].
     #[serde(default)]
     pub max_bytes: Option<u64>,
@@ -241,10 +245,10 @@ pub struct Config {
     pub l1_max_bytes: u64,
     /// Messages each actor mailbox (and the bus publisher's queue) admits at once
     /// (`mailbox_capacity`, `HC_MAILBOX_CAPACITY`); past it the node flushes instead of
-    /// queueing (see [`crate::actors::mailbox`]).
+    /// queueing (see the `actors::mailbox` module).
     pub mailbox_capacity: usize,
     /// Connection, timeout and in-flight limits of the HTTP server.
-    pub http_limits: crate::server::http::limits::HttpLimits,
+    pub http_limits: HttpLimits,
     /// Gossip forgets a node dead for longer than this (`dead_forget_secs`).
     pub gossip_dead_forget: Duration,
     /// Shared secret authenticating gossip (and bus) messages; required for gossip without TLS.
@@ -279,7 +283,7 @@ impl Default for Config {
             staleness_bound: Duration::from_millis(100),
             serve_stale_on_outage: false,
             l1_max_bytes: DEFAULT_L1_MAX_BYTES,
-            mailbox_capacity: crate::actors::mailbox::DEFAULT_CAPACITY,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             http_limits: Default::default(),
             gossip_dead_forget: Duration::from_secs(60),
             cluster_secret: None,
@@ -942,12 +946,12 @@ impl Config {
             return Err(invalid("dead_forget_secs", "must be greater than zero"));
         }
         if let Some(secret) = &self.cluster_secret {
-            if secret.len() < crate::wire_auth::MIN_SECRET_LEN {
+            if secret.len() < MIN_SECRET_LEN {
                 return Err(invalid(
                     "cluster_secret",
                     format!(
                         "must be at least {} bytes (it keys the HMAC of gossip and bus messages)",
-                        crate::wire_auth::MIN_SECRET_LEN
+                        MIN_SECRET_LEN
                     ),
                 ));
             }
