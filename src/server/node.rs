@@ -11,7 +11,8 @@ use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
 use crate::server::http::limits::{fit_connections_to_fd_limit, serve, ConnStats};
-use crate::server::http::{router, AppState};
+use crate::server::http::AppState;
+use crate::server::router;
 use crate::HybridCache;
 
 /// Errors starting a node.

@@ -10,74 +10,11 @@ use utoipa::openapi::path::{Operation, Parameter};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr, Required};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::config::Config;
+use crate::server::http::schema::{ErrorBody, Invalidated};
 use crate::server::http::AppState;
-
-/// Every error: `{"error": code, "message": text}`.
-#[derive(Debug, serde::Serialize, ToSchema)]
-#[schema(example = json!({"error": "not_found", "message": "no value for `k` in `roles`"}))]
-pub struct ErrorBody {
-    /// Stable machine-readable code (`not_found`, `unknown_category`, `unauthorized`,
-    /// `bad_body`, `value_too_large`, `unavailable`, ...).
-    pub error: String,
-    /// Human-readable detail.
-    pub message: String,
-}
-
-/// Answer of `POST /v1/invalidate`.
-#[derive(Debug, serde::Serialize, ToSchema)]
-pub struct Invalidated {
-    /// L1 entries removed on this node (other nodes apply the invalidation asynchronously).
-    #[schema(minimum = 0)]
-    pub invalidated: u64,
-}
-
-/// Raw bytes (any content; stored and returned unchanged).
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct Binary(#[allow(dead_code)] Vec<u8>);
-
-/// Path of the value routes.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct ValuePath {
-    /// A configured category.
-    #[allow(dead_code)]
-    category: String,
-    /// The key (any non-empty UTF-8 string, percent-encoded in the path).
-    #[param(min_length = 1)]
-    #[allow(dead_code)]
-    key: String,
-}
-
-/// Query of `PUT`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TtlQuery {
-    /// L2 TTL in seconds, at most ten years (L1 keeps the value at most the category TTL).
-    #[param(minimum = 1, maximum = 315_360_000)]
-    #[allow(dead_code)]
-    ttl: Option<u64>,
-}
-
-/// Headers of `PUT`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct DeadlineHeader {
-    /// Unix time in milliseconds after which the write must not take effect: it is applied
-    /// before then or not at all (408 `deadline_exceeded`, or 503 when Redis refused it as
-    /// late). Clients that time out should send their own deadline.
-    #[param(
-        rename = "x-hc-deadline-ms",
-        nullable = false,
-        minimum = 0,
-        maximum = 253_402_300_799_999_i64
-    )]
-    #[allow(dead_code)]
-    deadline: Option<u64>,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -86,14 +23,14 @@ pub struct DeadlineHeader {
         description = "Two-level (L1 moka + L2 Redis) cache node: values, invalidation, stats, health."
     ),
     paths(
-        crate::server::http::get_value,
-        crate::server::http::put_value,
-        crate::server::http::delete_value,
-        crate::server::http::invalidate,
-        crate::server::http::stats,
-        crate::server::http::cluster,
-        crate::server::http::health,
-        crate::server::http::metrics,
+        crate::server::http::routes::get_value,
+        crate::server::http::routes::put_value,
+        crate::server::http::routes::delete_value,
+        crate::server::http::routes::invalidate,
+        crate::server::http::routes::stats,
+        crate::server::http::routes::cluster,
+        crate::server::http::routes::health,
+        crate::server::http::routes::metrics,
         serve,
         crate::server::ui::page,
     ),

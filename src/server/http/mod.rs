@@ -3,86 +3,50 @@
 //! Every failure is JSON `{"error": code, "message": ...}` with a fitting status, and every
 //! rejection axum produces (bad path, oversized body, malformed JSON) is mapped to that shape
 //! too: a client can never get a node to panic or to answer in another format.
+//!
+//! This module holds the handlers' shared state ([`AppState`]), the request helpers that
+//! map rejections to [`ApiError`] and count them, and the assembly of the routes
+//! ([`routes`], [`finish`]); the handlers are in `routes.rs`, the error shape in
+//! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`]. The whole
+//! application (with `/openapi.json` and `/ui`) is `server::router`, one level up.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Router;
 
-use crate::cluster::{gather_cluster_stats, Membership};
-use crate::error::CacheError;
+use crate::cluster::Membership;
 use crate::stats::NodeCounters;
 use crate::HybridCache;
 
+mod errors;
 pub mod limits;
+pub(crate) mod routes;
+pub mod schema;
+
+pub use errors::ApiError;
+use routes::{cluster, delete_value, get_value, health, invalidate, metrics, put_value, stats};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
+    /// The cache the routes serve.
     pub cache: HybridCache,
+    /// Gossip membership, for `/v1/cluster/stats` and `/metrics`; `None` without gossip.
     pub membership: Option<Arc<dyn Membership>>,
 }
 
-/// A JSON error response.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
-}
-
-impl From<CacheError> for ApiError {
-    fn from(e: CacheError) -> ApiError {
-        let status = match &e {
-            CacheError::UnknownCategory(_) => StatusCode::NOT_FOUND,
-            CacheError::KeyTooLarge { .. } | CacheError::ValueTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            CacheError::InvalidKey(_)
-            | CacheError::InvalidPattern { .. }
-            | CacheError::InvalidTtl(_)
-            | CacheError::Serde(_) => StatusCode::BAD_REQUEST,
-            CacheError::Loader(_) => StatusCode::BAD_GATEWAY,
-            CacheError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CacheError::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
-        };
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
+/// A 400 answer, counted in `http_bad_requests`.
 fn bad_request(state: &AppState, code: &'static str, msg: impl Into<String>) -> ApiError {
     NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
     ApiError::new(StatusCode::BAD_REQUEST, code, msg)
 }
 
+/// The answer to a body that could not be read: 408 on the body read timeout, 413 over the
+/// size limit, else 400 `bad_body`.
 fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
     if crate::server::http::limits::is_body_timeout(&rej) {
         NodeCounters::incr(&state.cache.shared().counters.http_bad_requests);
@@ -107,6 +71,7 @@ fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
     }
 }
 
+/// A 400 `bad_path` answer.
 fn path_error(state: &AppState, rej: PathRejection) -> ApiError {
     bad_request(state, "bad_path", rej.body_text())
 }
@@ -117,295 +82,16 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     crate::server::http::limits::check_bearer(state.cache.config().api_token.as_deref(), headers)
 }
 
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-const X_NODE: HeaderName = HeaderName::from_static("x-node");
-
-/// Read a value: raw bytes as stored, `X-Cache` says which level answered.
-///
-/// The hit path: headers are built from values computed once (`node`: this node's id as a
-/// header value, made by [`router`]) into a map sized for them, so a hit allocates only the
-/// path's two strings and the header map.
-#[utoipa::path(get, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::server::openapi::ValuePath),
-    responses(
-        (status = 200, description = "The value, as stored", content_type = "application/octet-stream",
-         body = crate::server::openapi::Binary,
-         headers(("x-cache" = String, description = "`L1` or `L2`: the level that answered"),
-                 ("x-node" = String, description = "Id of the node that answered"))),
-        (status = 400, description = "Malformed path or key", body = crate::server::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (no value) or `unknown_category`", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large`", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: cannot be served within the staleness bound", body = crate::server::openapi::ErrorBody),
-    ))]
-pub(crate) async fn get_value(
-    State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    node: Option<HeaderValue>,
-) -> Result<Response, ApiError> {
-    let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
-    match state.cache.get_with_source(&category, &key).await? {
-        Some((value, source)) => {
-            let mut headers = HeaderMap::with_capacity(4);
-            headers.insert(
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(X_CACHE, HeaderValue::from_static(source.as_str()));
-            if let Some(node) = node {
-                headers.insert(X_NODE, node);
-            }
-            let mut resp = Response::new(Body::from(value));
-            *resp.headers_mut() = headers;
-            Ok(resp)
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no value for `{key}` in `{category}`"),
-        )),
-    }
-}
-
-/// Write a value (body = raw bytes) in L2 and this node's L1, and invalidate it everywhere else.
-#[utoipa::path(put, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::server::openapi::ValuePath, crate::server::openapi::TtlQuery, crate::server::openapi::DeadlineHeader),
-    request_body(content = crate::server::openapi::Binary, content_type = "application/octet-stream",
-                 description = "The value (at most `max_value_bytes`)"),
-    responses(
-        (status = 204, description = "Stored"),
-        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::server::openapi::ErrorBody),
-        (status = 408, description = "`deadline_exceeded`: `x-hc-deadline-ms` passed before the write was applied; it was not applied", body = crate::server::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::server::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large` or `value_too_large`", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::server::openapi::ErrorBody),
-    ))]
-pub(crate) async fn put_value(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
-    let Query(query) = query.map_err(|r| bad_request(&state, "bad_query", r.body_text()))?;
-    if let Some(unknown) = query.keys().find(|k| k.as_str() != "ttl") {
-        return Err(bad_request(
-            &state,
-            "bad_query",
-            format!("unknown query parameter `{unknown}` (only `ttl`)"),
-        ));
-    }
-    let ttl = match query.get("ttl") {
-        None => None,
-        Some(t) => Some(
-            crate::server::http::limits::parse_ttl(t)
-                .map_err(|m| bad_request(&state, "invalid_ttl", m))?,
-        ),
-    };
-    // Own exactly the value's bytes: a slice would keep hyper's whole read buffer alive
-    // and make L1's byte accounting (and its bound) a lie.
-    let deadline = deadline_of(&headers).map_err(|m| bad_request(&state, "bad_deadline", m))?;
-    let body = Bytes::copy_from_slice(&body.map_err(|r| body_error(&state, r))?);
-    match deadline {
-        Some(d) => {
-            state
-                .cache
-                .set_before(&category, &key, body, ttl, d)
-                .await?
-        }
-        None => state.cache.set(&category, &key, body, ttl).await?,
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The `x-hc-deadline-ms` header of a write: Unix time in milliseconds after which the
-/// write must not take effect (see [`crate::HybridCache::set_before`]).
-pub(crate) const DEADLINE_HEADER: &str = "x-hc-deadline-ms";
-/// The latest deadline accepted: 9999-12-31T23:59:59.999Z (as in the OpenAPI description).
-const MAX_DEADLINE_MS: u64 = 253_402_300_799_999;
-
-fn deadline_of(headers: &HeaderMap) -> Result<Option<std::time::SystemTime>, String> {
-    let Some(v) = headers.get(DEADLINE_HEADER) else {
-        return Ok(None);
-    };
-    let ms = v
-        .to_str()
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .filter(|ms| *ms <= MAX_DEADLINE_MS)
-        .ok_or_else(|| {
-            format!(
-                "`{DEADLINE_HEADER}` must be Unix time in milliseconds, at most {MAX_DEADLINE_MS}"
-            )
-        })?;
-    std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::from_millis(ms))
-        .map(Some)
-        .ok_or_else(|| format!("`{DEADLINE_HEADER}` is out of range"))
-}
-
-/// Delete a key everywhere (deleting an absent key succeeds).
-#[utoipa::path(delete, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::server::openapi::ValuePath),
-    responses(
-        (status = 204, description = "Deleted (or was absent)"),
-        (status = 400, description = "`bad_path`, `invalid_key`", body = crate::server::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::server::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large`", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::server::openapi::ErrorBody),
-    ))]
-pub(crate) async fn delete_value(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
-    let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
-    state.cache.delete(&category, &key).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Body of `POST /v1/invalidate`: `{"category":…,"key":…}` (one exact key, compared as
-/// bytes) or `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InvalidateBody {
-    /// A category name, or `*` for every category.
-    category: String,
-    /// A glob (`get_user_permissions:*`, `*` = the whole category); exactly one of
-    /// `pattern` and `key`.
-    #[schema(min_length = 1)]
-    pattern: Option<String>,
-    /// One exact key (glob characters taken literally); exactly one of `pattern` and `key`.
-    #[schema(min_length = 1)]
-    key: Option<String>,
-}
-
-/// Invalidate one key, or every key matching a glob, of `category` (or all categories), on
-/// every node.
-#[utoipa::path(post, path = "/v1/invalidate", tag = "cache",
-    request_body(content = InvalidateBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::server::openapi::Invalidated),
-        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::server::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::server::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "Body or key too large", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::server::openapi::ErrorBody),
-    ))]
-pub(crate) async fn invalidate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body.map_err(|r| body_error(&state, r))?;
-    let expected =
-        "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
-    let req: InvalidateBody = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(&state, "bad_body", format!("{expected}: {e}")))?;
-    let n = match (&req.pattern, &req.key) {
-        (Some(p), None) => state.cache.invalidate(p, &req.category).await?,
-        (None, Some(k)) => state.cache.invalidate_key(&req.category, k).await?,
-        _ => {
-            return Err(bad_request(
-                &state,
-                "bad_body",
-                format!("{expected}: exactly one of `pattern` and `key`"),
-            ))
-        }
-    };
-    Ok(Json(json!({ "invalidated": n })))
-}
-
-/// This node's stats.
-#[utoipa::path(get, path = "/v1/stats", tag = "cluster",
-    responses((status = 200, description = "Counters and L1 sizes of this node", body = crate::Stats)))]
-pub(crate) async fn stats(State(state): State<AppState>) -> Json<crate::Stats> {
-    Json(state.cache.stats().await)
-}
-
-/// Every node this node knows (itself first), with their last gossiped stats.
-#[utoipa::path(get, path = "/v1/cluster/stats", tag = "cluster",
-    responses((status = 200, description = "The cluster as this node sees it", body = crate::cluster::ClusterStats)))]
-pub(crate) async fn cluster(State(state): State<AppState>) -> Json<crate::cluster::ClusterStats> {
-    let own = state.cache.stats().await;
+/// The API and operations routes of a node: the API routes get the request limits of
+/// [`limits::api_layers`] and the token check before the body is read; `/health` and
+/// `/metrics` stay outside both. [`finish`] completes them.
+pub fn routes(state: &AppState) -> Router<AppState> {
     let cfg = state.cache.config();
-    let gossip = cfg
-        .gossip_advertise
-        .clone()
-        .or_else(|| cfg.gossip_addr.map(|a| a.to_string()))
-        .unwrap_or_default();
-    let membership = state.membership.as_deref();
-    Json(gather_cluster_stats(&own, gossip, cfg.http_advertised(), membership).await)
-}
-
-/// Health for load balancers: 200 `ok`/`degraded`, 503 `isolated`.
-#[utoipa::path(get, path = "/health", tag = "cluster",
-    responses(
-        (status = 200, description = "`ok` or `degraded` (Redis down, serving from L1)", body = crate::Health),
-        (status = 503, description = "`isolated`: neither Redis nor any peer reachable", body = crate::Health),
-    ))]
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    let h = state.cache.health().await;
-    // 503 tells a balancer to drain a node that cannot answer within its guarantee.
-    let code = if state.cache.serving() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(h)).into_response()
-}
-
-/// Prometheus / OpenMetrics text.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses(
-        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
-        (status = 500, description = "Encoding failed", body = crate::server::openapi::ErrorBody),
-    ))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let extra = state
-        .membership
-        .as_ref()
-        .map(|m| m.counters())
-        .unwrap_or_default();
-    let members = state
-        .membership
-        .as_ref()
-        .map(|m| m.members())
-        .unwrap_or_default();
-    let text = crate::server::prometheus::render(&state.cache, extra, &members)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string()))?;
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-/// The router of a node. The API routes get the request limits of
-/// [`crate::server::http::limits::api_layers`] and the token check before the body is read;
-/// `/health` and `/metrics` stay outside both.
-pub fn router(state: AppState) -> Router {
-    let cfg = state.cache.config();
-    let limit = cfg.max_value_bytes;
     let node = HeaderValue::from_str(&cfg.node_id).ok();
     let get_hit = move |state: State<AppState>,
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
-    let node_metrics = state.cache.shared().metrics.clone();
     let api = Router::new()
         .route(
             "/v1/cache/{category}/{key}",
@@ -416,18 +102,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/stats", get(cluster))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::server::http::limits::require_token,
+            limits::require_token,
         ));
-    let api = crate::server::http::limits::api_layers(api, &cfg.http_limits);
+    let api = limits::api_layers(api, &cfg.http_limits);
     Router::new()
         .merge(api)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::server::openapi::serve))
-        .route("/ui", get(crate::server::ui::page))
-        .fallback(not_found)
+}
+
+/// Completes a node's routes (after the last route is added): the JSON answers to an
+/// unknown path or method, the body size limit, the HTTP metrics, and the state.
+pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let limit = state.cache.config().max_value_bytes;
+    let node_metrics = state.cache.shared().metrics.clone();
+    routes
+        .fallback(errors::not_found)
         // Applies to the routes above: keep it after the last `.route`.
-        .method_not_allowed_fallback(crate::server::http::limits::method_not_allowed)
+        .method_not_allowed_fallback(limits::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             node_metrics,
