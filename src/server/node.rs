@@ -18,13 +18,18 @@ use crate::HybridCache;
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The cache (and its actor tree) could not start.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The HTTP listener failed.
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -132,6 +137,7 @@ impl Node {
         &self.conn_stats
     }
 
+    /// The node's cache.
     pub fn cache(&self) -> &HybridCache {
         &self.cache
     }

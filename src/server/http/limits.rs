@@ -54,7 +54,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Counters of the connection layer (read by metrics and tests).
 #[derive(Debug, Default)]
 pub struct ConnStats {
+    /// Connections open now.
     pub open: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
     pub refused: AtomicU64,
 }
 
