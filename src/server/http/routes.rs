@@ -24,7 +24,7 @@ const X_NODE: HeaderName = HeaderName::from_static("x-node");
 /// Read a value: raw bytes as stored, `X-Cache` says which level answered.
 ///
 /// The hit path: headers are built from values computed once (`node`: this node's id as a
-/// header value, made by [`super::routes`]) into a map sized for them, so a hit allocates only the
+/// header value, made by [`router`]) into a map sized for them, so a hit allocates only the
 /// path's two strings and the header map.
 #[utoipa::path(get, path = "/v1/cache/{category}/{key}", tag = "cache",
     params(crate::server::http::schema::ValuePath),
