@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Flags;
 use crate::telemetry::LogFormat;
 
+// clap turns doc comments into `--help` text: these stay undocumented so the help is unchanged.
+#[allow(missing_docs)]
 #[derive(Debug, Parser)]
 #[command(
     name = "hybrid-cache",
@@ -19,6 +21,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// clap turns doc comments into `--help` text: these stay undocumented so the help is unchanged.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a cache node (defaults: 127.0.0.1:8080, L1 only).
@@ -76,6 +80,8 @@ pub enum Command {
     },
 }
 
+// clap turns doc comments into `--help` text: these stay undocumented so the help is unchanged.
+#[allow(missing_docs)]
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// TOML config file (e.g. cluster.toml).
@@ -109,6 +115,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
+    /// The configuration flags these arguments carry.
     pub fn flags(&self) -> Flags {
         Flags {
             config: self.config.clone(),
@@ -122,6 +129,8 @@ impl NodeArgs {
     }
 }
 
+// clap turns doc comments into `--help` text: these stay undocumented so the help is unchanged.
+#[allow(missing_docs)]
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of the node.
@@ -135,10 +144,23 @@ pub struct ClientArgs {
 /// Errors of the client commands.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The node could not be reached.
     #[error("cannot reach {url}: {source}")]
-    Connect { url: String, source: reqwest::Error },
+    Connect {
+        /// The URL called.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The node answered with an error status.
     #[error("{status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body (the node's JSON error).
+        body: String,
+    },
+    /// Reading the value from stdin (`set … -`) failed.
     #[error("cannot read stdin: {0}")]
     Stdin(std::io::Error),
 }

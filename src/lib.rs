@@ -13,8 +13,8 @@
 //! - [`wire`] + [`coherence`] + [`bus`]: every change is broadcast over Redis pub/sub with
 //!   per-origin sequence numbers; the sans-IO [`coherence::Coherence`] machine turns gaps,
 //!   restarts and outages into L1 flushes, so a lost message never leaves a stale entry;
-//! - [`http`], [`resp`], [`cli`], [`node`]: the cache node server (HTTP and the Redis
-//!   protocol) and its command line.
+//! - [`server`] (HTTP, the Redis protocol, node wiring) and [`cli`]: the cache node server
+//!   and its command line.
 //!
 //! Without Redis everything works from L1 alone; when Redis comes back, nodes recover by
 //! themselves.
@@ -56,21 +56,14 @@ pub mod coherence;
 pub mod config;
 pub mod error;
 pub mod gossip;
-pub mod http;
-pub mod http_limits;
 pub mod key;
 pub mod l1;
 pub mod l2;
-pub use coherence::lease;
-pub mod metrics;
-pub mod node;
 pub mod node_metrics;
-pub mod openapi;
 pub mod pattern;
-pub mod resp;
+pub mod server;
 pub mod stats;
 pub mod telemetry;
-pub mod ui;
 pub mod wire;
 pub mod wire_auth;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use hybrid_cache::cli::{run_client, Cli, Command};
 use hybrid_cache::config::Config;
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 
 /// The tokio runtime; `threads` = worker threads (`None`: one per CPU).
 fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
@@ -85,7 +85,7 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn run_node(config: Config) -> anyhow::Result<()> {
     // Listen before starting: a SIGTERM during start-up must not kill the process.
-    let signal = hybrid_cache::node::shutdown_signal();
+    let signal = hybrid_cache::server::node::shutdown_signal();
     let node = Node::start(config).await?;
     node.run_until(signal).await?;
     Ok(())

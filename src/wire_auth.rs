@@ -30,7 +30,7 @@ pub const MAGIC: [u8; 2] = [0xA5, 0x01];
 /// Length of the HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
 /// Shortest usable secret: shorter secrets are rejected at configuration time.
-pub const MIN_SECRET_LEN: usize = 16;
+pub const MIN_SECRET_LEN: usize = crate::config::MIN_SECRET_LEN;
 
 /// Why a payload was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hybrid_cache::config::{Config, RedisTarget};
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use hybrid_cache::wire::{self, BusMessage, ChangeKind, Invalidation};
 use hybrid_cache::Source;
 use serde_json::{json, Value};

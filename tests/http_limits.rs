@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hybrid_cache::config::Config;
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -336,7 +336,7 @@ async fn lowercase_bearer_json_405_and_largest_ttl() {
             .body("v")
             .send()
     };
-    let max = hybrid_cache::http_limits::MAX_TTL_SECS;
+    let max = hybrid_cache::server::http::limits::MAX_TTL_SECS;
     assert_eq!(max, 315_360_000);
     assert_eq!(put_ttl(max).await.unwrap().status(), 204);
     let r = put_ttl(max + 1).await.unwrap();

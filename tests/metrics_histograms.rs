@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use hybrid_cache::config::{Config, RedisTarget};
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use support::RedisServer;
 
 async fn start(redis: Option<RedisTarget>) -> (Node, String) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hybrid_cache::config::{CategoryConfig, Config};
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use serde_json::Value;
 
 async fn start(mut config: Config) -> (Node, String) {

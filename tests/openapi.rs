@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use hybrid_cache::config::Config;
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use serde_json::Value;
 
 async fn doc(token: Option<&str>) -> Value {

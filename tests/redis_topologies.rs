@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hybrid_cache::config::{Config, RedisTarget};
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use support::{free_port, wait_until, Resp, RespConn};
 
 /// Upper bound of every wait for a server or the cluster to get ready.

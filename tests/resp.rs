@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use hybrid_cache::config::Config;
-use hybrid_cache::node::Node;
+use hybrid_cache::server::node::Node;
 use support::{encode_command, read_reply, Resp, RespConn};
 
 async fn start(token: Option<&str>, max_value_bytes: usize) -> (Node, SocketAddr, String) {

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use hybrid_cache::http::{router, AppState};
-use hybrid_cache::http_limits::{parse_ttl, MAX_TTL_SECS};
+use hybrid_cache::server::http::AppState;
+use hybrid_cache::server::router;
+use hybrid_cache::server::http::limits::{parse_ttl, MAX_TTL_SECS};
 use hybrid_cache::HybridCache;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;

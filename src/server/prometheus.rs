@@ -50,6 +50,18 @@ type PerCategory = (
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_categories(&mut encoder)?;
+        self.encode_node_counters(&mut encoder)?;
+        self.encode_status_gauges(&mut encoder)?;
+        self.encode_flushes(&mut encoder)?;
+        self.encode_mailboxes(&mut encoder)?;
+        self.encode_cluster_nodes(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// Per-category hit, miss, load, eviction and size families (label `category`).
+    fn encode_categories(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let per_category: [PerCategory; 8] = [
             ("l1_hits", "L1 hits", MetricType::Counter, |c| c.hits),
             ("l2_hits", "L2 (Redis) hits", MetricType::Counter, |c| {
@@ -93,6 +105,11 @@ impl Collector for Snapshot {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Node-wide counters, then the extra ones of other layers (gossip).
+    fn encode_node_counters(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let k = &self.stats.counters;
         let node: [(&str, &str, u64); 9] = [
             (
@@ -142,6 +159,11 @@ impl Collector for Snapshot {
             let me = encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(me)?;
         }
+        Ok(())
+    }
+
+    /// Redis and isolation status gauges, and the L2 backlog.
+    fn encode_status_gauges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let gauges = [
             (
                 "redis_up",
@@ -174,6 +196,11 @@ impl Collector for Snapshot {
             let me = encoder.encode_descriptor(&full, help, None, MetricType::Gauge)?;
             ConstGauge::new(v as i64).encode(me)?;
         }
+        Ok(())
+    }
+
+    /// Full L1 flushes by reason.
+    fn encode_flushes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Flushes by reason; flushes counted before a reason was recorded for them are `other`,
         // so the sum over reasons stays the node's flush total.
         let mut me = encoder.encode_descriptor(
@@ -182,6 +209,7 @@ impl Collector for Snapshot {
             None,
             MetricType::Counter,
         )?;
+        let k = &self.stats.counters;
         let labelled: u64 = self.flushes_by_reason.values().sum();
         let other = k.coherence_flushes.saturating_sub(labelled);
         let reasons = self
@@ -193,6 +221,11 @@ impl Collector for Snapshot {
             let labels = vec![("reason".to_string(), reason.to_string())];
             ConstCounter::new(n).encode(me.encode_family(&labels)?)?;
         }
+        Ok(())
+    }
+
+    /// Depth, capacity and overflows of each mailbox (label `mailbox`).
+    fn encode_mailboxes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type MailboxField = fn(&(String, u64, u64, u64)) -> u64;
         let per_mailbox: [(&str, &str, MetricType, MailboxField); 3] = [
             (
@@ -225,6 +258,11 @@ impl Collector for Snapshot {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Known nodes by gossip state (label `state`).
+    fn encode_cluster_nodes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // The same per-state counts under the older name and the one of CONTRACT §12.
         for (name, help) in [
             (

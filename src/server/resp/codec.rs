@@ -25,18 +25,25 @@ const MAX_LEN_DIGITS: usize = 20;
 /// closes, like redis-server.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// A `*` line whose count is not a number in range.
     #[error("Protocol error: invalid multibulk length")]
     MultibulkLength,
+    /// A `$` line whose length is not a number in range.
     #[error("Protocol error: invalid bulk length")]
     BulkLength,
+    /// The arguments of one command add up to more than the request limit.
     #[error("Protocol error: request of more than {0} bytes")]
     RequestTooLarge(usize),
+    /// An array element that is not a bulk string.
     #[error("Protocol error: expected '$', got '{0}'")]
     ExpectedBulk(char),
+    /// An inline command line longer than the limit.
     #[error("Protocol error: too big inline request")]
     InlineTooLong,
+    /// A bulk string not followed by `\r\n`.
     #[error("Protocol error: bulk string not followed by CRLF")]
     MissingCrlf,
+    /// The connection failed.
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -50,6 +57,7 @@ pub struct RequestDecoder {
 }
 
 impl RequestDecoder {
+    /// A decoder with these limits (`max_request` is at least `max_bulk`).
     pub fn new(max_bulk: usize, max_request: usize) -> RequestDecoder {
         RequestDecoder {
             max_bulk,

@@ -16,16 +16,20 @@ pub enum Reply {
     Simple(&'static str),
     /// `-CODE message` (the text includes the code).
     Error(String),
+    /// `:n`
     Int(i64),
+    /// `$len` then the bytes.
     Bulk(Bytes),
     /// Nil: `$-1` in RESP2, `_` in RESP3.
     Null,
+    /// `*n` then the elements.
     Array(Vec<Reply>),
     /// A map in RESP3, a flat key/value array in RESP2.
     Map(Vec<(Reply, Reply)>),
 }
 
 impl Reply {
+    /// `+OK`
     pub const OK: Reply = Reply::Simple("OK");
 
     /// `-ERR message`.
@@ -33,6 +37,7 @@ impl Reply {
         Reply::Error(format!("ERR {message}"))
     }
 
+    /// A bulk string of UTF-8 text.
     pub fn bulk(s: impl Into<String>) -> Reply {
         Reply::Bulk(Bytes::from(s.into()))
     }

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 /// The page, as shipped.
-pub const PAGE: &str = include_str!("../assets/ui.html");
+pub const PAGE: &str = include_str!("../../assets/ui.html");
 
 /// Same origin only: the page talks to the node that served it, and runs no foreign code.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \

@@ -1,119 +1,22 @@
-//! The node's HTTP API (axum), CONTRACT §5.
+//! The handlers of the HTTP API, one per route (CONTRACT §5), with the `#[utoipa::path]`
+//! annotations the OpenAPI document is generated from.
 //!
-//! Every failure is JSON `{"error": code, "message": ...}` with a fitting status, and every
-//! rejection axum produces (bad path, oversized body, malformed JSON) is mapped to that shape
-//! too: a client can never get a node to panic or to answer in another format.
+//! Why its own file: handlers only parse, authorize and call the facade; what they share
+//! (state, error mapping, request helpers) lives in the parent module.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cluster::{gather_cluster_stats, Membership};
-use crate::error::CacheError;
-use crate::stats::NodeCounters;
-use crate::HybridCache;
-
-/// Shared state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub cache: HybridCache,
-    pub membership: Option<Arc<dyn Membership>>,
-}
-
-/// A JSON error response.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
-    }
-}
-
-impl From<CacheError> for ApiError {
-    fn from(e: CacheError) -> ApiError {
-        let status = match &e {
-            CacheError::UnknownCategory(_) => StatusCode::NOT_FOUND,
-            CacheError::KeyTooLarge { .. } | CacheError::ValueTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            CacheError::InvalidKey(_)
-            | CacheError::InvalidPattern { .. }
-            | CacheError::InvalidTtl(_)
-            | CacheError::Serde(_) => StatusCode::BAD_REQUEST,
-            CacheError::Loader(_) => StatusCode::BAD_GATEWAY,
-            CacheError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CacheError::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
-        };
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
-fn bad_request(state: &AppState, code: &'static str, msg: impl Into<String>) -> ApiError {
-    NodeCounters::incr(&state.cache.counters().http_bad_requests);
-    ApiError::new(StatusCode::BAD_REQUEST, code, msg)
-}
-
-fn body_error(state: &AppState, rej: BytesRejection) -> ApiError {
-    if crate::http_limits::is_body_timeout(&rej) {
-        NodeCounters::incr(&state.cache.counters().http_bad_requests);
-        return ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "request body not received within the body read timeout",
-        );
-    }
-    if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        NodeCounters::incr(&state.cache.counters().http_bad_requests);
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!(
-                "body exceeds the limit of {} bytes",
-                state.cache.config().max_value_bytes
-            ),
-        )
-    } else {
-        bad_request(state, "bad_body", rej.body_text())
-    }
-}
-
-fn path_error(state: &AppState, rej: PathRejection) -> ApiError {
-    bad_request(state, "bad_path", rej.body_text())
-}
-
-/// Also enforced earlier by [`crate::http_limits::require_token`] (before the body is read);
-/// kept here so a handler stays guarded wherever it is mounted.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    crate::http_limits::check_bearer(state.cache.config().api_token.as_deref(), headers)
-}
+use super::{authorize, bad_request, body_error, path_error, ApiError, AppState};
+use crate::cluster::gather_cluster_stats;
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
@@ -124,16 +27,16 @@ const X_NODE: HeaderName = HeaderName::from_static("x-node");
 /// header value, made by [`router`]) into a map sized for them, so a hit allocates only the
 /// path's two strings and the header map.
 #[utoipa::path(get, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::openapi::ValuePath),
+    params(crate::server::http::schema::ValuePath),
     responses(
         (status = 200, description = "The value, as stored", content_type = "application/octet-stream",
-         body = crate::openapi::Binary,
+         body = crate::server::http::schema::Binary,
          headers(("x-cache" = String, description = "`L1` or `L2`: the level that answered"),
                  ("x-node" = String, description = "Id of the node that answered"))),
-        (status = 400, description = "Malformed path or key", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`not_found` (no value) or `unknown_category`", body = crate::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large`", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`: cannot be served within the staleness bound", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed path or key", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`not_found` (no value) or `unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = crate::server::http::schema::ErrorBody),
+        (status = 503, description = "`unavailable`: cannot be served within the staleness bound", body = crate::server::http::schema::ErrorBody),
     ))]
 pub(crate) async fn get_value(
     State(state): State<AppState>,
@@ -166,17 +69,17 @@ pub(crate) async fn get_value(
 
 /// Write a value (body = raw bytes) in L2 and this node's L1, and invalidate it everywhere else.
 #[utoipa::path(put, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::openapi::ValuePath, crate::openapi::TtlQuery, crate::openapi::DeadlineHeader),
-    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream",
+    params(crate::server::http::schema::ValuePath, crate::server::http::schema::TtlQuery, crate::server::http::schema::DeadlineHeader),
+    request_body(content = crate::server::http::schema::Binary, content_type = "application/octet-stream",
                  description = "The value (at most `max_value_bytes`)"),
     responses(
         (status = 204, description = "Stored"),
-        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::openapi::ErrorBody),
-        (status = 408, description = "`deadline_exceeded`: `x-hc-deadline-ms` passed before the write was applied; it was not applied", body = crate::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large` or `value_too_large`", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::server::http::schema::ErrorBody),
+        (status = 408, description = "`deadline_exceeded`: `x-hc-deadline-ms` passed before the write was applied; it was not applied", body = crate::server::http::schema::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 413, description = "`key_too_large` or `value_too_large`", body = crate::server::http::schema::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::server::http::schema::ErrorBody),
     ))]
 pub(crate) async fn put_value(
     State(state): State<AppState>,
@@ -198,7 +101,8 @@ pub(crate) async fn put_value(
     let ttl = match query.get("ttl") {
         None => None,
         Some(t) => Some(
-            crate::http_limits::parse_ttl(t).map_err(|m| bad_request(&state, "invalid_ttl", m))?,
+            crate::server::http::limits::parse_ttl(t)
+                .map_err(|m| bad_request(&state, "invalid_ttl", m))?,
         ),
     };
     // Own exactly the value's bytes: a slice would keep hyper's whole read buffer alive
@@ -245,14 +149,14 @@ fn deadline_of(headers: &HeaderMap) -> Result<Option<std::time::SystemTime>, Str
 
 /// Delete a key everywhere (deleting an absent key succeeds).
 #[utoipa::path(delete, path = "/v1/cache/{category}/{key}", tag = "cache",
-    params(crate::openapi::ValuePath),
+    params(crate::server::http::schema::ValuePath),
     responses(
         (status = 204, description = "Deleted (or was absent)"),
-        (status = 400, description = "`bad_path`, `invalid_key`", body = crate::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
-        (status = 413, description = "`key_too_large`", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`bad_path`, `invalid_key`", body = crate::server::http::schema::ErrorBody),
+        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 413, description = "`key_too_large`", body = crate::server::http::schema::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::server::http::schema::ErrorBody),
     ))]
 pub(crate) async fn delete_value(
     State(state): State<AppState>,
@@ -286,12 +190,12 @@ pub(crate) struct InvalidateBody {
 #[utoipa::path(post, path = "/v1/invalidate", tag = "cache",
     request_body(content = InvalidateBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::openapi::Invalidated),
-        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::openapi::ErrorBody),
-        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::openapi::ErrorBody),
-        (status = 404, description = "`unknown_category`", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body or key too large", body = crate::openapi::ErrorBody),
-        (status = 503, description = "`unavailable`", body = crate::openapi::ErrorBody),
+        (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::server::http::schema::Invalidated),
+        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::server::http::schema::ErrorBody),
+        (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 413, description = "Body or key too large", body = crate::server::http::schema::ErrorBody),
+        (status = 503, description = "`unavailable`", body = crate::server::http::schema::ErrorBody),
     ))]
 pub(crate) async fn invalidate(
     State(state): State<AppState>,
@@ -361,7 +265,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String),
-        (status = 500, description = "Encoding failed", body = crate::openapi::ErrorBody),
+        (status = 500, description = "Encoding failed", body = crate::server::http::schema::ErrorBody),
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let extra = state
@@ -374,7 +278,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         .as_ref()
         .map(|m| m.members())
         .unwrap_or_default();
-    let text = crate::metrics::render(&state.cache, extra, &members)
+    let text = crate::server::prometheus::render(&state.cache, extra, &members)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "metrics", e.to_string()))?;
     Ok((
@@ -385,50 +289,4 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         text,
     )
         .into_response())
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-/// The router of a node. The API routes get the request limits of
-/// [`crate::http_limits::api_layers`] and the token check before the body is read;
-/// `/health` and `/metrics` stay outside both.
-pub fn router(state: AppState) -> Router {
-    let cfg = state.cache.config();
-    let limit = cfg.max_value_bytes;
-    let node = HeaderValue::from_str(&cfg.node_id).ok();
-    let get_hit = move |state: State<AppState>,
-                        path: Result<Path<(String, String)>, PathRejection>| {
-        get_value(state, path, node.clone())
-    };
-    let node_metrics = state.cache.node_metrics().clone();
-    let api = Router::new()
-        .route(
-            "/v1/cache/{category}/{key}",
-            get(get_hit).put(put_value).delete(delete_value),
-        )
-        .route("/v1/invalidate", post(invalidate))
-        .route("/v1/stats", get(stats))
-        .route("/v1/cluster/stats", get(cluster))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http_limits::require_token,
-        ));
-    let api = crate::http_limits::api_layers(api, &cfg.http_limits);
-    Router::new()
-        .merge(api)
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(crate::openapi::serve))
-        .route("/ui", get(crate::ui::page))
-        .fallback(not_found)
-        // Applies to the routes above: keep it after the last `.route`.
-        .method_not_allowed_fallback(crate::http_limits::method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            node_metrics,
-            crate::node_metrics::track_http,
-        ))
-        .with_state(state)
 }

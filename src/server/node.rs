@@ -10,20 +10,26 @@ use tokio::sync::watch;
 use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
-use crate::http::{router, AppState};
-use crate::http_limits::{fit_connections_to_fd_limit, serve, ConnStats};
+use crate::server::http::limits::{fit_connections_to_fd_limit, serve, ConnStats};
+use crate::server::http::AppState;
+use crate::server::router;
 use crate::HybridCache;
 
 /// Errors starting a node.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
+    /// The cache (and its actor tree) could not start.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The HTTP listener failed.
     #[error("http server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -74,7 +80,11 @@ impl Node {
         });
         let (stop, mut stopped) = watch::channel(false);
         if let Some(l) = resp_listener {
-            tokio::spawn(crate::resp::serve(l, cache.clone(), stopped.clone()));
+            tokio::spawn(crate::server::resp::serve(
+                l,
+                cache.clone(),
+                stopped.clone(),
+            ));
         }
         let conn_stats = Arc::new(ConnStats::default());
         let limits = cache.config().http_limits;
@@ -127,6 +137,7 @@ impl Node {
         &self.conn_stats
     }
 
+    /// The node's cache.
     pub fn cache(&self) -> &HybridCache {
         &self.cache
     }

@@ -39,7 +39,8 @@ use tower::BoxError;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::http::{ApiError, AppState};
+pub use crate::config::HttpLimits;
+use crate::server::http::{ApiError, AppState};
 
 /// Largest `ttl` (seconds) a write accepts: ten years of 365 days.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -50,32 +51,12 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 /// How long a graceful shutdown waits for open connections before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTP server limits (see the module table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub request_timeout: Duration,
-    pub max_in_flight: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(5),
-            body_read_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(15),
-            max_in_flight: 512,
-        }
-    }
-}
-
 /// Counters of the connection layer (read by metrics and tests).
 #[derive(Debug, Default)]
 pub struct ConnStats {
+    /// Connections open now.
     pub open: AtomicU64,
+    /// Connections closed at once because `max_connections` were open.
     pub refused: AtomicU64,
 }
 

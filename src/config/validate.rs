@@ -1,0 +1,234 @@
+//! The checks a resolved [`Config`] must pass before anything starts.
+//!
+//! Why its own file: validation is the contract of the configuration (every error names its
+//! field, the first fault found is the one reported), and it reads best as one short
+//! function per concern, run in a fixed order.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{invalid, Config, ConfigError, RedisTarget, MIN_SECRET_LEN};
+
+/// Parses an `ip:port` address; the error names `field`.
+pub(super) fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse::<SocketAddr>()
+        .map_err(|e| invalid(field, format!("`{value}` is not an ip:port address ({e})")))
+}
+
+/// Checks a `host:port` address (a host name is allowed); the error names `field`.
+pub(super) fn check_host_port(field: &str, value: &str) -> Result<(), ConfigError> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(invalid(
+            field,
+            format!("`{value}` is not a host:port address"),
+        )),
+    }
+}
+
+impl Config {
+    /// Checks invariants; every error names its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_identity()?;
+        self.validate_staleness_bound()?;
+        self.validate_categories()?;
+        self.validate_sizes()?;
+        self.validate_http_limits()?;
+        self.validate_redis()?;
+        self.validate_gossip()
+    }
+
+    /// Node id, namespace, and that there is something to serve.
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            return Err(invalid("node_id", "must be 1..=64 characters"));
+        }
+        if !self
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid("node_id", "only letters, digits, `-`, `_`, `.`"));
+        }
+        if self.namespace.is_empty() || self.namespace.contains([' ', ':', '*']) {
+            return Err(invalid(
+                "namespace",
+                "must be non-empty without spaces, `:` or `*`",
+            ));
+        }
+        if self.categories.is_empty() {
+            return Err(invalid("categories", "at least one category is required"));
+        }
+        Ok(())
+    }
+
+    /// The staleness bound B: the lease is renewed every B/4.
+    fn validate_staleness_bound(&self) -> Result<(), ConfigError> {
+        let b = self.staleness_bound;
+        if b < Duration::from_millis(4) || b > Duration::from_secs(60) {
+            return Err(invalid(
+                "staleness_bound_ms",
+                "must be between 4 and 60000 (the lease is renewed every B/4)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Category names and their TTL and capacity.
+    fn validate_categories(&self) -> Result<(), ConfigError> {
+        for (name, cat) in &self.categories {
+            if name.is_empty()
+                || name == "*"
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(invalid(
+                    &format!("categories.{name}"),
+                    "category names are letters, digits, `-`, `_`",
+                ));
+            }
+            if cat.max_entries == 0 {
+                return Err(invalid(
+                    &format!("categories.{name}.max_entries"),
+                    "must be greater than zero",
+                ));
+            }
+            if cat.max_bytes == Some(0) {
+                return Err(invalid(
+                    &format!("categories.{name}.max_bytes"),
+                    "must be greater than zero",
+                ));
+            }
+            if cat.ttl_secs == 0 {
+                return Err(invalid(
+                    &format!("categories.{name}.ttl_secs"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Key and value sizes, mailbox capacity, the node-wide L1 cap.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
+        if self.max_key_bytes == 0 {
+            return Err(invalid("max_key_bytes", "must be greater than zero"));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(invalid("max_value_bytes", "must be greater than zero"));
+        }
+        if !(1..=1_000_000).contains(&self.mailbox_capacity) {
+            return Err(invalid("mailbox_capacity", "must be between 1 and 1000000"));
+        }
+        if self.l1_max_bytes < 1024 * 1024 {
+            return Err(invalid("l1_max_bytes", "must be at least 1048576 (1 MiB)"));
+        }
+        Ok(())
+    }
+
+    /// Every HTTP limit is positive.
+    fn validate_http_limits(&self) -> Result<(), ConfigError> {
+        let lim = &self.http_limits;
+        for (field, zero) in [
+            ("max_connections", lim.max_connections == 0),
+            ("max_in_flight", lim.max_in_flight == 0),
+            ("header_read_timeout_ms", lim.header_read_timeout.is_zero()),
+            ("body_read_timeout_ms", lim.body_read_timeout.is_zero()),
+            ("request_timeout_ms", lim.request_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(invalid(field, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis timeout, the target's addresses, the replica count.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        if self.redis_timeout.is_zero() {
+            return Err(invalid("redis_timeout_ms", "must be greater than zero"));
+        }
+        match &self.redis {
+            Some(RedisTarget::Url { url, .. }) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "redis.url",
+                        format!("`{url}` must start with redis:// or rediss://"),
+                    ));
+                }
+            }
+            Some(RedisTarget::Sentinel {
+                sentinels, master, ..
+            }) => {
+                if sentinels.is_empty() {
+                    return Err(invalid("redis.sentinels", "at least one host:port"));
+                }
+                for s in sentinels {
+                    check_host_port("redis.sentinels", s)?;
+                }
+                if master.is_empty() {
+                    return Err(invalid("redis.master_name", "must not be empty"));
+                }
+            }
+            Some(RedisTarget::Cluster { nodes, .. }) => {
+                if nodes.is_empty() {
+                    return Err(invalid("redis.cluster_nodes", "at least one host:port"));
+                }
+                for n in nodes {
+                    check_host_port("redis.cluster_nodes", n)?;
+                }
+            }
+            Some(RedisTarget::Parts { .. }) | None => {}
+        }
+        if self.l2_min_replicas > 16 {
+            return Err(invalid("l2_min_replicas", "at most 16"));
+        }
+        Ok(())
+    }
+
+    /// Gossip timing, the cluster secret, TLS off loopback, peers.
+    fn validate_gossip(&self) -> Result<(), ConfigError> {
+        if self.gossip_probe_period.is_zero() || self.gossip_suspect_timeout.is_zero() {
+            return Err(invalid(
+                "gossip_probe_period_ms",
+                "must be greater than zero",
+            ));
+        }
+        if self.gossip_dead_forget.is_zero() {
+            return Err(invalid("dead_forget_secs", "must be greater than zero"));
+        }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < MIN_SECRET_LEN {
+                return Err(invalid(
+                    "cluster_secret",
+                    format!(
+                        "must be at least {} bytes (it keys the HMAC of gossip and bus messages)",
+                        MIN_SECRET_LEN
+                    ),
+                ));
+            }
+        }
+        if let Some(g) = self.gossip_addr {
+            if self.tls.is_none() && !g.ip().is_loopback() {
+                return Err(invalid(
+                    "gossip",
+                    format!("{g} is not a loopback address: gossip off loopback needs [tls] (ca, cert, key; see `hybrid-cache certs`)"),
+                ));
+            }
+            if self.tls.is_none() && self.cluster_secret.is_none() {
+                return Err(invalid(
+                    "cluster_secret",
+                    "gossip without [tls] needs a shared cluster secret (HC_CLUSTER_SECRET or cluster_secret): without one any local process could speak for a node",
+                ));
+            }
+        }
+        if !self.peers.is_empty() && self.gossip_addr.is_none() {
+            return Err(invalid("peers", "peers need a gossip address (--gossip)"));
+        }
+        Ok(())
+    }
+}
