@@ -185,7 +185,7 @@ async fn main() {
         )
         .await;
         let t0 = Instant::now();
-        hybrid_cache::bus::publish(
+        hybrid_cache::internals::publish(
             a.bus(),
             Some("general"),
             hybrid_cache::wire::Target::Key(key.clone()),

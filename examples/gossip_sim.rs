@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use hybrid_cache::gossip::sim::{run, SimConfig};
+use hybrid_cache::internals::sim::{run, SimConfig};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -17,13 +17,28 @@ pub enum CacheError {
     InvalidKey(String),
     /// The key is longer than `max_key_bytes`.
     #[error("key of {len} bytes exceeds the limit of {max} bytes")]
-    KeyTooLarge { len: usize, max: usize },
+    KeyTooLarge {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The value is larger than `max_value_bytes`.
     #[error("value of {len} bytes exceeds the limit of {max} bytes")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The invalidation pattern is not a valid glob.
     #[error("invalid pattern `{pattern}`: {reason}")]
-    InvalidPattern { pattern: String, reason: String },
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The ttl is zero or out of range.
     #[error("invalid ttl: {0}")]
     InvalidTtl(String),

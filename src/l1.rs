@@ -85,6 +85,7 @@ pub struct L1Category {
     stripes: [AtomicU64; STRIPES],
     category_gen: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+    /// Hit, miss, eviction and expiry counters of this category.
     pub counters: Arc<CategoryCounters>,
 }
 
@@ -145,10 +146,12 @@ impl L1Category {
         }
     }
 
+    /// The category's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The category's settings.
     pub fn config(&self) -> CategoryConfig {
         self.config
     }

@@ -4,20 +4,26 @@
 //! templates…): a bounded per-process **L1** (moka, TTL per category) in front of an optional
 //! shared **L2** (Redis), in front of your database.
 //!
-//! The story of the crate, in module order:
-//! - [`config`]: categories, Redis and cluster settings (flags > env > `cluster.toml` > defaults);
-//! - [`l1`]: one moka cache per category; readers hit it directly, lock-free;
-//! - [`l2`]: Redis, namespaced, with per-category generations and tombstones;
-//! - [`cache`]: [`HybridCache`], the facade: `get`/`set`/`delete`/`invalidate`/`get_or_load`;
-//! - [`actors`]: the ractor tree that owns every L1 (one writer each) and restarts what crashes;
-//! - [`wire`] + [`coherence`] + [`bus`]: every change is broadcast over Redis pub/sub with
-//!   per-origin sequence numbers; the sans-IO [`coherence::Coherence`] machine turns gaps,
-//!   restarts and outages into L1 flushes, so a lost message never leaves a stale entry;
-//! - [`server`] (HTTP, the Redis protocol, node wiring) and [`cli`]: the cache node server
-//!   and its command line.
+//! The story of the crate, from the bottom up (dependencies point down only; see
+//! `docs/ARCHITECTURE.md` for the map):
+//! - leaf types with no I/O: `config` (categories, Redis and cluster settings: flags > env >
+//!   `cluster.toml` > defaults), [`pattern`] (the glob grammar shared by L1 and L2), [`key`],
+//!   [`wire`] (every message between nodes, versioned bincode) and [`wire_auth`] (the cluster
+//!   key that signs them), `stats`, `error`;
+//! - **decisions, sans-IO**: `coherence` turns inputs (bus messages, link events, time) into
+//!   actions (flush, renew the freshness lease, acknowledge a strict write). It never does I/O,
+//!   so its tests run on virtual time with loss, reordering and pauses;
+//! - **state owners**: `l1` (one moka cache per category; a hit touches only the moka handle
+//!   and the lease deadline), `l2` (Redis: single, Sentinel or Cluster behind one handle),
+//!   `actors` (the only writer of each L1), `bus` (the Redis pub/sub link driving the
+//!   coherence machine, through a `NodePort` the facade provides), `gossip` (QUIC membership);
+//! - **the facade**: [`HybridCache`], the library API: `get`/`set`/`delete`/`invalidate`/
+//!   `get_or_load`, stats and health. It starts the actor tree and owns the node's state;
+//! - **front ends**: [`server`] (HTTP, the Redis protocol, Prometheus, the `/ui` page, node
+//!   wiring) and [`cli`] (the `hybrid-cache` command).
 //!
 //! Without Redis everything works from L1 alone; when Redis comes back, nodes recover by
-//! themselves.
+//! themselves. The [`guide`] walks through the library with runnable examples.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,27 +53,44 @@
 //! # }).unwrap();
 //! ```
 
-pub mod actors;
-pub mod bus;
-pub mod cache;
+#![warn(missing_docs)]
+
+mod actors;
+mod bus;
+mod cache;
+mod cluster;
+mod coherence;
+mod error;
+mod gossip;
+mod l1;
+mod l2;
+mod node_metrics;
+mod stats;
+
 pub mod cli;
-pub mod cluster;
-pub mod coherence;
 pub mod config;
-pub mod error;
-pub mod gossip;
+pub mod guide;
 pub mod key;
-pub mod l1;
-pub mod l2;
-pub mod node_metrics;
 pub mod pattern;
 pub mod server;
-pub mod stats;
 pub mod telemetry;
 pub mod wire;
 pub mod wire_auth;
 
-pub use cache::{HybridCache, HybridCacheBuilder, Source};
+pub use cache::{BuildError, HybridCache, HybridCacheBuilder, Source};
 pub use config::Config;
 pub use error::CacheError;
-pub use stats::{Health, Stats, Status};
+pub use gossip::{generate_certs, GossipError};
+pub use stats::{
+    CategoryStats, CoherenceStats, Counters, Health, HealthCache, L1Size, Stats, Status,
+};
+
+/// Internals reachable from the repository's own tests, benches, examples and fuzz targets.
+/// Not part of the API: no stability promise, hidden from the documentation.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::bus::{channel, publish};
+    pub use crate::gossip::sim;
+    pub use crate::l1::L1Category;
+    pub use crate::l2::{L2, LATE_WRITE_ALLOWANCE, TAG_VALUE};
+}

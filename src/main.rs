@@ -52,7 +52,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Certs { out, nodes } => match hybrid_cache::gossip::generate_certs(&out, &nodes) {
+        Command::Certs { out, nodes } => match hybrid_cache::generate_certs(&out, &nodes) {
             Ok(()) => {
                 println!(
                     "wrote CA and certificates for {} to {}",

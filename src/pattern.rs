@@ -83,18 +83,25 @@ pub enum Pattern {
 /// Why a glob was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GlobError {
+    /// The pattern is empty.
     #[error("empty pattern")]
     Empty,
+    /// The pattern is longer than the limit (its length, the limit).
     #[error("pattern too long ({0} bytes, at most {1})")]
     TooLong(usize, usize),
+    /// A `[` is never closed (its byte offset).
     #[error("`[` at byte {0} is never closed by `]` (write `\\[` for a literal `[`)")]
     UnclosedSet(usize),
+    /// A `[]` set is empty (its byte offset).
     #[error("empty set at byte {0} (write `\\]` for a literal `]`)")]
     EmptySet(usize),
+    /// A final `\` escapes nothing.
     #[error("trailing `\\` escapes nothing (write `\\\\` for a literal `\\`)")]
     TrailingBackslash,
+    /// A range runs backwards (`z-a`).
     #[error("range `{0}-{1}` is reversed")]
     ReversedRange(char, char),
+    /// The pattern has too many wildcards to match in bounded time.
     #[error("pattern too complex: {0}")]
     TooComplex(String),
 }

@@ -30,10 +30,15 @@ impl NodeCounters {
 /// `l1_caches.<category>` of `/v1/stats`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CategoryStats {
+    /// Live L1 entries.
     pub size: u64,
+    /// The category's L1 entry bound.
     pub maxsize: u64,
+    /// The category's L1 TTL, in seconds.
     pub ttl: u64,
+    /// L1 hits since start.
     pub hits: u64,
+    /// L1 misses since start.
     pub misses: u64,
     /// `bounded` or `strict`.
     #[serde(default)]
@@ -49,30 +54,50 @@ pub struct CategoryStats {
 /// `counters` of `/v1/stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counters {
+    /// Reads answered from L1.
     pub hits_l1: u64,
+    /// Reads answered from L2 (Redis).
     pub hits_l2: u64,
+    /// Reads that found the key nowhere.
     pub misses: u64,
+    /// Loader calls of `get_or_load`.
     pub loads: u64,
+    /// L1 entries evicted for size.
     pub evictions: u64,
+    /// Changes this node announced on the bus.
     pub invalidations_sent: u64,
+    /// Changes from other nodes applied to L1.
     pub invalidations_received: u64,
+    /// Whole-L1 flushes ordered by the coherence machine (gaps, restarts, outages).
     pub coherence_flushes: u64,
+    /// Bus or gossip payloads dropped as malformed or unauthenticated.
     pub invalid_messages: u64,
+    /// Bus payloads received twice (Redis and QUIC) and applied once.
     pub duplicate_messages: u64,
+    /// L1 entries that reached their TTL.
     pub expirations: u64,
+    /// L1 fills refused because an invalidation overtook the read that fetched them.
     pub stale_fills_rejected: u64,
+    /// Category actors restarted by the supervisor.
     pub actor_restarts: u64,
+    /// Failed L2 calls.
     pub l2_errors: u64,
+    /// Re-established Redis subscriptions.
     pub redis_reconnects: u64,
+    /// HTTP requests refused as malformed.
     pub http_bad_requests: u64,
 }
 
 /// `GET /v1/stats`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Stats {
+    /// This node's id.
     pub node_id: String,
+    /// Per-category L1 figures.
     pub l1_caches: BTreeMap<String, CategoryStats>,
+    /// Whether Redis is configured and answering.
     pub l2_enabled: bool,
+    /// Node-wide counters.
     pub counters: Counters,
     /// The coherence link and freshness lease.
     #[serde(default)]
@@ -102,8 +127,11 @@ pub struct CoherenceStats {
 /// `cache.l1_stats.<category>` of `/health`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct L1Size {
+    /// Live L1 entries.
     pub size: u64,
+    /// The category's L1 entry bound.
     pub maxsize: u64,
+    /// The category's L1 TTL, in seconds.
     pub ttl: u64,
     /// `bounded` or `strict`.
     #[serde(default)]
@@ -113,8 +141,11 @@ pub struct L1Size {
 /// `cache` of `/health`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct HealthCache {
+    /// Always true: L1 is always on.
     pub l1_enabled: bool,
+    /// Whether Redis is configured and answering.
     pub l2_redis_enabled: bool,
+    /// Per-category L1 sizes.
     pub l1_stats: BTreeMap<String, L1Size>,
 }
 
@@ -133,9 +164,13 @@ pub enum Status {
 /// `GET /health`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Health {
+    /// `ok`, `degraded` or `isolated`.
     pub status: Status,
+    /// `APP_ENV` (default `development`).
     pub env: String,
+    /// This node's id.
     pub node_id: String,
+    /// The cache part (what the original module's `/health` returned).
     pub cache: HealthCache,
 }
 

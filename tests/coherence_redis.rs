@@ -243,7 +243,7 @@ fn redis_key(ns: &str, cat: &str, generation: u64, key: &str) -> String {
 
 /// Writes a value straight into Redis, behind every node's back.
 fn redis_set_value(redis: &RedisServer, key: &str, value: &[u8]) {
-    let mut payload = vec![hybrid_cache::l2::TAG_VALUE];
+    let mut payload = vec![hybrid_cache::internals::TAG_VALUE];
     payload.extend_from_slice(value);
     let r = redis
         .command(&[b"SET", key.as_bytes(), &payload])
@@ -259,7 +259,7 @@ fn redis_get(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
 }
 
 fn tagged(value: &[u8]) -> Vec<u8> {
-    let mut v = vec![hybrid_cache::l2::TAG_VALUE];
+    let mut v = vec![hybrid_cache::internals::TAG_VALUE];
     v.extend_from_slice(value);
     v
 }
@@ -475,7 +475,7 @@ async fn lost_messages_flush_and_never_serve_stale() {
     let b = TestNode::start("b", &ns, Some(target(&redis))).await;
     settle(&[&b]).await;
     let http = client();
-    let channel = hybrid_cache::bus::channel(&ns);
+    let channel = hybrid_cache::internals::channel(&ns);
     let publish = |payload: Vec<u8>| blocking(|| redis.publish_raw(&channel, &payload));
 
     // First contact with a (fake) origin: baseline + flush.
@@ -846,7 +846,7 @@ async fn garbage_on_the_channel_is_counted_and_harmless() {
     let b = TestNode::start("b", &ns, Some(target(&redis))).await;
     settle(&[&a, &b]).await;
     let http = client();
-    let channel = hybrid_cache::bus::channel(&ns);
+    let channel = hybrid_cache::internals::channel(&ns);
 
     let valid = fake_invalidation("ghost", 5, 1, "general", "k");
     let mut payloads: Vec<Vec<u8>> = vec![
@@ -1170,7 +1170,7 @@ async fn node_cut_off_from_redis_refuses_what_it_cannot_vouch_for() {
 /// not overwrite what was there: writes carry a deadline checked against Redis's clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_delivered_write_is_refused_by_redis() {
-    use hybrid_cache::l2::{L2, LATE_WRITE_ALLOWANCE};
+    use hybrid_cache::internals::{L2, LATE_WRITE_ALLOWANCE};
     let redis = RedisServer::start();
     let ns = namespace("late");
     let timeout = Duration::from_millis(150);
@@ -1503,7 +1503,7 @@ async fn forged_bus_messages_are_refused_with_a_cluster_secret() {
     get(&http, &b, "general", "k").await;
     assert_eq!(get(&http, &b, "general", "k").await.1, "L1");
 
-    let channel = hybrid_cache::bus::channel(&ns);
+    let channel = hybrid_cache::internals::channel(&ns);
     let invalid = b.node.cache().stats().await.counters.invalid_messages;
     let flushes = b.flushes().await;
     // A forged "a" invalidation with a huge sequence number, unsealed and wrongly sealed.

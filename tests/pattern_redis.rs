@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hybrid_cache::config::{CategoryConfig, RedisTarget};
-use hybrid_cache::l1::L1Category;
-use hybrid_cache::l2::L2;
+use hybrid_cache::internals::L1Category;
+use hybrid_cache::internals::L2;
 use hybrid_cache::pattern::{Pattern, PatternKind};
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -27,8 +27,6 @@ pub enum CategoryMsg {
         pattern: Pattern,
         reply: Option<RpcReplyPort<u64>>,
     },
-    /// Drop everything (coherence gap, reconnect).
-    Flush { reply: Option<RpcReplyPort<u64>> },
     /// Replies once every message sent before it has been handled: the bus renews the
     /// freshness lease only after the invalidations received before a ping echo are applied.
     Barrier(RpcReplyPort<()>),
@@ -99,12 +97,6 @@ impl Actor for CategoryActor {
             }
             CategoryMsg::Invalidate { pattern, reply } => {
                 let n = l1.invalidate(&pattern).await;
-                if let Some(r) = reply {
-                    let _ = r.send(n);
-                }
-            }
-            CategoryMsg::Flush { reply } => {
-                let n = l1.flush().await;
                 if let Some(r) = reply {
                     let _ = r.send(n);
                 }

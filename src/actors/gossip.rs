@@ -223,10 +223,3 @@ impl Actor for GossipActor {
         Ok(())
     }
 }
-
-impl GossipState {
-    /// The gossip handle (tests use it to simulate a crash).
-    pub fn gossip(&self) -> &Gossip {
-        &self.link.0
-    }
-}

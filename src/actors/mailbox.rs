@@ -25,9 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-/// Default capacity of every mailbox (`mailbox_capacity`, `HC_MAILBOX_CAPACITY`).
-pub const DEFAULT_CAPACITY: usize = crate::config::DEFAULT_MAILBOX_CAPACITY;
-
 /// The slot counter in front of one actor's mailbox.
 #[derive(Debug)]
 pub struct MailboxGate {

@@ -18,4 +18,4 @@ pub mod category;
 pub mod gossip;
 pub mod mailbox;
 
-pub use category::{CategoryActor, CategoryMsg};
+pub use category::CategoryMsg;

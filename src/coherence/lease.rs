@@ -81,11 +81,6 @@ impl Lease {
             });
     }
 
-    /// The staleness bound B.
-    pub fn bound(&self) -> Duration {
-        self.bound
-    }
-
     /// How old the newest echoed ping is (`now - (deadline - B)`), while a lease exists.
     pub fn age(&self) -> Option<Duration> {
         match self.until.load(Ordering::Acquire) {
@@ -98,6 +93,7 @@ impl Lease {
     }
 
     /// Whether this lease is the always-held one of a node without Redis.
+    #[cfg(test)]
     pub fn is_always(&self) -> bool {
         self.until.load(Ordering::Acquire) == ALWAYS
     }

@@ -90,28 +90,27 @@ impl Coherence {
     }
 
     /// The lease deadline: L1 may be served while `now <= lease_until`.
+    #[cfg(test)]
     pub fn lease_until(&self) -> Option<Instant> {
         self.lease.until
     }
 
     /// Whether L1 may be served at `now`.
+    #[cfg(test)]
     pub fn lease_held(&self, now: Instant) -> bool {
         self.lease.held(now)
     }
 
     /// Our node id.
+    #[cfg(test)]
     pub fn node_id(&self) -> &str {
         &self.node_id
     }
 
     /// Our epoch.
+    #[cfg(test)]
     pub fn epoch(&self) -> u64 {
         self.epoch
-    }
-
-    /// The configuration in use.
-    pub fn config(&self) -> &CoherenceConfig {
-        &self.config
     }
 
     /// Current state of the subscription.
@@ -120,11 +119,13 @@ impl Coherence {
     }
 
     /// The last sequence number we assigned (0 = none yet).
+    #[cfg(test)]
     pub fn last_sent_seq(&self) -> u64 {
         self.last_sent_seq
     }
 
     /// When one of our own messages last came back through the subscription.
+    #[cfg(test)]
     pub fn last_self_echo(&self) -> Option<Instant> {
         self.echo.last_echo
     }
@@ -140,12 +141,8 @@ impl Coherence {
         self.peers.enabled && self.link == LinkState::Down
     }
 
-    /// Changes made while Redis is down still waiting.
-    pub fn peer_writes_pending(&self) -> usize {
-        self.peers.writes_pending()
-    }
-
     /// Strict changes of ours still waiting.
+    #[cfg(test)]
     pub fn strict_pending(&self) -> usize {
         self.strict.pending()
     }
@@ -241,6 +238,7 @@ impl Coherence {
 
     /// Gossip declared `node_id` dead: it leaves the named ack sets (not the count Redis
     /// gave, see the module docs).
+    #[cfg(test)]
     pub fn peer_dead(&mut self, node_id: &str, now: Instant) -> Vec<Action> {
         self.strict.peer_dead(node_id);
         self.settle_strict(now)

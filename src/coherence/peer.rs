@@ -159,11 +159,6 @@ impl PeerLease {
         }
     }
 
-    /// Changes made while Redis is down still waiting.
-    pub(super) fn writes_pending(&self) -> usize {
-        self.writes.len()
-    }
-
     /// Releases our Redis-down changes: acknowledged once every needed peer acked,
     /// refused once `bound` passed without.
     pub(super) fn settle_writes(

@@ -88,6 +88,7 @@ impl StrictAcks {
     }
 
     /// `node_id` was declared dead: it leaves the named ack sets (not the count Redis gave).
+    #[cfg(test)]
     pub(super) fn peer_dead(&mut self, node_id: &str) {
         self.heard.remove(node_id);
         for w in self.writes.values_mut() {
@@ -112,6 +113,7 @@ impl StrictAcks {
     }
 
     /// Strict changes still waiting.
+    #[cfg(test)]
     pub(super) fn pending(&self) -> usize {
         self.writes.len()
     }

@@ -52,7 +52,6 @@ mod golden_tests;
 mod tests;
 
 use std::{
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -64,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use config::{GossipConfig, GossipError, TlsPaths};
-pub use query::{Decode, Gathered};
+pub use query::Gathered;
 pub use tls::generate_certs;
 
 use driver::DriverInput;
@@ -148,7 +147,8 @@ impl Gossip {
     }
 
     /// The address the QUIC endpoint is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub fn local_addr(&self) -> std::net::SocketAddr {
         self.inner.local_addr
     }
 
@@ -175,6 +175,7 @@ impl Gossip {
 
     /// Asks every alive and suspect member for its stats, in parallel, waiting at most
     /// `deadline`; members that did not answer in time are listed in `missing`.
+    #[cfg(test)]
     pub async fn gather_stats(&self, deadline: Duration) -> Gathered {
         self.gather_stats_as(deadline, Arc::new(Some)).await
     }
@@ -294,6 +295,7 @@ impl Gossip {
 
     /// Abort every task and close the endpoint without leaving the
     /// cluster (simulates SIGKILL; peers must detect the failure).
+    #[cfg(test)]
     pub fn kill(&self) {
         self.inner.stop_tasks();
         self.inner

@@ -112,6 +112,7 @@ impl Backlog {
     }
 
     /// How many times the backlog overflowed and collapsed to whole categories.
+    #[cfg(test)]
     pub fn collapses(&self) -> u64 {
         self.collapses
     }

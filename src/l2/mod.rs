@@ -50,7 +50,7 @@ use scripts::Scripts;
 use topology::KeyLayout;
 
 pub use backlog::Backlog;
-pub use topology::{connection_info, L2Conn};
+pub use topology::L2Conn;
 
 use crate::config::RedisTarget;
 
