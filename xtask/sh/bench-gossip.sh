@@ -13,7 +13,7 @@
 #   - idle RSS per node (median), and false `dead` (a live node logged dead by anyone).
 #   scripts/bench-gossip.sh --nodes 10,50,100 [--kills 10] [--steady 10]
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 NODES=10,50,100
 KILLS=10
 STEADY=10
@@ -29,7 +29,7 @@ cargo build --release --bin hybrid-cache >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
 exec python3 - "$BIN" "$NODES" "$KILLS" "$STEADY" <<'PY'
 import datetime, os, re, signal, statistics, sys, tempfile, time, urllib.request, json
-sys.path.insert(0, "scripts")
+sys.path.insert(0, "xtask/py")
 from gossip_procs import start_cluster, stop
 
 BIN, SIZES, KILLS, STEADY = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), float(sys.argv[4])

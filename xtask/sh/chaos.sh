@@ -19,21 +19,21 @@ MAX_REQ=${CHAOS_MAX_REQUESTS:-200000}
 VICTIM=${CHAOS_VICTIM:-n2}
 DETECT_TIMEOUT=${CHAOS_DETECT_TIMEOUT:-30}
 LB=http://127.0.0.1:$LB_PORT
-LC="python3 $ROOT/scripts/loadcheck.py"
+LC="python3 $ROOT/xtask/py/loadcheck.py"
 mkdir -p "$STATE"
 
 started_here=0
 LOAD_PID=""
 cleanup() {
   if [ -n "$LOAD_PID" ] && kill -0 "$LOAD_PID" 2>/dev/null; then kill "$LOAD_PID" 2>/dev/null || true; fi
-  if [ "$started_here" = 1 ]; then "$ROOT/scripts/cluster-down.sh" || true; fi
+  if [ "$started_here" = 1 ]; then "$ROOT/xtask/sh/cluster-down.sh" || true; fi
 }
 trap cleanup EXIT
 
 if ! curl -s -o /dev/null -m 2 "$LB/health"; then
   log "cluster not running: starting it"
   started_here=1
-  "$ROOT/scripts/cluster-up.sh"
+  "$ROOT/xtask/sh/cluster-up.sh"
 fi
 is_running "$VICTIM" hybrid-cache || die "$VICTIM is not a node this script's cluster started (no live pid in $STATE)"
 is_running redis redis-server || die "redis (pid in $STATE/redis.pid) is not running"

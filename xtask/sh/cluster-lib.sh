@@ -4,7 +4,7 @@
 # $STATE/<name>.log; stop_proc only ever signals a recorded pid, and only if
 # that pid still runs the program it was recorded for.
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${HC_CLUSTER_STATE:-$ROOT/.cluster}
 CONFIG=${HC_CLUSTER_CONFIG:-$ROOT/cluster.toml}
 BIN=${HC_BIN:-$ROOT/target/release/hybrid-cache}
@@ -117,7 +117,7 @@ write_haproxy_cfg() {
   while read -r id http gossip; do
     servers+="    server $id $http check"$'\n'
   done < <(cluster_nodes)
-  python3 - "$ROOT/scripts/haproxy-local.cfg.in" "$STATE/haproxy.cfg" "$LB_PORT" "$servers" <<'EOF'
+  python3 - "$ROOT/xtask/sh/haproxy-local.cfg.in" "$STATE/haproxy.cfg" "$LB_PORT" "$servers" <<'EOF'
 import sys
 src, dst, port, servers = sys.argv[1:5]
 text = open(src).read().replace("@LB_PORT@", port).replace("@SERVERS@", servers.rstrip("\n"))

@@ -57,7 +57,7 @@ on_exit() {
   local rc=$?
   if [ "$rc" -ne 0 ]; then
     for f in "$STATE"/*.log; do echo "--- tail $f" >&2; tail -n 20 "$f" >&2 || true; done
-    "$ROOT/scripts/cluster-down.sh" || true
+    "$ROOT/xtask/sh/cluster-down.sh" || true
   fi
 }
 trap on_exit EXIT

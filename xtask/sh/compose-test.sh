@@ -18,7 +18,7 @@
 #   PHASE_SECONDS (default 20): load duration per chaos phase.
 #   HC_GRACE_MS (default 500: the coherence bound under full load on 2 cores; older values read within it after the ack are "lagged", later ones stale; 0 = strict).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 PROJECT=hc-test
 export HC_LB_PORT=${HC_LB_PORT:-8080}
@@ -28,12 +28,12 @@ PROM=http://127.0.0.1:$HC_PROM_PORT
 LB=http://127.0.0.1:$HC_LB_PORT
 STATS=http://127.0.0.1:$HC_LB_STATS_PORT
 PHASE=${PHASE_SECONDS:-20}
-LC="python3 $ROOT/scripts/loadcheck.py"
+LC="python3 $ROOT/xtask/py/loadcheck.py"
 declare -A NODE_URL=([n1]=http://127.0.0.1:18081 [n2]=http://127.0.0.1:18082 [n3]=http://127.0.0.1:18083)
 
 log() { echo "[compose-test] $*" >&2; }
 # shellcheck source=compose-lib.sh
-source "$ROOT/scripts/compose-lib.sh"
+source "$ROOT/xtask/sh/compose-lib.sh"
 # The `prometheus` profile is always on, so `down` also removes its container.
 dc() { compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" --profile prometheus "$@"; }
 
@@ -53,7 +53,7 @@ for p in "$HC_LB_PORT" "$HC_LB_STATS_PORT" "$HC_PROM_PORT" 18081 18082 18083; do
 done
 
 log "building images (scripts/docker-images.sh)"
-eval "$("$ROOT/scripts/docker-images.sh" | tail -n1)"
+eval "$("$ROOT/xtask/sh/docker-images.sh" | tail -n1)"
 export REDIS_IMAGE NODE_IMAGE HAPROXY_IMAGE PROMETHEUS_IMAGE
 log "REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"
 

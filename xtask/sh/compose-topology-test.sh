@@ -8,7 +8,7 @@
 # Tears down exactly its own project (`down -v`), also on failure.
 #   scripts/compose-topology-test.sh sentinel|redis-cluster
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 PROFILE=${1:-}
 case "$PROFILE" in sentinel|redis-cluster) ;; *) echo "usage: $0 sentinel|redis-cluster" >&2; exit 2 ;; esac
@@ -16,14 +16,14 @@ PROJECT=hc-topo
 export HC_LB_PORT=${HC_LB_PORT:-8080}
 export HC_LB_STATS_PORT=${HC_LB_STATS_PORT:-18404}
 LB=http://127.0.0.1:$HC_LB_PORT
-LC="python3 $ROOT/scripts/loadcheck.py"
+LC="python3 $ROOT/xtask/py/loadcheck.py"
 log() { echo "[compose-topology-test] $*" >&2; }
 # shellcheck source=compose-lib.sh
-source "$ROOT/scripts/compose-lib.sh"
+source "$ROOT/xtask/sh/compose-lib.sh"
 dc() { compose -p "$PROJECT" -f "$ROOT/docker-compose.yml" --profile "$PROFILE" "$@"; }
 
 docker info >/dev/null 2>&1 || { echo "compose-topology-test: no Docker engine" >&2; exit 1; }
-eval "$("$ROOT/scripts/docker-images.sh" | tail -n1)"
+eval "$("$ROOT/xtask/sh/docker-images.sh" | tail -n1)"
 export REDIS_IMAGE NODE_IMAGE HAPROXY_IMAGE
 export HC_REDIS_HOST=""
 if [ "$PROFILE" = sentinel ]; then

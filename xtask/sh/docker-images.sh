@@ -22,7 +22,7 @@
 #   HC_NO_CARGO=1        do not run `cargo build --release` (binary must exist)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${HC_IMAGE_CACHE:-/var/cache/hc-debootstrap}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm

@@ -7,7 +7,7 @@
 #   scripts/redis-cluster-up.sh failover    kill the primary of the hash tag {${HC_NAMESPACE:-hc}}
 #                                           (the bus slot) and print how long until a replica has it
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${HC_RCLUSTER_STATE:-$ROOT/.redis-cluster}
 BASE=${HC_RCLUSTER_BASE:-17000}
 NS=${HC_NAMESPACE:-hc}

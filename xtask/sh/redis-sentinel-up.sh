@@ -8,7 +8,7 @@
 #   scripts/redis-sentinel-up.sh failover   kill the current primary (SIGKILL) and print how
 #                                           long until the sentinels name a new one
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${HC_SENTINEL_STATE:-$ROOT/.sentinel}
 BASE=${HC_SENTINEL_BASE:-16400}
 MASTER=${HC_SENTINEL_MASTER:-hcmaster}

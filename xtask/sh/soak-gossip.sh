@@ -9,7 +9,7 @@
 # Bounded: each wrk runs for exactly --secs (-d), with 2 connections and 1 thread; the whole
 # script stops every process it started (by pid) when done or interrupted.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 NODES=100
 SECS=600
 WRK=4
@@ -26,7 +26,7 @@ cargo build --release --bin hybrid-cache >&2
 BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
 exec python3 - "$BIN" "$NODES" "$SECS" "$WRK" <<'PY'
 import os, random, re, subprocess, sys, tempfile, time
-sys.path.insert(0, "scripts")
+sys.path.insert(0, "xtask/py")
 from gossip_procs import start_cluster, stop
 
 BIN, N, SECS, WRK = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -18,7 +18,7 @@
 # Prints a Markdown table (per node: first/last post-warm-up sample and slopes) and writes
 # .soak/samples.csv. Uses target/release/hybrid-cache (built if missing).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export HC_CLUSTER_STATE=$ROOT/.soak
 DURATION=600
 WARMUP=120
@@ -84,7 +84,7 @@ mkdir -p "$STATE"
 export HC_CLUSTER_CONFIG=$STATE/soak.toml
 export HC_LB_PORT=$(free_port)
 # shellcheck source=cluster-lib.sh
-source "$ROOT/scripts/cluster-lib.sh"
+source "$ROOT/xtask/sh/cluster-lib.sh"
 REDIS_PORT=$(free_port)
 
 ensure_cmd redis-server redis-server
@@ -159,7 +159,7 @@ while time.monotonic() - t0 <= duration:
 EOF
 SAMPLER_PID=$!
 
-LC="python3 $ROOT/scripts/loadcheck.py load --url $LB --duration $DURATION --grace-ms 500"
+LC="python3 $ROOT/xtask/py/loadcheck.py load --url $LB --duration $DURATION --grace-ms 500"
 $LC --max-requests 3000000 --keys 256 --concurrency 4 --category general --label soak-general --run s1 \
   >"$STATE/load-general.json" 2>&1 &
 LOAD_PIDS+=($!)

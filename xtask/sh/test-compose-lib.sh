@@ -2,7 +2,7 @@
 # Checks scripts/compose-lib.sh picks `docker compose` (v2) when the plugin answers and
 # `docker-compose` (v1) otherwise, with stub commands on a private PATH (no Docker needed).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/v2" "$tmp/v1" "$tmp/none"
@@ -20,7 +20,7 @@ for t in bash sh env; do ln -s "$(command -v "$t")" "$tmp/bin/$t"; done
 run() { # DIR ARGS...: `compose ARGS` with only DIR (and the private bin) on PATH
   local dir=$1; shift
   (cd "$tmp" && env -i PATH="$tmp/$dir:$tmp/bin" "$tmp/bin/bash" -c 'source "$0"; compose "$@"' \
-    "$ROOT/scripts/compose-lib.sh" "$@" 2>&1)
+    "$ROOT/xtask/sh/compose-lib.sh" "$@" 2>&1)
 }
 fail=0
 expect() { if [ "$2" = "$3" ]; then echo "ok: $1"; else echo "FAIL: $1: got '$2', want '$3'"; fail=1; fi; }
