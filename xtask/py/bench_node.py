@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Node vs redis-server, side by side (issue #17). Run through scripts/bench-node.sh.
+"""Node vs redis-server, side by side (issue #17). Run through `cargo xtask bench node`.
 
 Every pair runs interleaved (node, then baseline) in each repetition; the table gives the
 min/median/max of each ratio over the repetitions. CPU per request is the server's
@@ -17,7 +17,7 @@ import threading
 import time
 import http.client
 
-from ports import free_port
+from ports import free_port, redis_server_command
 
 REPS = int(os.environ.get("REPS", "3"))
 ENTRIES = int(os.environ.get("ENTRIES", "100000"))
@@ -64,10 +64,8 @@ def rss(pid):
 
 def start_redis():
     port = free_port()
-    p = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", TMP],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(redis_server_command(port, TMP),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(p)
     wait_port(port, p)
     return p, port

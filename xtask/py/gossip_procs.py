@@ -1,6 +1,6 @@
 """Start and stop a cluster of real node processes for the gossip scripts.
 
-Shared by scripts/bench-gossip.sh and scripts/soak-gossip.sh: both run N release-build
+Shared by bench_gossip.py and soak_gossip.py (`cargo xtask bench gossip`, `cargo xtask soak gossip`): both run N release-build
 nodes (L1 only, no TLS, loopback gossip sealed with a cluster secret, 1 worker thread each),
 every node but the first joining through the first one, with each node's log in LOGDIR/ID.log.
 """

@@ -1,26 +1,12 @@
-"""Free loopback ports for the Python scripts that start nodes (gossip_procs.py, ui-test.py,
-bench_node.py)."""
-import random
-import socket
+"""Free loopback ports and the redis-server command line for the Python programs under
+xtask/py/ (gossip_procs.py, ui_test.py, bench_node.py): the one implementation is the
+hc-testkit crate (testkit/), reached through its Python client testkit/hc_testkit.py.
+Policy: loopback, below the ephemeral range, free for TCP and UDP, never 6379, never the
+same port twice in one process."""
+import os
+import sys
 
-_taken = set()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "testkit"))
 
-
-def free_port():
-    """A loopback port that is free for both TCP and UDP (so it serves an HTTP or a gossip
-    address alike), chosen below the
-    ephemeral range: nodes bind their SWIM sockets on ephemeral ports, which could otherwise
-    take a port chosen here before its node starts. Never 6379, never the same port twice in
-    one process."""
-    while True:
-        p = random.randrange(20000, 32000)
-        if p in _taken:
-            continue
-        try:
-            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, k) as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        _taken.add(p)
-        return p
+from hc_testkit import free_port, free_ports, redis_server_command  # noqa: E402,F401

@@ -16,7 +16,7 @@ Also scrapes the nodes with a real Prometheus (when the `prometheus` binary exis
 targets up and a histogram query returning data.
 Exits non-zero on any failed check. Every process started here is stopped by pid.
 
-Usage: scripts/ui-test.py [--bin target/debug/hybrid-cache] [--screenshot docs/ui.png]
+Usage: cargo xtask ui-test, or python3 xtask/py/ui_test.py [--bin target/debug/hybrid-cache] [--screenshot docs/ui.png]
 """
 import argparse
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chaos run against the local cluster (scripts/cluster-up.sh; started here and
+# Chaos run against the local cluster (cargo xtask cluster up; started here and
 # stopped again if it is not running): bounded load through the balancer
 # (127.0.0.1:${HC_LB_PORT:-8080}) with a staleness checker, while
 #   1. one node is SIGKILLed  -> time until a survivor reports it dead,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop what scripts/cluster-up.sh (or chaos.sh) started: exactly the pids
+# Stop what cargo xtask cluster up (or chaos.sh) started: exactly the pids
 # recorded in .cluster/*.pid, each only if it still runs the recorded program.
 set -euo pipefail
 # shellcheck source=cluster-lib.sh

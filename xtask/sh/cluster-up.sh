@@ -2,7 +2,7 @@
 # Start a local 3-node cluster described by cluster.toml:
 #   redis-server on 127.0.0.1:6390, nodes n1..n3 (release binary), haproxy on
 #   127.0.0.1:${HC_LB_PORT:-8080} (round-robin, health-checked on /health).
-# Logs and pid files in .cluster/; scripts/cluster-down.sh stops exactly those pids.
+# Logs and pid files in .cluster/; cargo xtask cluster down stops exactly those pids.
 # HC_NO_CARGO=1 skips `cargo build --release`.
 set -euo pipefail
 # shellcheck source=cluster-lib.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end test of the container cluster (docker-compose.yml, project hc-test):
-#   0. images from scripts/docker-images.sh (offline; cached), `--profile prometheus up -d`,
+#   0. images from cargo xtask compose images (offline; cached), `--profile prometheus up -d`,
 #      health via the balancer
 #   1. baseline bounded load + staleness checker through 127.0.0.1:${HC_LB_PORT:-8080};
 #      then the profile's real Prometheus (127.0.0.1:${HC_PROM_PORT:-19090}): its 3 node
@@ -52,7 +52,7 @@ for p in "$HC_LB_PORT" "$HC_LB_STATS_PORT" "$HC_PROM_PORT" 18081 18082 18083; do
   fi
 done
 
-log "building images (scripts/docker-images.sh)"
+log "building images (cargo xtask compose images)"
 eval "$("$ROOT/xtask/sh/docker-images.sh" | tail -n1)"
 export REDIS_IMAGE NODE_IMAGE HAPROXY_IMAGE PROMETHEUS_IMAGE
 log "REDIS_IMAGE=$REDIS_IMAGE NODE_IMAGE=$NODE_IMAGE HAPROXY_IMAGE=$HAPROXY_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Container test of the Redis topologies (docker-compose.yml profiles `sentinel` and
 # `redis-cluster`, project hc-topo): up with the profile, the three nodes pointed at it,
-# health through the balancer; bounded load + staleness check (scripts/loadcheck.py) while
+# health through the balancer; bounded load + staleness check (xtask/py/loadcheck.py) while
 # the primary container is `docker kill`ed (Sentinel: redis-s1; Cluster: the primary of the
 # bus slot {hc}); prints the time from the kill to the first acknowledged write through the
 # balancer; fails on a stale read or when writes do not resume within 60 s.
 # Tears down exactly its own project (`down -v`), also on failure.
-#   scripts/compose-topology-test.sh sentinel|redis-cluster
+#   cargo xtask compose topology sentinel|redis-cluster
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"

@@ -10,7 +10,7 @@
 #
 # Prints on stdout (last lines) the variables docker-compose.yml reads:
 #   export REDIS_IMAGE=hc-redis:local NODE_IMAGE=hybrid-cache:local HAPROXY_IMAGE=hc-haproxy:local PROMETHEUS_IMAGE=hc-prometheus:local
-# so `eval "$(scripts/docker-images.sh | tail -n1)"` works. Progress goes to stderr.
+# so `eval "$(cargo xtask compose images | tail -n1)"` works. Progress goes to stderr.
 #
 # Options / environment:
 #   --rebuild            rebuild redis/haproxy/base images even if present

@@ -2,9 +2,9 @@
 # Local Redis Cluster for development: 3 primaries + 3 replicas on loopback (ports
 # ${HC_RCLUSTER_BASE:-17000}..+5, never 6379), created with `redis-cli --cluster create`.
 # State, logs and pid files in .redis-cluster/. Prints the environment a node needs.
-#   scripts/redis-cluster-up.sh             start
-#   scripts/redis-cluster-up.sh down        stop exactly the pids it started (and forget the cluster)
-#   scripts/redis-cluster-up.sh failover    kill the primary of the hash tag {${HC_NAMESPACE:-hc}}
+#   cargo xtask redis cluster-up          start
+#   cargo xtask redis cluster-down        stop exactly the pids it started (and forget the cluster)
+#   cargo xtask redis cluster-failover    kill the primary of the hash tag {${HC_NAMESPACE:-hc}}
 #                                           (the bus slot) and print how long until a replica has it
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -74,7 +74,7 @@ for cmd in redis-server redis-cli python3; do
 done
 mkdir -p "$STATE"
 for f in "$STATE"/*.pid; do
-  [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && { log "already running ($f); '$0 down' first"; exit 1; }
+  [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && { log "already running ($f); 'cargo xtask redis cluster-down' first"; exit 1; }
 done
 addrs=()
 for i in 0 1 2 3 4 5; do

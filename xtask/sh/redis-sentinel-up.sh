@@ -3,9 +3,9 @@
 # loopback (ports from ${HC_SENTINEL_BASE:-16400}: primary +0, replicas +1 +2, sentinels
 # +10 +11 +12; never 6379), master name ${HC_SENTINEL_MASTER:-hcmaster}. State, logs and
 # pid files in .sentinel/. Prints the environment a node needs.
-#   scripts/redis-sentinel-up.sh            start (idempotent: refuses if .sentinel has live pids)
-#   scripts/redis-sentinel-up.sh down       stop exactly the pids it started
-#   scripts/redis-sentinel-up.sh failover   kill the current primary (SIGKILL) and print how
+#   cargo xtask redis sentinel-up         start (idempotent: refuses if .sentinel has live pids)
+#   cargo xtask redis sentinel-down       stop exactly the pids it started
+#   cargo xtask redis sentinel-failover   kill the current primary (SIGKILL) and print how
 #                                           long until the sentinels name a new one
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -52,7 +52,7 @@ for cmd in redis-server redis-sentinel redis-cli; do
 done
 mkdir -p "$STATE"
 for f in "$STATE"/*.pid; do
-  [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && { log "already running ($f); '$0 down' first"; exit 1; }
+  [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && { log "already running ($f); 'cargo xtask redis sentinel-down' first"; exit 1; }
 done
 
 server() { # NAME PORT [ARGS...]

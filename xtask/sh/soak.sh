@@ -9,7 +9,7 @@
 #   fds  > SOAK_MAX_FDS_PER_MIN      (default 2 per min)
 #   backlog > SOAK_MAX_BACKLOG_PER_MIN (default 5 per min)
 #
-#   scripts/soak.sh [--duration SECONDS] [--warmup SECONDS]   (defaults 600 / 120)
+#   cargo xtask soak node [--duration SECONDS] [--warmup SECONDS]   (defaults 600 / 120)
 #
 # Load: two loadcheck.py workers (PUT/GET/DELETE/invalidate, a new connection per request,
 # bounded keys, bounded request count) on two categories, plus 64 KiB values on a third.
@@ -78,14 +78,20 @@ EOF
 if [ -n "$ANALYZE" ]; then analyze "$ANALYZE"; exit $?; fi
 [ "$WARMUP" -lt "$DURATION" ] || { echo "warm-up must be shorter than the duration" >&2; exit 2; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Eight distinct free loopback ports from the shared test harness (hc-testkit: below the
+# ephemeral range, free for TCP and UDP, never 6379): balancer, redis, then http and gossip
+# of n1..n3. `cargo xtask soak node` sets HC_TESTKIT.
+TESTKIT=${HC_TESTKIT:-$ROOT/target/debug/hc-testkit}
+[ -x "$TESTKIT" ] || (cd "$ROOT" && cargo build -q -p hc-testkit)
+read -r -a PORTS < <("$TESTKIT" free-port --count 8 | tr -c '0-9,' ' ' | tr ',' ' ')
+[ "${#PORTS[@]}" -eq 8 ] || { echo "hc-testkit free-port failed" >&2; exit 2; }
 STATE=$HC_CLUSTER_STATE
 mkdir -p "$STATE"
 export HC_CLUSTER_CONFIG=$STATE/soak.toml
-export HC_LB_PORT=$(free_port)
+export HC_LB_PORT=${PORTS[0]}
 # shellcheck source=cluster-lib.sh
 source "$ROOT/xtask/sh/cluster-lib.sh"
-REDIS_PORT=$(free_port)
+REDIS_PORT=${PORTS[1]}
 
 ensure_cmd redis-server redis-server
 ensure_cmd haproxy haproxy
@@ -100,11 +106,13 @@ fi
   echo "cluster_secret = \"soak-cluster-secret-local\""
   echo "[redis]"
   echo "url = \"redis://127.0.0.1:$REDIS_PORT/0\""
+  k=2
   for n in n1 n2 n3; do
     echo "[[nodes]]"
     echo "id = \"$n\""
-    echo "http = \"127.0.0.1:$(free_port)\""
-    echo "gossip = \"127.0.0.1:$(free_port)\""
+    echo "http = \"127.0.0.1:${PORTS[k]}\""
+    echo "gossip = \"127.0.0.1:${PORTS[k + 1]}\""
+    k=$((k + 2))
   done
 } >"$HC_CLUSTER_CONFIG"
 

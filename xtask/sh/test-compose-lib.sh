@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks scripts/compose-lib.sh picks `docker compose` (v2) when the plugin answers and
+# Checks xtask/sh/compose-lib.sh picks `docker compose` (v2) when the plugin answers and
 # `docker-compose` (v1) otherwise, with stub commands on a private PATH (no Docker needed).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -1,33 +1,19 @@
-#!/usr/bin/env bash
-# Gossip benchmark (not a test): real node processes (release build, L1 only, no TLS,
-# loopback gossip with a cluster secret, 1 worker thread each) joining through one seed.
-# For each size it prints, side by side:
-#   - convergence: from the last process start until every node lists all others alive
-#     (read from each node's "member up" log lines, timestamped by the node itself);
-#   - detection: SIGKILL one node at a time (--kills, default 10); time until every survivor
-#     logged it dead (p50 / p99 / max);
-#   - steady-state gossip bytes/s sent per node (hc_gossip_bytes_sent_total over --steady s);
-#   - GET /v1/cluster/stats latency at one non-seed node (p50 / p99 over 100 requests, on-demand
-#     gathering) and the largest `missing` list seen after the first; the first (cold)
-#     request on its own;
-#   - idle RSS per node (median), and false `dead` (a live node logged dead by anyone).
-#   scripts/bench-gossip.sh --nodes 10,50,100 [--kills 10] [--steady 10]
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-NODES=10,50,100
-KILLS=10
-STEADY=10
-while [ $# -gt 0 ]; do
-  case $1 in
-    --nodes) NODES=$2; shift 2 ;;
-    --kills) KILLS=$2; shift 2 ;;
-    --steady) STEADY=$2; shift 2 ;;
-    *) echo "usage: $0 [--nodes 10,50,100] [--kills 10] [--steady 10]" >&2; exit 2 ;;
-  esac
-done
-cargo build --release --bin hybrid-cache >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
-exec python3 - "$BIN" "$NODES" "$KILLS" "$STEADY" <<'PY'
+"""Gossip benchmark (not a test): real node processes (release build, L1 only, no TLS,
+loopback gossip with a cluster secret, 1 worker thread each) joining through one seed.
+For each size it prints, side by side:
+  - convergence: from the last process start until every node lists all others alive
+    (read from each node's "member up" log lines, timestamped by the node itself);
+  - detection: SIGKILL one node at a time (--kills, default 10); time until every survivor
+    logged it dead (p50 / p99 / max);
+  - steady-state gossip bytes/s sent per node (hc_gossip_bytes_sent_total over --steady s);
+  - GET /v1/cluster/stats latency at one non-seed node (p50 / p99 over 100 requests, on-demand
+    gathering) and the largest `missing` list seen after the first; the first (cold)
+    request on its own;
+  - idle RSS per node (median), and false `dead` (a live node logged dead by anyone).
+  cargo xtask bench gossip --nodes 10,50,100 [--kills 10] [--steady 10]
+
+Run by `cargo xtask bench gossip` (which builds the release binary): argv: BINARY SIZES(comma-separated) KILLS STEADY_SECS.
+"""
 import datetime, os, re, signal, statistics, sys, tempfile, time, urllib.request, json
 sys.path.insert(0, "xtask/py")
 from gossip_procs import start_cluster, stop
@@ -176,4 +162,3 @@ for r in rows:
 base = rows[0]["bps"] if rows else 0
 if base:
     print("\nbytes/s per node relative to %d nodes: %s" % (rows[0]["n"], ", ".join(f"{r['n']}: {r['bps'] / base:.2f}x" for r in rows)))
-PY

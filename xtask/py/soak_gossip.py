@@ -1,30 +1,15 @@
-#!/usr/bin/env bash
-# Gossip soak (not a test): N real node processes (release build, L1 only, no TLS, loopback
-# gossip with a cluster secret, 1 worker thread each, each joining through one seed) under
-# HTTP request load for --secs seconds, nothing killed. Counts false failure detections:
-# every "member down" logged by any node about a node that was never stopped (a false
-# suspect -> dead), and every restart/renewed identity. Also prints the request count and
-# rate wrk achieved and the load average.
-#   scripts/soak-gossip.sh [--nodes 100] [--secs 600] [--wrk 4]
-# Bounded: each wrk runs for exactly --secs (-d), with 2 connections and 1 thread; the whole
-# script stops every process it started (by pid) when done or interrupted.
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-NODES=100
-SECS=600
-WRK=4
-while [ $# -gt 0 ]; do
-  case $1 in
-    --nodes) NODES=$2; shift 2 ;;
-    --secs) SECS=$2; shift 2 ;;
-    --wrk) WRK=$2; shift 2 ;;
-    *) echo "usage: $0 [--nodes 100] [--secs 600] [--wrk 4]" >&2; exit 2 ;;
-  esac
-done
-command -v wrk >/dev/null 2>&1 || { echo "needs wrk (apt-get install -y wrk)" >&2; exit 2; }
-cargo build --release --bin hybrid-cache >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/hybrid-cache"
-exec python3 - "$BIN" "$NODES" "$SECS" "$WRK" <<'PY'
+"""Gossip soak (not a test): N real node processes (release build, L1 only, no TLS, loopback
+gossip with a cluster secret, 1 worker thread each, each joining through one seed) under
+HTTP request load for --secs seconds, nothing killed. Counts false failure detections:
+every "member down" logged by any node about a node that was never stopped (a false
+suspect -> dead), and every restart/renewed identity. Also prints the request count and
+rate wrk achieved and the load average.
+  cargo xtask soak gossip [--nodes 100] [--secs 600] [--wrk 4]
+Bounded: each wrk runs for exactly --secs (-d), with 2 connections and 1 thread; the whole
+script stops every process it started (by pid) when done or interrupted.
+
+Run by `cargo xtask soak gossip` (which builds the release binary): argv: BINARY NODES SECS WRK.
+"""
 import os, random, re, subprocess, sys, tempfile, time
 sys.path.insert(0, "xtask/py")
 from gossip_procs import start_cluster, stop
@@ -108,4 +93,3 @@ try:
 finally:
     stop(list(procs.values()) + wrks)
     os.unlink(lua.name)
-PY
