@@ -23,10 +23,29 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// A command run from the repository root.
+/// A command run from the repository root, without the package variables `cargo run`
+/// gave xtask (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...): build scripts such as ring's rerun
+/// when they change, so a nested cargo would otherwise rebuild half the tree each time
+/// `cargo xtask` and plain `cargo` alternate.
 pub fn cmd(program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(program);
     c.current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        let from_cargo_run = n.starts_with("CARGO_PKG_")
+            || matches!(
+                n.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if from_cargo_run {
+            c.env_remove(&name);
+        }
+    }
     c
 }
 
