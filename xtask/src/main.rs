@@ -19,7 +19,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "hybrid-cache project tool: tests, CI, checks, benchmarks, local clusters", long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "hybrid-cache project tool: tests, CI, checks, benchmarks, local clusters", long_about = None)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
