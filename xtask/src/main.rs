@@ -29,7 +29,8 @@ struct Cli {
 enum Cmd {
     /// The test suite (the README's test command): installs missing apt packages
     /// (redis-server, redis-tools, redis-sentinel, python3), runs the fault checker's Python
-    /// self-test, `cargo test --all-targets ARGS`, the doc tests and the redis-py test of the
+    /// self-test, `cargo test --all-targets ARGS`, the tests of xtask and testkit, the doc
+    /// tests and the redis-py test of the
     /// RESP front end. ARGS that select targets themselves (--test X, --lib, --doc, ...) run
     /// only `cargo test ARGS`, e.g. `cargo xtask test --test library`.
     Test {
@@ -47,7 +48,8 @@ enum Cmd {
         #[arg(long)]
         after_test: bool,
     },
-    /// Format check, clippy with warnings as errors, rustdoc with warnings as errors.
+    /// Format check, clippy with warnings as errors (the whole workspace: the package, xtask,
+    /// testkit), rustdoc of the package with warnings as errors.
     Lint,
     /// Module map of src/: prints the `crate::` edges between modules (outside comments and
     /// #[cfg(test)] modules) and fails on an import cycle (Tarjan SCC); reports files over

@@ -74,6 +74,9 @@ pub fn test(args: &[String]) -> Result<()> {
         return run(cargo().arg("test").args(args));
     }
     run(cargo().args(["test", "--all-targets"]).args(args))?;
+    // The project tool and the shared harness have tests of their own (the gossip
+    // simulation's table check, the arch parser, the port policy).
+    run(cargo().args(["test", "-q", "-p", "xtask", "-p", "hc-testkit"]))?;
     // --all-targets leaves out doctests (the runnable examples of the rustdoc): run them too.
     run(cargo().args(["test", "--doc"]).args(args))?;
 
@@ -106,10 +109,17 @@ pub fn test(args: &[String]) -> Result<()> {
 
 /// `cargo xtask lint`.
 pub fn lint() -> Result<()> {
-    eprintln!("== cargo fmt --check");
-    run(cargo().args(["fmt", "--check"]))?;
-    eprintln!("== cargo clippy --all-targets -- -D warnings");
-    run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    eprintln!("== cargo fmt --all --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    eprintln!("== cargo clippy --workspace --all-targets -- -D warnings");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     eprintln!("== cargo doc (warnings are errors)");
     run(cargo()
         .args(["doc", "--no-deps"])
