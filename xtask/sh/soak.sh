@@ -83,7 +83,7 @@ if [ -n "$ANALYZE" ]; then analyze "$ANALYZE"; exit $?; fi
 # of n1..n3. `cargo xtask soak node` sets HC_TESTKIT.
 TESTKIT=${HC_TESTKIT:-$ROOT/target/debug/hc-testkit}
 [ -x "$TESTKIT" ] || (cd "$ROOT" && cargo build -q -p hc-testkit)
-read -r -a PORTS < <("$TESTKIT" free-port --count 8 | tr -c '0-9,' ' ' | tr ',' ' ')
+read -r -a PORTS < <("$TESTKIT" free-port --count 8 | tr -c '0-9,' ' ' | tr ',' ' '; echo)
 [ "${#PORTS[@]}" -eq 8 ] || { echo "hc-testkit free-port failed" >&2; exit 2; }
 STATE=$HC_CLUSTER_STATE
 mkdir -p "$STATE"
