@@ -4,8 +4,9 @@
 //! nodes bind their SWIM sockets and outgoing connections on ephemeral ports, which could
 //! otherwise take a port chosen here before its server starts. It must be free for both TCP
 //! and UDP (so it serves an HTTP, RESP, Redis or gossip address alike), is never 6379 (the
-//! system Redis), and is never handed out twice in one process. A Redis Cluster node's bus
-//! port (port + 10000) stays below 42000.
+//! system Redis), and is never handed out twice in one process. Its Redis Cluster bus port
+//! (port + 10000, in 30000..40000: never handed out itself) must be free for TCP too, so that
+//! any port can serve a Redis Cluster node.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -17,8 +18,12 @@ use std::sync::{Mutex, OnceLock};
 /// The system Redis port: never handed out.
 pub const FORBIDDEN_PORT: u16 = 6379;
 
-/// Where ports are chosen: below the ephemeral range.
-pub const RANGE: std::ops::Range<u16> = 20000..32000;
+/// Where ports are chosen: below the ephemeral range, and low enough that a Redis Cluster
+/// bus port (+10000) is never in it.
+pub const RANGE: std::ops::Range<u16> = 20000..30000;
+
+/// Offset of a Redis Cluster node's bus port.
+const CLUSTER_BUS_OFFSET: u16 = 10000;
 
 /// Ports handed out by this process so far.
 fn taken() -> &'static Mutex<HashSet<u16>> {
@@ -35,16 +40,20 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// True when `port` can be bound on 127.0.0.1 for TCP and for UDP right now.
+/// True when `port` can be bound on 127.0.0.1 for TCP and for UDP right now, and its
+/// Redis Cluster bus port for TCP.
 pub fn is_free(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok()
+    let bus = SocketAddr::from((Ipv4Addr::LOCALHOST, port + CLUSTER_BUS_OFFSET));
+    TcpListener::bind(addr).is_ok()
+        && UdpSocket::bind(addr).is_ok()
+        && TcpListener::bind(bus).is_ok()
 }
 
 /// A free loopback port following the policy of this module, also avoiding `avoid`
 /// (ports another process already handed out, e.g. the Python client's earlier ones).
 ///
-/// Panics only when the whole range is taken (12,000 ports), which no test run reaches.
+/// Panics only when the whole range is taken (10,000 ports), which no test run reaches.
 pub fn free_port_avoiding(avoid: &HashSet<u16>) -> u16 {
     let span = u64::from(RANGE.end - RANGE.start);
     for _ in 0..100_000 {
