@@ -7,10 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::testing::testkit_binary;
 use crate::util::{
     cargo, clean_node_env, cmd, ensure_apt, exit_code, have, output, root, run, stop, target_dir,
-    tempdir, wait_health,
+    tempdir, testkit_binary, wait_health,
 };
 
 /// `cargo xtask fault-check [ARGS]`: exit code of tests/fault/run.py (0 pass, 1 stale or

@@ -4,8 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::testing::testkit_binary;
-use crate::util::{cargo, cmd, ensure_apt, exit_code, have, run, sh, target_dir};
+use crate::util::{cargo, cmd, ensure_apt, exit_code, have, run, sh, target_dir, testkit_binary};
 
 #[derive(Subcommand)]
 pub enum Bench {

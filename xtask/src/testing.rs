@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::util::{cargo, cmd, ensure_apt, have, run, target_dir};
+use crate::util::{cargo, cmd, ensure_apt, have, run, target_dir, testkit_binary};
 use crate::{arch, checks, ops};
 
 /// cargo test arguments that select targets themselves: with one of them, `--all-targets`
@@ -31,13 +31,6 @@ fn selects_targets(args: &[String]) -> bool {
         }
     }
     false
-}
-
-/// Builds the `hc-testkit` binary and returns its path: the Python programs take their
-/// free ports and redis-server command line from it (`HC_TESTKIT`).
-pub fn testkit_binary() -> Result<std::path::PathBuf> {
-    run(cargo().args(["build", "-q", "-p", "hc-testkit"]))?;
-    Ok(target_dir().join("debug").join("hc-testkit"))
 }
 
 /// `cargo xtask test [ARGS]`.

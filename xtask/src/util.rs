@@ -216,3 +216,10 @@ pub fn tempdir(prefix: &str) -> Result<tempfile::TempDir> {
         .tempdir()
         .context("create a temporary directory")
 }
+
+/// Builds the `hc-testkit` binary and returns its path: the Python programs take their
+/// free ports and redis-server command line from it (`HC_TESTKIT`).
+pub fn testkit_binary() -> Result<PathBuf> {
+    run(cargo().args(["build", "-q", "-p", "hc-testkit"]))?;
+    Ok(target_dir().join("debug").join("hc-testkit"))
+}
