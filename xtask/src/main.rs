@@ -118,9 +118,19 @@ enum Cmd {
     Compose(ops::Compose),
 }
 
+/// The subcommand of `argv`. `test` keeps its arguments exactly as given (clap would drop a
+/// leading `--`, which `cargo test` needs: `cargo xtask test -- --nocapture`).
+fn parse(argv: Vec<String>) -> Cmd {
+    match Cli::parse_from(&argv).cmd {
+        Cmd::Test { .. } => Cmd::Test {
+            args: argv.iter().skip(2).cloned().collect(),
+        },
+        other => other,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match dispatch(cli.cmd) {
+    match dispatch(parse(std::env::args().collect())) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
@@ -149,5 +159,33 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Cluster(c) => ops::cluster(c),
         Cmd::Redis(r) => ops::redis(r),
         Cmd::Compose(c) => ops::compose(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse, Cmd};
+
+    fn test_args(argv: &[&str]) -> Vec<String> {
+        match parse(argv.iter().map(|s| s.to_string()).collect()) {
+            Cmd::Test { args } => args,
+            _ => panic!("not parsed as test: {argv:?}"),
+        }
+    }
+
+    #[test]
+    fn test_arguments_reach_cargo_test_unchanged() {
+        assert_eq!(
+            test_args(&["xtask", "test", "--test", "library"]),
+            ["--test", "library"]
+        );
+        assert_eq!(
+            test_args(&["xtask", "test", "--lib", "--", "--nocapture"]),
+            ["--lib", "--", "--nocapture"]
+        );
+        assert_eq!(
+            test_args(&["xtask", "test", "--", "--nocapture"]),
+            ["--", "--nocapture"]
+        );
     }
 }
