@@ -1,5 +1,5 @@
 # hybrid-cache node image (connected machines: pulls a Rust image and a Debian
-# runtime). Offline machines: scripts/docker-images.sh builds the same runtime
+# runtime). Offline machines: `cargo xtask compose images` builds the same runtime
 # around a host-built binary with docker/Dockerfile.prebuilt.
 #
 #   docker build -t hybrid-cache:latest .

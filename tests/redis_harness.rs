@@ -1,4 +1,4 @@
-//! Self-test of the test harness in `tests/support/mod.rs`: a private
+//! Self-test of the test harness (`hc-testkit`, re-exported by `tests/support/mod.rs`): a private
 //! redis-server can be started, killed, restarted on the same port, and used
 //! to inject raw pub/sub payloads.
 

@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.request
 
-FORBIDDEN_PORT = 6379
 HERE = os.path.dirname(os.path.abspath(__file__))
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
@@ -26,14 +25,11 @@ def _die_with_parent():
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def free_port(udp=False):
-    while True:
-        kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != FORBIDDEN_PORT:
-            return port
+# Free ports and the redis-server command line come from the shared test harness
+# (testkit/: loopback, below the ephemeral range, free for TCP and UDP, never 6379, never
+# twice in this process).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "testkit"))
+from hc_testkit import free_port, redis_server_command  # noqa: E402
 
 
 class Redis:
@@ -155,10 +151,9 @@ class Procs:
 
     # -- redis ---------------------------------------------------------------------------
     def start_redis(self, timeout=15):
-        self._spawn("redis", ["redis-server", "--port", str(self.redis_port),
-                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--protected-mode", "yes", "--dir", self.run_dir,
-                              "--daemonize", "no"], log="redis.log")
+        # hc-testkit execs redis-server: the child's pid is the server's.
+        self._spawn("redis", redis_server_command(self.redis_port, self.run_dir),
+                    log="redis.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -199,7 +194,7 @@ class Procs:
         with open(cfg, "w", encoding="utf-8") as fh:
             fh.write(f'namespace = "{self.namespace}"\n')
         for i in ids:
-            self.nodes[i] = {"http": free_port(), "gossip": free_port(udp=True)}
+            self.nodes[i] = {"http": free_port(), "gossip": free_port()}
         for i, n in self.nodes.items():
             peers = ",".join(f"127.0.0.1:{m['gossip']}" for j, m in self.nodes.items() if j != i)
             n["args"] = [self.binary, "node", "--config", cfg, "--node-id", i,

@@ -1,7 +1,7 @@
 """Randomized fault run: redis-server + one proxy per node + 3 real nodes, concurrent
 clients on every node, a nemesis; then the offline check (checker.py) of the history.
 
-Driven by scripts/fault-check.sh (which builds the binary). Exits 1 on any read older than
+Driven by `cargo xtask fault-check` (which builds the binary). Exits 1 on any read older than
 the bound (0 for strict categories) or any corrupt read, 2 when the run itself failed.
 """
 

@@ -1,4 +1,4 @@
-"""The RESP front end through redis-py, a common client library (run by scripts/test.sh).
+"""The RESP front end through redis-py, a common client library (run by `cargo xtask test`).
 
 Starts its own node (the debug binary, or $HC_BIN) with --resp on free loopback ports and
 an API token, then drives it as any Python service would: RESP2 and RESP3, pipelines,
@@ -8,6 +8,7 @@ errors, AUTH. Standard library unittest only, plus the `redis` package.
 import os
 import socket
 import subprocess
+import sys
 import time
 import unittest
 import urllib.request
@@ -19,13 +20,10 @@ BIN = os.environ.get("HC_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", o
 TOKEN = "py-s3cret"
 
 
-def free_port():
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port != 6379:  # never the system Redis port
-            return port
+# Free ports from the shared test harness (testkit/: loopback, below the ephemeral range,
+# never 6379, never twice).
+sys.path.insert(0, os.path.join(ROOT, "testkit"))
+from hc_testkit import free_port  # noqa: E402
 
 
 class RedisPyAgainstNode(unittest.TestCase):

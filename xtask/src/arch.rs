@@ -1,0 +1,533 @@
+//! `cargo xtask arch`: the module map of `src/` and the architecture limits of issue #24.
+//!
+//! Edges: every `crate::` path (also inside `use crate::{a, b::{c, d}}` groups) outside
+//! comments, string literals and `#[cfg(test)]` modules, and outside the files such a
+//! module declares (`#[cfg(test)] mod tests;`), counted from the module of the file to the
+//! module it names, both cut to `--depth` path segments. A strongly connected component
+//! (Tarjan) of more than one module is an import cycle: exit 1.
+//!
+//! Sizes: a non-test file over 500 lines or a function over 80 lines (test files:
+//! `tests.rs`, `*_tests.rs`, under a `tests/` folder) is reported; it fails only with
+//! `--strict`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use regex::Regex;
+
+use crate::util::root;
+
+/// Options of `cargo xtask arch`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fail (exit 1) on a file or a function over its limit too, not only on a cycle.
+    #[arg(long)]
+    pub strict: bool,
+    /// Module path segments that name a module (1: `cache`, 2: `coherence::lease`).
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Source folder (default: src/ of the repository).
+    #[arg(long)]
+    pub src: Option<PathBuf>,
+    /// Line limit of a non-test file.
+    #[arg(long, default_value_t = 500)]
+    pub max_file_lines: usize,
+    /// Line limit of a function.
+    #[arg(long, default_value_t = 80)]
+    pub max_fn_lines: usize,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            strict: false,
+            depth: 1,
+            src: None,
+            max_file_lines: 500,
+            max_fn_lines: 80,
+        }
+    }
+}
+
+/// Runs the check; Ok(1) on a cycle (or, with --strict, a size over its limit).
+pub fn run(args: &Args) -> Result<i32> {
+    let src = args.src.clone().unwrap_or_else(|| root().join("src"));
+    let files = rust_files(&src)?;
+    let mut sources = Vec::new();
+    for p in &files {
+        let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+        sources.push((p.clone(), text));
+    }
+    let test_files = test_module_files(&sources);
+    let edges = module_edges(&src, &sources, &test_files, args.depth.max(1));
+    for (from, to) in &edges {
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        println!("{from} -> {}", to.join(" "));
+    }
+    let cycles = cycles(&edges);
+    println!("CYCLES: {cycles:?}");
+
+    let (big_files, big_fns) = sizes(&src, &sources, args.max_file_lines, args.max_fn_lines);
+    for (n, p) in &big_files {
+        println!("FILE {n:5} {p}");
+    }
+    for (n, p, name) in &big_fns {
+        println!("FN   {n:5} {p}::{name}");
+    }
+    println!(
+        "{} files > {} non-test lines, {} fns > {} lines{}",
+        big_files.len(),
+        args.max_file_lines,
+        big_fns.len(),
+        args.max_fn_lines,
+        if args.strict {
+            ""
+        } else {
+            " (reported; --strict fails on them)"
+        }
+    );
+    let oversize = !big_files.is_empty() || !big_fns.is_empty();
+    Ok(i32::from(!cycles.is_empty() || (args.strict && oversize)))
+}
+
+/// Every `.rs` file under `dir`, sorted.
+fn rust_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("read {}", d.display()))? {
+            let path = entry
+                .with_context(|| format!("read {}", d.display()))?
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `src` with comments, string literals and char literals blanked (newlines kept), so that
+/// braces and `crate::` are only code.
+pub fn strip(src: &str) -> String {
+    let b = src.as_bytes();
+    let n = b.len();
+    let mut out = b.to_vec();
+    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
+        for c in &mut out[from..to.min(n)] {
+            if *c != b'\n' {
+                *c = b' ';
+            }
+        }
+    };
+    let mut i = 0;
+    while i < n {
+        let rest = &b[i..];
+        if rest.starts_with(b"//") {
+            let j = src[i..].find('\n').map_or(n, |k| i + k);
+            blank(&mut out, i, j);
+            i = j;
+        } else if rest.starts_with(b"/*") {
+            let j = src[i + 2..].find("*/").map_or(n, |k| i + 2 + k + 2);
+            blank(&mut out, i, j);
+            i = j;
+        } else if let Some(len) = raw_string_len(rest) {
+            blank(&mut out, i, i + len);
+            i += len;
+        } else if rest[0] == b'"' || rest.starts_with(b"b\"") {
+            let mut j = i + if rest[0] == b'b' { 2 } else { 1 };
+            while j < n && b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            blank(&mut out, i, j + 1);
+            i = j + 1;
+        } else if rest[0] == b'\'' {
+            let len = char_literal_len(&src[i..]);
+            blank(&mut out, i, i + len.max(1));
+            i += len.max(1);
+            if len == 0 {
+                // A lifetime or label: keep the quote.
+                out[i - 1] = b'\'';
+            }
+        } else {
+            i += 1;
+        }
+    }
+    // Only ASCII bytes were replaced, and only whole literals/comments: still UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Length of a raw string literal (`r"…"`, `r#"…"#`, `br"…"`) starting at `rest`.
+fn raw_string_len(rest: &[u8]) -> Option<usize> {
+    let mut k = usize::from(rest.first() == Some(&b'b'));
+    if rest.get(k) != Some(&b'r') {
+        return None;
+    }
+    k += 1;
+    let hashes = rest[k..].iter().take_while(|c| **c == b'#').count();
+    k += hashes;
+    if rest.get(k) != Some(&b'"') {
+        return None;
+    }
+    let mut end = vec![b'"'];
+    end.extend(std::iter::repeat(b'#').take(hashes));
+    let body = &rest[k + 1..];
+    let close = body.windows(end.len()).position(|w| w == end.as_slice());
+    Some(close.map_or(rest.len(), |p| k + 1 + p + end.len()))
+}
+
+/// Length of a char literal at the start of `s` (`'a'`, `'\n'`, `'\u{1F600}'`), 0 when the
+/// quote starts a lifetime or a label.
+fn char_literal_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    if b.get(1) == Some(&b'\\') {
+        return b
+            .iter()
+            .take(12)
+            .skip(2)
+            .position(|c| *c == b'\'')
+            .map_or(0, |p| p + 3);
+    }
+    match s[1..].chars().next() {
+        Some(c) if c != '\'' && s[1 + c.len_utf8()..].starts_with('\'') => 2 + c.len_utf8(),
+        _ => 0,
+    }
+}
+
+/// Byte index of the `}` matching the `{` at `open`.
+fn match_brace(s: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (j, c) in s.iter().enumerate().skip(open) {
+        match c {
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return j;
+                }
+            }
+            _ => {}
+        }
+    }
+    s.len().saturating_sub(1)
+}
+
+fn cfg_test_mod() -> Regex {
+    Regex::new(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+(\w+)\s*([{;])")
+        .expect("a valid regex")
+}
+
+/// `stripped` with every inline `#[cfg(test)] mod x { ... }` blanked.
+fn without_test_mods(stripped: &str) -> String {
+    let re = cfg_test_mod();
+    let mut keep = stripped.as_bytes().to_vec();
+    for m in re.captures_iter(stripped) {
+        let (whole, kind) = (m.get(0).expect("match"), &m[2]);
+        if kind == "{" {
+            let end = match_brace(stripped.as_bytes(), whole.end() - 1);
+            for c in &mut keep[whole.start()..=end] {
+                if *c != b'\n' {
+                    *c = b' ';
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&keep).into_owned()
+}
+
+/// Files declared by `#[cfg(test)] mod x;` (x.rs or x/mod.rs next to the declaring module).
+fn test_module_files(sources: &[(PathBuf, String)]) -> HashSet<PathBuf> {
+    let re = cfg_test_mod();
+    let mut out = HashSet::new();
+    for (path, text) in sources {
+        let Some(dir) = path.parent() else { continue };
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let base = if matches!(stem, "mod" | "lib" | "main") {
+            dir.to_path_buf()
+        } else {
+            dir.join(stem)
+        };
+        for m in re.captures_iter(&strip(text)) {
+            if &m[2] == ";" {
+                out.insert(base.join(format!("{}.rs", &m[1])));
+                out.insert(base.join(&m[1]).join("mod.rs"));
+            }
+        }
+    }
+    out
+}
+
+/// The module of a file: its path under `src` without `.rs`, `mod` dropped.
+fn module_of(src: &Path, path: &Path) -> Vec<String> {
+    let rel = path.strip_prefix(src).unwrap_or(path).with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// Module path segments of `path` (`a::b::Item` → a, b): lowercase segments, up to `self`.
+fn module_segments(path: &str) -> Vec<String> {
+    path.split("::")
+        .map(str::trim)
+        .take_while(|s| {
+            s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && *s != "self"
+        })
+        .map(|s| s.trim_start_matches("r#").to_string())
+        .collect()
+}
+
+/// The paths of a `use` group body (`a::{b, c}, d` → a::b, a::c, d).
+fn expand_group(prefix: &str, body: &str, out: &mut Vec<String>) {
+    let bytes = body.as_bytes();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let mut items = Vec::new();
+    for (i, c) in bytes.iter().enumerate() {
+        match c {
+            b'{' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                items.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&body[start..]);
+    for item in items.into_iter().map(str::trim).filter(|s| !s.is_empty()) {
+        match item.find('{') {
+            Some(open) => {
+                let close = item.rfind('}').unwrap_or(item.len());
+                let head = item[..open].trim_end_matches("::").trim();
+                let inner = &item[open + 1..close.max(open + 1)];
+                expand_group(&join(prefix, head), inner, out);
+            }
+            None => out.push(join(
+                prefix,
+                item.split(" as ").next().unwrap_or(item).trim(),
+            )),
+        }
+    }
+}
+
+fn join(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}::{rest}"),
+    }
+}
+
+/// Module → the modules it names through `crate::`.
+fn module_edges(
+    src: &Path,
+    sources: &[(PathBuf, String)],
+    test_files: &HashSet<PathBuf>,
+    depth: usize,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let group = Regex::new(r"crate::\{").expect("a valid regex");
+    let path = Regex::new(r"crate::((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)")
+        .expect("a valid regex");
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (p, text) in sources {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if matches!(name, "lib.rs" | "main.rs") || test_files.contains(p) {
+            continue;
+        }
+        let code = without_test_mods(&strip(text));
+        let me_parts = module_of(src, p);
+        let me = me_parts[..depth.min(me_parts.len())].join("::");
+        let mut targets = Vec::new();
+        for m in group.find_iter(&code) {
+            let open = m.end() - 1;
+            let close = match_brace(code.as_bytes(), open);
+            expand_group("", &code[open + 1..close], &mut targets);
+        }
+        for c in path.captures_iter(&code) {
+            targets.push(c[1].to_string());
+        }
+        for t in targets {
+            let segs = module_segments(&t);
+            if segs.is_empty() {
+                continue;
+            }
+            let to = segs[..depth.min(segs.len())].join("::");
+            if to != me {
+                edges.entry(me.clone()).or_default().insert(to);
+            }
+        }
+    }
+    edges
+}
+
+/// Strongly connected components of more than one module (Tarjan), each sorted.
+pub fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct State<'a> {
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        index: HashMap<&'a str, usize>,
+        low: HashMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: HashSet<&'a str>,
+        next: usize,
+        out: Vec<Vec<String>>,
+    }
+    fn visit<'a>(s: &mut State<'a>, v: &'a str) {
+        s.index.insert(v, s.next);
+        s.low.insert(v, s.next);
+        s.next += 1;
+        s.stack.push(v);
+        s.on_stack.insert(v);
+        if let Some(ws) = s.edges.get(v) {
+            for w in ws {
+                let w = w.as_str();
+                if !s.index.contains_key(w) {
+                    visit(s, w);
+                    let lw = s.low[w];
+                    let lv = s.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(lw);
+                } else if s.on_stack.contains(w) {
+                    let iw = s.index[w];
+                    let lv = s.low.get_mut(v).expect("visited");
+                    *lv = (*lv).min(iw);
+                }
+            }
+        }
+        if s.low[v] == s.index[v] {
+            let mut comp = Vec::new();
+            while let Some(w) = s.stack.pop() {
+                s.on_stack.remove(w);
+                comp.push(w.to_string());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                comp.sort();
+                s.out.push(comp);
+            }
+        }
+    }
+    let mut s = State {
+        edges,
+        index: HashMap::new(),
+        low: HashMap::new(),
+        stack: Vec::new(),
+        on_stack: HashSet::new(),
+        next: 0,
+        out: Vec::new(),
+    };
+    for v in edges.keys() {
+        if !s.index.contains_key(v.as_str()) {
+            visit(&mut s, v);
+        }
+    }
+    s.out
+}
+
+type FileSizes = Vec<(usize, String)>;
+type FnSizes = Vec<(usize, String, String)>;
+
+/// Non-test files over `max_file` lines and functions over `max_fn` lines, largest first.
+fn sizes(
+    src: &Path,
+    sources: &[(PathBuf, String)],
+    max_file: usize,
+    max_fn: usize,
+) -> (FileSizes, FnSizes) {
+    let test_mod = cfg_test_mod();
+    let func = Regex::new(r"\bfn\s+(\w+)[^;{]*\{").expect("a valid regex");
+    let (mut files, mut fns) = (Vec::new(), Vec::new());
+    for (p, raw) in sources {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let rel = p.strip_prefix(src).unwrap_or(p);
+        let under_tests = rel.components().any(|c| c.as_os_str() == "tests");
+        if name == "tests.rs" || name.ends_with("_tests.rs") || under_tests {
+            continue;
+        }
+        let shown = p.strip_prefix(root()).unwrap_or(p).display().to_string();
+        let s = strip(raw);
+        let mut test_lines = 0;
+        for m in test_mod.captures_iter(&s) {
+            let whole = m.get(0).expect("match");
+            let end = if &m[2] == "{" {
+                match_brace(s.as_bytes(), whole.end() - 1)
+            } else {
+                whole.end()
+            };
+            test_lines += s[whole.start()..end.min(s.len())].matches('\n').count() + 1;
+        }
+        let lines = raw.matches('\n').count() + 1 - test_lines.min(raw.matches('\n').count() + 1);
+        if lines > max_file {
+            files.push((lines, shown.clone()));
+        }
+        let s2 = without_test_mods(&s);
+        for m in func.captures_iter(&s2) {
+            let whole = m.get(0).expect("match");
+            let end = match_brace(s2.as_bytes(), whole.end() - 1);
+            let n = s2[whole.start()..=end.min(s2.len() - 1)]
+                .matches('\n')
+                .count()
+                + 1;
+            if n > max_fn {
+                fns.push((n, shown.clone(), m[1].to_string()));
+            }
+        }
+    }
+    files.sort_by(|a, b| b.cmp(a));
+    fns.sort_by(|a, b| b.cmp(a));
+    (files, fns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_strings_and_test_modules_are_not_edges() {
+        let code = "// crate::a\n/* crate::b */ let s = \"crate::c\"; let r = r#\"crate::d\"#;\n\
+                    let c = '{'; fn f<'a>(x: &'a u8) {}\n\
+                    #[cfg(test)]\nmod tests { use crate::e; }\nuse crate::f::G;\n";
+        let code = without_test_mods(&strip(code));
+        assert!(!code.contains("crate::a") && !code.contains("crate::b"));
+        assert!(!code.contains("crate::c") && !code.contains("crate::d"));
+        assert!(!code.contains("crate::e"));
+        assert!(code.contains("crate::f::G") && code.contains("&'a u8"));
+    }
+
+    #[test]
+    fn use_groups_expand() {
+        let mut out = Vec::new();
+        expand_group("", "a::{b, c::D}, E, f as g, self", &mut out);
+        assert_eq!(out, ["a::b", "a::c::D", "E", "f", "self"]);
+        assert_eq!(module_segments("a::c::D"), ["a", "c"]);
+        assert!(module_segments("E").is_empty());
+        assert!(module_segments("self").is_empty());
+    }
+
+    #[test]
+    fn tarjan_finds_cycles_only() {
+        let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |a: &str, b: &str| {
+            e.entry(a.into()).or_default().insert(b.into());
+        };
+        add("cache", "bus");
+        add("bus", "actors");
+        add("actors", "cache");
+        add("http", "cache");
+        add("wire", "key");
+        assert_eq!(cycles(&e), vec![vec!["actors", "bus", "cache"]]);
+        e.remove("actors");
+        assert!(cycles(&e).is_empty());
+    }
+}
