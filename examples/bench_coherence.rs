@@ -1,4 +1,4 @@
-//! Invalidation propagation benchmark (run by `scripts/bench-coherence.sh`).
+//! Invalidation propagation benchmark (run by `cargo xtask bench coherence`).
 //!
 //! Two caches (nodes `a` and `b`) in this process share one Redis. For each sample, `b` holds
 //! the key in its L1; the clock starts right before `a.set(..)` (library call: L2 write, L1

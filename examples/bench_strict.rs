@@ -1,4 +1,4 @@
-//! Strict vs bounded write latency (run by `scripts/bench-strict.sh`).
+//! Strict vs bounded write latency (run by `cargo xtask bench strict`).
 //!
 //! Three caches (`a`, `b`, `c`) in this process share one Redis, like three nodes on
 //! loopback; `permissions` is strict, `general` bounded. Every L1 holds the key before each

@@ -1,4 +1,4 @@
-//! Baseline for the memory-per-entry figure of `scripts/bench-node.sh` (issue #17): a raw
+//! Baseline for the memory-per-entry figure of `cargo xtask bench node` (issue #17): a raw
 //! moka cache, configured like a node's category (capacity bound + time to live), filled with
 //! the same keys (`String`) and values (exact-size `Bytes`) a node stores, without HTTP,
 //! actors or anything else. Prints the RSS growth per entry.

@@ -7,7 +7,7 @@
 //! sleeps, no threads: a run with the same [`SimConfig`] gives the same [`SimReport`].
 //!
 //! Run it with `cargo run --release --example gossip_sim -- --nodes 1000`
-//! (see `scripts/sim-gossip.sh`).
+//! (see `cargo xtask sim-gossip`).
 
 mod net;
 
