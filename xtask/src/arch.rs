@@ -329,14 +329,39 @@ fn join(prefix: &str, rest: &str) -> String {
     }
 }
 
-/// Module → the modules it names through `crate::`.
+/// `super::` and `self::` rewritten as the `crate::` paths they name in the module
+/// `me` (`super::super::` first), so that edges between sibling modules count too.
+fn absolute_paths(code: &str, me: &[String]) -> String {
+    let prefix = |parts: &[String]| {
+        if parts.is_empty() {
+            "crate::".to_string()
+        } else {
+            format!("crate::{}::", parts.join("::"))
+        }
+    };
+    let up = |n: usize| prefix(&me[..me.len().saturating_sub(n)]);
+    let code = Regex::new(r"\bsuper::super::")
+        .expect("a valid regex")
+        .replace_all(code, up(2).as_str())
+        .into_owned();
+    let code = Regex::new(r"\bsuper::")
+        .expect("a valid regex")
+        .replace_all(&code, up(1).as_str())
+        .into_owned();
+    Regex::new(r"\bself::")
+        .expect("a valid regex")
+        .replace_all(&code, prefix(me).as_str())
+        .into_owned()
+}
+
+/// Module → the modules it names through `crate::` (and `super::` / `self::`).
 fn module_edges(
     src: &Path,
     sources: &[(PathBuf, String)],
     test_files: &HashSet<PathBuf>,
     depth: usize,
 ) -> BTreeMap<String, BTreeSet<String>> {
-    let group = Regex::new(r"crate::\{").expect("a valid regex");
+    let group = Regex::new(r"crate::((?:[A-Za-z_][A-Za-z0-9_]*::)*)\{").expect("a valid regex");
     let path = Regex::new(r"crate::((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)")
         .expect("a valid regex");
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -345,14 +370,18 @@ fn module_edges(
         if matches!(name, "lib.rs" | "main.rs") || test_files.contains(p) {
             continue;
         }
-        let code = without_test_mods(&strip(text));
         let me_parts = module_of(src, p);
+        let code = absolute_paths(&without_test_mods(&strip(text)), &me_parts);
         let me = me_parts[..depth.min(me_parts.len())].join("::");
         let mut targets = Vec::new();
-        for m in group.find_iter(&code) {
+        for c in group.captures_iter(&code) {
+            let (Some(m), Some(head)) = (c.get(0), c.get(1)) else {
+                continue;
+            };
             let open = m.end() - 1;
             let close = match_brace(code.as_bytes(), open);
-            expand_group("", &code[open + 1..close], &mut targets);
+            let prefix = head.as_str().trim_end_matches("::");
+            expand_group(prefix, &code[open + 1..close], &mut targets);
         }
         for c in path.captures_iter(&code) {
             targets.push(c[1].to_string());
@@ -503,6 +532,22 @@ mod tests {
         assert!(!code.contains("crate::c") && !code.contains("crate::d"));
         assert!(!code.contains("crate::e"));
         assert!(code.contains("crate::f::G") && code.contains("&'a u8"));
+    }
+
+    #[test]
+    fn groups_under_a_path_expand() {
+        let mut out = Vec::new();
+        expand_group("a", "b::{c, d}, e", &mut out);
+        assert_eq!(out, ["a::b::c", "a::b::d", "a::e"]);
+    }
+
+    #[test]
+    fn super_and_self_name_siblings() {
+        let me = ["a".to_string(), "b".to_string()];
+        assert_eq!(
+            absolute_paths("use super::c::X; self::d::f(); super::super::e::g();", &me),
+            "use crate::a::c::X; crate::a::b::d::f(); crate::e::g();"
+        );
     }
 
     #[test]
