@@ -14,26 +14,11 @@ use super::{
     auth::Context,
     frame::Frame,
     identity::NodeIdentity,
+    input::DriverInput,
     membership::Membership,
     transport::{send_frame, Mode},
     Inner,
 };
-
-/// What the driver is fed (by the readers, the UDP socket and the handle).
-pub(crate) enum DriverInput {
-    /// A SWIM packet, authenticated.
-    Packet(Vec<u8>),
-    /// A digest-sync packet, authenticated.
-    Sync(Vec<u8>),
-    /// Another node introduced itself (see `Frame::Hello`).
-    Hello {
-        identity: NodeIdentity,
-        reply: bool,
-        known_bump: Option<u64>,
-    },
-    /// Leave the cluster; the sender is answered once the leave notices are queued.
-    Leave(tokio::sync::oneshot::Sender<()>),
-}
 
 /// Owns the membership state machine; the only place it is mutated.
 pub(crate) async fn driver(

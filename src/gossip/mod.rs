@@ -10,11 +10,16 @@
 //! * `state`: the shared state of a running node (endpoint, peers, counters, view).
 //! * `membership`: sans-IO foca wrapper driven by explicit `Instant`s.
 //! * `driver`: the task that owns the membership machine and ships its packets.
+//! * `input`: what the driver is fed (by the readers, the UDP socket and the handle).
 //! * `udp`: SWIM packets on a plain UDP socket, sealed with the cluster secret.
-//! * `transport`: quinn endpoint, connections, per-peer ordered senders.
+//! * `transport`: quinn endpoint, outgoing connections, per-peer ordered senders.
+//! * `connections`: the registry of live QUIC connections (one per peer address) and the
+//!   QUIC timeouts both directions share.
 //! * `receive`: accepting connections, reading and dispatching frames.
+//! * `claim`: under mTLS, whether a peer's certificate backs the node id it claims.
 //! * `frame`: what travels over QUIC, versioned, size-limited bincode (same as `wire`).
-//! * `query`: on-demand stats over QUIC bidi streams.
+//! * `query`: on-demand stats over QUIC bidi streams (the asking side).
+//! * `answer`: the answering side of a stats request.
 //! * `auth`: HMAC sealing of packets and frames with the cluster key
 //!   ([`crate::wire_auth::ClusterKey`], shared with the bus).
 //! * `identity`: the foca identity of a node.
@@ -29,11 +34,15 @@
 //! Call [`Gossip::shutdown`] (or [`Gossip::kill`]) to stop the background
 //! tasks; dropping every handle does not stop them.
 
+mod answer;
 mod auth;
+mod claim;
 mod config;
+mod connections;
 mod driver;
 mod frame;
 mod identity;
+mod input;
 mod membership;
 mod query;
 mod receive;
@@ -67,7 +76,7 @@ pub use config::{GossipConfig, GossipError, TlsPaths};
 pub use query::{Decode, Gathered};
 pub use tls::generate_certs;
 
-use driver::DriverInput;
+use input::DriverInput;
 use state::{lock, Counters, Inner, View};
 use transport::Mode;
 

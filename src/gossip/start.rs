@@ -19,6 +19,7 @@ use super::{
     driver,
     frame::Frame,
     identity::NodeIdentity,
+    input::DriverInput,
     membership::{Membership, SwimParams},
     receive, tls, transport,
     transport::Mode,
@@ -166,7 +167,7 @@ async fn swim_socket(
 fn spawn_tasks(
     inner: &Arc<Inner>,
     membership: Membership,
-    driver_rx: mpsc::Receiver<driver::DriverInput>,
+    driver_rx: mpsc::Receiver<DriverInput>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     peers: &[String],
 ) {

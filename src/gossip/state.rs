@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 
 use super::{
     auth::ClusterKey,
-    driver::DriverInput,
     frame::{self, Frame},
     identity::NodeIdentity,
+    input::DriverInput,
     membership::PeerEntry,
     transport::PeerHandle,
     Inbound, MemberState, StatsFn,
@@ -35,6 +35,14 @@ pub(super) struct Counters {
     pub(super) send_dropped: AtomicU64,
     pub(super) identity_mismatches: AtomicU64,
     pub(super) unauthenticated: AtomicU64,
+}
+
+impl Counters {
+    /// One frame of `n` bytes went out.
+    pub(super) fn count_sent(&self, n: usize) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 pub(super) struct View {
