@@ -122,7 +122,7 @@ fn hello(
     }
     let known = m
         .peer(&identity.node_id, now)
-        .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
+        .is_some_and(|e| e.identity == identity && e.state != super::types::MemberState::Dead);
     if !known {
         m.announce(identity, now);
     }

@@ -23,7 +23,8 @@ use super::{
     membership::{Membership, SwimParams},
     receive, tls, transport,
     transport::Mode,
-    udp, Counters, GossipConfig, GossipError, Inbound, Inner, StatsFn, View,
+    types::{Inbound, StatsFn},
+    udp, Counters, GossipConfig, GossipError, Inner, View,
 };
 
 /// How often a node with no active member says Hello to its configured peers again.

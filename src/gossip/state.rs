@@ -20,7 +20,7 @@ use super::{
     input::DriverInput,
     membership::PeerEntry,
     transport::PeerHandle,
-    Inbound, MemberState, StatsFn,
+    types::{Inbound, MemberState, StatsFn},
 };
 
 #[derive(Default)]
