@@ -11,13 +11,8 @@ use std::{
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    auth::Context,
-    frame::Frame,
-    identity::NodeIdentity,
-    input::DriverInput,
-    membership::Membership,
-    transport::{send_frame, Mode},
-    Inner,
+    auth::Context, frame::Frame, identity::NodeIdentity, input::DriverInput,
+    membership::Membership, peer_queue::Mode, transport::send_frame, Inner,
 };
 
 /// Owns the membership state machine; the only place it is mutated.

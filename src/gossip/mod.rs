@@ -13,6 +13,7 @@
 //! * `input`: what the driver is fed (by the readers, the UDP socket and the handle).
 //! * `udp`: SWIM packets on a plain UDP socket, sealed with the cluster secret.
 //! * `transport`: quinn endpoint, outgoing connections, per-peer ordered senders.
+//! * `peer_queue`: what a per-peer sender is fed, and its handle.
 //! * `connections`: the registry of live QUIC connections (one per peer address) and the
 //!   QUIC timeouts both directions share.
 //! * `receive`: accepting connections, reading and dispatching frames.
@@ -46,6 +47,7 @@ mod frame;
 mod identity;
 mod input;
 mod membership;
+mod peer_queue;
 mod query;
 mod receive;
 pub mod sim;
@@ -80,8 +82,8 @@ pub use tls::generate_certs;
 pub use types::{GossipCounters, Inbound, MemberInfo, MemberState, StatsFn};
 
 use input::DriverInput;
+use peer_queue::Mode;
 use state::{lock, Counters, Inner, View};
-use transport::Mode;
 
 /// Handle to a running gossip node (cheap to clone).
 #[derive(Clone)]
@@ -151,7 +153,7 @@ impl Gossip {
     /// peer). Never blocks; payloads over 64 KiB are counted in
     /// `oversized_dropped`, full queues in `send_dropped`.
     pub fn broadcast(&self, payload: Vec<u8>) {
-        let Some(bytes) = self.inner.broadcast_frame(payload) else {
+        let Some(bytes) = frame::broadcast_frame(&self.inner, payload) else {
             return;
         };
         for (_, addr) in self.inner.active_peers() {
@@ -190,7 +192,7 @@ impl Gossip {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if let Some(bytes) = self.inner.broadcast_frame(payload) {
+        if let Some(bytes) = frame::broadcast_frame(&self.inner, payload) {
             transport::send_bytes(&self.inner, addr, bytes, Mode::Stream);
         }
     }

@@ -21,8 +21,8 @@ use super::{
     identity::NodeIdentity,
     input::DriverInput,
     membership::{Membership, SwimParams},
+    peer_queue::Mode,
     receive, tls, transport,
-    transport::Mode,
     types::{Inbound, StatsFn},
     udp, Counters, GossipConfig, GossipError, Inner, View,
 };

@@ -15,11 +15,10 @@ use tokio::sync::mpsc;
 
 use super::{
     auth::ClusterKey,
-    frame::{self, Frame},
     identity::NodeIdentity,
     input::DriverInput,
     membership::PeerEntry,
-    transport::PeerHandle,
+    peer_queue::PeerHandle,
     types::{Inbound, MemberState, StatsFn},
 };
 
@@ -107,21 +106,6 @@ impl Inner {
             .filter(|p| p.state != MemberState::Dead)
             .map(|p| (p.identity.node_id.clone(), p.identity.gossip_addr))
             .collect()
-    }
-
-    /// `payload` framed as our bus broadcast; `None` (counted in `oversized_dropped`) when
-    /// it is too large.
-    pub(super) fn broadcast_frame(&self, payload: Vec<u8>) -> Option<bytes::Bytes> {
-        let node_id = self.own_node_id();
-        match frame::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
-            Ok(bytes) => Some(bytes),
-            Err(_) => {
-                self.counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
     }
 
     pub(super) fn stop_tasks(&self) {

@@ -27,45 +27,14 @@ use tokio::{
 use super::{
     connections::{register, registered, CONNECT_TIMEOUT, MAX_PEERS, STREAM_TIMEOUT},
     frame::{encode_frame, Frame},
-    lock, receive, Inner,
+    lock,
+    peer_queue::{Mode, Outgoing, PeerHandle},
+    receive, Inner,
 };
 
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
 const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
 const PEER_QUEUE: usize = 1024;
-
-/// How a frame should travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Datagram when it fits, else a uni stream.
-    Datagram,
-    /// Always a uni stream (reliable, ordered per peer).
-    Stream,
-}
-
-/// A frame queued for a peer's sender task.
-pub(crate) struct Outgoing {
-    bytes: Bytes,
-    mode: Mode,
-}
-
-/// A peer's sender task: its queue and the handle to stop it.
-pub(crate) struct PeerHandle {
-    tx: mpsc::Sender<Outgoing>,
-    abort: tokio::task::AbortHandle,
-}
-
-impl PeerHandle {
-    /// Stops the sender task (queued frames are dropped).
-    pub(crate) fn abort(&self) {
-        self.abort.abort();
-    }
-
-    /// Nothing queued (a frame may still be in flight).
-    pub(crate) fn queue_empty(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
-    }
-}
 
 /// QUIC settings of every gossip connection: 30 s idle timeout, no keep-alives, small
 /// stream limits, a 1 MiB datagram receive buffer.
