@@ -7,12 +7,14 @@
 //! instead of half-starting.
 //!
 //! The layers live in their own files: [`Config`] and its defaults in `settings.rs`, the
-//! one error type in `error.rs`, what the layers hand to the next in `pending.rs`, the file in `file.rs`
-//! ([`FileConfig`]), the environment in `env.rs`, the flags in `flags.rs` ([`Flags`]), the
-//! order in `resolve.rs` ([`Config::resolve`]) and the checks in `validate.rs`
-//! ([`Config::validate`]). Categories and the L1 byte budgets are in `category.rs`, plain
-//! limit settings other modules enforce in `limits.rs`. `config` is a leaf: it imports no
-//! other module of the crate.
+//! file in `file.rs` ([`FileConfig`]), the environment in `env.rs`, the flags in `flags.rs`
+//! ([`Flags`]), the order in `resolve.rs` ([`Config::resolve`]) and the checks in
+//! `validate.rs` ([`Config::validate`]). What the file, environment and flag layers decide
+//! before it can be parsed is in `pending.rs`, the one error type ([`ConfigError`]) in
+//! `error.rs`. Categories and the L1 byte budgets are in `category.rs`, plain limit settings
+//! other modules enforce in `limits.rs`. This file only declares and re-exports, so the
+//! files below it depend one way (resolve → layers → pending → validate → settings →
+//! category, limits, error). `config` is a leaf: it imports no other module of the crate.
 
 mod category;
 mod env;
