@@ -3,8 +3,23 @@
 
 use std::time::Duration;
 
+use super::build_error::BuildError;
 use super::HybridCache;
-use crate::config::{CategoryConfig, Config, ConfigError, RedisTarget};
+use crate::config::{CategoryConfig, Config, ConfigError, Flags, RedisTarget};
+
+/// The two ways to build a [`HybridCache`] besides [`HybridCache::start`] with a [`Config`].
+impl HybridCache {
+    /// A builder with the default categories and no Redis.
+    pub fn builder() -> HybridCacheBuilder {
+        HybridCacheBuilder::default()
+    }
+
+    /// Configuration from the environment (`REDIS_*`, `APP_ENV`, `HC_*`), like the original.
+    pub async fn from_env() -> Result<HybridCache, BuildError> {
+        let config = Config::load(&Flags::default())?;
+        HybridCache::start(config).await
+    }
+}
 
 /// Builder for [`HybridCache`].
 #[derive(Debug, Default)]
@@ -109,15 +124,4 @@ impl HybridCacheBuilder {
         config.validate()?;
         HybridCache::start(config).await
     }
-}
-
-/// Errors starting a cache.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// An actor of the tree failed to start.
-    #[error("failed to start the actor tree: {0}")]
-    Actors(String),
 }

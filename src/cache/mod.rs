@@ -15,12 +15,14 @@
 //! L2. The `serve_stale_on_outage` opt-in restores the original module's behaviour (serve L1
 //! and accept writes locally while Redis is unreachable), outside the guarantee.
 //!
-//! Files: `builder` (configuration in code), `read`, `write`, `invalidate`, `load` (the
+//! Files: `builder` (configuration in code, [`HybridCache::builder`], [`HybridCache::from_env`]),
+//! `build_error` (why a cache did not start), `read`, `write`, `invalidate`, `load` (the
 //! facade's operations), `status` (stats and health), `state` (the node state, private to
 //! this module), `writers` (the L1 writers), `key_locks`, `remote` (ordering of one key's
 //! writes), `ports` (the node as the bus and the gossip actor see it), `supervisor` (the
 //! actor tree).
 
+mod build_error;
 mod builder;
 mod invalidate;
 mod key_locks;
@@ -41,12 +43,13 @@ use ractor::{Actor, ActorRef};
 
 use crate::actors::CategoryMsg;
 use crate::bus::BusHandle;
-use crate::config::{Config, Flags};
+use crate::config::Config;
 use crate::error::CacheError;
 use crate::l1::CategoryMap;
 use crate::node_metrics::NodeMetrics;
 use crate::stats::NodeCounters;
-pub use builder::{BuildError, HybridCacheBuilder};
+pub use build_error::BuildError;
+pub use builder::HybridCacheBuilder;
 use state::Shared;
 use supervisor::{NodeSupervisor, SupervisorMsg};
 
@@ -88,17 +91,6 @@ impl std::fmt::Debug for HybridCache {
 }
 
 impl HybridCache {
-    /// A builder with the default categories and no Redis.
-    pub fn builder() -> HybridCacheBuilder {
-        HybridCacheBuilder::default()
-    }
-
-    /// Configuration from the environment (`REDIS_*`, `APP_ENV`, `HC_*`), like the original.
-    pub async fn from_env() -> Result<HybridCache, BuildError> {
-        let config = Config::load(&Flags::default())?;
-        HybridCache::start(config).await
-    }
-
     /// Starts the actor tree for a validated configuration.
     pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
         let shared = Arc::new(Shared::new(config));

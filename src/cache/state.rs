@@ -8,13 +8,18 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use ractor::RpcReplyPort;
+
 use super::key_locks::KeyLocks;
 use super::remote::RemoteMarks;
 use super::writers::Writers;
+use crate::actors::mailbox::MailboxGate;
+use crate::actors::CategoryMsg;
 use crate::bus::BusHandle;
 use crate::cluster::{Membership, PeerLink};
 use crate::coherence::Lease;
 use crate::config::{CategoryConfig, Config};
+use crate::error::CacheError;
 use crate::l1::{CategoryMap, L1Category};
 use crate::l2::{Backlog, L2};
 use crate::node_metrics::NodeMetrics;
@@ -222,5 +227,40 @@ impl Shared {
         NodeCounters::incr(&self.counters.coherence_flushes);
         self.metrics.record_flush(reason);
         tracing::warn!(reason, dropped = total, "L1 flushed");
+    }
+}
+
+/// The L1 writers, reached through [`Writers`] with this node's [`RemoteMarks`].
+impl Shared {
+    /// See [`Writers::ask`].
+    pub(super) async fn ask<T: Send + 'static>(
+        &self,
+        category: &str,
+        make: impl Fn(RpcReplyPort<T>) -> CategoryMsg,
+    ) -> Result<T, CacheError> {
+        self.writers.ask(category, make, &self.remote).await
+    }
+
+    /// See [`Writers::tell`].
+    pub(super) fn tell_writer(&self, category: &str, msg: CategoryMsg) -> bool {
+        self.writers.tell(category, msg, &self.remote)
+    }
+
+    /// See [`Writers::flush_behind`].
+    pub(super) fn flush_behind(&self, category: &str) {
+        self.writers.flush_behind(category, &self.remote)
+    }
+
+    /// Waits until every category actor has handled what was sent to it before (see
+    /// [`Writers::barrier`]).
+    pub(super) async fn barrier(&self) -> bool {
+        self.writers.barrier(self.categories.keys()).await
+    }
+
+    /// Every mailbox gate of the node (metrics and stats).
+    pub(super) fn mailbox_gates(&self) -> Vec<Arc<MailboxGate>> {
+        let mut v = vec![self.bus.gate().clone(), self.bus.publisher_gate().clone()];
+        v.extend(self.writers.gates().cloned());
+        v
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
 
-use super::state::Shared;
+use super::remote::RemoteMarks;
 use crate::actors::mailbox::MailboxGate;
 use crate::actors::CategoryMsg;
 use crate::error::CacheError;
@@ -57,16 +57,17 @@ impl Writers {
     }
 }
 
-impl Shared {
+impl Writers {
     /// Sends a request to a category actor, retrying briefly while it restarts. A full
-    /// mailbox is not waited for: the category is flushed (see [`Shared::flush_behind`])
+    /// mailbox is not waited for: the category is flushed (see [`Writers::flush_behind`])
     /// and the caller gets [`CacheError::Unavailable`].
     pub(super) async fn ask<T: Send + 'static>(
         &self,
         category: &str,
         make: impl Fn(RpcReplyPort<T>) -> CategoryMsg,
+        remote: &RemoteMarks,
     ) -> Result<T, CacheError> {
-        let Some(gate) = self.writers.gate(category) else {
+        let Some(gate) = self.gate(category) else {
             return Err(CacheError::Unavailable(format!(
                 "no L1 writer for category `{category}`"
             )));
@@ -76,13 +77,13 @@ impl Shared {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let Some(actor) = self.writers.get(category) else {
+            let Some(actor) = self.get(category) else {
                 last = "no actor".into();
                 continue;
             };
             if !gate.try_reserve() {
                 gate.note_refused();
-                self.flush_behind(category);
+                self.flush_behind(category, remote);
                 return Err(CacheError::Unavailable(format!(
                     "category actor `{category}`: mailbox full (L1 flushed)"
                 )));
@@ -106,14 +107,13 @@ impl Shared {
     /// Hands `msg` to the category's L1 writer without waiting. When its mailbox is full,
     /// the message is not sent and the category is flushed instead (fail closed). Returns
     /// whether the message itself was sent.
-    pub(super) fn tell_writer(&self, category: &str, msg: CategoryMsg) -> bool {
-        let (Some(gate), Some(actor)) = (self.writers.gate(category), self.writers.get(category))
-        else {
+    pub(super) fn tell(&self, category: &str, msg: CategoryMsg, remote: &RemoteMarks) -> bool {
+        let (Some(gate), Some(actor)) = (self.gate(category), self.get(category)) else {
             return false;
         };
         if !gate.try_reserve() {
             gate.note_refused();
-            self.flush_behind(category);
+            self.flush_behind(category, remote);
             return false;
         }
         if actor.cast(msg).is_err() {
@@ -126,11 +126,12 @@ impl Shared {
 
     /// A change for `category`'s L1 could not be handed to its writer (full mailbox,
     /// timeout): whatever it would have removed is removed by a flush the actor runs after
-    /// everything already in its mailbox (one such flush in flight at most).
-    pub(super) fn flush_behind(&self, category: &str) {
+    /// everything already in its mailbox (one such flush in flight at most). `remote` is
+    /// marked first, so a local write racing the flush drops its own copy.
+    pub(super) fn flush_behind(&self, category: &str, remote: &RemoteMarks) {
         // A local write racing the flush drops its own copy (see `RemoteMarks`).
-        self.remote.mark_all();
-        let Some(gate) = self.writers.gate(category) else {
+        remote.mark_all();
+        let Some(gate) = self.gate(category) else {
             return;
         };
         if gate.request_flush() {
@@ -139,7 +140,6 @@ impl Shared {
                 "L1 change not handed to the writer: flushing the category"
             );
             let sent = self
-                .writers
                 .get(category)
                 .map(|a| a.cast(CategoryMsg::OverflowFlush).is_ok())
                 .unwrap_or(false);
@@ -150,12 +150,13 @@ impl Shared {
         }
     }
 
-    /// Waits until every category actor has handled what was sent to it before. False if
-    /// one could not answer (restarting: it flushes anyway, but the lease is not renewed).
-    pub(super) async fn barrier(&self) -> bool {
-        let calls = self.categories.keys().map(|name| {
-            let writer = self.writers.get(name);
-            let gate = self.writers.gate(name).cloned();
+    /// Waits until the actor of every category in `names` has handled what was sent to it
+    /// before. False if one could not answer (restarting: it flushes anyway, but the lease
+    /// is not renewed).
+    pub(super) async fn barrier<'a>(&self, names: impl Iterator<Item = &'a String>) -> bool {
+        let calls = names.map(|name| {
+            let writer = self.get(name);
+            let gate = self.gate(name).cloned();
             async move {
                 let (Some(w), Some(gate)) = (writer, gate) else {
                     return false;
@@ -182,12 +183,5 @@ impl Shared {
             .await
             .into_iter()
             .all(|ok| ok)
-    }
-
-    /// Every mailbox gate of the node (metrics and stats).
-    pub(super) fn mailbox_gates(&self) -> Vec<Arc<MailboxGate>> {
-        let mut v = vec![self.bus.gate().clone(), self.bus.publisher_gate().clone()];
-        v.extend(self.writers.gates().cloned());
-        v
     }
 }

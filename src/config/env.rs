@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
-use super::resolve::Pending;
-use super::{invalid, Config, ConfigError, Consistency, HttpLimits, RedisTarget, TlsFiles};
+use super::category::Consistency;
+use super::error::{invalid, ConfigError};
+use super::limits::HttpLimits;
+use super::pending::Pending;
+use super::settings::{Config, RedisTarget, TlsFiles};
 
 /// A source of environment variables (`std::env::var` in a process, a map in tests).
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::resolve::Pending;
-use super::{invalid, CategoryConfig, Config, ConfigError, HttpLimits, RedisTarget, TlsFiles};
+use super::category::CategoryConfig;
+use super::error::{invalid, ConfigError};
+use super::limits::HttpLimits;
+use super::pending::Pending;
+use super::settings::{Config, RedisTarget, TlsFiles};
 
 /// One `[[nodes]]` entry of `cluster.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -2,8 +2,8 @@
 //! the `cli` module fills a [`Flags`]), the highest layer of the configuration.
 
 use super::env::split_list;
-use super::resolve::Pending;
-use super::RedisTarget;
+use super::pending::Pending;
+use super::settings::RedisTarget;
 
 /// Values given on the command line (all optional).
 #[derive(Clone, Debug, Default)]

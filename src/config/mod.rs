@@ -6,26 +6,25 @@
 //! and every error names the offending field, so a bad deployment fails at once (exit code 2)
 //! instead of half-starting.
 //!
-//! The layers live in their own files: [`Config::default`] here, the file in `file.rs`
-//! ([`FileConfig`]), the environment in `env.rs`, the flags in `flags.rs` ([`Flags`]), the
-//! order in `resolve.rs` ([`Config::resolve`]) and the checks in `validate.rs`
-//! ([`Config::validate`]). Categories and the L1 byte budgets are in `category.rs`, plain
-//! limit settings other modules enforce in `limits.rs`. `config` is a leaf: it imports no
-//! other module of the crate.
-
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use serde::Deserialize;
+//! The layers live in their own files: [`Config`] and its defaults in `settings.rs`, the
+//! file in `file.rs` ([`FileConfig`]), the environment in `env.rs`, the flags in `flags.rs`
+//! ([`Flags`]), the order in `resolve.rs` ([`Config::resolve`]) and the checks in
+//! `validate.rs` ([`Config::validate`]). What the file, environment and flag layers decide
+//! before it can be parsed is in `pending.rs`, the one error type ([`ConfigError`]) in
+//! `error.rs`. Categories and the L1 byte budgets are in `category.rs`, plain limit settings
+//! other modules enforce in `limits.rs`. This file only declares and re-exports, so the
+//! files below it depend one way (resolve → layers → pending → validate → settings →
+//! category, limits, error). `config` is a leaf: it imports no other module of the crate.
 
 mod category;
 mod env;
+mod error;
 mod file;
 mod flags;
 mod limits;
+mod pending;
 mod resolve;
+mod settings;
 mod validate;
 
 #[cfg(test)]
@@ -34,209 +33,8 @@ mod tests;
 pub use category::{
     default_categories, l1_byte_budgets, CategoryConfig, Consistency, DEFAULT_L1_MAX_BYTES,
 };
+pub use error::ConfigError;
 pub use file::{FileConfig, FileRedis, NodeEntry};
 pub use flags::Flags;
 pub use limits::{HttpLimits, DEFAULT_MAILBOX_CAPACITY, MIN_SECRET_LEN};
-
-/// Configuration errors; each names the field it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why it could not be read.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML or has unknown or mistyped keys.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (it names the key).
-        message: String,
-    },
-    /// A value is out of range or inconsistent with another.
-    #[error("invalid `{field}`: {reason}")]
-    Invalid {
-        /// The file key or environment variable at fault.
-        field: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
-}
-
-/// Where Redis is. `None` in [`Config::redis`] means L1 only.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// A `redis://` or `rediss://` URL; `password` (from `REDIS_PASSWORD`) applies when the
-    /// URL has none.
-    Url {
-        /// The URL.
-        url: String,
-        /// `REDIS_PASSWORD`, used when the URL carries none.
-        password: Option<String>,
-    },
-    /// The original `REDIS_HOST/PORT/PASSWORD/DB/SSL` variables.
-    Parts {
-        /// `REDIS_HOST`.
-        host: String,
-        /// `REDIS_PORT` (6379).
-        port: u16,
-        /// `REDIS_PASSWORD`.
-        password: Option<String>,
-        /// `REDIS_DB` (0).
-        db: i64,
-        /// `REDIS_SSL`.
-        tls: bool,
-    },
-    /// A primary with replicas behind Redis Sentinel (`REDIS_SENTINELS`,
-    /// `REDIS_SENTINEL_MASTER`; `[redis] sentinels`, `master_name`). `password` and `db`
-    /// (`REDIS_PASSWORD`, `REDIS_DB`) apply to the data nodes, not to the sentinels.
-    Sentinel {
-        /// `host:port` of each sentinel.
-        sentinels: Vec<String>,
-        /// The name the sentinels monitor the primary under.
-        master: String,
-        /// Password of the data nodes.
-        password: Option<String>,
-        /// Database of the data nodes.
-        db: i64,
-    },
-    /// Redis Cluster (`REDIS_CLUSTER_NODES`; `[redis] cluster_nodes`): `host:port` of some
-    /// of its nodes (the rest are discovered). `password` from `REDIS_PASSWORD`.
-    Cluster {
-        /// `host:port` of some cluster nodes.
-        nodes: Vec<String>,
-        /// `REDIS_PASSWORD`.
-        password: Option<String>,
-    },
-}
-
-/// Certificates for mutual-TLS gossip.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The cluster's CA certificate (PEM).
-    pub ca: PathBuf,
-    /// This node's certificate (PEM), signed by the CA.
-    pub cert: PathBuf,
-    /// This node's private key (PEM).
-    pub key: PathBuf,
-}
-
-/// Fully resolved configuration of one node (or one embedded cache).
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This node's id (`node_id`, `HC_NODE_ID`, `--node-id`): letters, digits, `-_.`.
-    pub node_id: String,
-    /// Prefix of every Redis key and channel (`namespace`, `HC_NAMESPACE`).
-    pub namespace: String,
-    /// `APP_ENV`, reported by `/health`.
-    pub env: String,
-    /// Listen address of the HTTP API.
-    pub http_addr: SocketAddr,
-    /// Listen address of the RESP (Redis protocol) front end; `None` = off.
-    pub resp_addr: Option<SocketAddr>,
-    /// Address other nodes and clients use for our HTTP API (defaults to `http_addr`).
-    pub http_advertise: Option<String>,
-    /// Listen address of gossip (QUIC); `None` = no gossip.
-    pub gossip_addr: Option<SocketAddr>,
-    /// Address other nodes use for our gossip (defaults to `gossip_addr`).
-    pub gossip_advertise: Option<String>,
-    /// Gossip addresses (`host:port`) to join through.
-    pub peers: Vec<String>,
-    /// Where Redis is; `None` = L1 only.
-    pub redis: Option<RedisTarget>,
-    /// The categories, by name.
-    pub categories: BTreeMap<String, CategoryConfig>,
-    /// Bearer token required on mutating HTTP routes when set.
-    pub api_token: Option<String>,
-    /// Longest key accepted, in UTF-8 bytes.
-    pub max_key_bytes: usize,
-    /// Largest value accepted, in bytes.
-    pub max_value_bytes: usize,
-    /// How long Redis and all peers may be unreachable before `/health` says `isolated`.
-    pub isolation_grace: Duration,
-    /// Upper bound of any single Redis call.
-    pub redis_timeout: Duration,
-    /// Certificates of mutual-TLS gossip; `None` = gossip authenticated by the cluster secret.
-    pub tls: Option<TlsFiles>,
-    /// SWIM probe period and suspicion timeout of the gossip layer.
-    pub gossip_probe_period: Duration,
-    /// How long a suspected node has to refute before it is declared dead.
-    pub gossip_suspect_timeout: Duration,
-    /// The staleness bound B (`staleness_bound_ms`, `HC_STALENESS_BOUND_MS`): with Redis, no
-    /// read returns a value replaced by a write acknowledged more than B before it started.
-    pub staleness_bound: Duration,
-    /// Opt-in (`serve_stale_on_outage`, `HC_SERVE_STALE_ON_OUTAGE`): while Redis cannot be
-    /// reached, keep serving L1 and accept writes locally (the original module's behaviour).
-    /// Off by default: reads may then be older than the staleness bound.
-    pub serve_stale_on_outage: bool,
-    /// Node-wide L1 cap in bytes; bounds the sum of the categories' `max_bytes`.
-    pub l1_max_bytes: u64,
-    /// Messages each actor mailbox (and the bus publisher's queue) admits at once
-    /// (`mailbox_capacity`, `HC_MAILBOX_CAPACITY`); past it the node flushes instead of
-    /// queueing (see the `actors::mailbox` module).
-    pub mailbox_capacity: usize,
-    /// Connection, timeout and in-flight limits of the HTTP server.
-    pub http_limits: HttpLimits,
-    /// Gossip forgets a node dead for longer than this (`dead_forget_secs`).
-    pub gossip_dead_forget: Duration,
-    /// Shared secret authenticating gossip (and bus) messages; required for gossip without TLS.
-    pub cluster_secret: Option<String>,
-    /// `l2_min_replicas` (`HC_L2_MIN_REPLICAS`): L2 writes wait (`WAIT`) until this many
-    /// replicas have them, and fail otherwise. 0 (default): no waiting.
-    pub l2_min_replicas: u32,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node_id: "n1".to_string(),
-            namespace: "hc".to_string(),
-            env: "development".to_string(),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            resp_addr: None,
-            http_advertise: None,
-            gossip_addr: None,
-            gossip_advertise: None,
-            peers: Vec::new(),
-            redis: None,
-            categories: default_categories(),
-            api_token: None,
-            max_key_bytes: 512,
-            max_value_bytes: 8 * 1024 * 1024,
-            isolation_grace: Duration::from_secs(1),
-            redis_timeout: Duration::from_millis(150),
-            tls: None,
-            gossip_probe_period: Duration::from_millis(200),
-            gossip_suspect_timeout: Duration::from_millis(600),
-            staleness_bound: Duration::from_millis(100),
-            serve_stale_on_outage: false,
-            l1_max_bytes: DEFAULT_L1_MAX_BYTES,
-            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
-            http_limits: Default::default(),
-            gossip_dead_forget: Duration::from_secs(60),
-            cluster_secret: None,
-            l2_min_replicas: 0,
-        }
-    }
-}
-
-impl Config {
-    /// The HTTP address other nodes and users should use.
-    pub fn http_advertised(&self) -> String {
-        self.http_advertise
-            .clone()
-            .unwrap_or_else(|| self.http_addr.to_string())
-    }
-}
+pub use settings::{Config, RedisTarget, TlsFiles};

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{invalid, Config, ConfigError, RedisTarget, MIN_SECRET_LEN};
+use super::error::{invalid, ConfigError};
+use super::limits::MIN_SECRET_LEN;
+use super::settings::{Config, RedisTarget};
 
 /// Parses an `ip:port` address; the error names `field`.
 pub(super) fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {

@@ -11,29 +11,9 @@ use std::{
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    auth::Context,
-    frame::Frame,
-    identity::NodeIdentity,
-    membership::Membership,
-    transport::{send_frame, Mode},
-    Inner,
+    auth::Context, frame::Frame, identity::NodeIdentity, input::DriverInput,
+    membership::Membership, peer_queue::Mode, transport::send_frame, Inner,
 };
-
-/// What the driver is fed (by the readers, the UDP socket and the handle).
-pub(crate) enum DriverInput {
-    /// A SWIM packet, authenticated.
-    Packet(Vec<u8>),
-    /// A digest-sync packet, authenticated.
-    Sync(Vec<u8>),
-    /// Another node introduced itself (see `Frame::Hello`).
-    Hello {
-        identity: NodeIdentity,
-        reply: bool,
-        known_bump: Option<u64>,
-    },
-    /// Leave the cluster; the sender is answered once the leave notices are queued.
-    Leave(tokio::sync::oneshot::Sender<()>),
-}
 
 /// Owns the membership state machine; the only place it is mutated.
 pub(crate) async fn driver(
@@ -137,7 +117,7 @@ fn hello(
     }
     let known = m
         .peer(&identity.node_id, now)
-        .is_some_and(|e| e.identity == identity && e.state != super::MemberState::Dead);
+        .is_some_and(|e| e.identity == identity && e.state != super::types::MemberState::Dead);
     if !known {
         m.announce(identity, now);
     }

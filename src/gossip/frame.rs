@@ -3,6 +3,8 @@
 //! with the cluster secret when one is set (`auth`, context `Frame`). Every QUIC path (the
 //! per-peer senders, the readers, the stats queries) encodes and decodes through here.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -55,4 +57,20 @@ pub(crate) fn encode_frame(inner: &Inner, frame: &Frame) -> Result<Bytes, FrameE
 pub(crate) fn decode_frame(inner: &Inner, bytes: &[u8]) -> Option<Result<Frame, FrameError>> {
     let data = auth::open(inner.key.as_ref(), Context::Frame, bytes)?;
     Some(decode::<Frame>(data))
+}
+
+/// `payload` framed as our bus broadcast; `None` (counted in `oversized_dropped`) when
+/// it is too large.
+pub(super) fn broadcast_frame(inner: &Inner, payload: Vec<u8>) -> Option<Bytes> {
+    let node_id = inner.own_node_id();
+    match encode_frame(inner, &Frame::Broadcast { node_id, payload }) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            inner
+                .counters
+                .oversized_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }

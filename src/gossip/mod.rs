@@ -10,14 +10,22 @@
 //! * `state`: the shared state of a running node (endpoint, peers, counters, view).
 //! * `membership`: sans-IO foca wrapper driven by explicit `Instant`s.
 //! * `driver`: the task that owns the membership machine and ships its packets.
+//! * `input`: what the driver is fed (by the readers, the UDP socket and the handle).
 //! * `udp`: SWIM packets on a plain UDP socket, sealed with the cluster secret.
-//! * `transport`: quinn endpoint, connections, per-peer ordered senders.
+//! * `transport`: quinn endpoint, outgoing connections, per-peer ordered senders.
+//! * `peer_queue`: what a per-peer sender is fed, and its handle.
+//! * `connections`: the registry of live QUIC connections (one per peer address) and the
+//!   QUIC timeouts both directions share.
 //! * `receive`: accepting connections, reading and dispatching frames.
+//! * `claim`: under mTLS, whether a peer's certificate backs the node id it claims.
 //! * `frame`: what travels over QUIC, versioned, size-limited bincode (same as `wire`).
-//! * `query`: on-demand stats over QUIC bidi streams.
+//! * `query`: on-demand stats over QUIC bidi streams (the asking side).
+//! * `answer`: the answering side of a stats request.
 //! * `auth`: HMAC sealing of packets and frames with the cluster key
 //!   ([`crate::wire_auth::ClusterKey`], shared with the bus).
 //! * `identity`: the foca identity of a node.
+//! * `types`: the plain types the API hands out and takes ([`MemberState`], [`MemberInfo`],
+//!   [`GossipCounters`], [`StatsFn`], [`Inbound`]).
 //! * `tls`: rcgen certificates and rustls configurations (mutual TLS
 //!   against the cluster CA, or loopback-only mode that needs the secret).
 //! * [`sim`]: deterministic simulation of thousands of nodes (virtual time).
@@ -29,12 +37,17 @@
 //! Call [`Gossip::shutdown`] (or [`Gossip::kill`]) to stop the background
 //! tasks; dropping every handle does not stop them.
 
+mod answer;
 mod auth;
+mod claim;
 mod config;
+mod connections;
 mod driver;
 mod frame;
 mod identity;
+mod input;
 mod membership;
+mod peer_queue;
 mod query;
 mod receive;
 pub mod sim;
@@ -42,6 +55,7 @@ mod start;
 mod state;
 mod tls;
 mod transport;
+mod types;
 mod udp;
 
 #[cfg(test)]
@@ -59,75 +73,16 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use config::{GossipConfig, GossipError, TlsPaths};
 pub use query::Gathered;
 pub use tls::generate_certs;
+pub use types::{GossipCounters, Inbound, MemberInfo, MemberState, StatsFn};
 
-use driver::DriverInput;
+use input::DriverInput;
+use peer_queue::Mode;
 use state::{lock, Counters, Inner, View};
-use transport::Mode;
-
-/// How this node sees another one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberState {
-    /// Answers probes.
-    Alive,
-    /// Missed a probe; dead unless it refutes in time.
-    Suspect,
-    /// Declared dead (or left); forgotten after `dead_forget`.
-    Dead,
-}
-
-/// Another node as known by this one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemberInfo {
-    /// Its cluster-unique node id.
-    pub node_id: String,
-    /// Its QUIC gossip address (`host:port`).
-    pub gossip_addr: String,
-    /// Its HTTP address, as it advertises it.
-    pub http_addr: String,
-    /// How this node sees it.
-    pub state: MemberState,
-    /// Milliseconds since we last heard from it (SWIM packet).
-    pub last_seen_ms: u64,
-}
-
-/// Transport counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct GossipCounters {
-    /// Bytes sent (QUIC frames and SWIM packets).
-    pub bytes_sent: u64,
-    /// Bytes received (QUIC frames and SWIM packets).
-    pub bytes_received: u64,
-    /// Frames and SWIM packets sent.
-    pub frames_sent: u64,
-    /// Frames and SWIM packets received and authenticated.
-    pub frames_received: u64,
-    /// Frames (or SWIM packets inside them) that failed to decode.
-    pub invalid_frames: u64,
-    /// Frames, stats or broadcasts over their size bound.
-    pub oversized_dropped: u64,
-    /// Failed QUIC connects/handshakes, outgoing and incoming.
-    pub connect_failures: u64,
-    /// Frames not delivered: per-peer queue full, peer unreachable, or
-    /// our own receive queue full.
-    pub send_dropped: u64,
-    /// Frames claiming a node id the peer's certificate does not name (mTLS).
-    pub identity_mismatches: u64,
-    /// Packets or frames whose cluster-secret tag did not verify.
-    pub unauthenticated: u64,
-}
-
-/// Produces this node's stats summary (JSON bytes) when a peer asks for it.
-pub type StatsFn = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Vec<u8>> + Send + Sync>;
-
-/// A broadcast payload from a peer: (sender node id, as authenticated, payload).
-pub type Inbound = (String, Vec<u8>);
 
 /// Handle to a running gossip node (cheap to clone).
 #[derive(Clone)]
@@ -199,7 +154,7 @@ impl Gossip {
     /// peer). Never blocks; payloads over 64 KiB are counted in
     /// `oversized_dropped`, full queues in `send_dropped`.
     pub fn broadcast(&self, payload: Vec<u8>) {
-        let Some(bytes) = self.inner.broadcast_frame(payload) else {
+        let Some(bytes) = frame::broadcast_frame(&self.inner, payload) else {
             return;
         };
         for (_, addr) in self.inner.active_peers() {
@@ -238,7 +193,7 @@ impl Gossip {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if let Some(bytes) = self.inner.broadcast_frame(payload) {
+        if let Some(bytes) = frame::broadcast_frame(&self.inner, payload) {
             transport::send_bytes(&self.inner, addr, bytes, Mode::Stream);
         }
     }

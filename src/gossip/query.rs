@@ -11,16 +11,15 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use tokio::time::timeout;
 
 use super::{
+    claim::{claim_allowed, peer_certificate},
     frame::{decode_frame, encode_frame, Frame, MAX_FRAME},
-    receive, transport, Inner,
+    transport, Inner,
 };
 
 /// Largest stats answer accepted.
 const MAX_ANSWER: usize = MAX_FRAME;
 /// Longest a single ask (connect, request, answer) may run, deadline or not.
 const ASK_LIMIT: Duration = Duration::from_secs(3);
-/// How long a node waits for a request on a stream it accepted.
-const REQUEST_READ: Duration = Duration::from_secs(2);
 
 /// What came back from a gather.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,18 +105,18 @@ async fn ask(inner: &Arc<Inner>, node_id: &str, addr: SocketAddr) -> Option<Vec<
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
     send.write_all(&request).await.ok()?;
     send.finish().ok()?;
-    count_sent(inner, request.len());
+    inner.counters.count_sent(request.len());
     let answer = recv.read_to_end(MAX_ANSWER).await.ok()?;
     inner
         .counters
         .bytes_received
         .fetch_add(answer.len() as u64, Ordering::Relaxed);
-    let cert = receive::peer_certificate(&conn);
+    let cert = peer_certificate(&conn);
     match decode_frame(inner, &answer) {
         Some(Ok(Frame::Stats {
             node_id: from,
             stats,
-        })) if from == node_id && receive::claim_allowed(inner, cert.as_ref(), &from) => {
+        })) if from == node_id && claim_allowed(inner, cert.as_ref(), &from) => {
             inner
                 .counters
                 .frames_received
@@ -145,55 +144,5 @@ async fn ask(inner: &Arc<Inner>, node_id: &str, addr: SocketAddr) -> Option<Vec<
                 .fetch_add(1, Ordering::Relaxed);
             None
         }
-    }
-}
-
-fn count_sent(inner: &Inner, n: usize) {
-    let c = &inner.counters;
-    c.frames_sent.fetch_add(1, Ordering::Relaxed);
-    c.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
-}
-
-/// Serves one stats request on a stream a peer opened.
-pub(crate) async fn answer(
-    inner: Arc<Inner>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) {
-    let c = &inner.counters;
-    let request = match timeout(REQUEST_READ, recv.read_to_end(64)).await {
-        Ok(Ok(b)) => b,
-        _ => {
-            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
-            let _ = recv.stop(quinn::VarInt::from_u32(2));
-            return;
-        }
-    };
-    c.bytes_received
-        .fetch_add(request.len() as u64, Ordering::Relaxed);
-    match decode_frame(&inner, &request) {
-        Some(Ok(Frame::StatsRequest)) => {}
-        None => {
-            c.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Some(_) => {
-            c.invalid_frames.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    }
-    c.frames_received.fetch_add(1, Ordering::Relaxed);
-    let mut stats = (inner.stats)().await;
-    if stats.len() > inner.max_stats_bytes {
-        c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
-        stats.clear();
-    }
-    let node_id = inner.own_node_id();
-    let Ok(bytes) = encode_frame(&inner, &Frame::Stats { node_id, stats }) else {
-        c.oversized_dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    if send.write_all(&bytes).await.is_ok() && send.finish().is_ok() {
-        count_sent(&inner, bytes.len());
     }
 }

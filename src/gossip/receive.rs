@@ -1,7 +1,7 @@
 //! QUIC transport, receiving side: accepting connections, reading datagrams and uni streams,
 //! and dispatching each authenticated frame (SWIM and sync packets and Hellos to the
 //! membership driver, broadcasts to the caller's inbound channel). Bidi streams are stats
-//! requests, answered by `query`.
+//! requests, answered by `answer`.
 //!
 //! Every frame that names a node (Hello, Stats, Broadcast, and the sender in a SWIM or
 //! digest packet) is checked against the peer certificate under mTLS.
@@ -12,11 +12,12 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::timeout;
 
 use super::{
-    driver::DriverInput,
+    answer,
+    claim::{claim_allowed, peer_certificate},
+    connections::{register, CONNECT_TIMEOUT, STREAM_TIMEOUT},
     frame::{decode_frame, Frame, FrameError, MAX_FRAME},
-    lock, membership,
-    transport::{register, CONNECT_TIMEOUT, STREAM_TIMEOUT},
-    Inner,
+    input::DriverInput,
+    lock, membership, Inner,
 };
 
 const MAX_INCOMING_CONNECTIONS: usize = 1024;
@@ -63,42 +64,13 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
-/// The peer's end-entity certificate (mutual TLS only).
-pub(crate) fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
-    let any = conn.peer_identity()?;
-    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    certs.first().cloned()
-}
-
-/// Under mutual TLS a peer may only claim the node id its certificate is valid for (the CA
-/// issues one certificate per node id); without TLS (loopback only) any claim is accepted.
-pub(crate) fn claim_allowed(
-    inner: &Inner,
-    cert: Option<&CertificateDer<'static>>,
-    node_id: &str,
-) -> bool {
-    if !inner.mtls {
-        return true;
-    }
-    let Some(cert) = cert else {
-        return false;
-    };
-    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
-        return false;
-    };
-    let Ok(name) = rustls::pki_types::ServerName::try_from(node_id) else {
-        return false;
-    };
-    ee.verify_is_valid_for_subject_name(&name).is_ok()
-}
-
 pub(super) async fn serve_connection(inner: &Arc<Inner>, conn: quinn::Connection) {
     let cert = peer_certificate(&conn);
     let cert = cert.as_ref();
     let requests = async {
         while let Ok((send, recv)) = conn.accept_bi().await {
             let inner = inner.clone();
-            let task = tokio::spawn(super::query::answer(inner.clone(), send, recv));
+            let task = tokio::spawn(answer::answer(inner.clone(), send, recv));
             inner.track(task.abort_handle());
         }
     };

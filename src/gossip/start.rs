@@ -19,10 +19,12 @@ use super::{
     driver,
     frame::Frame,
     identity::NodeIdentity,
+    input::DriverInput,
     membership::{Membership, SwimParams},
+    peer_queue::Mode,
     receive, tls, transport,
-    transport::Mode,
-    udp, Counters, GossipConfig, GossipError, Inbound, Inner, StatsFn, View,
+    types::{Inbound, StatsFn},
+    udp, Counters, GossipConfig, GossipError, Inner, View,
 };
 
 /// How often a node with no active member says Hello to its configured peers again.
@@ -166,7 +168,7 @@ async fn swim_socket(
 fn spawn_tasks(
     inner: &Arc<Inner>,
     membership: Membership,
-    driver_rx: mpsc::Receiver<driver::DriverInput>,
+    driver_rx: mpsc::Receiver<DriverInput>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     peers: &[String],
 ) {

@@ -15,12 +15,11 @@ use tokio::sync::mpsc;
 
 use super::{
     auth::ClusterKey,
-    driver::DriverInput,
-    frame::{self, Frame},
     identity::NodeIdentity,
+    input::DriverInput,
     membership::PeerEntry,
-    transport::PeerHandle,
-    Inbound, MemberState, StatsFn,
+    peer_queue::PeerHandle,
+    types::{Inbound, MemberState, StatsFn},
 };
 
 #[derive(Default)]
@@ -35,6 +34,14 @@ pub(super) struct Counters {
     pub(super) send_dropped: AtomicU64,
     pub(super) identity_mismatches: AtomicU64,
     pub(super) unauthenticated: AtomicU64,
+}
+
+impl Counters {
+    /// One frame of `n` bytes went out.
+    pub(super) fn count_sent(&self, n: usize) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 pub(super) struct View {
@@ -99,21 +106,6 @@ impl Inner {
             .filter(|p| p.state != MemberState::Dead)
             .map(|p| (p.identity.node_id.clone(), p.identity.gossip_addr))
             .collect()
-    }
-
-    /// `payload` framed as our bus broadcast; `None` (counted in `oversized_dropped`) when
-    /// it is too large.
-    pub(super) fn broadcast_frame(&self, payload: Vec<u8>) -> Option<bytes::Bytes> {
-        let node_id = self.own_node_id();
-        match frame::encode_frame(self, &Frame::Broadcast { node_id, payload }) {
-            Ok(bytes) => Some(bytes),
-            Err(_) => {
-                self.counters
-                    .oversized_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
     }
 
     pub(super) fn stop_tasks(&self) {

@@ -25,51 +25,16 @@ use tokio::{
 };
 
 use super::{
+    connections::{register, registered, CONNECT_TIMEOUT, MAX_PEERS, STREAM_TIMEOUT},
     frame::{encode_frame, Frame},
-    lock, receive, Inner,
+    lock,
+    peer_queue::{Mode, Outgoing, PeerHandle},
+    receive, Inner,
 };
 
-/// Longest an outgoing QUIC handshake may take (incoming ones get five times as long).
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(300);
-/// Longest a stream write or read of one frame may take.
-pub(super) const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_IDLE_EXIT: Duration = Duration::from_secs(60);
 const PEER_QUEUE: usize = 1024;
-const MAX_PEERS: usize = 4096;
-
-/// How a frame should travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Datagram when it fits, else a uni stream.
-    Datagram,
-    /// Always a uni stream (reliable, ordered per peer).
-    Stream,
-}
-
-/// A frame queued for a peer's sender task.
-pub(crate) struct Outgoing {
-    bytes: Bytes,
-    mode: Mode,
-}
-
-/// A peer's sender task: its queue and the handle to stop it.
-pub(crate) struct PeerHandle {
-    tx: mpsc::Sender<Outgoing>,
-    abort: tokio::task::AbortHandle,
-}
-
-impl PeerHandle {
-    /// Stops the sender task (queued frames are dropped).
-    pub(crate) fn abort(&self) {
-        self.abort.abort();
-    }
-
-    /// Nothing queued (a frame may still be in flight).
-    pub(crate) fn queue_empty(&self) -> bool {
-        self.tx.capacity() == self.tx.max_capacity()
-    }
-}
 
 /// QUIC settings of every gossip connection: 30 s idle timeout, no keep-alives, small
 /// stream limits, a 1 MiB datagram receive buffer.
@@ -256,34 +221,5 @@ async fn peer_task(inner: Arc<Inner>, addr: SocketAddr, mut rx: mpsc::Receiver<O
         } else {
             inner.counters.send_dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-/// A live connection with `addr` in either direction: the endpoint is
-/// both client and server on one socket, so a peer's outgoing connection
-/// comes from its gossip address and can carry our frames too (one
-/// handshake per pair instead of two).
-pub(super) fn registered(inner: &Inner, addr: SocketAddr) -> Option<quinn::Connection> {
-    let mut conns = lock(&inner.conns);
-    match conns.get(&addr) {
-        Some(c) if c.close_reason().is_none() => Some(c.clone()),
-        Some(_) => {
-            conns.remove(&addr);
-            None
-        }
-        None => None,
-    }
-}
-
-/// Registers a connection for its remote address. A new *incoming* connection replaces the
-/// registered one: a peer that dials us again has lost the old connection (typically it
-/// restarted on the same address), and the old one would otherwise swallow our frames until
-/// its idle timeout.
-pub(super) fn register(inner: &Inner, conn: quinn::Connection, incoming: bool) {
-    let mut conns = lock(&inner.conns);
-    let addr = conn.remote_address();
-    let live = conns.get(&addr).is_some_and(|c| c.close_reason().is_none());
-    if (incoming || !live) && (conns.contains_key(&addr) || conns.len() < MAX_PEERS) {
-        conns.insert(addr, conn);
     }
 }

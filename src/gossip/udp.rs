@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 
 use super::{
     auth::{Context, TAG_LEN},
-    driver::DriverInput,
+    input::DriverInput,
     membership::MAX_PACKET,
     Inner,
 };

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 use foca::State;
 
-use super::super::{identity::NodeIdentity, MemberState};
+use super::super::{identity::NodeIdentity, types::MemberState};
 
 /// What this node knows about another node.
 #[derive(Clone, Debug)]

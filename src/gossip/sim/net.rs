@@ -16,7 +16,7 @@ use super::{
         identity::NodeIdentity,
         membership::{MemberEvent, Membership, SwimParams},
     },
-    SimConfig,
+    config::SimConfig,
 };
 
 /// Something due at a node.

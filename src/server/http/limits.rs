@@ -39,8 +39,9 @@ use tower::BoxError;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use super::errors::ApiError;
+use super::state::AppState;
 pub use crate::config::HttpLimits;
-use crate::server::http::{ApiError, AppState};
 
 /// Largest `ttl` (seconds) a write accepts: ten years of 365 days.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;

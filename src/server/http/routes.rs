@@ -15,7 +15,9 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorize, bad_request, body_error, path_error, ApiError, AppState};
+use super::errors::ApiError;
+use super::rejections::{authorize, bad_request, body_error, path_error};
+use super::state::AppState;
 use crate::cluster::gather_cluster_stats;
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -13,34 +13,13 @@ use tokio_util::codec::Decoder;
 
 use super::codec::{FrameError, RequestDecoder};
 use super::reply::Reply;
+use super::session::{Ctx, Session};
 use super::{keys, server};
 use crate::HybridCache;
 
 /// Replies are written out once this many bytes are pending, even mid-pipeline.
 const WRITE_FLUSH: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Per-connection state.
-#[derive(Debug)]
-pub(crate) struct Session {
-    pub id: u64,
-    pub resp3: bool,
-    pub authed: bool,
-    pub name: Option<Bytes>,
-}
-
-/// What a command sees: the facade and its connection's state.
-pub(crate) struct Ctx<'a> {
-    pub cache: &'a HybridCache,
-    pub session: &'a mut Session,
-}
-
-impl Ctx<'_> {
-    /// Whether writes need `AUTH` first: a token is configured and not given yet.
-    pub fn needs_auth(&self) -> bool {
-        self.cache.config().api_token.is_some() && !self.session.authed
-    }
-}
 
 /// Whether the connection goes on after a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::conn::Ctx;
 use super::reply::Reply;
+use super::session::Ctx;
 
 /// Longest part of a rejected key echoed back in an error.
 const ECHO: usize = 64;

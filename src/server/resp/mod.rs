@@ -7,6 +7,7 @@
 //! - [`codec`]: request framing with hard bounds (never trusts a declared length);
 //! - [`reply`]: replies in the connection's protocol version;
 //! - `conn`: one task per connection, pipelined;
+//! - `session`: what a command sees (the facade and the connection's state);
 //! - `keys` (GET/SET/DEL/MGET/EXISTS) and `server` (PING/HELLO/AUTH/CLIENT/INFO/COMMAND…):
 //!   the commands, one file per group (the shape of tokio's mini-redis).
 
@@ -15,6 +16,7 @@ mod conn;
 mod keys;
 pub mod reply;
 mod server;
+mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
-use super::conn::Ctx;
 use super::reply::Reply;
+use super::session::Ctx;
 
 /// `(name, arity, flags, first key, last key, step)` as `COMMAND` reports them.
 type CommandSpec = (&'static str, i64, &'static [&'static str], i64, i64, i64);
