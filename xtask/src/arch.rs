@@ -3,8 +3,10 @@
 //! Edges: every `crate::` path (also inside `use crate::{a, b::{c, d}}` groups) outside
 //! comments, string literals and `#[cfg(test)]` modules, and outside the files such a
 //! module declares (`#[cfg(test)] mod tests;`), counted from the module of the file to the
-//! module it names, both cut to `--depth` path segments. A strongly connected component
-//! (Tarjan) of more than one module is an import cycle: exit 1.
+//! module it names, both cut to `--depth` path segments (`super::` and `self::` resolved).
+//! A reference between a module and its own parent or child is not an edge (a module
+//! contains its submodules). A strongly connected component (Tarjan) of more than one
+//! module is an import cycle: exit 1. `--depth 0` checks every depth from 1 to the deepest.
 //!
 //! Sizes: a non-test file over 500 lines or a function over 80 lines (test files:
 //! `tests.rs`, `*_tests.rs`, under a `tests/` folder) is reported; it fails only with
@@ -24,7 +26,8 @@ pub struct Args {
     /// Fail (exit 1) on a file or a function over its limit too, not only on a cycle.
     #[arg(long)]
     pub strict: bool,
-    /// Module path segments that name a module (1: `cache`, 2: `coherence::lease`).
+    /// Module path segments that name a module (1: `cache`, 2: `coherence::lease`);
+    /// 0: every depth from 1 to the deepest module.
     #[arg(long, default_value_t = 1)]
     pub depth: usize,
     /// Source folder (default: src/ of the repository).
@@ -60,12 +63,27 @@ pub fn run(args: &Args) -> Result<i32> {
         sources.push((p.clone(), text));
     }
     let test_files = test_module_files(&sources);
-    let edges = module_edges(&src, &sources, &test_files, args.depth.max(1));
-    for (from, to) in &edges {
-        let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        println!("{from} -> {}", to.join(" "));
+    let depths = match args.depth {
+        0 => {
+            1..=files
+                .iter()
+                .map(|p| module_of(&src, p).len())
+                .max()
+                .unwrap_or(1)
+        }
+        d => d..=d,
+    };
+    let mut found = Vec::new();
+    for depth in depths {
+        let edges = module_edges(&src, &sources, &test_files, depth);
+        println!("-- depth {depth}");
+        for (from, to) in &edges {
+            let to: Vec<&str> = to.iter().map(String::as_str).collect();
+            println!("{from} -> {}", to.join(" "));
+        }
+        found.extend(cycles(&edges));
     }
-    let cycles = cycles(&edges);
+    let cycles = found;
     println!("CYCLES: {cycles:?}");
 
     let (big_files, big_fns) = sizes(&src, &sources, args.max_file_lines, args.max_fn_lines);
@@ -392,12 +410,25 @@ fn module_edges(
                 continue;
             }
             let to = segs[..depth.min(segs.len())].join("::");
-            if to != me {
+            if !nested(&to, &me) {
                 edges.entry(me.clone()).or_default().insert(to);
             }
         }
     }
     edges
+}
+
+/// Whether one module is the other or contains it. A module contains its submodules (its
+/// `mod.rs` declares them and re-exports their items), so a reference between a module and
+/// its own parent or child is not an edge; edges between siblings and across branches are.
+fn nested(a: &str, b: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|r| r.starts_with("::"))
+    };
+    within(a, b) || within(b, a)
 }
 
 /// Strongly connected components of more than one module (Tarjan), each sorted.
@@ -532,6 +563,14 @@ mod tests {
         assert!(!code.contains("crate::c") && !code.contains("crate::d"));
         assert!(!code.contains("crate::e"));
         assert!(code.contains("crate::f::G") && code.contains("&'a u8"));
+    }
+
+    #[test]
+    fn parents_and_children_are_nested_siblings_are_not() {
+        assert!(nested("a::b", "a"));
+        assert!(nested("a", "a::b::c"));
+        assert!(!nested("a::b", "a::c"));
+        assert!(!nested("a::bc", "a::b"));
     }
 
     #[test]

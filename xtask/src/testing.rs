@@ -127,10 +127,14 @@ pub fn ci(after_test: bool) -> Result<()> {
         eprintln!("== cargo xtask test");
         test(&[])?;
     }
-    eprintln!("== cargo xtask arch (module import cycles fail; sizes are reported)");
-    let code = arch::run(&arch::Args::default())?;
+    eprintln!("== cargo xtask arch --strict --depth 0 (no import cycle at any depth; files <= 500 lines, functions <= 80)");
+    let code = arch::run(&arch::Args {
+        strict: true,
+        depth: 0,
+        ..arch::Args::default()
+    })?;
     if code != 0 {
-        bail!("cargo xtask arch: an import cycle between modules");
+        bail!("cargo xtask arch: an import cycle between modules, or a file or function over its limit");
     }
     eprintln!("== cargo xtask sim-gossip (1,000-node gossip simulation, release build; < 1 min)");
     checks::sim_gossip(&[])?;
