@@ -17,8 +17,12 @@
 //! - **Sequence numbers.** Every node numbers its invalidations 1, 2, 3… within its
 //!   `epoch`. A receiver that sees `seq > last + 1` knows messages were lost and, since it
 //!   cannot know which categories or keys they named, flushes everything. `seq <= last` is a
-//!   duplicate (the same message may arrive over Redis *and* over the QUIC fallback path) and
-//!   is ignored, so each message is applied once.
+//!   duplicate (the same message may arrive over Redis *and* over the QUIC fallback path):
+//!   counted, and its target is applied again all the same. Removal is idempotent, and the
+//!   copy may be the only one: a change sent over QUIC alone (its L2 write failed) can arrive
+//!   after a later number of its origin (a heartbeat, or its next change over Redis), whose
+//!   gap flush let L1 refill from the old L2 value. Sequence numbers detect gaps; they never
+//!   suppress an apply.
 //! - **Epochs.** A node picks a random epoch at start. When an origin shows a new epoch it has
 //!   restarted; whatever it sent before dying may have been lost, so receivers flush.
 //!   Sequence state is kept per (origin, epoch) for the last few epochs of each origin, so a
