@@ -300,6 +300,7 @@ impl Coherence {
             .into_iter()
             .collect();
         self.link = LinkState::Up;
+        self.strict.link_up(now);
         // The peer session ends: Redis orders changes again.
         self.peers.end_session();
         self.echo.restart(now);
@@ -313,6 +314,7 @@ impl Coherence {
     pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
         self.start_peer_session(now);
         self.link = LinkState::Down;
+        self.strict.link_down();
         self.echo.forget_unechoed();
         self.lease
             .revoke(now, &mut self.counters)
@@ -343,6 +345,7 @@ impl Coherence {
         if self.echo.lost(now, self.config.echo_timeout) {
             self.start_peer_session(now);
             self.link = LinkState::Down;
+            self.strict.link_down();
             self.echo.forget_unechoed();
             self.counters.reconnects += 1;
             actions.extend(self.lease.revoke(now, &mut self.counters));

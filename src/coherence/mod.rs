@@ -82,16 +82,25 @@
 //! driver runs a barrier first), sends back [`BusMessage::Ack`](crate::wire::BusMessage::Ack) "applied up to seq S", over
 //! Redis. Acks ride on pub/sub rather than on heartbeats so that a write costs one round
 //! trip, not a heartbeat interval. The write is acknowledged ([`Action::Acknowledged`]) when
-//! - every node heard from within `liveness` has acked, and at least as many nodes as Redis
-//!   said received the PUBLISH (its reply counts subscribers: that covers a node that just
-//!   joined and was not heard from yet; our own echo counts for us); or
+//! - our subscription has been up for a whole `liveness` window, every node heard from
+//!   within it has acked, and at least as many nodes as Redis said received the PUBLISH
+//!   (its reply counts subscribers: that covers a node that just joined and was not heard
+//!   from yet; our own echo counts for us); or
 //! - `B` has passed since the PUBLISH returned: a node that has not applied the change by
 //!   then has no lease (its newest echoed ping was processed by Redis before our
 //!   invalidation, hence sent before it, hence its lease ended by then).
 //!
+//! Why the window: a node whose subscription died within the last B may still hold a
+//! lease, and Redis no longer counts it. Only the named set covers it: its link published
+//! a heartbeat within B plus a heartbeat interval (`liveness` is at least that), which we
+//! heard if our own subscription was up all along. Right after our start or a
+//! resubscription the named set is incomplete, so a strict write waits B.
+//!
 //! A slow, paused or partitioned node therefore costs a strict writer at most `B`, never
-//! correctness. A peer that gossip declares dead leaves the named set, but not the count
-//! Redis gave: if it is in fact still subscribed, the write waits for its ack or for `B`.
+//! correctness. Gossip's "dead" does not shorten the wait: a node cut off from its peers
+//! over QUIC (or falsely suspected) may still be subscribed, or have lost its subscription
+//! within B with its lease still valid; only its ack, B, or its silence for a whole
+//! `liveness` window take it out of the named set.
 //!
 //! # Redis down for everyone: the peer lease
 //! With gossip peers ([`Coherence::with_peer_lease`]), the lease survives an outage of
