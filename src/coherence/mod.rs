@@ -72,8 +72,11 @@
 //!   ([`Action::Revoke`]); after a reconnect the flush comes first, and the lease is only
 //!   granted again by the echo of a ping sent after it.
 //! - A paused process (SIGSTOP, a long GC-like stall) needs no special case: the check is
-//!   `Instant::now() <= deadline`, so after the pause the lease has lapsed and reads go to
-//!   L2 until a fresh echo, which arrives only after the invalidations queued before it.
+//!   `now <= deadline`, so after the pause the lease has lapsed and reads go to L2 until a
+//!   fresh echo, which arrives only after the invalidations queued before it. A suspended
+//!   VM or host neither: "now" is CLOCK_BOOTTIME ([`Clock`]), which keeps counting through
+//!   a suspend (CLOCK_MONOTONIC, behind `Instant`, stops), and the driver feeds this
+//!   machine `Instant`s of [`Clock::now`], so ping send times are on that clock too.
 //!
 //! # Strict categories: acknowledge only what every lease holder applied
 //! For a `strict` category a write must not be acknowledged while any node could still
@@ -148,11 +151,13 @@
 //! - `sequence.rs`: per-origin sequence numbers, gaps and epochs;
 //! - `link.rs`: the subscription state ([`LinkState`]) and self-echo / heartbeats;
 //! - `lease.rs`: the freshness lease, both the machine's side and the read path's [`Lease`];
+//! - `clock.rs`: the lease's clock ([`Clock`], CLOCK_BOOTTIME: it counts through a suspend);
 //! - `strict.rs`: when a strict write may be acknowledged;
 //! - `peer.rs`: the peer lease over QUIC while Redis is down;
 //! - `action.rs`, `config.rs`, `counters.rs`: outputs, timing, counters.
 
 mod action;
+mod clock;
 mod config;
 mod counters;
 mod input;
@@ -164,6 +169,7 @@ mod sequence;
 mod strict;
 
 pub use action::{Action, FlushReason};
+pub use clock::Clock;
 pub use config::CoherenceConfig;
 pub use counters::CoherenceCounters;
 pub use lease::Lease;
