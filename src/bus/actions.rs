@@ -7,7 +7,7 @@ use std::time::Instant;
 use ractor::ActorRef;
 
 use super::{ping_channel, BusMsg, BusState, PublishError, Target, Via};
-use crate::coherence::{Action, LinkState};
+use crate::coherence::{Action, Clock, LinkState};
 use crate::stats::NodeCounters;
 
 impl BusState {
@@ -105,8 +105,10 @@ impl BusState {
     /// periodic one: the machine decides at the deadline, not up to a tick period later.
     pub(super) fn wake_at(&self, myself: ActorRef<BusMsg>, at: Instant) {
         let pending = self.tick_pending.clone();
+        // `at` is on the lease's clock (it counts through a suspend); a timer needs a delay.
+        let delay = Clock::system().until(at);
         tokio::spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            tokio::time::sleep(delay).await;
             if !pending.swap(true, std::sync::atomic::Ordering::AcqRel) {
                 let _ = myself.cast(BusMsg::Tick);
             }

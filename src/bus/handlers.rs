@@ -7,7 +7,7 @@ use std::time::Instant;
 use ractor::ActorRef;
 
 use super::{BusMsg, BusState, ChangeKind, Done, PublishError, Target, Via, PEERS_REFRESH};
-use crate::coherence::LinkState;
+use crate::coherence::{Clock, LinkState};
 use crate::l2::L2Conn;
 use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
@@ -174,7 +174,7 @@ impl BusState {
         if self.machine.link() == LinkState::Up {
             tracing::warn!(reason, "redis subscription down: L1 lease revoked");
         }
-        let actions = self.machine.link_down(Instant::now());
+        let actions = self.machine.link_down(Clock::system().now());
         self.node.set_link_up(false);
         Box::pin(self.run(actions)).await;
     }

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::coherence::{Coherence, CoherenceConfig};
+use crate::coherence::{Clock, Coherence, CoherenceConfig};
 use crate::l2::L2Conn;
 pub use crate::wire::{ChangeKind, Target};
 use crate::wire_auth::ClusterKey;
@@ -205,7 +205,7 @@ fn new_machine(node: &dyn NodePort) -> (Coherence, CoherenceConfig) {
         cfg.node_id.clone(),
         rand::random::<u64>(),
         config,
-        Instant::now(),
+        Clock::system().now(),
     )
     .with_categories(node.category_names())
     .with_ack_channel(node.instance().to_string());
@@ -319,7 +319,8 @@ impl Actor for BusActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let now = Instant::now();
+        // The lease's clock: it keeps counting through a suspend (see coherence::Clock).
+        let now = Clock::system().now();
         if msg.gated() {
             state.handle.gate().release();
         }

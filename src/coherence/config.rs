@@ -19,7 +19,9 @@ pub struct CoherenceConfig {
     /// lease: only for tests of the heartbeat logic alone).
     pub ping_interval: Duration,
     /// A node heard from within this window must ack a strict change (default 2 s: ten
-    /// heartbeat intervals).
+    /// heartbeat intervals; at least B plus two heartbeat intervals, so that every node
+    /// that may still hold a lease was heard from within it). Acks release a strict change
+    /// before B only once our subscription has been up for this whole window.
     pub liveness: Duration,
 }
 
@@ -32,12 +34,15 @@ impl Default for CoherenceConfig {
 impl CoherenceConfig {
     /// The default timing for a staleness bound `b`: pings every `b/4` (at least 1 ms).
     pub fn with_bound(b: Duration) -> Self {
+        let heartbeat_interval = Duration::from_millis(200);
         Self {
-            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_interval,
             echo_timeout: Duration::from_secs(1).max(b * 4),
             staleness_bound: b,
             ping_interval: (b / 4).max(Duration::from_millis(1)),
-            liveness: Duration::from_secs(2),
+            // A lease holder's lease rests on a ping sent within the last B, and its link
+            // publishes a heartbeat at least every heartbeat interval while up.
+            liveness: Duration::from_secs(2).max(b.saturating_add(heartbeat_interval * 2)),
         }
     }
 }

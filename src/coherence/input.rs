@@ -67,8 +67,10 @@ impl Coherence {
         node == self.node_id && epoch == self.epoch
     }
 
-    /// An invalidation: applied if next in order and applicable here, else flushed wider or
-    /// ignored as a duplicate; a strict origin gets our ack after it.
+    /// An invalidation: its target is applied whatever its number says (in order, or a
+    /// duplicate: removal is idempotent), or L1 is flushed (a gap, first contact, or not
+    /// applicable exactly here); a strict origin gets our ack after it. Sequence numbers
+    /// only detect gaps.
     fn handle_invalidation(&mut self, inv: Invalidation, now: Instant) -> Vec<Action> {
         if self.own_echo(&inv.origin, inv.origin_epoch, now) {
             if self.strict.self_seen(inv.seq) {
@@ -79,8 +81,8 @@ impl Coherence {
         self.strict.heard_from(&inv.origin, now);
         self.counters.received += 1;
         let exact = self.applicable(&inv);
-        // A strict origin waits for our ack: whatever we do below (apply, flush, or
-        // nothing for a duplicate already applied) leaves it out of L1 first.
+        // A strict origin waits for our ack: whatever we do below (apply or flush) leaves
+        // it out of L1 first.
         let ack = inv.ack_to.clone().map(|to| Action::SendAck {
             to,
             origin: inv.origin.clone(),
@@ -106,17 +108,28 @@ impl Coherence {
                     target: inv.target,
                 }]
             }
-            Verdict::Apply => {
-                // In order, but not applicable exactly here: apply wider.
+            Verdict::Duplicate if exact => {
+                // Counted, and applied all the same (removal is idempotent): a change sent
+                // only over QUIC (its L2 write failed) may arrive after a later number of
+                // its origin, whose gap flush let L1 refill from the old L2 value.
+                self.counters.duplicates += 1;
+                vec![Action::Apply {
+                    category: inv.category,
+                    target: inv.target,
+                }]
+            }
+            Verdict::Apply | Verdict::Duplicate => {
+                // Not applicable exactly here: apply wider.
+                if matches!(verdict, Verdict::Duplicate) {
+                    self.counters.duplicates += 1;
+                }
                 self.counters.undecodable += 1;
                 self.flush(FlushReason::Undecodable)
             }
-            Verdict::Duplicate => {
-                self.counters.duplicates += 1;
-                Vec::new()
-            }
             Verdict::Flush(reason) => self.flush(reason),
         };
+        // The ack goes after the apply (or the flush): the driver sends it only once
+        // every earlier action is in L1 (barrier).
         actions.extend(ack);
         actions
     }
@@ -287,6 +300,7 @@ impl Coherence {
             .into_iter()
             .collect();
         self.link = LinkState::Up;
+        self.strict.link_up(now);
         // The peer session ends: Redis orders changes again.
         self.peers.end_session();
         self.echo.restart(now);
@@ -300,6 +314,7 @@ impl Coherence {
     pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
         self.start_peer_session(now);
         self.link = LinkState::Down;
+        self.strict.link_down();
         self.echo.forget_unechoed();
         self.lease
             .revoke(now, &mut self.counters)
@@ -330,6 +345,7 @@ impl Coherence {
         if self.echo.lost(now, self.config.echo_timeout) {
             self.start_peer_session(now);
             self.link = LinkState::Down;
+            self.strict.link_down();
             self.echo.forget_unechoed();
             self.counters.reconnects += 1;
             actions.extend(self.lease.revoke(now, &mut self.counters));

@@ -4,27 +4,29 @@
 //!
 //! The sans-IO [`super::Coherence`] machine decides when the lease is renewed or revoked
 //! (its `LeaseState`); the bus actor copies those decisions into a [`Lease`]. Readers only
-//! ask [`Lease::held`]: one atomic load and one monotonic clock read, no lock, no mailbox.
-//! The check compares `Instant::now()` with the deadline at the moment of the read, never a
-//! "fresh" flag that a timer would have to clear: a paused process or a starved task finds
-//! its lease lapsed by the clock alone.
+//! ask [`Lease::held`]: one atomic load and one clock read, no lock, no mailbox. The check
+//! compares the clock with the deadline at the moment of the read, never a "fresh" flag
+//! that a timer would have to clear: a paused process or a starved task finds its lease
+//! lapsed by the clock alone. The clock is CLOCK_BOOTTIME ([`Clock`]), which keeps counting
+//! while the machine is suspended: a resumed VM finds its lease lapsed too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Action, CoherenceCounters};
+use super::{Action, Clock, CoherenceCounters};
 
 /// Deadline value meaning "no lease".
 const NONE: u64 = 0;
 /// Deadline value meaning "always held" (no Redis configured: everything is local).
 const ALWAYS: u64 = u64::MAX;
 
-/// An L1 freshness lease: L1 may be served while `now <= deadline`.
+/// An L1 freshness lease: L1 may be served while `now <= deadline`, on a clock that keeps
+/// counting through a suspend.
 #[derive(Debug)]
 pub struct Lease {
-    base: Instant,
-    /// Deadline in nanoseconds since `base` (+1, so that 0 can mean "none").
+    clock: Clock,
+    /// Deadline as a reading of `clock`, in nanoseconds (+1, so that 0 can mean "none").
     until: AtomicU64,
     /// The staleness bound the deadlines were computed with (for stats).
     bound: Duration,
@@ -33,8 +35,13 @@ pub struct Lease {
 impl Lease {
     /// A lease that is never held until renewed (a node with Redis).
     pub fn new(bound: Duration) -> Lease {
+        Lease::with_clock(bound, Clock::system())
+    }
+
+    /// Like [`Lease::new`], on `clock`; deadlines are `Instant`s of [`Clock::now`].
+    pub fn with_clock(bound: Duration, clock: Clock) -> Lease {
         Lease {
-            base: Instant::now(),
+            clock,
             until: AtomicU64::new(NONE),
             bound,
         }
@@ -43,15 +50,16 @@ impl Lease {
     /// A lease that is always held (no Redis: a single process is its own truth).
     pub fn always() -> Lease {
         Lease {
-            base: Instant::now(),
+            clock: Clock::system(),
             until: AtomicU64::new(ALWAYS),
             bound: Duration::ZERO,
         }
     }
 
-    fn encode(&self, t: Instant) -> u64 {
-        let nanos = t.saturating_duration_since(self.base).as_nanos();
-        u64::try_from(nanos).unwrap_or(ALWAYS - 1).saturating_add(1)
+    fn encode(reading: Duration) -> u64 {
+        u64::try_from(reading.as_nanos())
+            .unwrap_or(ALWAYS - 1)
+            .saturating_add(1)
     }
 
     /// Whether L1 may be served now. The hot-path check.
@@ -60,13 +68,14 @@ impl Lease {
         match self.until.load(Ordering::Acquire) {
             NONE => false,
             ALWAYS => true,
-            until => self.encode(Instant::now()) <= until,
+            until => Self::encode(self.clock.reading()) <= until,
         }
     }
 
-    /// Extends the deadline to `until` (never shortens it).
+    /// Extends the deadline to `until`, an `Instant` of the lease's [`Clock::now`] (never
+    /// shortens it).
     pub fn extend_to(&self, until: Instant) {
-        let v = self.encode(until);
+        let v = Self::encode(self.clock.reading_of(until));
         if self.until.load(Ordering::Acquire) != ALWAYS {
             self.until.fetch_max(v, Ordering::AcqRel);
         }
@@ -87,7 +96,7 @@ impl Lease {
             NONE | ALWAYS => None,
             until => {
                 let granted_at = Duration::from_nanos(until - 1).checked_sub(self.bound)?;
-                Some(self.base.elapsed().saturating_sub(granted_at))
+                Some(self.clock.reading().saturating_sub(granted_at))
             }
         }
     }

@@ -236,14 +236,6 @@ impl Coherence {
         self.strict.forget(seq);
     }
 
-    /// Gossip declared `node_id` dead: it leaves the named ack sets (not the count Redis
-    /// gave, see the module docs).
-    #[cfg(test)]
-    pub fn peer_dead(&mut self, node_id: &str, now: Instant) -> Vec<Action> {
-        self.strict.peer_dead(node_id);
-        self.settle_strict(now)
-    }
-
     /// The peers gossip currently says are alive or suspect. A peer that leaves the set
     /// while the link is down (declared dead) flushes L1: whatever it changed since it last
     /// granted us is unknown here. It stays in the set of peers our changes wait for.

@@ -17,8 +17,12 @@
 //! - **Sequence numbers.** Every node numbers its invalidations 1, 2, 3… within its
 //!   `epoch`. A receiver that sees `seq > last + 1` knows messages were lost and, since it
 //!   cannot know which categories or keys they named, flushes everything. `seq <= last` is a
-//!   duplicate (the same message may arrive over Redis *and* over the QUIC fallback path) and
-//!   is ignored, so each message is applied once.
+//!   duplicate (the same message may arrive over Redis *and* over the QUIC fallback path):
+//!   counted, and its target is applied again all the same. Removal is idempotent, and the
+//!   copy may be the only one: a change sent over QUIC alone (its L2 write failed) can arrive
+//!   after a later number of its origin (a heartbeat, or its next change over Redis), whose
+//!   gap flush let L1 refill from the old L2 value. Sequence numbers detect gaps; they never
+//!   suppress an apply.
 //! - **Epochs.** A node picks a random epoch at start. When an origin shows a new epoch it has
 //!   restarted; whatever it sent before dying may have been lost, so receivers flush.
 //!   Sequence state is kept per (origin, epoch) for the last few epochs of each origin, so a
@@ -68,8 +72,11 @@
 //!   ([`Action::Revoke`]); after a reconnect the flush comes first, and the lease is only
 //!   granted again by the echo of a ping sent after it.
 //! - A paused process (SIGSTOP, a long GC-like stall) needs no special case: the check is
-//!   `Instant::now() <= deadline`, so after the pause the lease has lapsed and reads go to
-//!   L2 until a fresh echo, which arrives only after the invalidations queued before it.
+//!   `now <= deadline`, so after the pause the lease has lapsed and reads go to L2 until a
+//!   fresh echo, which arrives only after the invalidations queued before it. A suspended
+//!   VM or host neither: "now" is CLOCK_BOOTTIME ([`Clock`]), which keeps counting through
+//!   a suspend (CLOCK_MONOTONIC, behind `Instant`, stops), and the driver feeds this
+//!   machine `Instant`s of [`Clock::now`], so ping send times are on that clock too.
 //!
 //! # Strict categories: acknowledge only what every lease holder applied
 //! For a `strict` category a write must not be acknowledged while any node could still
@@ -78,16 +85,25 @@
 //! driver runs a barrier first), sends back [`BusMessage::Ack`](crate::wire::BusMessage::Ack) "applied up to seq S", over
 //! Redis. Acks ride on pub/sub rather than on heartbeats so that a write costs one round
 //! trip, not a heartbeat interval. The write is acknowledged ([`Action::Acknowledged`]) when
-//! - every node heard from within `liveness` has acked, and at least as many nodes as Redis
-//!   said received the PUBLISH (its reply counts subscribers: that covers a node that just
-//!   joined and was not heard from yet; our own echo counts for us); or
+//! - our subscription has been up for a whole `liveness` window, every node heard from
+//!   within it has acked, and at least as many nodes as Redis said received the PUBLISH
+//!   (its reply counts subscribers: that covers a node that just joined and was not heard
+//!   from yet; our own echo counts for us); or
 //! - `B` has passed since the PUBLISH returned: a node that has not applied the change by
 //!   then has no lease (its newest echoed ping was processed by Redis before our
 //!   invalidation, hence sent before it, hence its lease ended by then).
 //!
+//! Why the window: a node whose subscription died within the last B may still hold a
+//! lease, and Redis no longer counts it. Only the named set covers it: its link published
+//! a heartbeat within B plus a heartbeat interval (`liveness` is at least that), which we
+//! heard if our own subscription was up all along. Right after our start or a
+//! resubscription the named set is incomplete, so a strict write waits B.
+//!
 //! A slow, paused or partitioned node therefore costs a strict writer at most `B`, never
-//! correctness. A peer that gossip declares dead leaves the named set, but not the count
-//! Redis gave: if it is in fact still subscribed, the write waits for its ack or for `B`.
+//! correctness. Gossip's "dead" does not shorten the wait: a node cut off from its peers
+//! over QUIC (or falsely suspected) may still be subscribed, or have lost its subscription
+//! within B with its lease still valid; only its ack, B, or its silence for a whole
+//! `liveness` window take it out of the named set.
 //!
 //! # Redis down for everyone: the peer lease
 //! With gossip peers ([`Coherence::with_peer_lease`]), the lease survives an outage of
@@ -135,11 +151,13 @@
 //! - `sequence.rs`: per-origin sequence numbers, gaps and epochs;
 //! - `link.rs`: the subscription state ([`LinkState`]) and self-echo / heartbeats;
 //! - `lease.rs`: the freshness lease, both the machine's side and the read path's [`Lease`];
+//! - `clock.rs`: the lease's clock ([`Clock`], CLOCK_BOOTTIME: it counts through a suspend);
 //! - `strict.rs`: when a strict write may be acknowledged;
 //! - `peer.rs`: the peer lease over QUIC while Redis is down;
 //! - `action.rs`, `config.rs`, `counters.rs`: outputs, timing, counters.
 
 mod action;
+mod clock;
 mod config;
 mod counters;
 mod input;
@@ -151,6 +169,7 @@ mod sequence;
 mod strict;
 
 pub use action::{Action, FlushReason};
+pub use clock::Clock;
 pub use config::CoherenceConfig;
 pub use counters::CoherenceCounters;
 pub use lease::Lease;

@@ -31,7 +31,8 @@ pub(super) struct EpochState {
 pub(super) enum Verdict {
     /// Next in order: apply.
     Apply,
-    /// Already seen, nothing new.
+    /// Already covered (seen, or covered by a flush): nothing new for the numbering; an
+    /// invalidation's target is still applied (see [`super`], "Sequence numbers").
     Duplicate,
     /// Something may have been missed: flush.
     Flush(FlushReason),

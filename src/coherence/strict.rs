@@ -17,6 +17,10 @@ struct StrictWrite {
     receivers: u64,
     /// Nodes heard from within `liveness` when it was published: each must ack.
     expected: BTreeSet<String>,
+    /// Whether acks may release it before B: our subscription had been up for a full
+    /// liveness window when it was published, so `expected` names every lease holder that
+    /// Redis may not have counted (one whose subscription died within the last B).
+    window_full: bool,
     /// Nodes that acked it.
     acked: BTreeSet<String>,
     /// Our own subscription delivered it back to us.
@@ -28,6 +32,8 @@ struct StrictWrite {
 pub(super) struct StrictAcks {
     /// When each other node was last heard from (any message), for the strict ack set.
     heard: HashMap<String, Instant>,
+    /// Since when our subscription has been up without a break (`None` while down).
+    up_since: Option<Instant>,
     /// Our strict changes waiting for acks, by sequence number.
     writes: BTreeMap<u64, StrictWrite>,
 }
@@ -39,6 +45,17 @@ impl StrictAcks {
         if self.heard.len() < MAX_ORIGINS || self.heard.contains_key(origin) {
             self.heard.insert(origin.to_string(), now);
         }
+    }
+
+    /// Our subscription came up at `now`: what we heard before proves nothing about the
+    /// window that starts here.
+    pub(super) fn link_up(&mut self, now: Instant) {
+        self.up_since = Some(now);
+    }
+
+    /// Our subscription is down (or found dead): we may miss heartbeats from now on.
+    pub(super) fn link_down(&mut self) {
+        self.up_since = None;
     }
 
     /// `from` sent us an ack at `now`.
@@ -59,7 +76,10 @@ impl StrictAcks {
     }
 
     /// Redis took the PUBLISH of `seq`, which reached `receivers` subscribers: every node
-    /// heard from within `liveness` must ack. False when `seq` is not tracked.
+    /// heard from within `liveness` must ack. Acks release it before B only if our
+    /// subscription has been up for the whole `liveness` window (else a lease holder whose
+    /// subscription just died may be neither heard nor counted). False when `seq` is not
+    /// tracked.
     pub(super) fn published(
         &mut self,
         seq: u64,
@@ -73,9 +93,13 @@ impl StrictAcks {
             .filter(|(_, t)| now.saturating_duration_since(**t) <= liveness)
             .map(|(id, _)| id.clone())
             .collect();
+        let window_full = self
+            .up_since
+            .is_some_and(|up| now.saturating_duration_since(up) >= liveness);
         let Some(w) = self.writes.get_mut(&seq) else {
             return false;
         };
+        w.window_full = window_full;
         w.published_at = Some(now);
         w.receivers = receivers;
         w.expected = expected;
@@ -85,15 +109,6 @@ impl StrictAcks {
     /// The PUBLISH of `seq` failed: nothing waits for it.
     pub(super) fn forget(&mut self, seq: u64) {
         self.writes.remove(&seq);
-    }
-
-    /// `node_id` was declared dead: it leaves the named ack sets (not the count Redis gave).
-    #[cfg(test)]
-    pub(super) fn peer_dead(&mut self, node_id: &str) {
-        self.heard.remove(node_id);
-        for w in self.writes.values_mut() {
-            w.expected.remove(node_id);
-        }
     }
 
     /// Our own subscription delivered our change `seq` back; false when it is not tracked.
@@ -129,7 +144,7 @@ impl StrictAcks {
         for (seq, w) in &self.writes {
             let Some(at) = w.published_at else { continue };
             let count = w.acked.len() as u64 + u64::from(w.self_seen);
-            if w.expected.is_subset(&w.acked) && count >= w.receivers {
+            if w.window_full && w.expected.is_subset(&w.acked) && count >= w.receivers {
                 done.push((*seq, false));
             } else if now.saturating_duration_since(at) >= bound {
                 done.push((*seq, true));

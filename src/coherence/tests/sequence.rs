@@ -55,13 +55,14 @@ fn in_order_messages_are_applied() {
 }
 
 #[test]
-fn duplicate_is_ignored_and_counted() {
+fn duplicate_is_applied_again_and_counted() {
     let t = Instant::now();
     let (mut n, base) = ready(&[("n2", 2)], t);
     assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
     assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
-    assert!(n.handle_message(inv("n2", 2, 2, "b"), t).is_empty());
-    assert!(n.handle_message(inv("n2", 2, 1, "a"), t).is_empty());
+    // Removal is idempotent: a duplicate is applied again, never a flush.
+    assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
+    assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
     let d = delta(&n, base);
     assert_eq!(
         (d.received, d.applied, d.duplicates, d.flushes),
@@ -70,7 +71,7 @@ fn duplicate_is_ignored_and_counted() {
 }
 
 #[test]
-fn same_message_via_two_paths_applied_once() {
+fn same_message_via_two_paths_numbered_once() {
     let t = Instant::now();
     let mut sender = node("n2", 2, t);
     let (mut n, base) = ready(&[("n2", 2)], t);
@@ -88,9 +89,9 @@ fn same_message_via_two_paths_applied_once() {
     );
     // Redis delivers m1, QUIC delivers m1, QUIC delivers m2, Redis delivers m2.
     assert_eq!(n.handle_message(m1.clone(), t), apply("a"));
-    assert!(n.handle_message(m1, t).is_empty());
+    assert_eq!(n.handle_message(m1, t), apply("a"));
     assert_eq!(n.handle_message(m2.clone(), t), apply("b"));
-    assert!(n.handle_message(m2, t).is_empty());
+    assert_eq!(n.handle_message(m2, t), apply("b"));
     let d = delta(&n, base);
     assert_eq!((d.applied, d.duplicates, d.gaps, d.flushes), (2, 2, 0, 0));
 }
@@ -106,8 +107,8 @@ fn gap_flushes_and_counts() {
     assert_eq!((d.gaps, d.flushes, d.applied), (1, 1, 1));
     // Back in order after the gap.
     assert_eq!(n.handle_message(inv("n2", 2, 5, "e"), t), apply("e"));
-    // Late arrival of a lost one: duplicate (the flush covered it).
-    assert!(n.handle_message(inv("n2", 2, 3, "c"), t).is_empty());
+    // Late arrival of a lost one: a duplicate for the numbering, applied all the same.
+    assert_eq!(n.handle_message(inv("n2", 2, 3, "c"), t), apply("c"));
     assert_eq!(delta(&n, base).duplicates, 1);
 }
 
@@ -122,7 +123,7 @@ fn first_contact_baselines_and_flushes() {
     // First contact at seq 10, then in order.
     assert_flush(n.handle_message(inv("n3", 3, 10, "x"), t));
     assert_eq!(n.handle_message(inv("n3", 3, 11, "y"), t), apply("y"));
-    assert!(n.handle_message(inv("n3", 3, 9, "w"), t).is_empty());
+    assert_eq!(n.handle_message(inv("n3", 3, 9, "w"), t), apply("w"));
     // First contact by heartbeat: baseline at last_seq.
     assert_flush(n.handle_message(hb("n4", 4, 3), t));
     assert_eq!(n.handle_message(inv("n4", 4, 4, "z"), t), apply("z"));
@@ -240,8 +241,9 @@ fn late_message_from_previous_epoch_is_a_duplicate() {
     assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
     assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
     assert_flush(n.handle_message(inv("n2", 3, 1, "new1"), t));
-    // The QUIC copy of an old message arrives after the restart: already seen.
-    assert!(n.handle_message(inv("n2", 2, 2, "b"), t).is_empty());
+    // The QUIC copy of an old message arrives after the restart: already seen (applied
+    // again, no flush).
+    assert_eq!(n.handle_message(inv("n2", 2, 2, "b"), t), apply("b"));
     assert!(n.handle_message(hb("n2", 2, 2), t).is_empty());
     assert_eq!(n.handle_message(inv("n2", 3, 2, "new2"), t), apply("new2"));
     // An old-epoch message we never saw still counts as a gap in that epoch.
@@ -298,4 +300,43 @@ fn own_id_with_other_epoch_is_a_previous_incarnation() {
     assert_flush(n.handle_message(inv("n1", 99, 5, "old"), t));
     assert_eq!(n.handle_message(inv("n1", 99, 6, "old2"), t), apply("old2"));
     assert_eq!(n.last_self_echo(), None);
+}
+
+/// Issue #23, item 5: a change sent only over QUIC (its L2 write failed) arrives after a
+/// later number of its origin. The later number flushes (gap) and L1 may refill from the
+/// old L2 value; the late QUIC copy is a duplicate for the numbering, but its target must
+/// still be removed, and a strict origin is acked only after that removal.
+#[test]
+fn quic_only_change_after_a_later_number_is_still_applied() {
+    let t = Instant::now();
+    for later_by_heartbeat in [true, false] {
+        let (mut n, base) = ready(&[("n2", 2)], t);
+        assert_eq!(n.handle_message(inv("n2", 2, 1, "a"), t), apply("a"));
+        // Change 2 of n2 goes over QUIC only; a later number arrives first over Redis.
+        let later = if later_by_heartbeat {
+            hb("n2", 2, 2)
+        } else {
+            inv("n2", 2, 3, "c")
+        };
+        assert_flush(n.handle_message(later, t + MS));
+        // ... L1 refills "k" from L2 (still old) ...
+        let mut late = inv("n2", 2, 2, "k");
+        if let BusMessage::Invalidation(i) = &mut late {
+            i.ack_to = Some("n2-inst".into());
+        }
+        let got = n.handle_message(late, t + 2 * MS);
+        let ack = Action::SendAck {
+            to: "n2-inst".into(),
+            origin: "n2".into(),
+            ack: BusMessage::Ack {
+                from: "n1".into(),
+                from_epoch: 1,
+                origin_epoch: 2,
+                seq: 2,
+            },
+        };
+        assert_eq!(got, [apply("k"), vec![ack]].concat(), "apply, then ack");
+        let d = delta(&n, base);
+        assert_eq!((d.duplicates, d.gaps, d.flushes), (1, 1, 1));
+    }
 }

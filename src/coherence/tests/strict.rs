@@ -4,9 +4,19 @@ use super::*;
 
 // ---- strict categories: the ack rule --------------------------------------------------
 
-/// A strict writer `n1` that has heard from `peers` (heartbeats) at `t`.
+/// The liveness window of `CoherenceConfig::with_bound(B)`.
+const LIVENESS: Duration = Duration::from_secs(2);
+
+/// `t - d` (the monotonic clock of a test machine has run for more than a few seconds).
+fn before(t: Instant, d: Duration) -> Instant {
+    t.checked_sub(d)
+        .expect("monotonic clock younger than the test window")
+}
+
+/// A strict writer `n1`, subscribed since a whole liveness window before `t`, that has
+/// heard from `peers` (heartbeats) at `t`.
 fn strict_writer(peers: &[&str], t: Instant) -> Coherence {
-    let mut n = leased(t).with_ack_channel("n1-inst");
+    let mut n = leased(before(t, LIVENESS)).with_ack_channel("n1-inst");
     for p in peers {
         assert_flush(n.handle_message(hb(p, 2, 0), t));
     }
@@ -31,6 +41,13 @@ fn ack_from(from: &str, seq: u64) -> BusMessage {
         origin_epoch: 1,
         seq,
     }
+}
+
+/// Whether `actions` release any strict change.
+fn released(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Acknowledged { .. }))
 }
 
 fn acked(seq: u64) -> Vec<Action> {
@@ -96,23 +113,19 @@ fn a_node_that_joined_mid_write_is_counted_by_redis() {
 }
 
 #[test]
-fn a_node_declared_dead_mid_write_leaves_the_named_set_not_the_count() {
+fn a_node_whose_subscription_died_is_waited_for_until_b() {
     let t = Instant::now();
     let mut n = strict_writer(&["n2", "n3"], t);
-    // Killed n3: Redis dropped its subscription, so the PUBLISH reached 2.
+    // n3's subscription died just now (Redis counts 2) but its lease may still be valid:
+    // heard within the window, it must ack, or B must pass. Gossip declaring it dead
+    // changes nothing (it may be cut off from its peers only).
     let (seq, echo) = strict_change(&mut n, t);
     n.published(seq, 2, t + MS);
     n.handle_message(echo, t + MS);
     assert!(n.handle_message(ack_from("n2", seq), t + 2 * MS).is_empty());
-    assert_eq!(n.peer_dead("n3", t + 3 * MS), acked(seq));
-    // Declared dead but still subscribed (counted 3): its ack or B, never less.
-    let (seq2, echo2) = strict_change(&mut n, t + 10 * MS);
-    n.published(seq2, 3, t + 10 * MS);
-    n.handle_message(echo2, t + 10 * MS);
-    n.handle_message(ack_from("n2", seq2), t + 11 * MS);
-    assert!(n.peer_dead("n3", t + 12 * MS).is_empty());
-    assert!(n.tick(t + 10 * MS + B).contains(&Action::Acknowledged {
-        seq: seq2,
+    assert!(!released(&n.tick(t + MS + B - MS)));
+    assert!(n.tick(t + MS + B).contains(&Action::Acknowledged {
+        seq,
         by_timeout: true
     }));
 }
@@ -173,4 +186,65 @@ fn receivers_ack_strict_changes_after_applying_them() {
     let second = r.handle_message(m2, t);
     assert!(matches!(second[0], Action::Apply { .. }));
     assert!(matches!(second[1], Action::SendAck { .. }));
+}
+
+// ---- issue #23, item 6: right after a (re)subscription ---------------------------------
+
+/// A writer that has not been subscribed for a whole liveness window cannot know every
+/// lease holder (one whose subscription died within B is neither heard nor counted by
+/// Redis): its strict writes wait B, whatever the acks and the count say.
+#[test]
+fn strict_write_right_after_subscribing_waits_b() {
+    let t = Instant::now();
+    // Just started: subscribed at t, hears n2 at once.
+    let mut n = leased(t).with_ack_channel("n1-inst");
+    assert_flush(n.handle_message(hb("n2", 2, 0), t));
+    let (seq, echo) = strict_change(&mut n, t);
+    assert!(n.published(seq, 2, t + MS).is_empty());
+    n.handle_message(echo, t + MS);
+    // Every named node acked and the count is met: still not before B.
+    assert!(n.handle_message(ack_from("n2", seq), t + 2 * MS).is_empty());
+    assert!(!released(&n.tick(t + MS + B - MS)));
+    assert!(n.tick(t + MS + B).contains(&Action::Acknowledged {
+        seq,
+        by_timeout: true
+    }));
+
+    // A whole window later, acks release a write at once.
+    let later = t + LIVENESS;
+    assert_flush(n.handle_message(hb("n2", 2, 1), later));
+    let (s2, e2) = strict_change(&mut n, later);
+    n.published(s2, 2, later);
+    n.handle_message(e2, later);
+    assert_eq!(n.handle_message(ack_from("n2", s2), later + MS), acked(s2));
+
+    // A resubscription starts a new window: B again.
+    let mut resub = strict_writer(&["n2"], t);
+    resub.link_down(t);
+    assert_flush(resub.link_up(t + MS));
+    let (s3, e3) = strict_change(&mut resub, t + 2 * MS);
+    resub.published(s3, 2, t + 2 * MS);
+    resub.handle_message(e3, t + 2 * MS);
+    assert!(resub
+        .handle_message(ack_from("n2", s3), t + 3 * MS)
+        .is_empty());
+    assert!(resub.tick(t + 2 * MS + B).contains(&Action::Acknowledged {
+        seq: s3,
+        by_timeout: true
+    }));
+}
+
+/// The window is long enough for any bound: a lease holder heartbeats at least every
+/// heartbeat interval, and its lease rests on a ping sent within B.
+#[test]
+fn liveness_window_covers_b_and_a_heartbeat() {
+    for ms in [4u64, 100, 1_000, 5_000, 60_000] {
+        let c = CoherenceConfig::with_bound(Duration::from_millis(ms));
+        assert!(
+            c.liveness >= c.staleness_bound + 2 * c.heartbeat_interval,
+            "{c:?}"
+        );
+        assert!(c.liveness >= LIVENESS);
+    }
+    assert_eq!(CoherenceConfig::with_bound(B).liveness, LIVENESS);
 }
