@@ -99,6 +99,11 @@ impl MailboxGate {
         self.overflows.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether a flush was requested and not yet handled (no live actor took it).
+    pub fn flush_pending(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
     /// Called by the actor when it handles the flush message, *before* flushing.
     pub fn overflow_handled(&self) {
         self.overflowed.store(false, Ordering::Release);
