@@ -238,6 +238,18 @@ impl HybridCache {
         (reached, release, done)
     }
 
+    /// Subscriptions this node dropped because its bus did not keep up with them.
+    #[doc(hidden)]
+    pub fn subscription_overflows(&self) -> u64 {
+        self.shared.bus.subscription_overflows()
+    }
+
+    /// Test hook: stalls the bus actor until the returned sender fires or is dropped.
+    #[doc(hidden)]
+    pub fn hold_bus(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.shared.bus.hold()
+    }
+
     /// Sends a test hook's message to `category`'s actor.
     fn cast_to_actor(&self, category: &str, msg: CategoryMsg) -> Result<(), CacheError> {
         self.category(category)?;
