@@ -1604,3 +1604,46 @@ async fn a_full_mailbox_flushes_instead_of_dropping_an_invalidation() {
     }
     assert!(from_l1, "b never served from L1 again after the stall");
 }
+
+/// Issue #23 item 9: redis-rs reads the subscription by itself into an unbounded channel, so
+/// a stalled bus must not let it queue without limit: the bounded queue between redis-rs and
+/// the bus overflows, the subscription is dropped (counted), the lease lapses and the node
+/// flushes L1 before it serves from it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_bus_drops_its_subscription_instead_of_queueing_without_bound() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("backpressure");
+    let b = TestNode::from_config(Config {
+        mailbox_capacity: 4,
+        ..node_config("b", &ns, Some(target(&redis)))
+    })
+    .await;
+    settle(&[&b]).await;
+    let cache = b.node.cache().clone();
+    cache.set("roles", "k", "v1", None).await.unwrap();
+    let old = Some((Bytes::from_static(b"v1"), Source::L1));
+    assert_eq!(cache.get_with_source("roles", "k").await.unwrap(), old);
+
+    let reconnects = cache.stats().await.counters.redis_reconnects;
+    let release = cache.hold_bus().expect("the bus runs");
+    let channel = format!("{ns}:invalidations");
+    for i in 0..200 {
+        let payload = format!("flood {i}");
+        blocking(|| redis.publish_raw(&channel, payload.as_bytes()));
+    }
+    let dropped = poll(BOUND, || async { cache.subscription_overflows() > 0 }).await;
+    assert!(
+        dropped,
+        "the stalled bus's subscription kept queueing (no overflow counted)"
+    );
+    let _ = release.send(());
+    // Fail closed: the subscription was dropped and made again (the reconnection flushes L1
+    // before a lease is granted), and the node serves again, not from the L1 it had.
+    let back = poll(BOUND, || async {
+        cache.stats().await.counters.redis_reconnects > reconnects && cache.lease_held()
+    })
+    .await;
+    assert!(back, "the node never resubscribed and got its lease back");
+    assert_ne!(cache.get_with_source("roles", "k").await.unwrap(), old);
+    b.node.shutdown().await;
+}

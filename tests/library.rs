@@ -205,3 +205,111 @@ async fn serve_stale_opt_in_keeps_the_original_behaviour() {
     assert!(cache.serving());
     cache.shutdown().await;
 }
+
+/// Issue #23 item 1: a caller that starts after an invalidation must not get the value that
+/// invalidation rejected by joining a load that started before it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_joining_a_load_overtaken_by_an_invalidation_loads_again() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let a_cache = cache.clone();
+    let a = tokio::spawn(async move {
+        a_cache
+            .get_or_load("menus", "m", None, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"old"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    cache.delete("menus", "m").await.unwrap();
+    let b_loads = Arc::new(AtomicUsize::new(0));
+    let (b_cache, b_count) = (cache.clone(), b_loads.clone());
+    let b = tokio::spawn(async move {
+        b_cache
+            .get_or_load("menus", "m", None, || async move {
+                b_count.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"new"))
+            })
+            .await
+    });
+    // One thread: B runs until it waits on A's pending load (it joins, it does not load).
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        cache.stats().await.counters.misses,
+        2,
+        "B has not missed yet"
+    );
+    assert_eq!(b_loads.load(Ordering::SeqCst), 0, "B did not join A's load");
+    release_tx.send(()).unwrap();
+    assert_eq!(
+        a.await.unwrap().unwrap().as_ref(),
+        b"old",
+        "A gets its own load"
+    );
+    assert_eq!(
+        b.await.unwrap().unwrap().as_ref(),
+        b"new",
+        "B started after the delete: it must not get the value the delete rejected"
+    );
+    assert_eq!(b_loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        cache.get("menus", "m").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    cache.shutdown().await;
+}
+
+/// Callers that join a load before any invalidation still share it (the loader runs once),
+/// even when an invalidation lands after they joined.
+#[tokio::test(flavor = "current_thread")]
+async fn callers_joining_before_an_invalidation_share_the_load() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    let mut started_tx = Some(started_tx);
+    let mut release_rx = Some(release_rx);
+    for _ in 0..3 {
+        let (c, n) = (cache.clone(), loads.clone());
+        let (s, r) = (started_tx.take(), release_rx.take());
+        callers.push(tokio::spawn(async move {
+            c.get_or_load("menus", "m", None, || async move {
+                n.fetch_add(1, Ordering::SeqCst);
+                if let Some(s) = s {
+                    let _ = s.send(());
+                }
+                if let Some(r) = r {
+                    let _ = r.await;
+                }
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"v"))
+            })
+            .await
+        }));
+    }
+    started_rx.await.unwrap();
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    cache.delete("menus", "m").await.unwrap();
+    release_tx.send(()).unwrap();
+    for c in callers {
+        assert_eq!(c.await.unwrap().unwrap().as_ref(), b"v");
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "the joiners shared the load"
+    );
+    assert_eq!(
+        cache.get("menus", "m").await.unwrap(),
+        None,
+        "L1 does not keep it"
+    );
+    cache.shutdown().await;
+}

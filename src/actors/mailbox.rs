@@ -6,9 +6,10 @@
 //! gives the slot back when it handles the message. What a producer does when no slot is free
 //! depends on what it carries, and it never silently drops a change:
 //!
-//! - the Redis subscription **waits** ([`MailboxGate::reserve`]): it stops reading, Redis
-//!   buffers, and past Redis's `client-output-buffer-limit pubsub` it closes the
-//!   subscription, which revokes the lease and flushes on reconnect (fail closed);
+//! - the Redis subscription **waits** ([`MailboxGate::reserve`]) while it queues what it
+//!   reads (redis-rs reads the socket by itself) in a queue of the same capacity; when that
+//!   queue is full too it drops the subscription, which revokes the lease and flushes on
+//!   reconnect (fail closed; see `bus::connection`);
 //! - every other producer (peers over QUIC, local writers, the L1 writers' callers) does not
 //!   wait: it [asks for a flush](MailboxGate::request_flush) instead, and the first request
 //!   sends one extra, ungated message that makes the actor flush, so whatever the dropped
@@ -97,6 +98,11 @@ impl MailboxGate {
     /// Counts a message the full mailbox refused.
     pub fn note_refused(&self) {
         self.overflows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a flush was requested and not yet handled (no live actor took it).
+    pub fn flush_pending(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// Called by the actor when it handles the flush message, *before* flushing.

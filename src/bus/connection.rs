@@ -1,10 +1,17 @@
 //! The connection task: keeps one subscriber connection with two channels on it, the shared
 //! invalidation channel and this node's own ping channel (same connection, so a ping's echo
 //! arrives after every invalidation Redis processed before it), and reconnects with
-//! exponential backoff (backon). It waits for room in the actor's mailbox rather than drop
-//! a payload: it stops reading, Redis buffers (and past its pub/sub output limit drops the
-//! subscription, which revokes the lease).
+//! exponential backoff (backon).
+//!
+//! **Backpressure.** redis-rs reads the subscription socket by itself and forwards every
+//! message into an unbounded channel, so not reading would not make Redis buffer (and drop
+//! us at its output-buffer limit): the node's memory would grow instead. The task therefore
+//! keeps reading, into a queue bounded by the bus mailbox's capacity, while it hands the
+//! queue's head to the bus as the mailbox has room. A full queue is a gap: the subscription
+//! is dropped (counted), the bus gets `LinkDown` (lease revoked) and the reconnection flushes
+//! L1 before a lease is granted again (fail closed).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +20,73 @@ use ractor::ActorRef;
 
 use super::handle::{tell_waiting, BusHandle};
 use super::{BusMsg, BusState, Via};
+use crate::actors::mailbox::MailboxGate;
 use crate::config::RedisTarget;
+use crate::l2::topology::Subscription;
 use crate::l2::L2Conn;
+
+/// How a subscription's pump ended.
+enum PumpEnd {
+    /// The bus actor is gone: the task ends.
+    BusGone,
+    /// The subscription ended (or is to be dropped): hand the bus what was read before,
+    /// then tell it why.
+    Down(&'static str, VecDeque<BusMsg>),
+}
+
+/// Hands `queue` to the bus in order, waiting for room. False if the bus is gone.
+async fn deliver(queue: VecDeque<BusMsg>, gate: &MailboxGate, bus: &ActorRef<BusMsg>) -> bool {
+    for msg in queue {
+        if !tell_waiting(gate, bus, msg).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reads `sub` into a queue of at most the mailbox's capacity (after `first`, the
+/// `LinkUp`) and hands the queue's head to the bus whenever its mailbox has room. A message
+/// that finds the queue full ends the pump (the subscription is dropped by the caller).
+async fn pump(
+    sub: &mut Subscription,
+    first: BusMsg,
+    handle: &BusHandle,
+    bus: &ActorRef<BusMsg>,
+) -> PumpEnd {
+    let gate = handle.gate();
+    let cap = gate.capacity();
+    let mut queue: VecDeque<BusMsg> = VecDeque::with_capacity(cap + 1);
+    queue.push_back(first);
+    loop {
+        tokio::select! {
+            biased;
+            () = gate.reserve(), if !queue.is_empty() => {
+                let Some(msg) = queue.pop_front() else {
+                    gate.release();
+                    continue;
+                };
+                if bus.cast(msg).is_err() {
+                    gate.release();
+                    return PumpEnd::BusGone;
+                }
+            }
+            next = sub.next() => match next {
+                Some(payload) if queue.len() <= cap => {
+                    queue.push_back(BusMsg::Inbound(payload, Via::Redis));
+                }
+                Some(_) => {
+                    handle.note_subscription_overflow();
+                    tracing::warn!(
+                        queued = queue.len(),
+                        "bus not keeping up with the subscription: dropping it (L1 lease revoked)"
+                    );
+                    return PumpEnd::Down("subscription queue full", queue);
+                }
+                None => return PumpEnd::Down("subscription closed", queue),
+            }
+        }
+    }
+}
 
 fn backoff() -> backon::ExponentialBackoff {
     backon::ExponentialBuilder::default()
@@ -41,18 +113,16 @@ pub(super) fn spawn_connection(
             match subscribe(&target, &channels, timeout).await {
                 Ok((mut sub, cm)) => {
                     delays = backoff();
-                    if !tell_waiting(gate, &myself, BusMsg::LinkUp(cm, gen)).await {
+                    let end = pump(&mut sub, BusMsg::LinkUp(cm, gen), &handle, &myself).await;
+                    // Closed before waiting for the bus: nothing more is read meanwhile.
+                    drop(sub);
+                    let PumpEnd::Down(reason, queue) = end else {
+                        return;
+                    };
+                    if !deliver(queue, gate, &myself).await {
                         return;
                     }
-                    while let Some(payload) = sub.next().await {
-                        // Waits while the mailbox is full: we stop reading, Redis buffers.
-                        let inbound = BusMsg::Inbound(payload, Via::Redis);
-                        if !tell_waiting(gate, &myself, inbound).await {
-                            return;
-                        }
-                    }
-                    let down = BusMsg::LinkDown("subscription closed".into(), gen);
-                    if !tell_waiting(gate, &myself, down).await {
+                    if !tell_waiting(gate, &myself, BusMsg::LinkDown(reason.into(), gen)).await {
                         return;
                     }
                 }

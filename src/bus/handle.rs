@@ -3,6 +3,7 @@
 //! queues), [`publish`] for local changes, and [`tell`] / [`tell_waiting`] for everything
 //! else that must respect the mailbox bound.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct BusHandle {
     redis_timeout: Duration,
     /// The staleness bound B (strict changes and peer acks wait at most that long).
     staleness_bound: Duration,
+    /// Subscriptions dropped because the bus did not keep up (see `bus::connection`).
+    subscription_overflows: AtomicU64,
 }
 
 impl BusHandle {
@@ -34,7 +37,26 @@ impl BusHandle {
             publisher_gate: Arc::new(MailboxGate::new("publisher", capacity)),
             redis_timeout,
             staleness_bound,
+            subscription_overflows: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a subscription dropped because its queue to the bus was full.
+    pub(crate) fn note_subscription_overflow(&self) {
+        self.subscription_overflows.fetch_add(1, Ordering::Relaxed);
+        self.gate.note_refused();
+    }
+
+    /// Subscriptions dropped because their queue to the bus was full, since start.
+    pub(crate) fn subscription_overflows(&self) -> u64 {
+        self.subscription_overflows.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: stalls the bus actor until the returned sender fires or is dropped.
+    pub(crate) fn hold(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        let (release, held) = tokio::sync::oneshot::channel();
+        self.actor()?.cast(BusMsg::Hold(held)).ok()?;
+        Some(release)
     }
 
     /// Installs (or, with `None`, removes) the running bus actor.

@@ -130,12 +130,15 @@ pub enum BusMsg {
     /// A message could not be admitted to the full mailbox: flush, everywhere (ungated; at
     /// most one in flight).
     Overflow,
+    /// Test hook: the actor does nothing else until the sender fires or is dropped (a
+    /// stalled bus). Ungated.
+    Hold(tokio::sync::oneshot::Receiver<()>),
 }
 
 impl BusMsg {
     /// Whether this message holds a slot of the mailbox gate.
     fn gated(&self) -> bool {
-        !matches!(self, BusMsg::Tick | BusMsg::Overflow)
+        !matches!(self, BusMsg::Tick | BusMsg::Overflow | BusMsg::Hold(_))
     }
 }
 
@@ -354,6 +357,9 @@ impl Actor for BusActor {
                 }
             }
             BusMsg::Tick => state.on_tick(&myself, now).await,
+            BusMsg::Hold(release) => {
+                let _ = release.await;
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! invalidation raced the load. Without the lease it reads the truth and caches nothing.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,15 +17,27 @@ use crate::l1::{Entry, FillTicket, L1Category};
 enum LoadFail<E: std::error::Error + 'static> {
     #[error(transparent)]
     Loader(E),
-    /// The value was loaded, but an invalidation raced with the load: return it to this
-    /// caller, never cache it.
+    /// The value was loaded, but an invalidation raced the load started with this ticket:
+    /// return it to the caller that started the load (and to a joiner that started before
+    /// any invalidation of the key), never cache it.
     #[error("loaded value raced an invalidation")]
-    Stale(Bytes),
+    Stale(Bytes, FillTicket),
+    /// Never happens: a caller's loader runs in at most one load.
+    #[error("the loader was already used")]
+    Spent,
 }
+
+/// How many coalesced loads a caller joins before it loads alone: a joined load that an
+/// invalidation overtook before the caller started is not the caller's value.
+const SHARED_LOAD_ROUNDS: usize = 3;
 
 impl HybridCache {
     /// Returns the cached value or runs `loader` once per node for concurrent misses of the
     /// key (moka coalesces them), caching its result in L1 and L2.
+    ///
+    /// Every caller takes its own fill ticket before it joins a pending load; a joiner whose
+    /// ticket differs from the load's (an invalidation landed between the load's start and
+    /// the joiner's) does not take a value that invalidation rejected: it loads again.
     pub async fn get_or_load<F, Fut, E>(
         &self,
         category: &str,
@@ -48,14 +60,57 @@ impl HybridCache {
         self.check_key(key)?;
         Self::check_ttl(ttl)?;
         l1.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let ticket_cell = OnceLock::new();
-        let init = async {
-            let ticket = *ticket_cell.get_or_init(|| l1.ticket(key));
-            self.load_entry(&l1, category, key, ttl, ticket, loader)
-                .await
-        };
-        let loaded = l1.try_get_with(key, init).await;
-        Self::finish_load(&l1, key, ticket_cell.get(), loaded).await
+        let mut loader = Some(loader);
+        for _ in 0..SHARED_LOAD_ROUNDS {
+            let ticket = l1.ticket(key);
+            let mut ran = false;
+            let (slot, ran_ref) = (&mut loader, &mut ran);
+            let init = async {
+                *ran_ref = true;
+                match slot.take() {
+                    Some(f) => self.load_entry(&l1, category, key, ttl, ticket, f).await,
+                    None => Err(LoadFail::Spent),
+                }
+            };
+            let loaded = l1.try_get_with(key, init).await;
+            if ran {
+                return Self::finish_load(&l1, key, &ticket, loaded).await;
+            }
+            if let Some(answer) = Self::joined(&ticket, loaded) {
+                return answer;
+            }
+        }
+        // Every load this caller joined was overtaken by an invalidation: load alone.
+        match loader.take() {
+            Some(f) => self.load_without_lease(&l1, category, key, f).await,
+            None => Err(Self::spent()),
+        }
+    }
+
+    fn spent() -> CacheError {
+        CacheError::Unavailable("get_or_load: the loader was already used".into())
+    }
+
+    /// The outcome of a coalesced load for a caller that joined it with ticket `mine`;
+    /// `None` when the load was overtaken by an invalidation before this caller started.
+    fn joined<E>(
+        mine: &FillTicket,
+        loaded: Result<Bytes, Arc<LoadFail<E>>>,
+    ) -> Option<Result<Bytes, CacheError>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        match loaded {
+            // The load's ticket held to its end, and this caller joined before that end.
+            Ok(v) => Some(Ok(v)),
+            Err(e) => match &*e {
+                // No invalidation between the load's start and ours: as good as our own.
+                LoadFail::Stale(v, theirs) if theirs == mine => Some(Ok(v.clone())),
+                LoadFail::Stale(..) => None,
+                LoadFail::Loader(_) => Some(Err(CacheError::Loader(e))),
+                LoadFail::Spent => Some(Err(Self::spent())),
+            },
+        }
     }
 
     /// No lease: L1 may be stale. Read the truth (L2, else the loader) and cache nothing in
@@ -113,7 +168,7 @@ impl HybridCache {
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
                         if !l1.ticket_valid(&ticket) {
-                            return Err(LoadFail::Stale(v));
+                            return Err(LoadFail::Stale(v, ticket));
                         }
                         return Ok(l1.entry(v, l1.entry_ttl(found.ttl)));
                     }
@@ -132,13 +187,13 @@ impl HybridCache {
                     // (a value or a tombstone) or invalidated the category. Its
                     // invalidation may still be on its way to us; the loaded value is
                     // older than what L2 holds, so it must not enter our L1 either.
-                    Ok(false) => return Err(LoadFail::Stale(value)),
+                    Ok(false) => return Err(LoadFail::Stale(value, ticket)),
                     Err(e) => self.l2_error("fill", &e),
                 }
             }
         }
         if !l1.ticket_valid(&ticket) {
-            return Err(LoadFail::Stale(value));
+            return Err(LoadFail::Stale(value, ticket));
         }
         Ok(l1.entry(value, l1.entry_ttl(ttl)))
     }
@@ -147,7 +202,7 @@ impl HybridCache {
     async fn finish_load<E>(
         l1: &L1Category,
         key: &str,
-        ticket: Option<&FillTicket>,
+        ticket: &FillTicket,
         loaded: Result<Bytes, Arc<LoadFail<E>>>,
     ) -> Result<Bytes, CacheError>
     where
@@ -156,15 +211,13 @@ impl HybridCache {
         match loaded {
             Ok(v) => {
                 // An invalidation may have landed between the last check and moka's insert.
-                if let Some(t) = ticket {
-                    if !l1.ticket_valid(t) {
-                        l1.remove_raw(key).await;
-                    }
+                if !l1.ticket_valid(ticket) {
+                    l1.remove_raw(key).await;
                 }
                 Ok(v)
             }
             Err(e) => match &*e {
-                LoadFail::Stale(v) => {
+                LoadFail::Stale(v, _) => {
                     l1.counters
                         .stale_fills_rejected
                         .fetch_add(1, Ordering::Relaxed);
@@ -172,6 +225,7 @@ impl HybridCache {
                 }
                 // Shared by every caller whose miss the failed load coalesced.
                 LoadFail::Loader(_) => Err(CacheError::Loader(e)),
+                LoadFail::Spent => Err(Self::spent()),
             },
         }
     }

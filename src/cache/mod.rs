@@ -30,6 +30,8 @@ mod load;
 mod ports;
 mod read;
 mod remote;
+#[cfg(test)]
+mod restart_tests;
 mod state;
 mod status;
 mod supervisor;
@@ -74,6 +76,14 @@ impl Source {
         }
     }
 }
+
+/// See [`HybridCache::hold_next_writer_registration`].
+#[doc(hidden)]
+pub type WriterRegistrationHold = (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 /// A two-level cache. Cheap to clone; all clones share one actor tree.
 #[derive(Clone)]
@@ -199,6 +209,37 @@ impl HybridCache {
     #[doc(hidden)]
     pub fn stall_category_actor(&self, category: &str, pause: Duration) -> Result<(), CacheError> {
         self.cast_to_actor(category, CategoryMsg::Stall(pause))
+    }
+
+    /// Test hook: the next (re)started category actor waits after its startup flush, before
+    /// it is registered as its category's writer. Returns (`reached`: it waits, `release`:
+    /// let it go on, `done`: it is registered).
+    #[doc(hidden)]
+    pub fn hold_next_writer_registration(&self) -> WriterRegistrationHold {
+        use tokio::sync::oneshot;
+        let (reached_tx, reached) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        self.shared
+            .writers
+            .hold_next_registration(writers::RegistrationHold {
+                reached: reached_tx,
+                release: release_rx,
+                done: done_tx,
+            });
+        (reached, release, done)
+    }
+
+    /// Subscriptions this node dropped because its bus did not keep up with them.
+    #[doc(hidden)]
+    pub fn subscription_overflows(&self) -> u64 {
+        self.shared.bus.subscription_overflows()
+    }
+
+    /// Test hook: stalls the bus actor until the returned sender fires or is dropped.
+    #[doc(hidden)]
+    pub fn hold_bus(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.shared.bus.hold()
     }
 
     /// Sends a test hook's message to `category`'s actor.

@@ -56,7 +56,7 @@ async fn spawn_category(
     let actor_name = format!("{}/cat/{name}", shared.instance);
     let (actor, _) = Actor::spawn_linked(Some(actor_name), CategoryActor, (l1, gate), sup).await?;
     let id = actor.get_id();
-    shared.writers.set(name, actor);
+    shared.writers.register(name, actor).await;
     Ok(id)
 }
 

@@ -3,7 +3,7 @@
 //! behind everything already queued (fail closed).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ractor::{ActorRef, RpcReplyPort};
@@ -17,6 +17,17 @@ use crate::error::CacheError;
 pub(super) struct Writers {
     actors: RwLock<HashMap<String, ActorRef<CategoryMsg>>>,
     gates: HashMap<String, Arc<MailboxGate>>,
+    /// Test hook: holds the next registration of a (re)started actor.
+    hold: Mutex<Option<RegistrationHold>>,
+}
+
+/// Test hook: the next (re)started actor waits, started (its L1 flushed) but not yet
+/// registered, until `release` fires; `reached` fires when it waits, `done` once it is
+/// registered.
+pub(super) struct RegistrationHold {
+    pub(super) reached: tokio::sync::oneshot::Sender<()>,
+    pub(super) release: tokio::sync::oneshot::Receiver<()>,
+    pub(super) done: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Writers {
@@ -31,13 +42,48 @@ impl Writers {
         Writers {
             actors: RwLock::new(HashMap::new()),
             gates,
+            hold: Mutex::new(None),
         }
     }
 
     /// Installs the running actor of `category`.
-    pub(super) fn set(&self, category: &str, actor: ActorRef<CategoryMsg>) {
+    fn set(&self, category: &str, actor: ActorRef<CategoryMsg>) {
         if let Ok(mut w) = self.actors.write() {
             w.insert(category.to_string(), actor);
+        }
+    }
+
+    /// Test hook: see [`RegistrationHold`].
+    pub(super) fn hold_next_registration(&self, hold: RegistrationHold) {
+        if let Ok(mut h) = self.hold.lock() {
+            *h = Some(hold);
+        }
+    }
+
+    fn take_hold(&self) -> Option<RegistrationHold> {
+        self.hold.lock().ok()?.take()
+    }
+
+    /// Installs a (re)started actor of `category`, whose startup flush has run. A change
+    /// that could not be handed to a writer meanwhile (its predecessor was dead, or none was
+    /// registered yet) left a flush request on the gate: the new actor runs it, after the
+    /// registration, so no change is lost between its startup flush and now.
+    pub(super) async fn register(&self, category: &str, actor: ActorRef<CategoryMsg>) {
+        let mut done = None;
+        if let Some(h) = self.take_hold() {
+            let _ = h.reached.send(());
+            let _ = h.release.await;
+            done = Some(h.done);
+        }
+        self.set(category, actor.clone());
+        if let Some(gate) = self.gate(category) {
+            if gate.flush_pending() && actor.cast(CategoryMsg::OverflowFlush).is_err() {
+                // Died again already: its successor flushes on start and comes back here.
+                tracing::warn!(category, "restarted L1 writer gone before its flush");
+            }
+        }
+        if let Some(d) = done {
+            let _ = d.send(());
         }
     }
 
@@ -105,10 +151,14 @@ impl Writers {
     }
 
     /// Hands `msg` to the category's L1 writer without waiting. When its mailbox is full,
-    /// the message is not sent and the category is flushed instead (fail closed). Returns
-    /// whether the message itself was sent.
+    /// or the writer is dead or not registered yet, the message is not sent and the category
+    /// is flushed instead (fail closed). Returns whether the message itself was sent.
     pub(super) fn tell(&self, category: &str, msg: CategoryMsg, remote: &RemoteMarks) -> bool {
-        let (Some(gate), Some(actor)) = (self.gate(category), self.get(category)) else {
+        let Some(gate) = self.gate(category) else {
+            return false;
+        };
+        let Some(actor) = self.get(category) else {
+            self.flush_behind(category, remote);
             return false;
         };
         if !gate.try_reserve() {
@@ -117,8 +167,10 @@ impl Writers {
             return false;
         }
         if actor.cast(msg).is_err() {
-            // The actor is restarting; a restarted actor flushes anyway.
+            // The actor died: its successor may have run its startup flush already (it is
+            // not registered yet). Leave a flush for it (see `register`).
             gate.release();
+            self.flush_behind(category, remote);
             return false;
         }
         true
@@ -144,8 +196,9 @@ impl Writers {
                 .map(|a| a.cast(CategoryMsg::OverflowFlush).is_ok())
                 .unwrap_or(false);
             if !sent {
-                // No actor to flush for us (restarting: it flushes on start anyway).
-                gate.overflow_handled();
+                // No live actor to flush for us: the request stays pending. A restarting
+                // actor either flushes on start (after this) or runs it once registered.
+                tracing::warn!(category, "L1 writer restarting: flush left pending");
             }
         }
     }
