@@ -15,6 +15,33 @@ impl std::fmt::Display for DbError {
 }
 impl std::error::Error for DbError {}
 
+/// Starts a `get_or_load` of `key` whose loader, once running, waits for the returned
+/// sender before it returns `value`; returns when the loader is running.
+async fn blocked_load(
+    cache: &HybridCache,
+    category: &'static str,
+    key: &'static str,
+    value: &'static [u8],
+) -> (
+    tokio::task::JoinHandle<Result<bytes::Bytes, CacheError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader_cache = cache.clone();
+    let load = tokio::spawn(async move {
+        loader_cache
+            .get_or_load(category, key, None, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, DbError>(bytes::Bytes::from_static(value))
+            })
+            .await
+    });
+    started_rx.await.expect("the loader started");
+    (load, release_tx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_misses_run_the_loader_once() {
     let cache = HybridCache::builder().build().await.unwrap();
@@ -108,19 +135,7 @@ async fn typed_helpers_and_function_keys() {
 #[tokio::test]
 async fn invalidation_during_a_load_keeps_the_old_value_out_of_l1() {
     let cache = HybridCache::builder().build().await.unwrap();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let loader_cache = cache.clone();
-    let load = tokio::spawn(async move {
-        loader_cache
-            .get_or_load("menus", "m", None, || async move {
-                let _ = started_tx.send(());
-                let _ = release_rx.await;
-                Ok::<_, DbError>(bytes::Bytes::from_static(b"old"))
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let (load, release_tx) = blocked_load(&cache, "menus", "m", b"old").await;
     cache.delete("menus", "m").await.unwrap();
     release_tx.send(()).unwrap();
     assert_eq!(
@@ -211,19 +226,7 @@ async fn serve_stale_opt_in_keeps_the_original_behaviour() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_caller_joining_a_load_overtaken_by_an_invalidation_loads_again() {
     let cache = HybridCache::builder().build().await.unwrap();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let a_cache = cache.clone();
-    let a = tokio::spawn(async move {
-        a_cache
-            .get_or_load("menus", "m", None, || async move {
-                let _ = started_tx.send(());
-                let _ = release_rx.await;
-                Ok::<_, DbError>(bytes::Bytes::from_static(b"old"))
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let (a, release_tx) = blocked_load(&cache, "menus", "m", b"old").await;
     cache.delete("menus", "m").await.unwrap();
     let b_loads = Arc::new(AtomicUsize::new(0));
     let (b_cache, b_count) = (cache.clone(), b_loads.clone());
