@@ -7,9 +7,12 @@
 //! `xtask/sh/` (the local cluster, soak, container tests), all started from here.
 
 mod arch;
+mod chaos;
 mod checks;
+mod cluster;
 mod ops;
 mod perf;
+mod procs;
 mod testing;
 mod util;
 

@@ -1,5 +1,6 @@
 //! Local environments: the 3-node cluster of cluster.toml, Redis Sentinel / Cluster
-//! topologies, docker-compose. Thin entries to the shell programs under `xtask/sh/`.
+//! topologies, docker-compose. The local cluster is cluster.rs and chaos.rs; the compose
+//! programs stay shell programs under `xtask/sh/` (CI runs them).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -67,12 +68,11 @@ pub enum Compose {
 
 /// `cargo xtask cluster ...`.
 pub fn cluster(c: Cluster) -> Result<i32> {
-    let script = match c {
-        Cluster::Up => "cluster-up.sh",
-        Cluster::Down => "cluster-down.sh",
-        Cluster::Chaos => "chaos.sh",
-    };
-    sh(script, &[])
+    match c {
+        Cluster::Up => crate::cluster::up(),
+        Cluster::Down => crate::cluster::down(),
+        Cluster::Chaos => crate::chaos::chaos(),
+    }
 }
 
 /// `cargo xtask redis ...`.
