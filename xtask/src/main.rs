@@ -13,6 +13,7 @@ mod cluster;
 mod ops;
 mod perf;
 mod procs;
+mod redis_topo;
 mod testing;
 mod util;
 
