@@ -14,7 +14,7 @@ use crate::procs::{self, Registry};
 use crate::util::{cargo, cmd, ensure_apt, have, root, run, target_dir};
 
 /// The port of the cluster's Redis (cluster.toml's `[redis] url`).
-pub const REDIS_PORT: u16 = 6390;
+const REDIS_PORT: u16 = 6390;
 
 /// Variables that would redirect a node away from cluster.toml: removed from its
 /// environment (HC_CLUSTER_SECRET and RUST_LOG pass through).
@@ -47,12 +47,13 @@ pub struct Node {
     pub gossip: String,
 }
 
-/// The local cluster: its state directory, config, binary, balancer port and nodes.
+/// The local cluster: its state directory, config, binary, balancer and Redis ports, nodes.
 pub struct Local {
     pub reg: Registry,
     pub config: PathBuf,
     pub bin: PathBuf,
     pub lb_port: u16,
+    pub redis_port: u16,
     pub nodes: Vec<Node>,
 }
 
@@ -76,6 +77,7 @@ impl Local {
             bin: path_var("HC_BIN", target_dir().join("release").join("hybrid-cache")),
             config,
             lb_port,
+            redis_port: REDIS_PORT,
         })
     }
 
@@ -89,7 +91,7 @@ impl Local {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// Start redis-server on 127.0.0.1:6390 (data in <state>/redis-data) unless it runs;
+    /// Start redis-server on 127.0.0.1:<redis port> (data in <state>/redis-data) unless it runs;
     /// wait up to 10 s for PING.
     pub fn start_redis(&self) -> Result<()> {
         if self.reg.is_running("redis", "redis-server") {
@@ -99,11 +101,12 @@ impl Local {
         let data = self.reg.path("redis-data");
         std::fs::create_dir_all(&data).with_context(|| format!("create {}", data.display()))?;
         let mut c = cmd(hc_testkit::redis_server_binary());
-        c.args(hc_testkit::redis_server_args(REDIS_PORT, &data));
+        c.args(hc_testkit::redis_server_args(self.redis_port, &data));
         self.reg.spawn("redis", &mut c)?;
-        if !procs::wait_until(Duration::from_secs(10), || procs::redis_ping(REDIS_PORT)) {
+        let port = self.redis_port;
+        if !procs::wait_until(Duration::from_secs(10), || procs::redis_ping(port)) {
             bail!(
-                "redis-server on 127.0.0.1:{REDIS_PORT} did not answer PING (see {})",
+                "redis-server on 127.0.0.1:{port} did not answer PING (see {})",
                 self.reg.path("redis.log").display()
             );
         }
@@ -133,7 +136,7 @@ impl Local {
 
     /// Write <state>/haproxy.cfg from xtask/sh/haproxy-local.cfg.in, check it, start
     /// haproxy unless it runs.
-    fn start_haproxy(&self) -> Result<()> {
+    pub fn start_haproxy(&self) -> Result<()> {
         if self.reg.is_running("haproxy", "haproxy") {
             self.reg.log("haproxy already running");
             return Ok(());
@@ -169,7 +172,7 @@ impl Local {
                     procs::tcp_busy(sock)
                 })
         };
-        let redis = format!("127.0.0.1:{REDIS_PORT}");
+        let redis = format!("127.0.0.1:{}", self.redis_port);
         if busy(self.reg.is_running("redis", "redis-server"), &redis, false)? {
             bail!("{redis} in use");
         }
@@ -191,7 +194,8 @@ impl Local {
     /// Start redis, the nodes and haproxy; wait for every node's /health (60 s each,
     /// failing early when one exits) and the balancer's (30 s).
     fn start_all(&self) -> Result<()> {
-        self.reg.log(format!("redis-server 127.0.0.1:{REDIS_PORT}"));
+        self.reg
+            .log(format!("redis-server 127.0.0.1:{}", self.redis_port));
         self.start_redis()?;
         for n in &self.nodes {
             self.reg
@@ -283,16 +287,22 @@ fn haproxy_bin() -> &'static str {
     }
 }
 
+/// apt-get install redis-server and haproxy when missing.
+pub fn ensure_servers() -> Result<()> {
+    ensure_apt("cluster", &[("redis-server", "redis-server")])?;
+    if !std::path::Path::new("/usr/sbin/haproxy").exists() {
+        ensure_apt("cluster", &[("haproxy", "haproxy")])?;
+    }
+    Ok(())
+}
+
 /// `cargo xtask cluster up`: installs redis-server and haproxy when missing, builds the
 /// release binary (unless HC_NO_CARGO=1), refuses busy ports, starts everything and waits
 /// for health; on failure shows the logs and stops what it started.
 pub fn up() -> Result<i32> {
     let c = Local::from_env()?;
     c.reg.create()?;
-    ensure_apt("cluster", &[("redis-server", "redis-server")])?;
-    if !std::path::Path::new("/usr/sbin/haproxy").exists() {
-        ensure_apt("cluster", &[("haproxy", "haproxy")])?;
-    }
+    ensure_servers()?;
     if std::env::var("HC_NO_CARGO").as_deref() != Ok("1") {
         c.reg.log("cargo build --release");
         run(cargo().args(["build", "--release", "--locked", "--bin", "hybrid-cache"]))?;
