@@ -4,12 +4,18 @@
 //! `cargo xtask <command> --help` says what each one does. Plain sequencing is Rust; the
 //! larger programs stay where they are best written: Python under `xtask/py/` (benchmarks,
 //! load checker, UI test) and `tests/` (the fault checker), a few shell programs under
-//! `xtask/sh/` (the local cluster, soak, container tests), all started from here.
+//! `xtask/sh/` (the container tests CI runs), all started from here.
 
 mod arch;
+mod chaos;
 mod checks;
+mod cluster;
 mod ops;
 mod perf;
+mod procs;
+mod redis_topo;
+mod soak;
+mod soak_analyze;
 mod testing;
 mod util;
 

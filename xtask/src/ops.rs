@@ -1,5 +1,7 @@
 //! Local environments: the 3-node cluster of cluster.toml, Redis Sentinel / Cluster
-//! topologies, docker-compose. Thin entries to the shell programs under `xtask/sh/`.
+//! topologies, docker-compose. The local cluster is cluster.rs and chaos.rs, the Redis
+//! topologies redis_topo.rs; the compose programs stay shell programs under `xtask/sh/`
+//! (CI runs them).
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -67,25 +69,24 @@ pub enum Compose {
 
 /// `cargo xtask cluster ...`.
 pub fn cluster(c: Cluster) -> Result<i32> {
-    let script = match c {
-        Cluster::Up => "cluster-up.sh",
-        Cluster::Down => "cluster-down.sh",
-        Cluster::Chaos => "chaos.sh",
-    };
-    sh(script, &[])
+    match c {
+        Cluster::Up => crate::cluster::up(),
+        Cluster::Down => crate::cluster::down(),
+        Cluster::Chaos => crate::chaos::chaos(),
+    }
 }
 
 /// `cargo xtask redis ...`.
 pub fn redis(r: Redis) -> Result<i32> {
-    let (script, action) = match r {
-        Redis::SentinelUp => ("redis-sentinel-up.sh", "up"),
-        Redis::SentinelDown => ("redis-sentinel-up.sh", "down"),
-        Redis::SentinelFailover => ("redis-sentinel-up.sh", "failover"),
-        Redis::ClusterUp => ("redis-cluster-up.sh", "up"),
-        Redis::ClusterDown => ("redis-cluster-up.sh", "down"),
-        Redis::ClusterFailover => ("redis-cluster-up.sh", "failover"),
-    };
-    sh(script, &[action.to_string()])
+    use crate::redis_topo as t;
+    match r {
+        Redis::SentinelUp => t::sentinel_up(),
+        Redis::SentinelDown => t::sentinel_down(),
+        Redis::SentinelFailover => t::sentinel_failover(),
+        Redis::ClusterUp => t::cluster_up(),
+        Redis::ClusterDown => t::cluster_down(),
+        Redis::ClusterFailover => t::cluster_failover(),
+    }
 }
 
 /// `cargo xtask compose ...`.

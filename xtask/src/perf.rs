@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::util::{cargo, cmd, ensure_apt, exit_code, have, run, sh, target_dir, testkit_binary};
+use crate::util::{cargo, cmd, ensure_apt, exit_code, have, run, target_dir, testkit_binary};
 
 #[derive(Subcommand)]
 pub enum Bench {
@@ -57,12 +57,9 @@ pub enum Bench {
 pub enum Soak {
     /// 3 nodes + redis + haproxy on free loopback ports (state in .soak/) under mixed load
     /// with periodic faults; fails when RSS, fds or backlog grow past their slope
-    /// (SOAK_MAX_RSS_MIB_PER_MIN, SOAK_MAX_FDS_PER_MIN, SOAK_MAX_BACKLOG_PER_MIN).
-    /// ARGS: [--duration S (600)] [--warmup S (120)] [--analyze samples.csv].
-    Node {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// (SOAK_MAX_RSS_MIB_PER_MIN, SOAK_MAX_FDS_PER_MIN, SOAK_MAX_BACKLOG_PER_MIN). Uses
+    /// HC_BIN or target/release/hybrid-cache (built if missing).
+    Node(crate::soak::Args),
     /// N real nodes under HTTP load (wrk) for --secs, nothing killed: counts false failure
     /// detections and renewed identities; fails on any.
     Gossip {
@@ -229,10 +226,7 @@ fn min_median_max(xs: &mut [u64]) -> String {
 /// `cargo xtask soak ...`: the exit code of the soak run.
 pub fn soak(s: Soak) -> Result<i32> {
     match s {
-        Soak::Node { args } => {
-            std::env::set_var("HC_TESTKIT", testkit_binary()?);
-            sh("soak.sh", &args)
-        }
+        Soak::Node(args) => crate::soak::node(&args),
         Soak::Gossip { nodes, secs, wrk } => {
             if !have("wrk") {
                 eprintln!("needs wrk (apt-get install -y wrk)");
