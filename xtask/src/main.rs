@@ -14,6 +14,7 @@ mod ops;
 mod perf;
 mod procs;
 mod redis_topo;
+mod rust_source;
 mod soak;
 mod soak_analyze;
 mod testing;
