@@ -45,22 +45,15 @@ impl Drop for Proc {
     }
 }
 
-fn redis_server_bin() -> String {
-    std::env::var("HC_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
-}
-
 /// `redis-server` on a free port with `extra` arguments; waits until it answers PING.
 fn redis(dir: &Path, extra: &[&str]) -> Proc {
     let port = free_port();
     let dir = dir.join(format!("r{port}"));
     std::fs::create_dir_all(&dir).expect("server dir");
-    let child = Command::new(redis_server_bin())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+    let child = Command::new(hc_testkit::redis_server_binary())
+        .args(hc_testkit::redis_server_args(port, &dir))
         // A replica re-pointed at a new primary syncs at once (the default waits 5 s).
         .args(["--repl-diskless-sync-delay", "0"])
-        .arg("--dir")
-        .arg(&dir)
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
