@@ -52,6 +52,15 @@ def pubsub_ids(r):
     return {w[3:] for line in text.splitlines() for w in line.split() if w.startswith("id=")}
 
 
+def rotation(rng, faults):
+    """The rounds' faults: every fault once per cycle, in a random order per cycle, so a run
+    of len(faults) rounds covers each (an independent pick per round skips some)."""
+    while True:
+        cycle = list(faults)
+        rng.shuffle(cycle)
+        yield from cycle
+
+
 class Nemesis:
     def __init__(self, procs, recorder, rng, now_us, log, allow_unfixed=False,
                  sleep=time.sleep):

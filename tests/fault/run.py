@@ -95,8 +95,9 @@ def main(argv=None):
         nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, a.allow_unfixed)
         deadline = time.monotonic() + a.duration
         time.sleep(min(2.0, a.duration / 10))  # a fault-free start
+        kinds = nemesis.rotation(rng, a.faults)
         while time.monotonic() + 4 < deadline:
-            kind = rng.choice(a.faults)
+            kind = next(kinds)
             hold = rng.uniform(2.0, 4.0)
             target, info = nem.run_one(kind, hold)
             rounds.append(kind)

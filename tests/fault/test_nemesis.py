@@ -170,6 +170,15 @@ class CombinedRoundTest(unittest.TestCase):
         self.assertEqual(strip(a), strip(b))
 
 
+class RotationTest(unittest.TestCase):
+    def test_every_fault_once_per_cycle(self):
+        for seed in range(20):
+            kinds = nemesis.rotation(random.Random(seed), nemesis.FAULTS)
+            n = len(nemesis.FAULTS)
+            for _ in range(3):
+                self.assertEqual(sorted(next(kinds) for _ in range(n)), sorted(nemesis.FAULTS))
+
+
 class ActorCrashTest(unittest.TestCase):
     def test_crashes_several_category_actors_of_one_node(self):
         for seed in range(50):
