@@ -63,9 +63,12 @@ def rotation(rng, faults):
 
 class Nemesis:
     def __init__(self, procs, recorder, rng, now_us, log, allow_unfixed=False,
-                 sleep=time.sleep):
+                 sleep=time.sleep, faults=None):
         self.p, self.rec, self.rng, self.now_us, self.log = procs, recorder, rng, now_us, log
         self.allow_unfixed, self.sleep = allow_unfixed, sleep
+        # `combined` pairs the run's faults (`--faults`), or all when those make no pair.
+        self.pairs = (combined_pairs(allow_unfixed, faults)
+                      or combined_pairs(allow_unfixed))
 
     def event(self, kind, phase, target=None, **extra):
         self.rec.write({"type": "fault", "kind": kind, "phase": phase, "target": target,
@@ -100,14 +103,14 @@ class Nemesis:
     def _combined(self, _t, hold_s):
         """Two faults at once: the first applied, the second `offset` later (0-1 s) in its
         own thread, both held `hold_s` (so they overlap), each healed in its own finally."""
-        a, b = self.rng.choice(combined_pairs(self.allow_unfixed))
+        a, b = self.rng.choice(self.pairs)
         ta = self.target_of(a)
         both_process = a in NODE_PROCESS_FAULTS and b in NODE_PROCESS_FAULTS
         tb = self.target_of(b, avoid=(ta,) if both_process else ())
         offset = self.rng.uniform(0.0, 1.0)
         # The second part draws from its own generator: the run stays reproducible by seed.
         second = Nemesis(self.p, self.rec, random.Random(self.rng.random()), self.now_us,
-                         self.log, self.allow_unfixed, self.sleep)
+                         self.log, self.allow_unfixed, self.sleep, faults=[])
         results, errors = {}, []
 
         def part_b():

@@ -92,7 +92,8 @@ def main(argv=None):
         clients = workload.start_clients({i: p.nodes[i]["http"] for i in ids}, rec, a.seed,
                                          a.clients, stop, a.timeout)
         rng = random.Random(a.seed)
-        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, a.allow_unfixed)
+        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, a.allow_unfixed,
+                              faults=a.faults)
         deadline = time.monotonic() + a.duration
         time.sleep(min(2.0, a.duration / 10))  # a fault-free start
         kinds = nemesis.rotation(rng, a.faults)

@@ -151,6 +151,17 @@ class CombinedRoundTest(unittest.TestCase):
             seen.add(frozenset(e["kind"] for e in events if e.get("part_of")))
         self.assertTrue(seen & set(nemesis.UNFIXED_PAIRS))
 
+    def test_pairs_come_from_the_runs_faults(self):
+        procs = FakeProcs()
+        only = ["combined", "node_kill", "redis_stop", "redis_restart"]
+        n = nemesis.Nemesis(procs, Events(), random.Random(1), lambda: 0, lambda _m: None,
+                            False, sleep=lambda _s: None, faults=only)
+        # Without --allow-unfixed these faults make no pair: all faults are paired instead.
+        self.assertEqual(n.pairs, nemesis.combined_pairs())
+        n = nemesis.Nemesis(procs, Events(), random.Random(1), lambda: 0, lambda _m: None,
+                            True, sleep=lambda _s: None, faults=only)
+        self.assertEqual({frozenset(p) for p in n.pairs}, set(nemesis.UNFIXED_PAIRS))
+
     def test_a_failing_part_still_heals_both(self):
         # A part whose heal raises: the other part is still healed and the round re-raises.
         for seed in range(100):
