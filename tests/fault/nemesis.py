@@ -104,6 +104,8 @@ class Nemesis:
         """Two faults at once: the first applied, the second `offset` later (0-1 s) in its
         own thread, both held `hold_s` (so they overlap), each healed in its own finally."""
         a, b = self.rng.choice(self.pairs)
+        if self.rng.random() < 0.5:  # either one may come first
+            a, b = b, a
         ta = self.target_of(a)
         both_process = a in NODE_PROCESS_FAULTS and b in NODE_PROCESS_FAULTS
         tb = self.target_of(b, avoid=(ta,) if both_process else ())
