@@ -614,3 +614,96 @@ async fn crashed_category_actor_is_restarted_and_node_keeps_serving() {
     assert_eq!(r.text().await.unwrap(), "w");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn crash_test_hook_exists_only_with_hc_test_hooks_and_needs_the_token() {
+    // Without HC_TEST_HOOKS the route is unknown, like any other path.
+    let (node, base) = start_default().await;
+    let c = client();
+    let resp = c
+        .post(format!("{base}/v1/test/crash/menus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let doc: Value = c
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !doc["paths"].to_string().contains("/v1/test/"),
+        "the test hook is never documented"
+    );
+    node.shutdown().await;
+
+    // With it and a token: 401 without the token, 404 for an unknown category.
+    let mut config = Config::default();
+    config.test_hooks = true;
+    config.api_token = Some("secret".to_string());
+    let (node, base) = start(config).await;
+    let url = format!("{base}/v1/test/crash/menus");
+    assert_eq!(c.post(&url).send().await.unwrap().status(), 401);
+    let resp = c
+        .post(format!("{base}/v1/test/crash/nope"))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (404, "unknown_category".to_string())
+    );
+    let resp = c.post(&url).bearer_auth("secret").send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn crash_over_http_is_survived_and_an_invalidation_right_after_is_not_lost() {
+    let mut config = Config::default();
+    config.test_hooks = true;
+    let (node, base) = start(config).await;
+    let c = client();
+    for round in 0..20 {
+        let url = format!("{base}/v1/cache/menus/k{round}");
+        assert_eq!(c.put(&url).body("old").send().await.unwrap().status(), 204);
+        assert_eq!(
+            c.get(&url).send().await.unwrap().text().await.unwrap(),
+            "old"
+        );
+        let crash = c
+            .post(format!("{base}/v1/test/crash/menus"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(crash.status(), 204);
+        // Right after the crash, while the actor may be dead or restarting.
+        let inv = c
+            .post(format!("{base}/v1/invalidate"))
+            .json(&serde_json::json!({"category": "menus", "key": format!("k{round}")}))
+            .send()
+            .await
+            .unwrap();
+        let status = inv.status().as_u16();
+        assert!(status == 200 || status == 503, "invalidate: {status}");
+        let got = c.get(&url).send().await.unwrap();
+        let status = got.status().as_u16();
+        let body = got.text().await.unwrap();
+        assert!(
+            status != 200 || body != "old",
+            "round {round}: the invalidated value was served after the crash"
+        );
+    }
+    // The node survived every crash and serves the category again.
+    let url = format!("{base}/v1/cache/menus/after");
+    assert_eq!(c.put(&url).body("new").send().await.unwrap().status(), 204);
+    assert_eq!(
+        c.get(&url).send().await.unwrap().text().await.unwrap(),
+        "new"
+    );
+    node.shutdown().await;
+}

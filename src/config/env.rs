@@ -131,6 +131,9 @@ fn apply_settings(c: &mut Config, env: Env) -> Result<(), ConfigError> {
     if let Some(v) = env_parse::<usize>(env, "HC_MAILBOX_CAPACITY")? {
         c.mailbox_capacity = v;
     }
+    if let Some(v) = env("HC_TEST_HOOKS") {
+        c.test_hooks = parse_bool("HC_TEST_HOOKS", &v)?;
+    }
     Ok(())
 }
 

@@ -136,6 +136,10 @@ pub struct Config {
     /// `l2_min_replicas` (`HC_L2_MIN_REPLICAS`): L2 writes wait (`WAIT`) until this many
     /// replicas have them, and fail otherwise. 0 (default): no waiting.
     pub l2_min_replicas: u32,
+    /// `HC_TEST_HOOKS=1`: mounts the test-only routes (`POST /v1/test/crash/{category}`)
+    /// the fault checker uses to crash a category actor. Off by default; never documented
+    /// in `/openapi.json`.
+    pub test_hooks: bool,
 }
 
 impl Default for Config {
@@ -168,6 +172,7 @@ impl Default for Config {
             gossip_dead_forget: Duration::from_secs(60),
             cluster_secret: None,
             l2_min_replicas: 0,
+            test_hooks: false,
         }
     }
 }

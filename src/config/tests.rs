@@ -311,3 +311,15 @@ fn gossip_timing_from_file_and_env() {
     let e = Config::resolve(&Flags::default(), &env, FileConfig::default());
     assert!(e.is_err(), "{e:?}");
 }
+
+#[test]
+fn test_hooks_are_off_unless_hc_test_hooks_is_set() {
+    let resolve = |pairs: &[(&str, &str)]| {
+        Config::resolve(&Flags::default(), &env_of(pairs), FileConfig::default())
+    };
+    assert!(!resolve(&[]).unwrap().test_hooks);
+    assert!(!resolve(&[("HC_TEST_HOOKS", "0")]).unwrap().test_hooks);
+    assert!(resolve(&[("HC_TEST_HOOKS", "1")]).unwrap().test_hooks);
+    let err = resolve(&[("HC_TEST_HOOKS", "maybe")]).unwrap_err();
+    assert!(err.to_string().contains("HC_TEST_HOOKS"), "{err}");
+}

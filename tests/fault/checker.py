@@ -159,8 +159,10 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
             suffix[i] = best
         index[ck] = (t0s, suffix)
 
+    # A round is a top-level fault; the parts of a `combined` round (`part_of`) are in it.
     rounds = sorted(
-        (f["t"], f["kind"]) for f in faults if f.get("phase") == "start"
+        (f["t"], f["kind"]) for f in faults
+        if f.get("phase") == "start" and not f.get("part_of")
     )
     starts = [r[0] for r in rounds]
 

@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,6 +104,7 @@ class Procs:
         self.children = {}  # name -> Popen
         self.redis_port = free_port()
         self.proxy = None
+        self.proxy_lock = threading.Lock()
         self.proxy_ports = {}
         self.nodes = {}  # id -> dict(http, gossip, args)
         self.namespace = f"fc{os.getpid()}x{int(time.time()) % 100000}"
@@ -182,9 +186,10 @@ class Procs:
         self.proxy_ports = {k: int(v) for k, v in (x.split("=") for x in line[1:])}
 
     def proxy_mode(self, name, mode):
-        self.proxy.stdin.write(f"{name} {mode}\n")
-        self.proxy.stdin.flush()
-        answer = self.proxy.stdout.readline().strip()
+        with self.proxy_lock:  # combined rounds drive two proxies from two threads
+            self.proxy.stdin.write(f"{name} {mode}\n")
+            self.proxy.stdin.flush()
+            answer = self.proxy.stdout.readline().strip()
         if answer != "ok":
             raise RuntimeError(f"proxy: {answer}")
 
@@ -207,12 +212,28 @@ class Procs:
                    HC_STALENESS_BOUND_MS=str(int(self.bound_ms)),
                    HC_STRICT_CATEGORIES=",".join(self.strict),
                    # Gossip without TLS (loopback) authenticates frames with a shared secret.
-                   HC_CLUSTER_SECRET="fault-check-cluster-secret")
+                   HC_CLUSTER_SECRET="fault-check-cluster-secret",
+                   # Mounts POST /v1/test/crash/{category} (the nemesis' actor_crash).
+                   HC_TEST_HOOKS="1")
         self._spawn(i, self.nodes[i]["args"], env=env, log=f"node-{i}.log",
                     stdout=subprocess.DEVNULL)
 
     def url(self, i):
         return f"http://127.0.0.1:{self.nodes[i]['http']}"
+
+    def crash_actor(self, i, category):
+        """Crashes `category`'s actor on node `i` (test hook). True when the node took it."""
+        url = self.url(i) + "/v1/test/crash/" + urllib.parse.quote(category, safe="")
+        req = urllib.request.Request(url, data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status == 204
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 405):  # the hook is missing: a setup error, not a fault
+                raise RuntimeError(f"node {i}: no crash hook ({e.code})") from e
+            return False
+        except OSError:
+            return False
 
     def wait_healthy(self, i, timeout=30):
         """Waits until the node answers /health (any status: it is serving)."""

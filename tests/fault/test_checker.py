@@ -208,6 +208,21 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(res["rows"]["warmup"]["ops"], 2)
         self.assertEqual(res["rows"]["warmup"]["violations"], 0)
 
+    def test_parts_of_a_combined_round_belong_to_it(self):
+        h = H()
+        for kind, t, part in (("combined", 100, None), ("node_stop", 101, "combined"),
+                              ("redis_stop", 600, "combined")):
+            h.faults.append({"type": "fault", "kind": kind, "phase": "start", "t": t * MS,
+                             **({"part_of": part} if part else {})})
+        h.put(0, 10, "a")
+        h.put(20, 30, "b")
+        h.get(700, 701, "a")
+        res = h.check()
+        self.assertEqual(res["rows"]["combined"]["rounds"], 1)
+        self.assertEqual(res["rows"]["combined"]["violations"], 1)
+        self.assertNotIn("redis_stop", res["rows"])
+        self.assertNotIn("node_stop", res["rows"])
+
     def test_glob_grammar(self):
         m = checker.glob_match
         self.assertTrue(m("a*", "a[1"))

@@ -24,7 +24,9 @@ pub mod schema;
 mod state;
 
 pub use errors::ApiError;
-use routes::{cluster, delete_value, get_value, health, invalidate, metrics, put_value, stats};
+use routes::{
+    cluster, crash_actor, delete_value, get_value, health, invalidate, metrics, put_value, stats,
+};
 pub use state::AppState;
 
 /// The API and operations routes of a node: the API routes get the request limits of
@@ -37,18 +39,23 @@ pub fn routes(state: &AppState) -> Router<AppState> {
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
-    let api = Router::new()
+    let mut api = Router::new()
         .route(
             "/v1/cache/{category}/{key}",
             get(get_hit).put(put_value).delete(delete_value),
         )
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/stats", get(stats))
-        .route("/v1/cluster/stats", get(cluster))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::require_token,
-        ));
+        .route("/v1/cluster/stats", get(cluster));
+    if cfg.test_hooks {
+        // Test hook of the fault checker (`HC_TEST_HOOKS=1`); absent otherwise, and never
+        // in /openapi.json (no `#[utoipa::path]`).
+        api = api.route("/v1/test/crash/{category}", post(crash_actor));
+    }
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        limits::require_token,
+    ));
     let api = limits::api_layers(api, &cfg.http_limits);
     Router::new()
         .merge(api)

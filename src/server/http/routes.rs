@@ -224,6 +224,19 @@ pub(crate) async fn invalidate(
     Ok(Json(json!({ "invalidated": n })))
 }
 
+/// Test hook (mounted only with `HC_TEST_HOOKS=1`, not in the OpenAPI document): makes the
+/// category's actor panic; its supervisor restarts it and flushes the category's L1.
+pub(crate) async fn crash_actor(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let Path(category) = path.map_err(|r| path_error(&state, r))?;
+    state.cache.crash_category_actor(&category)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// This node's stats.
 #[utoipa::path(get, path = "/v1/stats", tag = "cluster",
     responses((status = 200, description = "Counters and L1 sizes of this node", body = crate::Stats)))]
