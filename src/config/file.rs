@@ -107,6 +107,8 @@ pub struct FileRedis {
     pub master_name: Option<String>,
     /// Some nodes (`host:port`) of a Redis Cluster.
     pub cluster_nodes: Option<Vec<String>>,
+    /// [`Config::allow_persistent_redis`].
+    pub allow_persistent_redis: Option<bool>,
 }
 
 impl FileRedis {
@@ -172,6 +174,9 @@ pub(super) fn apply(
     let mut p = addresses(&file, entry.as_ref());
     apply_settings(c, &file);
     apply_limits(&mut c.http_limits, &file);
+    if let Some(v) = file.redis.as_ref().and_then(|r| r.allow_persistent_redis) {
+        c.allow_persistent_redis = v;
+    }
     p.redis = file.redis.map(FileRedis::target).transpose()?;
     c.tls = file.tls;
     for (name, cat) in file.categories {

@@ -136,6 +136,10 @@ pub struct Config {
     /// `l2_min_replicas` (`HC_L2_MIN_REPLICAS`): L2 writes wait (`WAIT`) until this many
     /// replicas have them, and fail otherwise. 0 (default): no waiting.
     pub l2_min_replicas: u32,
+    /// Opt-in (`[redis] allow_persistent_redis`, `HC_ALLOW_PERSISTENT_REDIS`): accept an L2
+    /// Redis with persistence on (RDB `save`, AOF) or whose `CONFIG` is disabled. Off by
+    /// default: such a Redis is refused, because its restart brings deleted values back.
+    pub allow_persistent_redis: bool,
 }
 
 impl Default for Config {
@@ -168,6 +172,7 @@ impl Default for Config {
             gossip_dead_forget: Duration::from_secs(60),
             cluster_secret: None,
             l2_min_replicas: 0,
+            allow_persistent_redis: false,
         }
     }
 }
