@@ -112,6 +112,15 @@ pub struct FileRedis {
 }
 
 impl FileRedis {
+    /// Whether the table names a topology (it may hold only `allow_persistent_redis`, with
+    /// the topology from the environment).
+    fn names_target(&self) -> bool {
+        self.url.is_some()
+            || self.sentinels.is_some()
+            || self.master_name.is_some()
+            || self.cluster_nodes.is_some()
+    }
+
     /// The one topology the `[redis]` table names.
     fn target(self) -> Result<RedisTarget, ConfigError> {
         match (self.url, self.sentinels, self.cluster_nodes) {
@@ -177,7 +186,11 @@ pub(super) fn apply(
     if let Some(v) = file.redis.as_ref().and_then(|r| r.allow_persistent_redis) {
         c.allow_persistent_redis = v;
     }
-    p.redis = file.redis.map(FileRedis::target).transpose()?;
+    p.redis = file
+        .redis
+        .filter(FileRedis::names_target)
+        .map(FileRedis::target)
+        .transpose()?;
     c.tls = file.tls;
     for (name, cat) in file.categories {
         c.categories.insert(name, cat);
