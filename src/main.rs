@@ -48,7 +48,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("hybrid-cache: {e:#}");
-                    ExitCode::from(1)
+                    ExitCode::from(exit_code(&e))
                 }
             }
         }
@@ -80,6 +80,16 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// 2 for a configuration the node refuses (as for a bad configuration file), else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use hybrid_cache::server::node::NodeError;
+    use hybrid_cache::BuildError;
+    match e.downcast_ref::<NodeError>() {
+        Some(NodeError::Build(BuildError::Config(_) | BuildError::PersistentRedis(_))) => 2,
+        _ => 1,
     }
 }
 

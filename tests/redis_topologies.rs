@@ -795,3 +795,69 @@ async fn cluster_failover_spreads_categories_and_keeps_the_bound() {
         n.shutdown().await;
     }
 }
+
+/// Issue #23, item 4: in a cluster every primary is checked. Three primaries without
+/// replicas; `save "900 1"` on one that is not the seed node refuses the cache at build,
+/// naming that primary; with persistence off again it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_with_one_persistent_primary_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster_args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ];
+    let servers: Vec<Proc> = (0..3).map(|_| redis(dir.path(), &cluster_args)).collect();
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    assert!(
+        wait_until(READY, || servers.iter().all(|s| {
+            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
+                == Some("ok")
+        })),
+        "cluster did not become ready"
+    );
+    let persistent = servers[2].port;
+    let set_save = |v: &str| {
+        let r = cmd(persistent, &["CONFIG", "SET", "save", v]);
+        assert!(matches!(r, Some(Resp::Simple(ref s)) if s == "OK"), "{r:?}");
+    };
+    set_save("900 1");
+    let config = Config {
+        namespace: namespace("persist"),
+        redis: Some(RedisTarget::Cluster {
+            nodes: vec![addrs[0].clone()],
+            password: None,
+        }),
+        ..Config::default()
+    };
+    let build = || {
+        hybrid_cache::HybridCache::builder()
+            .config(config.clone())
+            .build()
+    };
+    match build().await {
+        Err(e @ hybrid_cache::BuildError::PersistentRedis(_)) => {
+            let e = e.to_string();
+            assert!(e.contains(&format!("127.0.0.1:{persistent}")), "{e}");
+            assert!(e.contains("save \"900 1\""), "{e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a cluster with a persistent primary was accepted"),
+    }
+    set_save("");
+    let cache = build().await.expect("starts once persistence is off");
+    cache.shutdown().await;
+}

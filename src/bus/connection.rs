@@ -104,13 +104,14 @@ pub(super) fn spawn_connection(
     timeout: Duration,
     channels: [String; 2],
     gen: u64,
+    allow_persistent: bool,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let target = redis?;
     Some(tokio::spawn(async move {
         let gate = handle.gate();
         let mut delays = backoff();
         loop {
-            match subscribe(&target, &channels, timeout).await {
+            match subscribe(&target, &channels, timeout, allow_persistent).await {
                 Ok((mut sub, cm)) => {
                     delays = backoff();
                     let end = pump(&mut sub, BusMsg::LinkUp(cm, gen), &handle, &myself).await;
@@ -127,7 +128,12 @@ pub(super) fn spawn_connection(
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "redis connect failed; retrying");
+                    if let crate::l2::L2Error::Persistent(why) = &e {
+                        handle.note_persistent_redis_refused();
+                        tracing::error!(error = %why, "L2 Redis refused (no lease); retrying");
+                    } else {
+                        tracing::debug!(error = %e, "redis connect failed; retrying");
+                    }
                     let down = BusMsg::LinkDown(e.to_string(), gen);
                     if !tell_waiting(gate, &myself, down).await {
                         return;
@@ -142,13 +148,28 @@ pub(super) fn spawn_connection(
 
 /// Subscribes on the configured topology (see [`crate::l2::topology`]: classic pub/sub on
 /// one server or the Sentinel-named primary, sharded pub/sub on the owner of the channels'
-/// slot in a cluster) and opens the matching command connection.
+/// slot in a cluster) and opens the matching command connection. Unless `allow_persistent`,
+/// the server(s) must have persistence off (see [`crate::l2::topology::persistence`]):
+/// otherwise, or when that cannot be checked, the connection is dropped before `LinkUp`, so
+/// this Redis is neither installed as L2 nor grants the lease (fail closed).
 async fn subscribe(
     target: &RedisTarget,
     channels: &[String; 2],
     timeout: Duration,
+    allow_persistent: bool,
 ) -> Result<(crate::l2::topology::Subscription, L2Conn), crate::l2::L2Error> {
-    crate::l2::topology::subscribe(target, channels.as_slice(), timeout).await
+    let (sub, mut conn) =
+        crate::l2::topology::subscribe(target, channels.as_slice(), timeout).await?;
+    if !allow_persistent {
+        let bound = timeout.max(Duration::from_millis(500));
+        tokio::time::timeout(
+            bound,
+            crate::l2::topology::persistence::check(&mut conn, target),
+        )
+        .await
+        .map_err(|_| crate::l2::L2Error::Timeout(bound))??;
+    }
+    Ok((sub, conn))
 }
 
 impl BusState {
@@ -162,6 +183,7 @@ impl BusState {
             cfg.redis_timeout,
             [self.channel.clone(), self.ping_channel.clone()],
             self.conn_gen,
+            cfg.allow_persistent_redis,
         )
     }
 

@@ -26,6 +26,8 @@ pub struct BusHandle {
     staleness_bound: Duration,
     /// Subscriptions dropped because the bus did not keep up (see `bus::connection`).
     subscription_overflows: AtomicU64,
+    /// Connections refused because the Redis has persistence on (or would not say).
+    persistent_redis_refusals: AtomicU64,
 }
 
 impl BusHandle {
@@ -38,6 +40,7 @@ impl BusHandle {
             redis_timeout,
             staleness_bound,
             subscription_overflows: AtomicU64::new(0),
+            persistent_redis_refusals: AtomicU64::new(0),
         }
     }
 
@@ -45,6 +48,17 @@ impl BusHandle {
     pub(crate) fn note_subscription_overflow(&self) {
         self.subscription_overflows.fetch_add(1, Ordering::Relaxed);
         self.gate.note_refused();
+    }
+
+    /// Counts a connection refused because its Redis has persistence on.
+    pub(crate) fn note_persistent_redis_refused(&self) {
+        self.persistent_redis_refusals
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections refused because their Redis has persistence on, since start.
+    pub(crate) fn persistent_redis_refusals(&self) -> u64 {
+        self.persistent_redis_refusals.load(Ordering::Relaxed)
     }
 
     /// Subscriptions dropped because their queue to the bus was full, since start.

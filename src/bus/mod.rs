@@ -265,6 +265,7 @@ impl Actor for BusActor {
             cfg.redis_timeout,
             [channel.clone(), ping_channel.clone()],
             0,
+            cfg.allow_persistent_redis,
         );
         let tick = config.ping_interval.min(Duration::from_millis(50));
         let tick_pending = Arc::new(AtomicBool::new(false));

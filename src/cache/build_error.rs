@@ -11,6 +11,10 @@ pub enum BuildError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The L2 Redis answered and has persistence on (or would not say): refused unless
+    /// `allow_persistent_redis` is set.
+    #[error("{0}")]
+    PersistentRedis(String),
     /// An actor of the tree failed to start.
     #[error("failed to start the actor tree: {0}")]
     Actors(String),

@@ -32,6 +32,7 @@ pub struct HybridCacheBuilder {
     staleness_bound: Option<Duration>,
     serve_stale_on_outage: Option<bool>,
     strict: Vec<String>,
+    allow_persistent_redis: Option<bool>,
 }
 
 impl HybridCacheBuilder {
@@ -85,6 +86,12 @@ impl HybridCacheBuilder {
         self.serve_stale_on_outage = Some(on);
         self
     }
+    /// Opt-in: accept an L2 Redis with persistence on (RDB `save` or AOF), which is refused
+    /// by default. Outside the guarantee: a restart of that Redis brings back deleted values.
+    pub fn allow_persistent_redis(mut self, on: bool) -> Self {
+        self.allow_persistent_redis = Some(on);
+        self
+    }
 
     /// Validates the configuration and starts the actor tree.
     pub async fn build(self) -> Result<HybridCache, BuildError> {
@@ -109,6 +116,9 @@ impl HybridCacheBuilder {
         }
         if let Some(on) = self.serve_stale_on_outage {
             config.serve_stale_on_outage = on;
+        }
+        if let Some(on) = self.allow_persistent_redis {
+            config.allow_persistent_redis = on;
         }
         for name in &self.strict {
             match config.categories.get_mut(name) {

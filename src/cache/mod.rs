@@ -103,6 +103,11 @@ impl std::fmt::Debug for HybridCache {
 impl HybridCache {
     /// Starts the actor tree for a validated configuration.
     pub async fn start(config: Config) -> Result<HybridCache, BuildError> {
+        if let (Some(target), false) = (&config.redis, config.allow_persistent_redis) {
+            crate::l2::L2::refuse_persistent(target, config.redis_timeout)
+                .await
+                .map_err(|e| BuildError::PersistentRedis(e.to_string()))?;
+        }
         let shared = Arc::new(Shared::new(config));
         let (supervisor, _) = Actor::spawn(
             Some(format!("{}/supervisor", shared.instance)),
@@ -234,6 +239,12 @@ impl HybridCache {
     #[doc(hidden)]
     pub fn subscription_overflows(&self) -> u64 {
         self.shared.bus.subscription_overflows()
+    }
+
+    /// Connections to an L2 Redis refused because it has persistence on (or would not say).
+    #[doc(hidden)]
+    pub fn persistent_redis_refusals(&self) -> u64 {
+        self.shared.bus.persistent_redis_refusals()
     }
 
     /// Test hook: stalls the bus actor until the returned sender fires or is dropped.

@@ -173,7 +173,7 @@ fn apply_limits(lim: &mut HttpLimits, env: Env) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Gossip's forget delay, the cluster secret, the L2 replica count.
+/// Gossip's forget delay, the cluster secret, the L2 replica count and persistence opt-in.
 fn apply_cluster(c: &mut Config, env: Env) -> Result<(), ConfigError> {
     if let Some(v) = env_parse::<u64>(env, "HC_DEAD_FORGET_SECS")? {
         c.gossip_dead_forget = Duration::from_secs(v);
@@ -183,6 +183,9 @@ fn apply_cluster(c: &mut Config, env: Env) -> Result<(), ConfigError> {
     }
     if let Some(v) = env_parse::<u32>(env, "HC_L2_MIN_REPLICAS")? {
         c.l2_min_replicas = v;
+    }
+    if let Some(v) = env("HC_ALLOW_PERSISTENT_REDIS") {
+        c.allow_persistent_redis = parse_bool("HC_ALLOW_PERSISTENT_REDIS", &v)?;
     }
     Ok(())
 }

@@ -107,9 +107,20 @@ pub struct FileRedis {
     pub master_name: Option<String>,
     /// Some nodes (`host:port`) of a Redis Cluster.
     pub cluster_nodes: Option<Vec<String>>,
+    /// [`Config::allow_persistent_redis`].
+    pub allow_persistent_redis: Option<bool>,
 }
 
 impl FileRedis {
+    /// Whether the table names a topology (it may hold only `allow_persistent_redis`, with
+    /// the topology from the environment).
+    fn names_target(&self) -> bool {
+        self.url.is_some()
+            || self.sentinels.is_some()
+            || self.master_name.is_some()
+            || self.cluster_nodes.is_some()
+    }
+
     /// The one topology the `[redis]` table names.
     fn target(self) -> Result<RedisTarget, ConfigError> {
         match (self.url, self.sentinels, self.cluster_nodes) {
@@ -172,7 +183,14 @@ pub(super) fn apply(
     let mut p = addresses(&file, entry.as_ref());
     apply_settings(c, &file);
     apply_limits(&mut c.http_limits, &file);
-    p.redis = file.redis.map(FileRedis::target).transpose()?;
+    if let Some(v) = file.redis.as_ref().and_then(|r| r.allow_persistent_redis) {
+        c.allow_persistent_redis = v;
+    }
+    p.redis = file
+        .redis
+        .filter(FileRedis::names_target)
+        .map(FileRedis::target)
+        .transpose()?;
     c.tls = file.tls;
     for (name, cat) in file.categories {
         c.categories.insert(name, cat);

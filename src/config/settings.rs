@@ -140,6 +140,10 @@ pub struct Config {
     /// the fault checker uses to crash a category actor. Off by default; never documented
     /// in `/openapi.json`.
     pub test_hooks: bool,
+    /// Opt-in (`[redis] allow_persistent_redis`, `HC_ALLOW_PERSISTENT_REDIS`): accept an L2
+    /// Redis with persistence on (RDB `save`, AOF) or whose `CONFIG` is disabled. Off by
+    /// default: such a Redis is refused, because its restart brings deleted values back.
+    pub allow_persistent_redis: bool,
 }
 
 impl Default for Config {
@@ -173,6 +177,7 @@ impl Default for Config {
             cluster_secret: None,
             l2_min_replicas: 0,
             test_hooks: false,
+            allow_persistent_redis: false,
         }
     }
 }

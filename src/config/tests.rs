@@ -323,3 +323,32 @@ fn test_hooks_are_off_unless_hc_test_hooks_is_set() {
     let err = resolve(&[("HC_TEST_HOOKS", "maybe")]).unwrap_err();
     assert!(err.to_string().contains("HC_TEST_HOOKS"), "{err}");
 }
+
+#[test]
+fn allow_persistent_redis_is_off_by_default_and_env_beats_file() {
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+    assert!(!c.allow_persistent_redis);
+    let text = "[redis]\nurl = \"redis://h:1\"\nallow_persistent_redis = true\n";
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(text)).unwrap();
+    assert!(c.allow_persistent_redis);
+    let env = env_of(&[("HC_ALLOW_PERSISTENT_REDIS", "false")]);
+    let c = Config::resolve(&Flags::default(), &env, file(text)).unwrap();
+    assert!(!c.allow_persistent_redis);
+    let env = env_of(&[("HC_ALLOW_PERSISTENT_REDIS", "true")]);
+    let c = Config::resolve(&Flags::default(), &env, FileConfig::default()).unwrap();
+    assert!(c.allow_persistent_redis);
+    // The table may hold only the opt-in, the topology coming from the environment.
+    let env = env_of(&[("REDIS_URL", "redis://h:2")]);
+    let c = Config::resolve(
+        &Flags::default(),
+        &env,
+        file("[redis]\nallow_persistent_redis = true\n"),
+    )
+    .unwrap();
+    assert!(c.allow_persistent_redis && matches!(c.redis, Some(RedisTarget::Url { .. })));
+    let env = env_of(&[("HC_ALLOW_PERSISTENT_REDIS", "maybe")]);
+    let e = Config::resolve(&Flags::default(), &env, FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("HC_ALLOW_PERSISTENT_REDIS"), "{e}");
+}

@@ -95,6 +95,11 @@ pub enum L2Error {
     /// Redis answered something this crate does not expect.
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// The Redis keeps its data across a restart (RDB or AOF), or does not say whether it
+    /// does; refused unless `allow_persistent_redis` is set (see
+    /// [`topology::persistence`]).
+    #[error("{0}")]
+    Persistent(String),
     /// `WAIT` returned fewer replicas than `l2_min_replicas`.
     #[error("write not acknowledged by {wanted} replica(s) in time (only {got})")]
     NotReplicated {
@@ -167,6 +172,20 @@ impl L2 {
     /// Connects the command connection of the configured topology (bounded by the timeout).
     pub async fn connect(target: &RedisTarget, timeout: Duration) -> Result<L2Conn, L2Error> {
         topology::connect(target, timeout).await
+    }
+
+    /// The start-up persistence check: `Err` (an [`L2Error::Persistent`]) when Redis answers
+    /// and keeps its data across a restart (or does not answer `CONFIG GET`). A Redis that
+    /// cannot be reached now passes: the bus checks it on every connection, before the lease.
+    pub async fn refuse_persistent(target: &RedisTarget, timeout: Duration) -> Result<(), L2Error> {
+        let Ok(mut conn) = topology::connect(target, timeout).await else {
+            return Ok(());
+        };
+        let bound = timeout.max(Duration::from_millis(500));
+        match tokio::time::timeout(bound, topology::persistence::check(&mut conn, target)).await {
+            Ok(Err(e @ L2Error::Persistent(_))) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Installs (or removes) the live connection.

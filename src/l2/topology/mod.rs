@@ -35,6 +35,7 @@
 //! each topology lives in `single`, `sentinel` and `cluster`.
 
 mod cluster;
+pub mod persistence;
 mod sentinel;
 mod single;
 
