@@ -26,6 +26,17 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `url` and its JSON body.
+async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    c.get(url)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 async fn error_code(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.expect("error bodies are JSON");
@@ -137,14 +148,7 @@ async fn error_codes() {
     let (s, e) = error_code(c.get(format!("{base}/no/such/route")).send().await.unwrap()).await;
     assert_eq!((s, e.as_str()), (404, "not_found"));
     // Bad input is counted.
-    let stats: Value = c
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = get_json(&c, format!("{base}/v1/stats")).await;
     assert!(stats["counters"]["http_bad_requests"].as_u64().unwrap() >= 3);
     // After all that, the node still serves.
     assert_eq!(
@@ -258,14 +262,7 @@ async fn stats_health_metrics_and_cluster_formats() {
         .await
         .unwrap();
 
-    let s: Value = c
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = get_json(&c, format!("{base}/v1/stats")).await;
     assert_eq!(s["node_id"], "n1");
     assert_eq!(s["l2_enabled"], false);
     let p = &s["l1_caches"]["permissions"];
@@ -331,14 +328,7 @@ async fn stats_health_metrics_and_cluster_formats() {
     );
     assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 1"), "{m}");
 
-    let cs: Value = c
-        .get(format!("{base}/v1/cluster/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cs: Value = get_json(&c, format!("{base}/v1/cluster/stats")).await;
     assert_eq!(cs["self"], "n1");
     assert_eq!(cs["nodes"].as_array().unwrap().len(), 1);
     assert_eq!(cs["nodes"][0]["state"], "alive");
@@ -437,14 +427,7 @@ async fn capacity_bound_holds_for_roles() {
             .unwrap();
         assert_eq!(r.status(), 204);
     }
-    let s: Value = c
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = get_json(&c, format!("{base}/v1/stats")).await;
     let size = s["l1_caches"]["roles"]["size"].as_u64().unwrap();
     assert!(size <= 200 && size > 0, "roles size {size}");
     let ev = s["counters"]["evictions"].as_u64().unwrap();
@@ -579,14 +562,7 @@ async fn crashed_category_actor_is_restarted_and_node_keeps_serving() {
     // After the restart the crashed category's L1 was flushed (its state is not trusted)…
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let s: Value = c
-            .get(format!("{base}/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = get_json(&c, format!("{base}/v1/stats")).await;
         if s["counters"]["actor_restarts"] == 1 && s["l1_caches"]["menus"]["size"] == 0 {
             break;
         }
@@ -626,14 +602,7 @@ async fn crash_test_hook_exists_only_with_hc_test_hooks_and_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    let doc: Value = c
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = get_json(&c, format!("{base}/openapi.json")).await;
     assert!(
         !doc["paths"].to_string().contains("/v1/test/"),
         "the test hook is never documented"
