@@ -67,6 +67,42 @@ fn redis(dir: &Path, extra: &[&str]) -> Proc {
     p
 }
 
+/// A Redis Cluster of `n` servers (`replicas` per primary, `extra` server arguments),
+/// created with `redis-cli --cluster create`; returns once every server reports
+/// `cluster_state:ok` and three slot ranges.
+fn redis_cluster(dir: &Path, n: usize, replicas: usize, extra: &[&str]) -> Vec<Proc> {
+    let mut args = vec![
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ];
+    args.extend_from_slice(extra);
+    let servers: Vec<Proc> = (0..n).map(|_| redis(dir, &args)).collect();
+    let addrs: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli --cluster create");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    assert!(
+        wait_until(READY, || servers.iter().all(|s| {
+            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
+                == Some("ok")
+                && cluster_slots(s.port).len() >= 3
+        })),
+        "cluster did not become ready"
+    );
+    servers
+}
+
 /// `redis-sentinel` monitoring `primary` as `master` (quorum 2, fast failure detection).
 fn sentinel(dir: &Path, master: &str, primary: u16) -> Proc {
     let port = free_port();
@@ -604,36 +640,11 @@ async fn cluster_failover_spreads_categories_and_keeps_the_bound() {
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster_args = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-        "--cluster-node-timeout",
-        "1000",
-    ];
-    let mut servers: Vec<Proc> = (0..6).map(|_| redis(dir.path(), &cluster_args)).collect();
+    let mut servers = redis_cluster(dir.path(), 6, 1, &["--cluster-node-timeout", "1000"]);
     let addrs: Vec<String> = servers
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.port))
         .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "1", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("redis-cli --cluster create");
-    assert!(created.success(), "redis-cli --cluster create failed");
-    assert!(
-        wait_until(READY, || servers.iter().all(|s| {
-            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
-                == Some("ok")
-                && cluster_slots(s.port).len() >= 3
-        })),
-        "cluster did not become ready"
-    );
     let any = servers[0].port;
 
     // A namespace whose two categories live on different primaries (hash tag per category).
@@ -802,33 +813,8 @@ async fn cluster_failover_spreads_categories_and_keeps_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_with_one_persistent_primary_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cluster_args = [
-        "--cluster-enabled",
-        "yes",
-        "--cluster-config-file",
-        "nodes.conf",
-    ];
-    let servers: Vec<Proc> = (0..3).map(|_| redis(dir.path(), &cluster_args)).collect();
-    let addrs: Vec<String> = servers
-        .iter()
-        .map(|s| format!("127.0.0.1:{}", s.port))
-        .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("redis-cli --cluster create");
-    assert!(created.success(), "redis-cli --cluster create failed");
-    assert!(
-        wait_until(READY, || servers.iter().all(|s| {
-            info_field(&text(s.port, &["CLUSTER", "INFO"]), "cluster_state").as_deref()
-                == Some("ok")
-        })),
-        "cluster did not become ready"
-    );
+    let servers = redis_cluster(dir.path(), 3, 0, &[]);
+    let seed = format!("127.0.0.1:{}", servers[0].port);
     let persistent = servers[2].port;
     let set_save = |v: &str| {
         let r = cmd(persistent, &["CONFIG", "SET", "save", v]);
@@ -838,7 +824,7 @@ async fn cluster_with_one_persistent_primary_is_refused() {
     let config = Config {
         namespace: namespace("persist"),
         redis: Some(RedisTarget::Cluster {
-            nodes: vec![addrs[0].clone()],
+            nodes: vec![seed.clone()],
             password: None,
         }),
         ..Config::default()
