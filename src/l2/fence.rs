@@ -111,3 +111,57 @@ impl Fence {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_millis(500);
+
+    #[tokio::test]
+    async fn off_is_open_on_needs_a_proof_sent_after_the_write() {
+        let off = Fence::new(false);
+        assert!(off.readable().is_ok());
+        assert!(off.confirm(off.ticket(), BOUND).await.is_ok());
+
+        let f = std::sync::Arc::new(Fence::new(true));
+        assert!(matches!(f.readable(), Err(L2Error::Unproven)));
+        let now = Clock::system().now();
+        // A proof sent before the write returned does not confirm it.
+        f.prove(now, now + Duration::from_secs(5));
+        assert!(f.readable().is_ok());
+        let ticket = f.ticket();
+        let waiter = tokio::spawn({
+            let f = f.clone();
+            async move { f.confirm(ticket, BOUND).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "confirmed by an older proof");
+        let later = Clock::system().now();
+        f.prove(later, later + Duration::from_secs(5));
+        assert!(matches!(waiter.await, Ok(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_or_no_proof_in_time_fails_the_write() {
+        let f = std::sync::Arc::new(Fence::new(true));
+        let ticket = f.ticket();
+        let waiter = tokio::spawn({
+            let f = f.clone();
+            async move { f.confirm(ticket, BOUND).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        f.reset();
+        let later = Clock::system().now();
+        f.prove(later, later + Duration::from_secs(5));
+        assert!(matches!(waiter.await, Ok(Err(L2Error::Unproven))));
+        let ticket = f.ticket();
+        let short = Duration::from_millis(30);
+        assert!(matches!(
+            f.confirm(ticket, short).await,
+            Err(L2Error::Unproven)
+        ));
+        f.revoke();
+        assert!(matches!(f.readable(), Err(L2Error::Unproven)));
+    }
+}
