@@ -358,13 +358,25 @@ fn start_clients(
     hist: &Arc<History>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    start_clients_named(nodes, cats, hist, stop, "")
+}
+
+/// [`start_clients`] whose client names (hence written values) end with `round`: clients
+/// started again into the same history write values of their own.
+fn start_clients_named(
+    nodes: &[Node],
+    cats: &[String],
+    hist: &Arc<History>,
+    stop: &Arc<AtomicBool>,
+    round: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         for c in 0..2 {
             tasks.push(tokio::spawn(client(
                 format!("n{i}"),
                 format!("http://{}", n.http_addr()),
-                format!("n{i}c{c}"),
+                format!("n{i}c{c}{round}"),
                 cats.to_vec(),
                 hist.clone(),
                 stop.clone(),
@@ -958,7 +970,11 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     replicaof.extend(open);
     let replicas = [redis(dir.path(), &replicaof), redis(dir.path(), &replicaof)];
     let sentinels: Vec<Proc> = (0..3)
-        .map(|_| sentinel_with(dir.path(), master, proxy.port, "bind-source-addr 127.0.0.2"))
+        .map(|_| {
+            // They reach each other at the announced 127.0.0.1 (they listen there only).
+            let extra = "bind-source-addr 127.0.0.2\nsentinel announce-ip 127.0.0.1";
+            sentinel_with(dir.path(), master, proxy.port, extra)
+        })
         .collect();
     assert!(
         wait_until(READY, || sentinels.iter().all(|s| {
@@ -1030,7 +1046,11 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     })
     .await
     .unwrap_or(false);
-    assert!(promoted, "the sentinels did not promote a replica");
+    if !promoted {
+        let log = dir.path().join(format!("sentinel-{}.log", sentinels[0].port));
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("the sentinels did not promote a replica; a sentinel's log:\n{log}");
+    }
     let new = sentinel_primary(sentinels[0].port, master);
     assert!(replicas.iter().any(|r| Some(r.port) == new));
     println!(
@@ -1045,7 +1065,7 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     nodes.push(start_node("n2", &ns, target.clone(), 0).await);
     assert!(serving_again(&nodes[2..], "roles").await, "n2 serves");
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = start_clients(&nodes, &cats, &hist, &stop);
+    let tasks = start_clients_named(&nodes, &cats, &hist, &stop, "after");
     // Through n2 (the new primary), then every node, after B: never "old" again.
     let mut written = None;
     for _ in 0..100 {
