@@ -1027,7 +1027,10 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     // Nothing acknowledged on the old primary is lost by the promotion (this test is about
     // the split brain, not about asynchronous replication).
     assert!(
-        matches!(cmd(primary.port, &["WAIT", "2", "2000"]), Some(Resp::Int(2))),
+        matches!(
+            cmd(primary.port, &["WAIT", "2", "2000"]),
+            Some(Resp::Int(2))
+        ),
         "replicas caught up"
     );
 
@@ -1047,7 +1050,9 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     .await
     .unwrap_or(false);
     if !promoted {
-        let log = dir.path().join(format!("sentinel-{}.log", sentinels[0].port));
+        let log = dir
+            .path()
+            .join(format!("sentinel-{}.log", sentinels[0].port));
         let log = std::fs::read_to_string(log).unwrap_or_default();
         panic!("the sentinels did not promote a replica; a sentinel's log:\n{log}");
     }
@@ -1058,8 +1063,10 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
         cut_at.elapsed().as_millis()
     );
     // The old primary still is one, and still answers the nodes through the proxy.
-    assert!(info_field(&text(proxy.port, &["INFO", "replication"]), "role")
-        .is_some_and(|r| r == "master"));
+    assert!(
+        info_field(&text(proxy.port, &["INFO", "replication"]), "role")
+            .is_some_and(|r| r == "master")
+    );
 
     // A node that starts now asks the sentinels: it is on the new primary.
     nodes.push(start_node("n2", &ns, target.clone(), 0).await);
@@ -1069,7 +1076,11 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     // Through n2 (the new primary), then every node, after B: never "old" again.
     let mut written = None;
     for _ in 0..100 {
-        if http_call(http.put(url(&nodes[2], "mark")).body("new")).await.0 == 204 {
+        if http_call(http.put(url(&nodes[2], "mark")).body("new"))
+            .await
+            .0
+            == 204
+        {
             written = Some(Instant::now());
             break;
         }
@@ -1082,7 +1093,10 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
         for (i, n) in nodes.iter().enumerate().take(2) {
             let (status, body) = http_call(http.get(url(n, "mark"))).await;
             if status == 200 && body == "old" {
-                stale.push(format!("n{i} read `old` {} ms after the write", written.elapsed().as_millis()));
+                stale.push(format!(
+                    "n{i} read `old` {} ms after the write",
+                    written.elapsed().as_millis()
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1099,7 +1113,11 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     // They came back through the sentinels and serve the new value.
     for (i, n) in nodes.iter().enumerate() {
         let (status, body) = http_call(http.get(url(n, "mark"))).await;
-        assert_eq!((status, body.as_str()), (200, "new"), "n{i} after the failover");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "new"),
+            "n{i} after the failover"
+        );
     }
     let (ok, report) = hist.check(dir.path(), bound_ms);
     println!("{report}");

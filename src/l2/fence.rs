@@ -104,10 +104,12 @@ impl Fence {
 
     /// A connection is installed: proofs start over for it.
     pub(super) fn reset(&self) {
-        self.state.send_modify(|p| *p = Proof {
-            conn: p.conn.wrapping_add(1),
-            sent: None,
-            until: None,
+        self.state.send_modify(|p| {
+            *p = Proof {
+                conn: p.conn.wrapping_add(1),
+                sent: None,
+                until: None,
+            }
         });
     }
 }

@@ -269,7 +269,11 @@ impl L2 {
     /// Sentinel: `r`, once a primary proof sent after the write returned confirmed the
     /// server it went to (ticket taken before the write); [`L2Error::Unproven`] if none came
     /// within the call bound. At once otherwise.
-    async fn confirmed<T>(&self, ticket: fence::Ticket, r: Result<T, L2Error>) -> Result<T, L2Error> {
+    async fn confirmed<T>(
+        &self,
+        ticket: fence::Ticket,
+        r: Result<T, L2Error>,
+    ) -> Result<T, L2Error> {
         let v = r?;
         let bound = self.timeout.max(Duration::from_millis(500));
         self.fence.confirm(ticket, bound).await?;

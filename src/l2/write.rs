@@ -98,18 +98,19 @@ impl L2 {
     ) -> Result<(), L2Error> {
         let src = Some(self.scripts.set_src.as_str());
         let ticket = self.fence.ticket();
-        let written = self.write(
-            &self.scripts.set,
-            src,
-            category,
-            key,
-            value,
-            ttl,
-            None,
-            not_after,
-        )
-        .await
-        .map(|_| ());
+        let written = self
+            .write(
+                &self.scripts.set,
+                src,
+                category,
+                key,
+                value,
+                ttl,
+                None,
+                not_after,
+            )
+            .await
+            .map(|_| ());
         self.confirmed(ticket, written).await
     }
 

@@ -117,7 +117,9 @@ fn answers_to_queries_sent_before_a_link_change_prove_nothing() {
     n.tick(t);
     n.link_down(t + MS);
     n.link_up(t + 2 * MS);
-    assert!(n.primary_answered(1, &[Ours, Ours, Ours], t + 3 * MS).is_empty());
+    assert!(n
+        .primary_answered(1, &[Ours, Ours, Ours], t + 3 * MS)
+        .is_empty());
     let actions = n.tick(t + 3 * MS);
     let (p, q) = (pings(&actions), queries(&actions));
     n.handle_message(echo(p[0]), t + 4 * MS);
@@ -133,7 +135,10 @@ fn the_verdict_needs_a_majority_of_the_configured_sentinels() {
     assert_eq!(verdict(&[Ours, Ours, Silent], 3), Verdict::Proven);
     assert_eq!(verdict(&[Ours, x(), Silent], 3), Verdict::Unproven);
     assert_eq!(verdict(&[Ours, Silent, Silent], 3), Verdict::Unproven);
-    assert_eq!(verdict(&[x(), x(), Ours], 3), Verdict::Moved("10.0.0.9:6379".into()));
+    assert_eq!(
+        verdict(&[x(), x(), Ours], 3),
+        Verdict::Moved("10.0.0.9:6379".into())
+    );
     assert_eq!(
         verdict(&[x(), Other("10.0.0.8:6379".into()), Silent], 3),
         Verdict::Unproven

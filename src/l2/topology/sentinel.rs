@@ -125,7 +125,11 @@ async fn ask_one(
             let cfg = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(bound)
                 .set_response_timeout(bound);
-            *conn = Some(client.get_multiplexed_async_connection_with_config(&cfg).await?);
+            *conn = Some(
+                client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await?,
+            );
         }
         let Some(c) = conn.as_mut() else {
             return Ok::<_, redis::RedisError>(None);
