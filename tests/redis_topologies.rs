@@ -1019,7 +1019,7 @@ async fn after_failover(nodes: &mut Vec<Node>, n2: Config, hist: &Arc<History>, 
     nodes.push(Node::start(n2).await.expect("n2 starts"));
     assert!(serving_again(&nodes[2..], "roles").await, "n2 serves");
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = start_clients_named(&nodes, &cats, &hist, &stop, "after");
+    let tasks = start_clients_named(nodes, &cats, hist, &stop, "after");
     // Through n2 (the new primary), then every node, after B: never "old" again.
     let mut written = None;
     for _ in 0..100 {
