@@ -213,8 +213,13 @@ fn new_machine(node: &dyn NodePort) -> (Coherence, CoherenceConfig) {
     .with_categories(node.category_names())
     .with_ack_channel(node.instance().to_string());
     // With Redis and gossip peers, the lease survives a Redis outage over QUIC.
+    // ...and L2 is read only once every live peer told us what waits in its replay
+    // backlog (after the start, at least the time gossip needs to hear of the peers).
     let machine = if cfg.redis.is_some() && cfg.gossip_addr.is_some() {
-        machine.with_peer_lease()
+        let join_grace = cfg.gossip_probe_period + cfg.gossip_suspect_timeout;
+        machine
+            .with_peer_lease()
+            .with_replay_hold(Clock::system().now(), join_grace)
     } else {
         machine
     };
@@ -258,6 +263,7 @@ impl Actor for BusActor {
         handle.gate().reset();
         node.set_link_up(false);
         node.revoke_lease();
+        node.set_l2_hold(machine.l2_held());
         let conn_task = connection::spawn_connection(
             myself.clone(),
             handle.clone(),
@@ -362,6 +368,9 @@ impl Actor for BusActor {
                 let _ = release.await;
             }
         }
+        // The replay hold, as the machine decided it (after the actions that recorded the
+        // peers' backlogs).
+        state.node.set_l2_hold(state.machine.l2_held());
         Ok(())
     }
 }

@@ -117,6 +117,17 @@ impl Backlog {
         self.collapses
     }
 
+    /// Every pending and in-flight change, whole categories as
+    /// [`crate::wire::Target::Everything`], without taking them (a peer asked).
+    pub fn snapshot(&self) -> Vec<(String, crate::wire::Target)> {
+        self.whole
+            .iter()
+            .map(|c| (c.clone(), crate::wire::Target::Everything))
+            .chain(self.entries.iter().cloned())
+            .chain(self.in_flight.iter().cloned())
+            .collect()
+    }
+
     /// Everything recorded; whole categories come as [`crate::wire::Target::Everything`].
     pub fn take(&mut self) -> Vec<(String, crate::wire::Target)> {
         let mut out: Vec<(String, crate::wire::Target)> = std::mem::take(&mut self.whole)
