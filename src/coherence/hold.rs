@@ -47,6 +47,8 @@ enum Phase {
         needed: BTreeSet<String>,
         /// Peers that answered this round.
         answered: BTreeSet<String>,
+        /// Peers asked at least once this round (a new one is asked at the next tick).
+        asked: BTreeSet<String>,
         /// When the next questions go out.
         next_ask: Instant,
     },
@@ -109,6 +111,7 @@ impl ReplayHold {
             round: self.last_round,
             needed: self.live.clone(),
             answered: BTreeSet::new(),
+            asked: BTreeSet::new(),
             next_ask: now,
         };
     }
@@ -140,12 +143,14 @@ impl ReplayHold {
     }
 
     /// Advances time: ends the hold when the round is complete (and the join grace is
-    /// over); otherwise returns the round id and the peers to ask now, if questions are due.
+    /// over); otherwise returns the round id and the peers to ask now: a peer not asked yet
+    /// this round at once, every peer yet to answer every [`ASK_EVERY`].
     pub(super) fn tick(&mut self, now: Instant) -> Option<(u64, Vec<String>)> {
         let Phase::Asking {
             round,
             needed,
             answered,
+            asked,
             next_ask,
         } = &mut self.phase
         else {
@@ -155,11 +160,16 @@ impl ReplayHold {
             self.phase = Phase::Free;
             return None;
         }
-        if now < *next_ask {
-            return None;
+        let again = now >= *next_ask;
+        let ask: Vec<String> = needed
+            .difference(answered)
+            .filter(|p| again || !asked.contains(*p))
+            .cloned()
+            .collect();
+        if again {
+            *next_ask = now.checked_add(ASK_EVERY).unwrap_or(now);
         }
-        *next_ask = now.checked_add(ASK_EVERY).unwrap_or(now);
-        let ask: Vec<String> = needed.difference(answered).cloned().collect();
+        asked.extend(ask.iter().cloned());
         (!ask.is_empty()).then_some((*round, ask))
     }
 }
