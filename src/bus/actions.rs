@@ -61,9 +61,9 @@ impl BusState {
             Action::PeerBroadcast(msg) => self.send_peer(None, &msg),
             Action::SendPeer { to, msg } => self.send_peer(Some(&to), &msg),
             Action::SendBacklog { to, id } => {
-                let answer = self
-                    .machine
-                    .backlog_answer(to.clone(), id, self.node.backlog_snapshot());
+                let answer =
+                    self.machine
+                        .backlog_answer(to.clone(), id, self.node.backlog_snapshot());
                 self.send_peer(Some(&to), &answer);
             }
             Action::RecordBacklog { changes } => {

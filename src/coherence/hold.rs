@@ -196,8 +196,5 @@ pub(super) fn bounded_changes(changes: Vec<(String, Target)>) -> Vec<(String, Ta
         return changes;
     }
     let whole: BTreeSet<String> = changes.into_iter().map(|(c, _)| c).collect();
-    whole
-        .into_iter()
-        .map(|c| (c, Target::Everything))
-        .collect()
+    whole.into_iter().map(|c| (c, Target::Everything)).collect()
 }

@@ -307,8 +307,7 @@ impl Coherence {
         changes: Vec<(String, Target)>,
         now: Instant,
     ) -> Vec<Action> {
-        if to != self.node_id || self.is_self(from, from_epoch) || !self.hold.answered(from, id)
-        {
+        if to != self.node_id || self.is_self(from, from_epoch) || !self.hold.answered(from, id) {
             return Vec::new();
         }
         let mut actions = Vec::new();

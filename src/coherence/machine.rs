@@ -115,7 +115,12 @@ impl Coherence {
 
     /// Our answer to `to`'s backlog question `id`: the `changes` waiting in our L2 replay
     /// backlog, as whole categories if they are too many for one frame.
-    pub fn backlog_answer(&self, to: String, id: u64, changes: Vec<(String, Target)>) -> BusMessage {
+    pub fn backlog_answer(
+        &self,
+        to: String,
+        id: u64,
+        changes: Vec<(String, Target)>,
+    ) -> BusMessage {
         BusMessage::BacklogAnswer {
             from: self.node_id.clone(),
             from_epoch: self.epoch,

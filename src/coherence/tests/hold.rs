@@ -77,7 +77,10 @@ fn a_restarted_node_reads_l2_only_after_every_live_peer_sent_its_backlog() {
     assert!(n.hold_tick(t + GRACE - MS).is_empty());
     assert!(n.l2_held());
     assert!(n.hold_tick(t + GRACE).is_empty());
-    assert!(!n.l2_held(), "every live peer answered and the grace is over");
+    assert!(
+        !n.l2_held(),
+        "every live peer answered and the grace is over"
+    );
 }
 
 #[test]
@@ -190,7 +193,10 @@ fn every_node_answers_a_backlog_question_except_its_own() {
             id: 4
         }]
     );
-    assert!(n.handle_message(q("n1", 1), t).is_empty(), "our own question");
+    assert!(
+        n.handle_message(q("n1", 1), t).is_empty(),
+        "our own question"
+    );
     // A node without the hold answers all the same (its peers may be holding).
     let mut plain = Coherence::new("n2", 1, CoherenceConfig::with_bound(B), t);
     assert!(!plain.l2_held());
@@ -220,8 +226,15 @@ fn every_node_answers_a_backlog_question_except_its_own() {
             ("roles".to_string(), Target::Everything)
         ]
     );
-    let msg = n.backlog_answer("n3".into(), 4, vec![("roles".into(), Target::Key("x".repeat(512))); 60]);
-    assert!(crate::wire::encode(&msg).is_ok(), "an answer always fits a frame");
+    let msg = n.backlog_answer(
+        "n3".into(),
+        4,
+        vec![("roles".into(), Target::Key("x".repeat(512))); 60],
+    );
+    assert!(
+        crate::wire::encode(&msg).is_ok(),
+        "an answer always fits a frame"
+    );
 }
 
 #[test]
