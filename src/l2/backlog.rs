@@ -179,6 +179,28 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_shows_pending_whole_and_in_flight_changes_without_taking_them() {
+        let mut b = Backlog::default();
+        b.record("roles", &Target::Key("r1".into()));
+        let _ = b.take(); // r1 in flight
+        b.record("menus", &Target::Everything);
+        b.record("general", &Target::Glob("g:*".into()));
+        let mut got = b.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("general".to_string(), Target::Glob("g:*".into())),
+                ("menus".to_string(), Target::Everything),
+                ("roles".to_string(), Target::Key("r1".into())),
+            ]
+        );
+        assert_eq!(b.len(), 3, "nothing taken");
+        b.replay_done();
+        assert_eq!(b.snapshot().len(), 2);
+    }
+
+    #[test]
     fn records_keys_and_degrades_to_whole_categories() {
         let mut b = Backlog::default();
         assert!(b.is_empty());
