@@ -219,6 +219,32 @@ pub enum BusMessage {
         /// The granting peer's last assigned sequence number.
         upto: u64,
     },
+    /// "Which changes wait in your L2 replay backlog?": sent over QUIC by a node before it
+    /// reads L2 after its start or after its Redis link was down (the replay hold of the
+    /// coherence machine). Every live peer answers with a [`BusMessage::BacklogAnswer`].
+    BacklogQuery {
+        /// Node id of the asking node.
+        origin: String,
+        /// Its epoch.
+        origin_epoch: u64,
+        /// The asking round (answers to an older round do not count).
+        id: u64,
+    },
+    /// The answer to a [`BusMessage::BacklogQuery`]: every change waiting in the sender's
+    /// L2 replay backlog (pending or being replayed), `(category, target)`; a long backlog
+    /// is sent as whole categories ([`Target::Everything`]).
+    BacklogAnswer {
+        /// Node id of the answering peer.
+        from: String,
+        /// Its epoch.
+        from_epoch: u64,
+        /// Node id of the asking node.
+        to: String,
+        /// The round answered.
+        id: u64,
+        /// The changes the sender has yet to write into L2.
+        changes: Vec<(String, Target)>,
+    },
 }
 
 impl Target {

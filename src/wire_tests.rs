@@ -69,6 +69,21 @@ fn roundtrip_all_message_shapes() {
             id: 4,
             upto: u64::MAX,
         },
+        BusMessage::BacklogQuery {
+            origin: "n".into(),
+            origin_epoch: 3,
+            id: 1,
+        },
+        BusMessage::BacklogAnswer {
+            from: "n2".into(),
+            from_epoch: 9,
+            to: "n".into(),
+            id: 1,
+            changes: vec![
+                ("roles".into(), Target::Key("get_roles:[1, 2]".into())),
+                ("menus".into(), Target::Everything),
+            ],
+        },
     ];
     let targets = [
         Target::Key("get_roles:[1, 2]".into()),

@@ -645,3 +645,133 @@ async fn without_redis_the_lease_rides_on_quic_and_deletes_need_every_peer() {
     assert_eq!(r.status(), 503, "a delete n3 cannot ack is refused");
     redis.resume();
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a node's process.
+fn signal(node: &Proc, signal: &str) {
+    let pid = node.child.as_ref().expect("node running").id();
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// The `hc_l2_backlog` gauge of `node` (None if it does not answer).
+async fn backlog_of(node: &Proc) -> Option<u64> {
+    let r = client()
+        .get(format!("{}/metrics", node.url()))
+        .send()
+        .await
+        .ok()?;
+    let text = r.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("hc_l2_backlog "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// Issue #23, item 3. A delete acknowledged over QUIC while Redis is down waits for L2 in
+/// the peers' replay backlogs; a node restarted meanwhile has none of it. When Redis comes
+/// back (with the deleted value still stored), the restarted node must not read that value
+/// from L2 before the peers replayed the delete: the replay hold makes it ask every live
+/// peer for its backlog first, and holds L2 (503) until they answered.
+///
+/// The peers are paused across n3's restart and Redis's return (slow peers: a GC-like
+/// stall, a loaded host), so n3 cannot hear of them before Redis is back: a restarted node
+/// that meets its peers while Redis is still down is already covered by the first-contact
+/// flush, which, without Redis, marks every category for invalidation in L2. Without the
+/// hold, n3 reads "old" from L2 as soon as its link is up.
+#[tokio::test]
+async fn a_node_restarted_while_redis_is_down_never_reads_a_delete_waiting_in_peer_backlogs() {
+    let redis = RedisServer::start();
+    let mut nodes = cluster_toml(
+        3,
+        Some(&redis.url()),
+        &[],
+        &[],
+        // The hold lasts at least the gossip probe period plus this after n3's start (the
+        // time gossip needs to hear of a peer or declare it dead): longer than the pause.
+        "gossip_suspect_timeout_ms = 8000
+",
+    );
+    settle(&nodes).await;
+    let c = client();
+    let key = |n: &Proc| format!("{}/v1/cache/roles/k", n.url());
+    let r = c.put(key(&nodes[0])).body("old").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    // Redis stops answering (SIGSTOP: its data, "old", stays), every node notices.
+    redis.pause();
+    let degraded = wait_for(Duration::from_secs(10), async || {
+        for n in &nodes {
+            if !health_is(n, "degraded").await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(degraded.is_some(), "every node notices the outage");
+    // The delete is acknowledged over QUIC: n2 and n3 keep it for replay into L2.
+    let r = c.delete(key(&nodes[0])).send().await.unwrap();
+    assert_eq!(r.status(), 204, "delete acked by every peer over QUIC");
+    assert!(backlog_of(&nodes[1]).await.unwrap_or(0) >= 1, "n2 keeps it");
+
+    // The peers stall; n3 restarts, with an empty backlog, while Redis is still down.
+    signal(&nodes[0], "STOP");
+    signal(&nodes[1], "STOP");
+    nodes[2].sigkill();
+    let restarted = Instant::now();
+    nodes[2].spawn();
+    let up = wait_for(Duration::from_secs(10), async || {
+        json(format!("{}/health", nodes[2].url())).await.is_some()
+    })
+    .await;
+    assert!(up.is_some(), "the restarted n3 answers HTTP");
+
+    // Redis comes back with "old" stored; the peers resume 3 s after n3's start.
+    redis.resume();
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    while restarted.elapsed() < Duration::from_secs(3) {
+        let r = c.get(key(&nodes[2])).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        *statuses.entry(status).or_default() += 1;
+        if (status, body.as_str()) == (200, "old") {
+            signal(&nodes[0], "CONT");
+            signal(&nodes[1], "CONT");
+            panic!("the restarted n3 read the deleted value from L2 before the peers replayed ({statuses:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&nodes[0], "CONT");
+    signal(&nodes[1], "CONT");
+    // Until every backlog is replayed, and a while after, n3 never answers "old".
+    let replayed = wait_for(Duration::from_secs(20), async || {
+        let r = c.get(key(&nodes[2])).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        *statuses.entry(status).or_default() += 1;
+        assert_ne!(
+            (status, body.as_str()),
+            (200, "old"),
+            "n3 read the deleted value"
+        );
+        let mut empty = true;
+        for n in &nodes {
+            empty &= backlog_of(n).await == Some(0);
+        }
+        empty && status == 404
+    })
+    .await;
+    assert!(
+        replayed.is_some(),
+        "every backlog replayed and k reads as a miss on n3 (statuses {statuses:?})"
+    );
+    eprintln!("n3's answers since Redis returned: {statuses:?}");
+    for n in &nodes {
+        let r = c.get(key(n)).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_ne!((status, r.text().await.unwrap()), (200, "old".to_string()));
+    }
+}

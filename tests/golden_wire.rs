@@ -165,6 +165,35 @@ fn peer_grant() {
 }
 
 #[test]
+fn backlog_query() {
+    // Added for the replay hold (issue #23 item 3): a new variant, the older bytes unchanged.
+    assert_golden(
+        "backlog query",
+        &BusMessage::BacklogQuery {
+            origin: "node-a".into(),
+            origin_epoch: 0x0123_4567_89AB_CDEF,
+            id: 1,
+        },
+        "0206066e6f64652d61fdefcdab896745230101",
+    );
+}
+
+#[test]
+fn backlog_answer() {
+    assert_golden(
+        "backlog answer",
+        &BusMessage::BacklogAnswer {
+            from: "node-b".into(),
+            from_epoch: 9,
+            to: "node-a".into(),
+            id: 1,
+            changes: vec![("roles".into(), Target::Key("k".into()))],
+        },
+        "0207066e6f64652d6209066e6f64652d61010105726f6c657300016b",
+    );
+}
+
+#[test]
 fn invalidation_struct_alone() {
     // `Invalidation` is also decoded on its own (fuzz target, replay); pin its shape too.
     let BusMessage::Invalidation(inv) = invalidation(

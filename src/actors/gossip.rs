@@ -151,7 +151,10 @@ fn claimed_origin(payload: &[u8]) -> Option<String> {
         BusMessage::Invalidation(inv) => Some(inv.origin),
         BusMessage::Heartbeat { origin, .. } | BusMessage::Ping { origin, .. } => Some(origin),
         BusMessage::Ack { from, .. } | BusMessage::PeerGrant { from, .. } => Some(from),
-        BusMessage::PeerPing { origin, .. } => Some(origin),
+        BusMessage::PeerPing { origin, .. } | BusMessage::BacklogQuery { origin, .. } => {
+            Some(origin)
+        }
+        BusMessage::BacklogAnswer { from, .. } => Some(from),
     }
 }
 

@@ -75,6 +75,18 @@ impl BusState {
             }
             Action::PeerBroadcast(msg) => self.send_peer(None, &msg),
             Action::SendPeer { to, msg } => self.send_peer(Some(&to), &msg),
+            Action::SendBacklog { to, id } => {
+                let answer =
+                    self.machine
+                        .backlog_answer(to.clone(), id, self.node.backlog_snapshot());
+                self.send_peer(Some(&to), &answer);
+            }
+            Action::RecordBacklog { changes } => {
+                // Read from L2 only after our own replay wrote them there.
+                for (category, target) in changes {
+                    self.node.l2_missed_any(Some(&category), &target);
+                }
+            }
             Action::NotAcknowledged { seq } => {
                 if let Some(done) = self.strict_waiters.remove(&seq) {
                     let _ = done.send(Err(PublishError::NotAcknowledged));

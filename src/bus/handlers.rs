@@ -189,6 +189,8 @@ impl BusState {
         self.refresh_peers(now).await;
         let actions = self.machine.tick(now);
         self.run(actions).await;
+        let actions = self.machine.hold_tick(now);
+        self.run(actions).await;
         if self.machine.link() == LinkState::Up {
             self.start_replay(myself);
         }

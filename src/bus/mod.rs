@@ -228,8 +228,13 @@ fn new_machine(node: &dyn NodePort) -> (Coherence, CoherenceConfig) {
         None => machine,
     };
     // With Redis and gossip peers, the lease survives a Redis outage over QUIC.
+    // ...and L2 is read only once every live peer told us what waits in its replay
+    // backlog (after the start, at least the time gossip needs to hear of the peers).
     let machine = if cfg.redis.is_some() && cfg.gossip_addr.is_some() {
-        machine.with_peer_lease()
+        let join_grace = cfg.gossip_probe_period + cfg.gossip_suspect_timeout;
+        machine
+            .with_peer_lease()
+            .with_replay_hold(Clock::system().now(), join_grace)
     } else {
         machine
     };
@@ -273,6 +278,7 @@ impl Actor for BusActor {
         handle.gate().reset();
         node.set_link_up(false);
         node.revoke_lease();
+        node.set_l2_hold(machine.l2_held());
         let conn_task = connection::spawn_connection(
             myself.clone(),
             handle.clone(),
@@ -385,6 +391,9 @@ impl Actor for BusActor {
                 let _ = release.await;
             }
         }
+        // The replay hold, as the machine decided it (after the actions that recorded the
+        // peers' backlogs).
+        state.node.set_l2_hold(state.machine.l2_held());
         Ok(())
     }
 }

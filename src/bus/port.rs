@@ -77,4 +77,8 @@ pub trait NodePort: Send + Sync + 'static {
     fn backlog_requeue(&self, changes: Vec<(String, Target)>);
     /// The replay finished: L2 may be read again for what it wrote.
     fn backlog_replay_done(&self);
+    /// Every change waiting for L2, pending or being replayed (a peer's backlog question).
+    fn backlog_snapshot(&self) -> Vec<(String, Target)>;
+    /// Holds (or frees) every L2 read: the replay hold of the coherence machine.
+    fn set_l2_hold(&self, held: bool);
 }

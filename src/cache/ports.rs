@@ -111,6 +111,20 @@ impl NodePort for Shared {
             b.replay_done();
         }
     }
+    fn backlog_snapshot(&self) -> Vec<(String, Target)> {
+        match self.l2_backlog.lock() {
+            Ok(b) => b.snapshot(),
+            // Unknown contents: every category (wider, never less).
+            Err(_) => self
+                .categories
+                .keys()
+                .map(|c| (c.clone(), Target::Everything))
+                .collect(),
+        }
+    }
+    fn set_l2_hold(&self, held: bool) {
+        self.l2_hold.store(held, Ordering::Release);
+    }
 }
 
 impl GossipPort for Shared {

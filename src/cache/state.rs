@@ -42,6 +42,10 @@ pub(super) struct Shared {
     pub(super) link_up: AtomicBool,
     /// Neither Redis nor any peer reachable for longer than the isolation grace.
     pub(super) isolated: AtomicBool,
+    /// The replay hold: L2 is not read at all (set by the bus from the coherence machine;
+    /// on from the start of a node with Redis and gossip until every live peer told it
+    /// what waits in its replay backlog).
+    pub(super) l2_hold: AtomicBool,
     /// Peers' changes seen by the bus, for [`super::HybridCache::set`]'s race check.
     pub(super) remote: RemoteMarks,
     peers: RwLock<Option<Arc<dyn PeerLink>>>,
@@ -85,6 +89,7 @@ impl Shared {
         } else {
             Lease::always()
         };
+        let held = config.redis.is_some() && config.gossip_addr.is_some();
         Shared {
             writers: Writers::new(config.categories.keys(), cap),
             bus: Arc::new(bus),
@@ -95,6 +100,7 @@ impl Shared {
             counters: NodeCounters::default(),
             link_up: AtomicBool::new(false),
             isolated: AtomicBool::new(false),
+            l2_hold: AtomicBool::new(held),
             remote: RemoteMarks::new(),
             peers: RwLock::new(None),
             l2_backlog: Mutex::new(Backlog::default()),
@@ -181,13 +187,15 @@ impl Shared {
     }
 
     /// Whether L2 may be read for `key` of `category` right now: connected, its breaker
-    /// closed, and no change waiting to be replayed into L2 touches that key (a change
-    /// acknowledged while Redis was down, or one a peer sent over QUIC, must reach L2
-    /// before L2 is read for that key again; see [`crate::l2::Backlog::touches`]). Reads
-    /// of other keys do not wait for the replay.
+    /// closed, not under the replay hold (after a start or a link loss, until every live
+    /// peer told us its replay backlog), and no change waiting to be replayed into L2
+    /// touches that key (a change acknowledged while Redis was down, or one a peer sent
+    /// over QUIC, must reach L2 before L2 is read for that key again; see
+    /// [`crate::l2::Backlog::touches`]). Reads of other keys do not wait for the replay.
     pub(super) fn l2_usable_for(&self, category: &str, key: &str) -> Option<&Arc<L2>> {
         self.l2.as_ref().filter(|l2| {
-            l2.available()
+            !self.l2_hold.load(Ordering::Acquire)
+                && l2.available()
                 && self
                     .l2_backlog
                     .lock()

@@ -109,6 +109,20 @@ pub enum Action {
     /// the sentinels named another): L2 is not read, and L2 writes are not acknowledged,
     /// until the next [`Action::PrimaryProven`].
     PrimaryLost,
+    /// A peer asked which changes wait in our L2 replay backlog: send it a
+    /// [`BusMessage::BacklogAnswer`] built by [`super::Coherence::backlog_answer`].
+    SendBacklog {
+        /// The asking peer's node id.
+        to: String,
+        /// The round it asked in.
+        id: u64,
+    },
+    /// A peer's backlog answer counted: add these changes to our own backlog (L2 is read
+    /// for their keys only after we replayed them into L2).
+    RecordBacklog {
+        /// `(category, target)` as the peer sent them.
+        changes: Vec<(String, Target)>,
+    },
     /// Our strict change `seq` may now be acknowledged to its writer.
     Acknowledged {
         /// Its sequence number.

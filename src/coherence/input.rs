@@ -41,6 +41,23 @@ impl Coherence {
                 id,
                 upto,
             } => self.handle_peer_grant(from, from_epoch, &to, id, upto, now),
+            BusMessage::BacklogQuery {
+                origin,
+                origin_epoch,
+                id,
+            } => {
+                if self.is_self(&origin, origin_epoch) {
+                    return Vec::new();
+                }
+                vec![Action::SendBacklog { to: origin, id }]
+            }
+            BusMessage::BacklogAnswer {
+                from,
+                from_epoch,
+                to,
+                id,
+                changes,
+            } => self.handle_backlog_answer(&from, from_epoch, &to, id, changes, now),
         }
     }
 
@@ -279,6 +296,29 @@ impl Coherence {
         actions
     }
 
+    /// A peer told us what waits in its replay backlog. Counted for the hold only if it
+    /// answers the current round, addressed to us; then its changes join our backlog.
+    fn handle_backlog_answer(
+        &mut self,
+        from: &str,
+        from_epoch: u64,
+        to: &str,
+        id: u64,
+        changes: Vec<(String, Target)>,
+        now: Instant,
+    ) -> Vec<Action> {
+        if to != self.node_id || self.is_self(from, from_epoch) || !self.hold.answered(from, id) {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if !changes.is_empty() {
+            actions.push(Action::RecordBacklog { changes });
+        }
+        // The hold may end with this answer (the driver records the changes first).
+        actions.extend(self.hold_tick(now));
+        actions
+    }
+
     /// The flush a verdict on a heartbeat-like number asks for (none for in order or
     /// nothing new).
     fn flush_if_needed(&mut self, verdict: Verdict) -> Vec<Action> {
@@ -300,6 +340,7 @@ impl Coherence {
             .into_iter()
             .collect();
         self.link = LinkState::Up;
+        self.hold.link_up(now);
         self.strict.link_up(now);
         // The peer session ends: Redis orders changes again.
         self.peers.end_session();
@@ -315,6 +356,7 @@ impl Coherence {
     pub fn link_down(&mut self, now: Instant) -> Vec<Action> {
         self.start_peer_session(now);
         self.link = LinkState::Down;
+        self.hold.link_down();
         self.strict.link_down();
         self.echo.forget_unechoed();
         self.lease
@@ -377,6 +419,7 @@ impl Coherence {
     pub(super) fn drop_link(&mut self, now: Instant) -> Vec<Action> {
         self.start_peer_session(now);
         self.link = LinkState::Down;
+        self.hold.link_down();
         self.strict.link_down();
         self.echo.forget_unechoed();
         self.counters.reconnects += 1;

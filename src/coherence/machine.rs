@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use super::hold::{bounded_changes, ReplayHold};
 use super::lease::LeaseState;
 use super::link::SelfEcho;
 use super::peer::PeerLease;
@@ -42,6 +43,8 @@ pub struct Coherence {
     pub(super) peers: PeerLease,
     /// The primary proof (Sentinel only).
     pub(super) primary: Option<PrimaryProof>,
+    /// No L2 read before every live peer told us its replay backlog.
+    pub(super) hold: ReplayHold,
     pub(super) counters: CoherenceCounters,
 }
 
@@ -68,6 +71,7 @@ impl Coherence {
             strict: StrictAcks::default(),
             peers: PeerLease::new(now),
             primary: None,
+            hold: ReplayHold::new(now),
             counters: CoherenceCounters::default(),
         }
     }
@@ -78,6 +82,56 @@ impl Coherence {
     pub fn with_peer_lease(mut self) -> Self {
         self.peers.enabled = true;
         self
+    }
+
+    /// Turns the replay hold on (a node with Redis and gossip peers), for a node started at
+    /// `now`: L2 is not read before a round of backlog questions sent after the link came
+    /// up was answered by every live peer, nor before `now + join_grace` (the gossip probe
+    /// period plus its suspicion timeout: time to hear of the peers). See `hold.rs`.
+    pub fn with_replay_hold(mut self, now: Instant, join_grace: std::time::Duration) -> Self {
+        self.hold.enable(now, join_grace);
+        self
+    }
+
+    /// Whether L2 must not be read at all right now (the replay hold).
+    pub fn l2_held(&self) -> bool {
+        self.hold.held()
+    }
+
+    /// Advances the replay hold: ends it when its round is complete, else sends the
+    /// questions that are due ([`BusMessage::BacklogQuery`] to each peer yet to answer).
+    pub fn hold_tick(&mut self, now: Instant) -> Vec<Action> {
+        let Some((id, peers)) = self.hold.tick(now) else {
+            return Vec::new();
+        };
+        peers
+            .into_iter()
+            .map(|to| Action::SendPeer {
+                to,
+                msg: BusMessage::BacklogQuery {
+                    origin: self.node_id.clone(),
+                    origin_epoch: self.epoch,
+                    id,
+                },
+            })
+            .collect()
+    }
+
+    /// Our answer to `to`'s backlog question `id`: the `changes` waiting in our L2 replay
+    /// backlog, as whole categories if they are too many for one frame.
+    pub fn backlog_answer(
+        &self,
+        to: String,
+        id: u64,
+        changes: Vec<(String, Target)>,
+    ) -> BusMessage {
+        BusMessage::BacklogAnswer {
+            from: self.node_id.clone(),
+            from_epoch: self.epoch,
+            to,
+            id,
+            changes: bounded_changes(changes),
+        }
     }
 
     /// Our own channel suffix, where receivers send acks of our strict changes.
@@ -250,6 +304,7 @@ impl Coherence {
     ) -> Vec<Action> {
         let peers: BTreeSet<String> = peers.into_iter().filter(|p| *p != self.node_id).collect();
         let peer_mode = self.peer_mode();
+        self.hold.set_live(&peers);
         let someone_gone = self.peers.set_live(peers, peer_mode);
         let mut actions = Vec::new();
         if peer_mode {

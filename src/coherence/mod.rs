@@ -138,6 +138,18 @@
 //! Known limit: the set of peers comes from gossip. Two nodes that have never heard of
 //! each other (a join still spreading while Redis is down) do not wait for each other.
 //!
+//! # The replay hold: no L2 read before the peers' backlogs are known
+//! A change acknowledged while Redis was down waits for L2 in the replay backlogs of the
+//! nodes that acked it. A node (re)started meanwhile, or cut off from the others when it
+//! was made, does not have it, and when Redis returns it could read the removed value from
+//! L2 before the others replayed. So (with the peer lease on) L2 is not read at all from
+//! the start, and from every loss of the link, until a round of
+//! [`BusMessage::BacklogQuery`](crate::wire::BusMessage::BacklogQuery) sent after the link
+//! came (back) up was answered by every live peer with its backlog
+//! ([`Action::RecordBacklog`]: the driver adds it to ours, whose keys are read from L2 only
+//! after our own replay). A silent peer keeps the hold until gossip declares it dead; after
+//! the start the hold also lasts the gossip join grace. See `hold.rs`.
+//!
 //! Whatever the machine cannot apply exactly it applies wider: an undecodable message, an
 //! unknown category or an unparsable glob flush L1 ([`Coherence::undecodable`]).
 //!
@@ -155,12 +167,15 @@
 //! - `strict.rs`: when a strict write may be acknowledged;
 //! - `peer.rs`: the peer lease over QUIC while Redis is down;
 //! - `primary.rs`: Sentinel's primary proof (a majority of the sentinels name our server);
+//! - `hold.rs`: the replay hold (no L2 read after a start or a link loss before every live
+//!   peer told us what waits in its replay backlog);
 //! - `action.rs`, `config.rs`, `counters.rs`: outputs, timing, counters.
 
 mod action;
 mod clock;
 mod config;
 mod counters;
+mod hold;
 mod input;
 pub mod lease;
 mod link;

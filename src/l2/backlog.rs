@@ -117,6 +117,17 @@ impl Backlog {
         self.collapses
     }
 
+    /// Every pending and in-flight change, whole categories as
+    /// [`crate::wire::Target::Everything`], without taking them (a peer asked).
+    pub fn snapshot(&self) -> Vec<(String, crate::wire::Target)> {
+        self.whole
+            .iter()
+            .map(|c| (c.clone(), crate::wire::Target::Everything))
+            .chain(self.entries.iter().cloned())
+            .chain(self.in_flight.iter().cloned())
+            .collect()
+    }
+
     /// Everything recorded; whole categories come as [`crate::wire::Target::Everything`].
     pub fn take(&mut self) -> Vec<(String, crate::wire::Target)> {
         let mut out: Vec<(String, crate::wire::Target)> = std::mem::take(&mut self.whole)
@@ -165,6 +176,28 @@ mod tests {
             "a whole category covers every key"
         );
         assert!(!b.touches("menus", "m:a"));
+    }
+
+    #[test]
+    fn a_snapshot_shows_pending_whole_and_in_flight_changes_without_taking_them() {
+        let mut b = Backlog::default();
+        b.record("roles", &Target::Key("r1".into()));
+        let _ = b.take(); // r1 in flight
+        b.record("menus", &Target::Everything);
+        b.record("general", &Target::Glob("g:*".into()));
+        let mut got = b.snapshot();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("general".to_string(), Target::Glob("g:*".into())),
+                ("menus".to_string(), Target::Everything),
+                ("roles".to_string(), Target::Key("r1".into())),
+            ]
+        );
+        assert_eq!(b.len(), 3, "nothing taken");
+        b.replay_done();
+        assert_eq!(b.snapshot().len(), 2);
     }
 
     #[test]

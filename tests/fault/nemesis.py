@@ -23,24 +23,16 @@ STOP_S = 3.0
 REDIS_FAULTS = frozenset({"redis_stop", "redis_restart", "pubsub_kill", "pubsub_overflow"})
 # Faults on a node's process: when both parts are such faults they hit two different nodes.
 NODE_PROCESS_FAULTS = frozenset({"node_kill", "node_stop"})
-# Pairs excluded until the fix lands; `--allow-unfixed` includes them (by hand only).
-# Issue #23 item 3 (not fixed yet): a node restarted during a Redis outage has an empty
-# replay backlog and can fill L1 from L2 a value that a peer still has to replay.
-UNFIXED_PAIRS = frozenset(
-    frozenset({"node_kill", redis}) for redis in ("redis_stop", "redis_restart")
-)
 
 
-def combined_pairs(allow_unfixed=False, faults=None):
+def combined_pairs(faults=None):
     """The pairs `combined` picks from (sorted, deterministic): two distinct real faults of
-    `faults` (default: all), never two on Redis, never an unfixed pair unless allowed."""
+    `faults` (default: all), never two on Redis."""
     pool = [f for f in (faults or FAULTS) if f not in ("none", "combined")]
     pairs = []
     for i, a in enumerate(pool):
         for b in pool[i + 1:]:
             if a in REDIS_FAULTS and b in REDIS_FAULTS:
-                continue
-            if not allow_unfixed and frozenset({a, b}) in UNFIXED_PAIRS:
                 continue
             pairs.append((a, b))
     return pairs
@@ -62,13 +54,11 @@ def rotation(rng, faults):
 
 
 class Nemesis:
-    def __init__(self, procs, recorder, rng, now_us, log, allow_unfixed=False,
-                 sleep=time.sleep, faults=None):
+    def __init__(self, procs, recorder, rng, now_us, log, sleep=time.sleep, faults=None):
         self.p, self.rec, self.rng, self.now_us, self.log = procs, recorder, rng, now_us, log
-        self.allow_unfixed, self.sleep = allow_unfixed, sleep
+        self.sleep = sleep
         # `combined` pairs the run's faults (`--faults`), or all when those make no pair.
-        self.pairs = (combined_pairs(allow_unfixed, faults)
-                      or combined_pairs(allow_unfixed))
+        self.pairs = combined_pairs(faults) or combined_pairs()
 
     def event(self, kind, phase, target=None, **extra):
         self.rec.write({"type": "fault", "kind": kind, "phase": phase, "target": target,
@@ -112,7 +102,7 @@ class Nemesis:
         offset = self.rng.uniform(0.0, 1.0)
         # The second part draws from its own generator: the run stays reproducible by seed.
         second = Nemesis(self.p, self.rec, random.Random(self.rng.random()), self.now_us,
-                         self.log, self.allow_unfixed, self.sleep, faults=[])
+                         self.log, self.sleep, faults=[])
         results, errors = {}, []
 
         def part_b():

@@ -27,9 +27,6 @@ def parse(argv):
     ap.add_argument("--strict", default="", help="strict categories, e.g. roles (bound 0)")
     ap.add_argument("--faults", default=",".join(nemesis.FAULTS),
                     help="comma-separated subset of: " + ",".join(nemesis.FAULTS))
-    ap.add_argument("--allow-unfixed", action="store_true",
-                    help="let `combined` pick pairs excluded until their fix lands "
-                         "(node_kill with a Redis outage: issue #23 item 3); by hand only")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--clients", type=int, default=3, help="client threads per node")
     ap.add_argument("--timeout", type=float, default=2.0, help="client request timeout, s")
@@ -68,7 +65,6 @@ def main(argv=None):
     rec = workload.Recorder(history)
     rec.write({"type": "meta", "bound_ms": a.bound_ms, "strict": a.strict, "seed": a.seed,
                "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
-               "allow_unfixed": a.allow_unfixed,
                "categories": workload.CATEGORIES, "keys": workload.KEYS})
     log(f"seed {a.seed}, {a.duration:g}s, bound {a.bound_ms:g} ms, strict {a.strict or '-'}, "
         f"faults {','.join(a.faults)}; run dir {a.out}")
@@ -92,8 +88,7 @@ def main(argv=None):
         clients = workload.start_clients({i: p.nodes[i]["http"] for i in ids}, rec, a.seed,
                                          a.clients, stop, a.timeout)
         rng = random.Random(a.seed)
-        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, a.allow_unfixed,
-                              faults=a.faults)
+        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, faults=a.faults)
         deadline = time.monotonic() + a.duration
         time.sleep(min(2.0, a.duration / 10))  # a fault-free start
         kinds = nemesis.rotation(rng, a.faults)

@@ -1,6 +1,7 @@
-"""Self-test of the nemesis (nemesis.py) against fake processes: `combined` never picks an
-excluded pair unless allowed, every started fault (and part) is healed, also when a part
-fails, and `actor_crash` crashes several category actors of one node."""
+"""Self-test of the nemesis (nemesis.py) against fake processes: `combined` draws two faults
+(never two on Redis; a node restart with a Redis outage included), every started fault (and
+part) is healed, also when a part fails, and `actor_crash` crashes several category actors
+of one node."""
 
 import random
 import signal
@@ -77,11 +78,11 @@ class Events:
             self.events.append(rec)
 
 
-def nem(seed, procs=None, allow_unfixed=False):
+def nem(seed, procs=None):
     rec = Events()
     clock = iter(range(10**9))
     n = nemesis.Nemesis(procs or FakeProcs(), rec, random.Random(seed), lambda: next(clock),
-                        lambda _m: None, allow_unfixed, sleep=lambda _s: None)
+                        lambda _m: None, sleep=lambda _s: None)
     return n, rec
 
 
@@ -93,17 +94,16 @@ def starts_and_heals(events):
 
 
 class CombinedPairsTest(unittest.TestCase):
-    def test_excludes_item_3_pairs_unless_allowed(self):
+    def test_includes_a_node_restart_during_a_redis_outage(self):
+        # Issue #23 item 3 is fixed (the replay hold): a node killed and restarted while
+        # Redis is stopped or restarted is a pair `combined` draws like any other.
         pairs = {frozenset(p) for p in nemesis.combined_pairs()}
-        for unfixed in nemesis.UNFIXED_PAIRS:
-            self.assertNotIn(unfixed, pairs)
-        allowed = {frozenset(p) for p in nemesis.combined_pairs(allow_unfixed=True)}
-        self.assertEqual(allowed - pairs, set(nemesis.UNFIXED_PAIRS))
-        self.assertIn(frozenset({"node_kill", "redis_stop"}), nemesis.UNFIXED_PAIRS)
-        self.assertIn(frozenset({"node_kill", "redis_restart"}), nemesis.UNFIXED_PAIRS)
+        self.assertIn(frozenset({"node_kill", "redis_stop"}), pairs)
+        self.assertIn(frozenset({"node_kill", "redis_restart"}), pairs)
+        self.assertFalse(hasattr(nemesis, "UNFIXED_PAIRS"))
 
     def test_pairs_are_two_distinct_real_faults_never_two_on_redis(self):
-        for a, b in nemesis.combined_pairs(allow_unfixed=True):
+        for a, b in nemesis.combined_pairs():
             self.assertNotEqual(a, b)
             for f in (a, b):
                 self.assertIn(f, nemesis.FAULTS)
@@ -120,8 +120,8 @@ class CombinedPairsTest(unittest.TestCase):
 
 
 class CombinedRoundTest(unittest.TestCase):
-    def run_combined(self, seed, allow_unfixed=False):
-        n, rec = nem(seed, allow_unfixed=allow_unfixed)
+    def run_combined(self, seed):
+        n, rec = nem(seed)
         _, info = n.run_one("combined", 1.0)
         return rec.events, info
 
@@ -132,7 +132,6 @@ class CombinedRoundTest(unittest.TestCase):
             parts = [e for e in events if e.get("part_of") == "combined"]
             kinds = frozenset(e["kind"] for e in parts)
             self.assertEqual(len(kinds), 2, info)
-            self.assertNotIn(kinds, nemesis.UNFIXED_PAIRS, f"seed {seed}")
             seen.add(kinds)
             starts, heals = starts_and_heals(events)
             self.assertEqual(sorted(starts), sorted(heals), f"seed {seed}: {events}")
@@ -144,23 +143,27 @@ class CombinedRoundTest(unittest.TestCase):
                 self.assertEqual(len(set(by_kind.values())), 2, "two different nodes")
         self.assertGreater(len(seen), 10, "many pairs are drawn")
 
-    def test_allow_unfixed_can_pick_item_3_pairs(self):
+    def test_node_kill_pairs_with_a_redis_outage(self):
         seen = set()
         for seed in range(600):
-            events, _ = self.run_combined(seed, allow_unfixed=True)
+            events, _ = self.run_combined(seed)
             seen.add(frozenset(e["kind"] for e in events if e.get("part_of")))
-        self.assertTrue(seen & set(nemesis.UNFIXED_PAIRS))
+        self.assertIn(frozenset({"node_kill", "redis_stop"}), seen)
+        self.assertIn(frozenset({"node_kill", "redis_restart"}), seen)
 
     def test_pairs_come_from_the_runs_faults(self):
         procs = FakeProcs()
         only = ["combined", "node_kill", "redis_stop", "redis_restart"]
         n = nemesis.Nemesis(procs, Events(), random.Random(1), lambda: 0, lambda _m: None,
-                            False, sleep=lambda _s: None, faults=only)
-        # Without --allow-unfixed these faults make no pair: all faults are paired instead.
-        self.assertEqual(n.pairs, nemesis.combined_pairs())
+                            sleep=lambda _s: None, faults=only)
+        # Two Redis faults never pair: node_kill with each of them.
+        self.assertEqual({frozenset(p) for p in n.pairs},
+                         {frozenset({"node_kill", "redis_stop"}),
+                          frozenset({"node_kill", "redis_restart"})})
+        # Faults that make no pair: every fault is paired instead.
         n = nemesis.Nemesis(procs, Events(), random.Random(1), lambda: 0, lambda _m: None,
-                            True, sleep=lambda _s: None, faults=only)
-        self.assertEqual({frozenset(p) for p in n.pairs}, set(nemesis.UNFIXED_PAIRS))
+                            sleep=lambda _s: None, faults=["combined", "redis_stop"])
+        self.assertEqual(n.pairs, nemesis.combined_pairs())
 
     def test_a_failing_part_still_heals_both(self):
         # A part whose heal raises: the other part is still healed and the round re-raises.

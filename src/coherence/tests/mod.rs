@@ -10,6 +10,7 @@ use super::sequence::EPOCHS_PER_ORIGIN;
 use super::*;
 use crate::wire::{BusMessage, ChangeKind, Invalidation, Target};
 
+mod hold;
 mod lease;
 mod lease_handle;
 mod link;
