@@ -74,12 +74,14 @@ class PersistFaultTest(unittest.TestCase):
         self.assertEqual(info, {"saved": "aof", "keys_before": 7, "keys_after": 7})
         self.assertEqual(*starts_and_heals(rec.events))
 
-    def test_rdb_saves_before_the_kill(self):
+    def test_rdb_saves_a_hold_before_the_kill(self):
         procs = FakeTopology(persistence="rdb")
         n, _ = nem(1, procs)
+        n.sleep = lambda s: procs._call("sleep", s)
         n.run_one("redis_restart_persist", 2.0)
         seq = [c[0] if c[0] != "redis_cmd" else c[1] for c in procs.calls]
         self.assertLess(seq.index("SAVE"), seq.index("kill"))
+        self.assertIn(("sleep", 2.0), procs.calls[seq.index("SAVE"):seq.index("kill")])
         self.assertNotIn("BGREWRITEAOF", seq)
 
     def test_refused_without_persistence(self):
