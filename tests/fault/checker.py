@@ -18,8 +18,9 @@ Rules (issue #11 / #12):
 - 404 misses and 503 answers are always allowed (counted).
 - the library workload (library.py): loaded reads (`f: "load"`, through `get_or_load`) are
   judged like reads, cache-aside writes (`via: "db"`: database write, then invalidation;
-  acknowledged when both are) like writes and deletes. A loaded value that the database
-  (its `type: "db"` records) never held is corrupt.
+  acknowledged when both are) like writes and deletes; on these keys only they change the
+  value (an invalidation makes a node reload the same value). A loaded value that the
+  database (its `type: "db"` records) never held is corrupt.
 
 Usage: python3 checker.py HISTORY.jsonl [--bound-ms B] [--strict roles,...] [--linger-ms L]
 """
@@ -162,11 +163,16 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=(), db=()):
     db_values = {(r["cat"], r["key"], r["value"]) for r in db if r.get("op") == "put"}
     loads = Counter()
     changers = [op for op in ops if op["f"] in ("put", "delete", "inv") and acked(op)]
+    # Keys of the library workload: the database is the truth, so only its writes and deletes
+    # change the value; an invalidation (of the HTTP clients, in `--workload mixed`) makes
+    # the node reload the same value from the database, which is not stale.
+    db_keys = {(op["cat"], op["key"]) for op in ops if op.get("via") == "db"}
     # Per key: acknowledged covering ops sorted by invocation, with the suffix minimum of
     # their completion, so "earliest ack among ops invoked after T" is one bisect.
     index = {}
     for ck in keys:
-        cov = sorted((o for o in changers if covers(o, *ck)), key=lambda o: o["t0"])
+        cov = sorted((o for o in changers if covers(o, *ck)
+                      and (ck not in db_keys or o.get("via") == "db")), key=lambda o: o["t0"])
         t0s = [o["t0"] for o in cov]
         suffix, best = [None] * len(cov), None
         for i in range(len(cov) - 1, -1, -1):

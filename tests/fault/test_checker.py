@@ -256,6 +256,16 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(res["rows"]["warmup"]["miss"], 1)
         self.assertEqual(res["rows"]["warmup"]["errors"]["load:http_502"], 1)
 
+    def test_an_invalidation_of_a_database_key_does_not_make_its_value_stale(self):
+        h = H()
+        h.db_put(0, 10, "a", key="lib:1")
+        h.inv_glob(20, 30, "*")  # an HTTP client's `*` (--workload mixed)
+        h.load(500, 510, "a", key="lib:1")  # reloaded from the database: the same value
+        h.put(0, 10, "x", key="k")  # an HTTP key: the same `*` makes its value stale
+        h.get(500, 510, "x", key="k")
+        res = h.check()
+        self.assertEqual([v["read"]["key"] for v in res["violations"]], ["k"])
+
     def test_loaded_value_the_database_never_held_is_corrupt(self):
         h = H()
         h.db_put(0, 10, "a")
