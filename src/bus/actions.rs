@@ -33,7 +33,7 @@ impl BusState {
             Action::Publish(msg) => self.send(&msg, None),
             Action::Reconnect => {
                 // The machine emitted Revoke before this when a lease was held.
-                tracing::warn!("no echo of our own pings: resubscribing");
+                tracing::warn!("no echo of our own pings, or another primary: resubscribing");
                 self.node.set_link_up(false);
                 self.restart_connection_later();
             }
@@ -56,6 +56,21 @@ impl BusState {
                         let channel = ping_channel(&self.bus_ns, &to);
                         self.send_to(&ack, channel, None, None);
                     }
+                }
+            }
+            Action::QueryPrimary { id } => {
+                if let Some(p) = &self.prober {
+                    p.query(id);
+                }
+            }
+            Action::PrimaryProven { sent, until } => {
+                if let Some(l2) = self.node.l2() {
+                    l2.primary_proven(sent, until);
+                }
+            }
+            Action::PrimaryLost => {
+                if let Some(l2) = self.node.l2() {
+                    l2.primary_lost();
                 }
             }
             Action::PeerBroadcast(msg) => self.send_peer(None, &msg),

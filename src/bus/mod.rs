@@ -44,6 +44,7 @@ mod handle;
 mod handlers;
 mod isolation;
 mod port;
+mod primary;
 mod publisher;
 mod replay;
 
@@ -130,6 +131,14 @@ pub enum BusMsg {
     /// A message could not be admitted to the full mailbox: flush, everywhere (ungated; at
     /// most one in flight).
     Overflow,
+    /// Sentinel: what each sentinel named as the primary for query `id` (`None`: no
+    /// answer). Ungated (one query in flight at most).
+    PrimaryAnswer {
+        /// The query's id.
+        id: u64,
+        /// Per configured sentinel, `host:port` or nothing.
+        answers: Vec<Option<String>>,
+    },
     /// Test hook: the actor does nothing else until the sender fires or is dropped (a
     /// stalled bus). Ungated.
     Hold(tokio::sync::oneshot::Receiver<()>),
@@ -138,7 +147,10 @@ pub enum BusMsg {
 impl BusMsg {
     /// Whether this message holds a slot of the mailbox gate.
     fn gated(&self) -> bool {
-        !matches!(self, BusMsg::Tick | BusMsg::Overflow | BusMsg::Hold(_))
+        !matches!(
+            self,
+            BusMsg::Tick | BusMsg::Overflow | BusMsg::Hold(_) | BusMsg::PrimaryAnswer { .. }
+        )
     }
 }
 
@@ -194,6 +206,8 @@ pub struct BusState {
     /// The gossip peers' version last handed to the machine, and when (see
     /// [`PEERS_REFRESH`]).
     peers_seen: Option<(u64, Instant)>,
+    /// Sentinel: the task asking the sentinels for the primary proof.
+    prober: Option<primary::Prober>,
 }
 
 /// The tick re-reads the gossip peers when their version moved, in peer mode, and at least
@@ -204,14 +218,15 @@ const PEERS_REFRESH: Duration = Duration::from_secs(1);
 fn new_machine(node: &dyn NodePort) -> (Coherence, CoherenceConfig) {
     let cfg = node.config();
     let config = CoherenceConfig::with_bound(cfg.staleness_bound);
-    let machine = Coherence::new(
-        cfg.node_id.clone(),
-        rand::random::<u64>(),
-        config,
-        Clock::system().now(),
-    )
-    .with_categories(node.category_names())
-    .with_ack_channel(node.instance().to_string());
+    let now = Clock::system().now();
+    let machine = Coherence::new(cfg.node_id.clone(), rand::random::<u64>(), config, now)
+        .with_categories(node.category_names())
+        .with_ack_channel(node.instance().to_string());
+    // Sentinel: the lease and L2 also need the sentinels to name our server.
+    let machine = match primary::sentinel_count(cfg.redis.as_ref()) {
+        Some(n) => machine.with_primary_proof(n, now),
+        None => machine,
+    };
     // With Redis and gossip peers, the lease survives a Redis outage over QUIC.
     let machine = if cfg.redis.is_some() && cfg.gossip_addr.is_some() {
         machine.with_peer_lease()
@@ -278,6 +293,7 @@ impl Actor for BusActor {
         };
         let (outgoing, publisher) =
             publisher::spawn_publisher(node.clone(), handle.clone(), myself.clone(), key.clone());
+        let prober = primary::spawn_prober(cfg.redis.as_ref(), cfg.redis_timeout, myself.clone());
         Ok(BusState {
             node,
             handle,
@@ -297,6 +313,7 @@ impl Actor for BusActor {
             tick_pending,
             via: Via::Redis,
             peers_seen: None,
+            prober,
         })
     }
 
@@ -309,6 +326,9 @@ impl Actor for BusActor {
             t.abort();
         }
         state.publisher.abort();
+        if let Some(p) = state.prober.take() {
+            p.stop();
+        }
         if let Some(t) = state.tick_task.take() {
             t.abort();
         }
@@ -358,6 +378,9 @@ impl Actor for BusActor {
                 }
             }
             BusMsg::Tick => state.on_tick(&myself, now).await,
+            BusMsg::PrimaryAnswer { id, answers } => {
+                state.on_primary_answer(id, answers, now).await
+            }
             BusMsg::Hold(release) => {
                 let _ = release.await;
             }

@@ -68,11 +68,14 @@ impl Shared {
             };
             (name.clone(), Arc::new(L1Category::new(name, cat)))
         }));
-        let l2 = config.redis.as_ref().map(|_| {
-            Arc::new(
-                L2::new(&config.namespace, config.redis_timeout)
-                    .with_min_replicas(config.l2_min_replicas),
-            )
+        let l2 = config.redis.as_ref().map(|target| {
+            let l2 = L2::new(&config.namespace, config.redis_timeout)
+                .with_min_replicas(config.l2_min_replicas);
+            // Sentinel: L2 reads and write acknowledgements need a primary proof.
+            Arc::new(match target {
+                crate::config::RedisTarget::Sentinel { .. } => l2.with_primary_fence(),
+                _ => l2,
+            })
         });
         let instance = format!("{}-{:016x}", config.node_id, rand::random::<u64>());
         let cap = config.mailbox_capacity;

@@ -90,6 +90,25 @@ pub enum Action {
         /// Its sequence number.
         seq: u64,
     },
+    /// Sentinel: ask the sentinels which server is the primary (query `id`), and answer with
+    /// [`crate::coherence::Coherence::primary_answered`].
+    QueryPrimary {
+        /// The query's id.
+        id: u64,
+    },
+    /// Sentinel: a majority of the sentinels named our server in a query sent at `sent`:
+    /// L2 may be read until `until`, and L2 writes that returned before `sent` may be
+    /// acknowledged.
+    PrimaryProven {
+        /// When the query was sent.
+        sent: Instant,
+        /// End of the proof (`sent + B - margin`).
+        until: Instant,
+    },
+    /// Sentinel: nothing proves our server is the primary any more (a new connection, or
+    /// the sentinels named another): L2 is not read, and L2 writes are not acknowledged,
+    /// until the next [`Action::PrimaryProven`].
+    PrimaryLost,
     /// Our strict change `seq` may now be acknowledged to its writer.
     Acknowledged {
         /// Its sequence number.

@@ -34,4 +34,7 @@ pub struct CoherenceCounters {
     pub peer_acked: u64,
     /// Changes made while Redis was down that some peer did not ack in time (refused).
     pub peer_refused: u64,
+    /// Sentinel: a majority of the sentinels named another primary than ours (lease
+    /// revoked, reconnect).
+    pub primary_moves: u64,
 }

@@ -193,7 +193,7 @@ impl Coherence {
             return Vec::new();
         }
         self.lease
-            .renew(sent, self.config.staleness_bound)
+            .renew_echo(sent, self.config.staleness_bound)
             .into_iter()
             .collect()
     }
@@ -305,6 +305,7 @@ impl Coherence {
         self.peers.end_session();
         self.echo.restart(now);
         self.lease.restart_pings(now);
+        actions.extend(self.primary_reset(now));
         actions.extend(self.flush(FlushReason::Reconnect));
         actions
     }
@@ -343,12 +344,7 @@ impl Coherence {
             return actions;
         }
         if self.echo.lost(now, self.config.echo_timeout) {
-            self.start_peer_session(now);
-            self.link = LinkState::Down;
-            self.strict.link_down();
-            self.echo.forget_unechoed();
-            self.counters.reconnects += 1;
-            actions.extend(self.lease.revoke(now, &mut self.counters));
+            actions.extend(self.drop_link(now));
             actions.push(Action::Reconnect);
             return actions;
         }
@@ -363,6 +359,7 @@ impl Coherence {
                 id,
             }));
         }
+        actions.extend(self.primary_tick(now));
         if self.echo.heartbeat_due(now, self.config.heartbeat_interval) {
             self.echo.sent(now);
             actions.push(Action::Publish(BusMessage::Heartbeat {
@@ -371,6 +368,24 @@ impl Coherence {
                 last_seq: self.last_sent_seq,
             }));
         }
+        actions
+    }
+
+    /// The subscription is to be dropped (no self-echo, or the sentinels name another
+    /// primary): link Down, lease revoked, no proof of the primary any more. The caller adds
+    /// [`Action::Reconnect`].
+    pub(super) fn drop_link(&mut self, now: Instant) -> Vec<Action> {
+        self.start_peer_session(now);
+        self.link = LinkState::Down;
+        self.strict.link_down();
+        self.echo.forget_unechoed();
+        self.counters.reconnects += 1;
+        let mut actions: Vec<Action> = self
+            .lease
+            .revoke(now, &mut self.counters)
+            .into_iter()
+            .collect();
+        actions.extend(self.primary_reset(now));
         actions
     }
 

@@ -122,6 +122,12 @@ pub(super) struct LeaseState {
     pings: VecDeque<(u64, Instant)>,
     /// When the next ping is due (meaningful while Up).
     next_ping: Instant,
+    /// Sentinel's primary proof: `None` when none is required (single Redis, Cluster),
+    /// else the end of the newest proof, which no echo renewal passes (`Some(None)`: no
+    /// proof yet, no lease). See [`super::primary`].
+    proof: Option<Option<Instant>>,
+    /// Send time of the newest echoed ping since the last link change.
+    last_echo: Option<Instant>,
 }
 
 impl LeaseState {
@@ -130,7 +136,42 @@ impl LeaseState {
             until: None,
             pings: VecDeque::new(),
             next_ping: now,
+            proof: None,
+            last_echo: None,
         }
+    }
+
+    /// From now on echo renewals also need a primary proof (Sentinel).
+    pub(super) fn require_proof(&mut self) {
+        self.proof = Some(None);
+    }
+
+    /// A new end of the primary proof (`None`: none holds). When it moves later, the newest
+    /// echo renews the lease up to it (if that extends it).
+    pub(super) fn cap(&mut self, until: Option<Instant>, bound: Duration) -> Option<Action> {
+        self.proof.as_ref()?;
+        self.proof = Some(until);
+        until?;
+        let sent = self.last_echo?;
+        self.renew_echo(sent, bound)
+    }
+
+    /// The echo of a lease ping sent at `sent`: extends the lease to `sent + bound`, no
+    /// further than the primary proof when one is required; `None` when that would not
+    /// extend it.
+    pub(super) fn renew_echo(&mut self, sent: Instant, bound: Duration) -> Option<Action> {
+        if self.last_echo.map_or(true, |e| e < sent) {
+            self.last_echo = Some(sent);
+        }
+        let mut until = sent.checked_add(bound)?;
+        if let Some(proof) = self.proof {
+            until = until.min(proof?);
+        }
+        if self.until.is_some_and(|u| u >= until) {
+            return None;
+        }
+        self.until = Some(until);
+        Some(Action::Renew { until })
     }
 
     /// Whether L1 may be served at `now`.
@@ -191,6 +232,7 @@ impl LeaseState {
         counters: &mut CoherenceCounters,
     ) -> Option<Action> {
         self.pings.clear();
+        self.last_echo = None;
         if self.held(now) {
             counters.lease_lapses += 1;
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::lease::LeaseState;
 use super::link::SelfEcho;
 use super::peer::PeerLease;
+use super::primary::PrimaryProof;
 use super::sequence::Sequences;
 use super::strict::StrictAcks;
 use super::{Action, CoherenceConfig, CoherenceCounters, FlushReason, LinkState};
@@ -39,6 +40,8 @@ pub struct Coherence {
     pub(super) strict: StrictAcks,
     /// The peer lease (Redis down).
     pub(super) peers: PeerLease,
+    /// The primary proof (Sentinel only).
+    pub(super) primary: Option<PrimaryProof>,
     pub(super) counters: CoherenceCounters,
 }
 
@@ -64,6 +67,7 @@ impl Coherence {
             ack_to: None,
             strict: StrictAcks::default(),
             peers: PeerLease::new(now),
+            primary: None,
             counters: CoherenceCounters::default(),
         }
     }

@@ -154,6 +154,7 @@
 //! - `clock.rs`: the lease's clock ([`Clock`], CLOCK_BOOTTIME: it counts through a suspend);
 //! - `strict.rs`: when a strict write may be acknowledged;
 //! - `peer.rs`: the peer lease over QUIC while Redis is down;
+//! - `primary.rs`: Sentinel's primary proof (a majority of the sentinels name our server);
 //! - `action.rs`, `config.rs`, `counters.rs`: outputs, timing, counters.
 
 mod action;
@@ -165,6 +166,7 @@ pub mod lease;
 mod link;
 mod machine;
 mod peer;
+pub mod primary;
 mod sequence;
 mod strict;
 
@@ -175,6 +177,7 @@ pub use counters::CoherenceCounters;
 pub use lease::Lease;
 pub use link::LinkState;
 pub use machine::Coherence;
+pub use primary::SentinelAnswer;
 pub use sequence::MAX_ORIGINS;
 
 #[cfg(test)]

@@ -14,11 +14,14 @@ impl L2 {
         category: &str,
         pattern: &Pattern,
     ) -> Result<(), L2Error> {
-        match pattern {
+        let ticket = self.fence.ticket();
+        let written = match pattern {
             Pattern::All => self.bump_generation(category).await.map(|_| ()),
-            Pattern::Exact(k) => self.delete(category, k).await,
+            Pattern::Exact(k) => self.tombstone(category, k).await,
             Pattern::Glob(g) => self.invalidate_glob(category, g).await.map(|_| ()),
-        }
+        };
+        // Sentinel: acknowledged only once a primary proof confirms the server.
+        self.confirmed(ticket, written).await
     }
 
     /// Glob invalidation: SCAN the category's current generation in bounded batches with

@@ -32,6 +32,7 @@
 
 mod backlog;
 mod call;
+mod fence;
 mod invalidate;
 mod publish;
 mod read;
@@ -100,6 +101,11 @@ pub enum L2Error {
     /// [`topology::persistence`]).
     #[error("{0}")]
     Persistent(String),
+    /// Sentinel: no majority of the sentinels has confirmed lately that the server this node
+    /// talks to is the primary (see [`crate::coherence::primary`]); treated like a Redis
+    /// that does not answer.
+    #[error("the sentinels have not confirmed this redis as the primary lately")]
+    Unproven,
     /// `WAIT` returned fewer replicas than `l2_min_replicas`.
     #[error("write not acknowledged by {wanted} replica(s) in time (only {got})")]
     NotReplicated {
@@ -135,6 +141,8 @@ pub struct L2 {
     /// Guards control calls (PUBLISH of invalidations, heartbeats, lease pings), so slow data
     /// calls never stop invalidations, and the other way round.
     control: Breaker,
+    /// Sentinel's primary proof (open for single Redis and Cluster).
+    fence: fence::Fence,
     /// The Lua scripts (and the sources of the write scripts, for `EVAL` + `WAIT`).
     scripts: Scripts,
     /// Latency of every call (`hc_l2_request_duration_seconds`).
@@ -158,6 +166,7 @@ impl L2 {
             min_replicas: AtomicU32::new(0),
             breaker: call::breaker(),
             control: call::breaker(),
+            fence: fence::Fence::new(false),
             scripts: Scripts::new(),
             latency: crate::node_metrics::l2_histogram(),
         }
@@ -167,6 +176,30 @@ impl L2 {
     pub fn with_min_replicas(self, n: u32) -> L2 {
         self.min_replicas.store(n, Ordering::Relaxed);
         self
+    }
+
+    /// Sentinel: reads need, and writes wait for, a proof that the server is the primary
+    /// (see [`crate::coherence::primary`]).
+    pub fn with_primary_fence(mut self) -> L2 {
+        self.fence = fence::Fence::new(true);
+        self
+    }
+
+    /// Sentinel: a majority of the sentinels named the installed connection's server in a
+    /// query sent at `sent`; L2 may be read until `until`.
+    pub fn primary_proven(&self, sent: std::time::Instant, until: std::time::Instant) {
+        self.fence.prove(sent, until);
+    }
+
+    /// Sentinel: nothing proves the installed connection's server is the primary any more.
+    pub fn primary_lost(&self) {
+        self.fence.revoke();
+    }
+
+    /// `host:port` of the installed connection's server when Sentinel named it.
+    pub fn primary_addr(&self) -> Option<String> {
+        let g = self.conn.read().ok()?;
+        g.as_ref()?.primary_addr().map(str::to_string)
     }
 
     /// Connects the command connection of the configured topology (bounded by the timeout).
@@ -194,6 +227,8 @@ impl L2 {
             self.cluster.store(c.is_cluster(), Ordering::Relaxed);
         }
         if let Ok(mut g) = self.conn.write() {
+            // Before the connection is visible: no read or write may use an older proof.
+            self.fence.reset();
             *g = conn;
         }
         self.breaker.reset();
@@ -229,6 +264,20 @@ impl L2 {
 
     fn prefix(&self, category: &str) -> String {
         self.layout().prefix(&self.ns, category)
+    }
+
+    /// Sentinel: `r`, once a primary proof sent after the write returned confirmed the
+    /// server it went to (ticket taken before the write); [`L2Error::Unproven`] if none came
+    /// within the call bound. At once otherwise.
+    async fn confirmed<T>(
+        &self,
+        ticket: fence::Ticket,
+        r: Result<T, L2Error>,
+    ) -> Result<T, L2Error> {
+        let v = r?;
+        let bound = self.timeout.max(Duration::from_millis(500));
+        self.fence.confirm(ticket, bound).await?;
+        Ok(v)
     }
 
     fn wait_for(&self) -> u32 {

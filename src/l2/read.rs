@@ -10,7 +10,9 @@ use super::{L2Error, L2Value, L2, TAG_VALUE};
 
 impl L2 {
     /// Reads a key. Tombstones read as `None`.
+    /// Sentinel: only while a primary proof holds ([`L2Error::Unproven`] otherwise).
     pub async fn get(&self, category: &str, key: &str) -> Result<L2Value, L2Error> {
+        self.fence.readable()?;
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let script = &self.scripts.get;
         let reply: Vec<redis::Value> = self

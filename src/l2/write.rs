@@ -97,18 +97,21 @@ impl L2 {
         not_after: Option<std::time::SystemTime>,
     ) -> Result<(), L2Error> {
         let src = Some(self.scripts.set_src.as_str());
-        self.write(
-            &self.scripts.set,
-            src,
-            category,
-            key,
-            value,
-            ttl,
-            None,
-            not_after,
-        )
-        .await
-        .map(|_| ())
+        let ticket = self.fence.ticket();
+        let written = self
+            .write(
+                &self.scripts.set,
+                src,
+                category,
+                key,
+                value,
+                ttl,
+                None,
+                not_after,
+            )
+            .await
+            .map(|_| ());
+        self.confirmed(ticket, written).await
     }
 
     /// Conditional fill after a load: only if the key is absent (no newer value, no
@@ -135,8 +138,15 @@ impl L2 {
         .map(|n| n == 1)
     }
 
-    /// Deletes a key by writing a short tombstone.
+    /// Deletes a key by writing a short tombstone (Sentinel: confirmed by a primary proof).
     pub async fn delete(&self, category: &str, key: &str) -> Result<(), L2Error> {
+        let ticket = self.fence.ticket();
+        let written = self.tombstone(category, key).await;
+        self.confirmed(ticket, written).await
+    }
+
+    /// Writes a short tombstone.
+    pub(super) async fn tombstone(&self, category: &str, key: &str) -> Result<(), L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let script = &self.scripts.tomb;
         let ms = TOMBSTONE_TTL.as_millis() as u64;

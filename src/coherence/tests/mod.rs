@@ -14,6 +14,7 @@ mod lease;
 mod lease_handle;
 mod link;
 mod peer;
+mod primary;
 mod robustness;
 mod sequence;
 mod strict;
@@ -68,6 +69,7 @@ fn delta(c: &Coherence, base: CoherenceCounters) -> CoherenceCounters {
         peer_renewals: n.peer_renewals - base.peer_renewals,
         peer_acked: n.peer_acked - base.peer_acked,
         peer_refused: n.peer_refused - base.peer_refused,
+        primary_moves: n.primary_moves - base.primary_moves,
     }
 }
 

@@ -12,6 +12,12 @@
 //!   subscription drops (or its ping echoes stop), the bus revokes the freshness lease and
 //!   reconnects, which asks the sentinels again and so finds the promoted replica. L1 is
 //!   flushed before the lease is granted again, so a failover never lets L1 serve past B.
+//!   An old primary that stays reachable (cut off from the sentinels only, or paused past
+//!   `down-after-milliseconds` and resumed) keeps the subscription alive, so the echo alone
+//!   proves nothing: every ping period the bus also asks every sentinel for the primary
+//!   ([`SentinelProbe`]) and the lease, L2 reads and L2 write acknowledgements need a
+//!   majority naming the server the connection uses (`Fixed` carries its address; see
+//!   [`crate::coherence::primary`]).
 //! - **Cluster** (`REDIS_CLUSTER_NODES`): a redis-rs cluster-async connection for commands
 //!   (it follows `MOVED`/`ASK` and refreshes its slot map after a failover). Keys of one
 //!   category share a hash tag, `{ns:category}` (see [`KeyLayout`]), because every L2 script
@@ -39,6 +45,8 @@ pub mod persistence;
 mod sentinel;
 mod single;
 
+pub use sentinel::SentinelProbe;
+
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
@@ -59,7 +67,7 @@ pub enum L2Conn {
     /// The primary Sentinel named. It never reconnects by itself: the same address may be
     /// a replica by then. When it breaks, calls fail until the bus reconnects through the
     /// sentinels (its subscription to that server breaks too, or its pings stop echoing).
-    Fixed(MultiplexedConnection),
+    Fixed(MultiplexedConnection, std::sync::Arc<str>),
     /// Redis Cluster.
     Cluster(ClusterConnection),
 }
@@ -68,7 +76,7 @@ impl ConnectionLike for L2Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             L2Conn::Single(c) => c.req_packed_command(cmd),
-            L2Conn::Fixed(c) => c.req_packed_command(cmd),
+            L2Conn::Fixed(c, _) => c.req_packed_command(cmd),
             L2Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -81,7 +89,7 @@ impl ConnectionLike for L2Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             L2Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            L2Conn::Fixed(c) => c.req_packed_commands(cmd, offset, count),
+            L2Conn::Fixed(c, _) => c.req_packed_commands(cmd, offset, count),
             L2Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -89,7 +97,7 @@ impl ConnectionLike for L2Conn {
     fn get_db(&self) -> i64 {
         match self {
             L2Conn::Single(c) => c.get_db(),
-            L2Conn::Fixed(c) => c.get_db(),
+            L2Conn::Fixed(c, _) => c.get_db(),
             L2Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -101,10 +109,19 @@ impl L2Conn {
         matches!(self, L2Conn::Cluster(_))
     }
 
+    /// `host:port` of the server Sentinel named, for the primary proof (`None` for single
+    /// Redis and Cluster).
+    pub fn primary_addr(&self) -> Option<&str> {
+        match self {
+            L2Conn::Fixed(_, addr) => Some(addr),
+            _ => None,
+        }
+    }
+
     /// `host:port` of every primary (one entry for a single server).
     pub async fn primaries(&mut self) -> redis::RedisResult<Vec<(String, u16)>> {
         match self {
-            L2Conn::Single(_) | L2Conn::Fixed(_) => Ok(Vec::new()),
+            L2Conn::Single(_) | L2Conn::Fixed(..) => Ok(Vec::new()),
             L2Conn::Cluster(c) => cluster::primaries(c).await,
         }
     }
