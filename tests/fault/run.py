@@ -39,6 +39,9 @@ def parse(argv):
     ap.add_argument("--topology", choices=("single", "sentinel"), default="single",
                     help="single: one redis-server (default); sentinel: a primary, two "
                          "replicas, three sentinels")
+    ap.add_argument("--l2-min-replicas", type=int, default=None,
+                    help="the nodes' HC_L2_MIN_REPLICAS (WAIT for n replicas after each L2 "
+                         "write; for --topology sentinel, 2 = every replica)")
     ap.add_argument("--redis-persistence", nargs="?", const="aof", choices=("aof", "rdb"),
                     default=None, help="Redis keeps its data across restarts (aof when "
                     "given alone); the nodes set HC_ALLOW_PERSISTENT_REDIS")
@@ -100,12 +103,15 @@ def main(argv=None):
                "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
                "allow_unfixed": a.allow_unfixed, "workload": a.workload,
                "topology": a.topology, "redis_persistence": a.redis_persistence,
+               "l2_min_replicas": a.l2_min_replicas,
                "categories": workload.CATEGORIES, "keys": workload.KEYS})
     log(f"seed {a.seed}, {a.duration:g}s, bound {a.bound_ms:g} ms, strict {a.strict or '-'}, "
         f"faults {','.join(a.faults)}; workload {a.workload}, topology {a.topology}, "
         f"persistence {a.redis_persistence or '-'}; run dir {a.out}")
     db = None
     node_env = {}
+    if a.l2_min_replicas is not None:
+        node_env["HC_L2_MIN_REPLICAS"] = str(a.l2_min_replicas)
     if a.workload != "http":
         db = library.Database(rec, seed=a.seed)
         node_env["HC_TEST_LOADER_URL"] = db.start()

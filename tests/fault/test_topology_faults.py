@@ -164,6 +164,8 @@ class ModesTest(unittest.TestCase):
         for f in ("redis_stop", "redis_restart", "proxy_blackhole", "combined"):
             self.assertNotIn(f, a.faults)
         self.assertEqual(self.parse("--workload", "library").workload, "library")
+        self.assertEqual(self.parse("--l2-min-replicas", "2").l2_min_replicas, 2)
+        self.assertIsNone(self.parse().l2_min_replicas)
 
     def test_a_fault_of_another_mode_is_refused(self):
         for argv in (["--faults", "primary_cut"], ["--faults", "redis_restart_persist"],
