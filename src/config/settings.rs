@@ -136,9 +136,10 @@ pub struct Config {
     /// `l2_min_replicas` (`HC_L2_MIN_REPLICAS`): L2 writes wait (`WAIT`) until this many
     /// replicas have them, and fail otherwise. 0 (default): no waiting.
     pub l2_min_replicas: u32,
-    /// `HC_TEST_HOOKS=1`: mounts the test-only routes (`POST /v1/test/crash/{category}`)
-    /// the fault checker uses to crash a category actor. Off by default; never documented
-    /// in `/openapi.json`.
+    /// `HC_TEST_HOOKS=1`: mounts the test-only routes the fault checker uses
+    /// (`POST /v1/test/crash/{category}` crashes a category actor, `GET
+    /// /v1/test/load/{category}/{key}` loads through `get_or_load` from
+    /// `HC_TEST_LOADER_URL`). Off by default; never documented in `/openapi.json`.
     pub test_hooks: bool,
     /// Opt-in (`[redis] allow_persistent_redis`, `HC_ALLOW_PERSISTENT_REDIS`): accept an L2
     /// Redis with persistence on (RDB `save`, AOF) or whose `CONFIG` is disabled. Off by

@@ -16,6 +16,11 @@ Rules (issue #11 / #12):
   make a value stale. A failed write's effect window is taken to end at its completion plus
   `linger` (0 by default: the literal rule).
 - 404 misses and 503 answers are always allowed (counted).
+- the library workload (library.py): loaded reads (`f: "load"`, through `get_or_load`) are
+  judged like reads, cache-aside writes (`via: "db"`: database write, then invalidation;
+  acknowledged when both are) like writes and deletes; on these keys only they change the
+  value (an invalidation makes a node reload the same value). A loaded value that the
+  database (its `type: "db"` records) never held is corrupt.
 
 Usage: python3 checker.py HISTORY.jsonl [--bound-ms B] [--strict roles,...] [--linger-ms L]
 """
@@ -29,6 +34,7 @@ import sys
 from collections import Counter, defaultdict
 
 US = 1_000_000  # history times are integer microseconds of a monotonic clock
+READS = ("get", "load")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -88,7 +94,7 @@ def error_kind(op):
     st, f = op.get("status"), op["f"]
     if st is None:
         return op.get("err") or "error"
-    if 200 <= st < 300 or (f == "get" and st == 404):
+    if 200 <= st < 300 or (f in READS and st == 404):
         return None
     return f"http_{st}"
 
@@ -108,7 +114,13 @@ def covers(op, cat, key):
 
 
 def load(path):
-    meta, ops, faults = {}, [], []
+    """(meta, ops, faults) of a history."""
+    return load_all(path)[:3]
+
+
+def load_all(path):
+    """(meta, ops, faults, db): db = the library workload's database records."""
+    meta, ops, faults, db = {}, [], [], []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             line = line.strip()
@@ -122,7 +134,9 @@ def load(path):
                 ops.append(rec)
             elif t == "fault":
                 faults.append(rec)
-    return meta, ops, faults
+            elif t == "db":
+                db.append(rec)
+    return meta, ops, faults, db
 
 
 def bucket(age_us, bound_us):
@@ -135,22 +149,30 @@ def bucket(age_us, bound_us):
     return "gt_1s"
 
 
-def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
-    """Returns a dict: per-fault rows, totals, violation and corruption details."""
+def check(ops, bound_ms, strict=(), linger_ms=0, faults=(), db=()):
+    """Returns a dict: per-fault rows, totals, violation and corruption details. `db`: the
+    database's records (library workload), to tell a loaded value the database never held."""
     bound_us, linger_us, strict = int(bound_ms * 1000), int(linger_ms * 1000), set(strict)
     writes = {}  # value -> put op (values are unique)
     keys = set()
     for op in ops:
         if op["f"] == "put":
             writes.setdefault(op["value"], op)
-        if op["f"] in ("get", "put", "delete"):
+        if op["f"] in ("put", "delete") or op["f"] in READS:
             keys.add((op["cat"], op["key"]))
+    db_values = {(r["cat"], r["key"], r["value"]) for r in db if r.get("op") == "put"}
+    loads = Counter()
     changers = [op for op in ops if op["f"] in ("put", "delete", "inv") and acked(op)]
+    # Keys of the library workload: the database is the truth, so only its writes and deletes
+    # change the value; an invalidation (of the HTTP clients, in `--workload mixed`) makes
+    # the node reload the same value from the database, which is not stale.
+    db_keys = {(op["cat"], op["key"]) for op in ops if op.get("via") == "db"}
     # Per key: acknowledged covering ops sorted by invocation, with the suffix minimum of
     # their completion, so "earliest ack among ops invoked after T" is one bisect.
     index = {}
     for ck in keys:
-        cov = sorted((o for o in changers if covers(o, *ck)), key=lambda o: o["t0"])
+        cov = sorted((o for o in changers if covers(o, *ck)
+                      and (ck not in db_keys or o.get("via") == "db")), key=lambda o: o["t0"])
         t0s = [o["t0"] for o in cov]
         suffix, best = [None] * len(cov), None
         for i in range(len(cov) - 1, -1, -1):
@@ -181,10 +203,12 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
         row = rows[fault_of(op["t0"])]
         row["ops"] += 1
         ek = error_kind(op)
-        if op["f"] != "get":
+        if op["f"] not in READS:
             if ek:
                 row["errors"][f'{op["f"]}:{ek}'] += 1
             continue
+        is_load = op["f"] == "load"
+        loads["invoked"] += is_load
         if op.get("status") == 404:
             row["miss"] += 1
             continue
@@ -192,9 +216,10 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
             row["unavailable"] += 1
             continue
         if ek:
-            row["errors"][f"get:{ek}"] += 1
+            row["errors"][f'{op["f"]}:{ek}'] += 1
             continue
         row["reads"] += 1
+        loads["reads"] += is_load
         cat, key, v = op["cat"], op["key"], op.get("result")
         is_strict = cat in strict
         strict_reads += is_strict
@@ -206,6 +231,8 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
             reason = f'written to {w["cat"]}/{w["key"]!r}'
         elif w["t0"] > op["t1"]:
             reason = "written after the read completed"
+        elif is_load and db and (cat, key, v) not in db_values:
+            reason = "loaded, but never in the database"
         if reason:
             row["corrupt"] += 1
             corruptions.append({"read": op, "reason": reason})
@@ -220,14 +247,16 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=()):
         row["stale"][bucket(age, bound_us)] += 1
         row["max_age_us"] = max(row["max_age_us"], age)
         strict_stale += is_strict
+        loads["stale"] += is_load
         limit = 0 if is_strict else bound_us
         if age > limit:
+            loads["violations"] += is_load
             row["violations"] += 1
             violations.append({"read": op, "write": w, "by": by, "age_us": age,
                                "fault": fault_of(op["t0"]), "strict": is_strict})
     return {"rows": dict(rows), "violations": violations, "corruptions": corruptions,
             "bound_ms": bound_ms, "strict": sorted(strict), "strict_reads": strict_reads,
-            "strict_stale": strict_stale}
+            "strict_stale": strict_stale, "loads": loads}
 
 
 def ms(us):
@@ -277,6 +306,11 @@ def render(res, out=None, details=10):
     print(f"\nstale = a newer acknowledged change existed when the read started (age = read start -"
           f" that change's ack); VIOL = age > {b:g} ms (> 0 ms in strict categories"
           f" {','.join(res['strict']) or '-'})", file=out)
+    loads = res.get("loads") or {}
+    if loads.get("invoked"):
+        print(f"loaded reads (get_or_load): {loads['invoked']} invoked, {loads['reads']} "
+              f"returned a value, {loads['stale']} stale, {loads['violations']} beyond the "
+              f"bound", file=out)
     if res["strict"]:
         print(f"strict categories: {res['strict_reads']} reads, {res['strict_stale']} stale",
               file=out)
@@ -306,7 +340,7 @@ def render(res, out=None, details=10):
             what = by["f"] + (f' {by.get("inv")} {by.get("pattern") or by.get("key")!r}'
                               if by["f"] == "inv" else "")
             print(f'  age {ms(v["age_us"])} ms  [{v["fault"]}{", strict" if v["strict"] else ""}]'
-                  f'  read #{rd["id"]} on {rd["node"]} {rd["cat"]}/{rd["key"]!r} got '
+                  f'  {"load" if rd["f"] == "load" else "read"} #{rd["id"]} on {rd["node"]} {rd["cat"]}/{rd["key"]!r} got '
                   f'#{w["id"]}\'s value ({w["node"]}{"" if acked(w) else ", unacked"}); '
                   f'#{by["id"]} {what} on {by["node"]} acked first', file=out)
 
@@ -319,11 +353,11 @@ def main(argv=None):
     ap.add_argument("--linger-ms", type=float, default=None)
     ap.add_argument("--details", type=int, default=10)
     a = ap.parse_args(argv)
-    meta, ops, faults = load(a.history)
+    meta, ops, faults, db = load_all(a.history)
     bound = a.bound_ms if a.bound_ms is not None else meta.get("bound_ms", 100)
     strict = (a.strict.split(",") if a.strict else meta.get("strict", [])) if a.strict != "" else []
     linger = a.linger_ms if a.linger_ms is not None else meta.get("linger_ms", 0)
-    res = check(ops, bound, [s for s in strict if s], linger, faults)
+    res = check(ops, bound, [s for s in strict if s], linger, faults, db)
     render(res, details=a.details)
     bad = bool(res["violations"] or res["corruptions"])
     print(f"\n{'FAIL' if bad else 'PASS'}: {len(res['violations'])} reads beyond the bound, "

@@ -11,6 +11,7 @@ import threading
 import time
 
 import workload
+from topology_faults import TopologyFaults
 
 FAULTS = [
     "none", "node_kill", "node_stop", "redis_stop", "redis_restart", "pubsub_kill",
@@ -53,7 +54,7 @@ def rotation(rng, faults):
         yield from cycle
 
 
-class Nemesis:
+class Nemesis(TopologyFaults):
     def __init__(self, procs, recorder, rng, now_us, log, sleep=time.sleep, faults=None):
         self.p, self.rec, self.rng, self.now_us, self.log = procs, recorder, rng, now_us, log
         self.sleep = sleep

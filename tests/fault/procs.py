@@ -117,10 +117,24 @@ class Spawner:
             **kw).result()
 
 
+# `--redis-persistence`: the redis-server arguments of each mode (later arguments override
+# hc-testkit's `--save "" --appendonly no`).
+PERSISTENCE_ARGS = {
+    "aof": ["--appendonly", "yes", "--appendfsync", "everysec"],
+    "rdb": ["--save", "3600 1"],
+}
+
+
 class Procs:
-    def __init__(self, run_dir, binary, bound_ms, strict):
+    def __init__(self, run_dir, binary, bound_ms, strict, persistence=None, node_env=None):
         self.run_dir, self.binary = run_dir, binary
         self.bound_ms, self.strict = bound_ms, strict
+        # None, "aof" or "rdb": Redis keeps its data across `redis_restart(_persist)`, and the
+        # nodes accept it (HC_ALLOW_PERSISTENT_REDIS, outside the guarantee).
+        self.persistence = persistence
+        self.node_env = dict(node_env or {})
+        if persistence:
+            self.node_env["HC_ALLOW_PERSISTENT_REDIS"] = "true"
         self.children = {}  # name -> Popen
         self._spawner = Spawner()
         self.redis_port = free_port()
@@ -177,7 +191,8 @@ class Procs:
     # -- redis ---------------------------------------------------------------------------
     def start_redis(self, timeout=15):
         # hc-testkit execs redis-server: the child's pid is the server's.
-        self._spawn("redis", redis_server_command(self.redis_port, self.run_dir),
+        extra = PERSISTENCE_ARGS[self.persistence] if self.persistence else []
+        self._spawn("redis", redis_server_command(self.redis_port, self.run_dir, extra),
                     log="redis.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -225,8 +240,12 @@ class Procs:
             peers = ",".join(f"127.0.0.1:{m['gossip']}" for j, m in self.nodes.items() if j != i)
             n["args"] = [self.binary, "node", "--config", cfg, "--node-id", i,
                          "--http", f"127.0.0.1:{n['http']}", "--gossip",
-                         f"127.0.0.1:{n['gossip']}", "--peers", peers, "--redis-url",
-                         f"redis://127.0.0.1:{self.proxy_ports[i]}/0"]
+                         f"127.0.0.1:{n['gossip']}", "--peers", peers,
+                         *self.redis_args(i)]
+
+    def redis_args(self, i):
+        """How node `i` finds Redis: through its proxy."""
+        return ["--redis-url", f"redis://127.0.0.1:{self.proxy_ports[i]}/0"]
 
     def start_node(self, i):
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
@@ -235,7 +254,7 @@ class Procs:
                    # Gossip without TLS (loopback) authenticates frames with a shared secret.
                    HC_CLUSTER_SECRET="fault-check-cluster-secret",
                    # Mounts POST /v1/test/crash/{category} (the nemesis' actor_crash).
-                   HC_TEST_HOOKS="1")
+                   HC_TEST_HOOKS="1", **self.node_env)
         self._spawn(i, self.nodes[i]["args"], env=env, log=f"node-{i}.log",
                     stdout=subprocess.DEVNULL)
 

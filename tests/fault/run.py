@@ -14,9 +14,14 @@ import threading
 import time
 
 import checker
+import library
 import nemesis
 import procs as procs_mod
+import sentinel
+import topology_faults as tf
 import workload
+
+ALL_FAULTS = nemesis.FAULTS + list(tf.PERSISTENCE_FAULTS) + list(tf.SENTINEL_FAULTS)
 
 
 def parse(argv):
@@ -25,8 +30,21 @@ def parse(argv):
     ap.add_argument("--bound-ms", type=float, default=50, help="staleness bound B (default 50)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--strict", default="", help="strict categories, e.g. roles (bound 0)")
-    ap.add_argument("--faults", default=",".join(nemesis.FAULTS),
-                    help="comma-separated subset of: " + ",".join(nemesis.FAULTS))
+    ap.add_argument("--faults", default=None,
+                    help="comma-separated subset of: " + ",".join(ALL_FAULTS) + " (default: "
+                         "every fault of the topology and persistence mode)")
+    ap.add_argument("--workload", choices=("http", "library", "mixed"), default="http",
+                    help="http: the HTTP clients (default); library: get_or_load through the "
+                         "test hook, cache-aside writes to the checker's database; mixed: both")
+    ap.add_argument("--topology", choices=("single", "sentinel"), default="single",
+                    help="single: one redis-server (default); sentinel: a primary, two "
+                         "replicas, three sentinels")
+    ap.add_argument("--l2-min-replicas", type=int, default=None,
+                    help="the nodes' HC_L2_MIN_REPLICAS (WAIT for n replicas after each L2 "
+                         "write; for --topology sentinel, 2 = every replica)")
+    ap.add_argument("--redis-persistence", nargs="?", const="aof", choices=("aof", "rdb"),
+                    default=None, help="Redis keeps its data across restarts (aof when "
+                    "given alone); the nodes set HC_ALLOW_PERSISTENT_REDIS")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--clients", type=int, default=3, help="client threads per node")
     ap.add_argument("--timeout", type=float, default=2.0, help="client request timeout, s")
@@ -35,14 +53,29 @@ def parse(argv):
     ap.add_argument("--binary", required=True)
     ap.add_argument("--out", required=True, help="run directory (history, logs)")
     a = ap.parse_args(argv)
-    a.faults = [f for f in a.faults.split(",") if f]
-    unknown = set(a.faults) - set(nemesis.FAULTS)
+    allowed = available_faults(a.topology, a.redis_persistence)
+    if a.faults is None:
+        a.faults = allowed
+    else:
+        a.faults = [f for f in a.faults.split(",") if f]
+    unknown = set(a.faults) - set(allowed)
     if unknown or not a.faults:
-        ap.error(f"unknown faults {sorted(unknown)}; choose from {nemesis.FAULTS}")
+        ap.error(f"faults {sorted(unknown)} are not available with --topology {a.topology}"
+                 f"{' --redis-persistence' if a.redis_persistence else ''}; choose from "
+                 f"{allowed}")
+    if a.topology == "sentinel" and a.redis_persistence:
+        ap.error("--redis-persistence runs with --topology single")
     a.strict = [s for s in a.strict.split(",") if s]
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 1_000_000)
     return a
+
+
+def available_faults(topology, persistence):
+    """The faults a run of this topology and persistence mode can inject (its default)."""
+    if topology == "sentinel":
+        return list(tf.SENTINEL_GENERIC) + list(tf.SENTINEL_FAULTS)
+    return nemesis.FAULTS + (list(tf.PERSISTENCE_FAULTS) if persistence else [])
 
 
 def log(msg):
@@ -62,13 +95,28 @@ def main(argv=None):
     watchdog.daemon = True
     watchdog.start()
     history = os.path.join(a.out, "history.jsonl")
+    if a.l2_min_replicas is None and a.topology == "sentinel":
+        a.l2_min_replicas = 2  # every replica: a write the promotion could lose is not acked
     rec = workload.Recorder(history)
     rec.write({"type": "meta", "bound_ms": a.bound_ms, "strict": a.strict, "seed": a.seed,
                "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
+               "workload": a.workload,
+               "topology": a.topology, "redis_persistence": a.redis_persistence,
+               "l2_min_replicas": a.l2_min_replicas,
                "categories": workload.CATEGORIES, "keys": workload.KEYS})
     log(f"seed {a.seed}, {a.duration:g}s, bound {a.bound_ms:g} ms, strict {a.strict or '-'}, "
-        f"faults {','.join(a.faults)}; run dir {a.out}")
-    p = procs_mod.Procs(a.out, a.binary, a.bound_ms, a.strict)
+        f"faults {','.join(a.faults)}; workload {a.workload}, topology {a.topology}, "
+        f"persistence {a.redis_persistence or '-'}; run dir {a.out}")
+    db = None
+    node_env = {}
+    if a.l2_min_replicas is not None:
+        node_env["HC_L2_MIN_REPLICAS"] = str(a.l2_min_replicas)
+    if a.workload != "http":
+        db = library.Database(rec, seed=a.seed)
+        node_env["HC_TEST_LOADER_URL"] = db.start()
+    kind = sentinel.SentinelProcs if a.topology == "sentinel" else procs_mod.Procs
+    p = kind(a.out, a.binary, a.bound_ms, a.strict, persistence=a.redis_persistence,
+             node_env=node_env)
     stop = threading.Event()
     clients = []
     rounds = []
@@ -85,10 +133,16 @@ def main(argv=None):
         log(f"redis :{p.redis_port}, proxies {p.proxy_ports}, nodes "
             f"{ {i: p.nodes[i]['http'] for i in ids} }")
         time.sleep(1.0)  # first gossip contacts
-        clients = workload.start_clients({i: p.nodes[i]["http"] for i in ids}, rec, a.seed,
-                                         a.clients, stop, a.timeout)
+        ports = {i: p.nodes[i]["http"] for i in ids}
+        if a.workload in ("http", "mixed"):
+            clients += workload.start_clients(ports, rec, a.seed, a.clients, stop, a.timeout)
+        if a.workload in ("library", "mixed"):
+            clients += library.start_clients(ports, rec, a.seed, a.clients, stop, db,
+                                             a.timeout)
         rng = random.Random(a.seed)
-        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log, faults=a.faults)
+        # `combined` pairs only the single-Redis faults (not the topology's own).
+        nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log,
+                              faults=[f for f in a.faults if f in nemesis.FAULTS])
         deadline = time.monotonic() + a.duration
         time.sleep(min(2.0, a.duration / 10))  # a fault-free start
         kinds = nemesis.rotation(rng, a.faults)
@@ -112,11 +166,13 @@ def main(argv=None):
         for t in clients:
             t.join(timeout=a.timeout + 2)
         p.stop_all()
+        if db is not None:
+            db.stop()
         rec.close()
         watchdog.cancel()
     log(f"{len(rounds)} fault rounds; checking {history}")
-    meta, ops, faults = checker.load(history)
-    res = checker.check(ops, a.bound_ms, a.strict, a.linger_ms, faults)
+    meta, ops, faults, db_records = checker.load_all(history)
+    res = checker.check(ops, a.bound_ms, a.strict, a.linger_ms, faults, db_records)
     print()
     checker.render(res)
     bad = bool(res["violations"] or res["corruptions"])

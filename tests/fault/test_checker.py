@@ -15,7 +15,7 @@ class H:
     """Builds a history: times in ms, results as the client saw them."""
 
     def __init__(self):
-        self.ops, self.faults, self.n = [], [], 0
+        self.ops, self.faults, self.db, self.n = [], [], [], 0
 
     def _op(self, f, t0, t1, node="n1", status=204, **kw):
         self.n += 1
@@ -41,8 +41,24 @@ class H:
         return self._op("get", t0, t1, node=node, status=status, cat=cat, key=key,
                         result=result if status == 200 else None)
 
+    def load(self, t0, t1, result, key="k", cat="general", node="n2", status=200):
+        """A read through get_or_load (the library workload's test hook)."""
+        return self._op("load", t0, t1, node=node, status=status, cat=cat, key=key,
+                        result=result if status == 200 else None)
+
+    def db_put(self, t0, t1, value, key="k", cat="general", status=204, **kw):
+        """A cache-aside write: the database at t0 (recorded), the invalidation acked at t1."""
+        self.db.append({"type": "db", "op": "put", "cat": cat, "key": key, "value": value,
+                        "t": t0 * MS})
+        return self._op("put", t0, t1, cat=cat, key=key, value=value, via="db", status=status,
+                        **kw)
+
+    def db_delete(self, t0, t1, key="k", cat="general", status=204):
+        self.db.append({"type": "db", "op": "delete", "cat": cat, "key": key, "t": t0 * MS})
+        return self._op("delete", t0, t1, cat=cat, key=key, via="db", status=status)
+
     def check(self, bound_ms=50, strict=(), linger_ms=0):
-        return checker.check(self.ops, bound_ms, strict, linger_ms, self.faults)
+        return checker.check(self.ops, bound_ms, strict, linger_ms, self.faults, self.db)
 
 
 def stale(res):
@@ -196,6 +212,69 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual([v["read"]["cat"] for v in res["violations"]], ["roles"])
         self.assertEqual(res["violations"][0]["age_us"], 1 * MS)
         self.assertEqual(h.check(bound_ms=50)["violations"], [])
+
+    def test_loaded_read_older_than_an_acked_cache_aside_write_is_a_violation(self):
+        h = H()
+        h.db_put(0, 10, "a")
+        h.load(20, 30, "a")  # fresh
+        h.db_put(40, 50, "b")  # database written, invalidation acked at 50
+        h.load(90, 95, "a")  # 40 ms later: within B
+        h.load(200, 210, "a", node="n3")  # 150 ms later: beyond B
+        h.load(300, 310, "b")
+        res = h.check()
+        self.assertEqual([v["read"]["id"] for v in res["violations"]], [5])
+        self.assertEqual(res["violations"][0]["age_us"], 150 * MS)
+        self.assertEqual(res["loads"]["invoked"], 4)
+        self.assertEqual(res["loads"]["stale"], 2)
+        self.assertEqual(res["loads"]["violations"], 1)
+        # Strict: any age is a violation.
+        h2 = H()
+        h2.db_put(0, 10, "a", cat="roles")
+        h2.db_put(20, 30, "b", cat="roles")
+        h2.load(31, 40, "a", cat="roles")
+        self.assertEqual(len(h2.check(strict=["roles"])["violations"]), 1)
+
+    def test_cache_aside_write_whose_invalidation_failed_never_makes_stale(self):
+        h = H()
+        h.db_put(0, 10, "a")
+        h.db_put(20, 30, "b", status=503)  # in the database, but not acknowledged
+        h.load(500, 510, "a")  # allowed: the write was not acknowledged
+        h.load(520, 530, "b")  # allowed: it is in the database
+        res = h.check()
+        self.assertEqual(res["violations"], [])
+        self.assertEqual(res["corruptions"], [])
+
+    def test_loaded_read_after_a_cache_aside_delete_and_loader_misses(self):
+        h = H()
+        h.db_put(0, 10, "a")
+        h.db_delete(20, 30)
+        h.load(40, 140, None, status=404)  # the database has none: a miss
+        h.load(40, 50, None, status=502)  # the loader failed: an error, allowed
+        h.load(1000, 1001, "a")
+        res = h.check()
+        self.assertEqual(len(res["violations"]), 1)
+        self.assertEqual(res["rows"]["warmup"]["miss"], 1)
+        self.assertEqual(res["rows"]["warmup"]["errors"]["load:http_502"], 1)
+
+    def test_an_invalidation_of_a_database_key_does_not_make_its_value_stale(self):
+        h = H()
+        h.db_put(0, 10, "a", key="lib:1")
+        h.inv_glob(20, 30, "*")  # an HTTP client's `*` (--workload mixed)
+        h.load(500, 510, "a", key="lib:1")  # reloaded from the database: the same value
+        h.put(0, 10, "x", key="k")  # an HTTP key: the same `*` makes its value stale
+        h.get(500, 510, "x", key="k")
+        res = h.check()
+        self.assertEqual([v["read"]["key"] for v in res["violations"]], ["k"])
+
+    def test_loaded_value_the_database_never_held_is_corrupt(self):
+        h = H()
+        h.db_put(0, 10, "a")
+        h.put(20, 30, "b")  # an HTTP PUT: in the cache, never in the database
+        h.load(40, 50, "b")
+        h.get(40, 50, "b")  # a plain read of it is fine
+        res = h.check()
+        self.assertEqual([c["reason"] for c in res["corruptions"]],
+                         ["loaded, but never in the database"])
 
     def test_ops_are_attributed_to_the_fault_active_at_invocation(self):
         h = H()

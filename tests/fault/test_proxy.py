@@ -1,5 +1,6 @@
 """Self-test of the fault proxy (proxy.py) against a local echo server: pass, blackhole
-(connection open, nothing flows, bytes delivered after healing), slow, reset."""
+(connection open, nothing flows, bytes delivered after healing), slow, reset, cut (only one
+source address blackholed), a proxy with its own upstream port."""
 
 import os
 import socket
@@ -22,14 +23,28 @@ class Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class Upper(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            data = self.request.recv(4096)
+            if not data:
+                return
+            self.request.sendall(data.upper())
+
+
 class ProxyTest(unittest.TestCase):
     def setUp(self):
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         port = self.server.server_address[1]
+        self.other = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Upper)
+        self.other.daemon_threads = True
+        threading.Thread(target=self.other.serve_forever, daemon=True).start()
+        own = f"c:{self.other.server_address[1]}"
         self.proxy = subprocess.Popen([sys.executable, os.path.join(HERE, "proxy.py"), str(port),
-                                       "a", "b"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       "a", "b", own], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       text=True)
         ready = self.proxy.stdout.readline().split()
         self.assertEqual(ready[0], "ready")
@@ -42,16 +57,18 @@ class ProxyTest(unittest.TestCase):
         except subprocess.TimeoutExpired:
             self.proxy.kill()
             self.proxy.wait()
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.other):
+            server.shutdown()
+            server.server_close()
 
     def mode(self, name, mode):
         self.proxy.stdin.write(f"{name} {mode}\n")
         self.proxy.stdin.flush()
         self.assertEqual(self.proxy.stdout.readline().strip(), "ok")
 
-    def connect(self, name="a"):
-        s = socket.create_connection(("127.0.0.1", self.ports[name]), timeout=5)
+    def connect(self, name="a", source="127.0.0.1"):
+        s = socket.create_connection(("127.0.0.1", self.ports[name]), timeout=5,
+                                     source_address=(source, 0))
         self.addCleanup(s.close)
         return s
 
@@ -97,6 +114,31 @@ class ProxyTest(unittest.TestCase):
             pass
         s2 = self.connect()
         self.assertEqual(self.roundtrip(s2, b"again"), b"again")
+
+    def test_cut_blackholes_one_source_address_only(self):
+        cut = self.connect(source="127.0.0.2")
+        kept = self.connect(source="127.0.0.1")
+        self.assertEqual(self.roundtrip(cut, b"before"), b"before")
+        self.mode("a", "cut=127.0.0.2")
+        cut.sendall(b"held")
+        cut.settimeout(0.5)
+        with self.assertRaises(TimeoutError):
+            cut.recv(10)  # open, but nothing comes back
+        self.assertEqual(self.roundtrip(kept, b"still"), b"still")
+        fresh = self.connect(source="127.0.0.2")  # a new connection from it is held too
+        fresh.sendall(b"new")
+        fresh.settimeout(0.5)
+        with self.assertRaises(TimeoutError):
+            fresh.recv(10)
+        self.mode("a", "pass")
+        cut.settimeout(5)
+        fresh.settimeout(5)
+        self.assertEqual(cut.recv(10), b"held")
+        self.assertEqual(fresh.recv(10), b"new")
+
+    def test_a_proxy_with_its_own_upstream(self):
+        self.assertEqual(self.roundtrip(self.connect("c"), b"abc"), b"ABC")
+        self.assertEqual(self.roundtrip(self.connect("a"), b"abc"), b"abc")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ use crate::util::{
 /// corrupt, 2 the run failed).
 pub fn fault_check(args: &[String]) -> Result<i32> {
     ensure_apt("fault-check", &[("redis-server", "redis-server")])?;
+    let sentinel = args
+        .windows(2)
+        .any(|w| w[0] == "--topology" && w[1] == "sentinel")
+        || args.iter().any(|a| a == "--topology=sentinel");
+    if sentinel {
+        ensure_apt("fault-check", &[("redis-sentinel", "redis-sentinel")])?;
+    }
     run(cargo().args(["build", "--quiet", "--bin", "hybrid-cache"]))?;
     let testkit = testkit_binary()?;
     let mut out = None;

@@ -66,7 +66,8 @@ enum Cmd {
     /// TCP proxy per node, concurrent clients, a nemesis; the history is checked offline.
     /// Exit 0 = pass, 1 = stale beyond the bound or corruption, 2 = the run itself failed.
     /// ARGS: [--duration SECS] [--bound-ms B] [--seed N] [--strict CATS] [--faults LIST]
-    /// [--clients N] [--out DIR]. Re-check a history:
+    /// [--clients N] [--out DIR] [--workload http|library|mixed] [--topology single|sentinel]
+    /// [--redis-persistence [aof|rdb]] (docs/testing.md "Fault checker"). Re-check a history:
     /// python3 tests/fault/checker.py DIR/history.jsonl [--bound-ms B].
     FaultCheck {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

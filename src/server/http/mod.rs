@@ -22,6 +22,7 @@ mod rejections;
 pub(crate) mod routes;
 pub mod schema;
 mod state;
+mod test_load;
 
 pub use errors::ApiError;
 use routes::{
@@ -51,6 +52,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         // Test hook of the fault checker (`HC_TEST_HOOKS=1`); absent otherwise, and never
         // in /openapi.json (no `#[utoipa::path]`).
         api = api.route("/v1/test/crash/{category}", post(crash_actor));
+        // The library workload's loads: `get_or_load` with a loader reading the checker's
+        // database server (`HC_TEST_LOADER_URL`).
+        let loader = test_load::Loader::from_env();
+        let load = move |state: State<AppState>,
+                         headers: axum::http::HeaderMap,
+                         path: Result<Path<(String, String)>, PathRejection>| {
+            test_load::load_value(state, headers, path, loader.clone())
+        };
+        api = api.route("/v1/test/load/{category}/{key}", get(load));
     }
     let api = api.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
