@@ -728,8 +728,8 @@ fn a_digest_is_answered_with_exactly_the_members_the_asker_lacks() {
     let (a_id, b_id) = (sim_identity(0), sim_identity(1));
     let mut a = membership::Membership::new(a_id.clone(), &sim_params(), 1);
     let mut b = membership::Membership::new(b_id.clone(), &sim_params(), 2);
-    // B learns 300 members (as a sync answer would carry them); A knows none of them.
-    let members: Vec<foca::Member<identity::NodeIdentity>> = (2..302)
+    // B learns 1,500 members (as a sync answer would carry them); A knows none of them.
+    let members: Vec<foca::Member<identity::NodeIdentity>> = (2..1502)
         .map(|i| foca::Member::alive(sim_identity(i)))
         .collect();
     for chunk in members.chunks(20) {
@@ -737,25 +737,34 @@ fn a_digest_is_answered_with_exactly_the_members_the_asker_lacks() {
         let data = bincode::serde::encode_to_vec(&msg, bincode::config::standard()).expect("enc");
         b.handle_sync(&data, now).expect("members applied");
     }
-    assert_eq!(b.active_count(), 300);
-    // A asks B (a digest names what A knows: nobody). The answer is bounded (at most 4
-    // packets), so A catches up over a few rounds, each digest with a fresh salt.
+    assert_eq!(b.active_count(), 1500);
+    // A asks B (a digest names what A knows: nobody). The answer is bounded (at most 40
+    // packets), yet big enough for a newcomer to learn a 1,000-node cluster from its first
+    // digest (with the former 4 packets, about 120 members a round); A catches up on the rest
+    // over a few rounds, each digest with a fresh salt.
     let mut rounds = 0;
-    while a.active_count() < 301 {
+    while a.active_count() < 1501 {
         rounds += 1;
         assert!(rounds <= 10, "A knows {} after 10 rounds", a.active_count());
         a.send_digest(b_id.clone());
         assert_eq!(deliver_sync(&mut a, &mut b, now), 1, "one digest packet");
         let answers = deliver_sync(&mut b, &mut a, now);
-        assert!((1..=4).contains(&answers), "{answers} answer packets");
+        assert!((1..=40).contains(&answers), "{answers} answer packets");
+        if rounds == 1 {
+            assert!(
+                a.active_count() >= 1000,
+                "first round: {}",
+                a.active_count()
+            );
+        }
     }
     // B learnt A from its digest.
-    assert_eq!(b.active_count(), 301);
+    assert_eq!(b.active_count(), 1501);
     // Nothing is missing any more: the next digest gets no answer at all.
     a.send_digest(b_id);
     deliver_sync(&mut a, &mut b, now);
     assert_eq!(deliver_sync(&mut b, &mut a, now), 0, "nothing to send");
-    assert_eq!(a.active_count(), 301);
+    assert_eq!(a.active_count(), 1501);
 }
 
 /// Delivers `from`'s SWIM packets addressed to `to`; the rest are dropped.

@@ -221,7 +221,10 @@ pub fn check_cold_start_goals(out: &str) -> Result<()> {
             .and_then(ms);
         match (ms(col(3)), max) {
             (Some(conv), Some(det)) if conv <= 3000.0 && det <= 2000.0 => {}
-            _ => bail!("{} nodes: cold start over 3 s or a detection over 2 s: {row}", col(1)),
+            _ => bail!(
+                "{} nodes: cold start over 3 s or a detection over 2 s: {row}",
+                col(1)
+            ),
         }
     }
     Ok(())

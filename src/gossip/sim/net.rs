@@ -32,7 +32,11 @@ enum Event {
     Timer(usize),
     /// The transport's Hello (cold start): `from` introduces itself to `to`, which answers
     /// with its own when `reply` is set.
-    Hello { to: usize, from: usize, reply: bool },
+    Hello {
+        to: usize,
+        from: usize,
+        reply: bool,
+    },
 }
 
 /// The cluster under simulation.
