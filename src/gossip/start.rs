@@ -9,7 +9,6 @@ use std::{
         atomic::{AtomicBool, AtomicUsize},
         Arc, Mutex, RwLock,
     },
-    time::Duration,
 };
 
 use tokio::sync::mpsc;
@@ -20,15 +19,13 @@ use super::{
     frame::Frame,
     identity::NodeIdentity,
     input::DriverInput,
-    membership::{Membership, SwimParams},
+    membership::{Membership, SwimParams, JOIN_RETRY},
     peer_queue::Mode,
     receive, tls, transport,
     types::{Inbound, StatsFn},
     udp, Counters, GossipConfig, GossipError, Inner, View,
 };
 
-/// How often a node with no active member says Hello to its configured peers again.
-const JOIN_RETRY: Duration = Duration::from_secs(1);
 /// Inputs waiting for the membership driver; a full queue drops (counted).
 const DRIVER_QUEUE: usize = 8192;
 

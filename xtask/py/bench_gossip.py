@@ -9,16 +9,24 @@ For each size it prints, side by side:
   - GET /v1/cluster/stats latency at one non-seed node (p50 / p99 over 100 requests, on-demand
     gathering) and the largest `missing` list seen after the first; the first (cold)
     request on its own;
-  - idle RSS per node (median), and false `dead` (a live node logged dead by anyone).
-  cargo xtask bench gossip --nodes 10,50,100 [--kills 10] [--steady 10]
+  - idle RSS per node (median), and false `dead` (a live node logged dead by anyone, from
+    the first start on).
+  cargo xtask bench gossip --nodes 10,50,100 [--kills 10] [--steady 10] [--cold-start] [--reps 1]
 
-Run by `cargo xtask bench gossip` (which builds the release binary): argv: BINARY SIZES(comma-separated) KILLS STEADY_SECS.
+--cold-start starts the processes one after another (each once the previous one answers
+/health), each knowing only the seed, instead of all at once; --reps repeats every size and
+prints min / median / max over the repetitions of the headline figures.
+
+Run by `cargo xtask bench gossip` (which builds the release binary): argv: BINARY
+SIZES(comma-separated) KILLS STEADY_SECS [COLD(0|1) REPS].
 """
 import datetime, os, re, signal, statistics, sys, tempfile, time, urllib.request, json
 sys.path.insert(0, "xtask/py")
 from gossip_procs import start_cluster, stop
 
 BIN, SIZES, KILLS, STEADY = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), float(sys.argv[4])
+COLD = len(sys.argv) > 5 and sys.argv[5] == "1"
+REPS = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 LINE = re.compile(r"^(\S+Z)\s+INFO\s+\S+: member (up|down) node=(\S+) peer=(\S+)")
 
 def ts(text):
@@ -66,7 +74,7 @@ def run(n):
     procs = {}
     try:
         t_first = time.time()
-        ids, http, procs = start_cluster(BIN, n, logdir, "bench-secret-0123456789")
+        ids, http, procs = start_cluster(BIN, n, logdir, "bench-secret-0123456789", one_by_one=COLD)
         t_last = time.time()
         # Convergence: every node has every other one up (replaying its up/down events).
         conv = None
@@ -148,17 +156,39 @@ def run(n):
     finally:
         stop(procs.values())
 
+def load1():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
 rows = []
 for n in SIZES:
-    r = run(n)
-    rows.append(r)
-    print(f"# {n} nodes done: {r}", file=sys.stderr, flush=True)
+    for rep in range(REPS):
+        l0 = load1()
+        r = run(n)
+        r["load"] = (l0, load1())
+        r["rep"] = rep
+        rows.append(r)
+        print(f"# {n} nodes, repetition {rep + 1}/{REPS} done (load average {l0:.1f} before, {r['load'][1]:.1f} after): {r}",
+              file=sys.stderr, flush=True)
+print(f"mode: {'cold start, one process after another' if COLD else 'all processes at once'}, {REPS} repetition(s)")
 fmt = lambda v, d=2: "—" if v is None or v != v else f"{v:.{d}f}"
 print("| nodes | started within s | convergence s (after last start) | detection p50 / p99 / max s (kills, undetected) | gossip B/s sent per node (median) | /v1/cluster/stats p50 / p99 ms (max missing) | first (cold) stats ms (missing) | idle RSS MiB (median) | false dead |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r['n']} | {fmt(r['start_spread'])} | {fmt(r['conv'])} | {fmt(r['p50'])} / {fmt(r['p99'])} / {fmt(r['dmax'])} ({len(r['det'])}, {r['undetected']}) "
           f"| {fmt(r['bps'], 0)} | {fmt(r['lat50'], 1)} / {fmt(r['lat99'], 1)} ({r['missing']}) | {fmt(r['cold'][0], 1)} ({r['cold'][1]}) | {fmt(r['rss'], 1)} | {r['false_dead']} |")
+if REPS > 1:
+    def mmm(vals, d=2):
+        v = sorted(x for x in vals if x is not None and x == x)
+        return f"{fmt(v[0], d)} / {fmt(statistics.median(v), d)} / {fmt(v[-1], d)}" if v else "—"
+    print("\n| nodes | reps | convergence s (after last start) | detection max s | detection p50 s | gossip B/s per node | false dead | undetected | load avg before |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in SIZES:
+        rs = [r for r in rows if r["n"] == n]
+        print(f"| {n} | {len(rs)} | {mmm(r['conv'] if r['conv'] is not None else float('inf') for r in rs)} | {mmm(r['dmax'] for r in rs)} | {mmm(r['p50'] for r in rs)} "
+              f"| {mmm((r['bps'] for r in rs), 0)} | {mmm((r['false_dead'] for r in rs), 0)} | {mmm((r['undetected'] for r in rs), 0)} "
+              f"| {mmm((r['load'][0] for r in rs), 1)} |")
+    print("(min / median / max over the repetitions)")
 base = rows[0]["bps"] if rows else 0
 if base:
     print("\nbytes/s per node relative to %d nodes: %s" % (rows[0]["n"], ", ".join(f"{r['n']}: {r['bps'] / base:.2f}x" for r in rows)))

@@ -193,6 +193,7 @@ pub fn sim_gossip(args: &[String]) -> Result<()> {
         args.to_vec()
     };
     let pre = args.iter().any(|a| a == "--preconverged");
+    let cold = args.iter().any(|a| a == "--cold-start");
     let out = output(
         cargo()
             .args([
@@ -206,7 +207,34 @@ pub fn sim_gossip(args: &[String]) -> Result<()> {
             .args(&args),
     )?;
     print!("{out}");
-    check_sim_table(&out, pre)
+    check_sim_table(&out, pre)?;
+    if cold {
+        check_cold_start_goals(&out)?;
+    }
+    Ok(())
+}
+
+/// Issue #25's cold-start goals on a `--cold-start` table: convergence at most 3 s after the
+/// last start, every detection (the max column) at most 2 s.
+pub fn check_cold_start_goals(out: &str) -> Result<()> {
+    for row in out.lines().skip(3) {
+        let cols: Vec<&str> = row.split('|').collect();
+        let col = |i: usize| cols.get(i).copied().unwrap_or("").trim();
+        let ms = |text: &str| text.trim().parse::<f64>().ok();
+        let max = col(5)
+            .split('(')
+            .next()
+            .and_then(|d| d.split('/').nth(2))
+            .and_then(ms);
+        match (ms(col(3)), max) {
+            (Some(conv), Some(det)) if conv <= 3000.0 && det <= 2000.0 => {}
+            _ => bail!(
+                "{} nodes: cold start over 3 s or a detection over 2 s: {row}",
+                col(1)
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// The assertions on the simulation's Markdown table (three header lines, then one row per
@@ -471,7 +499,7 @@ fn schemathesis(
 
 #[cfg(test)]
 mod tests {
-    use super::check_sim_table;
+    use super::{check_cold_start_goals, check_sim_table};
 
     const HEAD: &str = "mode: x\n| nodes | loss | conv |\n|---|---|---|\n";
 
@@ -500,5 +528,19 @@ mod tests {
         // Without --preconverged, unknown fresh joins are not a failure.
         let out = row("812", "—", "400 / 600 / 700 (3/3)", "0.000 (0 events)");
         assert!(check_sim_table(&out, false).is_ok());
+    }
+
+    #[test]
+    fn cold_start_goals_are_checked() {
+        let good = row("2990", "—", "1100 / 1900 / 2000 (3/3)", "0.000 (0 events)");
+        assert!(check_cold_start_goals(&good).is_ok());
+        for out in [
+            row("3010", "—", "1100 / 1900 / 1950 (3/3)", "0.000 (0 events)"),
+            row("300", "—", "1100 / 1900 / 2010 (3/3)", "0.000 (0 events)"),
+            row("—", "—", "1100 / 1900 / 1950 (3/3)", "0.000 (0 events)"),
+            row("300", "—", "— / — / — (0/3)", "0.000 (0 events)"),
+        ] {
+            assert!(check_cold_start_goals(&out).is_err(), "{out}");
+        }
     }
 }

@@ -26,6 +26,13 @@ pub enum Bench {
         /// Seconds of steady state measured.
         #[arg(long, default_value_t = 10)]
         steady: u32,
+        /// Cold start: each process starts once the previous one answers /health (instead
+        /// of all at once), each knowing only the seed.
+        #[arg(long)]
+        cold_start: bool,
+        /// Repetitions per size (min / median / max printed when more than one).
+        #[arg(long, default_value_t = 1)]
+        reps: u32,
     },
     /// Invalidation propagation (examples/bench_coherence.rs) against a private redis-server.
     Coherence {
@@ -111,13 +118,17 @@ pub fn bench(b: Bench) -> Result<i32> {
             nodes,
             kills,
             steady,
+            cold_start,
+            reps,
         } => {
             let bin = release_binary()?;
+            let cold = if cold_start { "1" } else { "0" };
             exit_code(
                 cmd("python3")
                     .arg("xtask/py/bench_gossip.py")
                     .arg(bin)
                     .args([nodes, kills.to_string(), steady.to_string()])
+                    .args([cold.to_string(), reps.max(1).to_string()])
                     .env("HC_TESTKIT", testkit_binary()?),
             )
         }

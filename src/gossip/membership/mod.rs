@@ -20,7 +20,8 @@ use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, Stat
 use super::identity::NodeIdentity;
 
 pub(crate) use swim::{
-    packet_header, PacketError, SwimParams, SwimRng, GOSSIP_EVERY, GOSSIP_FANOUT, MAX_PACKET,
+    packet_header, PacketError, SwimParams, SwimRng, GOSSIP_EVERY, GOSSIP_FANOUT, JOIN_RETRY,
+    MAX_PACKET,
 };
 pub(crate) use sync::sync_sender;
 #[cfg(test)]

@@ -29,6 +29,14 @@ pub struct SimConfig {
     pub preconverged: bool,
     /// See `preconverged`.
     pub fresh_joins: usize,
+    /// Cold start (instead of `join_spread`): nodes start one after another, `start_gap`
+    /// apart, each knowing only the seed (node 0), and join as the transport makes them: a
+    /// Hello to the seed, answered by a Hello, each side announcing to the other unless it
+    /// knows it already, the Hello repeated every second while the node is alone. No member
+    /// is pre-seeded. Convergence is measured from the last start.
+    pub cold_start: bool,
+    /// See `cold_start`.
+    pub start_gap: Duration,
     /// Independent loss probability of each packet (0.0–1.0).
     pub loss: f64,
     /// One-way delay, uniform in `[delay_min, delay_max]`.
@@ -61,6 +69,8 @@ impl SimConfig {
             join_spread: Duration::from_secs(3),
             preconverged: false,
             fresh_joins: 10,
+            cold_start: false,
+            start_gap: Duration::from_millis(100),
             loss: 0.01,
             delay_min: Duration::from_millis(1),
             delay_max: Duration::from_millis(5),

@@ -82,6 +82,32 @@ fn join_from_scratch(net: &mut Net, report: &mut SimReport) {
     report.convergence = net.wait_converged(Duration::from_millis(50), &seed_id);
 }
 
+/// Cold start: node 0 (the seed) starts alone, then every other node starts `start_gap`
+/// after the previous one, knowing nothing but the seed, and says Hello to it (again every
+/// [`JOIN_RETRY`] while alone); waits for convergence from the last start.
+fn cold_start(net: &mut Net, report: &mut SimReport) {
+    let (n, t0) = (net.nodes.len(), net.now);
+    let seed_id = net.nodes[0].identity().clone();
+    for up in &mut net.up[1..] {
+        *up = false;
+    }
+    net.after(0);
+    let mut retry_at = t0 + JOIN_RETRY;
+    for i in 1..n {
+        let at = t0 + net.cfg.start_gap * u32::try_from(i).unwrap_or(u32::MAX);
+        while retry_at <= at {
+            net.run_until(retry_at);
+            net.retry_joins(&seed_id);
+            retry_at += JOIN_RETRY;
+        }
+        net.run_until(at);
+        net.up[i] = true;
+        net.hello(i, 0, true);
+        net.after(i);
+    }
+    report.convergence = net.wait_converged(Duration::from_millis(10), &seed_id);
+}
+
 /// Seeds all but the last `fresh_joins` nodes with each other (their first probes spread
 /// over one probe period), lets them run for a while, then has the newcomers announce at
 /// once, each to a random member; waits until the newcomers are known and the cluster has
@@ -142,6 +168,8 @@ pub fn run(cfg: SimConfig) -> SimReport {
     let seed_id = net.nodes[0].identity().clone();
     if cfg.preconverged {
         start_preconverged(&mut net, &mut report);
+    } else if cfg.cold_start {
+        cold_start(&mut net, &mut report);
     } else {
         join_from_scratch(&mut net, &mut report);
     }

@@ -15,6 +15,7 @@ use super::{
         auth::TAG_LEN,
         identity::NodeIdentity,
         membership::{MemberEvent, Membership, SwimParams},
+        types::MemberState,
     },
     config::SimConfig,
 };
@@ -29,6 +30,13 @@ enum Event {
         sync: bool,
     },
     Timer(usize),
+    /// The transport's Hello (cold start): `from` introduces itself to `to`, which answers
+    /// with its own when `reply` is set.
+    Hello {
+        to: usize,
+        from: usize,
+        reply: bool,
+    },
 }
 
 /// The cluster under simulation.
@@ -59,8 +67,8 @@ pub(super) struct Net {
     pub(super) joins_known_at: Option<Instant>,
 }
 
-/// Same as the transport's join retry.
-pub(super) const JOIN_RETRY: Duration = Duration::from_secs(1);
+/// The transport's join retry.
+pub(super) use super::super::membership::JOIN_RETRY;
 
 fn addr(i: usize) -> SocketAddr {
     let i = u32::try_from(i).unwrap_or(u32::MAX);
@@ -143,30 +151,14 @@ impl Net {
             let Some(&to) = self.index.get(&dst.swim_addr) else {
                 continue;
             };
-            self.sent += 1;
             self.bytes += (data.len() + TAG_LEN) as u64;
-            let roll = (self.rand() % 1_000_000) as f64 / 1_000_000.0;
-            if roll < self.cfg.loss {
-                self.lost += 1;
-                continue;
-            }
-            let span = self
-                .cfg
-                .delay_max
-                .saturating_sub(self.cfg.delay_min)
-                .as_micros() as u64;
-            let delay = self.cfg.delay_min + Duration::from_micros(self.rand() % (span + 1));
-            let at = self.now + delay;
-            self.push(
-                at,
+            let ev = Event::Packet {
                 to,
-                Event::Packet {
-                    to,
-                    from: i,
-                    data: data.to_vec(),
-                    sync,
-                },
-            );
+                from: i,
+                data: data.to_vec(),
+                sync,
+            };
+            self.transmit(to, ev);
         }
         if let Some(t) = self.nodes[i].next_deadline() {
             if self.scheduled[i].map_or(true, |s| t < s) {
@@ -199,6 +191,46 @@ impl Net {
         }
     }
 
+    /// Sends `ev` to node `to` over the simulated network: counted, maybe lost, delayed.
+    fn transmit(&mut self, to: usize, ev: Event) {
+        self.sent += 1;
+        let roll = (self.rand() % 1_000_000) as f64 / 1_000_000.0;
+        if roll < self.cfg.loss {
+            self.lost += 1;
+            return;
+        }
+        let span = self
+            .cfg
+            .delay_max
+            .saturating_sub(self.cfg.delay_min)
+            .as_micros() as u64;
+        let delay = self.cfg.delay_min + Duration::from_micros(self.rand() % (span + 1));
+        let at = self.now + delay;
+        self.push(at, to, ev);
+    }
+
+    /// Node `from` says Hello to node `to` (the transport's join handshake).
+    pub(super) fn hello(&mut self, from: usize, to: usize, reply: bool) {
+        self.transmit(to, Event::Hello { to, from, reply });
+    }
+
+    /// What the driver does with a Hello: answer it when asked, and announce to the sender
+    /// unless it is known alive as it is.
+    fn on_hello(&mut self, to: usize, from: usize, reply: bool) {
+        if reply {
+            self.hello(to, from, false);
+        }
+        let now = self.now;
+        let id = self.nodes[from].identity().clone();
+        let known = self.nodes[to]
+            .peer(&id.node_id, now)
+            .is_some_and(|e| e.identity == id && e.state != MemberState::Dead);
+        if !known {
+            self.nodes[to].announce(id, now);
+        }
+        self.after(to);
+    }
+
     fn reachable(&self, from: usize, to: usize) -> bool {
         self.side.as_ref().map_or(true, |s| s[from] == s[to])
     }
@@ -229,6 +261,11 @@ impl Net {
                         self.after(to);
                     }
                 }
+                Event::Hello { to, from, reply } => {
+                    if self.up[to] && self.reachable(from, to) {
+                        self.on_hello(to, from, reply);
+                    }
+                }
                 Event::Timer(i) => {
                     if self.scheduled[i] == Some(at) {
                         self.scheduled[i] = None;
@@ -253,12 +290,17 @@ impl Net {
     }
 
     /// Like the transport's join loop: a node without any active member announces to the
-    /// seed again (its first announce or the answer may have been lost).
+    /// seed again (its first announce or the answer may have been lost); in a cold start it
+    /// says Hello again, as the transport does.
     pub(super) fn retry_joins(&mut self, seed: &NodeIdentity) {
         for i in 1..self.nodes.len() {
             if self.up[i] && self.nodes[i].active_count() == 0 {
-                self.nodes[i].announce(seed.clone(), self.now);
-                self.after(i);
+                if self.cfg.cold_start {
+                    self.hello(i, 0, true);
+                } else {
+                    self.nodes[i].announce(seed.clone(), self.now);
+                    self.after(i);
+                }
             }
         }
     }
