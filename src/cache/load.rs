@@ -170,7 +170,7 @@ impl HybridCache {
                         if !l1.ticket_valid(&ticket) {
                             return Err(LoadFail::Stale(v, ticket));
                         }
-                        return Ok(l1.entry(v, l1.entry_ttl(found.ttl)));
+                        return Ok(l1.entry(v, l1.fill_ttl(found.ttl)));
                     }
                 }
                 Err(e) => self.l2_error("get", &e),
@@ -178,7 +178,8 @@ impl HybridCache {
         }
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
         let value = loader().await.map_err(LoadFail::Loader)?;
-        let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let ttls = l1.write_ttls(ttl);
+        let l2_ttl = ttls.l2;
         if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
             if l1.ticket_valid(&ticket) {
                 match l2.fill(category, key, &value, l2_ttl, g).await {
@@ -195,7 +196,7 @@ impl HybridCache {
         if !l1.ticket_valid(&ticket) {
             return Err(LoadFail::Stale(value, ticket));
         }
-        Ok(l1.entry(value, l1.entry_ttl(ttl)))
+        Ok(l1.entry(value, ttls.l1))
     }
 
     /// The outcome of moka's coalesced load, for this caller.

@@ -108,7 +108,7 @@ impl HybridCache {
                     l2_failed = false;
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-                        l1.fill(key, v.clone(), l1.entry_ttl(found.ttl), &ticket)
+                        l1.fill(key, v.clone(), l1.fill_ttl(found.ttl), &ticket)
                             .await;
                         return Ok(Some((v, Source::L2)));
                     }

@@ -32,8 +32,8 @@ impl Consistency {
     }
 }
 
-/// TTL, capacity and consistency of one L1 category.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// TTL, capacity, consistency and near-cache settings of one category.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
     /// Upper bound of an entry's L1 lifetime, seconds.
@@ -47,6 +47,11 @@ pub struct CategoryConfig {
     /// `bounded` (default) or `strict`.
     #[serde(default)]
     pub consistency: Consistency,
+    /// Spread of expiries, a fraction 0–1 of the TTL: each write's L1 lifetime and L2 TTL
+    /// are the configured ones times a random factor in `[1 − ttl_jitter, 1]`, so keys
+    /// written together do not expire together. Never longer than configured. 0 = off.
+    #[serde(default)]
+    pub ttl_jitter: f64,
 }
 
 impl Default for CategoryConfig {
@@ -57,6 +62,7 @@ impl Default for CategoryConfig {
             max_entries: 1000,
             consistency: Consistency::Bounded,
             max_bytes: None,
+            ttl_jitter: 0.0,
         }
     }
 }
@@ -84,8 +90,7 @@ pub fn default_categories() -> BTreeMap<String, CategoryConfig> {
             CategoryConfig {
                 ttl_secs,
                 max_entries,
-                consistency: Consistency::Bounded,
-                max_bytes: None,
+                ..CategoryConfig::default()
             },
         )
     })

@@ -352,3 +352,23 @@ fn allow_persistent_redis_is_off_by_default_and_env_beats_file() {
         .to_string();
     assert!(e.contains("HC_ALLOW_PERSISTENT_REDIS"), "{e}");
 }
+
+#[test]
+fn near_cache_settings_are_off_by_default_and_checked() {
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+    for cat in c.categories.values() {
+        assert_eq!(cat.ttl_jitter, 0.0);
+    }
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nttl_jitter = 0.25\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
+    assert_eq!(c.categories["menus"].ttl_jitter, 0.25);
+    for bad in ["1.5", "-0.1"] {
+        let f = file(&format!(
+            "[categories.menus]\nttl_secs = 60\nmax_entries = 9\nttl_jitter = {bad}\n"
+        ));
+        let e = Config::resolve(&Flags::default(), &env_of(&[]), f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("categories.menus.ttl_jitter"), "{e}");
+    }
+}

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::category::CategoryConfig;
 use super::error::{invalid, ConfigError};
 use super::limits::MIN_SECRET_LEN;
 use super::settings::{Config, RedisTarget};
@@ -111,6 +112,21 @@ impl Config {
                     "must be greater than zero",
                 ));
             }
+            Self::validate_near_cache(name, cat)?;
+        }
+        Ok(())
+    }
+
+    /// A category's near-cache settings (all off by default).
+    fn validate_near_cache(name: &str, cat: &CategoryConfig) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&cat.ttl_jitter) {
+            return Err(invalid(
+                &format!("categories.{name}.ttl_jitter"),
+                format!(
+                    "`{}` is not a fraction of the TTL between 0 and 1",
+                    cat.ttl_jitter
+                ),
+            ));
         }
         Ok(())
     }

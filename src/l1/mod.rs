@@ -22,6 +22,9 @@ use moka::notification::RemovalCause;
 use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
+mod ttl;
+pub use ttl::{jittered, JitterRng, WriteTtls};
+
 const STRIPES: usize = 64;
 
 /// Bytes charged per entry on top of its key and value: moka's per-entry bookkeeping
@@ -85,6 +88,8 @@ pub struct L1Category {
     stripes: [AtomicU64; STRIPES],
     category_gen: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+    /// Draws of the `ttl_jitter` spread.
+    jitter: JitterRng,
     /// Hit, miss, eviction and expiry counters of this category.
     pub counters: Arc<CategoryCounters>,
 }
@@ -142,6 +147,7 @@ impl L1Category {
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             category_gen: AtomicU64::new(0),
             hasher: Default::default(),
+            jitter: JitterRng::seeded(rand::random()),
             counters,
         }
     }
@@ -162,6 +168,35 @@ impl L1Category {
             Some(t) => t.min(self.config.ttl()),
             None => self.config.ttl(),
         }
+    }
+
+    /// Restarts the jitter draws from `seed` (tests replay a sequence of lifetimes).
+    pub fn seed_jitter(&self, seed: u64) {
+        self.jitter.reseed(seed);
+    }
+
+    /// The lifetimes of a write with the per-call `ttl`: the L2 TTL is `ttl` (else the
+    /// category TTL), the L1 lifetime `min(ttl, category TTL)`, both scaled by one draw of
+    /// the category's `ttl_jitter` (never longer than that).
+    pub fn write_ttls(&self, ttl: Option<Duration>) -> WriteTtls {
+        let j = self.config.ttl_jitter;
+        let u = if j > 0.0 { self.jitter.unit() } else { 0.0 };
+        WriteTtls {
+            l2: jittered(ttl.unwrap_or(self.config.ttl()), j, u),
+            l1: jittered(self.entry_ttl(ttl), j, u),
+        }
+    }
+
+    /// The L1 lifetime of a value read from L2 with `remaining` TTL: at most that, and at
+    /// most the category TTL spread by `ttl_jitter`.
+    pub fn fill_ttl(&self, remaining: Option<Duration>) -> Duration {
+        let j = self.config.ttl_jitter;
+        let cap = if j > 0.0 {
+            jittered(self.config.ttl(), j, self.jitter.unit())
+        } else {
+            self.config.ttl()
+        };
+        remaining.map_or(cap, |r| r.min(cap))
     }
 
     /// An entry for `value` whose L1 lifetime is `ttl` (already capped by [`Self::entry_ttl`]).
@@ -392,6 +427,79 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(c.entry_ttl(None), Duration::from_secs(600));
+    }
+
+    fn jittered_cat(jitter: f64) -> L1Category {
+        L1Category::new(
+            "j",
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries: 1000,
+                ttl_jitter: jitter,
+                ..CategoryConfig::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn keys_written_together_get_distinct_expiries_within_the_jitter_range() {
+        let c = jittered_cat(0.2);
+        let (lo, hi) = (Duration::from_secs(480), Duration::from_secs(600));
+        let before = Instant::now();
+        for i in 0..200 {
+            let t = c.write_ttls(None);
+            assert_eq!(t.l1, t.l2, "no per-call ttl: one lifetime for both levels");
+            assert!(t.l1 > lo && t.l1 <= hi, "{t:?}");
+            c.put(&format!("k{i}"), Bytes::from_static(b"v"), t.l1)
+                .await;
+        }
+        let after = Instant::now();
+        let mut expiries = Vec::new();
+        for i in 0..200 {
+            let e = c.cache.get(&format!("k{i}")).await.expect("entry");
+            let at = e.expires_at.expect("a jittered entry carries its deadline");
+            assert!(at > before + lo && at <= after + hi);
+            expiries.push(at);
+        }
+        expiries.sort();
+        expiries.dedup();
+        assert_eq!(expiries.len(), 200, "every key expires at its own time");
+        // A per-call TTL shorter than the category's: both levels spread by one draw.
+        let t = c.write_ttls(Some(Duration::from_secs(100)));
+        assert!(t.l2 > Duration::from_secs(80) && t.l2 <= Duration::from_secs(100));
+        assert_eq!(t.l1, t.l2);
+        // A longer one: L2 keeps it (spread), L1 is capped by the category TTL (spread).
+        let t = c.write_ttls(Some(Duration::from_secs(6000)));
+        assert!(t.l2 > Duration::from_secs(4800) && t.l2 <= Duration::from_secs(6000));
+        assert!(t.l1 > lo && t.l1 <= hi);
+        // Fills from L2 follow the remaining TTL, capped by the spread category TTL.
+        assert_eq!(
+            c.fill_ttl(Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        let f = c.fill_ttl(None);
+        assert!(f > lo && f <= hi);
+    }
+
+    #[tokio::test]
+    async fn jitter_is_replayable_from_a_seed_and_off_by_default() {
+        let (a, b) = (jittered_cat(0.5), jittered_cat(0.5));
+        a.seed_jitter(99);
+        b.seed_jitter(99);
+        let xs: Vec<WriteTtls> = (0..50).map(|_| a.write_ttls(None)).collect();
+        let ys: Vec<WriteTtls> = (0..50).map(|_| b.write_ttls(None)).collect();
+        assert_eq!(xs, ys);
+        let rng = JitterRng::seeded(99);
+        let expected = jittered(Duration::from_secs(600), 0.5, rng.unit());
+        assert_eq!(xs[0].l1, expected);
+        let off = cat(600, 10);
+        for _ in 0..10 {
+            let t = off.write_ttls(None);
+            assert_eq!(
+                (t.l1, t.l2),
+                (Duration::from_secs(600), Duration::from_secs(600))
+            );
+        }
     }
 
     #[tokio::test]
