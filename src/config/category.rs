@@ -52,6 +52,10 @@ pub struct CategoryConfig {
     /// written together do not expire together. Never longer than configured. 0 = off.
     #[serde(default)]
     pub ttl_jitter: f64,
+    /// Negative caching: how long a loader's "not found" (`get_or_load_opt` returning
+    /// `None`) is cached, in L1 and L2, seconds. `None` (default): "not found" is not cached.
+    #[serde(default)]
+    pub negative_ttl_secs: Option<u64>,
 }
 
 impl Default for CategoryConfig {
@@ -63,6 +67,7 @@ impl Default for CategoryConfig {
             consistency: Consistency::Bounded,
             max_bytes: None,
             ttl_jitter: 0.0,
+            negative_ttl_secs: None,
         }
     }
 }
@@ -71,6 +76,11 @@ impl CategoryConfig {
     /// The L1 lifetime bound as a [`Duration`].
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.ttl_secs)
+    }
+
+    /// How long a cached "not found" lives, when negative caching is on.
+    pub fn negative_ttl(&self) -> Option<Duration> {
+        self.negative_ttl_secs.map(Duration::from_secs)
     }
 }
 

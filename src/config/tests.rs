@@ -358,6 +358,7 @@ fn near_cache_settings_are_off_by_default_and_checked() {
     let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
     for cat in c.categories.values() {
         assert_eq!(cat.ttl_jitter, 0.0);
+        assert_eq!(cat.negative_ttl_secs, None);
     }
     let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nttl_jitter = 0.25\n");
     let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
@@ -371,4 +372,15 @@ fn near_cache_settings_are_off_by_default_and_checked() {
             .to_string();
         assert!(e.contains("categories.menus.ttl_jitter"), "{e}");
     }
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nnegative_ttl_secs = 5\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
+    assert_eq!(
+        c.categories["menus"].negative_ttl(),
+        Some(Duration::from_secs(5))
+    );
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nnegative_ttl_secs = 0\n");
+    let e = Config::resolve(&Flags::default(), &env_of(&[]), f)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("categories.menus.negative_ttl_secs"), "{e}");
 }

@@ -128,6 +128,12 @@ impl Config {
                 ),
             ));
         }
+        if cat.negative_ttl_secs == Some(0) {
+            return Err(invalid(
+                &format!("categories.{name}.negative_ttl_secs"),
+                "must be greater than zero (leave it out to not cache \"not found\")",
+            ));
+        }
         Ok(())
     }
 

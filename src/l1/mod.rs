@@ -29,7 +29,7 @@ const STRIPES: usize = 64;
 
 /// Bytes charged per entry on top of its key and value: moka's per-entry bookkeeping
 /// (node, deque links, frequency sketch share; ~100 bytes), the `String` key header (24),
-/// the [`Entry`] (value handle + deadline, 48) and the `Bytes` shared header (~32), rounded
+/// the [`Entry`] (value handle + deadline + negative flag, 56) and the `Bytes` shared header (~32), rounded
 /// up. Measured against RSS by `tests/memory_bound.rs`.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
@@ -55,6 +55,19 @@ fn real_bytes(key: &str, value: &Bytes) -> u64 {
 pub struct Entry {
     pub value: Bytes,
     pub expires_at: Option<Instant>,
+    /// A cached "not found" (negative caching): `value` is empty and means nothing.
+    pub negative: bool,
+}
+
+/// What L1 holds for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A value.
+    Value(Bytes),
+    /// A cached "not found" (negative caching): a miss that needs no L2 read or load.
+    Negative,
+    /// Nothing (or nothing live).
+    Absent,
 }
 
 /// Per-category counters, read by stats and metrics.
@@ -67,6 +80,8 @@ pub struct CategoryCounters {
     pub evictions: AtomicU64,
     pub expirations: AtomicU64,
     pub stale_fills_rejected: AtomicU64,
+    /// Reads answered by a cached "not found" (L1 or L2).
+    pub negative_hits: AtomicU64,
     /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
     /// Signed: a removal's notification may be processed before its insert is counted.
     pub bytes: std::sync::atomic::AtomicI64,
@@ -209,29 +224,56 @@ impl L1Category {
         Entry {
             value: Bytes::copy_from_slice(&value),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
+            negative: false,
         }
     }
 
-    /// The hot path: a lock-free read of the shared moka handle.
+    /// A cached "not found" living `ttl` (at most the category TTL).
+    pub fn negative_entry(&self, ttl: Duration) -> Entry {
+        Entry {
+            value: Bytes::new(),
+            expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
+            negative: true,
+        }
+    }
+
+    /// The hot path: a lock-free read of the shared moka handle. A cached "not found" reads
+    /// as `None` here (see [`Self::lookup`]).
     #[inline]
     pub async fn get(&self, key: &str) -> Option<Bytes> {
-        let e = self.cache.get(key).await?;
+        match self.lookup(key).await {
+            Lookup::Value(v) => Some(v),
+            Lookup::Negative | Lookup::Absent => None,
+        }
+    }
+
+    /// What L1 holds for `key`, counting a hit, a negative hit or an expiry.
+    #[inline]
+    pub async fn lookup(&self, key: &str) -> Lookup {
+        let Some(e) = self.cache.get(key).await else {
+            return Lookup::Absent;
+        };
         if let Some(deadline) = e.expires_at {
             if Instant::now() >= deadline {
                 // Logically gone; moka drops it by the category TTL or the next write.
                 self.counters.expirations.fetch_add(1, Ordering::Relaxed);
-                return None;
+                return Lookup::Absent;
             }
         }
+        if e.negative {
+            self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Negative;
+        }
         self.counters.hits.incr();
-        Some(e.value)
+        Lookup::Value(e.value)
     }
 
-    /// Read without touching hit counters.
+    /// Read without touching hit counters (a cached "not found" reads as `None`).
     pub async fn peek(&self, key: &str) -> Option<Bytes> {
         let e = self.cache.get(key).await?;
         match e.expires_at {
             Some(d) if Instant::now() >= d => None,
+            _ if e.negative => None,
             _ => Some(e.value),
         }
     }
@@ -260,13 +302,19 @@ impl L1Category {
     /// Inserts a filled value unless an invalidation raced with the fill. Returns whether it
     /// was inserted.
     pub async fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: &FillTicket) -> bool {
+        let entry = self.entry(value, ttl);
+        self.fill_entry(key, entry, ticket).await
+    }
+
+    /// [`Self::fill`] of a built entry (a value or a cached "not found").
+    pub async fn fill_entry(&self, key: &str, entry: Entry, ticket: &FillTicket) -> bool {
         if !self.ticket_valid(ticket) {
             self.counters
                 .stale_fills_rejected
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.insert(key, value, ttl).await;
+        self.insert_entry(key, entry).await;
         // An invalidation may have landed between the check and the insert: undo.
         if !self.ticket_valid(ticket) {
             self.cache.invalidate(key).await;
@@ -280,7 +328,7 @@ impl L1Category {
 
     /// Moka's coalescing loader: concurrent callers of one key share one `init` future. The
     /// future's `Err` is not cached; the facade's `get_or_load` uses that to keep stale loads out of L1.
-    pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Bytes, Arc<E>>
+    pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Entry, Arc<E>>
     where
         F: std::future::Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
@@ -295,11 +343,7 @@ impl L1Category {
             }
             r
         };
-        let value = self
-            .cache
-            .try_get_with_by_ref(key, counted)
-            .await
-            .map(|e| e.value);
+        let value = self.cache.try_get_with_by_ref(key, counted).await;
         self.evict_if_over_budget().await;
         value
     }
@@ -311,12 +355,15 @@ impl L1Category {
     }
 
     async fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
+        let entry = self.entry(value, ttl);
+        self.insert_entry(key, entry).await;
+    }
+
+    async fn insert_entry(&self, key: &str, entry: Entry) {
         self.counters
             .bytes
-            .fetch_add(real_bytes(key, &value) as i64, Ordering::Relaxed);
-        self.cache
-            .insert(key.to_string(), self.entry(value, ttl))
-            .await;
+            .fetch_add(real_bytes(key, &entry.value) as i64, Ordering::Relaxed);
+        self.cache.insert(key.to_string(), entry).await;
         self.evict_if_over_budget().await;
     }
 

@@ -111,7 +111,7 @@ impl Snapshot {
     /// Node-wide counters, then the extra ones of other layers (gossip).
     fn encode_node_counters(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let k = &self.stats.counters;
-        let node: [(&str, &str, u64); 9] = [
+        let node: [(&str, &str, u64); 10] = [
             (
                 "http_bad_requests",
                 "Rejected HTTP requests (bad input)",
@@ -141,6 +141,11 @@ impl Snapshot {
                 "stale_fills_rejected",
                 "Fills kept out of L1 because an invalidation raced them",
                 k.stale_fills_rejected,
+            ),
+            (
+                "negative_hits",
+                "Reads answered by a cached \"not found\" (negative caching)",
+                k.negative_hits,
             ),
             (
                 "actor_restarts",
