@@ -289,3 +289,166 @@ async fn a_write_on_another_node_removes_a_cached_not_found_within_the_bound() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[derive(Debug)]
+struct DbDown;
+impl std::fmt::Display for DbDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("db down")
+    }
+}
+impl std::error::Error for DbDown {}
+
+fn fails() -> impl FnOnce() -> std::future::Ready<Result<Bytes, DbDown>> {
+    || std::future::ready(Err(DbDown))
+}
+
+fn finds(v: &'static [u8]) -> impl FnOnce() -> std::future::Ready<Result<Bytes, DbDown>> {
+    move || std::future::ready(Ok(Bytes::from_static(v)))
+}
+
+/// A per-call TTL short enough that the entry expires from L1 and L2 during the test.
+const SHORT: Option<Duration> = Some(Duration::from_millis(150));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_safe_answers_the_last_value_after_expiry_but_never_an_invalidated_one() {
+    let redis = RedisServer::start();
+    let ns = namespace("fs");
+    let fail_safe = near(|c| c.fail_safe_max_age_secs = Some(3600));
+    let a = node("a", &ns, &redis, fail_safe).await;
+    let b = node("b", &ns, &redis, fail_safe).await;
+    let off = node("off", &namespace("fsoff"), &redis, near(|_| {})).await;
+    for n in [&a, &off] {
+        let got = n
+            .cache()
+            .get_or_load_marked("near", "k", SHORT, finds(b"v1"));
+        assert_eq!(
+            got.await.unwrap(),
+            hybrid_cache::Loaded {
+                value: Bytes::from_static(b"v1"),
+                stale: false
+            }
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.cache().get("near", "k").await.unwrap(),
+        None,
+        "expired everywhere"
+    );
+    // The loader fails: the last value, marked stale.
+    let got = a
+        .cache()
+        .get_or_load_marked("near", "k", SHORT, fails())
+        .await
+        .unwrap();
+    assert!(got.stale);
+    assert_eq!(&got.value[..], b"v1");
+    let plain = a
+        .cache()
+        .get_or_load("near", "k", SHORT, fails())
+        .await
+        .unwrap();
+    assert_eq!(&plain[..], b"v1");
+    assert!(a.cache().stats().await.counters.fail_safe_hits >= 2);
+    // Without fail-safe, the error.
+    let r = off
+        .cache()
+        .get_or_load_marked("near", "k", SHORT, fails())
+        .await;
+    assert!(
+        matches!(r, Err(hybrid_cache::CacheError::Loader(_))),
+        "{r:?}"
+    );
+
+    // An invalidation on another node removes the copy: the error, never the old value.
+    for (i, key) in ["inv", "del", "glob:1"].into_iter().enumerate() {
+        let got = a
+            .cache()
+            .get_or_load_marked("near", key, SHORT, finds(b"old"));
+        assert!(!got.await.unwrap().stale);
+        match i {
+            0 => b
+                .cache()
+                .invalidate_key("near", key)
+                .await
+                .map(|_| ())
+                .unwrap(),
+            1 => b.cache().delete("near", key).await.unwrap(),
+            _ => b
+                .cache()
+                .invalidate("glob:*", "near")
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+        // Within B (200 ms) A has applied it; by then the entry expired too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = a
+            .cache()
+            .get_or_load_marked("near", key, SHORT, fails())
+            .await;
+        assert!(
+            matches!(r, Err(hybrid_cache::CacheError::Loader(_))),
+            "{key}: {r:?}"
+        );
+    }
+    // A write on another node replaces the copy with the new value (never the old one).
+    let got = a
+        .cache()
+        .get_or_load_marked("near", "w", SHORT, finds(b"old"));
+    assert!(!got.await.unwrap().stale);
+    b.cache().set("near", "w", "new", SHORT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = a
+        .cache()
+        .get_or_load_marked("near", "w", SHORT, fails())
+        .await;
+    assert!(r.as_ref().map_or(true, |l| &l.value[..] != b"old"), "{r:?}");
+    for n in [a, b, off] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_and_hard_load_timeouts() {
+    let redis = RedisServer::start();
+    let ns = namespace("fst");
+    let a = node(
+        "a",
+        &ns,
+        &redis,
+        near(|c| {
+            c.fail_safe_max_age_secs = Some(3600);
+            c.load_soft_timeout_ms = Some(50);
+            c.load_timeout_ms = 1000;
+        }),
+    )
+    .await;
+    let got = a
+        .cache()
+        .get_or_load_marked("near", "k", SHORT, finds(b"v1"));
+    assert!(!got.await.unwrap().stale);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = || async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<_, DbDown>(Bytes::from_static(b"late"))
+    };
+    // Past the soft timeout: the fail-safe value, stale.
+    let got = a
+        .cache()
+        .get_or_load_marked("near", "k", SHORT, slow)
+        .await
+        .unwrap();
+    assert!(got.stale);
+    assert_eq!(&got.value[..], b"v1");
+    // No fail-safe value: the hard timeout ends the load with an error.
+    let r = a.cache().get_or_load("near", "none", SHORT, slow).await;
+    match r {
+        Err(hybrid_cache::CacheError::Loader(e)) => {
+            assert!(e.to_string().contains("load_timeout_ms"), "{e}")
+        }
+        other => panic!("expected the hard timeout, got {other:?}"),
+    }
+    a.shutdown().await;
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::fail_safe::LoadTimedOut;
 use super::HybridCache;
 use crate::error::CacheError;
 use crate::l1::{Entry, FillTicket, L1Category, Lookup};
@@ -28,6 +29,9 @@ enum LoadFail<E: std::error::Error + 'static> {
     /// Never happens: a caller's loader runs in at most one load.
     #[error("the loader was already used")]
     Spent,
+    /// The loader did not answer within the category's `load_timeout_ms`.
+    #[error("load timed out")]
+    TimedOut(Duration),
 }
 
 /// How many coalesced loads a caller joins before it loads alone: a joined load that an
@@ -40,58 +44,12 @@ fn answer(e: Entry) -> Option<Bytes> {
 }
 
 impl HybridCache {
-    /// Returns the cached value or runs `loader` once per node for concurrent misses of the
-    /// key (moka coalesces them), caching its result in L1 and L2.
-    ///
-    /// Every caller takes its own fill ticket before it joins a pending load; a joiner whose
-    /// ticket differs from the load's (an invalidation landed between the load's start and
-    /// the joiner's) does not take a value that invalidation rejected: it loads again.
-    ///
-    /// A key that holds a cached "not found" (see [`Self::get_or_load_opt`]) is loaded by
-    /// `loader` without caching its result (the "not found" stays until it expires or a
-    /// write or invalidation removes it).
-    pub async fn get_or_load<F, Fut, E>(
-        &self,
-        category: &str,
-        key: &str,
-        ttl: Option<Duration>,
-        loader: F,
-    ) -> Result<Bytes, CacheError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>>,
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        let slot = std::sync::Mutex::new(Some(loader));
-        let take = || slot.lock().ok().and_then(|mut s| s.take());
-        let found = self
-            .get_or_load_opt(category, key, ttl, || {
-                let f = take();
-                async move {
-                    match f {
-                        Some(f) => f().await.map(Some),
-                        None => Ok(None),
-                    }
-                }
-            })
-            .await?;
-        if let Some(v) = found {
-            return Ok(v);
-        }
-        // A cached "not found": this loader always finds; ask it, cache nothing.
-        let f = take().ok_or_else(Self::spent)?;
-        self.category(category)?
-            .counters
-            .loads
-            .fetch_add(1, Ordering::Relaxed);
-        f().await.map_err(|e| CacheError::Loader(Arc::new(e)))
-    }
-
     /// [`Self::get_or_load`] whose loader may answer "not found" (`Ok(None)`). With the
     /// category's `negative_ttl_secs` set, that answer is cached (L1 and L2, as a marker no
     /// value can be mistaken for) for that long: later calls, `get` and HTTP `GET` answer
     /// it as a miss without calling the loader. Writes, deletes and invalidations remove
-    /// it like any entry. Without the setting, "not found" is not cached.
+    /// it like any entry. Without the setting, "not found" is not cached. Fail-safe and the
+    /// load timeouts apply as in [`Self::get_or_load`].
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -123,7 +81,24 @@ impl HybridCache {
         Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let l1 = self.category(category)?.clone();
+        let loaded = self.load_opt_marked(category, key, ttl, loader).await?;
+        Ok(loaded.map(|l| l.value))
+    }
+
+    /// The cached answer or a load (coalesced per node), without fail-safe.
+    pub(super) async fn load_fresh<F, Fut, E>(
+        &self,
+        l1: Arc<L1Category>,
+        category: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Option<Bytes>, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         if !self.l1_trusted() {
             return self.load_without_lease(&l1, category, key, loader).await;
         }
@@ -162,7 +137,7 @@ impl HybridCache {
         }
     }
 
-    fn spent() -> CacheError {
+    pub(super) fn spent() -> CacheError {
         CacheError::Unavailable("get_or_load: the loader was already used".into())
     }
 
@@ -184,6 +159,7 @@ impl HybridCache {
                 LoadFail::NotCached(theirs) if theirs == mine => Some(Ok(None)),
                 LoadFail::Stale(..) | LoadFail::NotCached(_) => None,
                 LoadFail::Loader(_) => Some(Err(CacheError::Loader(e))),
+                LoadFail::TimedOut(t) => Some(Err(LoadTimedOut::error(*t))),
                 LoadFail::Spent => Some(Err(Self::spent())),
             },
         }
@@ -221,7 +197,11 @@ impl HybridCache {
         }
         l1.counters.misses.fetch_add(1, Ordering::Relaxed);
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
-        loader().await.map_err(|e| CacheError::Loader(Arc::new(e)))
+        let limit = l1.config().load_timeout();
+        match tokio::time::timeout(limit, loader()).await {
+            Ok(r) => r.map_err(|e| CacheError::Loader(Arc::new(e))),
+            Err(_) => Err(LoadTimedOut::error(limit)),
+        }
     }
 
     /// The coalesced load of one key: L2, else the loader (filling L2 unless another node
@@ -256,7 +236,11 @@ impl HybridCache {
             }
         }
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
-        let loaded = loader().await.map_err(LoadFail::Loader)?;
+        let limit = l1.config().load_timeout();
+        let loaded = match tokio::time::timeout(limit, loader()).await {
+            Ok(r) => r.map_err(LoadFail::Loader)?,
+            Err(_) => return Err(LoadFail::TimedOut(limit)),
+        };
         let Some(value) = loaded else {
             return self
                 .store_not_found(l1, category, key, ttl, ticket, generation)
@@ -357,6 +341,7 @@ impl HybridCache {
                 LoadFail::NotCached(_) => Ok(None),
                 // Shared by every caller whose miss the failed load coalesced.
                 LoadFail::Loader(_) => Err(CacheError::Loader(e)),
+                LoadFail::TimedOut(t) => Err(LoadTimedOut::error(*t)),
                 LoadFail::Spent => Err(Self::spent()),
             },
         }

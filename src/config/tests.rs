@@ -383,4 +383,35 @@ fn near_cache_settings_are_off_by_default_and_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("categories.menus.negative_ttl_secs"), "{e}");
+    let base = "[categories.menus]\nttl_secs = 60\nmax_entries = 9\n";
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(base)).unwrap();
+    assert_eq!(c.categories["menus"].fail_safe_max_age(), None);
+    assert_eq!(
+        c.categories["menus"].load_timeout(),
+        Duration::from_secs(30)
+    );
+    let ok = format!("{base}fail_safe_max_age_secs = 3600\nload_soft_timeout_ms = 200\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(&ok)).unwrap();
+    assert_eq!(
+        c.categories["menus"].fail_safe_max_age(),
+        Some(Duration::from_secs(3600))
+    );
+    for (bad, field) in [
+        ("fail_safe_max_age_secs = 0\n", "fail_safe_max_age_secs"),
+        ("load_timeout_ms = 0\n", "load_timeout_ms"),
+        ("load_soft_timeout_ms = 200\n", "load_soft_timeout_ms"),
+        (
+            "fail_safe_max_age_secs = 9\nload_soft_timeout_ms = 40000\n",
+            "load_soft_timeout_ms",
+        ),
+    ] {
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[]),
+            file(&format!("{base}{bad}")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("categories.menus.{field}")), "{e}");
+    }
 }

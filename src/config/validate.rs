@@ -134,6 +134,26 @@ impl Config {
                 "must be greater than zero (leave it out to not cache \"not found\")",
             ));
         }
+        if cat.fail_safe_max_age_secs == Some(0) {
+            return Err(invalid(
+                &format!("categories.{name}.fail_safe_max_age_secs"),
+                "must be greater than zero (leave it out to turn fail-safe off)",
+            ));
+        }
+        if cat.load_timeout_ms == 0 {
+            return Err(invalid(
+                &format!("categories.{name}.load_timeout_ms"),
+                "must be greater than zero",
+            ));
+        }
+        if let Some(soft) = cat.load_soft_timeout_ms {
+            if soft == 0 || soft >= cat.load_timeout_ms || cat.fail_safe_max_age_secs.is_none() {
+                return Err(invalid(
+                    &format!("categories.{name}.load_soft_timeout_ms"),
+                    "must be above zero, below load_timeout_ms, and needs fail_safe_max_age_secs",
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -22,7 +22,9 @@ use moka::notification::RemovalCause;
 use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
+mod fail_safe;
 mod ttl;
+pub use fail_safe::FailSafe;
 pub use ttl::{jittered, JitterRng, WriteTtls};
 
 const STRIPES: usize = 64;
@@ -82,6 +84,8 @@ pub struct CategoryCounters {
     pub stale_fills_rejected: AtomicU64,
     /// Reads answered by a cached "not found" (L1 or L2).
     pub negative_hits: AtomicU64,
+    /// `get_or_load` calls answered by a fail-safe copy (the loader failed or was slow).
+    pub fail_safe_hits: AtomicU64,
     /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
     /// Signed: a removal's notification may be processed before its insert is counted.
     pub bytes: std::sync::atomic::AtomicI64,
@@ -105,6 +109,8 @@ pub struct L1Category {
     hasher: std::collections::hash_map::RandomState,
     /// Draws of the `ttl_jitter` spread.
     jitter: JitterRng,
+    /// Last values kept past their expiry (`fail_safe_max_age_secs`), when on.
+    fail_safe: Option<FailSafe>,
     /// Hit, miss, eviction and expiry counters of this category.
     pub counters: Arc<CategoryCounters>,
 }
@@ -163,6 +169,9 @@ impl L1Category {
             category_gen: AtomicU64::new(0),
             hasher: Default::default(),
             jitter: JitterRng::seeded(rand::random()),
+            fail_safe: config
+                .fail_safe_max_age()
+                .map(|age| FailSafe::new(age, config.max_entries)),
             counters,
         }
     }
@@ -255,8 +264,11 @@ impl L1Category {
         };
         if let Some(deadline) = e.expires_at {
             if Instant::now() >= deadline {
-                // Logically gone; moka drops it by the category TTL or the next write.
+                // Logically gone: drop it, or moka's coalescing load (`get_or_load`) would
+                // hand it out again instead of loading. A fresh value racing in is only
+                // turned into a miss.
                 self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                self.cache.invalidate(key).await;
                 return Lookup::Absent;
             }
         }
@@ -318,6 +330,7 @@ impl L1Category {
         // An invalidation may have landed between the check and the insert: undo.
         if !self.ticket_valid(ticket) {
             self.cache.invalidate(key).await;
+            self.forget_copy(key);
             self.counters
                 .stale_fills_rejected
                 .fetch_add(1, Ordering::Relaxed);
@@ -340,6 +353,7 @@ impl L1Category {
                 counters
                     .bytes
                     .fetch_add(real_bytes(key, &e.value) as i64, Ordering::Relaxed);
+                self.keep_copy(key, e);
             }
             r
         };
@@ -363,6 +377,7 @@ impl L1Category {
         self.counters
             .bytes
             .fetch_add(real_bytes(key, &entry.value) as i64, Ordering::Relaxed);
+        self.keep_copy(key, &entry);
         self.cache.insert(key.to_string(), entry).await;
         self.evict_if_over_budget().await;
     }
@@ -395,18 +410,44 @@ impl L1Category {
         self.stripes[s].fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Removes one key. Returns whether it was present.
+    /// A value entering L1 becomes the key's fail-safe copy; a cached "not found" drops it.
+    fn keep_copy(&self, key: &str, entry: &Entry) {
+        if let Some(f) = &self.fail_safe {
+            if entry.negative {
+                f.remove(key);
+            } else {
+                f.keep(key, &entry.value);
+            }
+        }
+    }
+
+    fn forget_copy(&self, key: &str) {
+        if let Some(f) = &self.fail_safe {
+            f.remove(key);
+        }
+    }
+
+    /// The key's fail-safe copy: the last value L1 held for it, cached at most
+    /// `fail_safe_max_age_secs` ago and removed by no write or invalidation since.
+    pub fn fail_safe_copy(&self, key: &str) -> Option<Bytes> {
+        self.fail_safe.as_ref()?.get(key)
+    }
+
+    /// Removes one key (and its fail-safe copy). Returns whether it was present.
     pub async fn remove(&self, key: &str) -> bool {
         self.bump_key(key);
+        self.forget_copy(key);
         self.cache.remove(key).await.is_some()
     }
 
     /// Removes a key without voiding in-flight fills (undoing our own racing insert).
     pub async fn remove_raw(&self, key: &str) {
+        self.forget_copy(key);
         self.cache.invalidate(key).await;
     }
 
-    /// Removes every entry matching `pattern`; returns how many were removed.
+    /// Removes every entry (and fail-safe copy) matching `pattern`; returns how many
+    /// entries were removed.
     pub async fn invalidate(&self, pattern: &Pattern) -> u64 {
         match pattern {
             Pattern::Exact(k) => u64::from(self.remove(k).await),
@@ -425,6 +466,11 @@ impl L1Category {
                         n += 1;
                     }
                 }
+                // After the generation bump: a fill that kept a copy before it undoes
+                // itself (its ticket is void), one that kept it after is removed here.
+                if let Some(f) = &self.fail_safe {
+                    f.remove_matching(pattern);
+                }
                 n
             }
         }
@@ -433,6 +479,9 @@ impl L1Category {
     /// Drops everything (restart, reconnect, coherence gap). Returns entries removed.
     pub async fn flush(&self) -> u64 {
         self.category_gen.fetch_add(1, Ordering::AcqRel);
+        if let Some(f) = &self.fail_safe {
+            f.clear();
+        }
         self.cache.run_pending_tasks().await;
         let before = self.cache.iter().count() as u64;
         self.cache.invalidate_all();
