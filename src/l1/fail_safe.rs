@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::{Entry, L1Category};
 use crate::pattern::Pattern;
 
 /// The copies of one category, bounded by count and age.
@@ -66,6 +67,31 @@ impl FailSafe {
     /// Removes every copy.
     pub fn clear(&self) {
         self.copies.invalidate_all();
+    }
+}
+
+impl L1Category {
+    /// A value entering L1 becomes the key's fail-safe copy; a cached "not found" drops it.
+    pub(super) fn keep_copy(&self, key: &str, entry: &Entry) {
+        if let Some(f) = &self.fail_safe {
+            if entry.negative {
+                f.remove(key);
+            } else {
+                f.keep(key, &entry.value);
+            }
+        }
+    }
+
+    pub(super) fn forget_copy(&self, key: &str) {
+        if let Some(f) = &self.fail_safe {
+            f.remove(key);
+        }
+    }
+
+    /// The key's fail-safe copy: the last value L1 held for it, cached at most
+    /// `fail_safe_max_age_secs` ago and removed by no write or invalidation since.
+    pub fn fail_safe_copy(&self, key: &str) -> Option<Bytes> {
+        self.fail_safe.as_ref()?.get(key)
     }
 }
 

@@ -23,9 +23,13 @@ use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
 mod fail_safe;
+mod map;
 mod ttl;
 pub use fail_safe::FailSafe;
-pub use ttl::{jittered, JitterRng, WriteTtls};
+pub use map::CategoryMap;
+pub use ttl::JitterRng;
+#[cfg(test)]
+use ttl::{jittered, WriteTtls};
 
 const STRIPES: usize = 64;
 
@@ -192,35 +196,6 @@ impl L1Category {
             Some(t) => t.min(self.config.ttl()),
             None => self.config.ttl(),
         }
-    }
-
-    /// Restarts the jitter draws from `seed` (tests replay a sequence of lifetimes).
-    pub fn seed_jitter(&self, seed: u64) {
-        self.jitter.reseed(seed);
-    }
-
-    /// The lifetimes of a write with the per-call `ttl`: the L2 TTL is `ttl` (else the
-    /// category TTL), the L1 lifetime `min(ttl, category TTL)`, both scaled by one draw of
-    /// the category's `ttl_jitter` (never longer than that).
-    pub fn write_ttls(&self, ttl: Option<Duration>) -> WriteTtls {
-        let j = self.config.ttl_jitter;
-        let u = if j > 0.0 { self.jitter.unit() } else { 0.0 };
-        WriteTtls {
-            l2: jittered(ttl.unwrap_or(self.config.ttl()), j, u),
-            l1: jittered(self.entry_ttl(ttl), j, u),
-        }
-    }
-
-    /// The L1 lifetime of a value read from L2 with `remaining` TTL: at most that, and at
-    /// most the category TTL spread by `ttl_jitter`.
-    pub fn fill_ttl(&self, remaining: Option<Duration>) -> Duration {
-        let j = self.config.ttl_jitter;
-        let cap = if j > 0.0 {
-            jittered(self.config.ttl(), j, self.jitter.unit())
-        } else {
-            self.config.ttl()
-        };
-        remaining.map_or(cap, |r| r.min(cap))
     }
 
     /// An entry for `value` whose L1 lifetime is `ttl` (already capped by [`Self::entry_ttl`]).
@@ -408,29 +383,6 @@ impl L1Category {
     fn bump_key(&self, key: &str) {
         let s = self.stripe(key);
         self.stripes[s].fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// A value entering L1 becomes the key's fail-safe copy; a cached "not found" drops it.
-    fn keep_copy(&self, key: &str, entry: &Entry) {
-        if let Some(f) = &self.fail_safe {
-            if entry.negative {
-                f.remove(key);
-            } else {
-                f.keep(key, &entry.value);
-            }
-        }
-    }
-
-    fn forget_copy(&self, key: &str) {
-        if let Some(f) = &self.fail_safe {
-            f.remove(key);
-        }
-    }
-
-    /// The key's fail-safe copy: the last value L1 held for it, cached at most
-    /// `fail_safe_max_age_secs` ago and removed by no write or invalidation since.
-    pub fn fail_safe_copy(&self, key: &str) -> Option<Bytes> {
-        self.fail_safe.as_ref()?.get(key)
     }
 
     /// Removes one key (and its fail-safe copy). Returns whether it was present.
@@ -706,64 +658,5 @@ mod tests {
         assert_eq!(c.get("role:1").await.as_deref(), Some(&b"v"[..]));
         assert_eq!(c.invalidate(&Pattern::All).await, 1);
         assert_eq!(c.size().await, 0);
-    }
-}
-
-/// The node's categories by name. A handful of entries: a linear scan comparing lengths
-/// first beats hashing the name on every read.
-#[derive(Debug, Default)]
-pub struct CategoryMap {
-    list: Vec<(String, Arc<L1Category>)>,
-}
-
-impl CategoryMap {
-    pub fn new(list: impl IntoIterator<Item = (String, Arc<L1Category>)>) -> CategoryMap {
-        let mut list: Vec<_> = list.into_iter().collect();
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-        list.dedup_by(|a, b| a.0 == b.0);
-        CategoryMap { list }
-    }
-
-    #[inline]
-    pub fn get(&self, name: &str) -> Option<&Arc<L1Category>> {
-        self.list.iter().find(|(n, _)| n == name).map(|(_, c)| c)
-    }
-
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.list.iter().map(|(n, _)| n)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &Arc<L1Category>> {
-        self.list.iter().map(|(_, c)| c)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<L1Category>)> {
-        self.list.iter().map(|(n, c)| (n, c))
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-}
-
-impl<'a> IntoIterator for &'a CategoryMap {
-    type Item = (&'a String, &'a Arc<L1Category>);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Arc<L1Category>)>,
-        fn(&'a (String, Arc<L1Category>)) -> (&'a String, &'a Arc<L1Category>),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        fn pair(e: &(String, Arc<L1Category>)) -> (&String, &Arc<L1Category>) {
-            (&e.0, &e.1)
-        }
-        self.list.iter().map(pair as fn(&'a _) -> _)
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::L1Category;
+
 /// The L2 TTL and the L1 lifetime of one write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteTtls {
@@ -58,6 +60,37 @@ impl JitterRng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl L1Category {
+    /// Restarts the jitter draws from `seed` (tests replay a sequence of lifetimes).
+    pub fn seed_jitter(&self, seed: u64) {
+        self.jitter.reseed(seed);
+    }
+
+    /// The lifetimes of a write with the per-call `ttl`: the L2 TTL is `ttl` (else the
+    /// category TTL), the L1 lifetime `min(ttl, category TTL)`, both scaled by one draw of
+    /// the category's `ttl_jitter` (never longer than that).
+    pub fn write_ttls(&self, ttl: Option<Duration>) -> WriteTtls {
+        let j = self.config.ttl_jitter;
+        let u = if j > 0.0 { self.jitter.unit() } else { 0.0 };
+        WriteTtls {
+            l2: jittered(ttl.unwrap_or(self.config.ttl()), j, u),
+            l1: jittered(self.entry_ttl(ttl), j, u),
+        }
+    }
+
+    /// The L1 lifetime of a value read from L2 with `remaining` TTL: at most that, and at
+    /// most the category TTL spread by `ttl_jitter`.
+    pub fn fill_ttl(&self, remaining: Option<Duration>) -> Duration {
+        let j = self.config.ttl_jitter;
+        let cap = if j > 0.0 {
+            jittered(self.config.ttl(), j, self.jitter.unit())
+        } else {
+            self.config.ttl()
+        };
+        remaining.map_or(cap, |r| r.min(cap))
     }
 }
 
