@@ -20,11 +20,15 @@ pub struct FailSafe {
 }
 
 impl FailSafe {
-    /// Copies live `max_age` after they were kept; at most `max_entries` of them.
-    pub fn new(max_age: Duration, max_entries: u64) -> FailSafe {
+    /// Copies live `max_age` after they were kept; they weigh what L1 entries weigh (key +
+    /// value + [`super::ENTRY_OVERHEAD`], at least `max_bytes / max_entries`) and are bounded
+    /// by the category's byte budget `max_bytes`, so at most `max_entries` of them.
+    pub fn new(max_age: Duration, max_bytes: u64, max_entries: u64) -> FailSafe {
+        let floor = max_bytes.div_ceil(max_entries.max(1));
         FailSafe {
             copies: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |k: &String, v: &Bytes| super::entry_weight(k, v, floor))
                 .time_to_live(max_age)
                 .build(),
         }
@@ -101,7 +105,7 @@ mod tests {
 
     #[test]
     fn copies_age_out_and_follow_removals() {
-        let f = FailSafe::new(Duration::from_millis(80), 100);
+        let f = FailSafe::new(Duration::from_millis(80), 1 << 20, 100);
         for k in ["menu:1", "menu:2", "role:1"] {
             f.keep(k, &Bytes::from_static(b"v"));
         }
@@ -112,5 +116,12 @@ mod tests {
         assert!(f.get("role:1").is_some());
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(f.get("role:1"), None, "older than the maximum age");
+        // Bounded by the byte budget: 64 KiB for 100 KiB values keeps none of them.
+        let f = FailSafe::new(Duration::from_secs(60), 64 * 1024, 100);
+        for i in 0..20 {
+            f.keep(&format!("k{i}"), &Bytes::from(vec![0u8; 100 * 1024]));
+        }
+        f.copies.run_pending_tasks();
+        assert!(f.copies.weighted_size() <= 64 * 1024);
     }
 }

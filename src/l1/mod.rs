@@ -175,7 +175,7 @@ impl L1Category {
             jitter: JitterRng::seeded(rand::random()),
             fail_safe: config
                 .fail_safe_max_age()
-                .map(|age| FailSafe::new(age, config.max_entries)),
+                .map(|age| FailSafe::new(age, max_bytes, config.max_entries)),
             counters,
         }
     }
