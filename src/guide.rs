@@ -86,6 +86,36 @@
 //! # }).unwrap();
 //! ```
 //!
+//! Per category, all off by default (`docs/near-cache.md`): `ttl_jitter` spreads expiries,
+//! `negative_ttl_secs` caches a loader's "not found"
+//! ([`get_or_load_opt`](crate::HybridCache::get_or_load_opt)), `fail_safe_max_age_secs`
+//! answers the last value, marked stale, when the loader fails or is slow
+//! ([`get_or_load_marked`](crate::HybridCache::get_or_load_marked)); `load_timeout_ms`
+//! bounds every loader call.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use hybrid_cache::config::{CategoryConfig, Config};
+//! let mut config = Config::default();
+//! config.categories.insert("users".into(), CategoryConfig {
+//!     ttl_secs: 600, max_entries: 1000,
+//!     ttl_jitter: 0.1,                    // expiries over [540 s, 600 s]
+//!     negative_ttl_secs: Some(30),        // "no such user" cached 30 s
+//!     fail_safe_max_age_secs: Some(3600), // the last value may answer a failing loader for 1 h
+//!     ..CategoryConfig::default()
+//! });
+//! let cache = hybrid_cache::HybridCache::builder().config(config).build().await?;
+//! let missing = cache
+//!     .get_or_load_opt("users", "user:404", None, || async { Ok::<_, std::io::Error>(None) })
+//!     .await?;
+//! assert_eq!(missing, None);
+//! assert_eq!(cache.stats().await.counters.negative_hits, 0);
+//! assert_eq!(cache.get("users", "user:404").await?, None); // the cached "not found"
+//! assert_eq!(cache.stats().await.counters.negative_hits, 1);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## 4. Invalidate
 //!
 //! [`invalidate`](crate::HybridCache::invalidate) takes a glob (`*` any run, `?` one

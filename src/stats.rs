@@ -78,6 +78,12 @@ pub struct Counters {
     pub expirations: u64,
     /// L1 fills refused because an invalidation overtook the read that fetched them.
     pub stale_fills_rejected: u64,
+    /// Reads answered by a cached "not found" (negative caching), L1 or L2.
+    #[serde(default)]
+    pub negative_hits: u64,
+    /// `get_or_load` calls answered by a fail-safe (stale) value.
+    #[serde(default)]
+    pub fail_safe_hits: u64,
     /// Category actors restarted by the supervisor.
     pub actor_restarts: u64,
     /// Failed L2 calls.

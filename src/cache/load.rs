@@ -9,53 +9,103 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::fail_safe::LoadTimedOut;
 use super::HybridCache;
 use crate::error::CacheError;
-use crate::l1::{Entry, FillTicket, L1Category};
+use crate::l1::{Entry, FillTicket, L1Category, Lookup};
 
 #[derive(Debug, thiserror::Error)]
 enum LoadFail<E: std::error::Error + 'static> {
     #[error(transparent)]
     Loader(E),
-    /// The value was loaded, but an invalidation raced the load started with this ticket:
-    /// return it to the caller that started the load (and to a joiner that started before
-    /// any invalidation of the key), never cache it.
+    /// The value (or "not found", `None`) was loaded, but an invalidation raced the load
+    /// started with this ticket: return it to the caller that started the load (and to a
+    /// joiner that started before any invalidation of the key), never cache it.
     #[error("loaded value raced an invalidation")]
-    Stale(Bytes, FillTicket),
+    Stale(Option<Bytes>, FillTicket),
+    /// The loader found nothing and the category does not cache "not found".
+    #[error("not found (negative caching is off)")]
+    NotCached(FillTicket),
     /// Never happens: a caller's loader runs in at most one load.
     #[error("the loader was already used")]
     Spent,
+    /// The loader did not answer within the category's `load_timeout_ms`.
+    #[error("load timed out")]
+    TimedOut(Duration),
 }
 
 /// How many coalesced loads a caller joins before it loads alone: a joined load that an
 /// invalidation overtook before the caller started is not the caller's value.
 const SHARED_LOAD_ROUNDS: usize = 3;
 
+/// A loader's answer as an L1 entry's answer: `None` for a cached "not found".
+fn answer(e: Entry) -> Option<Bytes> {
+    (!e.negative).then_some(e.value)
+}
+
 impl HybridCache {
-    /// Returns the cached value or runs `loader` once per node for concurrent misses of the
-    /// key (moka coalesces them), caching its result in L1 and L2.
+    /// [`Self::get_or_load`] whose loader may answer "not found" (`Ok(None)`). With the
+    /// category's `negative_ttl_secs` set, that answer is cached (L1 and L2, as a marker no
+    /// value can be mistaken for) for that long: later calls, `get` and HTTP `GET` answer
+    /// it as a miss without calling the loader. Writes, deletes and invalidations remove
+    /// it like any entry. Without the setting, "not found" is not cached. Fail-safe and the
+    /// load timeouts apply as in [`Self::get_or_load`].
     ///
-    /// Every caller takes its own fill ticket before it joins a pending load; a joiner whose
-    /// ticket differs from the load's (an invalidation landed between the load's start and
-    /// the joiner's) does not take a value that invalidation rejected: it loads again.
-    pub async fn get_or_load<F, Fut, E>(
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use hybrid_cache::config::CategoryConfig;
+    /// let users = CategoryConfig { ttl_secs: 600, max_entries: 100,
+    ///     negative_ttl_secs: Some(30), ..CategoryConfig::default() };
+    /// let mut config = hybrid_cache::config::Config::default();
+    /// config.categories.insert("users".into(), users);
+    /// let cache = hybrid_cache::HybridCache::builder().config(config).build().await.unwrap();
+    /// let lookup = || async { Ok::<_, std::io::Error>(None) }; // the database has no user 9
+    /// assert_eq!(cache.get_or_load_opt("users", "user:9", None, lookup).await.unwrap(), None);
+    /// // Cached: the loader is not called again within 30 s.
+    /// let never = || async { panic!("not called") as Result<Option<bytes::Bytes>, std::io::Error> };
+    /// assert_eq!(cache.get_or_load_opt("users", "user:9", None, never).await.unwrap(), None);
+    /// cache.set("users", "user:9", "ann", None).await.unwrap(); // a write replaces it
+    /// assert_eq!(cache.get("users", "user:9").await.unwrap().as_deref(), Some(&b"ann"[..]));
+    /// # });
+    /// ```
+    pub async fn get_or_load_opt<F, Fut, E>(
         &self,
         category: &str,
         key: &str,
         ttl: Option<Duration>,
         loader: F,
-    ) -> Result<Bytes, CacheError>
+    ) -> Result<Option<Bytes>, CacheError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>>,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let l1 = self.category(category)?.clone();
+        let loaded = self.load_opt_marked(category, key, ttl, loader).await?;
+        Ok(loaded.map(|l| l.value))
+    }
+
+    /// The cached answer or a load (coalesced per node), without fail-safe.
+    pub(super) async fn load_fresh<F, Fut, E>(
+        &self,
+        l1: Arc<L1Category>,
+        category: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        loader: F,
+    ) -> Result<Option<Bytes>, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         if !self.l1_trusted() {
             return self.load_without_lease(&l1, category, key, loader).await;
         }
-        if let Some(v) = l1.get(key).await {
-            return Ok(v);
+        match l1.lookup(key).await {
+            Lookup::Value(v) => return Ok(Some(v)),
+            Lookup::Negative => return Ok(None),
+            Lookup::Absent => {}
         }
         self.check_key(key)?;
         Self::check_ttl(ttl)?;
@@ -87,7 +137,7 @@ impl HybridCache {
         }
     }
 
-    fn spent() -> CacheError {
+    pub(super) fn spent() -> CacheError {
         CacheError::Unavailable("get_or_load: the loader was already used".into())
     }
 
@@ -95,19 +145,21 @@ impl HybridCache {
     /// `None` when the load was overtaken by an invalidation before this caller started.
     fn joined<E>(
         mine: &FillTicket,
-        loaded: Result<Bytes, Arc<LoadFail<E>>>,
-    ) -> Option<Result<Bytes, CacheError>>
+        loaded: Result<Entry, Arc<LoadFail<E>>>,
+    ) -> Option<Result<Option<Bytes>, CacheError>>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
         match loaded {
             // The load's ticket held to its end, and this caller joined before that end.
-            Ok(v) => Some(Ok(v)),
+            Ok(e) => Some(Ok(answer(e))),
             Err(e) => match &*e {
                 // No invalidation between the load's start and ours: as good as our own.
                 LoadFail::Stale(v, theirs) if theirs == mine => Some(Ok(v.clone())),
-                LoadFail::Stale(..) => None,
+                LoadFail::NotCached(theirs) if theirs == mine => Some(Ok(None)),
+                LoadFail::Stale(..) | LoadFail::NotCached(_) => None,
                 LoadFail::Loader(_) => Some(Err(CacheError::Loader(e))),
+                LoadFail::TimedOut(t) => Some(Err(LoadTimedOut::error(*t))),
                 LoadFail::Spent => Some(Err(Self::spent())),
             },
         }
@@ -121,10 +173,10 @@ impl HybridCache {
         category: &str,
         key: &str,
         loader: F,
-    ) -> Result<Bytes, CacheError>
+    ) -> Result<Option<Bytes>, CacheError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>>,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
         self.check_key(key)?;
@@ -133,7 +185,11 @@ impl HybridCache {
                 Ok(found) => {
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-                        return Ok(v);
+                        return Ok(Some(v));
+                    }
+                    if found.negative {
+                        l1.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(None);
                     }
                 }
                 Err(e) => self.l2_error("get", &e),
@@ -141,7 +197,11 @@ impl HybridCache {
         }
         l1.counters.misses.fetch_add(1, Ordering::Relaxed);
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
-        loader().await.map_err(|e| CacheError::Loader(Arc::new(e)))
+        let limit = l1.config().load_timeout();
+        match tokio::time::timeout(limit, loader()).await {
+            Ok(r) => r.map_err(|e| CacheError::Loader(Arc::new(e))),
+            Err(_) => Err(LoadTimedOut::error(limit)),
+        }
     }
 
     /// The coalesced load of one key: L2, else the loader (filling L2 unless another node
@@ -157,7 +217,7 @@ impl HybridCache {
     ) -> Result<Entry, LoadFail<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Bytes, E>>,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
         let mut generation = None;
@@ -165,37 +225,92 @@ impl HybridCache {
             match l2.get(category, key).await {
                 Ok(found) => {
                     generation = Some(found.generation);
-                    if let Some(v) = found.value {
-                        l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                    if let Some(entry) = Self::l2_entry(l1, found) {
                         if !l1.ticket_valid(&ticket) {
-                            return Err(LoadFail::Stale(v, ticket));
+                            return Err(LoadFail::Stale(answer(entry), ticket));
                         }
-                        return Ok(l1.entry(v, l1.entry_ttl(found.ttl)));
+                        return Ok(entry);
                     }
                 }
                 Err(e) => self.l2_error("get", &e),
             }
         }
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
-        let value = loader().await.map_err(LoadFail::Loader)?;
-        let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let limit = l1.config().load_timeout();
+        let loaded = match tokio::time::timeout(limit, loader()).await {
+            Ok(r) => r.map_err(LoadFail::Loader)?,
+            Err(_) => return Err(LoadFail::TimedOut(limit)),
+        };
+        let Some(value) = loaded else {
+            return self
+                .store_not_found(l1, category, key, ttl, ticket, generation)
+                .await;
+        };
+        let ttls = l1.write_ttls(ttl);
         if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
             if l1.ticket_valid(&ticket) {
-                match l2.fill(category, key, &value, l2_ttl, g).await {
+                match l2.fill(category, key, &value, ttls.l2, g).await {
                     Ok(true) => {}
                     // L2 refused: since the load started, another node wrote the key
                     // (a value or a tombstone) or invalidated the category. Its
                     // invalidation may still be on its way to us; the loaded value is
                     // older than what L2 holds, so it must not enter our L1 either.
-                    Ok(false) => return Err(LoadFail::Stale(value, ticket)),
+                    Ok(false) => return Err(LoadFail::Stale(Some(value), ticket)),
                     Err(e) => self.l2_error("fill", &e),
                 }
             }
         }
         if !l1.ticket_valid(&ticket) {
-            return Err(LoadFail::Stale(value, ticket));
+            return Err(LoadFail::Stale(Some(value), ticket));
         }
-        Ok(l1.entry(value, l1.entry_ttl(ttl)))
+        Ok(l1.entry(value, ttls.l1))
+    }
+
+    /// The L1 entry for what L2 holds (a value or a cached "not found"), counted.
+    fn l2_entry(l1: &L1Category, found: crate::l2::L2Value) -> Option<Entry> {
+        if let Some(v) = found.value {
+            l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+            return Some(l1.entry(v, l1.fill_ttl(found.ttl)));
+        }
+        if found.negative {
+            l1.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(l1.negative_entry(l1.fill_ttl(found.ttl)));
+        }
+        None
+    }
+
+    /// The loader found nothing: with `negative_ttl_secs`, cache that (L2 conditionally, like
+    /// a value fill, then L1), for at most the per-call `ttl`.
+    async fn store_not_found<E>(
+        &self,
+        l1: &L1Category,
+        category: &str,
+        key: &str,
+        ttl: Option<Duration>,
+        ticket: FillTicket,
+        generation: Option<i64>,
+    ) -> Result<Entry, LoadFail<E>>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let Some(negative) = l1.config().negative_ttl() else {
+            return Err(LoadFail::NotCached(ticket));
+        };
+        let l2_ttl = ttl.map_or(negative, |t| t.min(negative));
+        if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
+            if l1.ticket_valid(&ticket) {
+                match l2.fill_negative(category, key, l2_ttl, g).await {
+                    Ok(true) => {}
+                    // Another node wrote or invalidated the key since the load started.
+                    Ok(false) => return Err(LoadFail::Stale(None, ticket)),
+                    Err(e) => self.l2_error("fill", &e),
+                }
+            }
+        }
+        if !l1.ticket_valid(&ticket) {
+            return Err(LoadFail::Stale(None, ticket));
+        }
+        Ok(l1.negative_entry(l1.entry_ttl(Some(l2_ttl))))
     }
 
     /// The outcome of moka's coalesced load, for this caller.
@@ -203,18 +318,18 @@ impl HybridCache {
         l1: &L1Category,
         key: &str,
         ticket: &FillTicket,
-        loaded: Result<Bytes, Arc<LoadFail<E>>>,
-    ) -> Result<Bytes, CacheError>
+        loaded: Result<Entry, Arc<LoadFail<E>>>,
+    ) -> Result<Option<Bytes>, CacheError>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
         match loaded {
-            Ok(v) => {
+            Ok(e) => {
                 // An invalidation may have landed between the last check and moka's insert.
                 if !l1.ticket_valid(ticket) {
                     l1.remove_raw(key).await;
                 }
-                Ok(v)
+                Ok(answer(e))
             }
             Err(e) => match &*e {
                 LoadFail::Stale(v, _) => {
@@ -223,8 +338,10 @@ impl HybridCache {
                         .fetch_add(1, Ordering::Relaxed);
                     Ok(v.clone())
                 }
+                LoadFail::NotCached(_) => Ok(None),
                 // Shared by every caller whose miss the failed load coalesced.
                 LoadFail::Loader(_) => Err(CacheError::Loader(e)),
+                LoadFail::TimedOut(t) => Err(LoadTimedOut::error(*t)),
                 LoadFail::Spent => Err(Self::spent()),
             },
         }

@@ -16,7 +16,7 @@
 //! and accept writes locally while Redis is unreachable), outside the guarantee.
 //!
 //! Files: `builder` (configuration in code, [`HybridCache::builder`], [`HybridCache::from_env`]),
-//! `build_error` (why a cache did not start), `read`, `write`, `invalidate`, `load` (the
+//! `build_error` (why a cache did not start), `read`, `write`, `invalidate`, `load`, `fail_safe` (the
 //! facade's operations), `status` (stats and health), `state` (the node state, private to
 //! this module), `writers` (the L1 writers), `key_locks`, `remote` (ordering of one key's
 //! writes), `ports` (the node as the bus and the gossip actor see it), `supervisor` (the
@@ -24,6 +24,7 @@
 
 mod build_error;
 mod builder;
+mod fail_safe;
 mod invalidate;
 mod key_locks;
 mod load;
@@ -52,6 +53,7 @@ use crate::node_metrics::NodeMetrics;
 use crate::stats::NodeCounters;
 pub use build_error::BuildError;
 pub use builder::HybridCacheBuilder;
+pub use fail_safe::{LoadTimedOut, Loaded};
 use state::Shared;
 use supervisor::{NodeSupervisor, SupervisorMsg};
 

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::{HybridCache, Source};
 use crate::error::CacheError;
-use crate::l1::L1Category;
+use crate::l1::{L1Category, Lookup};
 use crate::stats::NodeCounters;
 
 impl HybridCache {
@@ -68,8 +68,10 @@ impl HybridCache {
     pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
         let l1 = self.category(category)?;
         if self.l1_trusted() {
-            if let Some(v) = l1.get(key).await {
-                return Ok(Some(v));
+            match l1.lookup(key).await {
+                Lookup::Value(v) => return Ok(Some(v)),
+                Lookup::Negative => return Ok(None),
+                Lookup::Absent => {}
             }
         }
         Ok(Box::pin(self.get_miss(l1, category, key))
@@ -85,8 +87,11 @@ impl HybridCache {
     ) -> Result<Option<(Bytes, Source)>, CacheError> {
         let l1 = self.category(category)?;
         if self.l1_trusted() {
-            if let Some(v) = l1.get(key).await {
-                return Ok(Some((v, Source::L1)));
+            match l1.lookup(key).await {
+                Lookup::Value(v) => return Ok(Some((v, Source::L1))),
+                // A cached "not found" answers as a miss (HTTP 404).
+                Lookup::Negative => return Ok(None),
+                Lookup::Absent => {}
             }
         }
         // Kept out of this future's state so the hit path stays small.
@@ -108,9 +113,15 @@ impl HybridCache {
                     l2_failed = false;
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-                        l1.fill(key, v.clone(), l1.entry_ttl(found.ttl), &ticket)
+                        l1.fill(key, v.clone(), l1.fill_ttl(found.ttl), &ticket)
                             .await;
                         return Ok(Some((v, Source::L2)));
+                    }
+                    if found.negative {
+                        l1.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+                        let entry = l1.negative_entry(l1.fill_ttl(found.ttl));
+                        l1.fill_entry(key, entry, &ticket).await;
+                        return Ok(None);
                     }
                 }
                 Err(e) => self.l2_error("get", &e),

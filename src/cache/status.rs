@@ -26,6 +26,8 @@ impl Shared {
             c.evictions += k.evictions.load(Ordering::Relaxed);
             c.expirations += k.expirations.load(Ordering::Relaxed);
             c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
+            c.negative_hits += k.negative_hits.load(Ordering::Relaxed);
+            c.fail_safe_hits += k.fail_safe_hits.load(Ordering::Relaxed);
             let cfg = l1.config();
             l1_caches.insert(
                 name.clone(),

@@ -75,7 +75,8 @@ impl HybridCache {
                 max: self.shared.config.max_value_bytes,
             });
         }
-        let l2_ttl = ttl.unwrap_or(l1.config().ttl());
+        let ttls = l1.write_ttls(ttl);
+        let l2_ttl = ttls.l2;
         let _order = self.shared.key_locks.lock(category, key).await;
         if deadline.is_some_and(|d| std::time::SystemTime::now() >= d) {
             // Nothing changed yet, anywhere: refuse rather than apply it after the caller
@@ -97,7 +98,7 @@ impl HybridCache {
                 .await?;
             return Err(Self::unavailable("write"));
         }
-        let l1_ttl = l1.entry_ttl(ttl);
+        let l1_ttl = ttls.l1;
         let k = key.to_string();
         let put = self
             .shared

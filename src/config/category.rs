@@ -32,8 +32,8 @@ impl Consistency {
     }
 }
 
-/// TTL, capacity and consistency of one L1 category.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// TTL, capacity, consistency and near-cache settings of one category.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryConfig {
     /// Upper bound of an entry's L1 lifetime, seconds.
@@ -47,6 +47,36 @@ pub struct CategoryConfig {
     /// `bounded` (default) or `strict`.
     #[serde(default)]
     pub consistency: Consistency,
+    /// Spread of expiries, a fraction 0–1 of the TTL: each write's L1 lifetime and L2 TTL
+    /// are the configured ones times a random factor in `[1 − ttl_jitter, 1]`, so keys
+    /// written together do not expire together. Never longer than configured. 0 = off.
+    #[serde(default)]
+    pub ttl_jitter: f64,
+    /// Negative caching: how long a loader's "not found" (`get_or_load_opt` returning
+    /// `None`) is cached, in L1 and L2, seconds. `None` (default): "not found" is not cached.
+    #[serde(default)]
+    pub negative_ttl_secs: Option<u64>,
+    /// Fail-safe: when a loader fails, times out (hard) or exceeds `load_soft_timeout_ms`,
+    /// `get_or_load` answers the last value this node held for the key (marked stale) if it
+    /// was cached at most this many seconds ago and no write or invalidation removed it
+    /// since. `None` (default): the loader's error is returned.
+    #[serde(default)]
+    pub fail_safe_max_age_secs: Option<u64>,
+    /// Fail-safe only: a load still running after this many milliseconds is abandoned for
+    /// the fail-safe value, when there is one. `None` (default): wait up to the hard timeout.
+    #[serde(default)]
+    pub load_soft_timeout_ms: Option<u64>,
+    /// Hard timeout of every loader call of `get_or_load`, milliseconds (default 30000):
+    /// past it the load fails (and the fail-safe value, if any, answers).
+    #[serde(default = "default_load_timeout_ms")]
+    pub load_timeout_ms: u64,
+}
+
+/// [`CategoryConfig::load_timeout_ms`] by default: 30 s.
+pub const DEFAULT_LOAD_TIMEOUT_MS: u64 = 30_000;
+
+fn default_load_timeout_ms() -> u64 {
+    DEFAULT_LOAD_TIMEOUT_MS
 }
 
 impl Default for CategoryConfig {
@@ -57,6 +87,11 @@ impl Default for CategoryConfig {
             max_entries: 1000,
             consistency: Consistency::Bounded,
             max_bytes: None,
+            ttl_jitter: 0.0,
+            negative_ttl_secs: None,
+            fail_safe_max_age_secs: None,
+            load_soft_timeout_ms: None,
+            load_timeout_ms: DEFAULT_LOAD_TIMEOUT_MS,
         }
     }
 }
@@ -65,6 +100,26 @@ impl CategoryConfig {
     /// The L1 lifetime bound as a [`Duration`].
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.ttl_secs)
+    }
+
+    /// How long a fail-safe copy may be served after it was cached, when fail-safe is on.
+    pub fn fail_safe_max_age(&self) -> Option<Duration> {
+        self.fail_safe_max_age_secs.map(Duration::from_secs)
+    }
+
+    /// The hard timeout of a loader call.
+    pub fn load_timeout(&self) -> Duration {
+        Duration::from_millis(self.load_timeout_ms)
+    }
+
+    /// How long a load runs before the fail-safe value answers instead, when set.
+    pub fn load_soft_timeout(&self) -> Option<Duration> {
+        self.load_soft_timeout_ms.map(Duration::from_millis)
+    }
+
+    /// How long a cached "not found" lives, when negative caching is on.
+    pub fn negative_ttl(&self) -> Option<Duration> {
+        self.negative_ttl_secs.map(Duration::from_secs)
     }
 }
 
@@ -84,8 +139,7 @@ pub fn default_categories() -> BTreeMap<String, CategoryConfig> {
             CategoryConfig {
                 ttl_secs,
                 max_entries,
-                consistency: Consistency::Bounded,
-                max_bytes: None,
+                ..CategoryConfig::default()
             },
         )
     })

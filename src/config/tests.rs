@@ -352,3 +352,66 @@ fn allow_persistent_redis_is_off_by_default_and_env_beats_file() {
         .to_string();
     assert!(e.contains("HC_ALLOW_PERSISTENT_REDIS"), "{e}");
 }
+
+#[test]
+fn near_cache_settings_are_off_by_default_and_checked() {
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+    for cat in c.categories.values() {
+        assert_eq!(cat.ttl_jitter, 0.0);
+        assert_eq!(cat.negative_ttl_secs, None);
+    }
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nttl_jitter = 0.25\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
+    assert_eq!(c.categories["menus"].ttl_jitter, 0.25);
+    for bad in ["1.5", "-0.1"] {
+        let f = file(&format!(
+            "[categories.menus]\nttl_secs = 60\nmax_entries = 9\nttl_jitter = {bad}\n"
+        ));
+        let e = Config::resolve(&Flags::default(), &env_of(&[]), f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("categories.menus.ttl_jitter"), "{e}");
+    }
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nnegative_ttl_secs = 5\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), f).unwrap();
+    assert_eq!(
+        c.categories["menus"].negative_ttl(),
+        Some(Duration::from_secs(5))
+    );
+    let f = file("[categories.menus]\nttl_secs = 60\nmax_entries = 9\nnegative_ttl_secs = 0\n");
+    let e = Config::resolve(&Flags::default(), &env_of(&[]), f)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("categories.menus.negative_ttl_secs"), "{e}");
+    let base = "[categories.menus]\nttl_secs = 60\nmax_entries = 9\n";
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(base)).unwrap();
+    assert_eq!(c.categories["menus"].fail_safe_max_age(), None);
+    assert_eq!(
+        c.categories["menus"].load_timeout(),
+        Duration::from_secs(30)
+    );
+    let ok = format!("{base}fail_safe_max_age_secs = 3600\nload_soft_timeout_ms = 200\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(&ok)).unwrap();
+    assert_eq!(
+        c.categories["menus"].fail_safe_max_age(),
+        Some(Duration::from_secs(3600))
+    );
+    for (bad, field) in [
+        ("fail_safe_max_age_secs = 0\n", "fail_safe_max_age_secs"),
+        ("load_timeout_ms = 0\n", "load_timeout_ms"),
+        ("load_soft_timeout_ms = 200\n", "load_soft_timeout_ms"),
+        (
+            "fail_safe_max_age_secs = 9\nload_soft_timeout_ms = 40000\n",
+            "load_soft_timeout_ms",
+        ),
+    ] {
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[]),
+            file(&format!("{base}{bad}")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("categories.menus.{field}")), "{e}");
+    }
+}

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::category::CategoryConfig;
 use super::error::{invalid, ConfigError};
 use super::limits::MIN_SECRET_LEN;
 use super::settings::{Config, RedisTarget};
@@ -109,6 +110,47 @@ impl Config {
                 return Err(invalid(
                     &format!("categories.{name}.ttl_secs"),
                     "must be greater than zero",
+                ));
+            }
+            Self::validate_near_cache(name, cat)?;
+        }
+        Ok(())
+    }
+
+    /// A category's near-cache settings (all off by default).
+    fn validate_near_cache(name: &str, cat: &CategoryConfig) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&cat.ttl_jitter) {
+            return Err(invalid(
+                &format!("categories.{name}.ttl_jitter"),
+                format!(
+                    "`{}` is not a fraction of the TTL between 0 and 1",
+                    cat.ttl_jitter
+                ),
+            ));
+        }
+        if cat.negative_ttl_secs == Some(0) {
+            return Err(invalid(
+                &format!("categories.{name}.negative_ttl_secs"),
+                "must be greater than zero (leave it out to not cache \"not found\")",
+            ));
+        }
+        if cat.fail_safe_max_age_secs == Some(0) {
+            return Err(invalid(
+                &format!("categories.{name}.fail_safe_max_age_secs"),
+                "must be greater than zero (leave it out to turn fail-safe off)",
+            ));
+        }
+        if cat.load_timeout_ms == 0 {
+            return Err(invalid(
+                &format!("categories.{name}.load_timeout_ms"),
+                "must be greater than zero",
+            ));
+        }
+        if let Some(soft) = cat.load_soft_timeout_ms {
+            if soft == 0 || soft >= cat.load_timeout_ms || cat.fail_safe_max_age_secs.is_none() {
+                return Err(invalid(
+                    &format!("categories.{name}.load_soft_timeout_ms"),
+                    "must be above zero, below load_timeout_ms, and needs fail_safe_max_age_secs",
                 ));
             }
         }

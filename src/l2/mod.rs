@@ -59,6 +59,9 @@ use crate::config::RedisTarget;
 pub const TAG_VALUE: u8 = 1;
 /// Tag byte of a delete tombstone (nothing follows).
 pub const TAG_TOMBSTONE: u8 = 0;
+/// Tag byte of a cached "not found" (negative caching; nothing follows). Nodes that predate
+/// it read it as a miss, like anything they did not write.
+pub const TAG_NEGATIVE: u8 = 2;
 /// How long a delete keeps slow loaders from refilling a key in L2.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
 /// Keys unlinked per SCAN batch in glob invalidations.
@@ -119,8 +122,10 @@ pub enum L2Error {
 /// A value read from L2 with its remaining TTL and the category generation it was read under.
 #[derive(Debug, Clone)]
 pub struct L2Value {
-    /// The value; `None` for a miss or a tombstone.
+    /// The value; `None` for a miss, a tombstone or a cached "not found".
     pub value: Option<Bytes>,
+    /// Whether the key holds a cached "not found" ([`TAG_NEGATIVE`]).
+    pub negative: bool,
     /// Remaining TTL of the key, when it has one.
     pub ttl: Option<Duration>,
     /// The category generation the read resolved.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{L2Error, L2Value, L2, TAG_VALUE};
+use super::{L2Error, L2Value, L2, TAG_NEGATIVE, TAG_VALUE};
 
 impl L2 {
     /// Reads a key. Tombstones read as `None`.
@@ -44,20 +44,22 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
         Some(v) => int(v)?,
         None => return Err(L2Error::Protocol("empty reply".into())),
     };
-    let (value, ttl) = match (reply.get(1), reply.get(2)) {
+    let (value, negative, ttl) = match (reply.get(1), reply.get(2)) {
         (Some(redis::Value::BulkString(b)), Some(t)) => {
             let pttl = int(t)?;
             let ttl = (pttl > 0).then(|| Duration::from_millis(pttl as u64));
             match b.split_first() {
-                Some((&TAG_VALUE, rest)) => (Some(Bytes::copy_from_slice(rest)), ttl),
+                Some((&TAG_VALUE, rest)) => (Some(Bytes::copy_from_slice(rest)), false, ttl),
+                Some((&TAG_NEGATIVE, [])) => (None, true, ttl),
                 // Tombstones and anything we did not write read as a miss.
-                _ => (None, None),
+                _ => (None, false, None),
             }
         }
-        _ => (None, None),
+        _ => (None, false, None),
     };
     Ok(L2Value {
         value,
+        negative,
         ttl,
         generation,
     })
@@ -84,6 +86,14 @@ mod tests {
         assert!(t.value.is_none());
         let e = parse_get(vec![Int(0), BulkString(vec![]), Int(10)]).unwrap();
         assert!(e.value.is_none());
+        assert!(!t.negative && !v.negative);
+        let n = parse_get(vec![Int(0), BulkString(vec![TAG_NEGATIVE]), Int(700)]).unwrap();
+        assert!(n.negative && n.value.is_none());
+        assert_eq!(n.ttl, Some(Duration::from_millis(700)));
+        // A real value that happens to be empty is a value, never a "not found".
+        let empty = parse_get(vec![Int(0), BulkString(vec![TAG_VALUE]), Int(9)]).unwrap();
+        assert_eq!(empty.value.as_deref(), Some(&b""[..]));
+        assert!(!empty.negative);
         assert!(parse_get(vec![]).is_err());
         assert!(parse_get(vec![Nil]).is_err());
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::{L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_TOMBSTONE, TAG_VALUE, TOMBSTONE_TTL};
+use super::{
+    L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_TOMBSTONE, TAG_VALUE, TOMBSTONE_TTL,
+};
 
 impl L2 {
     /// Runs a write script (`SET … PX`, optionally conditional on the generation) on a tagged
@@ -28,6 +30,25 @@ impl L2 {
         let mut payload = Vec::with_capacity(value.len() + 1);
         payload.push(TAG_VALUE);
         payload.extend_from_slice(value);
+        self.write_payload(
+            script, waited_src, category, key, payload, ttl, generation, not_after,
+        )
+        .await
+    }
+
+    /// [`Self::write`] of an already tagged payload.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_payload(
+        &self,
+        script: &Script,
+        waited_src: Option<&str>,
+        category: &str,
+        key: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+        generation: Option<i64>,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Result<i64, L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = ttl.as_millis().max(1) as u64;
         let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
@@ -130,6 +151,29 @@ impl L2 {
             category,
             key,
             value,
+            ttl,
+            Some(generation),
+            None,
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    /// Conditional fill of a cached "not found" ([`TAG_NEGATIVE`]) after a load, under the
+    /// same conditions as [`Self::fill`]. Returns whether written.
+    pub async fn fill_negative(
+        &self,
+        category: &str,
+        key: &str,
+        ttl: Duration,
+        generation: i64,
+    ) -> Result<bool, L2Error> {
+        self.write_payload(
+            &self.scripts.fill,
+            None,
+            category,
+            key,
+            vec![TAG_NEGATIVE],
             ttl,
             Some(generation),
             None,

@@ -111,7 +111,7 @@ impl Snapshot {
     /// Node-wide counters, then the extra ones of other layers (gossip).
     fn encode_node_counters(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let k = &self.stats.counters;
-        let node: [(&str, &str, u64); 9] = [
+        let node: [(&str, &str, u64); 11] = [
             (
                 "http_bad_requests",
                 "Rejected HTTP requests (bad input)",
@@ -141,6 +141,16 @@ impl Snapshot {
                 "stale_fills_rejected",
                 "Fills kept out of L1 because an invalidation raced them",
                 k.stale_fills_rejected,
+            ),
+            (
+                "negative_hits",
+                "Reads answered by a cached \"not found\" (negative caching)",
+                k.negative_hits,
+            ),
+            (
+                "fail_safe_hits",
+                "get_or_load calls answered by a fail-safe (stale) value",
+                k.fail_safe_hits,
             ),
             (
                 "actor_restarts",

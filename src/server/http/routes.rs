@@ -36,7 +36,7 @@ const X_NODE: HeaderName = HeaderName::from_static("x-node");
          headers(("x-cache" = String, description = "`L1` or `L2`: the level that answered"),
                  ("x-node" = String, description = "Id of the node that answered"))),
         (status = 400, description = "Malformed path or key", body = crate::server::http::schema::ErrorBody),
-        (status = 404, description = "`not_found` (no value) or `unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`not_found` (no value, or a cached \"not found\" of negative caching) or `unknown_category`", body = crate::server::http::schema::ErrorBody),
         (status = 413, description = "`key_too_large`", body = crate::server::http::schema::ErrorBody),
         (status = 503, description = "`unavailable`: cannot be served within the staleness bound", body = crate::server::http::schema::ErrorBody),
     ))]

@@ -22,11 +22,20 @@ use moka::notification::RemovalCause;
 use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
+mod fail_safe;
+mod map;
+mod ttl;
+pub use fail_safe::FailSafe;
+pub use map::CategoryMap;
+pub use ttl::JitterRng;
+#[cfg(test)]
+use ttl::{jittered, WriteTtls};
+
 const STRIPES: usize = 64;
 
 /// Bytes charged per entry on top of its key and value: moka's per-entry bookkeeping
 /// (node, deque links, frequency sketch share; ~100 bytes), the `String` key header (24),
-/// the [`Entry`] (value handle + deadline, 48) and the `Bytes` shared header (~32), rounded
+/// the [`Entry`] (value handle + deadline + negative flag, 56) and the `Bytes` shared header (~32), rounded
 /// up. Measured against RSS by `tests/memory_bound.rs`.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
@@ -52,6 +61,19 @@ fn real_bytes(key: &str, value: &Bytes) -> u64 {
 pub struct Entry {
     pub value: Bytes,
     pub expires_at: Option<Instant>,
+    /// A cached "not found" (negative caching): `value` is empty and means nothing.
+    pub negative: bool,
+}
+
+/// What L1 holds for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A value.
+    Value(Bytes),
+    /// A cached "not found" (negative caching): a miss that needs no L2 read or load.
+    Negative,
+    /// Nothing (or nothing live).
+    Absent,
 }
 
 /// Per-category counters, read by stats and metrics.
@@ -64,6 +86,10 @@ pub struct CategoryCounters {
     pub evictions: AtomicU64,
     pub expirations: AtomicU64,
     pub stale_fills_rejected: AtomicU64,
+    /// Reads answered by a cached "not found" (L1 or L2).
+    pub negative_hits: AtomicU64,
+    /// `get_or_load` calls answered by a fail-safe copy (the loader failed or was slow).
+    pub fail_safe_hits: AtomicU64,
     /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
     /// Signed: a removal's notification may be processed before its insert is counted.
     pub bytes: std::sync::atomic::AtomicI64,
@@ -85,6 +111,10 @@ pub struct L1Category {
     stripes: [AtomicU64; STRIPES],
     category_gen: AtomicU64,
     hasher: std::collections::hash_map::RandomState,
+    /// Draws of the `ttl_jitter` spread.
+    jitter: JitterRng,
+    /// Last values kept past their expiry (`fail_safe_max_age_secs`), when on.
+    fail_safe: Option<FailSafe>,
     /// Hit, miss, eviction and expiry counters of this category.
     pub counters: Arc<CategoryCounters>,
 }
@@ -142,6 +172,10 @@ impl L1Category {
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             category_gen: AtomicU64::new(0),
             hasher: Default::default(),
+            jitter: JitterRng::seeded(rand::random()),
+            fail_safe: config
+                .fail_safe_max_age()
+                .map(|age| FailSafe::new(age, max_bytes, config.max_entries)),
             counters,
         }
     }
@@ -174,29 +208,59 @@ impl L1Category {
         Entry {
             value: Bytes::copy_from_slice(&value),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
+            negative: false,
         }
     }
 
-    /// The hot path: a lock-free read of the shared moka handle.
+    /// A cached "not found" living `ttl` (at most the category TTL).
+    pub fn negative_entry(&self, ttl: Duration) -> Entry {
+        Entry {
+            value: Bytes::new(),
+            expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
+            negative: true,
+        }
+    }
+
+    /// The hot path: a lock-free read of the shared moka handle. A cached "not found" reads
+    /// as `None` here (see [`Self::lookup`]).
     #[inline]
     pub async fn get(&self, key: &str) -> Option<Bytes> {
-        let e = self.cache.get(key).await?;
-        if let Some(deadline) = e.expires_at {
-            if Instant::now() >= deadline {
-                // Logically gone; moka drops it by the category TTL or the next write.
-                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+        match self.lookup(key).await {
+            Lookup::Value(v) => Some(v),
+            Lookup::Negative | Lookup::Absent => None,
         }
-        self.counters.hits.incr();
-        Some(e.value)
     }
 
-    /// Read without touching hit counters.
+    /// What L1 holds for `key`, counting a hit, a negative hit or an expiry.
+    #[inline]
+    pub async fn lookup(&self, key: &str) -> Lookup {
+        let Some(e) = self.cache.get(key).await else {
+            return Lookup::Absent;
+        };
+        if let Some(deadline) = e.expires_at {
+            if Instant::now() >= deadline {
+                // Logically gone: drop it, or moka's coalescing load (`get_or_load`) would
+                // hand it out again instead of loading. A fresh value racing in is only
+                // turned into a miss.
+                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                self.cache.invalidate(key).await;
+                return Lookup::Absent;
+            }
+        }
+        if e.negative {
+            self.counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Negative;
+        }
+        self.counters.hits.incr();
+        Lookup::Value(e.value)
+    }
+
+    /// Read without touching hit counters (a cached "not found" reads as `None`).
     pub async fn peek(&self, key: &str) -> Option<Bytes> {
         let e = self.cache.get(key).await?;
         match e.expires_at {
             Some(d) if Instant::now() >= d => None,
+            _ if e.negative => None,
             _ => Some(e.value),
         }
     }
@@ -225,16 +289,23 @@ impl L1Category {
     /// Inserts a filled value unless an invalidation raced with the fill. Returns whether it
     /// was inserted.
     pub async fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: &FillTicket) -> bool {
+        let entry = self.entry(value, ttl);
+        self.fill_entry(key, entry, ticket).await
+    }
+
+    /// [`Self::fill`] of a built entry (a value or a cached "not found").
+    pub async fn fill_entry(&self, key: &str, entry: Entry, ticket: &FillTicket) -> bool {
         if !self.ticket_valid(ticket) {
             self.counters
                 .stale_fills_rejected
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.insert(key, value, ttl).await;
+        self.insert_entry(key, entry).await;
         // An invalidation may have landed between the check and the insert: undo.
         if !self.ticket_valid(ticket) {
             self.cache.invalidate(key).await;
+            self.forget_copy(key);
             self.counters
                 .stale_fills_rejected
                 .fetch_add(1, Ordering::Relaxed);
@@ -245,7 +316,7 @@ impl L1Category {
 
     /// Moka's coalescing loader: concurrent callers of one key share one `init` future. The
     /// future's `Err` is not cached; the facade's `get_or_load` uses that to keep stale loads out of L1.
-    pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Bytes, Arc<E>>
+    pub async fn try_get_with<F, E>(&self, key: &str, init: F) -> Result<Entry, Arc<E>>
     where
         F: std::future::Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
@@ -257,14 +328,11 @@ impl L1Category {
                 counters
                     .bytes
                     .fetch_add(real_bytes(key, &e.value) as i64, Ordering::Relaxed);
+                self.keep_copy(key, e);
             }
             r
         };
-        let value = self
-            .cache
-            .try_get_with_by_ref(key, counted)
-            .await
-            .map(|e| e.value);
+        let value = self.cache.try_get_with_by_ref(key, counted).await;
         self.evict_if_over_budget().await;
         value
     }
@@ -276,12 +344,16 @@ impl L1Category {
     }
 
     async fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
+        let entry = self.entry(value, ttl);
+        self.insert_entry(key, entry).await;
+    }
+
+    async fn insert_entry(&self, key: &str, entry: Entry) {
         self.counters
             .bytes
-            .fetch_add(real_bytes(key, &value) as i64, Ordering::Relaxed);
-        self.cache
-            .insert(key.to_string(), self.entry(value, ttl))
-            .await;
+            .fetch_add(real_bytes(key, &entry.value) as i64, Ordering::Relaxed);
+        self.keep_copy(key, &entry);
+        self.cache.insert(key.to_string(), entry).await;
         self.evict_if_over_budget().await;
     }
 
@@ -313,18 +385,21 @@ impl L1Category {
         self.stripes[s].fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Removes one key. Returns whether it was present.
+    /// Removes one key (and its fail-safe copy). Returns whether it was present.
     pub async fn remove(&self, key: &str) -> bool {
         self.bump_key(key);
+        self.forget_copy(key);
         self.cache.remove(key).await.is_some()
     }
 
     /// Removes a key without voiding in-flight fills (undoing our own racing insert).
     pub async fn remove_raw(&self, key: &str) {
+        self.forget_copy(key);
         self.cache.invalidate(key).await;
     }
 
-    /// Removes every entry matching `pattern`; returns how many were removed.
+    /// Removes every entry (and fail-safe copy) matching `pattern`; returns how many
+    /// entries were removed.
     pub async fn invalidate(&self, pattern: &Pattern) -> u64 {
         match pattern {
             Pattern::Exact(k) => u64::from(self.remove(k).await),
@@ -343,6 +418,11 @@ impl L1Category {
                         n += 1;
                     }
                 }
+                // After the generation bump: a fill that kept a copy before it undoes
+                // itself (its ticket is void), one that kept it after is removed here.
+                if let Some(f) = &self.fail_safe {
+                    f.remove_matching(pattern);
+                }
                 n
             }
         }
@@ -351,6 +431,9 @@ impl L1Category {
     /// Drops everything (restart, reconnect, coherence gap). Returns entries removed.
     pub async fn flush(&self) -> u64 {
         self.category_gen.fetch_add(1, Ordering::AcqRel);
+        if let Some(f) = &self.fail_safe {
+            f.clear();
+        }
         self.cache.run_pending_tasks().await;
         let before = self.cache.iter().count() as u64;
         self.cache.invalidate_all();
@@ -392,6 +475,79 @@ mod tests {
             Duration::from_secs(600)
         );
         assert_eq!(c.entry_ttl(None), Duration::from_secs(600));
+    }
+
+    fn jittered_cat(jitter: f64) -> L1Category {
+        L1Category::new(
+            "j",
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries: 1000,
+                ttl_jitter: jitter,
+                ..CategoryConfig::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn keys_written_together_get_distinct_expiries_within_the_jitter_range() {
+        let c = jittered_cat(0.2);
+        let (lo, hi) = (Duration::from_secs(480), Duration::from_secs(600));
+        let before = Instant::now();
+        for i in 0..200 {
+            let t = c.write_ttls(None);
+            assert_eq!(t.l1, t.l2, "no per-call ttl: one lifetime for both levels");
+            assert!(t.l1 > lo && t.l1 <= hi, "{t:?}");
+            c.put(&format!("k{i}"), Bytes::from_static(b"v"), t.l1)
+                .await;
+        }
+        let after = Instant::now();
+        let mut expiries = Vec::new();
+        for i in 0..200 {
+            let e = c.cache.get(&format!("k{i}")).await.expect("entry");
+            let at = e.expires_at.expect("a jittered entry carries its deadline");
+            assert!(at > before + lo && at <= after + hi);
+            expiries.push(at);
+        }
+        expiries.sort();
+        expiries.dedup();
+        assert_eq!(expiries.len(), 200, "every key expires at its own time");
+        // A per-call TTL shorter than the category's: both levels spread by one draw.
+        let t = c.write_ttls(Some(Duration::from_secs(100)));
+        assert!(t.l2 > Duration::from_secs(80) && t.l2 <= Duration::from_secs(100));
+        assert_eq!(t.l1, t.l2);
+        // A longer one: L2 keeps it (spread), L1 is capped by the category TTL (spread).
+        let t = c.write_ttls(Some(Duration::from_secs(6000)));
+        assert!(t.l2 > Duration::from_secs(4800) && t.l2 <= Duration::from_secs(6000));
+        assert!(t.l1 > lo && t.l1 <= hi);
+        // Fills from L2 follow the remaining TTL, capped by the spread category TTL.
+        assert_eq!(
+            c.fill_ttl(Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        let f = c.fill_ttl(None);
+        assert!(f > lo && f <= hi);
+    }
+
+    #[tokio::test]
+    async fn jitter_is_replayable_from_a_seed_and_off_by_default() {
+        let (a, b) = (jittered_cat(0.5), jittered_cat(0.5));
+        a.seed_jitter(99);
+        b.seed_jitter(99);
+        let xs: Vec<WriteTtls> = (0..50).map(|_| a.write_ttls(None)).collect();
+        let ys: Vec<WriteTtls> = (0..50).map(|_| b.write_ttls(None)).collect();
+        assert_eq!(xs, ys);
+        let rng = JitterRng::seeded(99);
+        let expected = jittered(Duration::from_secs(600), 0.5, rng.unit());
+        assert_eq!(xs[0].l1, expected);
+        let off = cat(600, 10);
+        for _ in 0..10 {
+            let t = off.write_ttls(None);
+            assert_eq!(
+                (t.l1, t.l2),
+                (Duration::from_secs(600), Duration::from_secs(600))
+            );
+        }
     }
 
     #[tokio::test]
@@ -502,64 +658,5 @@ mod tests {
         assert_eq!(c.get("role:1").await.as_deref(), Some(&b"v"[..]));
         assert_eq!(c.invalidate(&Pattern::All).await, 1);
         assert_eq!(c.size().await, 0);
-    }
-}
-
-/// The node's categories by name. A handful of entries: a linear scan comparing lengths
-/// first beats hashing the name on every read.
-#[derive(Debug, Default)]
-pub struct CategoryMap {
-    list: Vec<(String, Arc<L1Category>)>,
-}
-
-impl CategoryMap {
-    pub fn new(list: impl IntoIterator<Item = (String, Arc<L1Category>)>) -> CategoryMap {
-        let mut list: Vec<_> = list.into_iter().collect();
-        list.sort_by(|a, b| a.0.cmp(&b.0));
-        list.dedup_by(|a, b| a.0 == b.0);
-        CategoryMap { list }
-    }
-
-    #[inline]
-    pub fn get(&self, name: &str) -> Option<&Arc<L1Category>> {
-        self.list.iter().find(|(n, _)| n == name).map(|(_, c)| c)
-    }
-
-    pub fn contains_key(&self, name: &str) -> bool {
-        self.get(name).is_some()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.list.iter().map(|(n, _)| n)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &Arc<L1Category>> {
-        self.list.iter().map(|(_, c)| c)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<L1Category>)> {
-        self.list.iter().map(|(n, c)| (n, c))
-    }
-
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-}
-
-impl<'a> IntoIterator for &'a CategoryMap {
-    type Item = (&'a String, &'a Arc<L1Category>);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Arc<L1Category>)>,
-        fn(&'a (String, Arc<L1Category>)) -> (&'a String, &'a Arc<L1Category>),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        fn pair(e: &(String, Arc<L1Category>)) -> (&String, &Arc<L1Category>) {
-            (&e.0, &e.1)
-        }
-        self.list.iter().map(pair as fn(&'a _) -> _)
     }
 }
