@@ -37,6 +37,7 @@ import pickle
 import re
 import socket
 import threading
+import weakref
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from . import _hybrid_cache as _ext
@@ -189,7 +190,8 @@ def _cache() -> _ext.Core:
 
 
 def _forked() -> _ext.Core:
-    """The core raised ForkedError: a fork the at-fork hook did not see (a C-level fork)."""
+    """The core raised ForkedError: a fork `os.register_at_fork` did not see (a C-level
+    fork; the extension's `pthread_atfork` handler did)."""
     _after_fork_in_child()
     return _start()
 
@@ -313,8 +315,11 @@ def cached(
                 k = name + ":" + ":".join(map(str, args))
             else:
                 k = name
+            core = _core
+            if core is None:
+                core = _start()
             try:
-                return _cache().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+                return core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
             except ForkedError:
                 return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
 
@@ -338,6 +343,25 @@ def _attach_helpers(wrapper: Any, name: str, category: str, keyfn: Optional[Call
     wrapper.category = category
 
 
+_loads_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[Tuple[str, str], asyncio.Future]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _loop_loads(loop: asyncio.AbstractEventLoop) -> Dict[Tuple[str, str], "asyncio.Future[Any]"]:
+    pending = _loads_by_loop.get(loop)
+    if pending is None:
+        pending = _loads_by_loop[loop] = {}
+    return pending
+
+
+def _load_done(pending: Dict[Tuple[str, str], Any], key: Tuple[str, str], fut: "asyncio.Future[Any]") -> None:
+    if pending.get(key) is fut:
+        del pending[key]
+    if not fut.cancelled():
+        fut.exception()  # retrieved: every caller may have been cancelled
+
+
 def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -354,13 +378,21 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
         if hit:
             return value
         loop = asyncio.get_running_loop()
+        # One waiting thread per key per loop: the other callers of this loop await it.
+        pending = _loop_loads(loop)
+        fut = pending.get((category, k))
+        if fut is None:
 
-        def run_on_loop() -> Any:
-            # Called by the library in a worker thread, once per key for concurrent misses.
-            return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+            def run_on_loop() -> Any:
+                # Called by the library in a worker thread, once per key for concurrent misses.
+                return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
 
-        load = functools.partial(core.get_or_load, category, k, ttl, run_on_loop, (), None, dumps, loads)
-        return await loop.run_in_executor(None, load)
+            load = functools.partial(core.get_or_load, category, k, ttl, run_on_loop, (), None, dumps, loads)
+            fut = loop.run_in_executor(None, load)
+            pending[(category, k)] = fut
+            fut.add_done_callback(functools.partial(_load_done, pending, (category, k)))
+        # shield: a cancelled caller does not cancel the load the others wait for.
+        return await asyncio.shield(fut)
 
     _attach_helpers(wrapper, name, category, keyfn)
     return wrapper

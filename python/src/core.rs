@@ -1,12 +1,13 @@
 //! `Core`: one started [`HybridCache`] and the tokio runtime it runs on, for one process.
 //! The Python package creates it lazily and again in a forked child (a runtime's threads do
-//! not survive `fork`): every method first checks that it runs in the process that built it.
+//! not survive `fork`): every method first checks that it runs in the process that built it
+//! (no fork since it was built: [`crate::fork`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use hybrid_cache::config::{Config, Flags, RedisTarget};
-use hybrid_cache::HybridCache;
+use hybrid_cache::{HybridCache, Status};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -22,7 +23,8 @@ use crate::memo::Memo;
 pub struct Core {
     rt: Runtime,
     cache: HybridCache,
-    pid: u32,
+    /// [`crate::fork::generation`] when built: another value means this is a forked child.
+    forks: u64,
     memo: Memo,
 }
 
@@ -35,9 +37,7 @@ fn ttl(secs: Option<f64>) -> PyResult<Option<Duration>> {
             .filter(|d| !d.is_zero())
             .map(Some)
             .ok_or_else(|| {
-                crate::errors::InvalidTtlError::new_err(format!(
-                    "invalid ttl: {s} (seconds, > 0)"
-                ))
+                crate::errors::InvalidTtlError::new_err(format!("invalid ttl: {s} (seconds, > 0)"))
             }),
     }
 }
@@ -71,9 +71,37 @@ fn config(
     Ok(c)
 }
 
+/// How long a new cache waits for its Redis before the first call is served: without the
+/// wait, calls right after start-up would fail closed (`UnavailableError`) or, before the
+/// freshness lease, bypass L1 (and single flight).
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the cache and waits (at most [`READY_WAIT`]) until Redis, when configured,
+/// answers and this process holds its L1 lease. A Redis still down after that is the
+/// documented fail-closed state.
+async fn start(cfg: Config) -> Result<HybridCache, hybrid_cache::BuildError> {
+    let cache = HybridCache::start(cfg).await?;
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    while !ready(&cache).await && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(cache)
+}
+
+/// Redis answers and the lease is held (without Redis: at once).
+async fn ready(cache: &HybridCache) -> bool {
+    if cache.status() != Status::Ok {
+        return false;
+    }
+    match cache.stats().await.coherence {
+        Some(c) => c.lease_held,
+        None => true,
+    }
+}
+
 impl Core {
-    fn check_pid(&self) -> PyResult<()> {
-        if std::process::id() == self.pid {
+    fn check_fork(&self) -> PyResult<()> {
+        if crate::fork::generation() == self.forks {
             Ok(())
         } else {
             Err(ForkedError::new_err(
@@ -105,12 +133,12 @@ impl Core {
             .build()
             .map_err(|e| ConfigError::new_err(format!("cannot start the runtime: {e}")))?;
         let cache = py
-            .allow_threads(|| rt.block_on(HybridCache::start(cfg)))
+            .allow_threads(|| rt.block_on(start(cfg)))
             .map_err(|e| build_error(&e))?;
         Ok(Core {
             rt,
             cache,
-            pid: std::process::id(),
+            forks: crate::fork::generation(),
             memo: Memo::default(),
         })
     }
@@ -123,7 +151,7 @@ impl Core {
         key: &str,
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        self.check_pid()?;
+        self.check_fork()?;
         let found = drive(py, &self.rt, self.cache.get(category, key));
         match found.map_err(|e| cache_error(py, &e))? {
             Some(b) => self.memo.decode(py, category, key, b, loads).map(Some),
@@ -140,12 +168,11 @@ impl Core {
         key: &str,
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        self.check_pid()?;
+        self.check_fork()?;
         match try_now(&self.rt, self.cache.get(category, key)) {
-            None => Ok((false, None)),
             Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
-            Some(Ok(None)) => Ok((false, None)),
-            Some(Err(e)) => Err(cache_error(py, &e)),
+            // A miss, a wait, or an error: `get_or_load` (off the loop) decides.
+            _ => Ok((false, None)),
         }
     }
 
@@ -165,7 +192,7 @@ impl Core {
         dumps: Py<PyAny>,
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.check_pid()?;
+        self.check_fork()?;
         let ttl = ttl(ttl_secs)?;
         let loader = PyLoader {
             func,
@@ -191,7 +218,7 @@ impl Core {
         value: &Bound<'_, PyBytes>,
         ttl_secs: Option<f64>,
     ) -> PyResult<()> {
-        self.check_pid()?;
+        self.check_fork()?;
         let ttl = ttl(ttl_secs)?;
         let value = Bytes::copy_from_slice(value.as_bytes());
         self.memo.forget(category, Some(key));
@@ -200,7 +227,7 @@ impl Core {
     }
 
     fn delete(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<()> {
-        self.check_pid()?;
+        self.check_fork()?;
         self.memo.forget(category, Some(key));
         drive(py, &self.rt, self.cache.delete(category, key)).map_err(|e| cache_error(py, &e))
     }
@@ -208,7 +235,7 @@ impl Core {
     /// Invalidates an exact key, a glob, `*` (the category) or, with category `*`,
     /// everything; returns the number of local L1 entries removed.
     fn invalidate(&self, py: Python<'_>, pattern: &str, category: &str) -> PyResult<u64> {
-        self.check_pid()?;
+        self.check_fork()?;
         let n = drive(py, &self.rt, self.cache.invalidate(pattern, category))
             .map_err(|e| cache_error(py, &e))?;
         self.memo.clear();
@@ -217,7 +244,7 @@ impl Core {
 
     /// Invalidates exactly `key` (never read as a pattern).
     fn invalidate_key(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<u64> {
-        self.check_pid()?;
+        self.check_fork()?;
         self.memo.forget(category, Some(key));
         drive(py, &self.rt, self.cache.invalidate_key(category, key))
             .map_err(|e| cache_error(py, &e))
@@ -225,21 +252,21 @@ impl Core {
 
     /// The node's stats document (`GET /v1/stats`) as JSON.
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
-        self.check_pid()?;
+        self.check_fork()?;
         let stats = drive(py, &self.rt, self.cache.stats());
         serde_json::to_string(&stats).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The `/health` document as JSON.
     fn health_json(&self, py: Python<'_>) -> PyResult<String> {
-        self.check_pid()?;
+        self.check_fork()?;
         let health = drive(py, &self.rt, self.cache.health());
         serde_json::to_string(&health).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// Whether Redis is configured and serving as L2.
     fn l2_enabled(&self) -> PyResult<bool> {
-        self.check_pid()?;
+        self.check_fork()?;
         Ok(self.cache.l2_enabled())
     }
 
@@ -251,7 +278,7 @@ impl Core {
 
     /// Stops the cache's actors (unsubscribes from Redis). The object is unusable after.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        self.check_pid()?;
+        self.check_fork()?;
         self.memo.clear();
         drive(py, &self.rt, self.cache.shutdown());
         Ok(())

@@ -8,11 +8,13 @@ use pyo3::prelude::*;
 mod core;
 mod drive;
 mod errors;
+mod fork;
 mod loader;
 mod memo;
 
 #[pymodule]
 fn _hybrid_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork::install();
     m.add_class::<core::Core>()?;
     errors::register(m)?;
     Ok(())

@@ -61,14 +61,17 @@ def examples():
     assert set(stats["l1_caches"]) >= {"permissions", "menus", "roles", "prompts", "general"}
     for s in stats["l1_caches"].values():
         assert set(s) == {"size", "maxsize", "ttl"}
-    assert stats["l1_caches"]["permissions"]["size"] == 1
+    assert stats["l1_caches"]["permissions"]["size"] in (0, 1)  # a reload may race its own invalidation's echo
     assert stats["l1_caches"]["permissions"]["maxsize"] == 500
     assert stats["l1_caches"]["permissions"]["ttl"] == 600
     return stats
 
 
 def test_examples_without_redis(l1_only):
-    assert examples()["l2_enabled"] is False
+    stats = examples()
+    assert stats["l2_enabled"] is False
+    assert stats["l1_caches"]["permissions"]["size"] == 1
+    assert stats["l1_caches"]["menus"]["size"] == 1
 
 
 def test_examples_with_redis(with_redis):

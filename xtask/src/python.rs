@@ -40,14 +40,28 @@ pub fn python() -> Result<()> {
     ]))?;
     // What a user runs: pip builds the wheel with maturin (PEP 517) and installs it.
     eprintln!("[python] pip install ./python (maturin, release build)");
-    run(cmd(&py).args(["-m", "pip", "install", "--force-reinstall", "--no-deps", "./python"]))?;
+    run(cmd(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "--force-reinstall",
+        "--no-deps",
+        "./python",
+    ]))?;
     let testkit = testkit_binary()?;
     eprintln!("[python] pytest python/tests");
     // Bounded: a deadlock (the GIL held while waiting) must fail, not hang CI.
     run(cmd("timeout")
         .arg("900")
         .arg(&py)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python/tests"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "python/tests",
+        ])
         .env("HC_TESTKIT", &testkit))?;
     eprintln!("[python] python/bench.py (printed, not asserted)");
     run(cmd("timeout")
