@@ -129,7 +129,7 @@ pub fn ci(after_test: bool) -> Result<()> {
     }
     eprintln!("== cargo xtask arch --strict --depth 0 (no import cycle at any depth; files <= 500 lines, functions <= 80)");
     let mut code = 0;
-    for dir in ["src", "xtask/src", "testkit/src"] {
+    for dir in ["src", "xtask/src", "testkit/src", "python/src"] {
         code |= arch::run(&arch::Args {
             strict: true,
             depth: 0,
