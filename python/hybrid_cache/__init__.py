@@ -299,6 +299,7 @@ def cached(
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         name = func.__name__
+        prefix = name + ":"
         keyfn = key
         dumps, loads = ser.dumps, ser.loads
 
@@ -311,8 +312,10 @@ def cached(
                 k = keyfn(*args, **kwargs)
             elif kwargs:
                 k = make_key(name, args, kwargs)
+            elif len(args) == 1:  # the common case, without building a list
+                k = prefix + str(args[0])
             elif args:
-                k = name + ":" + ":".join(map(str, args))
+                k = prefix + ":".join(map(str, args))
             else:
                 k = name
             core = _core

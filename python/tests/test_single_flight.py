@@ -121,7 +121,11 @@ def test_the_gil_is_released_while_waiting_for_a_load(l1_only):
     assert len(ticks) > 10
 
 
-def test_a_cached_function_may_call_another_one(l1_only):
+@pytest.mark.parametrize("mode", ["l1_only", "with_redis"])
+def test_a_cached_function_may_call_another_one(mode, request):
+    # With Redis the outer load runs inside the runtime's block_on (after its L2 read):
+    # the inner call must not start a nested block_on there.
+    request.getfixturevalue(mode)
     @cached(category="permissions")
     def perms(user_id):
         return ["read", user_id]
