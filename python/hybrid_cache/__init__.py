@@ -173,8 +173,10 @@ def _start() -> _ext.Core:
 
 
 def _after_fork_in_child() -> None:
-    global _core, _lock
-    _lock = threading.Lock()  # it may have been held by a parent's thread at the fork
+    global _core, _lock, _loads_lock
+    # Either may have been held by a parent's thread at the fork.
+    _lock = threading.Lock()
+    _loads_lock = threading.Lock()
     if _core is not None:
         _inherited.append(_core)
         _core = None
@@ -351,11 +353,17 @@ _loads_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[Tuple
 )
 
 
+_loads_lock = threading.Lock()
+
+
 def _loop_loads(loop: asyncio.AbstractEventLoop) -> Dict[Tuple[str, str], "asyncio.Future[Any]"]:
-    pending = _loads_by_loop.get(loop)
-    if pending is None:
-        pending = _loads_by_loop[loop] = {}
-    return pending
+    """The pending loads of `loop` (each dict is used only from its loop's thread; the
+    lock guards the map of loops, shared by the threads running loops)."""
+    with _loads_lock:
+        pending = _loads_by_loop.get(loop)
+        if pending is None:
+            pending = _loads_by_loop[loop] = {}
+        return pending
 
 
 def _load_done(pending: Dict[Tuple[str, str], Any], key: Tuple[str, str], fut: "asyncio.Future[Any]") -> None:
