@@ -83,6 +83,11 @@ def test_examples_with_redis(with_redis):
     get_user_permissions(5)
     r = redis.Redis.from_url(url)
     assert any(b"get_user_permissions:5" in k for k in r.scan_iter(f"{ns}*"))
+    # The per-call ttl is the Redis TTL; without one, the category's (permissions: 600 s).
+    [prompt] = [k for k in r.scan_iter(f"{ns}*") if b"get_prompt_template:c-9" in k]
+    assert 7000 < r.ttl(prompt) <= 7200
+    [perm] = [k for k in r.scan_iter(f"{ns}*") if k.endswith(b"get_user_permissions:5")]
+    assert 500 < r.ttl(perm) <= 600
 
 
 def test_unknown_category_is_an_error_with_the_library_code(l1_only):
