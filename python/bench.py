@@ -160,7 +160,9 @@ def report(samples, a):
         med[name] = statistics.median(xs)
         print(f"{name:40} {min(xs):10.0f} {med[name]:10.0f} {max(xs):10.0f}")
     hit = med["@cached hit (hybrid_cache)"]
-    print(f"@cached hit / TTLCache lookup (median): {hit / med['cachetools.TTLCache lookup']:.2f}x (goal <= 2x)")
+    lo = {name: min(xs) for name, xs in samples.items()}
+    print(f"@cached hit / TTLCache lookup (median): {hit / med['cachetools.TTLCache lookup']:.2f}x (goal <= 2x); "
+          f"at the minimum: {lo['@cached hit (hybrid_cache)'] / lo['cachetools.TTLCache lookup']:.2f}x")
     print(f"@cached hit / cachetools @cached hit (median): {hit / med['cachetools @cached hit (original L1)']:.2f}x")
     print(f"redis-py GET / @cached hit (median): {med['redis-py GET (local Redis)'] / hit:.1f}x faster (goal >= 20x)")
 

@@ -3,6 +3,7 @@
 //! not survive `fork`): every method first checks that it runs in the process that built it
 //! (no fork since it was built: [`crate::fork`]).
 
+use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -152,7 +153,7 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
         self.check_fork()?;
-        let found = drive(py, &self.rt, self.cache.get(category, key));
+        let found = drive(py, &self.rt, pin!(self.cache.get(category, key)));
         match found.map_err(|e| cache_error(py, &e))? {
             Some(b) => self.memo.decode(py, category, key, b, loads).map(Some),
             None => Ok(None),
@@ -169,7 +170,7 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
         self.check_fork()?;
-        match try_now(&self.rt, self.cache.get(category, key)) {
+        match try_now(&self.rt, pin!(self.cache.get(category, key))) {
             Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
             // A miss, a wait, or an error: `get_or_load` (off the loop) decides.
             _ => Ok((false, None)),
@@ -200,10 +201,11 @@ impl Core {
             kwargs,
             dumps,
         };
-        let fut = self
-            .cache
-            .get_or_load(category, key, ttl, || async move { loader.call() });
-        let bytes = drive(py, &self.rt, fut).map_err(|e| cache_error(py, &e))?;
+        let mut fut =
+            pin!(self
+                .cache
+                .get_or_load(category, key, ttl, || async move { loader.call() }));
+        let bytes = drive(py, &self.rt, fut.as_mut()).map_err(|e| cache_error(py, &e))?;
         self.memo.decode(py, category, key, bytes, loads)
     }
 
@@ -222,21 +224,25 @@ impl Core {
         let ttl = ttl(ttl_secs)?;
         let value = Bytes::copy_from_slice(value.as_bytes());
         self.memo.forget(category, Some(key));
-        drive(py, &self.rt, self.cache.set(category, key, value, ttl))
-            .map_err(|e| cache_error(py, &e))
+        drive(
+            py,
+            &self.rt,
+            pin!(self.cache.set(category, key, value, ttl)),
+        )
+        .map_err(|e| cache_error(py, &e))
     }
 
     fn delete(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<()> {
         self.check_fork()?;
         self.memo.forget(category, Some(key));
-        drive(py, &self.rt, self.cache.delete(category, key)).map_err(|e| cache_error(py, &e))
+        drive(py, &self.rt, pin!(self.cache.delete(category, key))).map_err(|e| cache_error(py, &e))
     }
 
     /// Invalidates an exact key, a glob, `*` (the category) or, with category `*`,
     /// everything; returns the number of local L1 entries removed.
     fn invalidate(&self, py: Python<'_>, pattern: &str, category: &str) -> PyResult<u64> {
         self.check_fork()?;
-        let n = drive(py, &self.rt, self.cache.invalidate(pattern, category))
+        let n = drive(py, &self.rt, pin!(self.cache.invalidate(pattern, category)))
             .map_err(|e| cache_error(py, &e))?;
         self.memo.clear();
         Ok(n)
@@ -246,21 +252,21 @@ impl Core {
     fn invalidate_key(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<u64> {
         self.check_fork()?;
         self.memo.forget(category, Some(key));
-        drive(py, &self.rt, self.cache.invalidate_key(category, key))
+        drive(py, &self.rt, pin!(self.cache.invalidate_key(category, key)))
             .map_err(|e| cache_error(py, &e))
     }
 
     /// The node's stats document (`GET /v1/stats`) as JSON.
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
         self.check_fork()?;
-        let stats = drive(py, &self.rt, self.cache.stats());
+        let stats = drive(py, &self.rt, pin!(self.cache.stats()));
         serde_json::to_string(&stats).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The `/health` document as JSON.
     fn health_json(&self, py: Python<'_>) -> PyResult<String> {
         self.check_fork()?;
-        let health = drive(py, &self.rt, self.cache.health());
+        let health = drive(py, &self.rt, pin!(self.cache.health()));
         serde_json::to_string(&health).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
@@ -280,7 +286,7 @@ impl Core {
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         self.check_fork()?;
         self.memo.clear();
-        drive(py, &self.rt, self.cache.shutdown());
+        drive(py, &self.rt, pin!(self.cache.shutdown()));
         Ok(())
     }
 }

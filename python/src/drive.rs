@@ -4,19 +4,20 @@
 //! another caller's load.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
-/// Drives `fut` to completion from the calling (Python) thread.
-pub fn drive<F>(py: Python<'_>, rt: &Runtime, fut: F) -> F::Output
+/// Drives `fut` to completion from the calling (Python) thread. Pinned by the caller
+/// (`pin!(cache.get(..))`): the library's futures are large, and a hit should not pay for
+/// copying them around.
+pub fn drive<F>(py: Python<'_>, rt: &Runtime, mut fut: Pin<&mut F>) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    let mut fut = pin!(fut);
     if let Poll::Ready(v) = poll_once(rt, fut.as_mut()) {
         return v;
     }
@@ -25,7 +26,7 @@ where
 }
 
 /// One poll inside the runtime's context (timers and sockets register with it).
-fn poll_once<F: Future>(rt: &Runtime, fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+fn poll_once<F: Future>(rt: &Runtime, fut: Pin<&mut F>) -> Poll<F::Output> {
     let _ctx = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     fut.poll(&mut cx)
@@ -33,8 +34,7 @@ fn poll_once<F: Future>(rt: &Runtime, fut: std::pin::Pin<&mut F>) -> Poll<F::Out
 
 /// `Some(output)` when `fut` completes in one poll (an L1 hit), `None` otherwise (the
 /// future is dropped: used only for reads, which may be abandoned).
-pub fn try_now<F: Future>(rt: &Runtime, fut: F) -> Option<F::Output> {
-    let fut = pin!(fut);
+pub fn try_now<F: Future>(rt: &Runtime, fut: Pin<&mut F>) -> Option<F::Output> {
     match poll_once(rt, fut) {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
