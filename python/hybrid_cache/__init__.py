@@ -450,7 +450,14 @@ class HybridCache:
     @staticmethod
     def get(key: str, category: str = "general", *, serializer: Union[str, Serializer] = "json") -> Any:
         """The value of `key`, or None on a miss."""
-        return _call("get", category, key, _serializer(serializer).loads)
+        loads = json.loads if serializer == "json" else _serializer(serializer).loads
+        core = _core
+        if core is None:
+            core = _start()
+        try:
+            return core.get(category, key, loads)
+        except ForkedError:
+            return _forked().get(category, key, loads)
 
     @staticmethod
     def set(

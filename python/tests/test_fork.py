@@ -2,6 +2,7 @@
 multiprocessing's 'fork' start method); each child starts its own runtime and cache and is
 coherent with the parent through Redis."""
 
+import faulthandler
 import multiprocessing
 import os
 import time
@@ -33,6 +34,7 @@ def wait_child(pid, timeout=60):
 
 def child_work(tag):
     """What a prefork worker does; returns a description of what it saw."""
+    faulthandler.dump_traceback_later(30, exit=True)  # a hung child says where
     assert get_user_permissions(1) == ["read", 1]           # parent's value, via L2 or a load
     assert get_user_permissions(tag) == ["read", tag]
     assert get_user_permissions(tag) == ["read", tag]
