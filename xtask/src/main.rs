@@ -13,6 +13,7 @@ mod cluster;
 mod ops;
 mod perf;
 mod procs;
+mod python;
 mod redis_topo;
 mod rust_source;
 mod soak;
@@ -46,7 +47,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Everything CI runs, in order: fmt, clippy -D warnings, doc, test, arch (cycles fail),
-    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, compose lib, fault-check (180 s, B = 50 ms,
+    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, python, compose lib, fault-check (180 s, B = 50 ms,
     /// roles strict), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
     /// when a Docker engine answers, the container tests.
     Ci {
@@ -108,6 +109,10 @@ enum Cmd {
     /// `cargo install --path .` (debug, into a temporary root) gives a `hybrid-cache` on
     /// PATH that prints --version and runs a node answering /health.
     InstallCheck,
+    /// The Python package (python/): a venv under target/python-venv, `pip install ./python`
+    /// (maturin, release build of the abi3 extension), its pytest suite (python/tests, with
+    /// private redis-servers on free loopback ports) and one run of python/bench.py (printed).
+    Python,
     /// Benchmarks (not tests; release builds, private servers on free loopback ports).
     #[command(subcommand)]
     Bench(perf::Bench),
@@ -162,6 +167,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::UiTest => checks::ui_test(),
         Cmd::Alerts => checks::alerts().map(|()| 0),
         Cmd::InstallCheck => checks::install_check().map(|()| 0),
+        Cmd::Python => python::python().map(|()| 0),
         Cmd::Bench(b) => perf::bench(b),
         Cmd::Soak(s) => perf::soak(s),
         Cmd::Cluster(c) => ops::cluster(c),

@@ -129,7 +129,7 @@ pub fn ci(after_test: bool) -> Result<()> {
     }
     eprintln!("== cargo xtask arch --strict --depth 0 (no import cycle at any depth; files <= 500 lines, functions <= 80)");
     let mut code = 0;
-    for dir in ["src", "xtask/src", "testkit/src"] {
+    for dir in ["src", "xtask/src", "testkit/src", "python/src"] {
         code |= arch::run(&arch::Args {
             strict: true,
             depth: 0,
@@ -152,6 +152,8 @@ pub fn ci(after_test: bool) -> Result<()> {
     expect_zero("ui-test", checks::ui_test()?)?;
     eprintln!("== cargo xtask install-check (cargo install --path . gives hybrid-cache on PATH)");
     checks::install_check()?;
+    eprintln!("== cargo xtask python (pip install ./python, pytest python/tests, python/bench.py)");
+    crate::python::python()?;
     eprintln!("== cargo xtask compose lib (docker compose v2 or docker-compose v1)");
     expect_zero("compose lib", ops::compose(ops::Compose::Lib)?)?;
     eprintln!("== cargo xtask fault-check (3 min, B = 50 ms, every fault, roles strict)");

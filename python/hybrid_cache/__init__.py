@@ -1,0 +1,500 @@
+"""hybrid-cache for Python: the original module's API, in process, on the Rust core.
+
+    from hybrid_cache import cached, invalidate_cache, cache_stats, HybridCache
+
+    @cached(category="permissions")            # key "get_user_permissions:123"; category TTL
+    def get_user_permissions(user_id: int): ...
+
+    @cached(category="prompts", ttl=7200)      # per-call TTL; also works on `async def`
+    def get_prompt_template(clause_id: str): ...
+
+    invalidate_cache("get_user_permissions:123", category="permissions")   # exact key
+    invalidate_cache("*", category="menus")                                 # whole category
+    HybridCache.get("my_key", category="general")          # None on a miss
+    HybridCache.set("my_key", {"data": "value"}, category="general", ttl=300)
+    HybridCache.delete("my_key", category="general")
+    cache_stats()   # {"l1_caches": {"permissions": {"size", "maxsize", "ttl"}, ...}, "l2_enabled": bool}
+
+Each process has one cache: an L1 (per category TTL and size) in front of Redis (L2) when
+one is configured (`REDIS_URL`, or `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD` /
+`REDIS_DB` / `REDIS_SSL`, plus the node's `HC_*` settings); without Redis, L1 only. With
+Redis, a write, delete or invalidation in any process is seen by every other process within
+the staleness bound B (`HC_STALENESS_BOUND_MS`, default 100 ms).
+
+The cache starts lazily, at the first call, and again in a child after `fork` (gunicorn,
+uwsgi, multiprocessing): nothing started in a parent is used in a child. Waiting on Redis or
+on another thread's load releases the GIL. See docs/python.md for the full guide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import pickle
+import re
+import socket
+import threading
+import weakref
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+from . import _hybrid_cache as _ext
+from ._hybrid_cache import (
+    ConfigError,
+    DeadlineExceededError,
+    ForkedError,
+    HybridCacheError,
+    InvalidKeyError,
+    InvalidPatternError,
+    InvalidTtlError,
+    KeyTooLargeError,
+    LoaderError,
+    SerializationError,
+    UnavailableError,
+    UnknownCategoryError,
+    ValueTooLargeError,
+)
+
+__all__ = [
+    "cached",
+    "invalidate_cache",
+    "cache_stats",
+    "health",
+    "configure",
+    "make_key",
+    "HybridCache",
+    "Serializer",
+    "HybridCacheError",
+    "ConfigError",
+    "UnknownCategoryError",
+    "InvalidKeyError",
+    "KeyTooLargeError",
+    "ValueTooLargeError",
+    "InvalidPatternError",
+    "InvalidTtlError",
+    "LoaderError",
+    "SerializationError",
+    "UnavailableError",
+    "DeadlineExceededError",
+    "ForkedError",
+]
+
+# ---------------------------------------------------------------------------------------
+# Serializers
+
+
+class Serializer:
+    """How values become bytes in the cache: `dumps(value) -> bytes`, `loads(bytes)`.
+
+    `dumps` raises `TypeError` for a value it cannot serialize; nothing is cached then.
+    """
+
+    __slots__ = ("name", "dumps", "loads")
+
+    def __init__(self, name: str, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]):
+        self.name = name
+        self.dumps = dumps
+        self.loads = loads
+
+    def __repr__(self) -> str:
+        return f"Serializer({self.name!r})"
+
+
+def _json_dumps(value: Any) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"hybrid_cache: a value of type {type(value).__name__} cannot be cached as JSON "
+            f"({e}); cache dicts, lists, str, int, float, bool or None, "
+            f"or use serializer='pickle'"
+        ) from e
+
+
+def _pickle_dumps(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise TypeError(
+            f"hybrid_cache: a value of type {type(value).__name__} cannot be pickled ({e})"
+        ) from e
+
+
+_SERIALIZERS: Dict[str, Serializer] = {
+    "json": Serializer("json", _json_dumps, json.loads),
+    "pickle": Serializer("pickle", _pickle_dumps, pickle.loads),
+}
+
+
+def _serializer(s: Union[str, Serializer]) -> Serializer:
+    if isinstance(s, Serializer):
+        return s
+    try:
+        return _SERIALIZERS[s]
+    except KeyError:
+        raise ValueError(f"unknown serializer {s!r}: 'json', 'pickle' or a Serializer") from None
+
+
+# ---------------------------------------------------------------------------------------
+# The process's cache: started lazily, started again after a fork.
+
+_lock = threading.Lock()
+_core: Optional[_ext.Core] = None
+_settings: Dict[str, Any] = {}
+# Cores inherited from a parent process. Their runtime threads do not exist in the child:
+# they are never used there, and never dropped either (dropping would wait for those threads).
+_inherited: list = []
+
+
+def _node_id() -> str:
+    """Unique per process: `HC_NODE_ID` (or `py-<hostname>`) followed by `-<pid>`."""
+    base = os.environ.get("HC_NODE_ID") or ("py-" + socket.gethostname())
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", base)
+    suffix = f"-{os.getpid()}"
+    return base[: 64 - len(suffix)] + suffix
+
+
+def _start() -> _ext.Core:
+    global _core
+    with _lock:
+        if _core is None:
+            s = dict(_settings)
+            _core = _ext.Core(
+                s.pop("node_id", None) or _node_id(),
+                redis_url=s.get("redis_url"),
+                l1_only=s.get("l1_only", False),
+                namespace=s.get("namespace"),
+                staleness_bound_ms=s.get("staleness_bound_ms"),
+                worker_threads=s.get("worker_threads") or int(os.environ.get("HC_WORKER_THREADS") or 2),
+            )
+        return _core
+
+
+def _after_fork_in_child() -> None:
+    global _core, _lock, _loads_lock
+    # Either may have been held by a parent's thread at the fork.
+    _lock = threading.Lock()
+    _loads_lock = threading.Lock()
+    if _core is not None:
+        _inherited.append(_core)
+        _core = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _cache() -> _ext.Core:
+    core = _core
+    return core if core is not None else _start()
+
+
+def _forked() -> _ext.Core:
+    """The core raised ForkedError: a fork `os.register_at_fork` did not see (a C-level
+    fork; the extension's `pthread_atfork` handler did)."""
+    _after_fork_in_child()
+    return _start()
+
+
+def _call(method: str, *args: Any) -> Any:
+    try:
+        return getattr(_cache(), method)(*args)
+    except ForkedError:
+        return getattr(_forked(), method)(*args)
+
+
+def configure(
+    *,
+    redis_url: Optional[str] = None,
+    l1_only: bool = False,
+    namespace: Optional[str] = None,
+    staleness_bound_ms: Optional[int] = None,
+    node_id: Optional[str] = None,
+    worker_threads: Optional[int] = None,
+) -> None:
+    """Settings over the environment for this process's cache; the current cache (if any)
+    is shut down and the next call starts a new one with them.
+
+    Optional: without it, the cache is configured from the environment alone, like the
+    original module. `l1_only=True` ignores any Redis configured in the environment.
+    """
+    global _core
+    with _lock:
+        old, _core = _core, None
+        _settings.clear()
+        _settings.update(
+            redis_url=redis_url,
+            l1_only=l1_only,
+            namespace=namespace,
+            staleness_bound_ms=staleness_bound_ms,
+            node_id=node_id,
+            worker_threads=worker_threads,
+        )
+    if old is not None:
+        try:
+            old.shutdown()
+        except ForkedError:
+            _inherited.append(old)
+
+
+def _shutdown_at_exit() -> None:
+    core = _core
+    if core is not None:
+        try:
+            core.shutdown()
+        except Exception:  # noqa: BLE001 - exit must not fail because of the cache
+            pass
+
+
+import atexit  # noqa: E402
+
+atexit.register(_shutdown_at_exit)
+
+# ---------------------------------------------------------------------------------------
+# Keys
+
+
+def make_key(function_name: str, args: Tuple[Any, ...] = (), kwargs: Optional[Dict[str, Any]] = None) -> str:
+    """The key `@cached` uses: `"{function}:{arg1}:{arg2}..."` as the original built it
+    (`str()` of each positional argument, joined by `:`), then `:name=value` for keyword
+    arguments in name order. `make_key("get_user_permissions", (123,))` is
+    `"get_user_permissions:123"`; a function called without arguments has the key
+    `"{function}"`.
+    """
+    key = function_name
+    for a in args:
+        key += ":" + str(a)
+    if kwargs:
+        for k in sorted(kwargs):
+            key += f":{k}={kwargs[k]}"
+    return key
+
+
+# ---------------------------------------------------------------------------------------
+# The decorator
+
+
+def cached(
+    category: str = "general",
+    ttl: Optional[float] = None,
+    *,
+    serializer: Union[str, Serializer] = "json",
+    key: Optional[Callable[..., str]] = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Caches a function's results in `category` under `"{function}:{args}"` (see
+    `make_key`; `key=` takes a function of the same arguments returning the key instead).
+
+    `ttl` (seconds) is the Redis TTL of the entries; their L1 lifetime is
+    `min(ttl, category TTL)`; without it, the category's TTL. Concurrent calls that miss the
+    same key in one process run the function once (single flight): every caller gets its
+    result, or the exception it raised (then nothing is cached). Works on `async def`
+    functions too: hits are answered on the event loop, misses wait in a worker thread
+    while the coroutine runs on the loop.
+
+    Values are JSON by default; `serializer="pickle"` opts in to any picklable value. A
+    value that cannot be serialized raises TypeError and is not cached. Values served from
+    this process's L1 are shared objects (as with the original's TTLCache): don't mutate them.
+    """
+    ser = _serializer(serializer)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        name = func.__name__
+        prefix = name + ":"
+        keyfn = key
+        dumps, loads = ser.dumps, ser.loads
+
+        if inspect.iscoroutinefunction(func):
+            return _async_wrapper(func, name, category, ttl, keyfn, dumps, loads)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if keyfn is not None:
+                k = keyfn(*args, **kwargs)
+            elif kwargs:
+                k = make_key(name, args, kwargs)
+            elif len(args) == 1:  # the common case, without building a list
+                k = prefix + str(args[0])
+            elif args:
+                k = prefix + ":".join(map(str, args))
+            else:
+                k = name
+            core = _core
+            if core is None:
+                core = _start()
+            try:
+                return core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+            except ForkedError:
+                return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+
+        _attach_helpers(wrapper, name, category, keyfn)
+        return wrapper
+
+    return decorate
+
+
+def _attach_helpers(wrapper: Any, name: str, category: str, keyfn: Optional[Callable[..., str]]) -> None:
+    def cache_key(*args: Any, **kwargs: Any) -> str:
+        """The key of this call."""
+        return keyfn(*args, **kwargs) if keyfn is not None else make_key(name, args, kwargs)
+
+    def invalidate(*args: Any, **kwargs: Any) -> int:
+        """Invalidates the cached result of this call, in every process."""
+        return invalidate_cache(cache_key(*args, **kwargs), category=category)
+
+    wrapper.cache_key = cache_key
+    wrapper.invalidate = invalidate
+    wrapper.category = category
+
+
+_loads_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[Tuple[str, str], asyncio.Future]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+_loads_lock = threading.Lock()
+
+
+def _loop_loads(loop: asyncio.AbstractEventLoop) -> Dict[Tuple[str, str], "asyncio.Future[Any]"]:
+    """The pending loads of `loop` (each dict is used only from its loop's thread; the
+    lock guards the map of loops, shared by the threads running loops)."""
+    with _loads_lock:
+        pending = _loads_by_loop.get(loop)
+        if pending is None:
+            pending = _loads_by_loop[loop] = {}
+        return pending
+
+
+def _load_done(pending: Dict[Tuple[str, str], Any], key: Tuple[str, str], fut: "asyncio.Future[Any]") -> None:
+    if pending.get(key) is fut:
+        del pending[key]
+    if not fut.cancelled():
+        fut.exception()  # retrieved: every caller may have been cancelled
+
+
+def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfn(*args, **kwargs) if keyfn is not None else make_key(name, args, kwargs)
+        core = _core
+        if core is None:
+            # Starting may connect to Redis: not on the event loop.
+            core = await asyncio.get_running_loop().run_in_executor(None, _start)
+        try:
+            hit, value = core.get_nowait(category, k, loads)
+        except ForkedError:
+            core = _forked()
+            hit, value = core.get_nowait(category, k, loads)
+        if hit:
+            return value
+        loop = asyncio.get_running_loop()
+        # One waiting thread per key per loop: the other callers of this loop await it.
+        pending = _loop_loads(loop)
+        fut = pending.get((category, k))
+        if fut is None:
+
+            def run_on_loop() -> Any:
+                # Called by the library in a worker thread, once per key for concurrent misses.
+                return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+
+            load = functools.partial(core.get_or_load, category, k, ttl, run_on_loop, (), None, dumps, loads)
+            fut = loop.run_in_executor(None, load)
+            pending[(category, k)] = fut
+            fut.add_done_callback(functools.partial(_load_done, pending, (category, k)))
+        # shield: a cancelled caller does not cancel the load the others wait for.
+        return await asyncio.shield(fut)
+
+    _attach_helpers(wrapper, name, category, keyfn)
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------
+# The rest of the original API
+
+
+def invalidate_cache(key: str, category: str = "general", *, pattern: bool = False) -> int:
+    """Invalidates `key` in `category`, in L2 and in the L1 of every process.
+
+    `"*"` invalidates the whole category (and category `"*"` with key `"*"`, everything).
+    Any other key is exact, as in the original (a key like `"get_roles:[1, 2]"` is a key, not
+    a pattern); `pattern=True` reads it as a glob (`*`, `?`, `[a-z]`, `\\` escapes).
+    Returns the number of entries removed from this process's L1.
+    """
+    if key == "*" or pattern:
+        return _call("invalidate", key, category)
+    return _call("invalidate_key", category, key)
+
+
+def cache_stats() -> Dict[str, Any]:
+    """`{"l1_caches": {category: {"size", "maxsize", "ttl"}}, "l2_enabled": bool}`, the
+    original format."""
+    stats = json.loads(_call("stats_json"))
+    l1 = {
+        cat: {"size": s["size"], "maxsize": s["maxsize"], "ttl": s["ttl"]}
+        for cat, s in stats["l1_caches"].items()
+    }
+    return {"l1_caches": l1, "l2_enabled": bool(stats["l2_enabled"])}
+
+
+def health() -> Dict[str, Any]:
+    """The `cache` part of the node's `/health` document: `{"l1_enabled",
+    "l2_redis_enabled", "l1_stats": {category: {"size", "maxsize", "ttl", "consistency"}}}`,
+    ready to serve from a FastAPI or Flask health route."""
+    return json.loads(_call("health_json"))["cache"]
+
+
+class HybridCache:
+    """The original static-style API: `HybridCache.get/set/delete(key, category=...)`."""
+
+    @staticmethod
+    def get(key: str, category: str = "general", *, serializer: Union[str, Serializer] = "json") -> Any:
+        """The value of `key`, or None on a miss."""
+        loads = json.loads if serializer == "json" else _serializer(serializer).loads
+        core = _core
+        if core is None:
+            core = _start()
+        try:
+            return core.get(category, key, loads)
+        except ForkedError:
+            return _forked().get(category, key, loads)
+
+    @staticmethod
+    def set(
+        key: str,
+        value: Any,
+        category: str = "general",
+        ttl: Optional[float] = None,
+        *,
+        serializer: Union[str, Serializer] = "json",
+    ) -> None:
+        """Writes `value` (TypeError, nothing written, if it cannot be serialized). `ttl`
+        is the Redis TTL in seconds; L1 keeps it `min(ttl, category TTL)`. Every other
+        process drops its L1 copy within the bound."""
+        data = _serializer(serializer).dumps(value)
+        _call("set", category, key, data, ttl)
+
+    @staticmethod
+    def delete(key: str, category: str = "general") -> None:
+        """Deletes `key` from L2 and from every process's L1 (also when absent)."""
+        _call("delete", category, key)
+
+    @staticmethod
+    def invalidate(key: str, category: str = "general", *, pattern: bool = False) -> int:
+        """Same as `invalidate_cache`."""
+        return invalidate_cache(key, category, pattern=pattern)
+
+    @staticmethod
+    def stats() -> Dict[str, Any]:
+        """The full node stats (the `/v1/stats` document: counters, coherence state)."""
+        return json.loads(_call("stats_json"))
+
+    @staticmethod
+    def health() -> Dict[str, Any]:
+        """Same as `health()`."""
+        return health()
+
+    @staticmethod
+    def node_id() -> str:
+        """This process's node id (unique per process: `HC_NODE_ID` or `py-<host>`, then the pid)."""
+        return _cache().node_id

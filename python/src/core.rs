@@ -1,0 +1,292 @@
+//! `Core`: one started [`HybridCache`] and the tokio runtime it runs on, for one process.
+//! The Python package creates it lazily and again in a forked child (a runtime's threads do
+//! not survive `fork`): every method first checks that it runs in the process that built it
+//! (no fork since it was built: [`crate::fork`]).
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hybrid_cache::config::{Config, Flags, RedisTarget};
+use hybrid_cache::{HybridCache, Status};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use tokio::runtime::Runtime;
+
+use crate::drive::{drive, try_now};
+use crate::errors::{build_error, cache_error, ConfigError, ForkedError};
+use crate::loader::PyLoader;
+use crate::memo::Memo;
+
+/// The process's cache. Built by the Python package; not meant to be used directly.
+#[pyclass(frozen, module = "hybrid_cache._hybrid_cache")]
+pub struct Core {
+    rt: Runtime,
+    cache: HybridCache,
+    /// [`crate::fork::generation`] when built: another value means this is a forked child.
+    forks: u64,
+    memo: Memo,
+}
+
+/// A ttl in seconds (the Python API's unit), checked: > 0 and finite.
+fn ttl(secs: Option<f64>) -> PyResult<Option<Duration>> {
+    match secs {
+        None => Ok(None),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .map(Some)
+            .ok_or_else(|| {
+                crate::errors::InvalidTtlError::new_err(format!("invalid ttl: {s} (seconds, > 0)"))
+            }),
+    }
+}
+
+/// The configuration: the environment (REDIS_*, HC_*, APP_ENV) with the given overrides.
+fn config(
+    redis_url: Option<String>,
+    l1_only: bool,
+    node_id: String,
+    namespace: Option<String>,
+    staleness_bound_ms: Option<u64>,
+) -> PyResult<Config> {
+    let cfg_err = |e: hybrid_cache::config::ConfigError| ConfigError::new_err(e.to_string());
+    let mut c = Config::load(&Flags::default()).map_err(cfg_err)?;
+    if l1_only {
+        c.redis = None;
+    } else if let Some(url) = redis_url {
+        c.redis = Some(RedisTarget::Url {
+            url,
+            password: None,
+        });
+    }
+    c.node_id = node_id;
+    if let Some(ns) = namespace {
+        c.namespace = ns;
+    }
+    if let Some(ms) = staleness_bound_ms {
+        c.staleness_bound = Duration::from_millis(ms);
+    }
+    c.validate().map_err(cfg_err)?;
+    Ok(c)
+}
+
+/// How long a new cache waits for its Redis before the first call is served: without the
+/// wait, calls right after start-up would fail closed (`UnavailableError`) or, before the
+/// freshness lease, bypass L1 (and single flight).
+const READY_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the cache and waits (at most [`READY_WAIT`]) until Redis, when configured,
+/// answers and this process holds its L1 lease. A Redis still down after that is the
+/// documented fail-closed state.
+async fn start(cfg: Config) -> Result<HybridCache, hybrid_cache::BuildError> {
+    let cache = HybridCache::start(cfg).await?;
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    while !ready(&cache).await && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(cache)
+}
+
+/// Redis answers and the lease is held (without Redis: at once).
+async fn ready(cache: &HybridCache) -> bool {
+    if cache.status() != Status::Ok {
+        return false;
+    }
+    match cache.stats().await.coherence {
+        Some(c) => c.lease_held,
+        None => true,
+    }
+}
+
+impl Core {
+    fn check_fork(&self) -> PyResult<()> {
+        if crate::fork::generation() == self.forks {
+            Ok(())
+        } else {
+            Err(ForkedError::new_err(
+                "this cache was created in the parent process before a fork",
+            ))
+        }
+    }
+}
+
+#[pymethods]
+impl Core {
+    /// Starts a cache configured from the environment, with overrides.
+    #[new]
+    #[pyo3(signature = (node_id, redis_url=None, l1_only=false, namespace=None, staleness_bound_ms=None, worker_threads=2))]
+    fn new(
+        py: Python<'_>,
+        node_id: String,
+        redis_url: Option<String>,
+        l1_only: bool,
+        namespace: Option<String>,
+        staleness_bound_ms: Option<u64>,
+        worker_threads: usize,
+    ) -> PyResult<Self> {
+        let cfg = config(redis_url, l1_only, node_id, namespace, staleness_bound_ms)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads.max(1))
+            .thread_name("hybrid-cache")
+            .enable_all()
+            .build()
+            .map_err(|e| ConfigError::new_err(format!("cannot start the runtime: {e}")))?;
+        let cache = py
+            .allow_threads(|| rt.block_on(start(cfg)))
+            .map_err(|e| build_error(&e))?;
+        Ok(Core {
+            rt,
+            cache,
+            forks: crate::fork::generation(),
+            memo: Memo::default(),
+        })
+    }
+
+    /// The value of `key` decoded with `loads`, or None on a miss.
+    fn get(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        loads: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        self.check_fork()?;
+        let found = drive(py, &self.rt, pin!(self.cache.get(category, key)));
+        match found.map_err(|e| cache_error(py, &e))? {
+            Some(b) => self.memo.decode(py, category, key, b, loads).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like `get` but never waits: `(True, value)` on an L1 hit, `(False, None)` when the
+    /// answer needs Redis (the caller then uses `get` or `get_or_load` off the event loop).
+    fn get_nowait(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        loads: &Bound<'_, PyAny>,
+    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        self.check_fork()?;
+        match try_now(&self.rt, pin!(self.cache.get(category, key))) {
+            Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
+            // A miss, a wait, or an error: `get_or_load` (off the loop) decides.
+            _ => Ok((false, None)),
+        }
+    }
+
+    /// The cached value of `key`, or `dumps(func(*args, **kwargs))` run once in this process
+    /// for any number of concurrent misses; decoded with `loads`.
+    #[pyo3(signature = (category, key, ttl_secs, func, args, kwargs, dumps, loads))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_or_load(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        ttl_secs: Option<f64>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+        dumps: Py<PyAny>,
+        loads: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_fork()?;
+        let ttl = ttl(ttl_secs)?;
+        let loader = PyLoader {
+            func,
+            args,
+            kwargs,
+            dumps,
+        };
+        let mut fut =
+            pin!(self
+                .cache
+                .get_or_load(category, key, ttl, || async move { loader.call() }));
+        let bytes = drive(py, &self.rt, fut.as_mut()).map_err(|e| cache_error(py, &e))?;
+        self.memo.decode(py, category, key, bytes, loads)
+    }
+
+    /// Writes already-serialized bytes; `ttl_secs` is the Redis TTL (L1: min with the
+    /// category's).
+    #[pyo3(signature = (category, key, value, ttl_secs=None))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        value: &Bound<'_, PyBytes>,
+        ttl_secs: Option<f64>,
+    ) -> PyResult<()> {
+        self.check_fork()?;
+        let ttl = ttl(ttl_secs)?;
+        let value = Bytes::copy_from_slice(value.as_bytes());
+        self.memo.forget(category, Some(key));
+        drive(
+            py,
+            &self.rt,
+            pin!(self.cache.set(category, key, value, ttl)),
+        )
+        .map_err(|e| cache_error(py, &e))
+    }
+
+    fn delete(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<()> {
+        self.check_fork()?;
+        self.memo.forget(category, Some(key));
+        drive(py, &self.rt, pin!(self.cache.delete(category, key))).map_err(|e| cache_error(py, &e))
+    }
+
+    /// Invalidates an exact key, a glob, `*` (the category) or, with category `*`,
+    /// everything; returns the number of local L1 entries removed.
+    fn invalidate(&self, py: Python<'_>, pattern: &str, category: &str) -> PyResult<u64> {
+        self.check_fork()?;
+        let n = drive(py, &self.rt, pin!(self.cache.invalidate(pattern, category)))
+            .map_err(|e| cache_error(py, &e))?;
+        self.memo.clear();
+        Ok(n)
+    }
+
+    /// Invalidates exactly `key` (never read as a pattern).
+    fn invalidate_key(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<u64> {
+        self.check_fork()?;
+        self.memo.forget(category, Some(key));
+        drive(py, &self.rt, pin!(self.cache.invalidate_key(category, key)))
+            .map_err(|e| cache_error(py, &e))
+    }
+
+    /// The node's stats document (`GET /v1/stats`) as JSON.
+    fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
+        self.check_fork()?;
+        let stats = drive(py, &self.rt, pin!(self.cache.stats()));
+        serde_json::to_string(&stats).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// The `/health` document as JSON.
+    fn health_json(&self, py: Python<'_>) -> PyResult<String> {
+        self.check_fork()?;
+        let health = drive(py, &self.rt, pin!(self.cache.health()));
+        serde_json::to_string(&health).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Whether Redis is configured and serving as L2.
+    fn l2_enabled(&self) -> PyResult<bool> {
+        self.check_fork()?;
+        Ok(self.cache.l2_enabled())
+    }
+
+    /// This process's node id.
+    #[getter]
+    fn node_id(&self) -> String {
+        self.cache.config().node_id.clone()
+    }
+
+    /// Stops the cache's actors (unsubscribes from Redis). The object is unusable after.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_fork()?;
+        self.memo.clear();
+        drive(py, &self.rt, pin!(self.cache.shutdown()));
+        Ok(())
+    }
+}
