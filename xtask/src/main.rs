@@ -47,7 +47,7 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Everything CI runs, in order: fmt, clippy -D warnings, doc, test, arch (cycles fail),
-    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, python, compose lib, fault-check (180 s, B = 50 ms,
+    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, compose lib, fault-check (180 s, B = 50 ms,
     /// roles strict), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
     /// when a Docker engine answers, the container tests.
     Ci {
