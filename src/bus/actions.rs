@@ -58,20 +58,8 @@ impl BusState {
                     }
                 }
             }
-            Action::QueryPrimary { id } => {
-                if let Some(p) = &self.prober {
-                    p.query(id);
-                }
-            }
-            Action::PrimaryProven { sent, until } => {
-                if let Some(l2) = self.node.l2() {
-                    l2.primary_proven(sent, until);
-                }
-            }
-            Action::PrimaryLost => {
-                if let Some(l2) = self.node.l2() {
-                    l2.primary_lost();
-                }
+            Action::QueryPrimary { .. } | Action::PrimaryProven { .. } | Action::PrimaryLost => {
+                self.run_primary(action)
             }
             Action::PeerBroadcast(msg) => self.send_peer(None, &msg),
             Action::SendPeer { to, msg } => self.send_peer(Some(&to), &msg),
@@ -100,6 +88,28 @@ impl BusState {
                     let _ = done.send(Ok(()));
                 }
             }
+        }
+    }
+
+    /// Sentinel's primary proof: query the sentinels, or open / close L2 to reads and acks.
+    fn run_primary(&self, action: Action) {
+        match action {
+            Action::QueryPrimary { id } => {
+                if let Some(p) = &self.prober {
+                    p.query(id);
+                }
+            }
+            Action::PrimaryProven { sent, until } => {
+                if let Some(l2) = self.node.l2() {
+                    l2.primary_proven(sent, until);
+                }
+            }
+            Action::PrimaryLost => {
+                if let Some(l2) = self.node.l2() {
+                    l2.primary_lost();
+                }
+            }
+            _ => {}
         }
     }
 
