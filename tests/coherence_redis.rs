@@ -1155,7 +1155,16 @@ async fn node_cut_off_from_redis_refuses_what_it_cannot_vouch_for() {
     assert_eq!((code, h["status"].as_str()), (503, Some("degraded")), "{h}");
 
     put(&c, &b, "roles", "k", "old").await;
-    assert_eq!(get(&c, &b, "roles", "k").await.2, b"old");
+    // B reads L2 once its replay hold ends (every live peer, A too, sent its backlog; at
+    // least the join grace after its start): until then its misses answer 503.
+    let served = poll(Duration::from_secs(5), || async {
+        get(&c, &b, "roles", "k").await.2 == b"old"
+    })
+    .await;
+    assert!(
+        served,
+        "b serves the value it wrote once its replay hold ends"
+    );
     assert_eq!(put_status(&c, &a, "roles", "k", "new").await, 503);
     let (status, _, body) = get(&c, &a, "roles", "k").await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
