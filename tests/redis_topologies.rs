@@ -168,6 +168,32 @@ fn sentinel_primary(port: u16, master: &str) -> Option<u16> {
     }
 }
 
+/// Every sentinel sees the primary as ok, both replicas and the two other sentinels.
+fn sentinels_ready(sentinels: &[Proc]) -> bool {
+    sentinels.iter().all(|s| {
+        let info = text(s.port, &["INFO", "sentinel"]);
+        info.contains("status=ok") && info.contains("slaves=2") && info.contains("sentinels=3")
+    })
+}
+
+/// The nodes' L2 target: these sentinels, watching `master`.
+fn sentinel_target(sentinels: &[Proc], master: &str) -> RedisTarget {
+    RedisTarget::Sentinel {
+        sentinels: sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect(),
+        master: master.to_string(),
+        password: None,
+        db: 0,
+    }
+}
+
+/// Both replicas acknowledged everything the primary on `port` has written.
+fn replicas_caught_up(port: u16) -> bool {
+    matches!(cmd(port, &["WAIT", "2", "2000"]), Some(Resp::Int(2)))
+}
+
 fn namespace(test: &str) -> String {
     format!("t{test}{:08x}", rand::random::<u32>())
 }
@@ -470,22 +496,11 @@ async fn sentinel_failover_keeps_nodes_serving_and_no_read_beyond_the_bound() {
         .collect();
     // Every sentinel knows the replica and the other sentinels before the fault.
     assert!(
-        wait_until(READY, || sentinels.iter().all(|s| {
-            let info = text(s.port, &["INFO", "sentinel"]);
-            info.contains("slaves=2") && info.contains("sentinels=3")
-        })),
+        wait_until(READY, || sentinels_ready(&sentinels)),
         "sentinels did not discover each other and the replica"
     );
 
-    let target = RedisTarget::Sentinel {
-        sentinels: sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect(),
-        master: master.to_string(),
-        password: None,
-        db: 0,
-    };
+    let target = sentinel_target(&sentinels, master);
     let ns = namespace("sentinel");
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -1097,21 +1112,10 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
         })
         .collect();
     assert!(
-        wait_until(READY, || sentinels.iter().all(|s| {
-            let info = text(s.port, &["INFO", "sentinel"]);
-            info.contains("status=ok") && info.contains("slaves=2") && info.contains("sentinels=3")
-        })),
+        wait_until(READY, || sentinels_ready(&sentinels)),
         "sentinels did not discover each other and the replicas through the proxy"
     );
-    let target = RedisTarget::Sentinel {
-        sentinels: sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect(),
-        master: master.to_string(),
-        password: None,
-        db: 0,
-    };
+    let target = sentinel_target(&sentinels, master);
     let ns = namespace("sentinelcut");
     let mut nodes = Vec::new();
     for id in ["n0", "n1"] {
@@ -1122,13 +1126,7 @@ async fn sentinel_old_primary_cut_off_from_the_sentinels_stops_serving_within_th
     warm_up(&nodes, &hist).await;
     // Nothing acknowledged on the old primary is lost by the promotion (this test is about
     // the split brain, not about asynchronous replication).
-    assert!(
-        matches!(
-            cmd(primary.port, &["WAIT", "2", "2000"]),
-            Some(Resp::Int(2))
-        ),
-        "replicas caught up"
-    );
+    assert!(replicas_caught_up(primary.port), "replicas caught up");
 
     let cut_at = Instant::now();
     proxy.cut();
@@ -1188,21 +1186,10 @@ async fn sentinel_primary_paused_past_the_failover_stops_serving_within_the_boun
         .map(|_| sentinel(dir.path(), master, primary.port))
         .collect();
     assert!(
-        wait_until(READY, || sentinels.iter().all(|s| {
-            let info = text(s.port, &["INFO", "sentinel"]);
-            info.contains("status=ok") && info.contains("slaves=2") && info.contains("sentinels=3")
-        })),
+        wait_until(READY, || sentinels_ready(&sentinels)),
         "sentinels did not discover each other and the replicas"
     );
-    let target = RedisTarget::Sentinel {
-        sentinels: sentinels
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect(),
-        master: master.to_string(),
-        password: None,
-        db: 0,
-    };
+    let target = sentinel_target(&sentinels, master);
     let ns = namespace("sentinelpause");
     let bound_ms = 1000;
     let mut nodes = Vec::new();
@@ -1215,13 +1202,7 @@ async fn sentinel_primary_paused_past_the_failover_stops_serving_within_the_boun
     }
     let hist = History::new();
     warm_up(&nodes, &hist).await;
-    assert!(
-        matches!(
-            cmd(primary.port, &["WAIT", "2", "2000"]),
-            Some(Resp::Int(2))
-        ),
-        "replicas caught up"
-    );
+    assert!(replicas_caught_up(primary.port), "replicas caught up");
 
     let signal = |sig: &str| {
         let ok = Command::new("kill")
