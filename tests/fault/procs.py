@@ -98,6 +98,22 @@ class Redis:
         return [self.reply() for _ in commands]
 
 
+def wait_ping(port, timeout, what):
+    """Waits until the Redis on `port` answers PING; RuntimeError naming `what` at `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = Redis(port, timeout=1)
+            try:
+                if r.cmd("PING") == "PONG":
+                    return
+            finally:
+                r.close()
+        except (OSError, RuntimeError):
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer PING")
+
+
 class Spawner:
     """Starts every child from one long-lived thread, each dying with the checker.
 
@@ -194,18 +210,7 @@ class Procs:
         extra = PERSISTENCE_ARGS[self.persistence] if self.persistence else []
         self._spawn("redis", redis_server_command(self.redis_port, self.run_dir, extra),
                     log="redis.log")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                r = Redis(self.redis_port, timeout=1)
-                try:
-                    if r.cmd("PING") == "PONG":
-                        return
-                finally:
-                    r.close()
-            except (OSError, RuntimeError):
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not answer PING")
+        wait_ping(self.redis_port, timeout, "redis-server")
 
     def redis(self):
         return Redis(self.redis_port)

@@ -16,7 +16,7 @@ import sys
 import time
 
 import procs as procs_mod
-from procs import Procs, Redis, free_port, redis_server_command
+from procs import Procs, Redis, free_port, redis_server_command, wait_ping
 
 MASTER = "hcfault"
 SERVERS = ["r0", "r1", "r2"]  # r0 is the first primary
@@ -80,18 +80,7 @@ class SentinelProcs(Procs):
             extra += ["--replicaof", "127.0.0.1", str(self.proxy_ports[replica_of])]
         self._spawn(s, redis_server_command(self.server_ports[s], d, extra),
                     log=f"redis-{s}.log")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                r = Redis(self.server_ports[s], timeout=1)
-                try:
-                    if r.cmd("PING") == "PONG":
-                        return
-                finally:
-                    r.close()
-            except (OSError, RuntimeError):
-                time.sleep(0.05)
-        raise RuntimeError(f"redis {s} did not answer PING")
+        wait_ping(self.server_ports[s], timeout, f"redis {s}")
 
     def sentinel_cmd(self, *args):
         """The first answer of a sentinel to `args` (None when none answers)."""
