@@ -599,6 +599,22 @@ async fn unconfirmed_writes_hold_back_only_their_own_keys() {
     );
     let pending = a.cache().l2_backlog_len();
     assert!(pending > 0, "the unconfirmed key waits for replay");
+    // Not `ok` while a key would answer 503, yet still served (HTTP 200): the link is up.
+    let health = http
+        .get(format!("http://{}/health", a.http_addr()))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(
+        health.status().as_u16(),
+        200,
+        "a catching-up node is not drained"
+    );
+    let doc: serde_json::Value = health.json().await.expect("health json");
+    assert_eq!(
+        doc["status"], "degraded",
+        "a node with a pending replay is not ok"
+    );
 
     // Another key is still read from L2 on `a`.
     let got = http.get(url(&a, "seeded")).send().await.expect("get");

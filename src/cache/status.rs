@@ -99,15 +99,29 @@ impl HybridCache {
         self.shared.l2_enabled()
     }
 
-    /// Current status: ok / degraded / isolated.
+    /// Current status: ok / degraded / isolated. `degraded` while Redis is configured but
+    /// unreachable, and also while it answers again but L2 is not yet usable for every key:
+    /// its circuit breaker still open, the replay hold on (after a start or a link loss,
+    /// until every live peer told us its backlog), or changes made during an outage still
+    /// waiting to be replayed into L2. Until then some reads answer 503, so `ok` means that
+    /// every read this node gets can be answered.
     pub fn status(&self) -> Status {
         if self.shared.isolated.load(Ordering::Relaxed) {
             Status::Isolated
-        } else if self.shared.config.redis.is_some() && !self.l2_enabled() {
+        } else if self.shared.config.redis.is_some()
+            && (!self.l2_enabled() || self.l2_catching_up())
+        {
             Status::Degraded
         } else {
             Status::Ok
         }
+    }
+
+    /// Whether a connected L2 is not usable for every key yet (see [`HybridCache::status`]).
+    fn l2_catching_up(&self) -> bool {
+        self.shared.l2.as_ref().is_some_and(|l2| !l2.available())
+            || self.shared.l2_hold.load(Ordering::Acquire)
+            || !self.shared.l2_backlog_is_empty()
     }
 
     /// Whether this node can answer reads within its guarantee right now: a balancer should
@@ -119,6 +133,8 @@ impl HybridCache {
         match self.status() {
             Status::Ok => true,
             Status::Isolated => false,
+            // Catching up (replay, hold, breaker) with the link up: still served, as before.
+            Status::Degraded if self.l2_enabled() => true,
             // Not "L2 answers": a circuit breaker half-opening would make /health flap.
             Status::Degraded => self.l1_trusted(),
         }

@@ -187,7 +187,7 @@ impl Snapshot {
             ),
             (
                 "degraded",
-                "1 while Redis is configured but unreachable",
+                "1 while Redis is configured but unreachable, or not yet usable for every key (replay pending)",
                 u64::from(self.status == Status::Degraded),
             ),
             (
