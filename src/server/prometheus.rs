@@ -111,7 +111,7 @@ impl Snapshot {
     /// Node-wide counters, then the extra ones of other layers (gossip).
     fn encode_node_counters(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let k = &self.stats.counters;
-        let node: [(&str, &str, u64); 11] = [
+        let node: [(&str, &str, u64); 16] = [
             (
                 "http_bad_requests",
                 "Rejected HTTP requests (bad input)",
@@ -151,6 +151,31 @@ impl Snapshot {
                 "fail_safe_hits",
                 "get_or_load calls answered by a fail-safe (stale) value",
                 k.fail_safe_hits,
+            ),
+            (
+                "refreshes_started",
+                "Refresh-ahead reloads started",
+                k.refreshes_started,
+            ),
+            (
+                "refreshes_won",
+                "Refresh-ahead reloads this node ran (it took the key's refresh lock)",
+                k.refreshes_won,
+            ),
+            (
+                "refreshes_lost",
+                "Refresh-ahead reloads left to another node (it held the lock)",
+                k.refreshes_lost,
+            ),
+            (
+                "refreshes_failed",
+                "Refresh-ahead reloads that failed (loader or Redis)",
+                k.refreshes_failed,
+            ),
+            (
+                "refreshes_discarded",
+                "Refresh-ahead values dropped because a write or invalidation raced them",
+                k.refreshes_discarded,
             ),
             (
                 "actor_restarts",
