@@ -169,6 +169,15 @@ fn raw(redis: &RedisServer, ns: &str, key: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// The token of `key`'s refresh lock in Redis, if held.
+fn lock(redis: &RedisServer, ns: &str, key: &str) -> Option<Vec<u8>> {
+    let k = format!("{ns}:near:refresh:{key}");
+    match redis.command(&[b"GET", k.as_bytes()]) {
+        Ok(Resp::Bulk(b)) => b,
+        other => panic!("GET {k}: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     let redis = RedisServer::start();
@@ -193,6 +202,10 @@ async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     assert!(!hit.stale);
     gate.started().await;
     assert_eq!(read(&a, "k").await.as_deref(), Some(&b"v1"[..]));
+    assert!(
+        lock(&redis, &ns, "k").is_some(),
+        "the key's refresh lock is held"
+    );
     gate.open();
     poll("the reloaded value", || async {
         read(&a, "k").await.as_deref() == Some(&b"v2"[..])
@@ -208,6 +221,22 @@ async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     assert_eq!((k.refreshes_started, k.refreshes_won), (1, 1));
     assert_eq!((k.refreshes_failed, k.refreshes_discarded), (0, 0));
     assert_eq!(gate.calls(), 1);
+    // Released once the value is in; a failing reload changes nothing and keeps the lock
+    // until it expires (the whole cluster waits before trying again).
+    poll("the lock released", || async {
+        lock(&redis, &ns, "k").is_none()
+    })
+    .await;
+    tokio::time::sleep(PAST_AFTER).await;
+    let failing = || async { Err::<Bytes, _>(std::io::Error::other("db down")) };
+    let hit = a.get_or_load_with("near", "k", opts, failing).await;
+    assert_eq!(&hit.unwrap().value[..], b"v2");
+    poll("the failed reload", || async {
+        a.stats().await.counters.refreshes_failed == 1
+    })
+    .await;
+    assert_eq!(read(&a, "k").await.as_deref(), Some(&b"v2"[..]));
+    assert!(lock(&redis, &ns, "k").is_some(), "kept after a failure");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -234,8 +234,16 @@ impl HybridCache {
         let Some(value) = Self::reload(job.l1, loader).await else {
             return Outcome::Failed;
         };
-        self.install(job, &l2, found.generation, expected, value)
-            .await
+        let outcome = self
+            .install(job, &l2, found.generation, expected, value)
+            .await;
+        if let Outcome::Installed = outcome {
+            // The next refresh of the key may start as soon as the new value is due.
+            if let Err(e) = l2.refresh_unlock(job.category, job.key, &token).await {
+                self.l2_error("refresh_unlock", &e);
+            }
+        }
+        outcome
     }
 
     /// Writes the reloaded value like a `set` — L2 (only if unchanged since the snapshot),

@@ -16,9 +16,9 @@ impl L2 {
     }
 
     /// Takes the cluster-wide lock of `key`'s refresh for `hold` (`SET … NX PX`): `true` for
-    /// the one node that should reload it now, `false` while another node holds it. The lock
-    /// is never released early: it expires after `hold`, so a failing loader is retried at
-    /// most once per `hold` in the whole cluster.
+    /// the one node that should reload it now, `false` while another node holds it. Released
+    /// ([`Self::refresh_unlock`]) once the reloaded value is in; after a failure it expires
+    /// after `hold`, so a failing loader is retried at most once per `hold` in the cluster.
     pub async fn refresh_lock(
         &self,
         category: &str,
@@ -41,6 +41,22 @@ impl L2 {
             })
             .await?;
         Ok(reply.is_some())
+    }
+
+    /// Releases the lock of `key`'s refresh if it still holds `token` (it may have expired
+    /// and been taken by another node since). Returns whether it was released.
+    pub async fn refresh_unlock(
+        &self,
+        category: &str,
+        key: &str,
+        token: &str,
+    ) -> Result<bool, L2Error> {
+        let lock = self.refresh_lock_key(category, key);
+        let script = &self.scripts.unlock;
+        let n: i64 = self
+            .call(|mut c| async move { script.key(lock).arg(token).invoke_async(&mut c).await })
+            .await?;
+        Ok(n == 1)
     }
 
     /// Refresh-ahead's write: `value` replaces the key only if the category generation is
