@@ -188,9 +188,13 @@ async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     let opts = LoadOptions::default().refresh_after(AFTER);
     let first = a.get_or_load_with("near", "k", opts, ready("v1")).await;
     assert_eq!(&first.unwrap().value[..], b"v1");
+    let loaded_by = std::time::Instant::now();
     // Young: a hit, no reload.
-    let young = a.get_or_load_with("near", "k", opts, ready("unused")).await;
-    assert_eq!(&young.unwrap().value[..], b"v1");
+    let young = LoadOptions::default().refresh_after(Duration::from_secs(30));
+    let hit = a
+        .get_or_load_with("near", "k", young, ready("unused"))
+        .await;
+    assert_eq!(&hit.unwrap().value[..], b"v1");
     tokio::time::sleep(PAST_AFTER).await;
     let mut gate = Gate::new();
     // The loader blocks until the gate opens, yet the call answers: the old value, at once.
@@ -214,8 +218,10 @@ async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     // Through the write path: in L2 (the other node reads it there).
     assert_eq!(raw(&redis, &ns, "k"), Some(b"\x01v2".to_vec()));
     assert_eq!(read(&b, "k").await.as_deref(), Some(&b"v2"[..]));
-    // The refreshed entry's age restarted: the next hit does not reload.
-    let again = a.get_or_load_with("near", "k", opts, ready("v3")).await;
+    // The refreshed entry's age restarted: v1 was cached before `loaded_by`, v2 more than
+    // PAST_AFTER after it, so a hit that would reload v1 does not reload v2.
+    let v1_age = LoadOptions::default().refresh_after(loaded_by.elapsed());
+    let again = a.get_or_load_with("near", "k", v1_age, ready("v3")).await;
     assert_eq!(&again.unwrap().value[..], b"v2");
     let k = a.stats().await.counters;
     assert_eq!((k.refreshes_started, k.refreshes_won), (1, 1));
