@@ -1,6 +1,7 @@
 //! Refresh-ahead (issue 26 item 1) through the library: a hit past `refresh_after` answers
 //! the cached value at once and one background reload per key in the cluster replaces it;
-//! a reload raced by an invalidation is dropped. Nodes are caches sharing a private
+//! a reload raced by an invalidation, or by a write whose invalidation is still on its way,
+//! is dropped. Nodes are caches sharing a private
 //! `redis-server` (free loopback port); loaders block on a gate the test opens, so every
 //! race is decided by the test, and every wait is a bounded poll.
 
@@ -394,4 +395,47 @@ async fn without_redis_the_category_setting_refreshes_once_per_node() {
         (2, 2, 0)
     );
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_invalidation_is_still_on_its_way_wins_over_the_reload() {
+    let redis = RedisServer::start();
+    let ns = namespace("lost");
+    let a = cache("a", &ns, Some(&redis), near(|_| {})).await;
+    let b = cache("b", &ns, Some(&redis), near(|_| {})).await;
+    settled(&[&a, &b]).await;
+    let opts = LoadOptions::default().refresh_after(AFTER);
+    let v = a.get_or_load_with("near", "k", opts, ready("v1")).await;
+    assert_eq!(&v.unwrap().value[..], b"v1");
+    tokio::time::sleep(PAST_AFTER).await;
+    let mut gate = Gate::new();
+    let hit = a
+        .get_or_load_with("near", "k", opts, gate.loader("v2"))
+        .await;
+    assert_eq!(&hit.unwrap().value[..], b"v1");
+    gate.started().await;
+    // A's bus stalls: B's write reaches L2, its invalidation does not reach A's L1, so A's
+    // fill ticket still holds. Only L2's comparison can keep the (older) reload out.
+    let release = a.hold_bus().expect("the bus runs");
+    b.set("near", "k", "vb", None).await.unwrap();
+    assert_eq!(raw(&redis, &ns, "k"), Some(b"\x01vb".to_vec()));
+    gate.open();
+    poll("the reload ended", || async {
+        a.stats().await.counters.refreshes_discarded == 1
+            || raw(&redis, &ns, "k") != Some(b"\x01vb".to_vec())
+    })
+    .await;
+    assert_eq!(
+        raw(&redis, &ns, "k"),
+        Some(b"\x01vb".to_vec()),
+        "B's write stays"
+    );
+    assert_eq!(a.stats().await.counters.refreshes_discarded, 1);
+    drop(release);
+    poll("B's write on A", || async {
+        read(&a, "k").await.as_deref() == Some(&b"vb"[..])
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
 }
