@@ -1,9 +1,9 @@
 //! Refresh-ahead (issue 26 item 1) through the library: a hit past `refresh_after` answers
 //! the cached value at once and one background reload per key in the cluster replaces it;
 //! a reload raced by an invalidation, or by a write whose invalidation is still on its way,
-//! is dropped. Nodes are caches sharing a private
-//! `redis-server` (free loopback port); loaders block on a gate the test opens, so every
-//! race is decided by the test, and every wait is a bounded poll.
+//! is dropped. Nodes are caches sharing a private `redis-server` (free loopback port);
+//! loaders block on a gate the test opens, so every race is decided by the test, and every
+//! wait is a bounded poll.
 
 mod support;
 
