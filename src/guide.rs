@@ -87,7 +87,9 @@
 //! ```
 //!
 //! Per category, all off by default (`docs/near-cache.md`): `ttl_jitter` spreads expiries,
-//! `negative_ttl_secs` caches a loader's "not found"
+//! `refresh_after_secs` answers a hit past it at once and reloads the key in the background,
+//! once in the cluster ([`get_or_load_with`](crate::HybridCache::get_or_load_with), whose
+//! [`LoadOptions`](crate::LoadOptions) can set it per call), `negative_ttl_secs` caches a loader's "not found"
 //! ([`get_or_load_opt`](crate::HybridCache::get_or_load_opt)), `fail_safe_max_age_secs`
 //! answers the last value, marked stale, when the loader fails or is slow
 //! ([`get_or_load_marked`](crate::HybridCache::get_or_load_marked)); `load_timeout_ms`

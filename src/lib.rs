@@ -77,7 +77,9 @@ pub mod telemetry;
 pub mod wire;
 pub mod wire_auth;
 
-pub use cache::{BuildError, HybridCache, HybridCacheBuilder, LoadTimedOut, Loaded, Source};
+pub use cache::{
+    BuildError, HybridCache, HybridCacheBuilder, LoadOptions, LoadTimedOut, Loaded, Source,
+};
 pub use config::Config;
 pub use error::CacheError;
 pub use gossip::{generate_certs, GossipError};

@@ -84,6 +84,21 @@ pub struct Counters {
     /// `get_or_load` calls answered by a fail-safe (stale) value.
     #[serde(default)]
     pub fail_safe_hits: u64,
+    /// Refresh-ahead: background reloads started (one per key at a time on a node).
+    #[serde(default)]
+    pub refreshes_started: u64,
+    /// Refreshes this node ran the loader for (it took the key's cluster lock, or has no Redis).
+    #[serde(default)]
+    pub refreshes_won: u64,
+    /// Refreshes left to another node (it held the key's refresh lock).
+    #[serde(default)]
+    pub refreshes_lost: u64,
+    /// Refreshes that failed (loader error or timeout, Redis error).
+    #[serde(default)]
+    pub refreshes_failed: u64,
+    /// Refreshes whose value was dropped because a write or invalidation of the key raced them.
+    #[serde(default)]
+    pub refreshes_discarded: u64,
     /// Category actors restarted by the supervisor.
     pub actor_restarts: u64,
     /// Failed L2 calls.

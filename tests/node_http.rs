@@ -327,6 +327,10 @@ async fn stats_health_metrics_and_cluster_formats() {
         "{m}"
     );
     assert!(m.contains("hc_cluster_nodes{state=\"alive\"} 1"), "{m}");
+    for refresh in ["started", "won", "lost", "failed", "discarded"] {
+        let line = format!("hc_refreshes_{refresh}_total 0");
+        assert!(m.contains(&line), "{line} in {m}");
+    }
 
     let cs: Value = get_json(&c, format!("{base}/v1/cluster/stats")).await;
     assert_eq!(cs["self"], "n1");

@@ -16,8 +16,8 @@
 //! and accept writes locally while Redis is unreachable), outside the guarantee.
 //!
 //! Files: `builder` (configuration in code, [`HybridCache::builder`], [`HybridCache::from_env`]),
-//! `build_error` (why a cache did not start), `read`, `write`, `invalidate`, `load`, `fail_safe` (the
-//! facade's operations), `status` (stats and health), `state` (the node state, private to
+//! `build_error` (why a cache did not start), `read`, `write`, `invalidate`, `load`, `fail_safe`,
+//! `refresh` (the facade's operations), `status` (stats and health), `state` (the node state, private to
 //! this module), `writers` (the L1 writers), `key_locks`, `remote` (ordering of one key's
 //! writes), `ports` (the node as the bus and the gossip actor see it), `supervisor` (the
 //! actor tree).
@@ -30,6 +30,7 @@ mod key_locks;
 mod load;
 mod ports;
 mod read;
+mod refresh;
 mod remote;
 #[cfg(test)]
 mod restart_tests;
@@ -54,6 +55,7 @@ use crate::stats::NodeCounters;
 pub use build_error::BuildError;
 pub use builder::HybridCacheBuilder;
 pub use fail_safe::{LoadTimedOut, Loaded};
+pub use refresh::LoadOptions;
 use state::Shared;
 use supervisor::{NodeSupervisor, SupervisorMsg};
 

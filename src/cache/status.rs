@@ -28,6 +28,11 @@ impl Shared {
             c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
             c.negative_hits += k.negative_hits.load(Ordering::Relaxed);
             c.fail_safe_hits += k.fail_safe_hits.load(Ordering::Relaxed);
+            c.refreshes_started += k.refreshes_started.load(Ordering::Relaxed);
+            c.refreshes_won += k.refreshes_won.load(Ordering::Relaxed);
+            c.refreshes_lost += k.refreshes_lost.load(Ordering::Relaxed);
+            c.refreshes_failed += k.refreshes_failed.load(Ordering::Relaxed);
+            c.refreshes_discarded += k.refreshes_discarded.load(Ordering::Relaxed);
             let cfg = l1.config();
             l1_caches.insert(
                 name.clone(),

@@ -56,6 +56,12 @@ pub struct CategoryConfig {
     /// `None`) is cached, in L1 and L2, seconds. `None` (default): "not found" is not cached.
     #[serde(default)]
     pub negative_ttl_secs: Option<u64>,
+    /// Refresh-ahead: a `get_or_load_with` hit on an entry at least this many seconds old
+    /// answers the cached value at once and starts one background reload of the key in the
+    /// cluster (a short Redis lock picks the node), whose result replaces the value
+    /// everywhere. Must be below `ttl_secs`. `None` (default): off.
+    #[serde(default)]
+    pub refresh_after_secs: Option<u64>,
     /// Fail-safe: when a loader fails, times out (hard) or exceeds `load_soft_timeout_ms`,
     /// `get_or_load` answers the last value this node held for the key (marked stale) if it
     /// was cached at most this many seconds ago and no write or invalidation removed it
@@ -89,6 +95,7 @@ impl Default for CategoryConfig {
             max_bytes: None,
             ttl_jitter: 0.0,
             negative_ttl_secs: None,
+            refresh_after_secs: None,
             fail_safe_max_age_secs: None,
             load_soft_timeout_ms: None,
             load_timeout_ms: DEFAULT_LOAD_TIMEOUT_MS,
@@ -115,6 +122,11 @@ impl CategoryConfig {
     /// How long a load runs before the fail-safe value answers instead, when set.
     pub fn load_soft_timeout(&self) -> Option<Duration> {
         self.load_soft_timeout_ms.map(Duration::from_millis)
+    }
+
+    /// The age past which a hit starts a background reload (refresh-ahead), when set.
+    pub fn refresh_after(&self) -> Option<Duration> {
+        self.refresh_after_secs.map(Duration::from_secs)
     }
 
     /// How long a cached "not found" lives, when negative caching is on.

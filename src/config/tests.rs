@@ -390,14 +390,24 @@ fn near_cache_settings_are_off_by_default_and_checked() {
         c.categories["menus"].load_timeout(),
         Duration::from_secs(30)
     );
-    let ok = format!("{base}fail_safe_max_age_secs = 3600\nload_soft_timeout_ms = 200\n");
+    assert_eq!(c.categories["menus"].refresh_after(), None);
+    let ok = format!(
+        "{base}fail_safe_max_age_secs = 3600\nload_soft_timeout_ms = 200\nrefresh_after_secs = 59\n"
+    );
     let c = Config::resolve(&Flags::default(), &env_of(&[]), file(&ok)).unwrap();
+    assert_eq!(
+        c.categories["menus"].refresh_after(),
+        Some(Duration::from_secs(59))
+    );
     assert_eq!(
         c.categories["menus"].fail_safe_max_age(),
         Some(Duration::from_secs(3600))
     );
     for (bad, field) in [
         ("fail_safe_max_age_secs = 0\n", "fail_safe_max_age_secs"),
+        ("refresh_after_secs = 0\n", "refresh_after_secs"),
+        ("refresh_after_secs = 60\n", "refresh_after_secs"),
+        ("refresh_after_secs = 61\n", "refresh_after_secs"),
         ("load_timeout_ms = 0\n", "load_timeout_ms"),
         ("load_soft_timeout_ms = 200\n", "load_soft_timeout_ms"),
         (

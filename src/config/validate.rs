@@ -134,6 +134,18 @@ impl Config {
                 "must be greater than zero (leave it out to not cache \"not found\")",
             ));
         }
+        if let Some(r) = cat.refresh_after_secs {
+            if r == 0 || r >= cat.ttl_secs {
+                return Err(invalid(
+                    &format!("categories.{name}.refresh_after_secs"),
+                    format!(
+                        "must be above zero and below ttl_secs ({}) (leave it out to turn \
+                         refresh-ahead off)",
+                        cat.ttl_secs
+                    ),
+                ));
+            }
+        }
         if cat.fail_safe_max_age_secs == Some(0) {
             return Err(invalid(
                 &format!("categories.{name}.fail_safe_max_age_secs"),

@@ -24,9 +24,11 @@ use crate::pattern::Pattern;
 
 mod fail_safe;
 mod map;
+mod refresh;
 mod ttl;
 pub use fail_safe::FailSafe;
 pub use map::CategoryMap;
+pub use refresh::RefreshFlight;
 pub use ttl::JitterRng;
 #[cfg(test)]
 use ttl::{jittered, WriteTtls};
@@ -63,6 +65,9 @@ pub struct Entry {
     pub expires_at: Option<Instant>,
     /// A cached "not found" (negative caching): `value` is empty and means nothing.
     pub negative: bool,
+    /// When this node cached it (a load, a fill from L2, a write): its age for
+    /// refresh-ahead.
+    pub cached_at: Instant,
 }
 
 /// What L1 holds for a key.
@@ -90,6 +95,16 @@ pub struct CategoryCounters {
     pub negative_hits: AtomicU64,
     /// `get_or_load` calls answered by a fail-safe copy (the loader failed or was slow).
     pub fail_safe_hits: AtomicU64,
+    /// Refresh-ahead: background reloads started on this node (one per key at a time).
+    pub refreshes_started: AtomicU64,
+    /// Refreshes whose node took the cluster's refresh lock (or had no Redis) and ran the loader.
+    pub refreshes_won: AtomicU64,
+    /// Refreshes not run because another node held the key's refresh lock.
+    pub refreshes_lost: AtomicU64,
+    /// Refreshes that failed: loader error or timeout, or an L2 error.
+    pub refreshes_failed: AtomicU64,
+    /// Refreshes whose result was dropped because a write or invalidation of the key raced them.
+    pub refreshes_discarded: AtomicU64,
     /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
     /// Signed: a removal's notification may be processed before its insert is counted.
     pub bytes: std::sync::atomic::AtomicI64,
@@ -115,6 +130,8 @@ pub struct L1Category {
     jitter: JitterRng,
     /// Last values kept past their expiry (`fail_safe_max_age_secs`), when on.
     fail_safe: Option<FailSafe>,
+    /// Keys with a refresh-ahead reload running on this node.
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Hit, miss, eviction and expiry counters of this category.
     pub counters: Arc<CategoryCounters>,
 }
@@ -176,6 +193,7 @@ impl L1Category {
             fail_safe: config
                 .fail_safe_max_age()
                 .map(|age| FailSafe::new(age, max_bytes, config.max_entries)),
+            refreshing: Default::default(),
             counters,
         }
     }
@@ -209,6 +227,7 @@ impl L1Category {
             value: Bytes::copy_from_slice(&value),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: false,
+            cached_at: Instant::now(),
         }
     }
 
@@ -218,6 +237,7 @@ impl L1Category {
             value: Bytes::new(),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: true,
+            cached_at: Instant::now(),
         }
     }
 

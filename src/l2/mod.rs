@@ -36,6 +36,7 @@ mod fence;
 mod invalidate;
 mod publish;
 mod read;
+mod refresh;
 mod scripts;
 pub mod topology;
 mod write;

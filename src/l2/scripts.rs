@@ -27,6 +27,11 @@ pub(super) struct Scripts {
     pub(super) fill: Script,
     /// Delete tombstone (`SET … PX`, no deadline).
     pub(super) tomb: Script,
+    /// Refresh-ahead's write: `SET … PX` only if the generation is unchanged and the key
+    /// still holds the expected tagged value (or, expecting `''`, nothing at all).
+    pub(super) replace: Script,
+    /// Releases a refresh lock: `DEL` only while it still holds the caller's token.
+    pub(super) unlock: Script,
     /// Source of `set`, for `EVAL` + `WAIT` pipelines.
     pub(super) set_src: String,
     /// Source of `tomb`, for `EVAL` + `WAIT` pipelines.
@@ -52,6 +57,18 @@ impl Scripts {
                  return 0"
             )),
             tomb: Script::new(&tomb_src),
+            replace: Script::new(&format!(
+                "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
+                 local cur = redis.call('GET', k) \
+                 if ARGV[6] == '' then \
+                   if cur then return 0 end \
+                 elseif cur ~= ARGV[6] then return 0 end \
+                 redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1"
+            )),
+            unlock: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('DEL', KEYS[1]) end return 0",
+            ),
             set_src,
             tomb_src,
         }
@@ -74,6 +91,14 @@ mod tests {
         assert_eq!(
             s.tomb.get_hash(),
             "2b5408684df6942c7a305ea66e53b161bf257916"
+        );
+        assert_eq!(
+            s.replace.get_hash(),
+            "2a096abd124b2d3d427b9b56039d320b31f4b947"
+        );
+        assert_eq!(
+            s.unlock.get_hash(),
+            "6fbe84d1140fd2047394924af9d845b83c070bec"
         );
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());

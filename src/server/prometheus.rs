@@ -164,7 +164,9 @@ impl Snapshot {
                 k.redis_reconnects,
             ),
         ];
-        for (name, help, v) in node.into_iter().chain(self.extra.iter().copied()) {
+        let refresh = refresh_counters(k);
+        let all = node.into_iter().chain(refresh);
+        for (name, help, v) in all.chain(self.extra.iter().copied()) {
             let full = format!("hc_{name}");
             let me = encoder.encode_descriptor(&full, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(me)?;
@@ -341,4 +343,35 @@ pub async fn render(
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// Refresh-ahead's counters (`docs/near-cache.md`).
+fn refresh_counters(k: &crate::stats::Counters) -> [(&'static str, &'static str, u64); 5] {
+    [
+        (
+            "refreshes_started",
+            "Refresh-ahead reloads started",
+            k.refreshes_started,
+        ),
+        (
+            "refreshes_won",
+            "Refresh-ahead reloads this node ran (it took the key's refresh lock)",
+            k.refreshes_won,
+        ),
+        (
+            "refreshes_lost",
+            "Refresh-ahead reloads left to another node (it held the lock)",
+            k.refreshes_lost,
+        ),
+        (
+            "refreshes_failed",
+            "Refresh-ahead reloads that failed (loader or Redis)",
+            k.refreshes_failed,
+        ),
+        (
+            "refreshes_discarded",
+            "Refresh-ahead values dropped because a write or invalidation raced them",
+            k.refreshes_discarded,
+        ),
+    ]
 }
