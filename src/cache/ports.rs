@@ -75,7 +75,10 @@ impl NodePort for Shared {
         self.metrics.observe_propagation_since(sent_at_ms);
     }
     fn set_link_up(&self, up: bool) {
-        self.link_up.store(up, Ordering::Relaxed);
+        let was = self.link_up.swap(up, Ordering::Relaxed);
+        if up && !was {
+            self.warm_up.link_came_up();
+        }
     }
     fn is_isolated(&self) -> bool {
         self.isolated.load(Ordering::Relaxed)

@@ -28,6 +28,8 @@ impl Shared {
             c.stale_fills_rejected += k.stale_fills_rejected.load(Ordering::Relaxed);
             c.negative_hits += k.negative_hits.load(Ordering::Relaxed);
             c.fail_safe_hits += k.fail_safe_hits.load(Ordering::Relaxed);
+            let warmed = k.warmed.load(Ordering::Relaxed);
+            c.warmed += warmed;
             let cfg = l1.config();
             l1_caches.insert(
                 name.clone(),
@@ -40,6 +42,7 @@ impl Shared {
                     consistency: cfg.consistency.as_str().to_string(),
                     bytes: l1.bytes().await,
                     max_bytes: l1.max_bytes(),
+                    warmed,
                 },
             );
         }

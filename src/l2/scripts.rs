@@ -17,6 +17,24 @@ const NOT_LATE: &str = "local t = redis.call('TIME') \
                         if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
                            > tonumber(ARGV[#ARGV]) then return -1 end ";
 
+/// Warm-up's hot-key ranking. KEYS: the sorted set, the decay marker. ARGV: the decay period
+/// (ms), how many members to keep, the set's lifetime (ms), then pairs (hits, key). When the
+/// marker has expired (at most once per period, whichever node comes first), every score is
+/// halved first and members below 1 dropped; then the hits are added, the lowest ranks
+/// beyond the limit dropped and the lifetime renewed. Returns the set's size.
+const HOT_RECORD: &str = "local z = KEYS[1] \
+    if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then \
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES') \
+      for i = 1, #all, 2 do \
+        local s = tonumber(all[i + 1]) / 2 \
+        if s < 1 then redis.call('ZREM', z, all[i]) else redis.call('ZADD', z, s, all[i]) end \
+      end \
+    end \
+    for i = 4, #ARGV, 2 do redis.call('ZINCRBY', z, ARGV[i], ARGV[i + 1]) end \
+    redis.call('ZREMRANGEBYRANK', z, 0, -(tonumber(ARGV[2]) + 1)) \
+    redis.call('PEXPIRE', z, ARGV[3]) \
+    return redis.call('ZCARD', z)";
+
 /// The loaded scripts of one [`super::L2`].
 pub(super) struct Scripts {
     /// Read: `{generation}` or `{generation, tagged value, pttl}`.
@@ -27,6 +45,8 @@ pub(super) struct Scripts {
     pub(super) fill: Script,
     /// Delete tombstone (`SET … PX`, no deadline).
     pub(super) tomb: Script,
+    /// Warm-up: adds hit counts to a category's hot-key ranking (see [`HOT_RECORD`]).
+    pub(super) hot: Script,
     /// Source of `set`, for `EVAL` + `WAIT` pipelines.
     pub(super) set_src: String,
     /// Source of `tomb`, for `EVAL` + `WAIT` pipelines.
@@ -52,6 +72,7 @@ impl Scripts {
                  return 0"
             )),
             tomb: Script::new(&tomb_src),
+            hot: Script::new(HOT_RECORD),
             set_src,
             tomb_src,
         }
@@ -75,6 +96,7 @@ mod tests {
             s.tomb.get_hash(),
             "2b5408684df6942c7a305ea66e53b161bf257916"
         );
+        assert_eq!(s.hot.get_hash(), "10ae12ddac182502f1d6f4ab04c7885a0321192e");
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
     }
