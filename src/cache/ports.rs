@@ -75,10 +75,7 @@ impl NodePort for Shared {
         self.metrics.observe_propagation_since(sent_at_ms);
     }
     fn set_link_up(&self, up: bool) {
-        let was = self.link_up.swap(up, Ordering::Relaxed);
-        if up && !was {
-            self.warm_up.link_came_up();
-        }
+        self.link_up.store(up, Ordering::Relaxed);
     }
     fn is_isolated(&self) -> bool {
         self.isolated.load(Ordering::Relaxed)

@@ -242,6 +242,7 @@ impl Shared {
         NodeCounters::incr(&self.counters.coherence_flushes);
         self.metrics.record_flush(reason);
         tracing::warn!(reason, dropped = total, "L1 flushed");
+        self.warm_up.flushed();
     }
 }
 

@@ -5,12 +5,19 @@
 //! - a sampler per category: every `warm_up_sample_ms` it takes the L1 entries' hit counts
 //!   since the last sample ([`L1Category::take_hottest`]) and adds the top `warm_up_keys` to
 //!   the category's ranking in Redis ([`L2::record_hot`]);
-//! - the warm-up: on every re-subscription (the bus's link coming up, the first one at
-//!   start), it waits until the node may read L2 (lease held, replay hold over, L2
-//!   available), reads the `warm_up_keys` best-ranked keys' values through the normal L2
-//!   read, in batches, and fills L1 under fill tickets: a value an invalidation overtook is
-//!   refused, like any fill. It fills only the room the category has left, so it never
-//!   evicts an entry to load one.
+//! - the warm-up: after every full L1 flush (the one of each re-subscription, the first at
+//!   start, and the coherence flushes: first contact with another node, a gap, an isolation
+//!   ended), it waits until the node may read L2 (lease held, replay hold over, L2
+//!   available) and no flush came for [`SETTLE`], then reads the `warm_up_keys`
+//!   best-ranked keys' values through the normal L2 read, in batches, and fills L1 under
+//!   fill tickets: a value an invalidation (or a flush) overtook is refused, like any fill.
+//!   It fills only the room the category has left, so it never evicts an entry to load one.
+//!
+//! Why after every flush and not only at re-subscription: a node flushes its L1 on first
+//! contact with each other node (it cannot know what that node sent before), so a fresh
+//! node's L1 is flushed again within a heartbeat of its start, and every node's L1 is
+//! flushed when another node restarts. The settle period lets the first-contact flushes of
+//! a start pass before the warm-up.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -33,25 +40,28 @@ const KEEP_FACTOR: usize = 4;
 const READY_WAIT: Duration = Duration::from_secs(30);
 /// How often it checks meanwhile.
 const READY_POLL: Duration = Duration::from_millis(20);
+/// How long no flush must come before a warm-up starts: more than two heartbeat intervals
+/// (200 ms each), so a fresh node has heard every live node (each first contact flushes).
+const SETTLE: Duration = Duration::from_millis(500);
 
-/// The node's warm-up state: the re-subscription signal and the running tasks.
+/// The node's warm-up state: the flush signal and the running tasks.
 pub(super) struct WarmUp {
-    /// Counts re-subscriptions (the bus link going up).
-    link_ups: watch::Sender<u64>,
+    /// Counts full L1 flushes.
+    flushes: watch::Sender<u64>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl WarmUp {
     pub(super) fn new() -> WarmUp {
         WarmUp {
-            link_ups: watch::Sender::new(0),
+            flushes: watch::Sender::new(0),
             tasks: Mutex::new(Vec::new()),
         }
     }
 
-    /// The bus subscribed again (or for the first time): warm up once L2 may be read.
-    pub(super) fn link_came_up(&self) {
-        self.link_ups.send_modify(|n| *n += 1);
+    /// L1 was flushed (re-subscription, coherence): warm up once L2 may be read.
+    pub(super) fn flushed(&self) {
+        self.flushes.send_modify(|n| *n += 1);
     }
 
     /// Stops the tasks (shutdown). Idempotent.
@@ -82,7 +92,7 @@ pub(super) fn spawn(shared: &Arc<Shared>) {
     let node = Arc::downgrade(shared);
     let mut tasks = vec![tokio::spawn(warm_up_loop(
         node.clone(),
-        shared.warm_up.link_ups.subscribe(),
+        shared.warm_up.flushes.subscribe(),
     ))
     .abort_handle()];
     for category in warm {
@@ -93,13 +103,13 @@ pub(super) fn spawn(shared: &Arc<Shared>) {
     }
 }
 
-async fn warm_up_loop(node: Weak<Shared>, mut link_ups: watch::Receiver<u64>) {
-    while link_ups.changed().await.is_ok() {
-        let round = *link_ups.borrow_and_update();
+async fn warm_up_loop(node: Weak<Shared>, mut flushes: watch::Receiver<u64>) {
+    while flushes.changed().await.is_ok() {
+        let round = *flushes.borrow_and_update();
         let Some(shared) = node.upgrade() else {
             return;
         };
-        if shared.wait_until_readable(&link_ups, round).await {
+        if shared.wait_until_readable(&flushes, round).await {
             shared.warm_up_all().await;
         }
     }
@@ -124,20 +134,21 @@ async fn sample_loop(node: Weak<Shared>, category: String) {
 }
 
 impl Shared {
-    /// Waits (bounded) until L2 may be read: lease held, link up, replay hold over, L2
-    /// available. False when a newer re-subscription than `round` came meanwhile (its own
-    /// warm-up follows) or the wait ran out.
-    async fn wait_until_readable(&self, link_ups: &watch::Receiver<u64>, round: u64) -> bool {
+    /// Waits (bounded) until L2 may be read (lease held, link up, replay hold over, L2
+    /// available) and no flush came for [`SETTLE`]. False when a flush newer than `round`
+    /// came meanwhile (its own warm-up follows) or the wait ran out.
+    async fn wait_until_readable(&self, flushes: &watch::Receiver<u64>, round: u64) -> bool {
         let deadline = tokio::time::Instant::now() + READY_WAIT;
+        let settled = tokio::time::Instant::now() + SETTLE;
         loop {
-            if *link_ups.borrow() != round {
+            if *flushes.borrow() != round {
                 return false;
             }
             let readable = self.lease.held()
                 && self.link_up.load(Ordering::Relaxed)
                 && !self.l2_hold.load(Ordering::Acquire)
                 && self.l2.as_ref().is_some_and(|l2| l2.available());
-            if readable {
+            if readable && tokio::time::Instant::now() >= settled {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
