@@ -20,7 +20,8 @@
 //! facade's operations), `status` (stats and health), `state` (the node state, private to
 //! this module), `writers` (the L1 writers), `key_locks`, `remote` (ordering of one key's
 //! writes), `ports` (the node as the bus and the gossip actor see it), `supervisor` (the
-//! actor tree), `warm_up` (preloading the hottest keys after a start or re-subscription).
+//! actor tree), `warm_up` (preloading the hottest keys after a start, a re-subscription or a
+//! coherence flush) and `warm_signal` (its flush signal, held by the node state).
 
 mod build_error;
 mod builder;
@@ -36,6 +37,7 @@ mod restart_tests;
 mod state;
 mod status;
 mod supervisor;
+mod warm_signal;
 mod warm_up;
 mod write;
 mod writers;

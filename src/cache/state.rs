@@ -12,7 +12,7 @@ use ractor::RpcReplyPort;
 
 use super::key_locks::KeyLocks;
 use super::remote::RemoteMarks;
-use super::warm_up::WarmUp;
+use super::warm_signal::WarmUp;
 use super::writers::Writers;
 use crate::actors::mailbox::MailboxGate;
 use crate::actors::CategoryMsg;

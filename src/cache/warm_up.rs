@@ -20,12 +20,11 @@
 //! a start pass before the warm-up.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 
 use super::state::Shared;
 use crate::l1::{FillTicket, L1Category};
@@ -44,36 +43,6 @@ const READY_POLL: Duration = Duration::from_millis(20);
 /// (200 ms each), so a fresh node has heard every live node (each first contact flushes).
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// The node's warm-up state: the flush signal and the running tasks.
-pub(super) struct WarmUp {
-    /// Counts full L1 flushes.
-    flushes: watch::Sender<u64>,
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl WarmUp {
-    pub(super) fn new() -> WarmUp {
-        WarmUp {
-            flushes: watch::Sender::new(0),
-            tasks: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// L1 was flushed (re-subscription, coherence): warm up once L2 may be read.
-    pub(super) fn flushed(&self) {
-        self.flushes.send_modify(|n| *n += 1);
-    }
-
-    /// Stops the tasks (shutdown). Idempotent.
-    pub(super) fn stop(&self) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
-    }
-}
-
 /// Starts the warm-up and the samplers of a node with Redis and a category with warm-up on;
 /// nothing otherwise.
 pub(super) fn spawn(shared: &Arc<Shared>) {
@@ -90,17 +59,12 @@ pub(super) fn spawn(shared: &Arc<Shared>) {
         return;
     }
     let node = Arc::downgrade(shared);
-    let mut tasks = vec![tokio::spawn(warm_up_loop(
-        node.clone(),
-        shared.warm_up.flushes.subscribe(),
-    ))
-    .abort_handle()];
+    let flushes = shared.warm_up.subscribe();
+    let mut tasks = vec![tokio::spawn(warm_up_loop(node.clone(), flushes)).abort_handle()];
     for category in warm {
         tasks.push(tokio::spawn(sample_loop(node.clone(), category)).abort_handle());
     }
-    if let Ok(mut t) = shared.warm_up.tasks.lock() {
-        t.extend(tasks);
-    }
+    shared.warm_up.keep(tasks);
 }
 
 async fn warm_up_loop(node: Weak<Shared>, mut flushes: watch::Receiver<u64>) {
