@@ -71,9 +71,10 @@ pub struct CategoryConfig {
     #[serde(default = "default_load_timeout_ms")]
     pub load_timeout_ms: u64,
     /// Warm-up: how many of the category's hottest keys a node preloads from L2 when it
-    /// starts and after each re-subscription to Redis (at most [`MAX_WARM_UP_KEYS`], and
-    /// never more than fit in the category's L1). It also makes the node record its own
-    /// hottest keys in Redis, where every node finds them. 0 (default): off.
+    /// starts, after each re-subscription to Redis and after each coherence flush of its L1
+    /// (at most [`MAX_WARM_UP_KEYS`], and never more than fit in the category's L1). It also
+    /// makes the node record its own hottest keys in Redis, where every node finds them.
+    /// 0 (default): off.
     #[serde(default)]
     pub warm_up_keys: u32,
     /// Warm-up only: how often the node adds its hottest keys since the last sample to the
