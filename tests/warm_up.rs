@@ -335,3 +335,44 @@ async fn warm_up_fills_only_the_room_left_and_never_evicts() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// An integer reply of `args` (panics on anything else).
+fn int(redis: &RedisServer, args: &[&str]) -> i64 {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    match redis.command(&args) {
+        Ok(Resp::Int(n)) => n,
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ranking_decays_is_bounded_and_expires() {
+    let redis = RedisServer::start();
+    let ns = namespace("decay");
+    let a = node("a", &ns, &redis, 2).await;
+    let (set, marker) = (format!("{ns}:hot:{CAT}"), format!("{ns}:hot:{CAT}:decay"));
+    // One key per sample: the ranking keeps 4 × warm_up_keys = 8 of these 12.
+    for i in 0..12 {
+        let k = format!("k{i:02}");
+        hit(&a, &k, i + 2).await;
+        recorded(&redis, &ns, &[(&k, i + 2)]).await;
+    }
+    assert_eq!(int(&redis, &["ZCARD", &set]), 8);
+    assert_eq!(score(&redis, &ns, "k03"), 0.0, "a low one was kept");
+    assert_eq!(score(&redis, &ns, "k04"), 6.0);
+    let pttl = int(&redis, &["PTTL", &set]);
+    assert!(
+        pttl > 23 * 3600 * 1000,
+        "the ranking expires after a day: {pttl} ms"
+    );
+    let pttl = int(&redis, &["PTTL", &marker]);
+    assert!(pttl > 0 && pttl <= 600_000, "decay marker {pttl} ms");
+    // The period is over: the next sample halves every score first.
+    assert_eq!(int(&redis, &["DEL", &marker]), 1);
+    hit(&a, "k11", 3).await;
+    let halved = eventually(|| async { score(&redis, &ns, "k11") == 13.0 / 2.0 + 3.0 }).await;
+    assert!(halved, "k11: {}", score(&redis, &ns, "k11"));
+    assert_eq!(score(&redis, &ns, "k04"), 3.0);
+    assert_eq!(score(&redis, &ns, "k05"), 3.5);
+    a.shutdown().await;
+}
