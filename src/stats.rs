@@ -49,6 +49,9 @@ pub struct CategoryStats {
     /// The category's L1 byte budget (its share of `l1_max_bytes`).
     #[serde(default)]
     pub max_bytes: u64,
+    /// Keys preloaded from L2 by warm-up (`warm_up_keys`) since start.
+    #[serde(default)]
+    pub warmed: u64,
 }
 
 /// `counters` of `/v1/stats`.
@@ -99,6 +102,9 @@ pub struct Counters {
     /// Refreshes whose value was dropped because a write or invalidation of the key raced them.
     #[serde(default)]
     pub refreshes_discarded: u64,
+    /// Keys preloaded from L2 by warm-up, every category.
+    #[serde(default)]
+    pub warmed: u64,
     /// Category actors restarted by the supervisor.
     pub actor_restarts: u64,
     /// Failed L2 calls.

@@ -20,7 +20,8 @@
 //! `refresh` (the facade's operations), `status` (stats and health), `state` (the node state, private to
 //! this module), `writers` (the L1 writers), `key_locks`, `remote` (ordering of one key's
 //! writes), `ports` (the node as the bus and the gossip actor see it), `supervisor` (the
-//! actor tree).
+//! actor tree), `warm_up` (preloading the hottest keys after a start, a re-subscription or a
+//! coherence flush) and `warm_signal` (its flush signal, held by the node state).
 
 mod build_error;
 mod builder;
@@ -37,6 +38,8 @@ mod restart_tests;
 mod state;
 mod status;
 mod supervisor;
+mod warm_signal;
+mod warm_up;
 mod write;
 mod writers;
 
@@ -113,18 +116,24 @@ impl HybridCache {
                 .map_err(|e| BuildError::PersistentRedis(e.to_string()))?;
         }
         let shared = Arc::new(Shared::new(config));
-        let (supervisor, _) = Actor::spawn(
+        // Before the bus can come up: the warm-up must see the first re-subscription.
+        warm_up::spawn(&shared);
+        let spawned = Actor::spawn(
             Some(format!("{}/supervisor", shared.instance)),
             NodeSupervisor,
             shared.clone(),
         )
-        .await
-        .map_err(|e| BuildError::Actors(e.to_string()))?;
+        .await;
+        let (supervisor, _) = spawned.map_err(|e| {
+            shared.warm_up.stop();
+            BuildError::Actors(e.to_string())
+        })?;
         Ok(HybridCache { shared, supervisor })
     }
 
     /// Stops the actor tree. Idempotent.
     pub async fn shutdown(&self) {
+        self.shared.warm_up.stop();
         let _ = self.supervisor.cast(SupervisorMsg::Stopping);
         // Let the Stopping message land before children stop.
         tokio::time::sleep(Duration::from_millis(10)).await;

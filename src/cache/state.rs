@@ -12,6 +12,7 @@ use ractor::RpcReplyPort;
 
 use super::key_locks::KeyLocks;
 use super::remote::RemoteMarks;
+use super::warm_signal::WarmUp;
 use super::writers::Writers;
 use crate::actors::mailbox::MailboxGate;
 use crate::actors::CategoryMsg;
@@ -59,6 +60,8 @@ pub(super) struct Shared {
     pub(super) lease: Lease,
     /// Serializes writes of one key on this node.
     pub(super) key_locks: KeyLocks,
+    /// Warm-up's re-subscription signal and tasks (see [`super::warm_up`]).
+    pub(super) warm_up: WarmUp,
 }
 
 impl Shared {
@@ -108,6 +111,7 @@ impl Shared {
             metrics: Arc::default(),
             lease,
             key_locks: KeyLocks::new(),
+            warm_up: WarmUp::new(),
         }
     }
 
@@ -238,6 +242,7 @@ impl Shared {
         NodeCounters::incr(&self.counters.coherence_flushes);
         self.metrics.record_flush(reason);
         tracing::warn!(reason, dropped = total, "L1 flushed");
+        self.warm_up.flushed();
     }
 }
 

@@ -33,6 +33,8 @@ impl Shared {
             c.refreshes_lost += k.refreshes_lost.load(Ordering::Relaxed);
             c.refreshes_failed += k.refreshes_failed.load(Ordering::Relaxed);
             c.refreshes_discarded += k.refreshes_discarded.load(Ordering::Relaxed);
+            let warmed = k.warmed.load(Ordering::Relaxed);
+            c.warmed += warmed;
             let cfg = l1.config();
             l1_caches.insert(
                 name.clone(),
@@ -45,6 +47,7 @@ impl Shared {
                     consistency: cfg.consistency.as_str().to_string(),
                     bytes: l1.bytes().await,
                     max_bytes: l1.max_bytes(),
+                    warmed,
                 },
             );
         }

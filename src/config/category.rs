@@ -76,6 +76,17 @@ pub struct CategoryConfig {
     /// past it the load fails (and the fail-safe value, if any, answers).
     #[serde(default = "default_load_timeout_ms")]
     pub load_timeout_ms: u64,
+    /// Warm-up: how many of the category's hottest keys a node preloads from L2 when it
+    /// starts, after each re-subscription to Redis and after each coherence flush of its L1
+    /// (at most [`MAX_WARM_UP_KEYS`], and never more than fit in the category's L1). It also
+    /// makes the node record its own hottest keys in Redis, where every node finds them.
+    /// 0 (default): off.
+    #[serde(default)]
+    pub warm_up_keys: u32,
+    /// Warm-up only: how often the node adds its hottest keys since the last sample to the
+    /// category's shared hot-key ranking in Redis, milliseconds (default 10000).
+    #[serde(default = "default_warm_up_sample_ms")]
+    pub warm_up_sample_ms: u64,
 }
 
 /// [`CategoryConfig::load_timeout_ms`] by default: 30 s.
@@ -83,6 +94,16 @@ pub const DEFAULT_LOAD_TIMEOUT_MS: u64 = 30_000;
 
 fn default_load_timeout_ms() -> u64 {
     DEFAULT_LOAD_TIMEOUT_MS
+}
+
+/// The largest [`CategoryConfig::warm_up_keys`].
+pub const MAX_WARM_UP_KEYS: u32 = 10_000;
+
+/// [`CategoryConfig::warm_up_sample_ms`] by default: 10 s.
+pub const DEFAULT_WARM_UP_SAMPLE_MS: u64 = 10_000;
+
+fn default_warm_up_sample_ms() -> u64 {
+    DEFAULT_WARM_UP_SAMPLE_MS
 }
 
 impl Default for CategoryConfig {
@@ -99,6 +120,8 @@ impl Default for CategoryConfig {
             fail_safe_max_age_secs: None,
             load_soft_timeout_ms: None,
             load_timeout_ms: DEFAULT_LOAD_TIMEOUT_MS,
+            warm_up_keys: 0,
+            warm_up_sample_ms: DEFAULT_WARM_UP_SAMPLE_MS,
         }
     }
 }
@@ -127,6 +150,16 @@ impl CategoryConfig {
     /// The age past which a hit starts a background reload (refresh-ahead), when set.
     pub fn refresh_after(&self) -> Option<Duration> {
         self.refresh_after_secs.map(Duration::from_secs)
+    }
+
+    /// Whether warm-up (and the recording of hot keys it needs) is on.
+    pub fn warm_up(&self) -> bool {
+        self.warm_up_keys > 0
+    }
+
+    /// How often the node records its hottest keys, when warm-up is on.
+    pub fn warm_up_sample(&self) -> Duration {
+        Duration::from_millis(self.warm_up_sample_ms)
     }
 
     /// How long a cached "not found" lives, when negative caching is on.

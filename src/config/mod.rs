@@ -32,6 +32,7 @@ mod tests;
 
 pub use category::{
     default_categories, l1_byte_budgets, CategoryConfig, Consistency, DEFAULT_L1_MAX_BYTES,
+    DEFAULT_WARM_UP_SAMPLE_MS, MAX_WARM_UP_KEYS,
 };
 pub use error::ConfigError;
 pub use file::{FileConfig, FileRedis, NodeEntry};

@@ -425,3 +425,33 @@ fn near_cache_settings_are_off_by_default_and_checked() {
         assert!(e.contains(&format!("categories.menus.{field}")), "{e}");
     }
 }
+
+#[test]
+fn warm_up_is_off_by_default_and_checked() {
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), FileConfig::default()).unwrap();
+    for cat in c.categories.values() {
+        assert!(!cat.warm_up());
+        assert_eq!(cat.warm_up_sample(), Duration::from_secs(10));
+    }
+    let base = "[categories.menus]\nttl_secs = 60\nmax_entries = 9\n";
+    let ok = format!("{base}warm_up_keys = 200\nwarm_up_sample_ms = 500\n");
+    let c = Config::resolve(&Flags::default(), &env_of(&[]), file(&ok)).unwrap();
+    assert_eq!(c.categories["menus"].warm_up_keys, 200);
+    assert_eq!(
+        c.categories["menus"].warm_up_sample(),
+        Duration::from_millis(500)
+    );
+    for (bad, field) in [
+        ("warm_up_keys = 10001\n", "warm_up_keys"),
+        ("warm_up_sample_ms = 99\n", "warm_up_sample_ms"),
+    ] {
+        let e = Config::resolve(
+            &Flags::default(),
+            &env_of(&[]),
+            file(&format!("{base}{bad}")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(&format!("categories.menus.{field}")), "{e}");
+    }
+}

@@ -166,6 +166,27 @@ impl Config {
                 ));
             }
         }
+        Self::validate_warm_up(name, cat)
+    }
+
+    /// A category's warm-up settings.
+    fn validate_warm_up(name: &str, cat: &CategoryConfig) -> Result<(), ConfigError> {
+        if cat.warm_up_keys > crate::config::MAX_WARM_UP_KEYS {
+            return Err(invalid(
+                &format!("categories.{name}.warm_up_keys"),
+                format!(
+                    "{} is more than {} (0 turns warm-up off)",
+                    cat.warm_up_keys,
+                    crate::config::MAX_WARM_UP_KEYS
+                ),
+            ));
+        }
+        if !(100..=3_600_000).contains(&cat.warm_up_sample_ms) {
+            return Err(invalid(
+                &format!("categories.{name}.warm_up_sample_ms"),
+                "must be between 100 and 3600000 (one hour)",
+            ));
+        }
         Ok(())
     }
 

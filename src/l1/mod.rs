@@ -23,10 +23,12 @@ use crate::config::CategoryConfig;
 use crate::pattern::Pattern;
 
 mod fail_safe;
+mod hot;
 mod map;
 mod refresh;
 mod ttl;
 pub use fail_safe::FailSafe;
+pub use hot::Heat;
 pub use map::CategoryMap;
 pub use refresh::RefreshFlight;
 pub use ttl::JitterRng;
@@ -37,8 +39,8 @@ const STRIPES: usize = 64;
 
 /// Bytes charged per entry on top of its key and value: moka's per-entry bookkeeping
 /// (node, deque links, frequency sketch share; ~100 bytes), the `String` key header (24),
-/// the [`Entry`] (value handle + deadline + negative flag, 56) and the `Bytes` shared header (~32), rounded
-/// up. Measured against RSS by `tests/memory_bound.rs`.
+/// the [`Entry`] (value handle + deadline + negative flag + heat handle, 64) and the `Bytes` shared
+/// header (~32), rounded up (with warm-up on, each entry's hit counter adds 24 more). Measured against RSS by `tests/memory_bound.rs`.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
 /// Byte budget of a category built without one (an equal share of the default node cap).
@@ -68,6 +70,8 @@ pub struct Entry {
     /// When this node cached it (a load, a fill from L2, a write): its age for
     /// refresh-ahead.
     pub cached_at: Instant,
+    /// Hits since the hot-key sampler last looked (only with `warm_up_keys`; see [`Heat`]).
+    pub heat: Option<Heat>,
 }
 
 /// What L1 holds for a key.
@@ -105,6 +109,8 @@ pub struct CategoryCounters {
     pub refreshes_failed: AtomicU64,
     /// Refreshes whose result was dropped because a write or invalidation of the key raced them.
     pub refreshes_discarded: AtomicU64,
+    /// Keys preloaded from L2 by warm-up.
+    pub warmed: AtomicU64,
     /// Bytes held (key + value + overhead of live entries), kept by inserts and removals.
     /// Signed: a removal's notification may be processed before its insert is counted.
     pub bytes: std::sync::atomic::AtomicI64,
@@ -228,6 +234,7 @@ impl L1Category {
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: false,
             cached_at: Instant::now(),
+            heat: self.config.warm_up().then(Heat::default),
         }
     }
 
@@ -238,6 +245,7 @@ impl L1Category {
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: true,
             cached_at: Instant::now(),
+            heat: None,
         }
     }
 
@@ -272,6 +280,9 @@ impl L1Category {
             return Lookup::Negative;
         }
         self.counters.hits.incr();
+        if let Some(h) = &e.heat {
+            h.hit();
+        }
         Lookup::Value(e.value)
     }
 
@@ -310,6 +321,10 @@ impl L1Category {
     /// was inserted.
     pub async fn fill(&self, key: &str, value: Bytes, ttl: Duration, ticket: &FillTicket) -> bool {
         let entry = self.entry(value, ttl);
+        // The read that missed is demand too.
+        if let Some(h) = &entry.heat {
+            h.hit();
+        }
         self.fill_entry(key, entry, ticket).await
     }
 

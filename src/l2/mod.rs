@@ -27,12 +27,14 @@
 //! This file holds the [`L2`] handle and its shared types; the work is split by job:
 //! `scripts` (the Lua text), `call` (breakers, timeout, `WAIT`), `read`, `write` (sets,
 //! fills, tombstones, generations), `invalidate` (by pattern: generation bump or SCAN),
-//! `publish` (the control path of the bus), `backlog` (changes to replay into L2) and
+//! `publish` (the control path of the bus), `backlog` (changes to replay into L2), `hot`
+//! (warm-up's shared ranking of hot keys) and
 //! [`topology`] (single, Sentinel, Cluster; PUBLISH or SPUBLISH).
 
 mod backlog;
 mod call;
 mod fence;
+mod hot;
 mod invalidate;
 mod publish;
 mod read;

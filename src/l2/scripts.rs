@@ -17,6 +17,24 @@ const NOT_LATE: &str = "local t = redis.call('TIME') \
                         if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
                            > tonumber(ARGV[#ARGV]) then return -1 end ";
 
+/// Warm-up's hot-key ranking. KEYS: the sorted set, the decay marker. ARGV: the decay period
+/// (ms), how many members to keep, the set's lifetime (ms), then pairs (hits, key). When the
+/// marker has expired (at most once per period, whichever node comes first), every score is
+/// halved first and members below 1 dropped; then the hits are added, the lowest ranks
+/// beyond the limit dropped and the lifetime renewed. Returns the set's size.
+const HOT_RECORD: &str = "local z = KEYS[1] \
+    if redis.call('SET', KEYS[2], '1', 'PX', ARGV[1], 'NX') then \
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES') \
+      for i = 1, #all, 2 do \
+        local s = tonumber(all[i + 1]) / 2 \
+        if s < 1 then redis.call('ZREM', z, all[i]) else redis.call('ZADD', z, s, all[i]) end \
+      end \
+    end \
+    for i = 4, #ARGV, 2 do redis.call('ZINCRBY', z, ARGV[i], ARGV[i + 1]) end \
+    redis.call('ZREMRANGEBYRANK', z, 0, -(tonumber(ARGV[2]) + 1)) \
+    redis.call('PEXPIRE', z, ARGV[3]) \
+    return redis.call('ZCARD', z)";
+
 /// The loaded scripts of one [`super::L2`].
 pub(super) struct Scripts {
     /// Read: `{generation}` or `{generation, tagged value, pttl}`.
@@ -32,6 +50,8 @@ pub(super) struct Scripts {
     pub(super) replace: Script,
     /// Releases a refresh lock: `DEL` only while it still holds the caller's token.
     pub(super) unlock: Script,
+    /// Warm-up: adds hit counts to a category's hot-key ranking (see [`HOT_RECORD`]).
+    pub(super) hot: Script,
     /// Source of `set`, for `EVAL` + `WAIT` pipelines.
     pub(super) set_src: String,
     /// Source of `tomb`, for `EVAL` + `WAIT` pipelines.
@@ -69,6 +89,7 @@ impl Scripts {
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                  return redis.call('DEL', KEYS[1]) end return 0",
             ),
+            hot: Script::new(HOT_RECORD),
             set_src,
             tomb_src,
         }
@@ -100,6 +121,7 @@ mod tests {
             s.unlock.get_hash(),
             "6fbe84d1140fd2047394924af9d845b83c070bec"
         );
+        assert_eq!(s.hot.get_hash(), "10ae12ddac182502f1d6f4ab04c7885a0321192e");
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
     }

@@ -24,6 +24,7 @@ struct CategorySnapshot {
     loads: u64,
     evictions: u64,
     expirations: u64,
+    warmed: u64,
 }
 
 #[derive(Debug)]
@@ -62,7 +63,7 @@ impl Collector for Snapshot {
 impl Snapshot {
     /// Per-category hit, miss, load, eviction and size families (label `category`).
     fn encode_categories(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let per_category: [PerCategory; 8] = [
+        let per_category: [PerCategory; 9] = [
             ("l1_hits", "L1 hits", MetricType::Counter, |c| c.hits),
             ("l2_hits", "L2 (Redis) hits", MetricType::Counter, |c| {
                 c.hits_l2
@@ -85,6 +86,12 @@ impl Snapshot {
                 "L1 entries expired by TTL",
                 MetricType::Counter,
                 |c| c.expirations,
+            ),
+            (
+                "warmup_keys",
+                "Keys preloaded from L2 by warm-up (warm_up_keys)",
+                MetricType::Counter,
+                |c| c.warmed,
             ),
             ("l1_entries", "Live L1 entries", MetricType::Gauge, |c| {
                 c.entries
@@ -323,6 +330,7 @@ pub async fn render(
             loads: c.loads.load(Ordering::Relaxed),
             evictions: c.evictions.load(Ordering::Relaxed),
             expirations: c.expirations.load(Ordering::Relaxed),
+            warmed: c.warmed.load(Ordering::Relaxed),
         });
     }
     let metrics = cache.node_metrics();

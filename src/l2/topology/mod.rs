@@ -174,6 +174,18 @@ impl KeyLayout {
             KeyLayout::HashTagged => format!("{{{ns}:{category}}}:gen"),
         }
     }
+
+    /// The sorted set ranking a category's hot keys (warm-up), and the marker of its last
+    /// decay: `ns:hot:category` and `ns:hot:category:decay`, in a cluster
+    /// `{ns:category}:hot` and `{ns:category}:hot:decay` (the category's slot).
+    pub fn hot_keys(self, ns: &str, category: &str) -> (String, String) {
+        let hot = match self {
+            KeyLayout::Plain => format!("{ns}:hot:{category}"),
+            KeyLayout::HashTagged => format!("{{{ns}:{category}}}:hot"),
+        };
+        let decay = format!("{hot}:decay");
+        (hot, decay)
+    }
 }
 
 /// The namespace part of the bus channel names: `ns`, or `{ns}` in a cluster so every
@@ -313,6 +325,14 @@ mod tests {
         assert_eq!(
             KeyLayout::HashTagged.gen_key("hc", "roles"),
             "{hc:roles}:gen"
+        );
+        assert_eq!(
+            KeyLayout::Plain.hot_keys("hc", "roles"),
+            ("hc:hot:roles".to_string(), "hc:hot:roles:decay".to_string())
+        );
+        assert_eq!(
+            KeyLayout::HashTagged.hot_keys("hc", "roles").1,
+            "{hc:roles}:hot:decay"
         );
         let cluster = RedisTarget::Cluster {
             nodes: vec!["127.0.0.1:1".into()],
