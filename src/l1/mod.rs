@@ -24,9 +24,11 @@ use crate::pattern::Pattern;
 
 mod fail_safe;
 mod map;
+mod tags;
 mod ttl;
 pub use fail_safe::FailSafe;
 pub use map::CategoryMap;
+pub use tags::{EntryTags, TagIndex};
 pub use ttl::JitterRng;
 #[cfg(test)]
 use ttl::{jittered, WriteTtls};
@@ -49,8 +51,11 @@ fn entry_weight(key: &str, value: &Bytes, floor: u64) -> u32 {
     u32::try_from(real.max(floor)).unwrap_or(u32::MAX)
 }
 
-fn real_bytes(key: &str, value: &Bytes) -> u64 {
-    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD
+/// What an entry holds: key + value + [`ENTRY_OVERHEAD`], plus its tags and their index
+/// pairs ([`EntryTags::weight`]).
+fn real_bytes(key: &str, entry: &Entry) -> u64 {
+    let tags = entry.tags.as_ref().map_or(0, |t| t.weight(key.len()));
+    key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD + tags
 }
 
 /// A cached value. Entries live at most the category TTL (moka's `time_to_live`); an entry
@@ -63,6 +68,8 @@ pub struct Entry {
     pub expires_at: Option<Instant>,
     /// A cached "not found" (negative caching): `value` is empty and means nothing.
     pub negative: bool,
+    /// The tags the entry carries (see [`crate::tag`]), kept in the category's [`TagIndex`].
+    pub tags: Option<Arc<EntryTags>>,
 }
 
 /// What L1 holds for a key.
@@ -113,6 +120,8 @@ pub struct L1Category {
     hasher: std::collections::hash_map::RandomState,
     /// Draws of the `ttl_jitter` spread.
     jitter: JitterRng,
+    /// tag → keys of the tagged entries.
+    tag_index: Arc<TagIndex>,
     /// Last values kept past their expiry (`fail_safe_max_age_secs`), when on.
     fail_safe: Option<FailSafe>,
     /// Hit, miss, eviction and expiry counters of this category.
@@ -137,6 +146,8 @@ impl L1Category {
     pub fn new(name: &str, config: CategoryConfig) -> L1Category {
         let counters = Arc::new(CategoryCounters::default());
         let listener_counters = counters.clone();
+        let tag_index = Arc::new(TagIndex::default());
+        let listener_index = tag_index.clone();
         let max_bytes = config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES);
         let config = CategoryConfig {
             max_bytes: Some(max_bytes),
@@ -146,12 +157,18 @@ impl L1Category {
         let cache = Cache::builder()
             .name(name)
             .max_capacity(max_bytes)
-            .weigher(move |k: &String, e: &Entry| entry_weight(k, &e.value, floor))
+            .weigher(move |k: &String, e: &Entry| {
+                let tags = e.tags.as_ref().map_or(0, |t| t.weight(k.len()));
+                entry_weight(k, &e.value, floor).saturating_add(u32::try_from(tags).unwrap_or(0))
+            })
             .time_to_live(config.ttl())
             .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
                 listener_counters
                     .bytes
-                    .fetch_sub(real_bytes(&k, &v.value) as i64, Ordering::Relaxed);
+                    .fetch_sub(real_bytes(&k, &v) as i64, Ordering::Relaxed);
+                if let Some(t) = &v.tags {
+                    listener_index.removed(&k, t);
+                }
                 match cause {
                     RemovalCause::Size => {
                         listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -173,6 +190,7 @@ impl L1Category {
             category_gen: AtomicU64::new(0),
             hasher: Default::default(),
             jitter: JitterRng::seeded(rand::random()),
+            tag_index,
             fail_safe: config
                 .fail_safe_max_age()
                 .map(|age| FailSafe::new(age, max_bytes, config.max_entries)),
@@ -209,6 +227,15 @@ impl L1Category {
             value: Bytes::copy_from_slice(&value),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: false,
+            tags: None,
+        }
+    }
+
+    /// [`Self::entry`] carrying `tags` (checked already; none: an untagged entry).
+    pub fn tagged_entry(&self, value: Bytes, ttl: Duration, tags: &[String]) -> Entry {
+        Entry {
+            tags: EntryTags::new(tags),
+            ..self.entry(value, ttl)
         }
     }
 
@@ -218,6 +245,7 @@ impl L1Category {
             value: Bytes::new(),
             expires_at: (ttl < self.config.ttl()).then(|| Instant::now() + ttl),
             negative: true,
+            tags: None,
         }
     }
 
@@ -327,7 +355,10 @@ impl L1Category {
             if let Ok(e) = &r {
                 counters
                     .bytes
-                    .fetch_add(real_bytes(key, &e.value) as i64, Ordering::Relaxed);
+                    .fetch_add(real_bytes(key, e) as i64, Ordering::Relaxed);
+                if let Some(t) = &e.tags {
+                    self.tag_index.add(key, t);
+                }
                 self.keep_copy(key, e);
             }
             r
@@ -339,19 +370,24 @@ impl L1Category {
 
     /// Writes a value (a local `set`): invalidates in-flight fills of the key first.
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.bump_key(key);
-        self.insert(key, value, ttl).await;
+        self.put_tagged(key, value, ttl, &[]).await;
     }
 
-    async fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
-        let entry = self.entry(value, ttl);
+    /// [`Self::put`] of a value carrying `tags` (a local `set_with_tags`).
+    pub async fn put_tagged(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) {
+        self.bump_key(key);
+        let entry = self.tagged_entry(value, ttl, tags);
         self.insert_entry(key, entry).await;
     }
 
     async fn insert_entry(&self, key: &str, entry: Entry) {
         self.counters
             .bytes
-            .fetch_add(real_bytes(key, &entry.value) as i64, Ordering::Relaxed);
+            .fetch_add(real_bytes(key, &entry) as i64, Ordering::Relaxed);
+        // Before the entry is in: a tagged entry in the cache is always in the index.
+        if let Some(t) = &entry.tags {
+            self.tag_index.add(key, t);
+        }
         self.keep_copy(key, &entry);
         self.cache.insert(key.to_string(), entry).await;
         self.evict_if_over_budget().await;
@@ -404,6 +440,7 @@ impl L1Category {
         match pattern {
             Pattern::Exact(k) => u64::from(self.remove(k).await),
             Pattern::All => self.flush().await,
+            Pattern::Tag(t) => self.invalidate_tag(t).await,
             Pattern::Glob(_) => {
                 self.category_gen.fetch_add(1, Ordering::AcqRel);
                 let keys: Vec<Arc<String>> = self
@@ -426,6 +463,34 @@ impl L1Category {
                 n
             }
         }
+    }
+
+    /// Removes every entry carrying `tag` (and every fail-safe copy of the category: the
+    /// copies do not keep their tags). Voids in-flight fills of the whole category first,
+    /// like a glob: a fill of a tagged value read before the invalidation is not in the
+    /// index yet. An index that cannot be trusted flushes the category (fail closed).
+    async fn invalidate_tag(&self, tag: &str) -> u64 {
+        self.category_gen.fetch_add(1, Ordering::AcqRel);
+        let Some(keys) = self.tag_index.take(tag) else {
+            tracing::warn!(category = %self.name, "L1 tag index unusable: flushing the category");
+            return self.flush().await;
+        };
+        if let Some(f) = &self.fail_safe {
+            f.clear();
+        }
+        let mut n = 0;
+        for k in keys {
+            // Whatever the key holds now goes: at worst a newer, untagged value (a miss).
+            if self.cache.remove(k.as_str()).await.is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// (tag, key) pairs in the tag index (tests: the index is bounded by the cache).
+    pub fn tag_pairs(&self) -> usize {
+        self.tag_index.pairs()
     }
 
     /// Drops everything (restart, reconnect, coherence gap). Returns entries removed.

@@ -1,0 +1,158 @@
+//! The tag index of one category's L1: tag → the keys whose entry carries it.
+//!
+//! Kept exact by two rules. A key is added *before* its tagged entry enters the cache, so a
+//! tagged entry in the cache is always in the index (an invalidation of the tag finds it).
+//! A key is forgotten when its entry leaves the cache (moka's removal listener: eviction,
+//! expiry, replacement, explicit removal), but only if the entry that left is the one the
+//! index knows: every tagged insert has its own id, so the late notification of a replaced
+//! entry cannot remove the newer entry that took its place. The index is therefore bounded
+//! by the cache itself: at most [`crate::tag::MAX_TAGS`] pairs per entry.
+//!
+//! An invalidation takes the tag's whole key set out of the index; an insert racing it is
+//! either serialized with it (the category actor writes) or a fill whose ticket the
+//! invalidation voids (see [`super::L1Category::fill_entry`]). If the index cannot be
+//! trusted (its lock was poisoned by a panic), [`TagIndex::take`] says so and the category
+//! is flushed instead (fail closed).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Bytes charged per (tag, key) pair of the index on top of the tag and key text.
+const PAIR_OVERHEAD: u64 = 64;
+
+/// The tags one entry carries, with the id of the write that carried them.
+#[derive(Debug)]
+pub struct EntryTags {
+    id: u64,
+    names: Box<[String]>,
+}
+
+impl EntryTags {
+    /// The tags of a new entry (checked already); `None` for none.
+    pub fn new(names: &[String]) -> Option<Arc<EntryTags>> {
+        if names.is_empty() {
+            return None;
+        }
+        Some(Arc::new(EntryTags {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            names: names.into(),
+        }))
+    }
+
+    /// The tag names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// What the tags cost an entry of a `key_len`-byte key: their text in the entry, and
+    /// one index pair per tag (the tag, a copy of the key, the maps' bookkeeping).
+    pub fn weight(&self, key_len: usize) -> u64 {
+        self.names
+            .iter()
+            .map(|t| 2 * t.len() as u64 + key_len as u64 + PAIR_OVERHEAD)
+            .sum()
+    }
+}
+
+/// tag → key → id of the tagged entry of that key.
+#[derive(Debug, Default)]
+pub struct TagIndex {
+    map: Mutex<HashMap<String, HashMap<String, u64>>>,
+}
+
+impl TagIndex {
+    /// `key` is about to hold an entry carrying `tags` (call before inserting it).
+    pub fn add(&self, key: &str, tags: &EntryTags) {
+        // Poisoned: `take` reports it, and the category is flushed instead.
+        let Ok(mut map) = self.map.lock() else {
+            return;
+        };
+        for t in tags.names() {
+            map.entry(t.clone())
+                .or_default()
+                .insert(key.to_string(), tags.id);
+        }
+    }
+
+    /// An entry of `key` carrying `tags` left the cache: forget it, unless a newer entry of
+    /// the key (another id) is what the index knows now.
+    pub fn removed(&self, key: &str, tags: &EntryTags) {
+        let Ok(mut map) = self.map.lock() else {
+            return;
+        };
+        for t in tags.names() {
+            if let Some(keys) = map.get_mut(t) {
+                if keys.get(key) == Some(&tags.id) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        map.remove(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes every key carrying `tag` out of the index; `None` when the index cannot be
+    /// trusted (the caller flushes).
+    pub fn take(&self, tag: &str) -> Option<Vec<String>> {
+        let mut map = self.map.lock().ok()?;
+        Some(
+            map.remove(tag)
+                .map(|keys| keys.into_keys().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Number of (tag, key) pairs held.
+    pub fn pairs(&self) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(names: &[&str]) -> Arc<EntryTags> {
+        let v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        EntryTags::new(&v).expect("non-empty")
+    }
+
+    #[test]
+    fn take_returns_the_keys_of_a_tag_once() {
+        let ix = TagIndex::default();
+        ix.add("k1", &tags(&["u:1", "t:7"]));
+        ix.add("k2", &tags(&["u:1"]));
+        ix.add("k3", &tags(&["u:2"]));
+        let mut got = ix.take("u:1").unwrap();
+        got.sort();
+        assert_eq!(got, vec!["k1", "k2"]);
+        assert!(ix.take("u:1").unwrap().is_empty());
+        assert_eq!(ix.take("t:7").unwrap(), vec!["k1"]);
+        assert_eq!(ix.take("u:2").unwrap(), vec!["k3"]);
+        assert!(EntryTags::new(&[]).is_none());
+    }
+
+    #[test]
+    fn a_late_removal_of_a_replaced_entry_keeps_the_newer_entry() {
+        let ix = TagIndex::default();
+        let old = tags(&["u:1"]);
+        let new = tags(&["u:1"]);
+        ix.add("k", &old);
+        ix.add("k", &new);
+        // moka notifies the replacement of `old` after `new` is in.
+        ix.removed("k", &old);
+        assert_eq!(ix.take("u:1").unwrap(), vec!["k"]);
+        // The entry that left is the one the index knows: forgotten, the map shrinks.
+        ix.add("k", &new);
+        ix.removed("k", &new);
+        assert_eq!(ix.pairs(), 0);
+        assert!(ix.take("u:1").unwrap().is_empty());
+    }
+}
