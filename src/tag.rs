@@ -70,10 +70,10 @@ pub fn header<S: AsRef<str>>(tags: &[S]) -> String {
 
 /// The tags of a header made by [`header`] (`None` if it is not one).
 pub fn parse_header(h: &str) -> Option<Vec<String>> {
-    let inner = h.strip_prefix(',')?.strip_suffix(',')?;
-    if inner.is_empty() {
+    if h == "," {
         return Some(Vec::new());
     }
+    let inner = h.strip_prefix(',')?.strip_suffix(',')?;
     let tags: Vec<String> = inner.split(',').map(str::to_string).collect();
     tags.iter().all(|t| check(t).is_ok()).then_some(tags)
 }

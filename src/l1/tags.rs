@@ -156,3 +156,77 @@ mod tests {
         assert!(ix.take("u:1").unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+mod category_tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::config::CategoryConfig;
+    use crate::l1::L1Category;
+    use crate::pattern::Pattern;
+
+    fn cat(max_entries: u64) -> L1Category {
+        L1Category::new(
+            "t",
+            CategoryConfig {
+                ttl_secs: 600,
+                max_entries,
+                ..CategoryConfig::default()
+            },
+        )
+    }
+
+    fn tags(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_tag_removes_its_entries_only_and_voids_fills() {
+        let c = cat(100);
+        let (v, ttl) = (Bytes::from_static(b"v"), Duration::from_secs(60));
+        c.put_tagged("perm", v.clone(), ttl, &tags(&["user:1"])).await;
+        c.put_tagged("menu", v.clone(), ttl, &tags(&["user:1", "tenant:7"]))
+            .await;
+        c.put_tagged("other", v.clone(), ttl, &tags(&["user:2"])).await;
+        c.put("plain", v.clone(), ttl).await;
+        // A fill from L2 of a tagged value keeps its tags.
+        let t = c.ticket("filled");
+        let e = c.tagged_entry(v.clone(), ttl, &tags(&["user:1"]));
+        assert!(c.fill_entry("filled", e, &t).await);
+        // A fill that started before the invalidation must not land after it.
+        let late = c.ticket("late");
+        assert_eq!(c.invalidate(&Pattern::Tag("user:1".into())).await, 3);
+        for k in ["perm", "menu", "filled"] {
+            assert_eq!(c.get(k).await, None, "{k}");
+        }
+        for k in ["other", "plain"] {
+            assert!(c.get(k).await.is_some(), "{k} survives");
+        }
+        let e = c.tagged_entry(v.clone(), ttl, &tags(&["user:1"]));
+        assert!(!c.fill_entry("late", e, &late).await);
+        // A key rewritten without the tag is not found by it any more.
+        c.put_tagged("k", v.clone(), ttl, &tags(&["user:3"])).await;
+        c.put("k", v.clone(), ttl).await;
+        assert_eq!(c.invalidate(&Pattern::Tag("user:3".into())).await, 0);
+        assert!(c.get("k").await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_index_is_bounded_by_the_cache() {
+        let c = cat(20);
+        for i in 0..500 {
+            let t = tags(&["all", &format!("k{i}")]);
+            c.put_tagged(&format!("k{i}"), Bytes::from_static(b"v"), Duration::from_secs(60), &t)
+                .await;
+        }
+        let live = c.size().await as usize;
+        assert!(live <= 20);
+        assert_eq!(c.tag_pairs(), 2 * live, "evicted entries leave the index");
+        assert_eq!(c.invalidate(&Pattern::Tag("all".into())).await, live as u64);
+        assert_eq!(c.size().await, 0);
+        c.size().await;
+        assert_eq!(c.tag_pairs(), 0);
+    }
+}

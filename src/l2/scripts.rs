@@ -120,6 +120,14 @@ mod tests {
             s.tomb.get_hash(),
             "2b5408684df6942c7a305ea66e53b161bf257916"
         );
+        // Tags (issue #26), added: the hashes above are unchanged.
+        assert_eq!(s.set_tagged.get_hash(), "d7de97743319ffed5e9c980b424121581d48b792");
+        assert_eq!(s.inv_tag.get_hash(), "2b1312f141575b12d559b2f5cd20b6c102432c67");
+        assert_eq!(
+            Script::new(&s.set_tagged_src).get_hash(),
+            s.set_tagged.get_hash()
+        );
+        assert_eq!(Script::new(&s.inv_tag_src).get_hash(), s.inv_tag.get_hash());
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
     }
