@@ -215,10 +215,14 @@ async fn a_key_rewritten_without_the_tag_survives_it() {
     let (ca, cb) = (a.node.cache(), b.node.cache());
     ca.set_with_tags("roles", "k", "old", None, &["t:1"]).await.unwrap();
     ca.set_with_tags("menus", "k", "tagged", None, &["t:1"]).await.unwrap();
-    // Rewritten on b without the tag: L2's set of `t:1` still lists the key.
+    ca.set_with_tags("general", "k", "old", None, &["t:1"]).await.unwrap();
+    // Rewritten on b without the tag, or with another one: L2's set of `t:1` still lists
+    // the keys.
     cb.set("roles", "k", "new", None).await.unwrap();
+    cb.set_with_tags("general", "k", "new", None, &["t:2"]).await.unwrap();
     let seen = poll(BOUND, || async {
         ca.get("roles", "k").await.ok().flatten().as_deref() == Some(&b"new"[..])
+            && ca.get("general", "k").await.ok().flatten().as_deref() == Some(&b"new"[..])
     })
     .await;
     assert!(seen, "a never saw b's write");
@@ -229,13 +233,15 @@ async fn a_key_rewritten_without_the_tag_survives_it() {
         })
         .await;
         assert!(gone, "the tagged value survived");
-        assert_eq!(
-            cache.get("roles", "k").await.unwrap().as_deref(),
-            Some(&b"new"[..])
-        );
+        for cat in ["roles", "general"] {
+            let v = cache.get(cat, "k").await.unwrap();
+            assert_eq!(v.as_deref(), Some(&b"new"[..]), "{cat}");
+        }
     }
-    let stored = blocking(|| redis_get(&redis, &format!("{ns}:roles:0:k"))).expect("kept");
-    assert!(stored.ends_with(b"new"));
+    for cat in ["roles", "general"] {
+        let stored = blocking(|| redis_get(&redis, &format!("{ns}:{cat}:0:k"))).expect("kept");
+        assert!(stored.ends_with(b"new"), "{cat}");
+    }
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
