@@ -231,13 +231,6 @@ impl L1Category {
         }
     }
 
-    /// [`Self::entry`] carrying `tags` (checked already; none: an untagged entry).
-    pub fn tagged_entry(&self, value: Bytes, ttl: Duration, tags: &[String]) -> Entry {
-        Entry {
-            tags: EntryTags::new(tags),
-            ..self.entry(value, ttl)
-        }
-    }
 
     /// A cached "not found" living `ttl` (at most the category TTL).
     pub fn negative_entry(&self, ttl: Duration) -> Entry {
@@ -373,14 +366,7 @@ impl L1Category {
         self.put_tagged(key, value, ttl, &[]).await;
     }
 
-    /// [`Self::put`] of a value carrying `tags` (a local `set_with_tags`).
-    pub async fn put_tagged(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) {
-        self.bump_key(key);
-        let entry = self.tagged_entry(value, ttl, tags);
-        self.insert_entry(key, entry).await;
-    }
-
-    async fn insert_entry(&self, key: &str, entry: Entry) {
+    pub(super) async fn insert_entry(&self, key: &str, entry: Entry) {
         self.counters
             .bytes
             .fetch_add(real_bytes(key, &entry) as i64, Ordering::Relaxed);
@@ -416,7 +402,7 @@ impl L1Category {
         self.config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES)
     }
 
-    fn bump_key(&self, key: &str) {
+    pub(super) fn bump_key(&self, key: &str) {
         let s = self.stripe(key);
         self.stripes[s].fetch_add(1, Ordering::AcqRel);
     }
@@ -463,34 +449,6 @@ impl L1Category {
                 n
             }
         }
-    }
-
-    /// Removes every entry carrying `tag` (and every fail-safe copy of the category: the
-    /// copies do not keep their tags). Voids in-flight fills of the whole category first,
-    /// like a glob: a fill of a tagged value read before the invalidation is not in the
-    /// index yet. An index that cannot be trusted flushes the category (fail closed).
-    async fn invalidate_tag(&self, tag: &str) -> u64 {
-        self.category_gen.fetch_add(1, Ordering::AcqRel);
-        let Some(keys) = self.tag_index.take(tag) else {
-            tracing::warn!(category = %self.name, "L1 tag index unusable: flushing the category");
-            return self.flush().await;
-        };
-        if let Some(f) = &self.fail_safe {
-            f.clear();
-        }
-        let mut n = 0;
-        for k in keys {
-            // Whatever the key holds now goes: at worst a newer, untagged value (a miss).
-            if self.cache.remove(k.as_str()).await.is_some() {
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// (tag, key) pairs in the tag index (tests: the index is bounded by the cache).
-    pub fn tag_pairs(&self) -> usize {
-        self.tag_index.pairs()
     }
 
     /// Drops everything (restart, reconnect, coherence gap). Returns entries removed.

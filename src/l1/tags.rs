@@ -15,6 +15,11 @@
 //! is flushed instead (fail closed).
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Entry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -112,6 +117,51 @@ impl TagIndex {
             .lock()
             .map(|m| m.values().map(HashMap::len).sum())
             .unwrap_or(0)
+    }
+}
+
+impl super::L1Category {
+    /// [`Self::entry`] carrying `tags` (checked already; none: an untagged entry).
+    pub fn tagged_entry(&self, value: Bytes, ttl: Duration, tags: &[String]) -> Entry {
+        Entry {
+            tags: EntryTags::new(tags),
+            ..self.entry(value, ttl)
+        }
+    }
+
+    /// [`Self::put`] of a value carrying `tags` (a local `set_with_tags`).
+    pub async fn put_tagged(&self, key: &str, value: Bytes, ttl: Duration, tags: &[String]) {
+        self.bump_key(key);
+        let entry = self.tagged_entry(value, ttl, tags);
+        self.insert_entry(key, entry).await;
+    }
+
+    /// Removes every entry carrying `tag` (and every fail-safe copy of the category: the
+    /// copies do not keep their tags). Voids in-flight fills of the whole category first,
+    /// like a glob: a fill of a tagged value read before the invalidation is not in the
+    /// index yet. An index that cannot be trusted flushes the category (fail closed).
+    pub(super) async fn invalidate_tag(&self, tag: &str) -> u64 {
+        self.category_gen.fetch_add(1, Ordering::AcqRel);
+        let Some(keys) = self.tag_index.take(tag) else {
+            tracing::warn!(category = %self.name, "L1 tag index unusable: flushing the category");
+            return self.flush().await;
+        };
+        if let Some(f) = &self.fail_safe {
+            f.clear();
+        }
+        let mut n = 0;
+        for k in keys {
+            // Whatever the key holds now goes: at worst a newer, untagged value (a miss).
+            if self.cache.remove(k.as_str()).await.is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// (tag, key) pairs in the tag index (tests: the index is bounded by the cache).
+    pub fn tag_pairs(&self) -> usize {
+        self.tag_index.pairs()
     }
 }
 
