@@ -23,7 +23,19 @@ struct TestNode {
 
 impl TestNode {
     async fn start(id: &str, ns: &str, redis: Option<&RedisServer>) -> TestNode {
+        Self::start_opt(id, ns, redis, false).await
+    }
+
+    /// `serve_stale_on_outage`: changes are accepted locally while Redis is unreachable
+    /// and replayed into L2 when it is back.
+    async fn start_opt(
+        id: &str,
+        ns: &str,
+        redis: Option<&RedisServer>,
+        serve_stale_on_outage: bool,
+    ) -> TestNode {
         let config = Config {
+            serve_stale_on_outage,
             node_id: id.to_string(),
             namespace: ns.to_string(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -281,4 +293,54 @@ async fn bad_tags_and_bodies_are_refused_with_400() {
     let (status, _) = post_invalidate(&c, &n, json!({"category": "roles", "pattern": "*"})).await;
     assert_eq!(status, 200);
     n.node.shutdown().await;
+}
+
+async fn health_status(c: &reqwest::Client, n: &TestNode) -> String {
+    let r = c.get(format!("{}/health", n.base)).send().await.expect("health");
+    let body: Value = r.json().await.expect("JSON health");
+    body["status"].as_str().unwrap_or("").to_string()
+}
+
+/// Redis hangs (SIGSTOP: it keeps its data) while A invalidates a tag: the change waits in
+/// A's L2 backlog as one tag entry per category and is replayed as the tag's deletion when
+/// Redis answers again, so no node reads the tagged values back from L2, while the other
+/// values of the same categories stay (no category-wide invalidation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidated_during_an_outage_is_replayed_into_l2() {
+    let redis = blocking(RedisServer::start);
+    let ns = format!("tag{:08x}", rand::random::<u32>());
+    let a = TestNode::start_opt("a", &ns, Some(&redis), true).await;
+    let b = TestNode::start_opt("b", &ns, Some(&redis), true).await;
+    settle(&[&a, &b]).await;
+    let c = client();
+    let ca = a.node.cache();
+    ca.set_with_tags("roles", "k1", "old", None, &["t"]).await.unwrap();
+    ca.set_with_tags("menus", "k2", "old", None, &["t", "u"]).await.unwrap();
+    ca.set_with_tags("roles", "k3", "kept", None, &["u"]).await.unwrap();
+
+    blocking(|| redis.pause());
+    let degraded = poll(BOUND, || async {
+        health_status(&c, &a).await == "degraded" && health_status(&c, &b).await == "degraded"
+    })
+    .await;
+    assert!(degraded, "nodes notice the hung Redis");
+    ca.invalidate_tag("t").await.expect("accepted locally (opt-in)");
+    let categories = ca.stats().await.l1_caches.len();
+    assert_eq!(ca.l2_backlog_len(), categories, "one tag entry per category");
+
+    blocking(|| redis.resume());
+    let ok = poll(BOUND, || async {
+        health_status(&c, &a).await == "ok"
+            && health_status(&c, &b).await == "ok"
+            && ca.l2_backlog_len() == 0
+    })
+    .await;
+    assert!(ok, "nodes recover and A's backlog is replayed");
+    for n in [&a, &b] {
+        assert_eq!(get(&c, n, "roles", "k1").await.0, 404, "{}", n.base);
+        assert_eq!(get(&c, n, "menus", "k2").await.0, 404, "{}", n.base);
+        assert_eq!(get(&c, n, "roles", "k3").await.0, 200, "{}", n.base);
+    }
+    a.node.shutdown().await;
+    b.node.shutdown().await;
 }
