@@ -102,7 +102,12 @@ fn invalidation_of_everything_in_every_category() {
 fn invalidation_of_a_tag_in_every_category() {
     assert_golden(
         "invalidation tag",
-        &invalidation(None, Target::Tag("user:123".into()), ChangeKind::Invalidate, None),
+        &invalidation(
+            None,
+            Target::Tag("user:123".into()),
+            ChangeKind::Invalidate,
+            None,
+        ),
         "0200066e6f64652d61fdefcdab8967452301fb2c01000308757365723a31323302fd7b68e5cf8b01000000",
     );
 }

@@ -901,19 +901,23 @@ async fn cluster_tag_invalidation_reaches_every_category() {
     );
     let cats = ["permissions", "menus", "roles", "prompts", "general"];
     for cat in cats {
-        ca.set_with_tags(cat, "u:1", "v", None, &["user:1"]).await.expect("tagged write");
+        ca.set_with_tags(cat, "u:1", "v", None, &["user:1"])
+            .await
+            .expect("tagged write");
         ca.set(cat, "u:2", "w", None).await.expect("write");
         assert!(cb.get(cat, "u:1").await.expect("read").is_some(), "{cat}");
     }
     cb.invalidate_tag("user:1").await.expect("tag invalidation");
     for cat in cats {
         for cache in [ca, cb] {
-            let gone = wait_until_async(|| async {
-                matches!(cache.get(cat, "u:1").await, Ok(None))
-            })
-            .await;
+            let gone =
+                wait_until_async(|| async { matches!(cache.get(cat, "u:1").await, Ok(None)) })
+                    .await;
             assert!(gone, "{cat}/u:1 survived its tag");
-            assert!(cache.get(cat, "u:2").await.expect("read").is_some(), "{cat}/u:2");
+            assert!(
+                cache.get(cat, "u:2").await.expect("read").is_some(),
+                "{cat}/u:2"
+            );
         }
     }
     a.shutdown().await;

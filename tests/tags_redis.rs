@@ -136,7 +136,10 @@ async fn settle(nodes: &[&TestNode]) {
 /// Reads `cat/key` on `n` until L1 answers it (the first read fills L1 from L2; a write's
 /// invalidation arriving late may empty it once more).
 async fn cached_in_l1(c: &reqwest::Client, n: &TestNode, cat: &str, key: &str) {
-    let ok = poll(BOUND, || async { get(c, n, cat, key).await == (200, "L1".into()) }).await;
+    let ok = poll(BOUND, || async {
+        get(c, n, cat, key).await == (200, "L1".into())
+    })
+    .await;
     assert!(ok, "{}: {cat}/{key} never served from L1", n.base);
 }
 
@@ -174,7 +177,12 @@ async fn a_tag_invalidated_on_one_node_leaves_every_node_and_l2() {
     for (cat, key, tags) in writes {
         assert_eq!(put_tagged(&c, &a, cat, key, tags).await.0, 204, "{cat}");
     }
-    let r = c.put(a.url("general", "u123")).body("v").send().await.unwrap();
+    let r = c
+        .put(a.url("general", "u123"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     // Every node holds every entry in L1 (filled from L2 on b and c: tags and all).
     for n in [&a, &b, &c3] {
@@ -189,12 +197,19 @@ async fn a_tag_invalidated_on_one_node_leaves_every_node_and_l2() {
     // Invalidated on c, a node that did not write any of it.
     let (status, body) = post_invalidate(&c, &c3, json!({"tag": "user:123"})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["invalidated"], 2, "c's own L1 entries carrying the tag: {body}");
+    assert_eq!(
+        body["invalidated"], 2,
+        "c's own L1 entries carrying the tag: {body}"
+    );
 
     for n in [&a, &b, &c3] {
         for cat in ["permissions", "menus"] {
             let gone = poll(BOUND, || async { get(&c, n, cat, "u123").await.0 == 404 }).await;
-            assert!(gone, "{}: {cat}/u123 still served after the tag invalidation", n.base);
+            assert!(
+                gone,
+                "{}: {cat}/u123 still served after the tag invalidation",
+                n.base
+            );
         }
         // Untouched: not reloaded from L2, still in L1 (no category was flushed).
         for cat in ["roles", "general"] {
@@ -225,13 +240,21 @@ async fn a_key_rewritten_without_the_tag_survives_it() {
     let b = TestNode::start("b", &ns, Some(&redis)).await;
     settle(&[&a, &b]).await;
     let (ca, cb) = (a.node.cache(), b.node.cache());
-    ca.set_with_tags("roles", "k", "old", None, &["t:1"]).await.unwrap();
-    ca.set_with_tags("menus", "k", "tagged", None, &["t:1"]).await.unwrap();
-    ca.set_with_tags("general", "k", "old", None, &["t:1"]).await.unwrap();
+    ca.set_with_tags("roles", "k", "old", None, &["t:1"])
+        .await
+        .unwrap();
+    ca.set_with_tags("menus", "k", "tagged", None, &["t:1"])
+        .await
+        .unwrap();
+    ca.set_with_tags("general", "k", "old", None, &["t:1"])
+        .await
+        .unwrap();
     // Rewritten on b without the tag, or with another one: L2's set of `t:1` still lists
     // the keys.
     cb.set("roles", "k", "new", None).await.unwrap();
-    cb.set_with_tags("general", "k", "new", None, &["t:2"]).await.unwrap();
+    cb.set_with_tags("general", "k", "new", None, &["t:2"])
+        .await
+        .unwrap();
     let seen = poll(BOUND, || async {
         ca.get("roles", "k").await.ok().flatten().as_deref() == Some(&b"new"[..])
             && ca.get("general", "k").await.ok().flatten().as_deref() == Some(&b"new"[..])
@@ -265,7 +288,16 @@ async fn bad_tags_and_bodies_are_refused_with_400() {
     let long = "t".repeat(129);
     let many: Vec<String> = (0..17).map(|i| format!("t{i}")).collect();
     let many = many.join(",");
-    for tags in ["", "a b", "a,,b", "ü", "a;b", "x*", long.as_str(), many.as_str()] {
+    for tags in [
+        "",
+        "a b",
+        "a,,b",
+        "ü",
+        "a;b",
+        "x*",
+        long.as_str(),
+        many.as_str(),
+    ] {
         let (status, body) = put_tagged(&c, &n, "roles", "k", tags).await;
         assert_eq!(status, 400, "tags={tags:?}: {body}");
         assert_eq!(body["error"], "invalid_tag", "tags={tags:?}: {body}");
@@ -283,12 +315,23 @@ async fn bad_tags_and_bodies_are_refused_with_400() {
     ];
     for (req, code) in refused {
         let (status, body) = post_invalidate(&c, &n, req.clone()).await;
-        assert_eq!((status, body["error"].as_str()), (400, Some(code)), "{req}: {body}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(code)),
+            "{req}: {body}"
+        );
     }
     // The well-formed forms work without Redis too (L1 only).
-    assert_eq!(put_tagged(&c, &n, "roles", "k", "user:1,tenant.7").await.0, 204);
+    assert_eq!(
+        put_tagged(&c, &n, "roles", "k", "user:1,tenant.7").await.0,
+        204
+    );
     let (status, body) = post_invalidate(&c, &n, json!({"tag": "tenant.7"})).await;
-    assert_eq!((status, body["invalidated"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["invalidated"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
     assert_eq!(get(&c, &n, "roles", "k").await.0, 404);
     let (status, _) = post_invalidate(&c, &n, json!({"category": "roles", "pattern": "*"})).await;
     assert_eq!(status, 200);
@@ -296,7 +339,11 @@ async fn bad_tags_and_bodies_are_refused_with_400() {
 }
 
 async fn health_status(c: &reqwest::Client, n: &TestNode) -> String {
-    let r = c.get(format!("{}/health", n.base)).send().await.expect("health");
+    let r = c
+        .get(format!("{}/health", n.base))
+        .send()
+        .await
+        .expect("health");
     let body: Value = r.json().await.expect("JSON health");
     body["status"].as_str().unwrap_or("").to_string()
 }
@@ -314,9 +361,15 @@ async fn a_tag_invalidated_during_an_outage_is_replayed_into_l2() {
     settle(&[&a, &b]).await;
     let c = client();
     let ca = a.node.cache();
-    ca.set_with_tags("roles", "k1", "old", None, &["t"]).await.unwrap();
-    ca.set_with_tags("menus", "k2", "old", None, &["t", "u"]).await.unwrap();
-    ca.set_with_tags("roles", "k3", "kept", None, &["u"]).await.unwrap();
+    ca.set_with_tags("roles", "k1", "old", None, &["t"])
+        .await
+        .unwrap();
+    ca.set_with_tags("menus", "k2", "old", None, &["t", "u"])
+        .await
+        .unwrap();
+    ca.set_with_tags("roles", "k3", "kept", None, &["u"])
+        .await
+        .unwrap();
 
     blocking(|| redis.pause());
     let degraded = poll(BOUND, || async {
@@ -324,9 +377,15 @@ async fn a_tag_invalidated_during_an_outage_is_replayed_into_l2() {
     })
     .await;
     assert!(degraded, "nodes notice the hung Redis");
-    ca.invalidate_tag("t").await.expect("accepted locally (opt-in)");
+    ca.invalidate_tag("t")
+        .await
+        .expect("accepted locally (opt-in)");
     let categories = ca.stats().await.l1_caches.len();
-    assert_eq!(ca.l2_backlog_len(), categories, "one tag entry per category");
+    assert_eq!(
+        ca.l2_backlog_len(),
+        categories,
+        "one tag entry per category"
+    );
 
     blocking(|| redis.resume());
     let ok = poll(BOUND, || async {

@@ -231,7 +231,6 @@ impl L1Category {
         }
     }
 
-
     /// A cached "not found" living `ttl` (at most the category TTL).
     pub fn negative_entry(&self, ttl: Duration) -> Entry {
         Entry {

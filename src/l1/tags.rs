@@ -236,10 +236,12 @@ mod category_tests {
     async fn a_tag_removes_its_entries_only_and_voids_fills() {
         let c = cat(100);
         let (v, ttl) = (Bytes::from_static(b"v"), Duration::from_secs(60));
-        c.put_tagged("perm", v.clone(), ttl, &tags(&["user:1"])).await;
+        c.put_tagged("perm", v.clone(), ttl, &tags(&["user:1"]))
+            .await;
         c.put_tagged("menu", v.clone(), ttl, &tags(&["user:1", "tenant:7"]))
             .await;
-        c.put_tagged("other", v.clone(), ttl, &tags(&["user:2"])).await;
+        c.put_tagged("other", v.clone(), ttl, &tags(&["user:2"]))
+            .await;
         c.put("plain", v.clone(), ttl).await;
         // A fill from L2 of a tagged value keeps its tags.
         let t = c.ticket("filled");
@@ -268,8 +270,13 @@ mod category_tests {
         let c = cat(20);
         for i in 0..500 {
             let t = tags(&["all", &format!("k{i}")]);
-            c.put_tagged(&format!("k{i}"), Bytes::from_static(b"v"), Duration::from_secs(60), &t)
-                .await;
+            c.put_tagged(
+                &format!("k{i}"),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(60),
+                &t,
+            )
+            .await;
         }
         let live = c.size().await as usize;
         assert!(live <= 20);

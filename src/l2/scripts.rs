@@ -121,8 +121,14 @@ mod tests {
             "2b5408684df6942c7a305ea66e53b161bf257916"
         );
         // Tags (issue #26), added: the hashes above are unchanged.
-        assert_eq!(s.set_tagged.get_hash(), "d7de97743319ffed5e9c980b424121581d48b792");
-        assert_eq!(s.inv_tag.get_hash(), "2b1312f141575b12d559b2f5cd20b6c102432c67");
+        assert_eq!(
+            s.set_tagged.get_hash(),
+            "d7de97743319ffed5e9c980b424121581d48b792"
+        );
+        assert_eq!(
+            s.inv_tag.get_hash(),
+            "2b1312f141575b12d559b2f5cd20b6c102432c67"
+        );
         assert_eq!(
             Script::new(&s.set_tagged_src).get_hash(),
             s.set_tagged.get_hash()
