@@ -159,7 +159,8 @@ impl L1Category {
             .max_capacity(max_bytes)
             .weigher(move |k: &String, e: &Entry| {
                 let tags = e.tags.as_ref().map_or(0, |t| t.weight(k.len()));
-                entry_weight(k, &e.value, floor).saturating_add(u32::try_from(tags).unwrap_or(0))
+                entry_weight(k, &e.value, floor)
+                    .saturating_add(u32::try_from(tags).unwrap_or(u32::MAX))
             })
             .time_to_live(config.ttl())
             .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
