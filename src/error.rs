@@ -39,6 +39,10 @@ pub enum CacheError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A tag is empty, too long, holds a character outside `[A-Za-z0-9_.:-]`, or a write
+    /// carries too many tags (see [`crate::tag`]).
+    #[error("invalid tag: {0}")]
+    InvalidTag(String),
     /// The ttl is zero or out of range.
     #[error("invalid ttl: {0}")]
     InvalidTtl(String),
@@ -67,6 +71,7 @@ impl CacheError {
             CacheError::KeyTooLarge { .. } => "key_too_large",
             CacheError::InvalidPattern { .. } => "invalid_pattern",
             CacheError::InvalidTtl(_) => "invalid_ttl",
+            CacheError::InvalidTag(_) => "invalid_tag",
             CacheError::Loader(_) => "loader_failed",
             CacheError::Serde(_) => "serialization",
             CacheError::Unavailable(_) => "unavailable",

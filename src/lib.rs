@@ -73,6 +73,7 @@ pub mod guide;
 pub mod key;
 pub mod pattern;
 pub mod server;
+pub mod tag;
 pub mod telemetry;
 pub mod wire;
 pub mod wire_auth;

@@ -1,4 +1,4 @@
-//! Invalidation patterns: one exact key, a glob, or everything (`*`).
+//! Invalidation patterns: one exact key, a glob, everything (`*`), or a tag ([`crate::tag`]).
 //!
 //! An exact key ([`Pattern::exact`]) is never parsed: `get_roles:[1, 2]` is a key like any
 //! other and is compared as bytes. A glob ([`Pattern::glob`]) follows one grammar, the same
@@ -67,6 +67,8 @@ pub enum PatternKind {
     Exact,
     /// Keys matching a glob.
     Glob,
+    /// Keys whose entry carries a tag (see [`crate::tag`]).
+    Tag,
 }
 
 /// A typed invalidation pattern.
@@ -78,6 +80,9 @@ pub enum Pattern {
     Exact(String),
     /// Keys matching a glob (built only by [`Pattern::glob`]).
     Glob(Glob),
+    /// Keys whose entry carries this tag (see [`crate::tag`]); decided by the entry, not
+    /// by the key.
+    Tag(String),
 }
 
 /// Why a glob was refused.
@@ -162,6 +167,12 @@ impl Pattern {
         Pattern::Exact(key.into())
     }
 
+    /// The entries carrying `tag` (checked with [`crate::tag::check`]).
+    pub fn tag(tag: &str) -> Result<Pattern, CacheError> {
+        crate::tag::check(tag)?;
+        Ok(Pattern::Tag(tag.to_string()))
+    }
+
     /// Parses a glob in the module's grammar. `*` (or any run of only `*`) is
     /// [`Pattern::All`]; a glob without wildcards is the [`Pattern::Exact`] key it spells.
     pub fn glob(text: &str) -> Result<Pattern, CacheError> {
@@ -212,13 +223,16 @@ impl Pattern {
             Pattern::All => PatternKind::All,
             Pattern::Exact(_) => PatternKind::Exact,
             Pattern::Glob(_) => PatternKind::Glob,
+            Pattern::Tag(_) => PatternKind::Tag,
         }
     }
 
-    /// Whether `key` is covered by this pattern.
+    /// Whether `key` is covered by this pattern. A tag is carried by an entry, not named by
+    /// its key: every key *may* carry it, so [`Pattern::Tag`] covers every key here (the
+    /// callers that decide by key alone, such as the L2 replay backlog, fail closed).
     pub fn matches(&self, key: &str) -> bool {
         match self {
-            Pattern::All => true,
+            Pattern::All | Pattern::Tag(_) => true,
             Pattern::Exact(k) => k == key,
             Pattern::Glob(g) => g.is_match(key),
         }
@@ -226,10 +240,11 @@ impl Pattern {
 
     /// Glob text that [`Pattern::glob`] parses back to this pattern: `*`, the key with
     /// every metacharacter escaped, or the canonical glob. (The empty key, which the cache
-    /// refuses anyway, has no glob form: `""` is an error.)
+    /// refuses anyway, has no glob form: `""` is an error; a tag has none either, and gives
+    /// `*`, the glob of every key it may cover.)
     pub fn to_glob_text(&self) -> String {
         match self {
-            Pattern::All => "*".to_string(),
+            Pattern::All | Pattern::Tag(_) => "*".to_string(),
             Pattern::Exact(k) => escape(k),
             Pattern::Glob(g) => g.text.clone(),
         }

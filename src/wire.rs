@@ -114,7 +114,7 @@ pub enum ChangeKind {
     Set,
     /// A key was deleted.
     Delete,
-    /// An explicit invalidation (exact key, `*` or glob).
+    /// An explicit invalidation (exact key, `*`, glob or tag).
     Invalidate,
 }
 
@@ -130,6 +130,9 @@ pub enum Target {
     Glob(String),
     /// Every key.
     Everything,
+    /// Every entry carrying this tag (see [`crate::tag`]). Appended: the bytes of the
+    /// variants above are unchanged.
+    Tag(String),
 }
 
 /// One invalidation broadcast by `origin`.
@@ -255,6 +258,7 @@ impl Target {
             Target::Key(k) => Ok(crate::pattern::Pattern::Exact(k.clone())),
             Target::Glob(g) => crate::pattern::Pattern::glob(g),
             Target::Everything => Ok(crate::pattern::Pattern::All),
+            Target::Tag(t) => Ok(crate::pattern::Pattern::Tag(t.clone())),
         }
     }
 }

@@ -96,6 +96,22 @@ fn invalidation_of_everything_in_every_category() {
     );
 }
 
+/// `Target::Tag` was appended (issue #26): variant 3, after the three above, whose bytes are
+/// unchanged.
+#[test]
+fn invalidation_of_a_tag_in_every_category() {
+    assert_golden(
+        "invalidation tag",
+        &invalidation(
+            None,
+            Target::Tag("user:123".into()),
+            ChangeKind::Invalidate,
+            None,
+        ),
+        "0200066e6f64652d61fdefcdab8967452301fb2c01000308757365723a31323302fd7b68e5cf8b01000000",
+    );
+}
+
 #[test]
 fn heartbeat() {
     assert_golden(

@@ -896,6 +896,66 @@ async fn cluster_with_one_persistent_primary_is_refused() {
     cache.shutdown().await;
 }
 
+/// Tags on a Redis Cluster (issue #26): each category's keys, generation and tag sets share
+/// the hash tag `{ns:category}`, so the tag scripts touch one slot; categories spread over
+/// the primaries, and a tag invalidation reaches every category's slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tag_invalidation_reaches_every_category() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = redis_cluster(dir.path(), 3, 0, &[]);
+    let redis = RedisTarget::Cluster {
+        nodes: vec![format!("127.0.0.1:{}", servers[0].port)],
+        password: None,
+    };
+    let ns = namespace("tags");
+    let a = start_node("a", &ns, redis.clone(), 0).await;
+    let b = start_node("b", &ns, redis, 0).await;
+    let (ca, cb) = (a.cache(), b.cache());
+    assert!(
+        wait_until_async(|| async { ca.lease_held() && cb.lease_held() }).await,
+        "nodes hold their lease"
+    );
+    let cats = ["permissions", "menus", "roles", "prompts", "general"];
+    for cat in cats {
+        ca.set_with_tags(cat, "u:1", "v", None, &["user:1"])
+            .await
+            .expect("tagged write");
+        ca.set(cat, "u:2", "w", None).await.expect("write");
+        assert!(cb.get(cat, "u:1").await.expect("read").is_some(), "{cat}");
+    }
+    cb.invalidate_tag("user:1").await.expect("tag invalidation");
+    for cat in cats {
+        for cache in [ca, cb] {
+            let gone =
+                wait_until_async(|| async { matches!(cache.get(cat, "u:1").await, Ok(None)) })
+                    .await;
+            assert!(gone, "{cat}/u:1 survived its tag");
+            assert!(
+                cache.get(cat, "u:2").await.expect("read").is_some(),
+                "{cat}/u:2"
+            );
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Polls `f` every 10 ms for at most 5 s.
+async fn wait_until_async<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// A TCP proxy in front of a primary that passes the nodes (127.0.0.1) always and the
 /// sentinels (their `bind-source-addr 127.0.0.2`) until [`CutProxy::cut`]: then their
 /// connections are closed and new ones refused, while the nodes' stay up. The sentinels see

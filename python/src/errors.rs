@@ -154,7 +154,10 @@ pub fn cache_error(py: Python<'_>, e: &CacheError) -> PyErr {
         CacheError::InvalidKey(_) => InvalidKeyError::new_err(msg),
         CacheError::KeyTooLarge { .. } => KeyTooLargeError::new_err(msg),
         CacheError::ValueTooLarge { .. } => ValueTooLargeError::new_err(msg),
-        CacheError::InvalidPattern { .. } => InvalidPatternError::new_err(msg),
+        // A bad tag is a bad selector, like a bad pattern.
+        CacheError::InvalidPattern { .. } | CacheError::InvalidTag(_) => {
+            InvalidPatternError::new_err(msg)
+        }
         CacheError::InvalidTtl(_) => InvalidTtlError::new_err(msg),
         CacheError::Loader(inner) => match python_error(inner.as_ref()) {
             Some(err) => err.clone_ref(py),

@@ -15,11 +15,13 @@ use crate::pattern::Pattern;
 
 /// Messages a category actor handles.
 pub enum CategoryMsg {
-    /// Write a value into L1 (voids in-flight fills of the key).
+    /// Write a value into L1 (voids in-flight fills of the key), carrying `tags` (checked
+    /// already; empty: untagged).
     Put {
         key: String,
         value: Bytes,
         ttl: Duration,
+        tags: Vec<String>,
         reply: RpcReplyPort<()>,
     },
     /// Remove entries matching a pattern; replies with the number removed.
@@ -90,9 +92,10 @@ impl Actor for CategoryActor {
                 key,
                 value,
                 ttl,
+                tags,
                 reply,
             } => {
-                l1.put(&key, value, ttl).await;
+                l1.put_tagged(&key, value, ttl, &tags).await;
                 let _ = reply.send(());
             }
             CategoryMsg::Invalidate { pattern, reply } => {

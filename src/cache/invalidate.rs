@@ -1,4 +1,4 @@
-//! Invalidation (by glob, by exact key, per category or everywhere) and the announcement of
+//! Invalidation (by glob, by exact key, by tag, per category or everywhere) and the announcement of
 //! every change to the other nodes: over Redis, or to every peer over QUIC when Redis did
 //! not take it.
 
@@ -21,6 +21,8 @@ impl HybridCache {
             // A glob without wildcards spells one key (`get_roles:\[1, 2\]`).
             Pattern::Exact(k) => Target::Key(k),
             Pattern::Glob(g) => Target::Glob(g.as_str().to_string()),
+            // Never from a glob; kept for completeness.
+            Pattern::Tag(t) => Target::Tag(t),
         };
         self.invalidate_target(category, target).await
     }
@@ -31,6 +33,15 @@ impl HybridCache {
     pub async fn invalidate_key(&self, category: &str, key: &str) -> Result<u64, CacheError> {
         self.check_key(key)?;
         self.invalidate_target(category, Target::Key(key.to_string()))
+            .await
+    }
+
+    /// Invalidates every entry carrying `tag` ([`HybridCache::set_with_tags`]), in every
+    /// category, in L2 and in every node's L1, with the same guarantee as a key
+    /// invalidation. Returns the number of local L1 entries removed.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, CacheError> {
+        crate::tag::check(tag)?;
+        self.invalidate_target("*", Target::Tag(tag.to_string()))
             .await
     }
 

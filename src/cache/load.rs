@@ -270,7 +270,7 @@ impl HybridCache {
     fn l2_entry(l1: &L1Category, found: crate::l2::L2Value) -> Option<Entry> {
         if let Some(v) = found.value {
             l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-            return Some(l1.entry(v, l1.fill_ttl(found.ttl)));
+            return Some(l1.tagged_entry(v, l1.fill_ttl(found.ttl), &found.tags));
         }
         if found.negative {
             l1.counters.negative_hits.fetch_add(1, Ordering::Relaxed);

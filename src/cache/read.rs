@@ -113,8 +113,9 @@ impl HybridCache {
                     l2_failed = false;
                     if let Some(v) = found.value {
                         l1.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-                        l1.fill(key, v.clone(), l1.fill_ttl(found.ttl), &ticket)
-                            .await;
+                        // A tagged value keeps its tags in L1 (a tag invalidation finds it).
+                        let entry = l1.tagged_entry(v.clone(), l1.fill_ttl(found.ttl), &found.tags);
+                        l1.fill_entry(key, entry, &ticket).await;
                         return Ok(Some((v, Source::L2)));
                     }
                     if found.negative {

@@ -156,13 +156,16 @@ impl Shared {
                 .map(|k| self.warm_read(category, l1, k));
             let values = futures::future::join_all(reads).await;
             let mut room = l1.free_weight().await;
-            for (key, ticket, value, ttl) in values.into_iter().flatten() {
+            for (key, ticket, value, ttl, tags) in values.into_iter().flatten() {
                 let weight = l1.weight(key, &value);
                 if weight > room {
                     // Full: warm-up never evicts an entry to load one.
                     return warmed;
                 }
-                if l1.warm_fill(key, value, l1.fill_ttl(ttl), &ticket).await {
+                if l1
+                    .warm_fill(key, value, l1.fill_ttl(ttl), &tags, &ticket)
+                    .await
+                {
                     room -= weight;
                     warmed += 1;
                 }
@@ -183,11 +186,12 @@ impl Shared {
         category: &str,
         l1: &L1Category,
         key: &'k str,
-    ) -> Option<(&'k str, FillTicket, Bytes, Option<Duration>)> {
+    ) -> Option<(&'k str, FillTicket, Bytes, Option<Duration>, Vec<String>)> {
         let l2 = self.l2_usable_for(category, key)?;
         let ticket = l1.ticket(key);
         match l2.get(category, key).await {
-            Ok(found) => found.value.map(|v| (key, ticket, v, found.ttl)),
+            // With its tags, so that a tag invalidation finds the warmed entry too.
+            Ok(found) => found.value.map(|v| (key, ticket, v, found.ttl, found.tags)),
             Err(e) => {
                 self.warm_up_error("read", &e);
                 None

@@ -25,7 +25,37 @@ impl HybridCache {
         value: impl Into<Bytes>,
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
-        self.set_inner(category, key, value.into(), ttl, None).await
+        self.set_inner(category, key, value.into(), ttl, None, Vec::new())
+            .await
+    }
+
+    /// [`HybridCache::set`] of a value carrying `tags` (at most [`crate::tag::MAX_TAGS`] of
+    /// `[A-Za-z0-9_.:-]`, see [`crate::tag`]): [`HybridCache::invalidate_tag`] of any of them
+    /// removes it, on every node and in L2. A later write of the key replaces its tags.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = hybrid_cache::HybridCache::builder().build().await.unwrap();
+    /// cache.set_with_tags("permissions", "u:7", "rw", None, &["user:7"]).await.unwrap();
+    /// cache.set_with_tags("menus", "u:7", "[]", None, &["user:7", "tenant:1"]).await.unwrap();
+    /// cache.set("roles", "u:7", "admin", None).await.unwrap();
+    /// cache.invalidate_tag("user:7").await.unwrap();
+    /// assert_eq!(cache.get("permissions", "u:7").await.unwrap(), None);
+    /// assert_eq!(cache.get("menus", "u:7").await.unwrap(), None);
+    /// assert!(cache.get("roles", "u:7").await.unwrap().is_some());
+    /// # });
+    /// ```
+    pub async fn set_with_tags<S: AsRef<str>>(
+        &self,
+        category: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+        tags: &[S],
+    ) -> Result<(), CacheError> {
+        let tags = crate::tag::check_all(tags)?;
+        self.set_inner(category, key, value.into(), ttl, None, tags)
+            .await
     }
 
     /// [`HybridCache::set`] that takes effect no later than `deadline` (wall clock) or not at
@@ -54,17 +84,35 @@ impl HybridCache {
         ttl: Option<Duration>,
         deadline: std::time::SystemTime,
     ) -> Result<(), CacheError> {
-        self.set_inner(category, key, value.into(), ttl, Some(deadline))
+        self.set_inner(category, key, value.into(), ttl, Some(deadline), Vec::new())
             .await
     }
 
-    async fn set_inner(
+    /// [`HybridCache::set_with_tags`] with the deadline of [`HybridCache::set_before`]
+    /// (HTTP: `PUT …?tags=a,b` with `x-hc-deadline-ms`).
+    pub async fn set_with_tags_before<S: AsRef<str>>(
+        &self,
+        category: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+        tags: &[S],
+        deadline: std::time::SystemTime,
+    ) -> Result<(), CacheError> {
+        let tags = crate::tag::check_all(tags)?;
+        self.set_inner(category, key, value.into(), ttl, Some(deadline), tags)
+            .await
+    }
+
+    /// Writes `value` carrying `tags` (checked already).
+    pub(super) async fn set_inner(
         &self,
         category: &str,
         key: &str,
         value: Bytes,
         ttl: Option<Duration>,
         deadline: Option<std::time::SystemTime>,
+        tags: Vec<String>,
     ) -> Result<(), CacheError> {
         let l1 = self.category(category)?.clone();
         self.check_key(key)?;
@@ -84,11 +132,16 @@ impl HybridCache {
             return Err(CacheError::DeadlineExceeded);
         }
         let mark = self.shared.remote.snapshot(category, key);
-        let bytes = &value;
+        let (bytes, tag_list) = (&value, &tags);
         let target = Target::Key(key.to_string());
         let in_l2 = self
             .l2_change("set", category, &target, |l2| async move {
-                l2.set(category, key, bytes, l2_ttl, deadline).await
+                if tag_list.is_empty() {
+                    l2.set(category, key, bytes, l2_ttl, deadline).await
+                } else {
+                    l2.set_tagged(category, key, bytes, tag_list, l2_ttl, deadline)
+                        .await
+                }
             })
             .await;
         if !in_l2 && !self.local_writes_ok() {
@@ -106,6 +159,7 @@ impl HybridCache {
                 key: k.clone(),
                 value: value.clone(),
                 ttl: l1_ttl,
+                tags: tags.clone(),
                 reply,
             })
             .await;

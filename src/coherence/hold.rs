@@ -187,7 +187,7 @@ pub(super) fn bounded_changes(changes: Vec<(String, Target)>) -> Vec<(String, Ta
             c.len()
                 + 8
                 + match t {
-                    Target::Key(k) | Target::Glob(k) => k.len(),
+                    Target::Key(k) | Target::Glob(k) | Target::Tag(k) => k.len(),
                     Target::Everything => 0,
                 }
         })

@@ -159,7 +159,7 @@ impl Coherence {
         };
         let parses = match &inv.target {
             Target::Glob(g) => crate::pattern::Pattern::glob(g).is_ok(),
-            Target::Key(_) | Target::Everything => true,
+            Target::Key(_) | Target::Everything | Target::Tag(_) => true,
         };
         known && parses
     }

@@ -53,7 +53,8 @@ impl FailSafe {
     pub fn remove_matching(&self, pattern: &Pattern) {
         match pattern {
             Pattern::Exact(k) => self.remove(k),
-            Pattern::All => self.clear(),
+            // Copies do not keep their tags: a tag removes them all (fail closed).
+            Pattern::All | Pattern::Tag(_) => self.clear(),
             Pattern::Glob(_) => {
                 let keys: Vec<_> = self
                     .copies

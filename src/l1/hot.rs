@@ -80,9 +80,10 @@ impl L1Category {
         key: &str,
         value: Bytes,
         ttl: Duration,
+        tags: &[String],
         ticket: &FillTicket,
     ) -> bool {
-        let entry = self.entry(value, ttl);
+        let entry = self.tagged_entry(value, ttl, tags);
         let filled = self.fill_entry(key, entry, ticket).await;
         if filled {
             self.counters.warmed.fetch_add(1, Ordering::Relaxed);
@@ -163,18 +164,38 @@ mod tests {
         assert_eq!(c.free_weight().await, 4 * 1024);
         let t = c.ticket("k");
         assert!(
-            c.warm_fill("k", v.clone(), Duration::from_secs(60), &t)
+            c.warm_fill("k", v.clone(), Duration::from_secs(60), &[], &t)
                 .await
         );
         assert!(c.contains("k"));
         assert_eq!(c.free_weight().await, 3 * 1024);
         let t = c.ticket("gone");
         c.remove("gone").await;
-        assert!(!c.warm_fill("gone", v, Duration::from_secs(60), &t).await);
+        assert!(
+            !c.warm_fill("gone", v, Duration::from_secs(60), &[], &t)
+                .await
+        );
         assert!(!c.contains("gone"));
         assert_eq!(c.counters.warmed.load(Ordering::Relaxed), 1);
         assert_eq!(c.counters.stale_fills_rejected.load(Ordering::Relaxed), 1);
         // Warmed entries start cold.
         assert!(c.take_hottest(10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_warmed_entry_keeps_its_tags_for_tag_invalidations() {
+        let c = cat(10, 4);
+        let v = Bytes::from_static(b"v");
+        let tags = ["user:1".to_string()];
+        let t = c.ticket("k");
+        assert!(
+            c.warm_fill("k", v, Duration::from_secs(60), &tags, &t)
+                .await
+        );
+        assert_eq!(c.invalidate_tag("user:1").await, 1);
+        assert!(
+            !c.contains("k"),
+            "a tag invalidation removes a warmed entry carrying the tag"
+        );
     }
 }

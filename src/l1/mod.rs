@@ -26,11 +26,13 @@ mod fail_safe;
 mod hot;
 mod map;
 mod refresh;
+mod tags;
 mod ttl;
 pub use fail_safe::FailSafe;
 pub use hot::Heat;
 pub use map::CategoryMap;
 pub use refresh::RefreshFlight;
+pub use tags::{EntryTags, TagIndex};
 pub use ttl::JitterRng;
 #[cfg(test)]
 use ttl::{jittered, WriteTtls};
@@ -53,8 +55,11 @@ fn entry_weight(key: &str, value: &Bytes, floor: u64) -> u32 {
     u32::try_from(real.max(floor)).unwrap_or(u32::MAX)
 }
 
-fn real_bytes(key: &str, value: &Bytes) -> u64 {
-    key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD
+/// What an entry holds: key + value + [`ENTRY_OVERHEAD`], plus its tags and their index
+/// pairs ([`EntryTags::weight`]).
+fn real_bytes(key: &str, entry: &Entry) -> u64 {
+    let tags = entry.tags.as_ref().map_or(0, |t| t.weight(key.len()));
+    key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD + tags
 }
 
 /// A cached value. Entries live at most the category TTL (moka's `time_to_live`); an entry
@@ -72,6 +77,8 @@ pub struct Entry {
     pub cached_at: Instant,
     /// Hits since the hot-key sampler last looked (only with `warm_up_keys`; see [`Heat`]).
     pub heat: Option<Heat>,
+    /// The tags the entry carries (see [`crate::tag`]), kept in the category's [`TagIndex`].
+    pub tags: Option<Arc<EntryTags>>,
 }
 
 /// What L1 holds for a key.
@@ -134,6 +141,8 @@ pub struct L1Category {
     hasher: std::collections::hash_map::RandomState,
     /// Draws of the `ttl_jitter` spread.
     jitter: JitterRng,
+    /// tag → keys of the tagged entries.
+    tag_index: Arc<TagIndex>,
     /// Last values kept past their expiry (`fail_safe_max_age_secs`), when on.
     fail_safe: Option<FailSafe>,
     /// Keys with a refresh-ahead reload running on this node.
@@ -160,6 +169,8 @@ impl L1Category {
     pub fn new(name: &str, config: CategoryConfig) -> L1Category {
         let counters = Arc::new(CategoryCounters::default());
         let listener_counters = counters.clone();
+        let tag_index = Arc::new(TagIndex::default());
+        let listener_index = tag_index.clone();
         let max_bytes = config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES);
         let config = CategoryConfig {
             max_bytes: Some(max_bytes),
@@ -169,12 +180,19 @@ impl L1Category {
         let cache = Cache::builder()
             .name(name)
             .max_capacity(max_bytes)
-            .weigher(move |k: &String, e: &Entry| entry_weight(k, &e.value, floor))
+            .weigher(move |k: &String, e: &Entry| {
+                let tags = e.tags.as_ref().map_or(0, |t| t.weight(k.len()));
+                entry_weight(k, &e.value, floor)
+                    .saturating_add(u32::try_from(tags).unwrap_or(u32::MAX))
+            })
             .time_to_live(config.ttl())
             .eviction_listener(move |k: Arc<String>, v: Entry, cause| {
                 listener_counters
                     .bytes
-                    .fetch_sub(real_bytes(&k, &v.value) as i64, Ordering::Relaxed);
+                    .fetch_sub(real_bytes(&k, &v) as i64, Ordering::Relaxed);
+                if let Some(t) = &v.tags {
+                    listener_index.removed(&k, t);
+                }
                 match cause {
                     RemovalCause::Size => {
                         listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -196,6 +214,7 @@ impl L1Category {
             category_gen: AtomicU64::new(0),
             hasher: Default::default(),
             jitter: JitterRng::seeded(rand::random()),
+            tag_index,
             fail_safe: config
                 .fail_safe_max_age()
                 .map(|age| FailSafe::new(age, max_bytes, config.max_entries)),
@@ -235,6 +254,7 @@ impl L1Category {
             negative: false,
             cached_at: Instant::now(),
             heat: self.config.warm_up().then(Heat::default),
+            tags: None,
         }
     }
 
@@ -246,6 +266,7 @@ impl L1Category {
             negative: true,
             cached_at: Instant::now(),
             heat: None,
+            tags: None,
         }
     }
 
@@ -362,7 +383,10 @@ impl L1Category {
             if let Ok(e) = &r {
                 counters
                     .bytes
-                    .fetch_add(real_bytes(key, &e.value) as i64, Ordering::Relaxed);
+                    .fetch_add(real_bytes(key, e) as i64, Ordering::Relaxed);
+                if let Some(t) = &e.tags {
+                    self.tag_index.add(key, t);
+                }
                 self.keep_copy(key, e);
             }
             r
@@ -374,19 +398,17 @@ impl L1Category {
 
     /// Writes a value (a local `set`): invalidates in-flight fills of the key first.
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.bump_key(key);
-        self.insert(key, value, ttl).await;
+        self.put_tagged(key, value, ttl, &[]).await;
     }
 
-    async fn insert(&self, key: &str, value: Bytes, ttl: Duration) {
-        let entry = self.entry(value, ttl);
-        self.insert_entry(key, entry).await;
-    }
-
-    async fn insert_entry(&self, key: &str, entry: Entry) {
+    pub(super) async fn insert_entry(&self, key: &str, entry: Entry) {
         self.counters
             .bytes
-            .fetch_add(real_bytes(key, &entry.value) as i64, Ordering::Relaxed);
+            .fetch_add(real_bytes(key, &entry) as i64, Ordering::Relaxed);
+        // Before the entry is in: a tagged entry in the cache is always in the index.
+        if let Some(t) = &entry.tags {
+            self.tag_index.add(key, t);
+        }
         self.keep_copy(key, &entry);
         self.cache.insert(key.to_string(), entry).await;
         self.evict_if_over_budget().await;
@@ -415,7 +437,7 @@ impl L1Category {
         self.config.max_bytes.unwrap_or(DEFAULT_CATEGORY_MAX_BYTES)
     }
 
-    fn bump_key(&self, key: &str) {
+    pub(super) fn bump_key(&self, key: &str) {
         let s = self.stripe(key);
         self.stripes[s].fetch_add(1, Ordering::AcqRel);
     }
@@ -439,6 +461,7 @@ impl L1Category {
         match pattern {
             Pattern::Exact(k) => u64::from(self.remove(k).await),
             Pattern::All => self.flush().await,
+            Pattern::Tag(t) => self.invalidate_tag(t).await,
             Pattern::Glob(_) => {
                 self.category_gen.fetch_add(1, Ordering::AcqRel);
                 let keys: Vec<Arc<String>> = self

@@ -24,7 +24,9 @@ pub struct Backlog {
 
 fn target_len(t: &crate::wire::Target) -> usize {
     match t {
-        crate::wire::Target::Key(k) | crate::wire::Target::Glob(k) => k.len(),
+        crate::wire::Target::Key(k)
+        | crate::wire::Target::Glob(k)
+        | crate::wire::Target::Tag(k) => k.len(),
         crate::wire::Target::Everything => 0,
     }
 }
@@ -100,7 +102,8 @@ impl Backlog {
             .any(|(_, t)| match t {
                 crate::wire::Target::Key(k) => k == key,
                 crate::wire::Target::Everything => true,
-                // Only globs need parsing (no allocation per pending key).
+                // Only globs need parsing (no allocation per pending key); a tag may be
+                // carried by any key, so it covers them all (see `Pattern::matches`).
                 glob => glob.to_pattern().map_or(true, |p| p.matches(key)),
             })
     }

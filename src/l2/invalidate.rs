@@ -1,5 +1,5 @@
 //! Invalidation by pattern: `*` bumps the category generation (no keyspace scan), an exact
-//! key writes a tombstone, and a glob `SCAN`s the category's current generation on every
+//! key writes a tombstone, a tag runs the tag script (see `tags`), and a glob `SCAN`s the category's current generation on every
 //! primary in bounded batches and replaces each match by a tombstone.
 
 use std::sync::atomic::Ordering;
@@ -8,7 +8,7 @@ use super::{L2Error, L2, SCAN_BATCH, TAG_TOMBSTONE, TOMBSTONE_TTL};
 use crate::pattern::{redis_escape, Glob, Pattern};
 
 impl L2 {
-    /// Applies an invalidation (`*`, exact key or glob) to one category's L2.
+    /// Applies an invalidation (`*`, exact key, glob or tag) to one category's L2.
     pub async fn invalidate_pattern(
         &self,
         category: &str,
@@ -19,6 +19,7 @@ impl L2 {
             Pattern::All => self.bump_generation(category).await.map(|_| ()),
             Pattern::Exact(k) => self.tombstone(category, k).await,
             Pattern::Glob(g) => self.invalidate_glob(category, g).await.map(|_| ()),
+            Pattern::Tag(t) => self.invalidate_tag(category, t).await.map(|_| ()),
         };
         // Sentinel: acknowledged only once a primary proof confirms the server.
         self.confirmed(ticket, written).await

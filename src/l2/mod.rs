@@ -6,7 +6,8 @@
 //! Lua script, so the generation lookup and the data access are atomic and take one round
 //! trip.
 //!
-//! Values carry a one-byte tag: [`TAG_VALUE`] or [`TAG_TOMBSTONE`]. A delete writes a short
+//! Values carry a one-byte type tag: [`TAG_VALUE`], [`TAG_TOMBSTONE`], [`TAG_NEGATIVE`] or
+//! [`TAG_TAGGED`] (a value carrying tags, see `tags`). A delete writes a short
 //! tombstone instead of `DEL`, and fills from loaders are conditional (`NX` and "generation
 //! unchanged since the load started"), so a slow loader on one node cannot put an old value
 //! back into L2 after another node changed or deleted it.
@@ -40,6 +41,7 @@ mod publish;
 mod read;
 mod refresh;
 mod scripts;
+mod tags;
 pub mod topology;
 mod write;
 
@@ -65,6 +67,9 @@ pub const TAG_TOMBSTONE: u8 = 0;
 /// Tag byte of a cached "not found" (negative caching; nothing follows). Nodes that predate
 /// it read it as a miss, like anything they did not write.
 pub const TAG_NEGATIVE: u8 = 2;
+/// Tag byte of a value carrying tags (see `tags`): a two-byte header length, the header
+/// `,a,b,` and the value follow. Nodes that predate it read it as a miss.
+pub const TAG_TAGGED: u8 = 3;
 /// How long a delete keeps slow loaders from refilling a key in L2.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
 /// Keys unlinked per SCAN batch in glob invalidations.
@@ -133,6 +138,8 @@ pub struct L2Value {
     pub ttl: Option<Duration>,
     /// The category generation the read resolved.
     pub generation: i64,
+    /// The tags the value carries (none for an untagged value or a miss).
+    pub tags: Vec<String>,
 }
 
 /// The Redis L2 of one node.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{L2Error, L2Value, L2, TAG_NEGATIVE, TAG_VALUE};
+use super::{L2Error, L2Value, L2, TAG_NEGATIVE, TAG_TAGGED, TAG_VALUE};
 
 impl L2 {
     /// Reads a key. Tombstones read as `None`.
@@ -44,6 +44,7 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
         Some(v) => int(v)?,
         None => return Err(L2Error::Protocol("empty reply".into())),
     };
+    let mut tags = Vec::new();
     let (value, negative, ttl) = match (reply.get(1), reply.get(2)) {
         (Some(redis::Value::BulkString(b)), Some(t)) => {
             let pttl = int(t)?;
@@ -51,6 +52,13 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
             match b.split_first() {
                 Some((&TAG_VALUE, rest)) => (Some(Bytes::copy_from_slice(rest)), false, ttl),
                 Some((&TAG_NEGATIVE, [])) => (None, true, ttl),
+                Some((&TAG_TAGGED, rest)) => match super::tags::decode(rest) {
+                    Some((t, v)) => {
+                        tags = t;
+                        (Some(Bytes::copy_from_slice(v)), false, ttl)
+                    }
+                    None => (None, false, None),
+                },
                 // Tombstones and anything we did not write read as a miss.
                 _ => (None, false, None),
             }
@@ -62,6 +70,7 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
         negative,
         ttl,
         generation,
+        tags,
     })
 }
 

@@ -34,6 +34,34 @@ const HOT_RECORD: &str = "local z = KEYS[1] \
     redis.call('ZREMRANGEBYRANK', z, 0, -(tonumber(ARGV[2]) + 1)) \
     redis.call('PEXPIRE', z, ARGV[3]) \
     return redis.call('ZCARD', z)";
+/// The body of `set_tagged` (after `NOT_LATE` and `GEN_OF`): the write, then one set per tag
+/// of the value's header (`[3][len: 2 bytes][,a,b,][value]`), whose TTL is raised to the
+/// value's when lower.
+const SET_TAGGED: &str = "redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) \
+    local p = ARGV[3] local ms = tonumber(ARGV[4]) \
+    local h = string.sub(p, 4, 3 + string.byte(p, 2) * 256 + string.byte(p, 3)) \
+    for t in string.gmatch(h, '[^,]+') do \
+      local tk = ARGV[1] .. ':tag:' .. t \
+      redis.call('SADD', tk, ARGV[2]) \
+      if redis.call('PTTL', tk) < ms then redis.call('PEXPIRE', tk, ms) end \
+    end return 1";
+
+/// Tag invalidation of one category (KEYS[1] the generation; ARGV the prefix, the tag, the
+/// tombstone and its TTL): every key of the tag's set whose current value still carries
+/// the tag becomes a tombstone; the set goes (`DEL`: a write, so a replica refuses it).
+const INV_TAG: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
+    local tk = ARGV[1] .. ':tag:' .. ARGV[2] \
+    local needle = ',' .. ARGV[2] .. ',' local n = 0 \
+    for _, key in ipairs(redis.call('SMEMBERS', tk)) do \
+      local k = ARGV[1] .. ':' .. g .. ':' .. key \
+      local v = redis.call('GET', k) \
+      if v and string.len(v) >= 3 and string.byte(v, 1) == 3 then \
+        local h = string.sub(v, 4, 3 + string.byte(v, 2) * 256 + string.byte(v, 3)) \
+        if string.find(h, needle, 1, true) then \
+          redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) n = n + 1 \
+        end \
+      end \
+    end redis.call('DEL', tk) return n";
 
 /// The loaded scripts of one [`super::L2`].
 pub(super) struct Scripts {
@@ -52,6 +80,16 @@ pub(super) struct Scripts {
     pub(super) unlock: Script,
     /// Warm-up: adds hit counts to a category's hot-key ranking (see [`HOT_RECORD`]).
     pub(super) hot: Script,
+    /// [`Self::set`] of a tagged value: also adds the key to each tag's set (the tags are
+    /// read from the value's header, see `super::tags`).
+    pub(super) set_tagged: Script,
+    /// Tag invalidation of one category: tombstones the listed keys still carrying the tag,
+    /// deletes the tag's set.
+    pub(super) inv_tag: Script,
+    /// Source of `set_tagged`, for `EVAL` + `WAIT` pipelines.
+    pub(super) set_tagged_src: String,
+    /// Source of `inv_tag`, for `EVAL` + `WAIT` pipelines.
+    pub(super) inv_tag_src: String,
     /// Source of `set`, for `EVAL` + `WAIT` pipelines.
     pub(super) set_src: String,
     /// Source of `tomb`, for `EVAL` + `WAIT` pipelines.
@@ -64,7 +102,13 @@ impl Scripts {
         let set_src =
             format!("{NOT_LATE} {GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
         let tomb_src = format!("{GEN_OF} redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1");
+        let set_tagged_src = format!("{NOT_LATE} {GEN_OF} {SET_TAGGED}");
+        let inv_tag_src = INV_TAG.to_string();
         Scripts {
+            set_tagged: Script::new(&set_tagged_src),
+            inv_tag: Script::new(&inv_tag_src),
+            set_tagged_src,
+            inv_tag_src,
             get: Script::new(&format!(
                 "{GEN_OF} local v = redis.call('GET', k) \
                  if not v then return {{g}} end \
@@ -122,6 +166,20 @@ mod tests {
             "6fbe84d1140fd2047394924af9d845b83c070bec"
         );
         assert_eq!(s.hot.get_hash(), "10ae12ddac182502f1d6f4ab04c7885a0321192e");
+        // Tags (issue #26), added: the hashes above are unchanged.
+        assert_eq!(
+            s.set_tagged.get_hash(),
+            "d7de97743319ffed5e9c980b424121581d48b792"
+        );
+        assert_eq!(
+            s.inv_tag.get_hash(),
+            "2b1312f141575b12d559b2f5cd20b6c102432c67"
+        );
+        assert_eq!(
+            Script::new(&s.set_tagged_src).get_hash(),
+            s.set_tagged.get_hash()
+        );
+        assert_eq!(Script::new(&s.inv_tag_src).get_hash(), s.inv_tag.get_hash());
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
     }

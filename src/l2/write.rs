@@ -38,7 +38,7 @@ impl L2 {
 
     /// [`Self::write`] of an already tagged payload.
     #[allow(clippy::too_many_arguments)]
-    async fn write_payload(
+    pub(super) async fn write_payload(
         &self,
         script: &Script,
         waited_src: Option<&str>,

@@ -51,6 +51,7 @@ impl From<CacheError> for ApiError {
             CacheError::InvalidKey(_)
             | CacheError::InvalidPattern { .. }
             | CacheError::InvalidTtl(_)
+            | CacheError::InvalidTag(_)
             | CacheError::Serde(_) => StatusCode::BAD_REQUEST,
             CacheError::Loader(_) => StatusCode::BAD_GATEWAY,
             CacheError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

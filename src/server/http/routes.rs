@@ -76,7 +76,7 @@ pub(crate) async fn get_value(
                  description = "The value (at most `max_value_bytes`)"),
     responses(
         (status = 204, description = "Stored"),
-        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::server::http::schema::ErrorBody),
+        (status = 400, description = "`bad_path`, `bad_query`, `invalid_ttl`, `invalid_tag`, `invalid_key`, `bad_body`, `bad_deadline`", body = crate::server::http::schema::ErrorBody),
         (status = 408, description = "`deadline_exceeded`: `x-hc-deadline-ms` passed before the write was applied; it was not applied", body = crate::server::http::schema::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or wrong bearer token (only when a token is configured)", body = crate::server::http::schema::ErrorBody),
         (status = 404, description = "`unknown_category`", body = crate::server::http::schema::ErrorBody),
@@ -93,13 +93,18 @@ pub(crate) async fn put_value(
     authorize(&state, &headers)?;
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
     let Query(query) = query.map_err(|r| bad_request(&state, "bad_query", r.body_text()))?;
-    if let Some(unknown) = query.keys().find(|k| k.as_str() != "ttl") {
+    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "ttl" | "tags")) {
         return Err(bad_request(
             &state,
             "bad_query",
-            format!("unknown query parameter `{unknown}` (only `ttl`)"),
+            format!("unknown query parameter `{unknown}` (only `ttl` and `tags`)"),
         ));
     }
+    // `tags=a,b`: checked here, so a bad tag is a 400 before anything is written.
+    let tags = match query.get("tags") {
+        None => Vec::new(),
+        Some(t) => crate::tag::check_all(&t.split(',').collect::<Vec<_>>())?,
+    };
     let ttl = match query.get("ttl") {
         None => None,
         Some(t) => Some(
@@ -111,14 +116,20 @@ pub(crate) async fn put_value(
     // and make L1's byte accounting (and its bound) a lie.
     let deadline = deadline_of(&headers).map_err(|m| bad_request(&state, "bad_deadline", m))?;
     let body = Bytes::copy_from_slice(&body.map_err(|r| body_error(&state, r))?);
-    match deadline {
-        Some(d) => {
+    match (deadline, tags.is_empty()) {
+        (Some(d), _) => {
             state
                 .cache
-                .set_before(&category, &key, body, ttl, d)
+                .set_with_tags_before(&category, &key, body, ttl, &tags, d)
                 .await?
         }
-        None => state.cache.set(&category, &key, body, ttl).await?,
+        (None, true) => state.cache.set(&category, &key, body, ttl).await?,
+        (None, false) => {
+            state
+                .cache
+                .set_with_tags(&category, &key, body, ttl, &tags)
+                .await?
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -172,12 +183,17 @@ pub(crate) async fn delete_value(
 }
 
 /// Body of `POST /v1/invalidate`: `{"category":…,"key":…}` (one exact key, compared as
-/// bytes) or `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category).
+/// bytes), `{"category":…,"pattern":…}` (a glob; `"*"` = the whole category) or
+/// `{"tag":…}` (every entry carrying the tag, in every category).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InvalidateBody {
-    /// A category name, or `*` for every category.
-    category: String,
+    /// A category name, or `*` for every category; required with `pattern` or `key`,
+    /// refused with `tag`.
+    category: Option<String>,
+    /// A tag (`user:123`): every entry written with it, in every category; alone.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")]
+    tag: Option<String>,
     /// A glob (`get_user_permissions:*`, `*` = the whole category); exactly one of
     /// `pattern` and `key`.
     #[schema(min_length = 1)]
@@ -187,13 +203,13 @@ pub(crate) struct InvalidateBody {
     key: Option<String>,
 }
 
-/// Invalidate one key, or every key matching a glob, of `category` (or all categories), on
-/// every node.
+/// Invalidate one key, or every key matching a glob, of `category` (or all categories), or
+/// every entry carrying a tag, on every node and in L2.
 #[utoipa::path(post, path = "/v1/invalidate", tag = "cache",
     request_body(content = InvalidateBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Invalidated; the count is this node's L1 entries removed", body = crate::server::http::schema::Invalidated),
-        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`), `invalid_pattern`, `invalid_key`", body = crate::server::http::schema::ErrorBody),
+        (status = 400, description = "`bad_body` (also: both or neither of `pattern` and `key`, `category` missing with them, `tag` with any other field), `invalid_pattern`, `invalid_key`, `invalid_tag`", body = crate::server::http::schema::ErrorBody),
         (status = 401, description = "`unauthorized` (only when a token is configured)", body = crate::server::http::schema::ErrorBody),
         (status = 404, description = "`unknown_category`", body = crate::server::http::schema::ErrorBody),
         (status = 413, description = "Body or key too large", body = crate::server::http::schema::ErrorBody),
@@ -206,18 +222,22 @@ pub(crate) async fn invalidate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
     let body = body.map_err(|r| body_error(&state, r))?;
-    let expected =
-        "expected {\"category\":..., \"pattern\":...} or {\"category\":..., \"key\":...}";
+    let expected = "expected {\"category\":..., \"pattern\":...}, {\"category\":..., \"key\":...} \
+                    or {\"tag\":...}";
     let req: InvalidateBody = serde_json::from_slice(&body)
         .map_err(|e| bad_request(&state, "bad_body", format!("{expected}: {e}")))?;
-    let n = match (&req.pattern, &req.key) {
-        (Some(p), None) => state.cache.invalidate(p, &req.category).await?,
-        (None, Some(k)) => state.cache.invalidate_key(&req.category, k).await?,
+    let n = match (&req.category, &req.pattern, &req.key, &req.tag) {
+        (Some(c), Some(p), None, None) => state.cache.invalidate(p, c).await?,
+        (Some(c), None, Some(k), None) => state.cache.invalidate_key(c, k).await?,
+        (None, None, None, Some(t)) => state.cache.invalidate_tag(t).await?,
         _ => {
             return Err(bad_request(
                 &state,
                 "bad_body",
-                format!("{expected}: exactly one of `pattern` and `key`"),
+                format!(
+                    "{expected}: `category` with exactly one of `pattern` and `key`, \
+                     or `tag` alone"
+                ),
             ))
         }
     };

@@ -43,7 +43,7 @@ pub struct ValuePath {
     key: String,
 }
 
-/// Query of `PUT`.
+/// Query of `PUT`: `ttl` and `tags`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TtlQuery {
@@ -51,6 +51,12 @@ pub struct TtlQuery {
     #[param(minimum = 1, maximum = 315_360_000)]
     #[allow(dead_code)]
     ttl: Option<u64>,
+    /// Comma-separated tags the value carries (`user:123,tenant:7`): at most 16, each 1 to
+    /// 128 bytes of `[A-Za-z0-9_.:-]`. `POST /v1/invalidate {"tag":…}` removes every entry
+    /// carrying one, everywhere.
+    #[param(pattern = "^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$")]
+    #[allow(dead_code)]
+    tags: Option<String>,
 }
 
 /// Headers of `PUT`.
