@@ -143,9 +143,6 @@ def _serializer(s: Union[str, Serializer]) -> Serializer:
 _lock = threading.Lock()
 _core: Optional[_ext.Core] = None
 _settings: Dict[str, Any] = {}
-# Cores inherited from a parent process. Their runtime threads do not exist in the child:
-# they are never used there, and never dropped either (dropping would wait for those threads).
-_inherited: list = []
 
 
 def _node_id() -> str:
@@ -177,9 +174,9 @@ def _after_fork_in_child() -> None:
     # Either may have been held by a parent's thread at the fork.
     _lock = threading.Lock()
     _loads_lock = threading.Lock()
-    if _core is not None:
-        _inherited.append(_core)
-        _core = None
+    # The parent's core: never used here. Releasing it is safe: the extension leaves a core
+    # built before a fork as it is (its runtime threads exist only in the parent).
+    _core = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -236,7 +233,7 @@ def configure(
         try:
             old.shutdown()
         except ForkedError:
-            _inherited.append(old)
+            pass  # a parent's core: nothing of it runs here
 
 
 def _shutdown_at_exit() -> None:

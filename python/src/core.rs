@@ -3,6 +3,7 @@
 //! not survive `fork`): every method first checks that it runs in the process that built it
 //! (no fork since it was built: [`crate::fork`]).
 
+use std::mem::ManuallyDrop;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -20,10 +21,14 @@ use crate::loader::PyLoader;
 use crate::memo::Memo;
 
 /// The process's cache. Built by the Python package; not meant to be used directly.
+///
+/// Runtime and cache are dropped by hand ([`Drop`]): in a forked child they are leaked, never
+/// dropped, because dropping a runtime waits for its worker threads, which exist only in
+/// the parent (the child would wait forever, e.g. at interpreter exit).
 #[pyclass(frozen, module = "hybrid_cache._hybrid_cache")]
 pub struct Core {
-    rt: Runtime,
-    cache: HybridCache,
+    rt: ManuallyDrop<Runtime>,
+    cache: ManuallyDrop<HybridCache>,
     /// [`crate::fork::generation`] when built: another value means this is a forked child.
     forks: u64,
     memo: Memo,
@@ -100,6 +105,21 @@ async fn ready(cache: &HybridCache) -> bool {
     }
 }
 
+impl Drop for Core {
+    fn drop(&mut self) {
+        if crate::fork::generation() != self.forks {
+            // A parent's cache in a forked child: its threads, and any lock they held at
+            // the fork, are gone. Dropping would wait for them; the memory is left as it is.
+            return;
+        }
+        // SAFETY: each field is taken exactly once, here, and never used after.
+        unsafe {
+            ManuallyDrop::drop(&mut self.rt);
+            ManuallyDrop::drop(&mut self.cache);
+        }
+    }
+}
+
 impl Core {
     fn check_fork(&self) -> PyResult<()> {
         if crate::fork::generation() == self.forks {
@@ -137,8 +157,8 @@ impl Core {
             .allow_threads(|| rt.block_on(start(cfg)))
             .map_err(|e| build_error(&e))?;
         Ok(Core {
-            rt,
-            cache,
+            rt: ManuallyDrop::new(rt),
+            cache: ManuallyDrop::new(cache),
             forks: crate::fork::generation(),
             memo: Memo::default(),
         })

@@ -2,9 +2,9 @@
 multiprocessing's 'fork' start method); each child starts its own runtime and cache and is
 coherent with the parent through Redis."""
 
-import faulthandler
 import multiprocessing
 import os
+import signal
 import time
 
 import hybrid_cache
@@ -20,6 +20,14 @@ def get_user_permissions(user_id):
     return ["read", user_id]
 
 
+def dump_and_kill(pid):
+    """A hung child (ours, by its pid) says where: SIGABRT runs the faulthandler it inherited
+    from pytest (every thread's Python stack to stderr), then it dies."""
+    os.kill(pid, signal.SIGABRT)
+    time.sleep(1)
+    os.kill(pid, signal.SIGKILL)
+
+
 def wait_child(pid, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -27,14 +35,16 @@ def wait_child(pid, timeout=60):
         if done:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.02)
-    os.kill(pid, 9)  # our child, by its pid
+    dump_and_kill(pid)
     os.waitpid(pid, 0)
     raise AssertionError("the forked child hung")
 
 
 def child_work(tag):
     """What a prefork worker does; returns a description of what it saw."""
-    faulthandler.dump_traceback_later(30, exit=True)  # a hung child says where
+    # No faulthandler.dump_traceback_later here: pytest's own watchdog (faulthandler_timeout)
+    # is armed in the parent, and cancelling or re-arming it in a forked child waits forever
+    # for a watchdog thread that does not exist there. The parent dumps a hung child instead.
     assert get_user_permissions(1) == ["read", 1]           # parent's value, via L2 or a load
     assert get_user_permissions(tag) == ["read", tag]
     assert get_user_permissions(tag) == ["read", tag]
@@ -76,7 +86,14 @@ def test_multiprocessing_fork_pool(with_redis):
     HybridCache.set("from_parent", [1, 2])
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(2) as pool:
-        outs = pool.map(pool_task, [101, 102, 103, 104], chunksize=1)
+        pending = pool.map_async(pool_task, [101, 102, 103, 104], chunksize=1)
+        try:
+            # Bounded: a worker that hangs (or dies) would leave `map` waiting forever.
+            outs = pending.get(timeout=60)
+        except multiprocessing.TimeoutError:
+            for p in pool._pool:
+                dump_and_kill(p.pid)
+            raise AssertionError("a forked pool worker hung") from None
     node_ids = {o["node_id"] for o in outs}
     assert HybridCache.node_id() not in node_ids
     assert all(101 <= u <= 104 for o in outs for u in o["loads"])
@@ -112,3 +129,63 @@ def test_a_fork_the_hook_did_not_see_is_detected(l1_only):
         finally:
             os._exit(code)
     assert wait_child(pid) == 0
+
+
+def test_a_parents_cache_released_in_the_child_does_not_block_it(l1_only):
+    # The parent's core, dropped in the child (here explicitly; at interpreter exit, or by
+    # the fork hook, in a prefork worker): dropping a runtime waits for its worker threads,
+    # which do not exist in the child. The extension leaves such a core as it is.
+    parent_core = hybrid_cache._cache()
+    HybridCache.set("p", "parent")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            HybridCache.set("c", 1)  # the child's own cache
+            del parent_core  # the last reference: the parent's core is dropped here
+            code = 5
+        finally:
+            os._exit(code)
+    assert wait_child(pid, timeout=30) == 5
+    assert parent_core is hybrid_cache._cache()  # the parent's is untouched
+
+
+CHILD_EXITS_NORMALLY = r"""
+import os, sys, time
+import hybrid_cache
+from hybrid_cache import HybridCache, cached
+
+@cached(category="permissions")
+def perms(user_id):
+    return ["read", user_id]
+
+hybrid_cache.configure(l1_only=True)
+assert perms(1) == ["read", 1]
+pid = os.fork()
+if pid == 0:
+    # A prefork worker: serves, then exits through the interpreter (sys.exit, as gunicorn's
+    # workers do): module globals, and whatever still refers to the parent's core, are freed.
+    assert perms(2) == ["read", 2]
+    sys.exit(7)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(0 if os.waitstatus_to_exitcode(status) == 7 else 3)
+    time.sleep(0.02)
+os.kill(pid, 9)  # our child, by its pid
+os.waitpid(pid, 0)
+sys.exit(4)  # the child hung at exit
+"""
+
+
+def test_a_forked_child_exits_through_the_interpreter():
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    # Its own interpreter: a child of pytest must not run pytest's exit path.
+    out = subprocess.run([sys.executable, "-c", CHILD_EXITS_NORMALLY], env=clean_env(),
+                         timeout=120, capture_output=True, text=True)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
