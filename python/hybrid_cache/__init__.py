@@ -179,8 +179,26 @@ def _after_fork_in_child() -> None:
     _core = None
 
 
+def _before_fork() -> None:
+    """No thread of the cache may be running at a fork. The child gets a copy of memory
+    shared with those threads (the global table of parked threads of `parking_lot`, used
+    by tokio, moka and others; locks they held): a child that later parked a thread
+    followed the dead threads' entries and crashed (SIGSEGV) or waited forever. So the
+    cache is stopped (its runtime's threads joined) before the fork; the next call, in the
+    parent as in the child, starts a new one."""
+    global _core
+    # Not under `_lock`: another thread may hold it, and this one must not wait here.
+    old, _core = _core, None
+    if old is not None:
+        try:
+            old.shutdown()  # unsubscribes; dropping `old` below joins the runtime's threads
+        except Exception:  # noqa: BLE001 - a fork must not fail because of the cache
+            pass
+    del old
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _cache() -> _ext.Core:

@@ -82,6 +82,9 @@ fn config(
 /// freshness lease, bypass L1 (and single flight).
 const READY_WAIT: Duration = Duration::from_secs(5);
 
+/// How long dropping a core waits for its runtime's threads to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// Starts the cache and waits (at most [`READY_WAIT`]) until Redis, when configured,
 /// answers and this process holds its L1 lease. A Redis still down after that is the
 /// documented fail-closed state.
@@ -113,10 +116,16 @@ impl Drop for Core {
             return;
         }
         // SAFETY: each field is taken exactly once, here, and never used after.
-        unsafe {
-            ManuallyDrop::drop(&mut self.rt);
-            ManuallyDrop::drop(&mut self.cache);
-        }
+        let (rt, cache) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.rt),
+                ManuallyDrop::take(&mut self.cache),
+            )
+        };
+        // Joins the runtime's threads (the package drops its core before a fork: no thread
+        // of it may run then), bounded: a blocking task that does not end is left behind.
+        rt.shutdown_timeout(SHUTDOWN_WAIT);
+        drop(cache);
     }
 }
 

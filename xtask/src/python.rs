@@ -88,7 +88,15 @@ pub fn python() -> Result<()> {
     let per_test = format!("faulthandler_timeout={TEST_LIMIT_SECS}");
     run(d
         .bounded(1200, &py)?
-        .args(["-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args([
+            "-X",
+            "faulthandler",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
         // The dump is followed by an exit, not by more waiting (an ini option of recent
         // pytest; an older one warns and only dumps, and `timeout` ends the run).
         .args(["-o", &per_test, "-o", "faulthandler_exit_on_timeout=true"])
