@@ -143,6 +143,7 @@ def _serializer(s: Union[str, Serializer]) -> Serializer:
 _lock = threading.Lock()
 _core: Optional[_ext.Core] = None
 _settings: Dict[str, Any] = {}
+_started_in = 0  # the pid that started `_core`
 
 
 def _node_id() -> str:
@@ -154,9 +155,10 @@ def _node_id() -> str:
 
 
 def _start() -> _ext.Core:
-    global _core
+    global _core, _started_in
     with _lock:
         if _core is None:
+            _started_in = os.getpid()
             s = dict(_settings)
             _core = _ext.Core(
                 s.pop("node_id", None) or _node_id(),
@@ -191,10 +193,11 @@ def _before_fork() -> None:
     old, _core = _core, None
     if old is not None:
         try:
-            old.shutdown()  # unsubscribes; dropping `old` below joins the runtime's threads
+            # Unsubscribes and joins the runtime's threads, also when something still holds
+            # `old` (its later calls raise ForkedError, answered with a new core).
+            old.stop()
         except Exception:  # noqa: BLE001 - a fork must not fail because of the cache
             pass
-    del old
 
 
 if hasattr(os, "register_at_fork"):
@@ -207,9 +210,20 @@ def _cache() -> _ext.Core:
 
 
 def _forked() -> _ext.Core:
-    """The core raised ForkedError: a fork `os.register_at_fork` did not see (a C-level
-    fork; the extension's `pthread_atfork` handler did)."""
-    _after_fork_in_child()
+    """The core raised ForkedError: it was stopped for a fork (the hook), or built in the
+    parent before a fork the hook did not see (a C-level fork; the extension's
+    `pthread_atfork` counter did). Either way, the next core is a new one."""
+    global _core
+    core = _core
+    if core is not None and _started_in != os.getpid():
+        _after_fork_in_child()
+    elif core is not None:
+        try:
+            core.l2_enabled()
+        except ForkedError:
+            with _lock:
+                if _core is core:
+                    _core = None
     return _start()
 
 
