@@ -305,6 +305,9 @@ def make_key(function_name: str, args: Tuple[Any, ...] = (), kwargs: Optional[Di
 # The decorator
 
 
+_MISS = object()  # `Core.get_hit`'s answer when L1 alone cannot answer
+
+
 def cached(
     category: str = "general",
     ttl: Optional[float] = None,
@@ -353,7 +356,11 @@ def cached(
             if core is None:
                 core = _start()
             try:
-                return core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+                # A hit from L1 alone first: no load object built, no L2 request.
+                value = core.get_hit(category, k, loads, _MISS)
+                if value is _MISS:
+                    value = core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+                return value
             except ForkedError:
                 return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
 

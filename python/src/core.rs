@@ -196,8 +196,26 @@ impl Core {
         }
     }
 
-    /// Like `get` but never waits: `(True, value)` on an L1 hit, `(False, None)` when the
-    /// answer needs Redis (the caller then uses `get` or `get_or_load` off the event loop).
+    /// `@cached`'s hit path: the value of `key` from L1 alone (no L2 request, no load
+    /// built), decoded with `loads`; the caller's `miss` sentinel when L1 cannot answer (the
+    /// caller then calls `get_or_load`, which answers as it would have).
+    fn get_hit(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_fork()?;
+        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
+            Some(Ok(Some(b))) => self.memo.decode(py, category, key, b, loads),
+            _ => Ok(miss.clone().unbind()),
+        }
+    }
+
+    /// Like `get` but never waits, and never asks Redis: `(True, value)` on an L1 hit,
+    /// `(False, None)` otherwise (the caller then uses `get_or_load` off the event loop).
     fn get_nowait(
         &self,
         py: Python<'_>,
@@ -206,7 +224,8 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
         self.check_fork()?;
-        match try_now(&self.handle, pin!(self.cache.get(category, key))) {
+        // L1 only: one poll of `get` would also send the L2 read of a miss, then drop it.
+        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
             Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
             // A miss, a wait, or an error: `get_or_load` (off the loop) decides.
             _ => Ok((false, None)),

@@ -30,6 +30,8 @@ mod key_locks;
 mod load;
 mod ports;
 mod read;
+#[cfg(test)]
+mod read_tests;
 mod remote;
 #[cfg(test)]
 mod restart_tests;
