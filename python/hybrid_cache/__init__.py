@@ -143,9 +143,7 @@ def _serializer(s: Union[str, Serializer]) -> Serializer:
 _lock = threading.Lock()
 _core: Optional[_ext.Core] = None
 _settings: Dict[str, Any] = {}
-# Cores inherited from a parent process. Their runtime threads do not exist in the child:
-# they are never used there, and never dropped either (dropping would wait for those threads).
-_inherited: list = []
+_started_in = 0  # the pid that started `_core`
 
 
 def _node_id() -> str:
@@ -157,9 +155,10 @@ def _node_id() -> str:
 
 
 def _start() -> _ext.Core:
-    global _core
+    global _core, _started_in
     with _lock:
         if _core is None:
+            _started_in = os.getpid()
             s = dict(_settings)
             _core = _ext.Core(
                 s.pop("node_id", None) or _node_id(),
@@ -177,13 +176,32 @@ def _after_fork_in_child() -> None:
     # Either may have been held by a parent's thread at the fork.
     _lock = threading.Lock()
     _loads_lock = threading.Lock()
-    if _core is not None:
-        _inherited.append(_core)
-        _core = None
+    # The parent's core: never used here. Releasing it is safe: the extension leaves a core
+    # built before a fork as it is (its runtime threads exist only in the parent).
+    _core = None
+
+
+def _before_fork() -> None:
+    """No thread of the cache may be running at a fork. The child gets a copy of memory
+    shared with those threads (the global table of parked threads of `parking_lot`, used
+    by tokio, moka and others; locks they held): a child that later parked a thread
+    followed the dead threads' entries and crashed (SIGSEGV) or waited forever. So the
+    cache is stopped (its runtime's threads joined) before the fork; the next call, in the
+    parent as in the child, starts a new one."""
+    global _core
+    # Not under `_lock`: another thread may hold it, and this one must not wait here.
+    old, _core = _core, None
+    if old is not None:
+        try:
+            # Unsubscribes and joins the runtime's threads, also when something still holds
+            # `old` (its later calls raise ForkedError, answered with a new core).
+            old.stop()
+        except Exception:  # noqa: BLE001 - a fork must not fail because of the cache
+            pass
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def _cache() -> _ext.Core:
@@ -192,9 +210,20 @@ def _cache() -> _ext.Core:
 
 
 def _forked() -> _ext.Core:
-    """The core raised ForkedError: a fork `os.register_at_fork` did not see (a C-level
-    fork; the extension's `pthread_atfork` handler did)."""
-    _after_fork_in_child()
+    """The core raised ForkedError: it was stopped for a fork (the hook), or built in the
+    parent before a fork the hook did not see (a C-level fork; the extension's
+    `pthread_atfork` counter did). Either way, the next core is a new one."""
+    global _core
+    core = _core
+    if core is not None and _started_in != os.getpid():
+        _after_fork_in_child()
+    elif core is not None:
+        try:
+            core.l2_enabled()
+        except ForkedError:
+            with _lock:
+                if _core is core:
+                    _core = None
     return _start()
 
 
@@ -236,7 +265,7 @@ def configure(
         try:
             old.shutdown()
         except ForkedError:
-            _inherited.append(old)
+            pass  # a parent's core: nothing of it runs here
 
 
 def _shutdown_at_exit() -> None:
@@ -274,6 +303,9 @@ def make_key(function_name: str, args: Tuple[Any, ...] = (), kwargs: Optional[Di
 
 # ---------------------------------------------------------------------------------------
 # The decorator
+
+
+_MISS = object()  # `Core.get_hit`'s answer when L1 alone cannot answer
 
 
 def cached(
@@ -324,7 +356,11 @@ def cached(
             if core is None:
                 core = _start()
             try:
-                return core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+                # A hit from L1 alone first: no load object built, no L2 request.
+                value = core.get_hit(category, k, loads, _MISS)
+                if value is _MISS:
+                    value = core.get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
+                return value
             except ForkedError:
                 return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
 

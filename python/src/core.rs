@@ -3,7 +3,10 @@
 //! not survive `fork`): every method first checks that it runs in the process that built it
 //! (no fork since it was built: [`crate::fork`]).
 
+use std::mem::ManuallyDrop;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +15,7 @@ use hybrid_cache::{HybridCache, Status};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
 use crate::drive::{drive, try_now};
 use crate::errors::{build_error, cache_error, ConfigError, ForkedError};
@@ -20,12 +23,21 @@ use crate::loader::PyLoader;
 use crate::memo::Memo;
 
 /// The process's cache. Built by the Python package; not meant to be used directly.
+///
+/// The package [stops](Core::stop) it before every fork: no thread of its runtime may run
+/// when the process is copied. A core built before a fork is never dropped in the child
+/// ([`Drop`]): dropping a runtime waits for its threads, which exist only in the parent.
 #[pyclass(frozen, module = "hybrid_cache._hybrid_cache")]
 pub struct Core {
-    rt: Runtime,
-    cache: HybridCache,
+    /// The runtime's handle: what calls use (no lock on the call path).
+    handle: Handle,
+    /// The runtime itself, taken out by [`Core::stop`] or [`Drop`].
+    rt: Mutex<Option<Runtime>>,
+    cache: ManuallyDrop<HybridCache>,
     /// [`crate::fork::generation`] when built: another value means this is a forked child.
     forks: u64,
+    /// Set by [`Core::stop`]: calls raise `ForkedError` (the package starts a new core).
+    stopped: AtomicBool,
     memo: Memo,
 }
 
@@ -77,6 +89,9 @@ fn config(
 /// freshness lease, bypass L1 (and single flight).
 const READY_WAIT: Duration = Duration::from_secs(5);
 
+/// How long dropping a core waits for its runtime's threads to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// Starts the cache and waits (at most [`READY_WAIT`]) until Redis, when configured,
 /// answers and this process holds its L1 lease. A Redis still down after that is the
 /// documented fail-closed state.
@@ -100,14 +115,33 @@ async fn ready(cache: &HybridCache) -> bool {
     }
 }
 
+impl Drop for Core {
+    fn drop(&mut self) {
+        let rt = self.rt.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if crate::fork::generation() != self.forks {
+            // A parent's cache in a forked child: its threads, and any lock they held at
+            // the fork, are gone. Dropping would wait for them; the memory is left as it is.
+            std::mem::forget(rt);
+            return;
+        }
+        if let Some(rt) = rt {
+            rt.shutdown_timeout(SHUTDOWN_WAIT);
+        }
+        // SAFETY: taken exactly once, here, and never used after.
+        drop(unsafe { ManuallyDrop::take(&mut self.cache) });
+    }
+}
+
 impl Core {
     fn check_fork(&self) -> PyResult<()> {
-        if crate::fork::generation() == self.forks {
-            Ok(())
-        } else {
+        if crate::fork::generation() != self.forks {
             Err(ForkedError::new_err(
                 "this cache was created in the parent process before a fork",
             ))
+        } else if self.stopped.load(Ordering::Acquire) {
+            Err(ForkedError::new_err("this cache was stopped for a fork"))
+        } else {
+            Ok(())
         }
     }
 }
@@ -137,8 +171,10 @@ impl Core {
             .allow_threads(|| rt.block_on(start(cfg)))
             .map_err(|e| build_error(&e))?;
         Ok(Core {
-            rt,
-            cache,
+            handle: rt.handle().clone(),
+            rt: Mutex::new(Some(rt)),
+            cache: ManuallyDrop::new(cache),
+            stopped: AtomicBool::new(false),
             forks: crate::fork::generation(),
             memo: Memo::default(),
         })
@@ -153,15 +189,33 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
         self.check_fork()?;
-        let found = drive(py, &self.rt, pin!(self.cache.get(category, key)));
+        let found = drive(py, &self.handle, pin!(self.cache.get(category, key)));
         match found.map_err(|e| cache_error(py, &e))? {
             Some(b) => self.memo.decode(py, category, key, b, loads).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Like `get` but never waits: `(True, value)` on an L1 hit, `(False, None)` when the
-    /// answer needs Redis (the caller then uses `get` or `get_or_load` off the event loop).
+    /// `@cached`'s hit path: the value of `key` from L1 alone (no L2 request, no load
+    /// built), decoded with `loads`; the caller's `miss` sentinel when L1 cannot answer (the
+    /// caller then calls `get_or_load`, which answers as it would have).
+    fn get_hit(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        loads: &Bound<'_, PyAny>,
+        miss: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.check_fork()?;
+        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
+            Some(Ok(Some(b))) => self.memo.decode(py, category, key, b, loads),
+            _ => Ok(miss.clone().unbind()),
+        }
+    }
+
+    /// Like `get` but never waits, and never asks Redis: `(True, value)` on an L1 hit,
+    /// `(False, None)` otherwise (the caller then uses `get_or_load` off the event loop).
     fn get_nowait(
         &self,
         py: Python<'_>,
@@ -170,7 +224,8 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
         self.check_fork()?;
-        match try_now(&self.rt, pin!(self.cache.get(category, key))) {
+        // L1 only: one poll of `get` would also send the L2 read of a miss, then drop it.
+        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
             Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
             // A miss, a wait, or an error: `get_or_load` (off the loop) decides.
             _ => Ok((false, None)),
@@ -205,7 +260,7 @@ impl Core {
             pin!(self
                 .cache
                 .get_or_load(category, key, ttl, || async move { loader.call() }));
-        let bytes = drive(py, &self.rt, fut.as_mut()).map_err(|e| cache_error(py, &e))?;
+        let bytes = drive(py, &self.handle, fut.as_mut()).map_err(|e| cache_error(py, &e))?;
         self.memo.decode(py, category, key, bytes, loads)
     }
 
@@ -226,7 +281,7 @@ impl Core {
         self.memo.forget(category, Some(key));
         drive(
             py,
-            &self.rt,
+            &self.handle,
             pin!(self.cache.set(category, key, value, ttl)),
         )
         .map_err(|e| cache_error(py, &e))
@@ -235,15 +290,20 @@ impl Core {
     fn delete(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<()> {
         self.check_fork()?;
         self.memo.forget(category, Some(key));
-        drive(py, &self.rt, pin!(self.cache.delete(category, key))).map_err(|e| cache_error(py, &e))
+        drive(py, &self.handle, pin!(self.cache.delete(category, key)))
+            .map_err(|e| cache_error(py, &e))
     }
 
     /// Invalidates an exact key, a glob, `*` (the category) or, with category `*`,
     /// everything; returns the number of local L1 entries removed.
     fn invalidate(&self, py: Python<'_>, pattern: &str, category: &str) -> PyResult<u64> {
         self.check_fork()?;
-        let n = drive(py, &self.rt, pin!(self.cache.invalidate(pattern, category)))
-            .map_err(|e| cache_error(py, &e))?;
+        let n = drive(
+            py,
+            &self.handle,
+            pin!(self.cache.invalidate(pattern, category)),
+        )
+        .map_err(|e| cache_error(py, &e))?;
         self.memo.clear();
         Ok(n)
     }
@@ -252,21 +312,25 @@ impl Core {
     fn invalidate_key(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<u64> {
         self.check_fork()?;
         self.memo.forget(category, Some(key));
-        drive(py, &self.rt, pin!(self.cache.invalidate_key(category, key)))
-            .map_err(|e| cache_error(py, &e))
+        drive(
+            py,
+            &self.handle,
+            pin!(self.cache.invalidate_key(category, key)),
+        )
+        .map_err(|e| cache_error(py, &e))
     }
 
     /// The node's stats document (`GET /v1/stats`) as JSON.
     fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
         self.check_fork()?;
-        let stats = drive(py, &self.rt, pin!(self.cache.stats()));
+        let stats = drive(py, &self.handle, pin!(self.cache.stats()));
         serde_json::to_string(&stats).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The `/health` document as JSON.
     fn health_json(&self, py: Python<'_>) -> PyResult<String> {
         self.check_fork()?;
-        let health = drive(py, &self.rt, pin!(self.cache.health()));
+        let health = drive(py, &self.handle, pin!(self.cache.health()));
         serde_json::to_string(&health).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
@@ -282,11 +346,29 @@ impl Core {
         self.cache.config().node_id.clone()
     }
 
+    /// Before a fork: stops the cache's actors and joins its runtime's threads (at most
+    /// [`SHUTDOWN_WAIT`]), whoever still holds this object. Later calls raise `ForkedError`.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        if crate::fork::generation() != self.forks {
+            return Ok(()); // a parent's core: nothing of it runs here
+        }
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.memo.clear();
+        drive(py, &self.handle, pin!(self.cache.shutdown()));
+        let rt = self.rt.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rt) = rt {
+            py.allow_threads(|| rt.shutdown_timeout(SHUTDOWN_WAIT));
+        }
+        Ok(())
+    }
+
     /// Stops the cache's actors (unsubscribes from Redis). The object is unusable after.
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         self.check_fork()?;
         self.memo.clear();
-        drive(py, &self.rt, pin!(self.cache.shutdown()));
+        drive(py, &self.handle, pin!(self.cache.shutdown()));
         Ok(())
     }
 }

@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 
 /// Drives `fut` to completion from the calling (Python) thread. Pinned by the caller
 /// (`pin!(cache.get(..))`): the library's futures are large, and a hit should not pay for
 /// copying them around.
-pub fn drive<F>(py: Python<'_>, rt: &Runtime, mut fut: Pin<&mut F>) -> F::Output
+pub fn drive<F>(py: Python<'_>, rt: &Handle, mut fut: Pin<&mut F>) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
@@ -26,7 +26,7 @@ where
 }
 
 /// One poll inside the runtime's context (timers and sockets register with it).
-fn poll_once<F: Future>(rt: &Runtime, fut: Pin<&mut F>) -> Poll<F::Output> {
+fn poll_once<F: Future>(rt: &Handle, fut: Pin<&mut F>) -> Poll<F::Output> {
     let _ctx = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     fut.poll(&mut cx)
@@ -34,7 +34,7 @@ fn poll_once<F: Future>(rt: &Runtime, fut: Pin<&mut F>) -> Poll<F::Output> {
 
 /// `Some(output)` when `fut` completes in one poll (an L1 hit), `None` otherwise (the
 /// future is dropped: used only for reads, which may be abandoned).
-pub fn try_now<F: Future>(rt: &Runtime, fut: Pin<&mut F>) -> Option<F::Output> {
+pub fn try_now<F: Future>(rt: &Handle, fut: Pin<&mut F>) -> Option<F::Output> {
     match poll_once(rt, fut) {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,

@@ -31,6 +31,8 @@ mod key_locks;
 mod load;
 mod ports;
 mod read;
+#[cfg(test)]
+mod read_tests;
 mod refresh;
 mod remote;
 #[cfg(test)]

@@ -64,6 +64,23 @@ impl HybridCache {
         }
     }
 
+    /// The value of `key` when this node's L1 answers by itself: a live value under the
+    /// freshness lease (counted as a hit). `None` otherwise (a miss, a cached "not found",
+    /// no lease) without asking L2 or counting a miss: the caller then calls [`Self::get`]
+    /// or [`Self::get_or_load`], which answer as they would have (a cached "not found" is
+    /// counted again by that call). For bindings whose hit path should not build a load
+    /// (the Python package's `@cached`).
+    pub async fn get_l1(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let l1 = self.category(category)?;
+        if !self.l1_trusted() {
+            return Ok(None);
+        }
+        match l1.lookup(key).await {
+            Lookup::Value(v) => Ok(Some(v)),
+            Lookup::Negative | Lookup::Absent => Ok(None),
+        }
+    }
+
     /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
     pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
         let l1 = self.category(category)?;

@@ -47,7 +47,8 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Everything CI runs, in order: fmt, clippy -D warnings, doc, test, arch (cycles fail),
-    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, compose lib, fault-check (180 s, B = 50 ms,
+    /// sim-gossip, alerts, api-fuzz, ui-test, install-check, python (pytest suite and benchmark,
+    /// bounded to 45 min), compose lib, fault-check (180 s, B = 50 ms,
     /// roles strict), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
     /// when a Docker engine answers, the container tests.
     Ci {
@@ -112,6 +113,8 @@ enum Cmd {
     /// The Python package (python/): a venv under target/python-venv, `pip install ./python`
     /// (maturin, release build of the abi3 extension), its pytest suite (python/tests, with
     /// private redis-servers on free loopback ports) and one run of python/bench.py (printed).
+    /// Bounded (45 min for the stage, 180 s per test): a hang dumps every Python thread's
+    /// stack and fails. Also run by `cargo xtask ci`.
     Python,
     /// Benchmarks (not tests; release builds, private servers on free loopback ports).
     #[command(subcommand)]
