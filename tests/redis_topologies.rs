@@ -586,6 +586,10 @@ async fn unconfirmed_writes_hold_back_only_their_own_keys() {
         eventually_status(&http, &url(&a, "seeded"), 404).await,
         "a serves reads"
     );
+    assert!(
+        eventually_status(&http, &url(&b, "seeded"), 404).await,
+        "b serves reads (its link is up: it may write)"
+    );
     let put = http.put(url(&b, "seeded")).body("from-b").send().await;
     assert_eq!(put.map(|r| r.status().as_u16()).ok(), Some(204), "b writes");
 
