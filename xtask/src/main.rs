@@ -112,7 +112,7 @@ enum Cmd {
     InstallCheck,
     /// The Python package (python/): a venv under target/python-venv, `pip install ./python`
     /// (maturin, release build of the abi3 extension), its pytest suite (python/tests, with
-    /// private redis-servers on free loopback ports) and one run of python/bench.py (printed).
+    /// private redis-servers on free loopback ports) and one run of python/benches/bench.py (printed).
     /// Bounded (45 min for the stage, 180 s per test): a hang dumps every Python thread's
     /// stack and fails. Also run by `cargo xtask ci`.
     Python,

@@ -102,9 +102,9 @@ pub fn python() -> Result<()> {
         .args(["-o", &per_test, "-o", "faulthandler_exit_on_timeout=true"])
         .arg("python/tests")
         .env("HC_TESTKIT", &testkit))?;
-    eprintln!("[python] python/bench.py (printed, not asserted)");
+    eprintln!("[python] python/benches/bench.py (printed, not asserted)");
     run(d
         .bounded(900, &py)?
-        .args(["-X", "faulthandler", "python/bench.py", "--reps", "9"])
+        .args(["-X", "faulthandler", "python/benches/bench.py", "--reps", "9"])
         .env("HC_TESTKIT", &testkit))
 }

@@ -1,6 +1,6 @@
 """Benchmark of the Python package (not a test: it prints, it asserts nothing timed).
 
-    python python/bench.py [--reps 15] [--ops 20000] [--redis-url URL]
+    python python/benches/bench.py [--reps 15] [--ops 20000] [--redis-url URL]
 
 One run prints, per case, the time per call (ns): min / median / max over interleaved
 repetitions (every repetition runs each case once, in turn, so drifts of the machine hit
@@ -35,7 +35,9 @@ import redis
 import hybrid_cache
 from hybrid_cache import HybridCache, cached
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root (this file is python/benches/bench.py; it lives outside python/ itself
+# so that `python/` on sys.path cannot shadow the installed package with its uncompiled source).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VALUE = {"user": 123, "permissions": ["read", "write", "admin"]}
 
 
