@@ -105,6 +105,12 @@ pub fn python() -> Result<()> {
     eprintln!("[python] python/benches/bench.py (printed, not asserted)");
     run(d
         .bounded(900, &py)?
-        .args(["-X", "faulthandler", "python/benches/bench.py", "--reps", "9"])
+        .args([
+            "-X",
+            "faulthandler",
+            "python/benches/bench.py",
+            "--reps",
+            "9",
+        ])
         .env("HC_TESTKIT", &testkit))
 }
