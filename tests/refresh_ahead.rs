@@ -140,19 +140,6 @@ where
     }
 }
 
-/// Waits until each node has heard from every other one: a node flushes its L1 when its
-/// link comes up and when it first hears from another node (a new origin on the bus), which
-/// would otherwise drop the test's entries mid-test.
-async fn settled(nodes: &[&HybridCache]) {
-    let flushes = nodes.len() as u64;
-    for n in nodes {
-        poll("the start-up flushes", || async {
-            n.stats().await.counters.coherence_flushes >= flushes
-        })
-        .await;
-    }
-}
-
 async fn read(c: &HybridCache, key: &str) -> Option<Vec<u8>> {
     c.get("near", key).await.expect("get").map(|b| b.to_vec())
 }
@@ -185,7 +172,7 @@ async fn a_hit_past_refresh_after_answers_at_once_and_the_reload_replaces_it() {
     let ns = namespace("hit");
     let a = cache("a", &ns, Some(&redis), near(|_| {})).await;
     let b = cache("b", &ns, Some(&redis), near(|_| {})).await;
-    settled(&[&a, &b]).await;
+    support::start_up_flushes_done(&[&a, &b]).await;
     let opts = LoadOptions::default().refresh_after(AFTER);
     let first = a.get_or_load_with("near", "k", opts, ready("v1")).await;
     assert_eq!(&first.unwrap().value[..], b"v1");
@@ -254,7 +241,7 @@ async fn two_nodes_past_refresh_after_run_the_loader_once_in_the_cluster() {
     let ns = namespace("two");
     let a = cache("a", &ns, Some(&redis), near(|_| {})).await;
     let b = cache("b", &ns, Some(&redis), near(|_| {})).await;
-    settled(&[&a, &b]).await;
+    support::start_up_flushes_done(&[&a, &b]).await;
     let opts = LoadOptions::default().refresh_after(AFTER);
     let v = a.get_or_load_with("near", "k", opts, ready("v1")).await;
     assert_eq!(&v.unwrap().value[..], b"v1");
@@ -308,7 +295,7 @@ async fn an_invalidation_racing_the_reload_drops_its_value() {
     let ns = namespace("race");
     let a = cache("a", &ns, Some(&redis), near(|_| {})).await;
     let b = cache("b", &ns, Some(&redis), near(|_| {})).await;
-    settled(&[&a, &b]).await;
+    support::start_up_flushes_done(&[&a, &b]).await;
     let opts = LoadOptions::default().refresh_after(AFTER);
     let v = a.get_or_load_with("near", "k", opts, ready("v1")).await;
     assert_eq!(&v.unwrap().value[..], b"v1");
@@ -403,7 +390,7 @@ async fn a_write_whose_invalidation_is_still_on_its_way_wins_over_the_reload() {
     let ns = namespace("lost");
     let a = cache("a", &ns, Some(&redis), near(|_| {})).await;
     let b = cache("b", &ns, Some(&redis), near(|_| {})).await;
-    settled(&[&a, &b]).await;
+    support::start_up_flushes_done(&[&a, &b]).await;
     let opts = LoadOptions::default().refresh_after(AFTER);
     let v = a.get_or_load_with("near", "k", opts, ready("v1")).await;
     assert_eq!(&v.unwrap().value[..], b"v1");

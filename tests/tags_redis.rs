@@ -122,7 +122,8 @@ where
     }
 }
 
-/// Waits until every node has its Redis link up and holds its freshness lease.
+/// Waits until every node has its Redis link up, holds its freshness lease and has heard
+/// from every other node (see [`support::start_up_flushes_done`]).
 async fn settle(nodes: &[&TestNode]) {
     let ok = poll(BOUND, || async {
         nodes
@@ -131,6 +132,8 @@ async fn settle(nodes: &[&TestNode]) {
     })
     .await;
     assert!(ok, "nodes did not settle within {BOUND:?}");
+    let caches: Vec<_> = nodes.iter().map(|n| n.node.cache()).collect();
+    support::start_up_flushes_done(&caches).await;
 }
 
 /// Reads `cat/key` on `n` until L1 answers it (the first read fills L1 from L2; a write's

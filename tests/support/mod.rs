@@ -28,3 +28,21 @@ pub fn hybrid_cache_command() -> Command {
     }
     cmd
 }
+
+/// Waits (up to 10 s) until each of `nodes` has heard from every other one. A node flushes
+/// its L1 when its link comes up and when it first hears from another node (a new origin on
+/// the bus, at the latest with that node's first heartbeat), so `n` nodes sharing one Redis
+/// each flush `n` times at start; a flush after a test filled L1 would drop what it checks.
+pub async fn start_up_flushes_done(nodes: &[&hybrid_cache::HybridCache]) {
+    let flushes = nodes.len() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for n in nodes {
+        while n.stats().await.counters.coherence_flushes < flushes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a node did not hear from every other node within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
