@@ -16,6 +16,8 @@ pub struct NodeCounters {
     pub duplicate_messages: AtomicU64,
     pub actor_restarts: AtomicU64,
     pub l2_errors: AtomicU64,
+    /// L2 reads answered at a known generation, without the read script.
+    pub l2_fast_reads: AtomicU64,
     pub redis_reconnects: AtomicU64,
     pub http_bad_requests: AtomicU64,
     pub peer_messages_sent: AtomicU64,

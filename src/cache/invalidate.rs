@@ -63,6 +63,10 @@ impl HybridCache {
                     l2.invalidate_pattern(name, parsed).await
                 })
                 .await;
+            if !matches!(target, Target::Key(_)) {
+                // `*` bumped the generation: no read at the old one from here on.
+                self.shared.known_gens.doubt();
+            }
             // A failure queues a flush of the category; the change is announced all the same.
             match self.drop_local(name, parsed).await {
                 Ok(n) => removed += n,

@@ -222,7 +222,7 @@ impl HybridCache {
     {
         let mut generation = None;
         if let Some(l2) = self.shared.l2_usable_for(category, key) {
-            match l2.get(category, key).await {
+            match self.read_l2(l2, category, key).await {
                 Ok(found) => {
                     generation = Some(found.generation);
                     if let Some(entry) = Self::l2_entry(l1, found) {

@@ -28,6 +28,7 @@ mod builder;
 mod fail_safe;
 mod invalidate;
 mod key_locks;
+mod known_gen;
 mod load;
 mod ports;
 mod read;

@@ -47,6 +47,8 @@ impl NodePort for Shared {
     }
     fn mark_remote_all(&self) {
         self.remote.mark_all();
+        // A category-wide change may have bumped a generation: forget them before L1 does.
+        self.known_gens.doubt();
     }
     fn invalidate_l1(&self, category: &str, pattern: Pattern) {
         let msg = CategoryMsg::Invalidate {
@@ -67,6 +69,7 @@ impl NodePort for Shared {
     }
     fn revoke_lease(&self) {
         self.lease.revoke();
+        self.known_gens.doubt();
     }
     fn record_lease_lapse(&self) {
         self.metrics.record_lease_lapse();
@@ -75,6 +78,7 @@ impl NodePort for Shared {
         self.metrics.observe_propagation_since(sent_at_ms);
     }
     fn set_link_up(&self, up: bool) {
+        self.known_gens.doubt();
         self.link_up.store(up, Ordering::Relaxed);
     }
     fn is_isolated(&self) -> bool {
@@ -107,6 +111,8 @@ impl NodePort for Shared {
         }
     }
     fn backlog_replay_done(&self) {
+        // The replay may have bumped generations: forget them before L2 is read again.
+        self.known_gens.doubt();
         if let Ok(mut b) = self.l2_backlog.lock() {
             b.replay_done();
         }

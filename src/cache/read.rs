@@ -1,5 +1,7 @@
 //! The read path: L1 while the freshness lease is held (no mailbox, no lock), then L2
-//! (filling L1), failing closed when neither can answer within the staleness bound.
+//! (filling L1), failing closed when neither can answer within the staleness bound. An L2
+//! read under the lease uses the category generation this node knows, without Lua, when
+//! nothing put it in doubt (see `known_gen`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -125,7 +127,7 @@ impl HybridCache {
         let mut l2_failed = self.shared.l2.is_some();
         if let Some(l2) = self.shared.l2_usable_for(category, key) {
             let ticket = l1.ticket(key);
-            match l2.get(category, key).await {
+            match self.read_l2(l2, category, key).await {
                 Ok(found) => {
                     l2_failed = false;
                     if let Some(v) = found.value {
@@ -151,6 +153,39 @@ impl HybridCache {
         }
         l1.counters.misses.fetch_add(1, Ordering::Relaxed);
         Ok(None)
+    }
+
+    /// Reads `key` from L2: at the known generation (`GET` + `PTTL`, no Lua) when an L1 hit
+    /// of `category` could be served right now (the lease holds, the category is not
+    /// strict) and nothing put the generation in doubt since it was learned; with the read
+    /// script otherwise (learning the generation it resolves). A fast reply is answered
+    /// only if the lease still holds and no doubt arose while it was in flight.
+    pub(super) async fn read_l2(
+        &self,
+        l2: &crate::l2::L2,
+        category: &str,
+        key: &str,
+    ) -> Result<crate::l2::L2Value, crate::l2::L2Error> {
+        let gens = &self.shared.known_gens;
+        let at = gens.snapshot();
+        let allowed = self.shared.lease.held() && !self.shared.is_strict(category);
+        if let Some(g) = gens.fast_generation(category, allowed, at) {
+            if let Some(found) = l2.get_at(category, key, g).await? {
+                if gens.unchanged(at) && self.shared.lease.held() {
+                    NodeCounters::incr(&self.shared.counters.l2_fast_reads);
+                    return Ok(found);
+                }
+            }
+        }
+        let found = l2.get(category, key).await?;
+        gens.learn(category, found.generation, at);
+        Ok(found)
+    }
+
+    /// L2 reads answered at a known category generation, without the read script, since
+    /// the node started.
+    pub fn l2_fast_reads(&self) -> u64 {
+        self.shared.counters.l2_fast_reads.load(Ordering::Relaxed)
     }
 
     pub(super) fn l2_error(&self, op: &str, e: &crate::l2::L2Error) {

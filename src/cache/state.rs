@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ractor::RpcReplyPort;
 
 use super::key_locks::KeyLocks;
+use super::known_gen::KnownGens;
 use super::remote::RemoteMarks;
 use super::warm_signal::WarmUp;
 use super::writers::Writers;
@@ -62,6 +63,8 @@ pub(super) struct Shared {
     pub(super) key_locks: KeyLocks,
     /// Warm-up's re-subscription signal and tasks (see [`super::warm_up`]).
     pub(super) warm_up: WarmUp,
+    /// The category generations known to this node (L2 hits without the read script).
+    pub(super) known_gens: KnownGens,
 }
 
 impl Shared {
@@ -93,6 +96,7 @@ impl Shared {
             Lease::always()
         };
         let held = config.redis.is_some() && config.gossip_addr.is_some();
+        let known_gens = KnownGens::new(config.categories.keys());
         Shared {
             writers: Writers::new(config.categories.keys(), cap),
             bus: Arc::new(bus),
@@ -112,6 +116,7 @@ impl Shared {
             lease,
             key_locks: KeyLocks::new(),
             warm_up: WarmUp::new(),
+            known_gens,
         }
     }
 
@@ -235,6 +240,7 @@ impl Shared {
     /// the metrics label.
     pub(super) async fn flush_all(&self, reason: &str) {
         self.remote.mark_all();
+        self.known_gens.doubt();
         let mut total = 0;
         for l1 in self.categories.values() {
             total += l1.flush().await;

@@ -1,6 +1,7 @@
 //! Reads: one Lua script looks up the category generation and the data key together and
 //! returns the generation, the tagged value and its remaining TTL; tombstones and anything
-//! this crate did not write read as a miss.
+//! this crate did not write read as a miss. [`L2::get_at`] reads at a generation the caller
+//! already knows (`PTTL` + `GET`, pipelined, no Lua), decoded the same way.
 
 use std::time::Duration;
 
@@ -26,6 +27,42 @@ impl L2 {
             })
             .await?;
         parse_get(reply)
+    }
+}
+
+impl L2 {
+    /// Reads a key at a category generation the caller knows (see the cache's known
+    /// generations): `PTTL` then `GET` of the data key in one pipeline. `None` when the two
+    /// replies do not fit together (a value appeared after `PTTL` said the key was absent):
+    /// the caller reads with [`L2::get`] instead.
+    ///
+    /// `PTTL` first: a value that expires between the two reads as a miss, and a value
+    /// written between them is announced by its writer's invalidation (which removes what
+    /// this read fills into L1).
+    /// Sentinel: only while a primary proof holds ([`L2Error::Unproven`] otherwise).
+    pub async fn get_at(
+        &self,
+        category: &str,
+        key: &str,
+        generation: i64,
+    ) -> Result<Option<L2Value>, L2Error> {
+        self.fence.readable()?;
+        let k = format!("{}:{generation}:{key}", self.prefix(category));
+        let mut pipe = redis::pipe();
+        pipe.cmd("PTTL").arg(&k).cmd("GET").arg(&k);
+        let mut reply: Vec<redis::Value> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        let (Some(value), Some(pttl)) = (reply.pop(), reply.pop()) else {
+            return Err(L2Error::Protocol("short pipeline reply".into()));
+        };
+        if matches!(value, redis::Value::Nil) {
+            return parse_get(vec![redis::Value::Int(generation)]).map(Some);
+        }
+        if matches!(pttl, redis::Value::Int(-2)) {
+            return Ok(None);
+        }
+        parse_get(vec![redis::Value::Int(generation), value, pttl]).map(Some)
     }
 }
 

@@ -1,0 +1,125 @@
+//! L2 hits without the Lua read script (issue #25 item 1): a node reads at the category
+//! generation it knows only while its lease holds and nothing put that generation in doubt.
+//! A private `redis-server` (free port, never 6379) and two nodes in this process.
+
+mod support;
+
+use std::time::Duration;
+
+use hybrid_cache::config::{Config, RedisTarget};
+use hybrid_cache::server::node::Node;
+use support::RedisServer;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+fn config(id: &str, ns: &str, redis: &RedisServer) -> Config {
+    Config {
+        node_id: id.to_string(),
+        namespace: ns.to_string(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        redis: Some(RedisTarget::Url {
+            url: redis.url(),
+            password: None,
+        }),
+        ..Config::default()
+    }
+}
+
+async fn two_nodes(redis: &RedisServer) -> (Node, Node, String) {
+    let ns = format!("fast{:08x}", rand::random::<u32>());
+    let a = Node::start(config("a", &ns, redis)).await.expect("node a");
+    let b = Node::start(config("b", &ns, redis)).await.expect("node b");
+    let cat = a.cache().config().categories.keys().next().unwrap().clone();
+    for n in [&a, &b] {
+        let mut held = false;
+        for _ in 0..200 {
+            held = n.cache().lease_held();
+            if held {
+                break;
+            }
+            tokio::time::sleep(BOUND / 200).await;
+        }
+        assert!(held, "lease never held");
+    }
+    (a, b, cat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_on_a_is_never_followed_by_old_l2_values_on_b() {
+    let redis = RedisServer::start();
+    let (a, b, cat) = two_nodes(&redis).await;
+    let (ca, cb) = (a.cache(), b.cache());
+    for k in ["k1", "k2", "k3", "k4"] {
+        ca.set(&cat, k, format!("old-{k}"), None).await.unwrap();
+    }
+    // k1 runs the script (and teaches b the generation); k2 is read without it.
+    assert_eq!(
+        cb.get(&cat, "k1").await.unwrap().as_deref(),
+        Some(&b"old-k1"[..])
+    );
+    let fast = cb.l2_fast_reads();
+    assert_eq!(
+        cb.get(&cat, "k2").await.unwrap().as_deref(),
+        Some(&b"old-k2"[..])
+    );
+    assert_eq!(
+        cb.l2_fast_reads(),
+        fast + 1,
+        "an L2 hit under the lease skips Lua"
+    );
+
+    let before = cb.stats().await.counters.invalidations_received;
+    ca.invalidate("*", &cat).await.unwrap();
+    let mut seen = false;
+    for _ in 0..200 {
+        seen = cb.stats().await.counters.invalidations_received > before;
+        if seen {
+            break;
+        }
+        tokio::time::sleep(BOUND / 200).await;
+    }
+    assert!(seen, "b never processed the invalidation");
+    // k3 and k4 still sit at the old generation in Redis; b must not answer them.
+    assert_eq!(cb.get(&cat, "k3").await.unwrap(), None);
+    let fast = cb.l2_fast_reads();
+    // Relearned by the script read above: the next one is fast again, at the new generation.
+    assert_eq!(cb.get(&cat, "k4").await.unwrap(), None);
+    assert_eq!(cb.l2_fast_reads(), fast + 1);
+    ca.set(&cat, "k4", "new-k4", None).await.unwrap();
+    let fresh = cb.get(&cat, "k4").await.unwrap();
+    assert!(fresh.is_none() || fresh.as_deref() == Some(&b"new-k4"[..]));
+
+    // A's own invalidation: A never reads the old generation either.
+    ca.set(&cat, "k5", "old-k5", None).await.unwrap();
+    ca.set(&cat, "k6", "old-k6", None).await.unwrap();
+    assert_eq!(ca.get(&cat, "k1").await.unwrap(), None); // a learns the generation
+    let fast = ca.l2_fast_reads();
+    assert_eq!(ca.get(&cat, "k2").await.unwrap(), None);
+    assert_eq!(ca.l2_fast_reads(), fast + 1);
+    ca.invalidate("*", &cat).await.unwrap();
+    assert_eq!(ca.get(&cat, "k6").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_lease_lapses_and_reads_fail_closed() {
+    let mut redis = RedisServer::start();
+    let (a, b, cat) = two_nodes(&redis).await;
+    let (ca, cb) = (a.cache(), b.cache());
+    ca.set(&cat, "k1", "v1", None).await.unwrap();
+    ca.set(&cat, "k2", "v2", None).await.unwrap();
+    cb.get(&cat, "k1").await.unwrap();
+    redis.kill();
+    let mut lapsed = false;
+    for _ in 0..200 {
+        lapsed = !cb.lease_held();
+        if lapsed {
+            break;
+        }
+        tokio::time::sleep(BOUND / 200).await;
+    }
+    assert!(lapsed, "lease still held without redis");
+    let fast = cb.l2_fast_reads();
+    // Neither L1 nor L2 can vouch for k2: an error, never an old value nor a miss.
+    assert!(cb.get(&cat, "k2").await.is_err());
+    assert_eq!(cb.l2_fast_reads(), fast);
+}
