@@ -72,6 +72,19 @@ async fn start(redis: &RedisServer, origin: Option<String>, cat: CategoryConfig)
     config.categories.insert("short".to_string(), short);
     let node = Node::start(config).await.expect("node starts");
     let base = format!("http://{}", node.http_addr());
+    // Bounded wait until the node holds its freshness lease (L1 answers only then).
+    for _ in 0..500 {
+        let s: serde_json::Value = reqwest::get(format!("{base}/v1/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s.to_string().contains("\"lease_held\":true") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     (node, base)
 }
 
