@@ -75,6 +75,7 @@ async fn document_covers_every_route_and_error() {
         "get /v1/cache/{category}/{key}",
         "put /v1/cache/{category}/{key}",
         "delete /v1/cache/{category}/{key}",
+        "get /v1/load/{category}/{key}",
         "post /v1/invalidate",
         "get /v1/stats",
         "get /v1/cluster/stats",

@@ -128,6 +128,12 @@ fn apply_settings(c: &mut Config, env: Env) -> Result<(), ConfigError> {
     if let Some(v) = env_parse::<u64>(env, "HC_L1_MAX_BYTES")? {
         c.l1_max_bytes = v;
     }
+    if let Some(v) = non_empty(env, "HC_ORIGIN_URL") {
+        c.origin_url = Some(v);
+    }
+    if let Some(v) = env_parse::<u64>(env, "HC_ORIGIN_TIMEOUT_MS")? {
+        c.origin_timeout = Duration::from_millis(v);
+    }
     if let Some(v) = env_parse::<usize>(env, "HC_MAILBOX_CAPACITY")? {
         c.mailbox_capacity = v;
     }

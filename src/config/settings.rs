@@ -141,6 +141,12 @@ pub struct Config {
     /// /v1/test/load/{category}/{key}` loads through `get_or_load` from
     /// `HC_TEST_LOADER_URL`). Off by default; never documented in `/openapi.json`.
     pub test_hooks: bool,
+    /// `HC_ORIGIN_URL`: base URL of the origin that `GET /v1/load/{category}/{key}` reads
+    /// through (`GET {origin_url}/{category}/{key}`). `None` (default): the route answers
+    /// 501 `no_origin`.
+    pub origin_url: Option<String>,
+    /// `HC_ORIGIN_TIMEOUT_MS`: hard timeout of one origin request (default 2000 ms).
+    pub origin_timeout: Duration,
     /// Opt-in (`[redis] allow_persistent_redis`, `HC_ALLOW_PERSISTENT_REDIS`): accept an L2
     /// Redis with persistence on (RDB `save`, AOF) or whose `CONFIG` is disabled. Off by
     /// default: such a Redis is refused, because its restart brings deleted values back.
@@ -178,6 +184,8 @@ impl Default for Config {
             cluster_secret: None,
             l2_min_replicas: 0,
             test_hooks: false,
+            origin_url: None,
+            origin_timeout: Duration::from_millis(2000),
             allow_persistent_redis: false,
         }
     }

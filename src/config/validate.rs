@@ -204,6 +204,15 @@ impl Config {
         if self.l1_max_bytes < 1024 * 1024 {
             return Err(invalid("l1_max_bytes", "must be at least 1048576 (1 MiB)"));
         }
+        if self.origin_timeout.is_zero() {
+            return Err(invalid("origin_timeout_ms", "must be greater than zero"));
+        }
+        if let Some(url) = &self.origin_url {
+            let ok = url.starts_with("http://") || url.starts_with("https://");
+            if !ok {
+                return Err(invalid("origin_url", "must be an http:// or https:// URL"));
+            }
+        }
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use crate::server::http::AppState;
         crate::server::http::routes::get_value,
         crate::server::http::routes::put_value,
         crate::server::http::routes::delete_value,
+        crate::server::http::origin::load_value,
         crate::server::http::routes::invalidate,
         crate::server::http::routes::stats,
         crate::server::http::routes::cluster,

@@ -18,11 +18,11 @@ use axum::Router;
 
 mod errors;
 pub mod limits;
+pub(crate) mod origin;
 mod rejections;
 pub(crate) mod routes;
 pub mod schema;
 mod state;
-mod test_load;
 
 pub use errors::ApiError;
 use routes::{
@@ -40,11 +40,25 @@ pub fn routes(state: &AppState) -> Router<AppState> {
                         path: Result<Path<(String, String)>, PathRejection>| {
         get_value(state, path, node.clone())
     };
+    // Read-through: `get_or_load_with` with a loader reading the node's origin.
+    let origin = origin::Loader::new(
+        cfg.origin_url.clone(),
+        "HC_ORIGIN_URL",
+        cfg.origin_timeout,
+        cfg.max_value_bytes,
+    );
+    let origin_load =
+        move |state: State<AppState>,
+              headers: axum::http::HeaderMap,
+              path: Result<Path<(String, String)>, PathRejection>| {
+            origin::load_value(state, headers, path, origin.clone())
+        };
     let mut api = Router::new()
         .route(
             "/v1/cache/{category}/{key}",
             get(get_hit).put(put_value).delete(delete_value),
         )
+        .route("/v1/load/{category}/{key}", get(origin_load))
         .route("/v1/invalidate", post(invalidate))
         .route("/v1/stats", get(stats))
         .route("/v1/cluster/stats", get(cluster));
@@ -54,11 +68,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         api = api.route("/v1/test/crash/{category}", post(crash_actor));
         // The library workload's loads: `get_or_load` with a loader reading the checker's
         // database server (`HC_TEST_LOADER_URL`).
-        let loader = test_load::Loader::from_env();
+        let loader = origin::Loader::from_env(cfg.max_value_bytes);
         let load = move |state: State<AppState>,
                          headers: axum::http::HeaderMap,
                          path: Result<Path<(String, String)>, PathRejection>| {
-            test_load::load_value(state, headers, path, loader.clone())
+            origin::test_load_value(state, headers, path, loader.clone())
         };
         api = api.route("/v1/test/load/{category}/{key}", get(load));
     }
