@@ -23,6 +23,8 @@ REPS = int(os.environ.get("REPS", "3"))
 ENTRIES = int(os.environ.get("ENTRIES", "100000"))
 SECS = int(os.environ.get("SECS", "4"))
 CONNS = int(os.environ.get("CONNS", "64"))
+# PARTS=put (comma-separated: mem, get, put, l2, resp) runs only those parts; default all.
+PARTS = set(os.environ.get("PARTS", "mem,get,put,l2,resp").split(","))
 BIN = os.environ["HC_BIN"]
 MOKA = os.environ["HC_MOKA"]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -207,30 +209,34 @@ def throughput_rep(l1node, l2node, red):
     (n1, h1, r1), (n2, h2, _r2), (rd, rp) = l1node, l2node, red
     res = {}
     # L1-hit GET over HTTP vs redis GET (same key, 100-byte value).
-    a = wrk(h1, "/v1/cache/bench/hot", [n1.pid])
-    b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
-    log(f"  L1 GET http: {a}  redis GET: {b}")
-    res["get_cpu"] = a["cpu_us"] / b["cpu_us"]
-    res["get_p99"] = a["p99_ms"] / b["p99_ms"]
-    res["get_rps"] = a["rps"] / b["rps"]
+    if "get" in PARTS:
+        a = wrk(h1, "/v1/cache/bench/hot", [n1.pid])
+        b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
+        log(f"  L1 GET http: {a}  redis GET: {b}")
+        res["get_cpu"] = a["cpu_us"] / b["cpu_us"]
+        res["get_p99"] = a["p99_ms"] / b["p99_ms"]
+        res["get_rps"] = a["rps"] / b["rps"]
     # PUT with Redis (bounded mode) vs SET.
-    a = wrk(h2, "/", [n2.pid, rd.pid], PUT_LUA)
-    b = bench(rp, [rd.pid], ["SET", "bench/key:__rand_int__", VALUE.decode()], 200000)
-    log(f"  PUT (L2): {a}  redis SET: {b}")
-    res["put_rps"] = a["rps"] / b["rps"]
-    res["put_cpu"] = a["cpu_us"] / b["cpu_us"]
+    if "put" in PARTS:
+        a = wrk(h2, "/", [n2.pid, rd.pid], PUT_LUA)
+        b = bench(rp, [rd.pid], ["SET", "bench/key:__rand_int__", VALUE.decode()], 200000)
+        log(f"  PUT (L2): {a}  redis SET: {b}")
+        res["put_rps"] = a["rps"] / b["rps"]
+        res["put_cpu"] = a["cpu_us"] / b["cpu_us"]
     # L2 hit (L1 of 16 entries, 10,000 keys in Redis) vs redis GET.
-    a = wrk(h2, "/", [n2.pid, rd.pid], L2_LUA)
-    b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
-    log(f"  L2 hit GET: {a}  redis GET: {b}")
-    res["l2_cpu"] = a["cpu_us"] / b["cpu_us"]
-    res["l2_rps"] = a["rps"] / b["rps"]
+    if "l2" in PARTS:
+        a = wrk(h2, "/", [n2.pid, rd.pid], L2_LUA)
+        b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
+        log(f"  L2 hit GET: {a}  redis GET: {b}")
+        res["l2_cpu"] = a["cpu_us"] / b["cpu_us"]
+        res["l2_rps"] = a["rps"] / b["rps"]
     # redis-benchmark GET: node's RESP port vs redis-server.
-    a = bench(r1, [n1.pid], ["GET", "bench/hot"], 200000)
-    b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
-    log(f"  RESP GET node: {a}  redis: {b}")
-    res["resp_rps"] = a["rps"] / b["rps"]
-    res["resp_cpu"] = a["cpu_us"] / b["cpu_us"]
+    if "resp" in PARTS:
+        a = bench(r1, [n1.pid], ["GET", "bench/hot"], 200000)
+        b = bench(rp, [rd.pid], ["GET", "bench/hot"], 200000)
+        log(f"  RESP GET node: {a}  redis: {b}")
+        res["resp_rps"] = a["rps"] / b["rps"]
+        res["resp_cpu"] = a["cpu_us"] / b["cpu_us"]
     return res
 
 
@@ -269,13 +275,13 @@ def main():
     subprocess.run(["redis-cli", "-p", str(red[1]), "SET", "bench/hot", VALUE], check=True,
                    stdout=subprocess.DEVNULL)
     c = http.client.HTTPConnection("127.0.0.1", l2node[1])
-    for i in range(10000):
+    for i in range(10000 if "l2" in PARTS else 0):
         c.request("PUT", f"/v1/cache/l2b/{i:010d}", body=VALUE)
         c.getresponse().read()
     reps = []
     for r in range(REPS):
         log(f"repetition {r + 1}/{REPS}")
-        res = memory_rep()
+        res = memory_rep() if "mem" in PARTS else {}
         res.update(throughput_rep(l1node, l2node, red))
         reps.append(res)
     for p in list(procs):
@@ -285,12 +291,16 @@ def main():
     print(f"\nnode vs redis-server {version},"
           f" {REPS} interleaved repetitions, {CONNS} connections, {os.cpu_count()} CPUs,"
           f" {ENTRIES} entries of 10 B key + {len(VALUE)} B value\n")
-    m = [r["_mem_node"] for r in reps], [r["_mem_redis"] for r in reps], [r["_mem_moka"] for r in reps]
-    print(f"Memory per entry (median): node {statistics.median(m[0]):.0f} B, redis-server "
-          f"{statistics.median(m[1]):.0f} B, raw moka {statistics.median(m[2]):.0f} B\n")
+    if "mem" in PARTS:
+        m = ([r["_mem_node"] for r in reps], [r["_mem_redis"] for r in reps],
+             [r["_mem_moka"] for r in reps])
+        print(f"Memory per entry (median): node {statistics.median(m[0]):.0f} B, redis-server "
+              f"{statistics.median(m[1]):.0f} B, raw moka {statistics.median(m[2]):.0f} B\n")
     print("| ratio | goal | min | median | max | |")
     print("|---|---|---|---|---|---|")
     for key, label, goal in ROWS:
+        if key not in reps[0]:
+            continue
         v = sorted(r[key] for r in reps)
         med = statistics.median(v)
         print(f"| {label} | {goal} | {v[0]:.2f} | {med:.2f} | {v[-1]:.2f} | {verdict(goal, med)} |")

@@ -11,7 +11,8 @@ pub enum Bench {
     /// Node vs redis-server, interleaved, several repetitions: memory per entry, L1-hit GET
     /// over HTTP (wrk) vs redis-benchmark GET, PUT vs SET, L2 hit vs GET, redis-benchmark
     /// against the RESP port vs redis-server. Prints min/median/max of each ratio.
-    /// Environment: REPS (3), ENTRIES (100000), SECS (4), CONNS (64). Installs redis-server,
+    /// Environment: REPS (3), ENTRIES (100000), SECS (4), CONNS (64), PARTS (all of
+    /// `mem,get,put,l2,resp`; e.g. `PARTS=put` runs only PUT vs SET). Installs redis-server,
     /// redis-tools and wrk when missing.
     Node,
     /// Real node processes joining through one seed: convergence, detection p50/p99/max,
