@@ -27,7 +27,11 @@ pub struct CachedCall {
 impl CachedCall {
     /// The value from L1, or None when the Python wrapper must answer.
     fn try_hit(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> Option<Py<PyAny>> {
-        let core = self.globals.bind(py).get_item(intern!(py, "_core")).ok()??;
+        let core = self
+            .globals
+            .bind(py)
+            .get_item(intern!(py, "_core"))
+            .ok()??;
         let core = core.downcast::<Core>().ok()?;
         let mut key = String::with_capacity(self.name.len() + 16);
         key.push_str(&self.name);
