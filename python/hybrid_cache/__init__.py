@@ -365,7 +365,14 @@ def cached(
                 return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
 
         _attach_helpers(wrapper, name, category, keyfn)
-        return wrapper
+        if keyfn is not None:
+            return wrapper
+        # The hit path in Rust (no Python frame): positional arguments, L1 answers. Every
+        # other call goes to `wrapper` above, which builds the same key.
+        fast = _ext.CachedCall(name, category, loads, globals(), wrapper)
+        functools.update_wrapper(fast, func)
+        _attach_helpers(fast, name, category, keyfn)
+        return fast
 
     return decorate
 

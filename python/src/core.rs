@@ -133,6 +133,21 @@ impl Drop for Core {
 }
 
 impl Core {
+    /// The value of `key` from L1 alone, decoded with `loads`; None when L1 cannot answer.
+    pub(crate) fn hit(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        loads: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        self.check_fork()?;
+        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
+            Some(Ok(Some(b))) => self.memo.decode(py, category, key, b, loads).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     fn check_fork(&self) -> PyResult<()> {
         if crate::fork::generation() != self.forks {
             Err(ForkedError::new_err(
@@ -207,11 +222,9 @@ impl Core {
         loads: &Bound<'_, PyAny>,
         miss: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.check_fork()?;
-        match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
-            Some(Ok(Some(b))) => self.memo.decode(py, category, key, b, loads),
-            _ => Ok(miss.clone().unbind()),
-        }
+        Ok(self
+            .hit(py, category, key, loads)?
+            .unwrap_or_else(|| miss.clone().unbind()))
     }
 
     /// Like `get` but never waits, and never asks Redis: `(True, value)` on an L1 hit,

@@ -9,6 +9,7 @@ mod core;
 mod drive;
 mod errors;
 mod fork;
+mod hit;
 mod loader;
 mod memo;
 
@@ -16,6 +17,7 @@ mod memo;
 fn _hybrid_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
     m.add_class::<core::Core>()?;
+    m.add_class::<hit::CachedCall>()?;
     errors::register(m)?;
     Ok(())
 }
