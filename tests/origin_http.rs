@@ -116,14 +116,14 @@ async fn read_through_miss_hit_not_found_fail_safe_and_invalidation() {
     };
     let c = reqwest::Client::new();
 
-    // No origin configured: 501 no_origin.
+    // No origin configured: 404 no_origin.
     let (node, base) = start(&redis, None, cat).await;
     let r = c
         .get(format!("{base}/v1/load/menus/a"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 501);
+    assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "no_origin");
     node.shutdown().await;

@@ -143,7 +143,7 @@ pub struct Config {
     pub test_hooks: bool,
     /// `HC_ORIGIN_URL`: base URL of the origin that `GET /v1/load/{category}/{key}` reads
     /// through (`GET {origin_url}/{category}/{key}`). `None` (default): the route answers
-    /// 501 `no_origin`.
+    /// 404 `no_origin`.
     pub origin_url: Option<String>,
     /// `HC_ORIGIN_TIMEOUT_MS`: hard timeout of one origin request (default 2000 ms).
     pub origin_timeout: Duration,

@@ -187,7 +187,7 @@ pub(crate) async fn test_load_value(
          headers(("x-cache" = String, description = "`HIT` (cached), `MISS` (loaded from the origin now) or `STALE` (fail-safe: the origin failed, this is the last value, at most `fail_safe_max_age_secs` old, removed by no write or invalidation)"))),
         (status = 400, description = "Malformed path or key", body = crate::server::http::schema::ErrorBody),
         (status = 404, description = "`not_found` (the origin answered 404) or `unknown_category`", body = crate::server::http::schema::ErrorBody),
-        (status = 501, description = "`no_origin`: the node has no `origin_url`", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`no_origin`: the node has no `origin_url`", body = crate::server::http::schema::ErrorBody),
         (status = 502, description = "`loader_failed`: the origin failed (error, other status, timeout, answer over `max_value_bytes`) and no fail-safe value", body = crate::server::http::schema::ErrorBody),
         (status = 503, description = "`unavailable`", body = crate::server::http::schema::ErrorBody),
     ))]
@@ -201,7 +201,7 @@ pub(crate) async fn load_value(
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
     if !loader.configured() {
         return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
+            StatusCode::NOT_FOUND,
             "no_origin",
             "this node has no origin (`HC_ORIGIN_URL`)".to_string(),
         ));
