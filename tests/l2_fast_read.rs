@@ -6,29 +6,19 @@ mod support;
 
 use std::time::Duration;
 
-use hybrid_cache::config::{Config, RedisTarget};
 use hybrid_cache::server::node::Node;
 use support::RedisServer;
 
 const BOUND: Duration = Duration::from_secs(10);
 
-fn config(id: &str, ns: &str, redis: &RedisServer) -> Config {
-    Config {
-        node_id: id.to_string(),
-        namespace: ns.to_string(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        redis: Some(RedisTarget::Url {
-            url: redis.url(),
-            password: None,
-        }),
-        ..Config::default()
-    }
-}
-
 async fn two_nodes(redis: &RedisServer) -> (Node, Node, String) {
     let ns = format!("fast{:08x}", rand::random::<u32>());
-    let a = Node::start(config("a", &ns, redis)).await.expect("node a");
-    let b = Node::start(config("b", &ns, redis)).await.expect("node b");
+    let a = Node::start(support::node_config("a", &ns, redis))
+        .await
+        .expect("node a");
+    let b = Node::start(support::node_config("b", &ns, redis))
+        .await
+        .expect("node b");
     let cat = a.cache().config().categories.keys().next().unwrap().clone();
     for n in [&a, &b] {
         let mut held = false;

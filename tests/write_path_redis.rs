@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use hybrid_cache::config::{Config, Consistency, RedisTarget};
+use hybrid_cache::config::{Config, Consistency};
 use hybrid_cache::server::node::Node;
 use hybrid_cache::Source;
 use support::RedisServer;
@@ -17,16 +17,7 @@ use support::RedisServer;
 const BOUND: Duration = Duration::from_secs(5);
 
 fn start_config(id: &str, ns: &str, redis: &RedisServer) -> Config {
-    let mut config = Config {
-        node_id: id.to_string(),
-        namespace: ns.to_string(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        redis: Some(RedisTarget::Url {
-            url: redis.url(),
-            password: None,
-        }),
-        ..Config::default()
-    };
+    let mut config = support::node_config(id, ns, redis);
     if let Some(c) = config.categories.get_mut("permissions") {
         c.consistency = Consistency::Strict;
     }
@@ -59,21 +50,15 @@ where
 
 /// Waits until every node has its Redis link, holds its lease and has met the others.
 async fn settle(nodes: &[&Node]) {
-    let want = nodes.len() as u64;
     let ok = poll(BOUND, || async {
-        for n in nodes {
-            let c = n.cache();
-            if !c.l2_enabled()
-                || !c.lease_held()
-                || c.stats().await.counters.coherence_flushes < want
-            {
-                return false;
-            }
-        }
-        true
+        nodes
+            .iter()
+            .all(|n| n.cache().l2_enabled() && n.cache().lease_held())
     })
     .await;
     assert!(ok, "nodes did not settle within {BOUND:?}");
+    let caches: Vec<_> = nodes.iter().map(|n| n.cache()).collect();
+    support::start_up_flushes_done(&caches).await;
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {

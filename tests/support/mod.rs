@@ -46,3 +46,18 @@ pub async fn start_up_flushes_done(nodes: &[&hybrid_cache::HybridCache]) {
         }
     }
 }
+
+/// The configuration of a test node `id` in namespace `ns` on `redis`: defaults otherwise,
+/// HTTP on a free loopback port.
+pub fn node_config(id: &str, ns: &str, redis: &RedisServer) -> hybrid_cache::config::Config {
+    hybrid_cache::config::Config {
+        node_id: id.to_string(),
+        namespace: ns.to_string(),
+        http_addr: "127.0.0.1:0".parse().expect("loopback address"),
+        redis: Some(hybrid_cache::config::RedisTarget::Url {
+            url: redis.url(),
+            password: None,
+        }),
+        ..hybrid_cache::config::Config::default()
+    }
+}
