@@ -1,6 +1,5 @@
 //! Read-through over HTTP: `GET /v1/load/{category}/{key}` with the node's origin
 //! (`origin_url`), against a real `redis-server` and an origin server started here.
-#![allow(clippy::field_reassign_with_default)] // tests tweak one field of a default Config at a time
 
 mod support;
 
@@ -13,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use hybrid_cache::config::{CategoryConfig, Config, RedisTarget};
+use hybrid_cache::config::CategoryConfig;
 use hybrid_cache::server::node::Node;
 use support::RedisServer;
 
@@ -56,15 +55,16 @@ async fn start_origin(o: Origin) -> String {
     format!("http://{addr}/")
 }
 
-async fn start(redis: &RedisServer, origin: Option<String>, cat: CategoryConfig) -> (Node, String) {
-    let mut config = Config::default();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    // Each node its own namespace: a stopped node's lease outlives it in Redis.
-    config.namespace = format!("origin-test-{}", origin.is_some());
-    config.redis = Some(RedisTarget::Url {
-        url: redis.url(),
-        password: None,
-    });
+/// A node `id` in namespace `ns` with `origin` and the categories `menus` (`cat`) and
+/// `short` (`cat` expiring after 1 s), once it holds its freshness lease.
+async fn start_node(
+    redis: &RedisServer,
+    id: &str,
+    ns: &str,
+    origin: Option<String>,
+    cat: CategoryConfig,
+) -> (Node, String) {
+    let mut config = support::node_config(id, ns, redis);
     config.origin_url = origin;
     config.categories.insert("menus".to_string(), cat);
     // Expires after 1 s, with a fail-safe copy kept for an hour.
@@ -86,6 +86,12 @@ async fn start(redis: &RedisServer, origin: Option<String>, cat: CategoryConfig)
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     (node, base)
+}
+
+async fn start(redis: &RedisServer, origin: Option<String>, cat: CategoryConfig) -> (Node, String) {
+    // Each node its own namespace: a stopped node's lease outlives it in Redis.
+    let ns = format!("origin-test-{}", origin.is_some());
+    start_node(redis, "n1", &ns, origin, cat).await
 }
 
 async fn load(c: &reqwest::Client, url: &str) -> (u16, Option<String>, String) {
@@ -161,4 +167,97 @@ async fn read_through_miss_hit_not_found_fail_safe_and_invalidation() {
     let (s, _, body) = load(&c, &a2).await;
     assert_eq!(s, 502, "an invalidated value is not served stale: {body}");
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_origins_not_found_is_cached_with_negative_ttl() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    let url = start_origin(origin.clone()).await;
+    let cat = CategoryConfig {
+        ttl_secs: 60,
+        max_entries: 1000,
+        negative_ttl_secs: Some(60),
+        ..CategoryConfig::default()
+    };
+    let (node, base) = start_node(&redis, "n1", "origin-negative", Some(url), cat).await;
+    let c = reqwest::Client::new();
+    let ghost = format!("{base}/v1/load/menus/ghost");
+    let (s, x, body) = load(&c, &ghost).await;
+    assert_eq!((s, x), (404, some("MISS")), "{body}");
+    assert!(body.contains("not_found"), "{body}");
+    // The "not found" is cached: answered without asking the origin again.
+    let (s, x, _) = load(&c, &ghost).await;
+    assert_eq!((s, x), (404, some("HIT")));
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 1, "one origin call");
+    // The source gains the key and the application invalidates it: the next read loads it.
+    origin.set("ghost", "g1");
+    let del = c.delete(&ghost.replace("/v1/load/", "/v1/cache/")).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    assert_eq!(load(&c, &ghost).await, (200, some("MISS"), "g1".into()));
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 2);
+
+    // Without negative_ttl_secs, every read of an absent key asks the origin.
+    node.shutdown().await;
+    let plain = CategoryConfig {
+        negative_ttl_secs: None,
+        ..cat
+    };
+    let url = start_origin(origin.clone()).await;
+    let (node, base) = start_node(&redis, "n1", "origin-no-negative", Some(url), plain).await;
+    let absent = format!("{base}/v1/load/menus/absent");
+    assert_eq!(load(&c, &absent).await.0, 404);
+    assert_eq!(load(&c, &absent).await.0, 404);
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 4, "not cached: two more calls");
+    node.shutdown().await;
+}
+
+/// Refresh-ahead over HTTP with two nodes on one Redis: past `refresh_after_secs` both answer
+/// the cached value at once, one reload runs in the cluster, and its value reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refresh_ahead_over_http_reloads_once_for_the_cluster() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    origin.set("m", "v1");
+    let url = start_origin(origin.clone()).await;
+    let cat = CategoryConfig {
+        ttl_secs: 60,
+        max_entries: 1000,
+        refresh_after_secs: Some(1),
+        ..CategoryConfig::default()
+    };
+    let ns = "origin-refresh";
+    let (n1, b1) = start_node(&redis, "n1", ns, Some(url.clone()), cat).await;
+    let (n2, b2) = start_node(&redis, "n2", ns, Some(url), cat).await;
+    support::start_up_flushes_done(&[n1.cache(), n2.cache()]).await;
+    let c = reqwest::Client::new();
+    let (u1, u2) = (format!("{b1}/v1/load/menus/m"), format!("{b2}/v1/load/menus/m"));
+    assert_eq!(load(&c, &u1).await, (200, some("MISS"), "v1".into()));
+    // n2 fills from L2: no origin call.
+    assert_eq!(load(&c, &u2).await, (200, some("HIT"), "v1".into()));
+    assert_eq!(origin.calls.load(Ordering::SeqCst), 1);
+
+    origin.set("m", "v2");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Old enough: answered at once from L1, a reload started behind it.
+    assert_eq!(load(&c, &u1).await, (200, some("HIT"), "v1".into()));
+    let second = load(&c, &u2).await;
+    assert_eq!((second.0, second.1), (200, some("HIT")));
+    // The reloaded value replaces the key on both nodes (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (load(&c, &u1).await.2, load(&c, &u2).await.2);
+        if a == "v2" && b == "v2" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not refreshed: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        origin.calls.load(Ordering::SeqCst),
+        2,
+        "one reload in the cluster, not one per node"
+    );
+    n1.shutdown().await;
+    n2.shutdown().await;
 }

@@ -50,6 +50,15 @@ impl LoadOptions {
     }
 }
 
+/// A background reload of [`HybridCache::get_or_load_opt_with`] that found nothing.
+#[derive(Debug, thiserror::Error)]
+enum Reload<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Loader(E),
+    #[error("the loader found nothing")]
+    NotFound,
+}
+
 /// How one background reload ended.
 enum Outcome {
     /// The value replaced the key (L2, L1, peers told).
@@ -104,20 +113,70 @@ impl HybridCache {
         E: std::error::Error + Send + Sync + 'static,
     {
         let l1 = self.category(category)?.clone();
-        let after = opts.refresh_after.or_else(|| l1.config().refresh_after());
-        if let (Some(after), true) = (after, self.l1_trusted()) {
-            if let Some((value, age)) = l1.lookup_aged(key).await {
-                if age >= after {
-                    self.start_refresh(l1, category, key, opts.ttl, value.clone(), loader);
-                }
-                return Ok(Loaded {
-                    value,
-                    stale: false,
-                });
+        if let Some((value, due)) = self.aged_hit(&l1, key, &opts).await {
+            if due {
+                self.start_refresh(l1, category, key, opts.ttl, value.clone(), loader);
             }
+            return Ok(Loaded {
+                value,
+                stale: false,
+            });
         }
         self.get_or_load_marked(category, key, opts.ttl, loader)
             .await
+    }
+
+    /// [`Self::get_or_load_with`] whose loader may answer "not found" (`Ok(None)`), cached
+    /// as [`Self::get_or_load_opt`] caches it (the category's `negative_ttl_secs`); the
+    /// answer is `None` then. A background reload that finds nothing leaves the value in
+    /// place (it ends as a failed refresh): a key removed at the source is removed from
+    /// the cache by its invalidation or its TTL, as for any write to the source.
+    pub async fn get_or_load_opt_with<F, Fut, E>(
+        &self,
+        category: &str,
+        key: &str,
+        opts: LoadOptions,
+        loader: F,
+    ) -> Result<Option<Loaded>, CacheError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let l1 = self.category(category)?.clone();
+        if let Some((value, due)) = self.aged_hit(&l1, key, &opts).await {
+            if due {
+                let found = move || async move {
+                    match loader().await {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => Err(Reload::NotFound),
+                        Err(e) => Err(Reload::Loader(e)),
+                    }
+                };
+                self.start_refresh(l1, category, key, opts.ttl, value.clone(), found);
+            }
+            return Ok(Some(Loaded {
+                value,
+                stale: false,
+            }));
+        }
+        self.load_opt_marked(category, key, opts.ttl, loader).await
+    }
+
+    /// A value hit with refresh-ahead on (the call's or the category's `refresh_after`)
+    /// while the lease holds: the value, and whether it is old enough to reload.
+    async fn aged_hit(
+        &self,
+        l1: &L1Category,
+        key: &str,
+        opts: &LoadOptions,
+    ) -> Option<(Bytes, bool)> {
+        let after = opts.refresh_after.or_else(|| l1.config().refresh_after())?;
+        if !self.l1_trusted() {
+            return None;
+        }
+        let (value, age) = l1.lookup_aged(key).await?;
+        Some((value, age >= after))
     }
 
     /// Spawns the key's reload unless one is running on this node.

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::errors::ApiError;
 use super::rejections::{authorize, path_error};
@@ -186,7 +186,8 @@ pub(crate) async fn test_load_value(
          content_type = "application/octet-stream", body = crate::server::http::schema::Binary,
          headers(("x-cache" = String, description = "`HIT` (cached), `MISS` (loaded from the origin now) or `STALE` (fail-safe: the origin failed, this is the last value, at most `fail_safe_max_age_secs` old, removed by no write or invalidation)"))),
         (status = 400, description = "Malformed path or key", body = crate::server::http::schema::ErrorBody),
-        (status = 404, description = "`not_found` (the origin answered 404) or `unknown_category`", body = crate::server::http::schema::ErrorBody),
+        (status = 404, description = "`not_found`: the origin answered 404 (`x-cache: MISS`), or the category cached that answer (`negative_ttl_secs`, `x-cache: HIT`); or `unknown_category`", body = crate::server::http::schema::ErrorBody,
+         headers(("x-cache" = String, description = "`HIT` or `MISS` on `not_found`"))),
         (status = 404, description = "`no_origin`: the node has no `origin_url`", body = crate::server::http::schema::ErrorBody),
         (status = 502, description = "`loader_failed`: the origin failed (error, other status, timeout, answer over `max_value_bytes`) and no fail-safe value", body = crate::server::http::schema::ErrorBody),
         (status = 503, description = "`unavailable`", body = crate::server::http::schema::ErrorBody),
@@ -217,25 +218,32 @@ pub(crate) async fn load_value(
                 *c = true;
             }
         }
-        loader.fetch(&cat, &k).await
+        match loader.fetch(&cat, &k).await {
+            Ok(v) => Ok(Some(v)),
+            Err(OriginError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     };
     let loaded = state
         .cache
-        .get_or_load_with(&category, &key, LoadOptions::default(), load)
+        .get_or_load_opt_with(&category, &key, LoadOptions::default(), load)
         .await;
     let missed = called
         .lock()
         .ok()
         .and_then(|mut f| f.take())
         .unwrap_or(false);
-    match loaded {
-        Ok(l) if l.stale => Ok(octet_stream(l.value, Some("STALE"))),
-        Ok(l) => Ok(octet_stream(
-            l.value,
-            Some(if missed { "MISS" } else { "HIT" }),
-        )),
-        Err(e) if is_not_found(&e) => Err(not_found(&category, &key)),
-        Err(e) => Err(e.into()),
+    let label = if missed { "MISS" } else { "HIT" };
+    match loaded? {
+        Some(l) if l.stale => Ok(octet_stream(l.value, Some("STALE"))),
+        Some(l) => Ok(octet_stream(l.value, Some(label))),
+        // The origin's 404, or its cached "not found" (`negative_ttl_secs`).
+        None => {
+            let mut resp = not_found(&category, &key).into_response();
+            resp.headers_mut()
+                .insert(X_CACHE, HeaderValue::from_static(label));
+            Ok(resp)
+        }
     }
 }
 
