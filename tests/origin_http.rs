@@ -192,7 +192,11 @@ async fn the_origins_not_found_is_cached_with_negative_ttl() {
     assert_eq!(origin.calls.load(Ordering::SeqCst), 1, "one origin call");
     // The source gains the key and the application invalidates it: the next read loads it.
     origin.set("ghost", "g1");
-    let del = c.delete(&ghost.replace("/v1/load/", "/v1/cache/")).send().await.unwrap();
+    let del = c
+        .delete(ghost.replace("/v1/load/", "/v1/cache/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 204);
     assert_eq!(load(&c, &ghost).await, (200, some("MISS"), "g1".into()));
     assert_eq!(origin.calls.load(Ordering::SeqCst), 2);
@@ -208,7 +212,11 @@ async fn the_origins_not_found_is_cached_with_negative_ttl() {
     let absent = format!("{base}/v1/load/menus/absent");
     assert_eq!(load(&c, &absent).await.0, 404);
     assert_eq!(load(&c, &absent).await.0, 404);
-    assert_eq!(origin.calls.load(Ordering::SeqCst), 4, "not cached: two more calls");
+    assert_eq!(
+        origin.calls.load(Ordering::SeqCst),
+        4,
+        "not cached: two more calls"
+    );
     node.shutdown().await;
 }
 
@@ -231,7 +239,10 @@ async fn refresh_ahead_over_http_reloads_once_for_the_cluster() {
     let (n2, b2) = start_node(&redis, "n2", ns, Some(url), cat).await;
     support::start_up_flushes_done(&[n1.cache(), n2.cache()]).await;
     let c = reqwest::Client::new();
-    let (u1, u2) = (format!("{b1}/v1/load/menus/m"), format!("{b2}/v1/load/menus/m"));
+    let (u1, u2) = (
+        format!("{b1}/v1/load/menus/m"),
+        format!("{b2}/v1/load/menus/m"),
+    );
     assert_eq!(load(&c, &u1).await, (200, some("MISS"), "v1".into()));
     // n2 fills from L2: no origin call.
     assert_eq!(load(&c, &u2).await, (200, some("HIT"), "v1".into()));
@@ -250,7 +261,10 @@ async fn refresh_ahead_over_http_reloads_once_for_the_cluster() {
         if a == "v2" && b == "v2" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not refreshed: {a} {b}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not refreshed: {a} {b}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
