@@ -161,3 +161,74 @@ async fn put_rejects_undeclared_query_parameters() {
     assert_eq!(r.status(), 204);
     node.shutdown().await;
 }
+
+/// Found by schemathesis (ST202/ST201): the document must admit exactly what the node
+/// accepts. `?tags=` with 17 tags matched the old pattern but is refused (400 `invalid_tag`);
+/// `{"tag":…,"category":null}` is accepted (`null` means absent) but `null` was outside the
+/// category enum.
+#[tokio::test]
+async fn document_and_node_agree_on_tag_lists_and_null_fields() {
+    let config = Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    let node = Node::start(config).await.unwrap();
+    let base = format!("http://{}", node.http_addr());
+    let c = reqwest::Client::new();
+    let d: Value = c
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let put = &d["paths"]["/v1/cache/{category}/{key}"]["put"];
+    let tags = put["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tags")
+        .expect("tags parameter");
+    let pattern = regex::Regex::new(tags["schema"]["pattern"].as_str().unwrap()).unwrap();
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for (n, status) in [(16, 204), (17, 400)] {
+        let t = list(n);
+        assert_eq!(
+            pattern.is_match(&t),
+            status == 204,
+            "{n} tags vs the pattern"
+        );
+        let r = c
+            .put(format!("{base}/v1/cache/roles/k?tags={t}"))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{n} tags");
+    }
+    let long = "a".repeat(129);
+    assert!(!pattern.is_match(&long), "a tag is at most 128 bytes");
+
+    let cats = &d["components"]["schemas"]["InvalidateBody"]["properties"]["category"]["enum"];
+    assert!(cats.as_array().unwrap().contains(&Value::Null), "{cats}");
+    let r = c
+        .post(format!("{base}/v1/invalidate"))
+        .json(&serde_json::json!({"tag": "t0", "category": null, "key": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let gone = c
+        .get(format!("{base}/v1/cache/roles/k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404, "the tagged entry was invalidated");
+    node.shutdown().await;
+}

@@ -85,7 +85,12 @@ pub fn document_for(config: &Config) -> Document {
             if let Some(RefOr::T(Schema::Object(cat))) = body.properties.get_mut("category") {
                 let mut names = categories.clone();
                 names.push("*".into());
-                cat.enum_values = Some(names.into_iter().map(Into::into).collect());
+                // The field is optional and `null` means absent (its type is
+                // `["string","null"]`), so the enum admits `null` too.
+                let mut values: Vec<serde_json::Value> =
+                    names.into_iter().map(Into::into).collect();
+                values.push(serde_json::Value::Null);
+                cat.enum_values = Some(values);
             }
         }
         if config.api_token.is_some() {

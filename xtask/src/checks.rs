@@ -91,6 +91,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "pattern_parse",
     "config_toml",
     "http_key_ttl",
+    "http_invalidate",
 ];
 
 /// `cargo xtask fuzz [SECS] [TARGETS]`: 0 when no target crashed.

@@ -54,7 +54,7 @@ pub struct TtlQuery {
     /// Comma-separated tags the value carries (`user:123,tenant:7`): at most 16, each 1 to
     /// 128 bytes of `[A-Za-z0-9_.:-]`. `POST /v1/invalidate {"tag":…}` removes every entry
     /// carrying one, everywhere.
-    #[param(pattern = "^[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*$")]
+    #[param(pattern = "^[A-Za-z0-9_.:-]{1,128}(,[A-Za-z0-9_.:-]{1,128}){0,15}$")]
     #[allow(dead_code)]
     tags: Option<String>,
 }
