@@ -6,6 +6,7 @@
 //! load checker, UI test) and `tests/` (the fault checker), a few shell programs under
 //! `xtask/sh/` (the container tests CI runs), all started from here.
 
+mod api_fuzz;
 mod arch;
 mod chaos;
 mod checks;
@@ -166,7 +167,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::FaultCheck { args } => checks::fault_check(&args),
         Cmd::Fuzz { secs, targets } => checks::fuzz(secs, &targets),
         Cmd::SimGossip { args } => checks::sim_gossip(&args).map(|()| 0),
-        Cmd::ApiFuzz => checks::api_fuzz().map(|()| 0),
+        Cmd::ApiFuzz => api_fuzz::api_fuzz().map(|()| 0),
         Cmd::UiTest => checks::ui_test(),
         Cmd::Alerts => checks::alerts().map(|()| 0),
         Cmd::InstallCheck => checks::install_check().map(|()| 0),

@@ -147,7 +147,7 @@ pub fn ci(after_test: bool) -> Result<()> {
     eprintln!(
         "== cargo xtask api-fuzz (schemathesis against /openapi.json, with and without a token)"
     );
-    checks::api_fuzz()?;
+    crate::api_fuzz::api_fuzz()?;
     eprintln!("== cargo xtask ui-test (GET /ui in headless Chromium against a 3-node cluster; real Prometheus scrape)");
     expect_zero("ui-test", checks::ui_test()?)?;
     eprintln!("== cargo xtask install-check (cargo install --path . gives hybrid-cache on PATH)");
