@@ -8,23 +8,32 @@ use hybrid_cache::config::Config;
 use hybrid_cache::server::node::Node;
 use serde_json::Value;
 
-async fn doc(token: Option<&str>) -> Value {
+/// A node on a free loopback port (L1 only), with or without an API token.
+async fn start_node(token: Option<&str>) -> Node {
     let config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         api_token: token.map(str::to_string),
         ..Config::default()
     };
-    let node = Node::start(config).await.unwrap();
-    let base = format!("http://{}", node.http_addr());
-    let c = reqwest::Client::new();
-    let d: Value = c
-        .get(format!("{base}/openapi.json"))
+    Node::start(config).await.unwrap()
+}
+
+/// The node's `/openapi.json`.
+async fn fetch_doc(c: &reqwest::Client, base: &str) -> Value {
+    c.get(format!("{base}/openapi.json"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn doc(token: Option<&str>) -> Value {
+    let node = start_node(token).await;
+    let base = format!("http://{}", node.http_addr());
+    let c = reqwest::Client::new();
+    let d = fetch_doc(&c, &base).await;
     // Every documented (method, path) is routed: never the fallback's "no such route".
     for (path, item) in d["paths"].as_object().unwrap() {
         let concrete = path
@@ -131,11 +140,7 @@ async fn token_is_required_in_the_document_only_for_mutations() {
 /// not declare; a typo such as `?tll=60` silently stored without a TTL.
 #[tokio::test]
 async fn put_rejects_undeclared_query_parameters() {
-    let config = Config {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    let node = Node::start(config).await.unwrap();
+    let node = start_node(None).await;
     let url = format!("http://{}/v1/cache/roles/k", node.http_addr());
     let c = reqwest::Client::new();
     let r = c
@@ -168,21 +173,10 @@ async fn put_rejects_undeclared_query_parameters() {
 /// category enum.
 #[tokio::test]
 async fn document_and_node_agree_on_tag_lists_and_null_fields() {
-    let config = Config {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    let node = Node::start(config).await.unwrap();
+    let node = start_node(None).await;
     let base = format!("http://{}", node.http_addr());
     let c = reqwest::Client::new();
-    let d: Value = c
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d = fetch_doc(&c, &base).await;
     let put = &d["paths"]["/v1/cache/{category}/{key}"]["put"];
     let tags = put["parameters"]
         .as_array()
