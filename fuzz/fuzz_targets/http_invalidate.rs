@@ -6,44 +6,14 @@
 //! `tag::header` makes of checked tags.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use axum::body::Body;
 use axum::http::{Method, Request};
-use hybrid_cache::server::http::AppState;
-use hybrid_cache::server::router;
-use hybrid_cache::HybridCache;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
-
-fn cache() -> &'static HybridCache {
-    static CACHE: OnceLock<HybridCache> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        runtime()
-            .block_on(HybridCache::builder().build())
-            .expect("L1-only cache")
-    })
-}
-
-fn app() -> &'static axum::Router {
-    static APP: OnceLock<axum::Router> = OnceLock::new();
-    APP.get_or_init(|| {
-        router(AppState {
-            cache: cache().clone(),
-            membership: None,
-        })
-    })
-}
+#[path = "common/node_router.rs"]
+mod node_router;
+use node_router::{app, cache, runtime};
 
 fn send(method: Method, uri: &str, body: String) -> u16 {
     let req = Request::builder()
@@ -94,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
         .block_on(cache().get("menus", "sentinel"))
         .expect("L1 read");
     if status >= 300 {
-        assert_eq!(left.as_deref(), Some(&b"kept"[..]), "a refused request removed an entry");
+        assert_eq!(
+            left.as_deref(),
+            Some(&b"kept"[..]),
+            "a refused request removed an entry"
+        );
     }
 
     // Header round trip of checked tags.

@@ -4,39 +4,15 @@
 //! `parse_ttl` accepts exactly 1..=MAX_TTL_SECS.
 #![no_main]
 
-use std::sync::OnceLock;
-
 use axum::body::Body;
 use axum::http::{Method, Request};
-use hybrid_cache::server::http::AppState;
-use hybrid_cache::server::router;
 use hybrid_cache::server::http::limits::{parse_ttl, MAX_TTL_SECS};
-use hybrid_cache::HybridCache;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
-
-fn app() -> &'static axum::Router {
-    static APP: OnceLock<axum::Router> = OnceLock::new();
-    APP.get_or_init(|| {
-        let cache = runtime()
-            .block_on(HybridCache::builder().build())
-            .expect("L1-only cache");
-        router(AppState {
-            cache,
-            membership: None,
-        })
-    })
-}
+#[path = "common/node_router.rs"]
+mod node_router;
+use node_router::{app, runtime};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
