@@ -316,3 +316,52 @@ async fn callers_joining_before_an_invalidation_share_the_load() {
     );
     cache.shutdown().await;
 }
+
+/// A load that fails after an acknowledged delete is not the answer of a caller that
+/// started after the delete: that caller loads again (the failure, like a value, describes
+/// the state before the delete).
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_joining_a_failing_load_overtaken_by_an_invalidation_loads_again() {
+    let cache = HybridCache::builder().build().await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let a_cache = cache.clone();
+    let a = tokio::spawn(async move {
+        a_cache
+            .get_or_load("menus", "m", None, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Err::<bytes::Bytes, _>(DbError("no such menu yet"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    cache.delete("menus", "m").await.unwrap();
+    let b_loads = Arc::new(AtomicUsize::new(0));
+    let (b_cache, b_count) = (cache.clone(), b_loads.clone());
+    let b = tokio::spawn(async move {
+        b_cache
+            .get_or_load("menus", "m", None, || async move {
+                b_count.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, DbError>(bytes::Bytes::from_static(b"new"))
+            })
+            .await
+    });
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(b_loads.load(Ordering::SeqCst), 0, "B joined A's load");
+    release_tx.send(()).unwrap();
+    let a = a.await.unwrap();
+    assert!(
+        matches!(a, Err(CacheError::Loader(_))),
+        "A gets its own failure: {a:?}"
+    );
+    assert_eq!(
+        b.await.unwrap().unwrap().as_ref(),
+        b"new",
+        "B started after the delete: A's failure is not its answer"
+    );
+    assert_eq!(b_loads.load(Ordering::SeqCst), 1);
+    cache.shutdown().await;
+}

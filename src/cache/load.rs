@@ -16,8 +16,9 @@ use crate::l1::{Entry, FillTicket, L1Category, Lookup};
 
 #[derive(Debug, thiserror::Error)]
 enum LoadFail<E: std::error::Error + 'static> {
-    #[error(transparent)]
-    Loader(E),
+    /// The loader failed (the load started with this ticket).
+    #[error("{0}")]
+    Loader(#[source] E, FillTicket),
     /// The value (or "not found", `None`) was loaded, but an invalidation raced the load
     /// started with this ticket: return it to the caller that started the load (and to a
     /// joiner that started before any invalidation of the key), never cache it.
@@ -29,9 +30,10 @@ enum LoadFail<E: std::error::Error + 'static> {
     /// Never happens: a caller's loader runs in at most one load.
     #[error("the loader was already used")]
     Spent,
-    /// The loader did not answer within the category's `load_timeout_ms`.
+    /// The loader did not answer within the category's `load_timeout_ms` (the load started
+    /// with this ticket).
     #[error("load timed out")]
-    TimedOut(Duration),
+    TimedOut(Duration, FillTicket),
 }
 
 /// How many coalesced loads a caller joins before it loads alone: a joined load that an
@@ -157,9 +159,17 @@ impl HybridCache {
                 // No invalidation between the load's start and ours: as good as our own.
                 LoadFail::Stale(v, theirs) if theirs == mine => Some(Ok(v.clone())),
                 LoadFail::NotCached(theirs) if theirs == mine => Some(Ok(None)),
-                LoadFail::Stale(..) | LoadFail::NotCached(_) => None,
-                LoadFail::Loader(_) => Some(Err(CacheError::Loader(e))),
-                LoadFail::TimedOut(t) => Some(Err(LoadTimedOut::error(*t))),
+                LoadFail::Loader(_, theirs) if theirs == mine => Some(Err(CacheError::Loader(e))),
+                LoadFail::TimedOut(t, theirs) if theirs == mine => {
+                    Some(Err(LoadTimedOut::error(*t)))
+                }
+                // The load started before an invalidation that this caller saw (a write
+                // acknowledged before its call, say): its value, its "not found" and its
+                // failure all describe an older state; load again.
+                LoadFail::Stale(..)
+                | LoadFail::NotCached(_)
+                | LoadFail::Loader(..)
+                | LoadFail::TimedOut(..) => None,
                 LoadFail::Spent => Some(Err(Self::spent())),
             },
         }
@@ -220,11 +230,14 @@ impl HybridCache {
         Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let mut generation = None;
+        // What the fill may write over: the generation read and the delete tombstone the
+        // key held (a load that starts after a delete may replace its tombstone).
+        let (mut generation, mut over) = (None, None);
         if let Some(l2) = self.shared.l2_usable_for(category, key) {
             match self.read_l2(l2, category, key).await {
                 Ok(found) => {
                     generation = Some(found.generation);
+                    over = found.tombstone.clone();
                     if let Some(entry) = Self::l2_entry(l1, found) {
                         if !l1.ticket_valid(&ticket) {
                             return Err(LoadFail::Stale(answer(entry), ticket));
@@ -238,21 +251,24 @@ impl HybridCache {
         l1.counters.loads.fetch_add(1, Ordering::Relaxed);
         let limit = l1.config().load_timeout();
         let loaded = match tokio::time::timeout(limit, loader()).await {
-            Ok(r) => r.map_err(LoadFail::Loader)?,
-            Err(_) => return Err(LoadFail::TimedOut(limit)),
+            Ok(r) => r.map_err(|e| LoadFail::Loader(e, ticket))?,
+            Err(_) => return Err(LoadFail::TimedOut(limit, ticket)),
         };
         let Some(value) = loaded else {
             return self
-                .store_not_found(l1, category, key, ttl, ticket, generation)
+                .store_not_found(l1, category, key, ttl, ticket, (generation, over))
                 .await;
         };
         let ttls = l1.write_ttls(ttl);
         if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
             if l1.ticket_valid(&ticket) {
-                match l2.fill(category, key, &value, ttls.l2, g).await {
+                match l2
+                    .fill(category, key, &value, ttls.l2, g, over.as_deref())
+                    .await
+                {
                     Ok(true) => {}
                     // L2 refused: since the load started, another node wrote the key
-                    // (a value or a tombstone) or invalidated the category. Its
+                    // (a value or another tombstone) or invalidated the category. Its
                     // invalidation may still be on its way to us; the loaded value is
                     // older than what L2 holds, so it must not enter our L1 either.
                     Ok(false) => return Err(LoadFail::Stale(Some(value), ticket)),
@@ -288,7 +304,7 @@ impl HybridCache {
         key: &str,
         ttl: Option<Duration>,
         ticket: FillTicket,
-        generation: Option<i64>,
+        (generation, over): (Option<i64>, Option<Bytes>),
     ) -> Result<Entry, LoadFail<E>>
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -299,7 +315,10 @@ impl HybridCache {
         let l2_ttl = ttl.map_or(negative, |t| t.min(negative));
         if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
             if l1.ticket_valid(&ticket) {
-                match l2.fill_negative(category, key, l2_ttl, g).await {
+                match l2
+                    .fill_negative(category, key, l2_ttl, g, over.as_deref())
+                    .await
+                {
                     Ok(true) => {}
                     // Another node wrote or invalidated the key since the load started.
                     Ok(false) => return Err(LoadFail::Stale(None, ticket)),
@@ -340,8 +359,8 @@ impl HybridCache {
                 }
                 LoadFail::NotCached(_) => Ok(None),
                 // Shared by every caller whose miss the failed load coalesced.
-                LoadFail::Loader(_) => Err(CacheError::Loader(e)),
-                LoadFail::TimedOut(t) => Err(LoadTimedOut::error(*t)),
+                LoadFail::Loader(..) => Err(CacheError::Loader(e)),
+                LoadFail::TimedOut(t, _) => Err(LoadTimedOut::error(*t)),
                 LoadFail::Spent => Err(Self::spent()),
             },
         }

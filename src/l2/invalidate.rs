@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{L2Error, L2, SCAN_BATCH, TAG_TOMBSTONE, TOMBSTONE_TTL};
+use super::{new_tombstone, L2Error, L2, SCAN_BATCH, TOMBSTONE_TTL};
 use crate::pattern::{redis_escape, Glob, Pattern};
 
 impl L2 {
@@ -111,13 +111,9 @@ impl L2 {
                 total += keys.len() as u64;
                 let ms = TOMBSTONE_TTL.as_millis() as u64;
                 let mut pipe = redis::pipe();
+                let tomb = new_tombstone();
                 for k in &keys {
-                    pipe.cmd("SET")
-                        .arg(k)
-                        .arg(vec![TAG_TOMBSTONE])
-                        .arg("PX")
-                        .arg(ms)
-                        .ignore();
+                    pipe.cmd("SET").arg(k).arg(&tomb).arg("PX").arg(ms).ignore();
                 }
                 if self.wait_for() > 0 {
                     self.with_wait(pipe).await?;

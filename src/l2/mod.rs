@@ -10,7 +10,9 @@
 //! [`TAG_TAGGED`] (a value carrying tags, see `tags`). A delete writes a short
 //! tombstone instead of `DEL`, and fills from loaders are conditional (`NX` and "generation
 //! unchanged since the load started"), so a slow loader on one node cannot put an old value
-//! back into L2 after another node changed or deleted it.
+//! back into L2 after another node changed or deleted it. A load that read a tombstone may
+//! replace that very tombstone (each carries a random token), so a key deleted more often
+//! than the tombstone lives is still cached between its deletes.
 //!
 //! Every call is bounded by `redis_timeout`, and a circuit breaker (failsafe) stops calling a
 //! Redis that keeps failing, so misses answer fast during an outage instead of hanging.
@@ -62,15 +64,28 @@ use crate::config::RedisTarget;
 
 /// Tag byte of a value written by this crate (the value follows).
 pub const TAG_VALUE: u8 = 1;
-/// Tag byte of a delete tombstone (nothing follows).
+/// Tag byte of a delete tombstone. A random token of [`TOMBSTONE_TOKEN_BYTES`] follows, so
+/// that each delete's tombstone differs from every other: a load that read one tombstone may
+/// replace exactly that one (see [`L2::fill`]), never a later delete's. Nodes that predate
+/// the token wrote the tag byte alone; such a tombstone is never replaced by a fill.
 pub const TAG_TOMBSTONE: u8 = 0;
+/// Length of the random token after [`TAG_TOMBSTONE`].
+pub const TOMBSTONE_TOKEN_BYTES: usize = 16;
 /// Tag byte of a cached "not found" (negative caching; nothing follows). Nodes that predate
 /// it read it as a miss, like anything they did not write.
 pub const TAG_NEGATIVE: u8 = 2;
 /// Tag byte of a value carrying tags (see `tags`): a two-byte header length, the header
 /// `,a,b,` and the value follow. Nodes that predate it read it as a miss.
 pub const TAG_TAGGED: u8 = 3;
-/// How long a delete keeps slow loaders from refilling a key in L2.
+/// A new delete tombstone: [`TAG_TOMBSTONE`] and a random token.
+pub(crate) fn new_tombstone() -> Vec<u8> {
+    let mut t = Vec::with_capacity(1 + TOMBSTONE_TOKEN_BYTES);
+    t.push(TAG_TOMBSTONE);
+    t.extend_from_slice(&rand::random::<[u8; TOMBSTONE_TOKEN_BYTES]>());
+    t
+}
+
+/// How long a delete keeps slow loaders that started before it from refilling a key in L2.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
 /// Keys unlinked per SCAN batch in glob invalidations.
 pub const SCAN_BATCH: usize = 500;
@@ -140,6 +155,9 @@ pub struct L2Value {
     pub generation: i64,
     /// The tags the value carries (none for an untagged value or a miss).
     pub tags: Vec<String>,
+    /// The key holds this delete tombstone (with its token): a load that started after the
+    /// read may fill the key in its place ([`L2::fill`]'s `over`).
+    pub tombstone: Option<Bytes>,
 }
 
 /// The Redis L2 of one node.

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{L2Error, L2Value, L2, TAG_NEGATIVE, TAG_TAGGED, TAG_VALUE};
+use super::{
+    L2Error, L2Value, L2, TAG_NEGATIVE, TAG_TAGGED, TAG_TOMBSTONE, TAG_VALUE, TOMBSTONE_TOKEN_BYTES,
+};
 
 impl L2 {
     /// Reads a key. Tombstones read as `None`.
@@ -82,6 +84,7 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
         None => return Err(L2Error::Protocol("empty reply".into())),
     };
     let mut tags = Vec::new();
+    let mut tombstone = None;
     let (value, negative, ttl) = match (reply.get(1), reply.get(2)) {
         (Some(redis::Value::BulkString(b)), Some(t)) => {
             let pttl = int(t)?;
@@ -96,6 +99,10 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
                     }
                     None => (None, false, None),
                 },
+                Some((&TAG_TOMBSTONE, token)) if token.len() == TOMBSTONE_TOKEN_BYTES => {
+                    tombstone = Some(Bytes::copy_from_slice(b));
+                    (None, false, None)
+                }
                 // Tombstones and anything we did not write read as a miss.
                 _ => (None, false, None),
             }
@@ -108,6 +115,7 @@ fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
         ttl,
         generation,
         tags,
+        tombstone,
     })
 }
 
@@ -130,6 +138,19 @@ mod tests {
         assert_eq!(v.ttl, Some(Duration::from_millis(5000)));
         let t = parse_get(vec![Int(0), BulkString(vec![TAG_TOMBSTONE]), Int(10)]).unwrap();
         assert!(t.value.is_none());
+        assert!(
+            t.tombstone.is_none(),
+            "a token-less tombstone is never replaced"
+        );
+        let tokened = crate::l2::new_tombstone();
+        let tt = parse_get(vec![Int(0), BulkString(tokened.clone()), Int(10)]).unwrap();
+        assert!(tt.value.is_none() && !tt.negative);
+        assert_eq!(tt.tombstone.as_deref(), Some(&tokened[..]));
+        assert_ne!(
+            crate::l2::new_tombstone(),
+            tokened,
+            "each tombstone is its own"
+        );
         let e = parse_get(vec![Int(0), BulkString(vec![]), Int(10)]).unwrap();
         assert!(e.value.is_none());
         assert!(!t.negative && !v.negative);

@@ -72,39 +72,14 @@ impl L2 {
         generation: i64,
         expected: Option<&[u8]>,
     ) -> Result<bool, L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let tagged = |v: &[u8]| {
             let mut t = Vec::with_capacity(v.len() + 1);
             t.push(TAG_VALUE);
             t.extend_from_slice(v);
             t
         };
-        let (payload, expected) = (tagged(value), expected.map(tagged).unwrap_or_default());
-        let ms = ttl.as_millis().max(1) as u64;
-        let deadline = std::time::SystemTime::now() + self.timeout + super::LATE_WRITE_ALLOWANCE;
-        let deadline_ms = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        let script = &self.scripts.replace;
-        let reply: i64 = self
-            .call(|mut c| async move {
-                script
-                    .key(gk)
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(payload)
-                    .arg(ms)
-                    .arg(generation.to_string())
-                    .arg(expected)
-                    .arg(deadline_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        match reply {
-            -1 => Err(L2Error::Late),
-            n => Ok(n == 1),
-        }
+        let expected = expected.map(tagged).unwrap_or_default();
+        self.replace_payload(category, key, tagged(value), ttl, generation, expected)
+            .await
     }
 }

@@ -8,7 +8,7 @@
 //! (a key rewritten since without the tag keeps its value), and deletes the set. The sets
 //! may list keys that expired or were rewritten; they are checked, and the sets expire.
 
-use super::{L2Error, L2, TAG_TAGGED, TAG_TOMBSTONE, TOMBSTONE_TTL};
+use super::{new_tombstone, L2Error, L2, TAG_TAGGED, TOMBSTONE_TTL};
 
 /// The stored form of a value carrying `tags` (checked, at most [`crate::tag::MAX_TAGS`]
 /// of at most [`crate::tag::MAX_TAG_BYTES`] bytes, so the header fits in two bytes).
@@ -70,6 +70,7 @@ impl L2 {
     pub(super) async fn invalidate_tag(&self, category: &str, tag: &str) -> Result<u64, L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = TOMBSTONE_TTL.as_millis() as u64;
+        let tomb = new_tombstone();
         if self.wait_for() > 0 {
             let mut pipe = redis::pipe();
             pipe.cmd("EVAL")
@@ -78,7 +79,7 @@ impl L2 {
                 .arg(gk)
                 .arg(prefix)
                 .arg(tag)
-                .arg(vec![TAG_TOMBSTONE])
+                .arg(&tomb)
                 .arg(ms);
             let replies = self.with_wait(pipe).await?;
             return match replies.first() {
@@ -86,13 +87,13 @@ impl L2 {
                 None => Err(L2Error::Protocol("empty pipeline reply".into())),
             };
         }
-        let script = &self.scripts.inv_tag;
+        let (script, tomb) = (&self.scripts.inv_tag, &tomb[..]);
         self.call(|mut c| async move {
             script
                 .key(gk)
                 .arg(prefix)
                 .arg(tag)
-                .arg(vec![TAG_TOMBSTONE])
+                .arg(tomb)
                 .arg(ms)
                 .invoke_async(&mut c)
                 .await

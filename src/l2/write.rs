@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{
-    L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_TOMBSTONE, TAG_VALUE, TOMBSTONE_TTL,
+    new_tombstone, L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_VALUE, TOMBSTONE_TTL,
 };
 
 impl L2 {
@@ -136,7 +136,9 @@ impl L2 {
     }
 
     /// Conditional fill after a load: only if the key is absent (no newer value, no
-    /// tombstone) and the category generation is still `generation`. Returns whether written.
+    /// tombstone), or holds exactly the tombstone `over` that the load's read found (no
+    /// write or delete since: every delete writes a tombstone of its own), and the category
+    /// generation is still `generation`. Returns whether written.
     pub async fn fill(
         &self,
         category: &str,
@@ -144,19 +146,13 @@ impl L2 {
         value: &[u8],
         ttl: Duration,
         generation: i64,
+        over: Option<&[u8]>,
     ) -> Result<bool, L2Error> {
-        self.write(
-            &self.scripts.fill,
-            None,
-            category,
-            key,
-            value,
-            ttl,
-            Some(generation),
-            None,
-        )
-        .await
-        .map(|n| n == 1)
+        let mut payload = Vec::with_capacity(value.len() + 1);
+        payload.push(TAG_VALUE);
+        payload.extend_from_slice(value);
+        self.fill_payload(category, key, payload, ttl, generation, over)
+            .await
     }
 
     /// Conditional fill of a cached "not found" ([`TAG_NEGATIVE`]) after a load, under the
@@ -167,19 +163,80 @@ impl L2 {
         key: &str,
         ttl: Duration,
         generation: i64,
+        over: Option<&[u8]>,
     ) -> Result<bool, L2Error> {
+        self.fill_payload(category, key, vec![TAG_NEGATIVE], ttl, generation, over)
+            .await
+    }
+
+    /// [`Self::fill`] of a tagged payload.
+    async fn fill_payload(
+        &self,
+        category: &str,
+        key: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+        generation: i64,
+        over: Option<&[u8]>,
+    ) -> Result<bool, L2Error> {
+        if let Some(tombstone) = over {
+            return self
+                .replace_payload(category, key, payload, ttl, generation, tombstone.to_vec())
+                .await;
+        }
         self.write_payload(
             &self.scripts.fill,
             None,
             category,
             key,
-            vec![TAG_NEGATIVE],
+            payload,
             ttl,
             Some(generation),
             None,
         )
         .await
         .map(|n| n == 1)
+    }
+
+    /// Writes the tagged `payload` only if the category generation is still `generation`
+    /// and the key holds exactly `expected` (empty: holds nothing, not even a tombstone).
+    /// Returns whether written.
+    pub(super) async fn replace_payload(
+        &self,
+        category: &str,
+        key: &str,
+        payload: Vec<u8>,
+        ttl: Duration,
+        generation: i64,
+        expected: Vec<u8>,
+    ) -> Result<bool, L2Error> {
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let ms = ttl.as_millis().max(1) as u64;
+        let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let script = &self.scripts.replace;
+        let reply: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms)
+                    .arg(generation.to_string())
+                    .arg(expected)
+                    .arg(deadline_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply {
+            -1 => Err(L2Error::Late),
+            n => Ok(n == 1),
+        }
     }
 
     /// Deletes a key by writing a short tombstone (Sentinel: confirmed by a primary proof).
@@ -192,7 +249,7 @@ impl L2 {
     /// Writes a short tombstone.
     pub(super) async fn tombstone(&self, category: &str, key: &str) -> Result<(), L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
-        let script = &self.scripts.tomb;
+        let (script, tomb) = (&self.scripts.tomb, new_tombstone());
         let ms = TOMBSTONE_TTL.as_millis() as u64;
         if self.wait_for() > 0 {
             let mut pipe = redis::pipe();
@@ -202,19 +259,20 @@ impl L2 {
                 .arg(gk)
                 .arg(prefix)
                 .arg(key)
-                .arg(vec![TAG_TOMBSTONE])
+                .arg(&tomb)
                 .arg(ms)
                 .ignore();
             self.with_wait(pipe).await?;
             return Ok(());
         }
+        let tomb = &tomb[..];
         let _: i64 = self
             .call(|mut c| async move {
                 script
                     .key(gk)
                     .arg(prefix)
                     .arg(key)
-                    .arg(vec![TAG_TOMBSTONE])
+                    .arg(tomb)
                     .arg(ms)
                     .invoke_async(&mut c)
                     .await
