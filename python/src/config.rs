@@ -80,8 +80,8 @@ fn apply_categories(c: &mut Config, json: &str) -> PyResult<()> {
     let map: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| invalid("categories".into(), e))?;
     for (name, table) in map {
-        let cat: CategoryConfig = serde_json::from_value(table)
-            .map_err(|e| invalid(format!("categories.{name}"), e))?;
+        let cat: CategoryConfig =
+            serde_json::from_value(table).map_err(|e| invalid(format!("categories.{name}"), e))?;
         c.categories.insert(name, cat);
     }
     Ok(())

@@ -51,7 +51,8 @@ pub(crate) fn refreshing(cfg: &Config) -> Vec<String> {
 
 /// Whether the category has a load timeout the calling thread could not enforce.
 fn off_thread(cat: &CategoryConfig) -> bool {
-    cat.fail_safe_max_age_secs.is_some() || cat.load_timeout_ms != CategoryConfig::default().load_timeout_ms
+    cat.fail_safe_max_age_secs.is_some()
+        || cat.load_timeout_ms != CategoryConfig::default().load_timeout_ms
 }
 
 impl Core {
