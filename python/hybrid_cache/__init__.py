@@ -465,6 +465,15 @@ def _load_done(pending: Dict[Tuple[str, str], Any], key: Tuple[str, str], fut: "
         fut.exception()  # retrieved: every caller may have been cancelled
 
 
+def _run_on(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Runs the coroutine function on `loop` from another thread and waits for its result. A
+    loop that no longer runs (a background reload after the caller's loop ended) fails the
+    load rather than wait forever."""
+    if not loop.is_running():
+        raise RuntimeError("hybrid_cache: the event loop of this cached coroutine function is not running")
+    return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+
+
 def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -487,8 +496,9 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
         if fut is None:
 
             def run_on_loop() -> Any:
-                # Called by the library in a worker thread, once per key for concurrent misses.
-                return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+                # Called by the library in a worker thread, once per key for concurrent misses
+                # (or later, for a background reload: refresh-ahead).
+                return _run_on(loop, func, args, kwargs)
 
             load = functools.partial(core.get_or_load, category, k, ttl, run_on_loop, (), None, dumps, loads)
             fut = loop.run_in_executor(None, load)
@@ -503,7 +513,7 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
         loop = asyncio.get_running_loop()
 
         def run_on_loop() -> Any:
-            return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+            return _run_on(loop, func, args, kwargs)
 
         load = functools.partial(_call, "get_or_load_marked", category, k, ttl, run_on_loop, (), None, dumps, loads)
         return await loop.run_in_executor(None, load)

@@ -503,3 +503,47 @@ def test_warm_up_preloads_the_hottest_keys_in_a_process_started_later(near, work
     for i in range(3):
         assert b("in_l1", "hot", f"k{i}") == [True, {"n": i}]
     assert b("in_l1", "hot", "k3") == [False, None]
+
+
+# ---------------------------------------------------------------------------------------
+# async def functions
+
+
+def test_async_functions_get_fail_safe_and_refresh_ahead(near):
+    import asyncio
+
+    near(prices={"ttl_secs": 1, "max_entries": 100, "fail_safe_max_age_secs": 3600},
+         fresh={"ttl_secs": 60, "max_entries": 100, "refresh_after_secs": 1})
+    db, calls = {"p": 1.0, "f": "v1"}, []
+
+    @cached(category="prices")
+    async def price(k):
+        calls.append(k)
+        if db.get("down"):
+            raise DbDown("down")
+        return db[k]
+
+    @cached(category="fresh")
+    async def fresh(k):
+        calls.append(k)
+        await asyncio.sleep(0.3)
+        return db[k]
+
+    async def main():
+        assert await price.marked("p") == (1.0, False)
+        assert await fresh("f") == "v1"
+        await asyncio.sleep(1.2)
+        db["down"], db["f"] = True, "v2"
+        assert await price.marked("p") == (1.0, True)
+        assert await price("p") == 1.0
+        t = time.monotonic()
+        assert await fresh("f") == "v1"             # at once, reloaded on this loop
+        assert time.monotonic() - t < 0.25
+        for _ in range(100):
+            if await fresh("f") == "v2":
+                break
+            await asyncio.sleep(0.05)
+        assert await fresh("f") == "v2"
+
+    asyncio.run(main())
+    assert calls.count("f") == 2
