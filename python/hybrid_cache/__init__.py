@@ -15,6 +15,14 @@
     HybridCache.delete("my_key", category="general")
     cache_stats()   # {"l1_caches": {"permissions": {"size", "maxsize", "ttl"}, ...}, "l2_enabled": bool}
 
+    # Near-cache features (issue #26), per category: refresh-ahead, fail-safe, negative
+    # caching, TTL jitter, warm-up; and tags.
+    configure(categories={"users": {"ttl_secs": 600, "max_entries": 5000, "negative_ttl_secs": 30,
+                                    "fail_safe_max_age_secs": 3600, "refresh_after_secs": 480}})
+    value, stale = get_user.marked(123)             # stale: the fail-safe value answered
+    HybridCache.set("perms:123", perms, category="permissions", tags=["user:123"])
+    invalidate_cache(tag="user:123")                # every category, every process, L2
+
 Each process has one cache: an L1 (per category TTL and size) in front of Redis (L2) when
 one is configured (`REDIS_URL`, or `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD` /
 `REDIS_DB` / `REDIS_SSL`, plus the node's `HC_*` settings); without Redis, L1 only. With
