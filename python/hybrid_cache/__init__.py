@@ -15,6 +15,14 @@
     HybridCache.delete("my_key", category="general")
     cache_stats()   # {"l1_caches": {"permissions": {"size", "maxsize", "ttl"}, ...}, "l2_enabled": bool}
 
+    # Near-cache features (issue #26), per category: refresh-ahead, fail-safe, negative
+    # caching, TTL jitter, warm-up; and tags.
+    configure(categories={"users": {"ttl_secs": 600, "max_entries": 5000, "negative_ttl_secs": 30,
+                                    "fail_safe_max_age_secs": 3600, "refresh_after_secs": 480}})
+    value, stale = get_user.marked(123)             # stale: the fail-safe value answered
+    HybridCache.set("perms:123", perms, category="permissions", tags=["user:123"])
+    invalidate_cache(tag="user:123")                # every category, every process, L2
+
 Each process has one cache: an L1 (per category TTL and size) in front of Redis (L2) when
 one is configured (`REDIS_URL`, or `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD` /
 `REDIS_DB` / `REDIS_SSL`, plus the node's `HC_*` settings); without Redis, L1 only. With
@@ -38,7 +46,7 @@ import re
 import socket
 import threading
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from . import _hybrid_cache as _ext
 from ._hybrid_cache import (
@@ -48,6 +56,7 @@ from ._hybrid_cache import (
     HybridCacheError,
     InvalidKeyError,
     InvalidPatternError,
+    InvalidTagError,
     InvalidTtlError,
     KeyTooLargeError,
     LoaderError,
@@ -73,6 +82,7 @@ __all__ = [
     "KeyTooLargeError",
     "ValueTooLargeError",
     "InvalidPatternError",
+    "InvalidTagError",
     "InvalidTtlError",
     "LoaderError",
     "SerializationError",
@@ -167,6 +177,8 @@ def _start() -> _ext.Core:
                 namespace=s.get("namespace"),
                 staleness_bound_ms=s.get("staleness_bound_ms"),
                 worker_threads=s.get("worker_threads") or int(os.environ.get("HC_WORKER_THREADS") or 2),
+                categories_json=s.get("categories_json"),
+                config_file=s.get("config_file"),
             )
         return _core
 
@@ -242,14 +254,42 @@ def configure(
     staleness_bound_ms: Optional[int] = None,
     node_id: Optional[str] = None,
     worker_threads: Optional[int] = None,
+    categories: Optional[Dict[str, Dict[str, Any]]] = None,
+    config_file: Optional[Union[str, "os.PathLike[str]"]] = None,
 ) -> None:
     """Settings over the environment for this process's cache; the current cache (if any)
     is shut down and the next call starts a new one with them.
 
     Optional: without it, the cache is configured from the environment alone, like the
     original module. `l1_only=True` ignores any Redis configured in the environment.
+
+    `config_file` is a `cluster.toml` read instead of `HC_CONFIG` (its node-wide settings and
+    `[categories.<name>]` tables; listen addresses, peers and `[[nodes]]` are for nodes and
+    ignored). `categories` adds or replaces categories like `[categories.<name>]` tables, with
+    the same settings: `{"users": {"ttl_secs": 600, "max_entries": 5000, "negative_ttl_secs":
+    30, "fail_safe_max_age_secs": 3600, "refresh_after_secs": 480, "ttl_jitter": 0.1, ...}}`
+    (`ttl_secs` and `max_entries` required). The whole configuration is checked here, by the
+    Rust library's own rules: a bad value raises `ConfigError` naming the setting
+    (`categories.users.ttl_jitter`), and nothing changes.
     """
     global _core
+    categories_json = None
+    if categories is not None:
+        try:
+            categories_json = json.dumps(categories, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"invalid `categories`: {e}") from None
+    if config_file is not None:
+        config_file = os.fspath(config_file)
+    _ext.check_config(
+        node_id or _node_id(),
+        redis_url=redis_url,
+        l1_only=l1_only,
+        namespace=namespace,
+        staleness_bound_ms=staleness_bound_ms,
+        categories_json=categories_json,
+        config_file=config_file,
+    )
     with _lock:
         old, _core = _core, None
         _settings.clear()
@@ -260,6 +300,8 @@ def configure(
             staleness_bound_ms=staleness_bound_ms,
             node_id=node_id,
             worker_threads=worker_threads,
+            categories_json=categories_json,
+            config_file=config_file,
         )
     if old is not None:
         try:
@@ -328,6 +370,12 @@ def cached(
     Values are JSON by default; `serializer="pickle"` opts in to any picklable value. A
     value that cannot be serialized raises TypeError and is not cached. Values served from
     this process's L1 are shared objects (as with the original's TTLCache): don't mutate them.
+
+    The category's near-cache settings (`configure(categories=...)`, docs/python.md) apply:
+    with `negative_ttl_secs` a function answering None is a cached "not found"; with
+    `fail_safe_max_age_secs` a failing or too slow function answers the last value
+    (`f.marked(*args)` returns `(value, stale)`); with `refresh_after_secs` a hit on an old
+    entry answers at once and reloads it in the background.
     """
     ser = _serializer(serializer)
 
@@ -339,6 +387,12 @@ def cached(
 
         if inspect.iscoroutinefunction(func):
             return _async_wrapper(func, name, category, ttl, keyfn, dumps, loads)
+
+        def marked(*args: Any, **kwargs: Any) -> Tuple[Any, bool]:
+            """`(value, stale)`: stale is True when the function failed or was too slow and
+            the answer is the category's fail-safe value."""
+            k = keyfn(*args, **kwargs) if keyfn is not None else make_key(name, args, kwargs)
+            return _call("get_or_load_marked", category, k, ttl, func, args, kwargs or None, dumps, loads)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -364,20 +418,22 @@ def cached(
             except ForkedError:
                 return _forked().get_or_load(category, k, ttl, func, args, kwargs or None, dumps, loads)
 
-        _attach_helpers(wrapper, name, category, keyfn)
+        _attach_helpers(wrapper, name, category, keyfn, marked)
         if keyfn is not None:
             return wrapper
         # The hit path in Rust (no Python frame): positional arguments, L1 answers. Every
         # other call goes to `wrapper` above, which builds the same key.
         fast = _ext.CachedCall(name, category, loads, globals(), wrapper)
         functools.update_wrapper(fast, func)
-        _attach_helpers(fast, name, category, keyfn)
+        _attach_helpers(fast, name, category, keyfn, marked)
         return fast
 
     return decorate
 
 
-def _attach_helpers(wrapper: Any, name: str, category: str, keyfn: Optional[Callable[..., str]]) -> None:
+def _attach_helpers(
+    wrapper: Any, name: str, category: str, keyfn: Optional[Callable[..., str]], marked: Callable[..., Any]
+) -> None:
     def cache_key(*args: Any, **kwargs: Any) -> str:
         """The key of this call."""
         return keyfn(*args, **kwargs) if keyfn is not None else make_key(name, args, kwargs)
@@ -388,6 +444,7 @@ def _attach_helpers(wrapper: Any, name: str, category: str, keyfn: Optional[Call
 
     wrapper.cache_key = cache_key
     wrapper.invalidate = invalidate
+    wrapper.marked = marked
     wrapper.category = category
 
 
@@ -416,6 +473,15 @@ def _load_done(pending: Dict[Tuple[str, str], Any], key: Tuple[str, str], fut: "
         fut.exception()  # retrieved: every caller may have been cancelled
 
 
+def _run_on(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Runs the coroutine function on `loop` from another thread and waits for its result. A
+    loop that no longer runs (a background reload after the caller's loop ended) fails the
+    load rather than wait forever."""
+    if not loop.is_running():
+        raise RuntimeError("hybrid_cache: the event loop of this cached coroutine function is not running")
+    return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+
+
 def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -438,8 +504,9 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
         if fut is None:
 
             def run_on_loop() -> Any:
-                # Called by the library in a worker thread, once per key for concurrent misses.
-                return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop).result()
+                # Called by the library in a worker thread, once per key for concurrent misses
+                # (or later, for a background reload: refresh-ahead).
+                return _run_on(loop, func, args, kwargs)
 
             load = functools.partial(core.get_or_load, category, k, ttl, run_on_loop, (), None, dumps, loads)
             fut = loop.run_in_executor(None, load)
@@ -448,7 +515,18 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
         # shield: a cancelled caller does not cancel the load the others wait for.
         return await asyncio.shield(fut)
 
-    _attach_helpers(wrapper, name, category, keyfn)
+    async def marked(*args: Any, **kwargs: Any) -> Tuple[Any, bool]:
+        """`(value, stale)`, in a worker thread (not coalesced with the wrapper's loads)."""
+        k = keyfn(*args, **kwargs) if keyfn is not None else make_key(name, args, kwargs)
+        loop = asyncio.get_running_loop()
+
+        def run_on_loop() -> Any:
+            return _run_on(loop, func, args, kwargs)
+
+        load = functools.partial(_call, "get_or_load_marked", category, k, ttl, run_on_loop, (), None, dumps, loads)
+        return await loop.run_in_executor(None, load)
+
+    _attach_helpers(wrapper, name, category, keyfn, marked)
     return wrapper
 
 
@@ -456,14 +534,24 @@ def _async_wrapper(func, name, category, ttl, keyfn, dumps, loads):
 # The rest of the original API
 
 
-def invalidate_cache(key: str, category: str = "general", *, pattern: bool = False) -> int:
+def invalidate_cache(
+    key: Optional[str] = None, category: str = "general", *, pattern: bool = False, tag: Optional[str] = None
+) -> int:
     """Invalidates `key` in `category`, in L2 and in the L1 of every process.
 
     `"*"` invalidates the whole category (and category `"*"` with key `"*"`, everything).
     Any other key is exact, as in the original (a key like `"get_roles:[1, 2]"` is a key, not
     a pattern); `pattern=True` reads it as a glob (`*`, `?`, `[a-z]`, `\\` escapes).
-    Returns the number of entries removed from this process's L1.
+    `tag="user:123"` (without a key) invalidates every entry written with that tag
+    (`HybridCache.set(..., tags=[...])`), in every category. Returns the number of entries
+    removed from this process's L1.
     """
+    if tag is not None:
+        if key is not None or pattern:
+            raise ValueError("invalidate_cache: give a key or a tag, not both")
+        return _call("invalidate_tag", tag)
+    if key is None:
+        raise ValueError("invalidate_cache: give a key (or '*') or a tag")
     if key == "*" or pattern:
         return _call("invalidate", key, category)
     return _call("invalidate_key", category, key)
@@ -510,12 +598,54 @@ class HybridCache:
         ttl: Optional[float] = None,
         *,
         serializer: Union[str, Serializer] = "json",
+        tags: Optional[Sequence[str]] = None,
     ) -> None:
         """Writes `value` (TypeError, nothing written, if it cannot be serialized). `ttl`
         is the Redis TTL in seconds; L1 keeps it `min(ttl, category TTL)`. Every other
-        process drops its L1 copy within the bound."""
+        process drops its L1 copy within the bound. `tags` (at most 16, each 1-128 bytes of
+        `[A-Za-z0-9_.:-]`, else InvalidTagError) mark the value for `invalidate_tag`; a later
+        write of the key replaces them."""
         data = _serializer(serializer).dumps(value)
-        _call("set", category, key, data, ttl)
+        if tags is None:
+            _call("set", category, key, data, ttl)
+        else:
+            if isinstance(tags, str):
+                raise TypeError("tags: a list of tags, not a str")
+            _call("set", category, key, data, ttl, list(tags))
+
+    @staticmethod
+    def invalidate_tag(tag: str) -> int:
+        """Removes every entry written with `tag`, in every category, from L2 and from the
+        L1 of every process (within the bound, as a key invalidation). Returns the number of
+        entries removed from this process's L1."""
+        return _call("invalidate_tag", tag)
+
+    @staticmethod
+    def get_or_load(
+        key: str,
+        loader: Callable[[], Any],
+        category: str = "general",
+        ttl: Optional[float] = None,
+        *,
+        serializer: Union[str, Serializer] = "json",
+    ) -> Any:
+        """The cached value of `key`, or `loader()` (run once per process for concurrent
+        misses) cached, with the category's near-cache settings as for `@cached`."""
+        return HybridCache.get_or_load_marked(key, loader, category, ttl, serializer=serializer)[0]
+
+    @staticmethod
+    def get_or_load_marked(
+        key: str,
+        loader: Callable[[], Any],
+        category: str = "general",
+        ttl: Optional[float] = None,
+        *,
+        serializer: Union[str, Serializer] = "json",
+    ) -> Tuple[Any, bool]:
+        """`get_or_load` returning `(value, stale)`: stale is True when `loader` failed or was
+        too slow and the answer is the category's fail-safe value (`fail_safe_max_age_secs`)."""
+        ser = _serializer(serializer)
+        return _call("get_or_load_marked", category, key, ttl, loader, (), None, ser.dumps, ser.loads)
 
     @staticmethod
     def delete(key: str, category: str = "general") -> None:

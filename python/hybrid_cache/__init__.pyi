@@ -1,6 +1,7 @@
 """Type stubs of hybrid_cache: the original module's API on the Rust core."""
 
-from typing import Any, Callable, Dict, Optional, Tuple, TypeVar, Union
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar, Union
 
 from ._hybrid_cache import (
     ConfigError as ConfigError,
@@ -9,6 +10,7 @@ from ._hybrid_cache import (
     HybridCacheError as HybridCacheError,
     InvalidKeyError as InvalidKeyError,
     InvalidPatternError as InvalidPatternError,
+    InvalidTagError as InvalidTagError,
     InvalidTtlError as InvalidTtlError,
     KeyTooLargeError as KeyTooLargeError,
     LoaderError as LoaderError,
@@ -33,10 +35,17 @@ def cached(
     serializer: Union[str, Serializer] = "json",
     key: Optional[Callable[..., str]] = None,
 ) -> Callable[[F], F]:
-    """Caches a function's results under "{function}:{args}" in `category` (sync or async)."""
+    """Caches a function's results under "{function}:{args}" in `category` (sync or async).
 
-def invalidate_cache(key: str, category: str = "general", *, pattern: bool = False) -> int:
-    """Invalidates an exact key, or "*" (the whole category), in every process."""
+    The decorated function also has `cache_key(*args, **kwargs)`, `invalidate(*args,
+    **kwargs)`, `category` and `marked(*args, **kwargs) -> (value, stale)` (a coroutine
+    function for `async def`): stale is True when the answer is the fail-safe value."""
+
+def invalidate_cache(
+    key: Optional[str] = None, category: str = "general", *, pattern: bool = False, tag: Optional[str] = None
+) -> int:
+    """Invalidates an exact key, "*" (the whole category), a glob (`pattern=True`), or with
+    `tag=` every entry carrying the tag in every category, in every process."""
 
 def cache_stats() -> Dict[str, Any]:
     """{"l1_caches": {category: {"size", "maxsize", "ttl"}}, "l2_enabled": bool}"""
@@ -52,8 +61,16 @@ def configure(
     staleness_bound_ms: Optional[int] = None,
     node_id: Optional[str] = None,
     worker_threads: Optional[int] = None,
+    categories: Optional[Dict[str, Dict[str, Any]]] = None,
+    config_file: Optional[Union[str, os.PathLike[str]]] = None,
 ) -> None:
-    """Settings over the environment; the next call starts a new cache with them."""
+    """Settings over the environment; the next call starts a new cache with them.
+
+    `categories`: `{name: {"ttl_secs", "max_entries", "ttl_jitter", "negative_ttl_secs",
+    "refresh_after_secs", "fail_safe_max_age_secs", "load_soft_timeout_ms", "load_timeout_ms",
+    "warm_up_keys", "warm_up_sample_ms", "max_bytes", "consistency"}}`, as `[categories.<name>]`
+    tables; `config_file`: a cluster.toml (instead of HC_CONFIG). Raises ConfigError naming
+    the bad setting; nothing changes then."""
 
 def make_key(function_name: str, args: Tuple[Any, ...] = (), kwargs: Optional[Dict[str, Any]] = None) -> str:
     """"{function}:{arg1}:{arg2}...", then ":name=value" per keyword argument."""
@@ -69,7 +86,28 @@ class HybridCache:
         ttl: Optional[float] = None,
         *,
         serializer: Union[str, Serializer] = "json",
+        tags: Optional[Sequence[str]] = None,
     ) -> None: ...
+    @staticmethod
+    def invalidate_tag(tag: str) -> int: ...
+    @staticmethod
+    def get_or_load(
+        key: str,
+        loader: Callable[[], Any],
+        category: str = "general",
+        ttl: Optional[float] = None,
+        *,
+        serializer: Union[str, Serializer] = "json",
+    ) -> Any: ...
+    @staticmethod
+    def get_or_load_marked(
+        key: str,
+        loader: Callable[[], Any],
+        category: str = "general",
+        ttl: Optional[float] = None,
+        *,
+        serializer: Union[str, Serializer] = "json",
+    ) -> Tuple[Any, bool]: ...
     @staticmethod
     def delete(key: str, category: str = "general") -> None: ...
     @staticmethod

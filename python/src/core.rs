@@ -10,17 +10,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hybrid_cache::config::{Config, Flags, RedisTarget};
+use hybrid_cache::config::Config;
 use hybrid_cache::{HybridCache, Status};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use tokio::runtime::{Handle, Runtime};
 
+use crate::config::{config, ttl, Settings};
 use crate::drive::{drive, try_now};
 use crate::errors::{build_error, cache_error, ConfigError, ForkedError};
-use crate::loader::PyLoader;
 use crate::memo::Memo;
+
+mod load;
+
+use load::{refreshing, LoadCall};
 
 /// The process's cache. Built by the Python package; not meant to be used directly.
 ///
@@ -39,49 +43,9 @@ pub struct Core {
     /// Set by [`Core::stop`]: calls raise `ForkedError` (the package starts a new core).
     stopped: AtomicBool,
     memo: Memo,
-}
-
-/// A ttl in seconds (the Python API's unit), checked: > 0 and finite.
-fn ttl(secs: Option<f64>) -> PyResult<Option<Duration>> {
-    match secs {
-        None => Ok(None),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .map(Some)
-            .ok_or_else(|| {
-                crate::errors::InvalidTtlError::new_err(format!("invalid ttl: {s} (seconds, > 0)"))
-            }),
-    }
-}
-
-/// The configuration: the environment (REDIS_*, HC_*, APP_ENV) with the given overrides.
-fn config(
-    redis_url: Option<String>,
-    l1_only: bool,
-    node_id: String,
-    namespace: Option<String>,
-    staleness_bound_ms: Option<u64>,
-) -> PyResult<Config> {
-    let cfg_err = |e: hybrid_cache::config::ConfigError| ConfigError::new_err(e.to_string());
-    let mut c = Config::load(&Flags::default()).map_err(cfg_err)?;
-    if l1_only {
-        c.redis = None;
-    } else if let Some(url) = redis_url {
-        c.redis = Some(RedisTarget::Url {
-            url,
-            password: None,
-        });
-    }
-    c.node_id = node_id;
-    if let Some(ns) = namespace {
-        c.namespace = ns;
-    }
-    if let Some(ms) = staleness_bound_ms {
-        c.staleness_bound = Duration::from_millis(ms);
-    }
-    c.validate().map_err(cfg_err)?;
-    Ok(c)
+    /// Categories with refresh-ahead: their `@cached` hits go through `get_or_load`
+    /// (which may start a reload) instead of the L1-only hit path.
+    refreshing: Vec<String>,
 }
 
 /// How long a new cache waits for its Redis before the first call is served: without the
@@ -142,10 +106,18 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
         self.check_fork()?;
+        if self.refreshes(category) {
+            return Ok(None);
+        }
         match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
             Some(Ok(Some(b))) => self.memo.decode(py, category, key, b, loads).map(Some),
             _ => Ok(None),
         }
+    }
+
+    /// Whether `category` refreshes ahead: an L1 hit alone may not answer a `@cached` call.
+    fn refreshes(&self, category: &str) -> bool {
+        !self.refreshing.is_empty() && self.refreshing.iter().any(|c| c == category)
     }
 
     fn check_fork(&self) -> PyResult<()> {
@@ -154,7 +126,9 @@ impl Core {
                 "this cache was created in the parent process before a fork",
             ))
         } else if self.stopped.load(Ordering::Acquire) {
-            Err(ForkedError::new_err("this cache was stopped for a fork"))
+            Err(ForkedError::new_err(
+                "this cache was stopped (for a fork, or replaced by configure())",
+            ))
         } else {
             Ok(())
         }
@@ -165,7 +139,8 @@ impl Core {
 impl Core {
     /// Starts a cache configured from the environment, with overrides.
     #[new]
-    #[pyo3(signature = (node_id, redis_url=None, l1_only=false, namespace=None, staleness_bound_ms=None, worker_threads=2))]
+    #[pyo3(signature = (node_id, redis_url=None, l1_only=false, namespace=None, staleness_bound_ms=None, worker_threads=2, categories_json=None, config_file=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         node_id: String,
@@ -174,8 +149,19 @@ impl Core {
         namespace: Option<String>,
         staleness_bound_ms: Option<u64>,
         worker_threads: usize,
+        categories_json: Option<String>,
+        config_file: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
-        let cfg = config(redis_url, l1_only, node_id, namespace, staleness_bound_ms)?;
+        let cfg = config(&Settings {
+            node_id,
+            redis_url,
+            l1_only,
+            namespace,
+            staleness_bound_ms,
+            categories_json,
+            config_file,
+        })?;
+        let refreshing = refreshing(&cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads.max(1))
             .thread_name("hybrid-cache")
@@ -192,6 +178,7 @@ impl Core {
             stopped: AtomicBool::new(false),
             forks: crate::fork::generation(),
             memo: Memo::default(),
+            refreshing,
         })
     }
 
@@ -237,6 +224,9 @@ impl Core {
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<(bool, Option<Py<PyAny>>)> {
         self.check_fork()?;
+        if self.refreshes(category) {
+            return Ok((false, None));
+        }
         // L1 only: one poll of `get` would also send the L2 read of a miss, then drop it.
         match try_now(&self.handle, pin!(self.cache.get_l1(category, key))) {
             Some(Ok(Some(b))) => Ok((true, Some(self.memo.decode(py, category, key, b, loads)?))),
@@ -246,7 +236,9 @@ impl Core {
     }
 
     /// The cached value of `key`, or `dumps(func(*args, **kwargs))` run once in this process
-    /// for any number of concurrent misses; decoded with `loads`.
+    /// for any number of concurrent misses; decoded with `loads`. With the category's
+    /// settings: the fail-safe value when the function fails or is too slow, `None` for a
+    /// cached "not found", a background reload of an old entry (see [`Core::load`]).
     #[pyo3(signature = (category, key, ttl_secs, func, args, kwargs, dumps, loads))]
     #[allow(clippy::too_many_arguments)]
     fn get_or_load(
@@ -261,25 +253,50 @@ impl Core {
         dumps: Py<PyAny>,
         loads: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.check_fork()?;
-        let ttl = ttl(ttl_secs)?;
-        let loader = PyLoader {
+        let call = LoadCall {
+            category,
+            key,
+            ttl_secs,
             func,
             args,
             kwargs,
             dumps,
         };
-        let mut fut =
-            pin!(self
-                .cache
-                .get_or_load(category, key, ttl, || async move { loader.call() }));
-        let bytes = drive(py, &self.handle, fut.as_mut()).map_err(|e| cache_error(py, &e))?;
-        self.memo.decode(py, category, key, bytes, loads)
+        Ok(self.load(py, call, loads)?.0)
+    }
+
+    /// [`Core::get_or_load`] that also says whether the answer is the fail-safe value:
+    /// `(value, stale)`.
+    #[pyo3(signature = (category, key, ttl_secs, func, args, kwargs, dumps, loads))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_or_load_marked(
+        &self,
+        py: Python<'_>,
+        category: &str,
+        key: &str,
+        ttl_secs: Option<f64>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+        dumps: Py<PyAny>,
+        loads: &Bound<'_, PyAny>,
+    ) -> PyResult<(Py<PyAny>, bool)> {
+        let call = LoadCall {
+            category,
+            key,
+            ttl_secs,
+            func,
+            args,
+            kwargs,
+            dumps,
+        };
+        self.load(py, call, loads)
     }
 
     /// Writes already-serialized bytes; `ttl_secs` is the Redis TTL (L1: min with the
     /// category's).
-    #[pyo3(signature = (category, key, value, ttl_secs=None))]
+    /// With `tags`, the value carries them: `invalidate_tag` of any removes it.
+    #[pyo3(signature = (category, key, value, ttl_secs=None, tags=None))]
     fn set(
         &self,
         py: Python<'_>,
@@ -287,17 +304,35 @@ impl Core {
         key: &str,
         value: &Bound<'_, PyBytes>,
         ttl_secs: Option<f64>,
+        tags: Option<Vec<String>>,
     ) -> PyResult<()> {
         self.check_fork()?;
         let ttl = ttl(ttl_secs)?;
         let value = Bytes::copy_from_slice(value.as_bytes());
         self.memo.forget(category, Some(key));
-        drive(
-            py,
-            &self.handle,
-            pin!(self.cache.set(category, key, value, ttl)),
-        )
-        .map_err(|e| cache_error(py, &e))
+        let done = match tags {
+            None => drive(
+                py,
+                &self.handle,
+                pin!(self.cache.set(category, key, value, ttl)),
+            ),
+            Some(tags) => drive(
+                py,
+                &self.handle,
+                pin!(self.cache.set_with_tags(category, key, value, ttl, &tags)),
+            ),
+        };
+        done.map_err(|e| cache_error(py, &e))
+    }
+
+    /// Invalidates every entry carrying `tag`, in every category, in L2 and in every
+    /// process's L1; returns the number of local L1 entries removed.
+    fn invalidate_tag(&self, py: Python<'_>, tag: &str) -> PyResult<u64> {
+        self.check_fork()?;
+        let n = drive(py, &self.handle, pin!(self.cache.invalidate_tag(tag)))
+            .map_err(|e| cache_error(py, &e))?;
+        self.memo.clear();
+        Ok(n)
     }
 
     fn delete(&self, py: Python<'_>, category: &str, key: &str) -> PyResult<()> {
@@ -377,11 +412,12 @@ impl Core {
         Ok(())
     }
 
-    /// Stops the cache's actors (unsubscribes from Redis). The object is unusable after.
+    /// Stops the cache's actors (unsubscribes from Redis) and joins its runtime's threads
+    /// with the GIL released, so a background reload or an abandoned load still running
+    /// Python can finish (at most [`SHUTDOWN_WAIT`]). Later calls raise `ForkedError`
+    /// (the package answers them with a new cache).
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         self.check_fork()?;
-        self.memo.clear();
-        drive(py, &self.handle, pin!(self.cache.shutdown()));
-        Ok(())
+        self.stop(py)
     }
 }

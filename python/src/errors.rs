@@ -47,6 +47,12 @@ create_exception!(
 );
 create_exception!(
     _hybrid_cache,
+    InvalidTagError,
+    InvalidPatternError,
+    "The tag is empty, longer than 128 bytes or not `[A-Za-z0-9_.:-]`, or a write carries more than 16."
+);
+create_exception!(
+    _hybrid_cache,
     InvalidTtlError,
     HybridCacheError,
     "The ttl is zero, negative or too large."
@@ -112,6 +118,11 @@ fn classes(py: Python<'_>) -> Vec<(&'static str, Bound<'_, pyo3::types::PyType>,
             "invalid_pattern",
         ),
         (
+            "InvalidTagError",
+            py.get_type::<InvalidTagError>(),
+            "invalid_tag",
+        ),
+        (
             "InvalidTtlError",
             py.get_type::<InvalidTtlError>(),
             "invalid_ttl",
@@ -154,10 +165,9 @@ pub fn cache_error(py: Python<'_>, e: &CacheError) -> PyErr {
         CacheError::InvalidKey(_) => InvalidKeyError::new_err(msg),
         CacheError::KeyTooLarge { .. } => KeyTooLargeError::new_err(msg),
         CacheError::ValueTooLarge { .. } => ValueTooLargeError::new_err(msg),
-        // A bad tag is a bad selector, like a bad pattern.
-        CacheError::InvalidPattern { .. } | CacheError::InvalidTag(_) => {
-            InvalidPatternError::new_err(msg)
-        }
+        CacheError::InvalidPattern { .. } => InvalidPatternError::new_err(msg),
+        // A bad tag is a bad selector: a subclass of InvalidPatternError.
+        CacheError::InvalidTag(_) => InvalidTagError::new_err(msg),
         CacheError::InvalidTtl(_) => InvalidTtlError::new_err(msg),
         CacheError::Loader(inner) => match python_error(inner.as_ref()) {
             Some(err) => err.clone_ref(py),

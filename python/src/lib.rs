@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod config;
 mod core;
 mod drive;
 mod errors;
@@ -18,6 +19,7 @@ fn _hybrid_cache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fork::install();
     m.add_class::<core::Core>()?;
     m.add_class::<hit::CachedCall>()?;
+    m.add_function(wrap_pyfunction!(config::check_config, m)?)?;
     errors::register(m)?;
     Ok(())
 }
