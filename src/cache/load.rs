@@ -230,14 +230,18 @@ impl HybridCache {
         Fut: std::future::Future<Output = Result<Option<Bytes>, E>>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        // What the fill may write over: the generation read and the delete tombstone the
-        // key held (a load that starts after a delete may replace its tombstone).
-        let (mut generation, mut over) = (None, None);
+        // What the fill is conditional on, read before the loader runs (none: no L2 fill).
+        let mut guard = None;
         if let Some(l2) = self.shared.l2_usable_for(category, key) {
             match self.read_l2(l2, category, key).await {
+                Ok(found) if found.value.is_none() && !found.negative => {
+                    // A miss: the loader runs, its fill is conditional on what L2 holds now.
+                    match l2.fill_guard(category, &found).await {
+                        Ok(g) => guard = Some(g),
+                        Err(e) => self.l2_error("get", &e),
+                    }
+                }
                 Ok(found) => {
-                    generation = Some(found.generation);
-                    over = found.tombstone.clone();
                     if let Some(entry) = Self::l2_entry(l1, found) {
                         if !l1.ticket_valid(&ticket) {
                             return Err(LoadFail::Stale(answer(entry), ticket));
@@ -256,19 +260,17 @@ impl HybridCache {
         };
         let Some(value) = loaded else {
             return self
-                .store_not_found(l1, category, key, ttl, ticket, (generation, over))
+                .store_not_found(l1, category, key, ttl, ticket, guard)
                 .await;
         };
         let ttls = l1.write_ttls(ttl);
-        if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
+        if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), &guard) {
             if l1.ticket_valid(&ticket) {
-                match l2
-                    .fill(category, key, &value, ttls.l2, g, over.as_deref())
-                    .await
-                {
+                match l2.fill(category, key, &value, ttls.l2, g).await {
                     Ok(true) => {}
                     // L2 refused: since the load started, another node wrote the key
-                    // (a value or another tombstone) or invalidated the category. Its
+                    // (a value or another tombstone) or invalidated the category (all of
+                    // it, or by a glob). Its
                     // invalidation may still be on its way to us; the loaded value is
                     // older than what L2 holds, so it must not enter our L1 either.
                     Ok(false) => return Err(LoadFail::Stale(Some(value), ticket)),
@@ -304,7 +306,7 @@ impl HybridCache {
         key: &str,
         ttl: Option<Duration>,
         ticket: FillTicket,
-        (generation, over): (Option<i64>, Option<Bytes>),
+        guard: Option<crate::l2::FillGuard>,
     ) -> Result<Entry, LoadFail<E>>
     where
         E: std::error::Error + Send + Sync + 'static,
@@ -313,12 +315,9 @@ impl HybridCache {
             return Err(LoadFail::NotCached(ticket));
         };
         let l2_ttl = ttl.map_or(negative, |t| t.min(negative));
-        if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), generation) {
+        if let (Some(l2), Some(g)) = (self.shared.l2_usable_for(category, key), &guard) {
             if l1.ticket_valid(&ticket) {
-                match l2
-                    .fill_negative(category, key, l2_ttl, g, over.as_deref())
-                    .await
-                {
+                match l2.fill_negative(category, key, l2_ttl, g).await {
                     Ok(true) => {}
                     // Another node wrote or invalidated the key since the load started.
                     Ok(false) => return Err(LoadFail::Stale(None, ticket)),

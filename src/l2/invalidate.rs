@@ -1,6 +1,8 @@
 //! Invalidation by pattern: `*` bumps the category generation (no keyspace scan), an exact
 //! key writes a tombstone, a tag runs the tag script (see `tags`), and a glob `SCAN`s the category's current generation on every
-//! primary in bounded batches and replaces each match by a tombstone.
+//! primary in bounded batches and replaces each match by a tombstone, after counting the glob
+//! in the category's glob count (which voids every fill of a load that read the category
+//! before).
 
 use std::sync::atomic::Ordering;
 
@@ -30,15 +32,20 @@ impl L2 {
     /// key with the L1 matcher, and replace the matches by tombstones. Returns the number of
     /// keys invalidated.
     pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
-        let gk = self.gen_key(category);
+        let (gk, globs) = (self.gen_key(category), self.globs_key(category));
         // `INCRBY gen 0`, not `GET`: a write, so a replica (a demoted primary mid-failover)
-        // refuses it instead of acknowledging a glob it found nothing for.
-        let generation: i64 = self
+        // refuses it instead of acknowledging a glob it found nothing for. `INCR globs`
+        // before the scan: a load that read the category before it cannot fill any key
+        // afterwards (see the `fill` script), including one absent from the scan.
+        let (generation, _): (i64, i64) = self
             .call(|mut c| async move {
-                redis::cmd("INCRBY")
+                redis::pipe()
+                    .cmd("INCRBY")
                     .arg(gk)
                     .arg(0)
-                    .query_async::<i64>(&mut c)
+                    .cmd("INCR")
+                    .arg(globs)
+                    .query_async(&mut c)
                     .await
             })
             .await?;

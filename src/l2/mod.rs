@@ -160,6 +160,19 @@ pub struct L2Value {
     pub tombstone: Option<Bytes>,
 }
 
+/// What a fill after a load is conditional on, read before the loader runs
+/// ([`L2::fill_guard`]): the category generation, the category's glob-invalidation count and
+/// the tombstone the key held. A fill lands only if all three still hold.
+#[derive(Debug, Clone)]
+pub struct FillGuard {
+    /// The category generation the load's read resolved.
+    pub generation: i64,
+    /// How many glob invalidations the category had seen (`…:gen…:globs`).
+    pub globs: i64,
+    /// The delete tombstone the key held, which the fill may replace.
+    pub over: Option<Bytes>,
+}
+
 /// The Redis L2 of one node.
 pub struct L2 {
     ns: String,
@@ -297,6 +310,12 @@ impl L2 {
 
     fn prefix(&self, category: &str) -> String {
         self.layout().prefix(&self.ns, category)
+    }
+
+    /// The counter of a category's glob invalidations: the generation key with `:globs`
+    /// appended (same slot in a cluster; category names hold no `:`, so no clash).
+    fn globs_key(&self, category: &str) -> String {
+        format!("{}:globs", self.gen_key(category))
     }
 
     /// Sentinel: `r`, once a primary proof sent after the write returned confirmed the

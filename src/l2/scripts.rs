@@ -63,13 +63,28 @@ const INV_TAG: &str = "local g = redis.call('GET', KEYS[1]) or '0' \
       end \
     end redis.call('DEL', tk) return n";
 
+/// The body of `fill` (after `NOT_LATE` and `GEN_OF`). ARGV: prefix, key, payload, ms, the
+/// generation and the glob count the load read (the count lives beside the generation,
+/// `KEYS[1] .. ':globs'`), the tombstone it read (`''`: the key was absent), the deadline. A
+/// glob invalidation bumps the count before it scans, so a load that read the category before
+/// it cannot fill a key the scan did not find (one absent at the time).
+const FILL: &str = "if g ~= ARGV[5] then return 0 end \
+    if (redis.call('GET', KEYS[1] .. ':globs') or '0') ~= ARGV[6] then return 0 end \
+    local cur = redis.call('GET', k) \
+    if ARGV[7] == '' then \
+      if cur then return 0 end \
+    elseif cur ~= ARGV[7] then return 0 end \
+    redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1";
+
 /// The loaded scripts of one [`super::L2`].
 pub(super) struct Scripts {
     /// Read: `{generation}` or `{generation, tagged value, pttl}`.
     pub(super) get: Script,
     /// Authoritative write (`SET … PX`), refused as late past its deadline.
     pub(super) set: Script,
-    /// Conditional fill: `SET … PX NX` only if the generation is unchanged.
+    /// Conditional fill after a load: `SET … PX` only if the generation and the category's
+    /// glob count are unchanged and the key holds nothing, or exactly the tombstone the
+    /// load read (see [`FILL`]).
     pub(super) fill: Script,
     /// Delete tombstone (`SET … PX`, no deadline).
     pub(super) tomb: Script,
@@ -115,11 +130,7 @@ impl Scripts {
                  return {{g, v, redis.call('PTTL', k)}}"
             )),
             set: Script::new(&set_src),
-            fill: Script::new(&format!(
-                "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
-                 if redis.call('SET', k, ARGV[3], 'PX', ARGV[4], 'NX') then return 1 end \
-                 return 0"
-            )),
+            fill: Script::new(&format!("{NOT_LATE} {GEN_OF} {FILL}")),
             tomb: Script::new(&tomb_src),
             replace: Script::new(&format!(
                 "{NOT_LATE} {GEN_OF} if g ~= ARGV[5] then return 0 end \
@@ -149,9 +160,11 @@ mod tests {
         let s = Scripts::new();
         assert_eq!(s.get.get_hash(), "91f421c0db59e147e527a80ac5831d1a1f9fe30f");
         assert_eq!(s.set.get_hash(), "b57926f60f1875ac683d2ca228c10d603f1946e7");
+        // The fill also checks the glob count and may replace the tombstone its load read
+        // (was c26877c2…, `SET NX` under the generation).
         assert_eq!(
             s.fill.get_hash(),
-            "c26877c2ac743d2ad5b3b2c879765d15387a735d"
+            "c16c56585acb7ca2bfb53481fd8e43c482a48ab4"
         );
         assert_eq!(
             s.tomb.get_hash(),

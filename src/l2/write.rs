@@ -9,7 +9,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{
-    new_tombstone, L2Error, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_VALUE, TOMBSTONE_TTL,
+    new_tombstone, FillGuard, L2Error, L2Value, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_VALUE,
+    TOMBSTONE_TTL,
 };
 
 impl L2 {
@@ -135,24 +136,36 @@ impl L2 {
         self.confirmed(ticket, written).await
     }
 
-    /// Conditional fill after a load: only if the key is absent (no newer value, no
-    /// tombstone), or holds exactly the tombstone `over` that the load's read found (no
-    /// write or delete since: every delete writes a tombstone of its own), and the category
-    /// generation is still `generation`. Returns whether written.
+    /// What a fill of `key` after a load is conditional on, given what the load's L2 read
+    /// `found` (read before the loader runs; one `GET` of the category's glob count).
+    pub async fn fill_guard(&self, category: &str, found: &L2Value) -> Result<FillGuard, L2Error> {
+        let globs_key = self.globs_key(category);
+        let globs: Option<i64> = self
+            .call(|mut c| async move { redis::cmd("GET").arg(globs_key).query_async(&mut c).await })
+            .await?;
+        Ok(FillGuard {
+            generation: found.generation,
+            globs: globs.unwrap_or(0),
+            over: found.tombstone.clone(),
+        })
+    }
+
+    /// Conditional fill after a load: only if the category generation and glob count are
+    /// still those of `guard` and the key is absent (no newer value, no tombstone) or holds
+    /// exactly the tombstone the load's read found (no write or delete since: every delete
+    /// writes a tombstone of its own). Returns whether written.
     pub async fn fill(
         &self,
         category: &str,
         key: &str,
         value: &[u8],
         ttl: Duration,
-        generation: i64,
-        over: Option<&[u8]>,
+        guard: &FillGuard,
     ) -> Result<bool, L2Error> {
         let mut payload = Vec::with_capacity(value.len() + 1);
         payload.push(TAG_VALUE);
         payload.extend_from_slice(value);
-        self.fill_payload(category, key, payload, ttl, generation, over)
-            .await
+        self.fill_payload(category, key, payload, ttl, guard).await
     }
 
     /// Conditional fill of a cached "not found" ([`TAG_NEGATIVE`]) after a load, under the
@@ -162,10 +175,9 @@ impl L2 {
         category: &str,
         key: &str,
         ttl: Duration,
-        generation: i64,
-        over: Option<&[u8]>,
+        guard: &FillGuard,
     ) -> Result<bool, L2Error> {
-        self.fill_payload(category, key, vec![TAG_NEGATIVE], ttl, generation, over)
+        self.fill_payload(category, key, vec![TAG_NEGATIVE], ttl, guard)
             .await
     }
 
@@ -176,26 +188,44 @@ impl L2 {
         key: &str,
         payload: Vec<u8>,
         ttl: Duration,
-        generation: i64,
-        over: Option<&[u8]>,
+        guard: &FillGuard,
     ) -> Result<bool, L2Error> {
-        if let Some(tombstone) = over {
-            return self
-                .replace_payload(category, key, payload, ttl, generation, tombstone.to_vec())
-                .await;
-        }
-        self.write_payload(
+        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let ms = ttl.as_millis().max(1) as u64;
+        let deadline_ms = self.own_deadline_ms();
+        let (script, over) = (
             &self.scripts.fill,
-            None,
-            category,
-            key,
-            payload,
-            ttl,
-            Some(generation),
-            None,
-        )
-        .await
-        .map(|n| n == 1)
+            guard.over.as_deref().unwrap_or_default(),
+        );
+        let reply: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(gk)
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(payload)
+                    .arg(ms)
+                    .arg(guard.generation.to_string())
+                    .arg(guard.globs.to_string())
+                    .arg(over)
+                    .arg(deadline_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match reply {
+            -1 => Err(L2Error::Late),
+            n => Ok(n == 1),
+        }
+    }
+
+    /// This node's deadline for a write sent now (unix ms): the call bound plus the allowance.
+    fn own_deadline_ms(&self) -> u64 {
+        let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
     }
 
     /// Writes the tagged `payload` only if the category generation is still `generation`
@@ -212,11 +242,7 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = ttl.as_millis().max(1) as u64;
-        let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
-        let deadline_ms = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let deadline_ms = self.own_deadline_ms();
         let script = &self.scripts.replace;
         let reply: i64 = self
             .call(|mut c| async move {

@@ -1,8 +1,10 @@
-//! Delete tombstones and loads, against a private `redis-server` (free port, never 6379) and
+//! What a load may put into L2, against a private `redis-server` (free port, never 6379) and
 //! two nodes in this process. A delete writes a tombstone carrying a random token; a load
 //! that read a tombstone may replace exactly that one in L2, so a key deleted more often than
 //! the tombstone lives (10 s) is still cached between deletes, while a delete made during a
-//! load (a tombstone of its own) still keeps the load's value out of L2.
+//! load (a tombstone of its own) still keeps the load's value out of L2. A glob invalidation
+//! made during a load keeps its value out of L2 even for a key the glob's scan could not
+//! find (absent from L2 at the time).
 
 mod support;
 
@@ -27,7 +29,7 @@ impl std::fmt::Display for DbError {
 impl std::error::Error for DbError {}
 
 async fn two_nodes(redis: &RedisServer, test: &str) -> (Node, Node, String) {
-    let ns = format!("tomb{test}{:08x}", rand::random::<u32>());
+    let ns = format!("fill{test}{:08x}", rand::random::<u32>());
     let a = Node::start(support::node_config("a", &ns, redis))
         .await
         .expect("node a starts");
@@ -166,6 +168,49 @@ async fn a_delete_during_a_load_keeps_the_loaded_value_out_of_l2() {
     for n in [&a, &b] {
         assert_eq!(n.cache().get("menus", "k").await.unwrap(), None);
     }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A glob invalidation acknowledged while a load of a key absent from L2 runs (its scan
+/// finds nothing to tombstone) still keeps the loaded value out of L2: the glob counted
+/// itself in the category before scanning, and the fill checks that count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_invalidation_during_a_load_of_an_absent_key_keeps_it_out_of_l2() {
+    let redis = RedisServer::start();
+    let (a, b, ns) = two_nodes(&redis, "glob").await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let loader_cache = a.cache().clone();
+    let load = tokio::spawn(async move {
+        loader_cache
+            .get_or_load("menus", "menu:7", None, || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, DbError>(Bytes::from_static(b"old"))
+            })
+            .await
+    });
+    started_rx.await.expect("the loader started");
+    assert_eq!(raw(&redis, &ns, "menu:7"), None, "absent from L2");
+    b.cache().invalidate("menu:*", "menus").await.unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap().as_ref(), b"old");
+    assert_eq!(
+        raw(&redis, &ns, "menu:7"),
+        None,
+        "the load that started before the glob did not fill L2"
+    );
+    for n in [&a, &b] {
+        assert_eq!(n.cache().get("menus", "menu:7").await.unwrap(), None);
+    }
+    // A load after the glob fills as usual.
+    let calls = Arc::new(AtomicUsize::new(0));
+    a.cache()
+        .get_or_load("menus", "menu:7", None, counting(&calls, b"new"))
+        .await
+        .unwrap();
+    assert_eq!(raw(&redis, &ns, "menu:7").as_deref(), Some(&b"\x01new"[..]));
     a.shutdown().await;
     b.shutdown().await;
 }
