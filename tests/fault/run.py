@@ -103,7 +103,9 @@ def main(argv=None):
         a.l2_min_replicas = 2  # every replica: a write the promotion could lose is not acked
     rec = workload.Recorder(history)
     near = a.workload in ("nearcache", "mixed")
-    categories = workload.CATEGORIES + ([nearcache.CATEGORY] if near else [])
+    # The run's categories (what `actor_crash` picks from).
+    categories = ((workload.CATEGORIES if a.workload != "nearcache" else [])
+                  + ([nearcache.CATEGORY] if near else []))
     rec.write({"type": "meta", "bound_ms": a.bound_ms, "strict": a.strict, "seed": a.seed,
                "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
                "workload": a.workload,
