@@ -204,8 +204,8 @@ def main(argv=None):
     if stats is not None:
         lines, problems = nearcache.summary(ops, stats.totals, db.answers, a.duration)
         print("\n" + "\n".join(lines))
-        if problems and a.workload == "nearcache" and not failed:
-            failed = "near-cache features never triggered: " + "; ".join(problems)
+        if problems and a.workload == "nearcache":
+            failed = failed or "near-cache features never triggered: " + "; ".join(problems)
         elif problems:
             # In `mixed`, the HTTP clients' whole-category and all-category invalidations
             # also clear `near` (and its fail-safe copies) about once a second: reported only.
