@@ -21,6 +21,11 @@ Rules (issue #11 / #12):
   acknowledged when both are) like writes and deletes; on these keys only they change the
   value (an invalidation makes a node reload the same value). A loaded value that the
   database (its `type: "db"` records) never held is corrupt.
+- the near-cache workload (nearcache.py): its reads (`f: "load"`, `xc` = X-Cache, fail-safe
+  `STALE` answers included) are judged like loaded reads. A 404 flagged `absent` (the
+  origin's or a cached "not found") is a read of "no value": stale when a cache-aside put of
+  the key was acknowledged at c < t, invoked after every cache-aside delete of the key
+  invoked before the read completed ended (acked, or failed + linger); age t - c, as above.
 
 Usage: python3 checker.py HISTORY.jsonl [--bound-ms B] [--strict roles,...] [--linger-ms L]
 """
@@ -181,6 +186,36 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=(), db=()):
             suffix[i] = best
         index[ck] = (t0s, suffix)
 
+    absent_index = {}
+
+    def absent_stale(op):
+        """(age, the put, the delete read) when an absent read is stale, else None."""
+        ck = (op["cat"], op["key"])
+        if ck not in absent_index:
+            mine = [o for o in ops if o.get("via") == "db" and (o["cat"], o["key"]) == ck]
+            dels = sorted((o for o in mine if o["f"] == "delete"), key=lambda o: o["t0"])
+            ends, best = [], None  # prefix maximum of the deletes' effect end
+            for d in dels:
+                end = d["t1"] + (0 if acked(d) else linger_us)
+                if best is None or end > best[0]:
+                    best = (end, d)
+                ends.append(best)
+            puts = sorted((o for o in mine if o["f"] == "put" and acked(o)),
+                          key=lambda o: o["t0"])
+            suffix, first = [None] * len(puts), None
+            for i in range(len(puts) - 1, -1, -1):
+                if first is None or puts[i]["t1"] < first["t1"]:
+                    first = puts[i]
+                suffix[i] = first
+            absent_index[ck] = ([d["t0"] for d in dels], ends, [p["t0"] for p in puts], suffix)
+        del_t0s, ends, put_t0s, suffix = absent_index[ck]
+        j = bisect.bisect_right(del_t0s, op["t1"]) - 1
+        end, source = ends[j] if j >= 0 else (None, None)
+        i = bisect.bisect_right(put_t0s, end) if end is not None else 0
+        if i >= len(put_t0s) or suffix[i]["t1"] >= op["t0"]:
+            return None
+        return op["t0"] - suffix[i]["t1"], suffix[i], source
+
     # A round is a top-level fault; the parts of a `combined` round (`part_of`) are in it.
     rounds = sorted(
         (f["t"], f["kind"]) for f in faults
@@ -209,6 +244,23 @@ def check(ops, bound_ms, strict=(), linger_ms=0, faults=(), db=()):
             continue
         is_load = op["f"] == "load"
         loads["invoked"] += is_load
+        if op.get("status") == 404 and op.get("absent"):
+            row["reads"] += 1
+            loads["absent"] += 1
+            found = absent_stale(op)
+            if found is None:
+                continue
+            age, by, source = found
+            row["stale"][bucket(age, bound_us)] += 1
+            row["max_age_us"] = max(row["max_age_us"], age)
+            loads["absent_stale"] += 1
+            limit = 0 if op["cat"] in strict else bound_us
+            if age > limit:
+                loads["absent_violations"] += 1
+                row["violations"] += 1
+                violations.append({"read": op, "write": source, "by": by, "age_us": age,
+                                   "fault": fault_of(op["t0"]), "strict": op["cat"] in strict})
+            continue
         if op.get("status") == 404:
             row["miss"] += 1
             continue
@@ -311,6 +363,10 @@ def render(res, out=None, details=10):
         print(f"loaded reads (get_or_load): {loads['invoked']} invoked, {loads['reads']} "
               f"returned a value, {loads['stale']} stale, {loads['violations']} beyond the "
               f"bound", file=out)
+    if loads.get("absent"):
+        print(f"absent reads (404 not_found through a loader): {loads['absent']}, "
+              f"{loads['absent_stale']} stale, {loads['absent_violations']} beyond the bound",
+              file=out)
     if res["strict"]:
         print(f"strict categories: {res['strict_reads']} reads, {res['strict_stale']} stale",
               file=out)
@@ -327,7 +383,7 @@ def render(res, out=None, details=10):
                   f'{rd.get("result")!r}: {c["reason"]}', file=out)
     if res["violations"]:
         worst = sorted(res["violations"], key=lambda v: -v["age_us"])[:details]
-        unacked = sum(1 for v in res["violations"] if not acked(v["write"]))
+        unacked = sum(1 for v in res["violations"] if v["write"] and not acked(v["write"]))
         print(f"\nreads beyond the bound ({len(res['violations'])}; {unacked} of them read a value"
               f" of a failed write, see --linger-ms), worst {len(worst)}:", file=out)
         by_key = Counter(f'{v["read"]["cat"]}/{v["read"]["key"]!r}' for v in res["violations"])
@@ -339,10 +395,15 @@ def render(res, out=None, details=10):
             rd, w, by = v["read"], v["write"], v["by"]
             what = by["f"] + (f' {by.get("inv")} {by.get("pattern") or by.get("key")!r}'
                               if by["f"] == "inv" else "")
+            if rd.get("status") == 404:
+                got = (f'"not found" (#{w["id"]} delete on {w["node"]})' if w
+                       else '"not found" (never written before)')
+            else:
+                got = f'#{w["id"]}\'s value ({w["node"]}{"" if acked(w) else ", unacked"})'
+            label = f' X-Cache {rd["xc"]}' if rd.get("xc") else ""
             print(f'  age {ms(v["age_us"])} ms  [{v["fault"]}{", strict" if v["strict"] else ""}]'
                   f'  {"load" if rd["f"] == "load" else "read"} #{rd["id"]} on {rd["node"]} {rd["cat"]}/{rd["key"]!r} got '
-                  f'#{w["id"]}\'s value ({w["node"]}{"" if acked(w) else ", unacked"}); '
-                  f'#{by["id"]} {what} on {by["node"]} acked first', file=out)
+                  f'{got}{label}; #{by["id"]} {what} on {by["node"]} acked first', file=out)
 
 
 def main(argv=None):

@@ -66,6 +66,14 @@ class Database:
         with self.rng_lock:
             return self.rng.uniform(0.0, MAX_DELAY_S)
 
+    def serve(self, cat, key):
+        """One `GET /{cat}/{key}`: (status, body), after the delay."""
+        value = self.get(cat, key)  # the snapshot: a write may land during the delay
+        time.sleep(self.delay())
+        if value is None:
+            return 404, b"not found"
+        return 200, value.encode("utf-8", "surrogateescape")
+
     def start(self):
         """Serves on a free 127.0.0.1 port (the OS picks it); returns the base URL."""
         db = self
@@ -79,12 +87,7 @@ class Database:
                     self.answer(400, b"want /{category}/{key}")
                     return
                 cat, key = (urllib.parse.unquote(p, errors="surrogateescape") for p in parts)
-                value = db.get(cat, key)  # the snapshot: a write may land during the delay
-                time.sleep(db.delay())
-                if value is None:
-                    self.answer(404, b"not found")
-                else:
-                    self.answer(200, value.encode("utf-8", "surrogateescape"))
+                self.answer(*db.serve(cat, key))
 
             def answer(self, status, body):
                 self.send_response(status)
@@ -161,27 +164,34 @@ class LibClient(workload.Client):
             elif op["status"] is not None and op["status"] >= 300 and data is not None:
                 op["body"] = data[:200].decode("utf-8", "replace")
         else:
-            op["via"] = "db"
-            op["t0"] = workload.now_us()
-            if r < 0.95:
-                self.counter += 1
-                op.update(f="put", value=f"{key}|{self.cname}|{self.counter}")
-                op["db_t"] = self.db.put(cat, key, op["value"])
-            else:
-                op["f"] = "delete"
-                op["db_t"] = self.db.delete(cat, key)
-            if rng.random() < 0.5:
-                op["inv"] = "delete"
-                data = self.call(op, "DELETE", workload.path_of(cat, key))
-            else:
-                op["inv"] = "exact"
-                payload = json.dumps({"category": cat, "key": key}, ensure_ascii=False)
-                data = self.call(op, "POST", "/v1/invalidate", payload.encode(),
-                                 {"content-type": "application/json"})
-            if op["status"] is not None and op["status"] >= 300 and data is not None:
-                op["body"] = data[:200].decode("utf-8", "replace")
+            self.cache_aside_write(op, r < 0.95)
         self.rec.write(op)
         return op
+
+    def cache_aside_write(self, op, put):
+        """Writes (`put`) or deletes `op`'s key in the database, then invalidates it through
+        the node (DELETE of the key or an exact `POST /v1/invalidate`, at random); fills in
+        `op` (not recorded here)."""
+        cat, key = op["cat"], op["key"]
+        op["via"] = "db"
+        op["t0"] = workload.now_us()
+        if put:
+            self.counter += 1
+            op.update(f="put", value=f"{key}|{self.cname}|{self.counter}")
+            op["db_t"] = self.db.put(cat, key, op["value"])
+        else:
+            op["f"] = "delete"
+            op["db_t"] = self.db.delete(cat, key)
+        if self.rng.random() < 0.5:
+            op["inv"] = "delete"
+            data = self.call(op, "DELETE", workload.path_of(cat, key))
+        else:
+            op["inv"] = "exact"
+            payload = json.dumps({"category": cat, "key": key}, ensure_ascii=False)
+            data = self.call(op, "POST", "/v1/invalidate", payload.encode(),
+                             {"content-type": "application/json"})
+        if op["status"] is not None and op["status"] >= 300 and data is not None:
+            op["body"] = data[:200].decode("utf-8", "replace")
 
 
 def start_clients(nodes, recorder, seed, per_node, stop, db, timeout_s=2.0):

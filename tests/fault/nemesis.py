@@ -55,9 +55,12 @@ def rotation(rng, faults):
 
 
 class Nemesis(TopologyFaults):
-    def __init__(self, procs, recorder, rng, now_us, log, sleep=time.sleep, faults=None):
+    def __init__(self, procs, recorder, rng, now_us, log, sleep=time.sleep, faults=None,
+                 categories=None):
         self.p, self.rec, self.rng, self.now_us, self.log = procs, recorder, rng, now_us, log
         self.sleep = sleep
+        # The categories `actor_crash` picks from (the run's).
+        self.categories = list(categories or workload.CATEGORIES)
         # `combined` pairs the run's faults (`--faults`), or all when those make no pair.
         self.pairs = combined_pairs(faults) or combined_pairs()
 
@@ -131,7 +134,7 @@ class Nemesis(TopologyFaults):
         n = self.rng.randint(2, 4)
         crashed, refused = [], 0
         for _ in range(n):
-            cat = self.rng.choice(workload.CATEGORIES)
+            cat = self.rng.choice(self.categories)
             if self.p.crash_actor(node, cat):
                 crashed.append(cat)
             else:

@@ -142,8 +142,10 @@ PERSISTENCE_ARGS = {
 
 
 class Procs:
-    def __init__(self, run_dir, binary, bound_ms, strict, persistence=None, node_env=None):
+    def __init__(self, run_dir, binary, bound_ms, strict, persistence=None, node_env=None,
+                 node_config=""):
         self.run_dir, self.binary = run_dir, binary
+        self.node_config = node_config  # appended to node.toml (e.g. `[categories.near]`)
         self.bound_ms, self.strict = bound_ms, strict
         # None, "aof" or "rdb": Redis keeps its data across `redis_restart(_persist)`, and the
         # nodes accept it (HC_ALLOW_PERSISTENT_REDIS, outside the guarantee).
@@ -239,6 +241,7 @@ class Procs:
         cfg = os.path.join(self.run_dir, "node.toml")
         with open(cfg, "w", encoding="utf-8") as fh:
             fh.write(f'namespace = "{self.namespace}"\n')
+            fh.write(self.node_config)
         for i in ids:
             self.nodes[i] = {"http": free_port(), "gossip": free_port()}
         for i, n in self.nodes.items():

@@ -15,6 +15,7 @@ import time
 
 import checker
 import library
+import nearcache
 import nemesis
 import procs as procs_mod
 import sentinel
@@ -33,9 +34,12 @@ def parse(argv):
     ap.add_argument("--faults", default=None,
                     help="comma-separated subset of: " + ",".join(ALL_FAULTS) + " (default: "
                          "every fault of the topology and persistence mode)")
-    ap.add_argument("--workload", choices=("http", "library", "mixed"), default="http",
+    ap.add_argument("--workload", choices=("http", "library", "nearcache", "mixed"),
+                    default="http",
                     help="http: the HTTP clients (default); library: get_or_load through the "
-                         "test hook, cache-aside writes to the checker's database; mixed: both")
+                         "test hook, cache-aside writes to the checker's database; nearcache: "
+                         "GET /v1/load on the category `near` (refresh-ahead, fail-safe, "
+                         "negative caching) against a failing database; mixed: all three")
     ap.add_argument("--topology", choices=("single", "sentinel"), default="single",
                     help="single: one redis-server (default); sentinel: a primary, two "
                          "replicas, three sentinels")
@@ -98,12 +102,16 @@ def main(argv=None):
     if a.l2_min_replicas is None and a.topology == "sentinel":
         a.l2_min_replicas = 2  # every replica: a write the promotion could lose is not acked
     rec = workload.Recorder(history)
+    near = a.workload in ("nearcache", "mixed")
+    # The run's categories (what `actor_crash` picks from).
+    categories = ((workload.CATEGORIES if a.workload != "nearcache" else [])
+                  + ([nearcache.CATEGORY] if near else []))
     rec.write({"type": "meta", "bound_ms": a.bound_ms, "strict": a.strict, "seed": a.seed,
                "linger_ms": a.linger_ms, "duration_s": a.duration, "faults": a.faults,
                "workload": a.workload,
                "topology": a.topology, "redis_persistence": a.redis_persistence,
                "l2_min_replicas": a.l2_min_replicas,
-               "categories": workload.CATEGORIES, "keys": workload.KEYS})
+               "categories": categories, "keys": workload.KEYS})
     log(f"seed {a.seed}, {a.duration:g}s, bound {a.bound_ms:g} ms, strict {a.strict or '-'}, "
         f"faults {','.join(a.faults)}; workload {a.workload}, topology {a.topology}, "
         f"persistence {a.redis_persistence or '-'}; run dir {a.out}")
@@ -112,13 +120,15 @@ def main(argv=None):
     if a.l2_min_replicas is not None:
         node_env["HC_L2_MIN_REPLICAS"] = str(a.l2_min_replicas)
     if a.workload != "http":
-        db = library.Database(rec, seed=a.seed)
-        node_env["HC_TEST_LOADER_URL"] = db.start()
+        # One database: the library's loads (test hook) and the near-cache origin.
+        db = (nearcache.FaultyDatabase if near else library.Database)(rec, seed=a.seed)
+        node_env["HC_TEST_LOADER_URL"] = node_env["HC_ORIGIN_URL"] = db.start()
     kind = sentinel.SentinelProcs if a.topology == "sentinel" else procs_mod.Procs
     p = kind(a.out, a.binary, a.bound_ms, a.strict, persistence=a.redis_persistence,
-             node_env=node_env)
+             node_env=node_env, node_config=nearcache.CATEGORY_TOML if near else "")
     stop = threading.Event()
     clients = []
+    stats = None
     rounds = []
     failed = None
     try:
@@ -139,10 +149,19 @@ def main(argv=None):
         if a.workload in ("library", "mixed"):
             clients += library.start_clients(ports, rec, a.seed, a.clients, stop, db,
                                              a.timeout)
+        if near:
+            seeded = nearcache.seed(db, rec, ports[ids[0]], stop, a.timeout)
+            if not all(checker.acked(o) for o in seeded):
+                raise RuntimeError("near-cache: the initial writes were not acknowledged")
+            clients += nearcache.start_clients(ports, rec, a.seed, a.clients, stop, db,
+                                               a.timeout)
+            stats = nearcache.StatsSampler(ports, stop)
+            stats.start()
         rng = random.Random(a.seed)
         # `combined` pairs only the single-Redis faults (not the topology's own).
         nem = nemesis.Nemesis(p, rec, rng, workload.now_us, log,
-                              faults=[f for f in a.faults if f in nemesis.FAULTS])
+                              faults=[f for f in a.faults if f in nemesis.FAULTS],
+                              categories=categories)
         deadline = time.monotonic() + a.duration
         time.sleep(min(2.0, a.duration / 10))  # a fault-free start
         kinds = nemesis.rotation(rng, a.faults)
@@ -165,6 +184,9 @@ def main(argv=None):
         stop.set()
         for t in clients:
             t.join(timeout=a.timeout + 2)
+        if stats is not None:
+            stats.join(timeout=5)
+            stats.sample()  # the last counts, before the nodes stop
         p.stop_all()
         if db is not None:
             db.stop()
@@ -179,6 +201,15 @@ def main(argv=None):
     print(f"\n{'FAIL' if bad else 'PASS'}: {len(res['violations'])} reads beyond the bound, "
           f"{len(res['corruptions'])} corrupt reads ({len(ops)} ops, seed {a.seed}); "
           f"history {history}")
+    if stats is not None:
+        lines, problems = nearcache.summary(ops, stats.totals, db.answers, a.duration)
+        print("\n" + "\n".join(lines))
+        if problems and a.workload == "nearcache":
+            failed = failed or "near-cache features never triggered: " + "; ".join(problems)
+        elif problems:
+            # In `mixed`, the HTTP clients' whole-category and all-category invalidations
+            # also clear `near` (and its fail-safe copies) about once a second: reported only.
+            print("note (not a failure in mixed): " + "; ".join(problems))
     if failed:
         print(f"RUN FAILED: {failed}")
         return 2

@@ -67,15 +67,18 @@ class Client(threading.Thread):
         self.rec, self.rng, self.stop = recorder, rng, stop
         self.timeout_s, self.pause_s = timeout_s, pause_s
         self.conn, self.counter = None, 0
+        self.last_headers = {}  # of the last answer, names in lower case
 
     def request(self, method, path, body=None, headers=None):
         """Returns (status, body) or raises OSError / http.client.HTTPException."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        self.last_headers = {}
         try:
             self.conn.request(method, path, body=body, headers=headers or {})
             resp = self.conn.getresponse()
             data = resp.read()
+            self.last_headers = {k.lower(): v for k, v in resp.getheaders()}
             if resp.getheader("connection", "").lower() == "close":
                 self.conn.close()
                 self.conn = None

@@ -50,7 +50,7 @@ enum Cmd {
     /// Everything CI runs, in order: fmt, clippy -D warnings, doc, test, arch (cycles fail),
     /// sim-gossip, alerts, api-fuzz, ui-test, install-check, python (pytest suite and benchmark,
     /// bounded to 45 min), compose lib, fault-check (180 s, B = 50 ms,
-    /// roles strict), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
+    /// roles strict; then 60 s of `--workload nearcache`), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
     /// when a Docker engine answers, the container tests.
     Ci {
         /// Only what follows the tests (arch onwards): `.ci/run` runs `cargo xtask lint` and
@@ -69,8 +69,9 @@ enum Cmd {
     /// TCP proxy per node, concurrent clients, a nemesis; the history is checked offline.
     /// Exit 0 = pass, 1 = stale beyond the bound or corruption, 2 = the run itself failed.
     /// ARGS: [--duration SECS] [--bound-ms B] [--seed N] [--strict CATS] [--faults LIST]
-    /// [--clients N] [--out DIR] [--workload http|library|mixed] [--topology single|sentinel]
-    /// [--redis-persistence [aof|rdb]] (docs/testing.md "Fault checker"). Re-check a history:
+    /// [--clients N] [--out DIR] [--workload http|library|nearcache|mixed]
+    /// [--topology single|sentinel] [--redis-persistence [aof|rdb]]
+    /// (docs/testing.md "Fault checker"). Re-check a history:
     /// python3 tests/fault/checker.py DIR/history.jsonl [--bound-ms B].
     FaultCheck {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -161,6 +161,18 @@ pub fn ci(after_test: bool) -> Result<()> {
         .map(String::from)
         .to_vec();
     expect_zero("fault-check", checks::fault_check(&fault)?)?;
+    eprintln!("== cargo xtask fault-check --workload nearcache (60 s, B = 50 ms, every fault; refresh-ahead, fail-safe and negative caching must trigger)");
+    let near: Vec<String> = [
+        "--duration",
+        "60",
+        "--bound-ms",
+        "50",
+        "--workload",
+        "nearcache",
+    ]
+    .map(String::from)
+    .to_vec();
+    expect_zero("fault-check nearcache", checks::fault_check(&near)?)?;
     let secs = std::env::var("HC_CI_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
