@@ -78,8 +78,12 @@ impl L2 {
             t.extend_from_slice(v);
             t
         };
-        let expected = expected.map(tagged).unwrap_or_default();
-        self.replace_payload(category, key, tagged(value), ttl, generation, expected)
+        let conditions = vec![
+            generation.to_string().into_bytes(),
+            expected.map(tagged).unwrap_or_default(),
+        ];
+        let script = &self.scripts.replace;
+        self.conditional_write(script, category, key, tagged(value), ttl, conditions)
             .await
     }
 }

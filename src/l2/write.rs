@@ -190,73 +190,42 @@ impl L2 {
         ttl: Duration,
         guard: &FillGuard,
     ) -> Result<bool, L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
-        let ms = ttl.as_millis().max(1) as u64;
-        let deadline_ms = self.own_deadline_ms();
-        let (script, over) = (
-            &self.scripts.fill,
-            guard.over.as_deref().unwrap_or_default(),
-        );
-        let reply: i64 = self
-            .call(|mut c| async move {
-                script
-                    .key(gk)
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(payload)
-                    .arg(ms)
-                    .arg(guard.generation.to_string())
-                    .arg(guard.globs.to_string())
-                    .arg(over)
-                    .arg(deadline_ms)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        match reply {
-            -1 => Err(L2Error::Late),
-            n => Ok(n == 1),
-        }
+        let conditions = vec![
+            guard.generation.to_string().into_bytes(),
+            guard.globs.to_string().into_bytes(),
+            guard.over.as_deref().unwrap_or_default().to_vec(),
+        ];
+        self.conditional_write(&self.scripts.fill, category, key, payload, ttl, conditions)
+            .await
     }
 
-    /// This node's deadline for a write sent now (unix ms): the call bound plus the allowance.
-    fn own_deadline_ms(&self) -> u64 {
-        let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
-        deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64
-    }
-
-    /// Writes the tagged `payload` only if the category generation is still `generation`
-    /// and the key holds exactly `expected` (empty: holds nothing, not even a tombstone).
-    /// Returns whether written.
-    pub(super) async fn replace_payload(
+    /// Runs a conditional write script (`fill`, `replace`): ARGV the prefix, the key, the
+    /// tagged `payload`, the TTL in ms, the script's `conditions`, then this node's deadline.
+    /// Returns whether it wrote; [`L2Error::Late`] when Redis saw the deadline pass.
+    pub(super) async fn conditional_write(
         &self,
+        script: &Script,
         category: &str,
         key: &str,
         payload: Vec<u8>,
         ttl: Duration,
-        generation: i64,
-        expected: Vec<u8>,
+        conditions: Vec<Vec<u8>>,
     ) -> Result<bool, L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = ttl.as_millis().max(1) as u64;
-        let deadline_ms = self.own_deadline_ms();
-        let script = &self.scripts.replace;
+        let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        let deadline_ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         let reply: i64 = self
             .call(|mut c| async move {
-                script
-                    .key(gk)
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(payload)
-                    .arg(ms)
-                    .arg(generation.to_string())
-                    .arg(expected)
-                    .arg(deadline_ms)
-                    .invoke_async(&mut c)
-                    .await
+                let mut inv = script.key(gk);
+                inv.arg(prefix).arg(key).arg(payload).arg(ms);
+                for condition in conditions {
+                    inv.arg(condition);
+                }
+                inv.arg(deadline_ms).invoke_async(&mut c).await
             })
             .await?;
         match reply {
