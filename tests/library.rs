@@ -26,6 +26,19 @@ async fn blocked_load(
     tokio::task::JoinHandle<Result<bytes::Bytes, CacheError>>,
     tokio::sync::oneshot::Sender<()>,
 ) {
+    blocked_load_answering(cache, category, key, Ok(value)).await
+}
+
+/// [`blocked_load`] whose loader answers `answer` (`Err`: the loader fails with that message).
+async fn blocked_load_answering(
+    cache: &HybridCache,
+    category: &'static str,
+    key: &'static str,
+    answer: Result<&'static [u8], &'static str>,
+) -> (
+    tokio::task::JoinHandle<Result<bytes::Bytes, CacheError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let loader_cache = cache.clone();
@@ -34,7 +47,7 @@ async fn blocked_load(
             .get_or_load(category, key, None, || async move {
                 let _ = started_tx.send(());
                 let _ = release_rx.await;
-                Ok::<_, DbError>(bytes::Bytes::from_static(value))
+                answer.map(bytes::Bytes::from_static).map_err(DbError)
             })
             .await
     });
@@ -323,19 +336,8 @@ async fn callers_joining_before_an_invalidation_share_the_load() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_caller_joining_a_failing_load_overtaken_by_an_invalidation_loads_again() {
     let cache = HybridCache::builder().build().await.unwrap();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let a_cache = cache.clone();
-    let a = tokio::spawn(async move {
-        a_cache
-            .get_or_load("menus", "m", None, || async move {
-                let _ = started_tx.send(());
-                let _ = release_rx.await;
-                Err::<bytes::Bytes, _>(DbError("no such menu yet"))
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let (a, release_tx) =
+        blocked_load_answering(&cache, "menus", "m", Err("no such menu yet")).await;
     cache.delete("menus", "m").await.unwrap();
     let b_loads = Arc::new(AtomicUsize::new(0));
     let (b_cache, b_count) = (cache.clone(), b_loads.clone());
