@@ -192,6 +192,7 @@ async fn main() {
             hybrid_cache::wire::ChangeKind::Invalidate,
             false,
             false,
+            None,
         )
         .await
         .expect("published");

@@ -199,3 +199,131 @@ async fn put_costs_one_write_script_and_its_publish() {
     );
     a.shutdown().await;
 }
+
+/// One `MONITOR` line: who sent it (`"lua"` for a command a script ran) and the command.
+fn monitor_line(line: &str) -> Option<(String, String)> {
+    let (_, rest) = line.split_once(" [")?;
+    let (source, command) = rest.split_once("] ")?;
+    let client = source.split_once(' ')?.1.to_string();
+    let name = command.split('"').nth(1)?.to_ascii_lowercase();
+    Some((client, name))
+}
+
+/// Everything the server runs while `during` runs, from `MONITOR` on the test's own server.
+async fn monitored<F: Future<Output = ()>>(
+    redis: &RedisServer,
+    during: F,
+) -> Vec<(String, String)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut conn = blocking(|| redis.conn()).expect("monitor connection");
+    let ok = blocking(|| conn.command(&[b"MONITOR"])).expect("MONITOR");
+    assert_eq!(ok.as_text().as_deref(), Some("OK"));
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let flag = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(reply) = conn.read() {
+                lines.extend(reply.as_text());
+            }
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        lines
+    });
+    // MONITOR answers +OK before it streams; a short pause lets the stream start.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    during.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lines = blocking(|| reader.join()).expect("monitor thread");
+    lines.iter().filter_map(|l| monitor_line(l)).collect()
+}
+
+/// One round trip per PUT: the node sends the write script alone, and the script itself
+/// runs the write's `SET` and the invalidation's `PUBLISH`; no `PUBLISH` of a write leaves
+/// the node as a command of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_is_one_command_that_writes_and_publishes() {
+    let redis = blocking(RedisServer::start);
+    let ns = format!("wr{:08x}", rand::random::<u32>());
+    let a = start("a", &ns, &redis).await;
+    settle(&[&a]).await;
+    a.cache().set("general", "warm", "x", None).await.unwrap();
+    const PUTS: usize = 20;
+    let seen = monitored(&redis, async {
+        for i in 0..PUTS {
+            a.cache()
+                .set("general", &format!("k{i}"), format!("v{i}"), None)
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let count = |lua: bool, name: &str| {
+        seen.iter()
+            .filter(|(client, c)| (client == "lua") == lua && c == name)
+            .count()
+    };
+    assert_eq!(count(false, "evalsha"), PUTS, "{seen:?}");
+    assert_eq!(count(true, "set"), PUTS, "the script writes: {seen:?}");
+    assert_eq!(
+        count(true, "publish"),
+        PUTS,
+        "the script publishes: {seen:?}"
+    );
+    for name in ["set", "get", "time"] {
+        assert_eq!(count(false, name), 0, "a client {name}: {seen:?}");
+    }
+    // The bus publishes heartbeats on its own; none carries a write, so far fewer than PUTS.
+    let heartbeats = count(false, "publish");
+    assert!(heartbeats < PUTS / 2, "{heartbeats} publishes: {seen:?}");
+    a.shutdown().await;
+}
+
+/// A Redis that lost its scripts (`SCRIPT FLUSH`, a restart, a failover to a replica that
+/// never loaded them) answers the write `NOSCRIPT`: the node loads the script, sends the
+/// write again, acknowledges it, and a peer holding the old value drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_after_script_flush_reloads_the_script_and_reaches_the_peer() {
+    let redis = blocking(RedisServer::start);
+    let ns = format!("wf{:08x}", rand::random::<u32>());
+    let a = start("a", &ns, &redis).await;
+    let b = start("b", &ns, &redis).await;
+    settle(&[&a, &b]).await;
+    for round in 0..3u32 {
+        let old = format!("old{round}");
+        let new = format!("new{round}");
+        a.cache()
+            .set("general", "k", old.clone(), None)
+            .await
+            .unwrap();
+        let warm = poll(BOUND, || async {
+            let got = b.cache().get_with_source("general", "k").await.unwrap();
+            matches!(got, Some((v, Source::L1)) if v == old.as_bytes())
+        })
+        .await;
+        assert!(warm, "B never held {old} in L1");
+        let flushed = blocking(|| redis.command(&[b"SCRIPT", b"FLUSH"])).expect("SCRIPT FLUSH");
+        assert_eq!(flushed.as_text().as_deref(), Some("OK"));
+        a.cache()
+            .set("general", "k", new.clone(), None)
+            .await
+            .unwrap();
+        let stored = blocking(|| redis.keys(&format!("*{ns}*")));
+        assert!(!stored.is_empty(), "nothing in Redis under {ns}");
+        let seen = poll(BOUND, || async {
+            let v = b.cache().get("general", "k").await.unwrap();
+            v.as_deref() == Some(new.as_bytes())
+        })
+        .await;
+        assert!(seen, "round {round}: B never read {new}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 
-use super::{BusMsg, ChangeKind, PublishError, Target, Via};
+use super::{BundledWrite, BusMsg, ChangeKind, PublishError, Target, Via};
 use crate::actors::mailbox::MailboxGate;
 
 /// The node's handle on its bus actor. Survives actor restarts (the gates keep their
@@ -138,6 +138,8 @@ pub(crate) async fn tell_waiting(gate: &MailboxGate, bus: &ActorRef<BusMsg>, msg
 ///
 /// `Ok` means Redis accepted the PUBLISH: every node that renews its lease after this point
 /// has applied the change first. Without a bus (no Redis, no peers) there is nobody to tell.
+/// `write`, a value write to send in the same script as the invalidation, gets its reply
+/// before the outcome is known; without a bus it is dropped unsent.
 pub async fn publish(
     handle: &BusHandle,
     category: Option<&str>,
@@ -145,6 +147,7 @@ pub async fn publish(
     kind: ChangeKind,
     strict: bool,
     l2_pending: bool,
+    write: Option<BundledWrite>,
 ) -> Result<(), PublishError> {
     let Some(bus) = handle.actor() else {
         return Ok(());
@@ -157,6 +160,7 @@ pub async fn publish(
         strict,
         l2_pending,
         done: Some(done),
+        write,
     };
     if !tell(&handle.gate, &bus, msg) {
         return Err(PublishError::Overloaded);

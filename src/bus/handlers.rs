@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use ractor::ActorRef;
 
-use super::{BusMsg, BusState, ChangeKind, Done, PublishError, Target, Via, PEERS_REFRESH};
+use super::{
+    BundledWrite, BusMsg, BusState, ChangeKind, Done, PublishError, Target, Via, PEERS_REFRESH,
+};
 use crate::coherence::{Clock, LinkState};
 use crate::l2::L2Conn;
 use crate::stats::NodeCounters;
@@ -17,6 +19,8 @@ pub(super) struct Change {
     pub(super) category: Option<String>,
     pub(super) target: Target,
     pub(super) kind: ChangeKind,
+    /// A value write to send with the invalidation.
+    pub(super) write: Option<BundledWrite>,
 }
 
 impl BusState {
@@ -45,9 +49,12 @@ impl BusState {
             category,
             target,
             kind,
+            write,
         } = change;
         let category = category.as_deref();
         if l2_pending {
+            // Never bundled (L2 did not take the change); dropping it fails it.
+            drop(write);
             // L2 did not take it: every peer must ack it over QUIC (and keep it for replay
             // into L2) before it is acknowledged.
             let (msg, actions) = self.machine.outgoing_peer(category, target, kind, now);
@@ -69,7 +76,7 @@ impl BusState {
                 self.strict_waiters.insert(seq, d);
             }
             let channel = self.channel.clone();
-            if !self.send_to(&msg, channel, None, Some(seq)) {
+            if !self.send_to(&msg, channel, None, Some(seq), write) {
                 self.machine.publish_failed(seq);
                 if let Some(done) = self.strict_waiters.remove(&seq) {
                     let _ = done.send(Err(PublishError::Overloaded));
@@ -77,7 +84,8 @@ impl BusState {
             }
         } else {
             let msg = self.machine.outgoing(category, target, kind, now);
-            self.send(&msg, done);
+            let channel = self.channel.clone();
+            self.send_to(&msg, channel, done, None, write);
         }
     }
 

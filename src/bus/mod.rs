@@ -6,8 +6,9 @@
 //!   shared invalidation channel and this node's own ping channel (same connection, so a
 //!   ping's echo arrives after every invalidation Redis processed before it); it reconnects
 //!   with exponential backoff (backon);
-//! - a **publisher task** sends our messages one at a time in the order the machine
-//!   numbered them, on the command connection, through the control breaker of
+//! - a **publisher task** sends our messages in the order the machine numbered them (what
+//!   queued up goes as one pipeline; an authoritative write travels with its invalidation
+//!   in one script, [`BundledWrite`]), on the command connection, through the control breaker of
 //!   [`crate::l2`] (never the data breaker), so the actor itself never waits on Redis and
 //!   keeps draining inbound invalidations while we publish. An invalidation Redis refused is
 //!   also sent to the peers over QUIC, and its writer is told it failed;
@@ -93,6 +94,17 @@ pub enum PublishError {
 /// Where the outcome of a publish goes.
 type Done = tokio::sync::oneshot::Sender<Result<(), PublishError>>;
 
+/// A value write the publisher sends together with its change's invalidation (one round
+/// trip; see [`crate::l2::BundledSet`]), and where the script's reply goes. A write dropped
+/// unsent (the bus or its queue refused the change) drops `reply`: its writer treats that as
+/// a failed write.
+pub struct BundledWrite {
+    /// The prepared write.
+    pub set: crate::l2::BundledSet,
+    /// Gets Redis's reply to the write (`1` written, `-1` late) or why it failed.
+    pub reply: tokio::sync::oneshot::Sender<Result<i64, crate::l2::L2Error>>,
+}
+
 /// Messages of the bus actor.
 pub enum BusMsg {
     /// Publish a local change; `done` gets the outcome: for a `strict` change, once every
@@ -112,6 +124,8 @@ pub enum BusMsg {
         l2_pending: bool,
         /// Gets the outcome.
         done: Option<Done>,
+        /// The value write to send with the invalidation (authoritative `set`s).
+        write: Option<BundledWrite>,
     },
     /// The publisher's outcome for strict change `seq` (receivers counted by Redis).
     Published {
@@ -363,11 +377,13 @@ impl Actor for BusActor {
                 strict,
                 l2_pending,
                 done,
+                write,
             } => {
                 let change = handlers::Change {
                     category,
                     target,
                     kind,
+                    write,
                 };
                 state
                     .on_publish(&myself, change, strict, l2_pending, done, now)

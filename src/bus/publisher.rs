@@ -1,5 +1,6 @@
-//! The publisher task: sends our messages one at a time in the order the coherence machine
-//! numbered them, on the command connection, through the control breaker of [`crate::l2`]
+//! The publisher task: sends our messages in the order the coherence machine numbered them
+//! (what queued up meanwhile as one pipeline; an authoritative write in the same script as
+//! its invalidation), on the command connection, through the control breaker of [`crate::l2`]
 //! (never the data breaker), so the actor itself never waits on Redis. An invalidation
 //! Redis refused (or any, without Redis) also goes to the peers over QUIC. Also the actor's
 //! side of the queue ([`BusState::send`], [`BusState::send_to`]) and its QUIC path
@@ -11,7 +12,8 @@ use ractor::ActorRef;
 
 use super::handle::{tell_waiting, BusHandle};
 use super::port::NodePort;
-use super::{BusMsg, BusState, Done, PublishError};
+use super::{BundledWrite, BusMsg, BusState, Done, PublishError};
+use crate::l2::Outbound;
 use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
 use crate::wire_auth::ClusterKey;
@@ -26,6 +28,8 @@ pub(super) struct Outgoing {
     done: Option<Done>,
     /// Report the outcome of this strict change back to the actor.
     strict_seq: Option<u64>,
+    /// The value write this invalidation announces, sent in the same script.
+    write: Option<BundledWrite>,
 }
 
 /// Most invalidations sent in one pipelined round trip.
@@ -56,7 +60,7 @@ pub(super) fn spawn_publisher(
                     o.bytes = crate::wire_auth::seal(k, &o.bytes);
                 }
             }
-            let results = publish_batch(node.as_ref(), &batch).await;
+            let results = publish_batch(node.as_ref(), &mut batch).await;
             if !report(node.as_ref(), &handle, &myself, &mut batch, results).await {
                 return;
             }
@@ -65,22 +69,54 @@ pub(super) fn spawn_publisher(
     (tx, task)
 }
 
-/// One pipelined PUBLISH of `batch`; one outcome per message.
-async fn publish_batch(node: &dyn NodePort, batch: &[Outgoing]) -> Vec<Result<u64, PublishError>> {
+/// One pipelined round trip of `batch`; one outcome per message. Each bundled write gets
+/// its own reply here, before its invalidation's outcome is reported.
+async fn publish_batch(
+    node: &dyn NodePort,
+    batch: &mut [Outgoing],
+) -> Vec<Result<u64, PublishError>> {
     let Some(l2) = node.l2() else {
+        for o in batch.iter_mut() {
+            if let Some(w) = o.write.take() {
+                let _ = w.reply.send(Err(crate::l2::L2Error::NotConnected));
+            }
+        }
         return vec![Ok(0); batch.len()];
     };
-    let msgs: Vec<(&str, &[u8])> = batch
+    let items: Vec<Outbound<'_>> = batch
         .iter()
-        .map(|o| (o.channel.as_str(), &o.bytes[..]))
+        .map(|o| Outbound {
+            channel: o.channel.as_str(),
+            payload: &o.bytes[..],
+            write: o.write.as_ref().map(|w| &w.set),
+        })
         .collect();
-    match l2.publish_batch(&msgs).await {
-        Ok(counts) => counts.into_iter().map(Ok).collect(),
+    let sent = l2.send_batch(&items).await;
+    drop(items);
+    match sent {
+        Ok(delivered) => batch
+            .iter_mut()
+            .zip(delivered)
+            .map(|(o, d)| {
+                if let (Some(w), Some(written)) = (o.write.take(), d.written) {
+                    let _ = w.reply.send(written);
+                }
+                d.receivers.map_err(|e| {
+                    tracing::debug!(error = %e, "publish failed");
+                    PublishError::Refused(e.to_string())
+                })
+            })
+            .collect(),
         Err(e) => {
             // Receivers see the gap at our next heartbeat and flush; the writers are told.
             tracing::debug!(error = %e, n = batch.len(), "publish failed");
-            let e = PublishError::Refused(e.to_string());
-            vec![Err(e); batch.len()]
+            let why = e.to_string();
+            for o in batch.iter_mut() {
+                if let Some(w) = o.write.take() {
+                    let _ = w.reply.send(Err(crate::l2::L2Error::Batch(why.clone())));
+                }
+            }
+            vec![Err(PublishError::Refused(why)); batch.len()]
         }
     }
 }
@@ -147,11 +183,12 @@ impl BusState {
         } else {
             self.channel.clone()
         };
-        self.send_to(msg, channel, done, None);
+        self.send_to(msg, channel, done, None, None);
     }
 
-    /// Queues `msg` for the publisher. False when it was not queued (encoding failed, the
-    /// queue is full, the publisher stopped): `done` has the error then. A refused
+    /// Queues `msg` (with `write`, the value write it announces) for the publisher. False when
+    /// it was not queued (encoding failed, the queue is full, the publisher stopped): `done`
+    /// has the error then, and `write` is dropped unsent. A refused
     /// invalidation already has its sequence number, so peers see the gap and flush; a
     /// refused ping or ack only delays a renewal or a strict release (at most B).
     pub(super) fn send_to(
@@ -160,6 +197,7 @@ impl BusState {
         channel: String,
         done: Option<Done>,
         strict_seq: Option<u64>,
+        write: Option<BundledWrite>,
     ) -> bool {
         let fail = |done: Option<Done>, e: PublishError| {
             if let Some(d) = done {
@@ -186,6 +224,7 @@ impl BusState {
             invalidation: matches!(msg, BusMessage::Invalidation(_)),
             done,
             strict_seq,
+            write,
         });
         match queued {
             Ok(()) => true,

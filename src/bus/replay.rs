@@ -79,6 +79,7 @@ impl Replay {
             strict: false,
             l2_pending: false,
             done: None,
+            write: None,
         };
         tell(self.handle.gate(), &self.myself, announce);
     }

@@ -97,8 +97,21 @@ impl HybridCache {
         target: Target,
         kind: ChangeKind,
     ) -> Result<(), CacheError> {
+        self.announce_with(category, target, kind, None).await
+    }
+
+    /// [`Self::announce`] with the value write it announces, sent in the same script (see
+    /// `bundled_write`).
+    pub(super) async fn announce_with(
+        &self,
+        category: Option<&str>,
+        target: Target,
+        kind: ChangeKind,
+        write: Option<crate::bus::BundledWrite>,
+    ) -> Result<(), CacheError> {
         let strict = self.touches_strict(category);
-        match crate::bus::publish(&self.shared.bus, category, target, kind, strict, false).await {
+        let bus = &self.shared.bus;
+        match crate::bus::publish(bus, category, target, kind, strict, false, write).await {
             Ok(()) => Ok(()),
             Err(_) if self.local_writes_ok() => Ok(()),
             Err(e) => Err(CacheError::Unavailable(format!(
@@ -120,7 +133,7 @@ impl HybridCache {
             return Err(PublishError::NotAcknowledged);
         }
         let strict = self.touches_strict(category);
-        crate::bus::publish(&self.shared.bus, category, target, kind, strict, true).await
+        crate::bus::publish(&self.shared.bus, category, target, kind, strict, true, None).await
     }
 
     /// Whether a change of `category` (`None` = every category) is strict: a `*`-category

@@ -25,6 +25,7 @@
 
 mod build_error;
 mod builder;
+mod bundled_write;
 mod fail_safe;
 mod invalidate;
 mod key_locks;

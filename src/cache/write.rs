@@ -1,6 +1,8 @@
 //! The write path: `set` and `delete`. A change goes to L2 first (so a peer that drops its
 //! L1 entry reads the new value), then through the category actor, then onto the bus;
 //! writes of one key on one node are serialized (L2 and L1 change in the same order).
+//! Where Redis can run it, an untagged `set` sends the L2 write and the announcement as one
+//! script instead (`bundled_write`): one round trip, then the L1.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +134,13 @@ impl HybridCache {
             return Err(CacheError::DeadlineExceeded);
         }
         let mark = self.shared.remote.snapshot(category, key);
+        if tags.is_empty() {
+            if let Some(write) = self.bundle_set(category, key, &value, l2_ttl, deadline) {
+                return self
+                    .set_bundled(category, key, value, ttls.l1, mark, write)
+                    .await;
+            }
+        }
         let (bytes, tag_list) = (&value, &tags);
         let target = Target::Key(key.to_string());
         let in_l2 = self
@@ -151,14 +160,36 @@ impl HybridCache {
                 .await?;
             return Err(Self::unavailable("write"));
         }
-        let l1_ttl = ttls.l1;
-        let k = key.to_string();
+        let put = self
+            .put_local(category, key, value, ttls.l1, tags, mark, in_l2)
+            .await;
+        let announced = self
+            .announce(Some(category), target, crate::bus::ChangeKind::Set)
+            .await;
+        put?;
+        announced
+    }
+
+    /// The L1 half of a write whose L2 half is done (`in_l2`: applied there): puts `value`
+    /// through the category's actor. `mark` is the key's remote mark taken before the L2
+    /// write. On an error the category is flushed (fail closed) and the error returned.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn put_local(
+        &self,
+        category: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tags: Vec<String>,
+        mark: (u64, u64),
+        in_l2: bool,
+    ) -> Result<(), CacheError> {
         let put = self
             .shared
             .ask(category, |reply| CategoryMsg::Put {
-                key: k.clone(),
+                key: key.to_string(),
                 value: value.clone(),
-                ttl: l1_ttl,
+                ttl,
                 tags: tags.clone(),
                 reply,
             })
@@ -174,11 +205,7 @@ impl HybridCache {
                 .drop_local(category, &Pattern::Exact(key.to_string()))
                 .await;
         }
-        let announced = self
-            .announce(Some(category), target, crate::bus::ChangeKind::Set)
-            .await;
-        put?;
-        announced
+        put
     }
 
     /// Applies one change to L2 when it is usable. A change L2 did not get is remembered for

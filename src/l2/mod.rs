@@ -58,6 +58,7 @@ use scripts::Scripts;
 use topology::KeyLayout;
 
 pub use backlog::Backlog;
+pub use publish::{BundleCheck, BundledSet, Outbound};
 pub use topology::L2Conn;
 
 use crate::config::RedisTarget;
@@ -132,6 +133,10 @@ pub enum L2Error {
     /// that does not answer.
     #[error("the sentinels have not confirmed this redis as the primary lately")]
     Unproven,
+    /// A pipelined batch of bus messages was not taken whole (the first failure): none of
+    /// its messages counts as sent.
+    #[error("redis did not take the whole batch: {0}")]
+    Batch(String),
     /// `WAIT` returned fewer replicas than `l2_min_replicas`.
     #[error("write not acknowledged by {wanted} replica(s) in time (only {got})")]
     NotReplicated {
@@ -330,6 +335,19 @@ impl L2 {
         let bound = self.timeout.max(Duration::from_millis(500));
         self.fence.confirm(ticket, bound).await?;
         Ok(v)
+    }
+
+    /// The deadline Redis enforces on a value write sent now, unix ms: the caller's when
+    /// earlier than the call bound (and whether it is the caller's).
+    fn deadline_ms(&self, not_after: Option<std::time::SystemTime>) -> (u64, bool) {
+        let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
+        let by_caller = not_after.is_some_and(|d| d < own);
+        let deadline = not_after.map_or(own, |d| d.min(own));
+        let ms = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        (ms, by_caller)
     }
 
     fn wait_for(&self) -> u32 {

@@ -76,6 +76,19 @@ const FILL: &str = "if g ~= ARGV[5] then return 0 end \
     elseif cur ~= ARGV[7] then return 0 end \
     redis.call('SET', k, ARGV[3], 'PX', ARGV[4]) return 1";
 
+/// A value write and the invalidation announcing it, in one script (one round trip per
+/// write; see `super::bundle`). KEYS[1] the generation; ARGV: prefix, key, payload, ms, the
+/// deadline (unix ms, Redis's clock), the bus channel, the sealed bus message. The write is
+/// `set`'s (refused past the deadline: `-1`); the `PUBLISH` goes out whatever the write did,
+/// because the message already carries its sequence number (a number never published is a
+/// gap, and makes every receiver flush). Returns `{written (1 or -1), receivers}`.
+const SET_PUBLISH: &str = "local t = redis.call('TIME') local r = -1 \
+    if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) <= tonumber(ARGV[5]) then \
+      local g = redis.call('GET', KEYS[1]) or '0' \
+      redis.call('SET', ARGV[1] .. ':' .. g .. ':' .. ARGV[2], ARGV[3], 'PX', ARGV[4]) r = 1 \
+    end \
+    return {r, redis.call('PUBLISH', ARGV[6], ARGV[7])}";
+
 /// The loaded scripts of one [`super::L2`].
 pub(super) struct Scripts {
     /// Read: `{generation}` or `{generation, tagged value, pttl}`.
@@ -101,6 +114,10 @@ pub(super) struct Scripts {
     /// Tag invalidation of one category: tombstones the listed keys still carrying the tag,
     /// deletes the tag's set.
     pub(super) inv_tag: Script,
+    /// [`Self::set`] and the `PUBLISH` of its invalidation (see [`SET_PUBLISH`]).
+    pub(super) set_publish: Script,
+    /// Source of `set_publish`, loaded when Redis lost its script cache (`NOSCRIPT`).
+    pub(super) set_publish_src: &'static str,
     /// Source of `set_tagged`, for `EVAL` + `WAIT` pipelines.
     pub(super) set_tagged_src: String,
     /// Source of `inv_tag`, for `EVAL` + `WAIT` pipelines.
@@ -145,6 +162,8 @@ impl Scripts {
                  return redis.call('DEL', KEYS[1]) end return 0",
             ),
             hot: Script::new(HOT_RECORD),
+            set_publish: Script::new(SET_PUBLISH),
+            set_publish_src: SET_PUBLISH,
             set_src,
             tomb_src,
         }
@@ -195,5 +214,14 @@ mod tests {
         assert_eq!(Script::new(&s.inv_tag_src).get_hash(), s.inv_tag.get_hash());
         assert_eq!(Script::new(&s.set_src).get_hash(), s.set.get_hash());
         assert_eq!(Script::new(&s.tomb_src).get_hash(), s.tomb.get_hash());
+        // One round trip per write (issue #25), added: the hashes above are unchanged.
+        assert_eq!(
+            s.set_publish.get_hash(),
+            "462ffbb1da4bb2e86cac4f4e7bebfb58dc508f63"
+        );
+        assert_eq!(
+            Script::new(s.set_publish_src).get_hash(),
+            s.set_publish.get_hash()
+        );
     }
 }

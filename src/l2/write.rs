@@ -52,14 +52,8 @@ impl L2 {
     ) -> Result<i64, L2Error> {
         let (gk, prefix) = (self.gen_key(category), self.prefix(category));
         let ms = ttl.as_millis().max(1) as u64;
-        let own = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
         // The caller's deadline, when earlier, is the one Redis enforces.
-        let by_caller = not_after.is_some_and(|d| d < own);
-        let deadline = not_after.map_or(own, |d| d.min(own));
-        let deadline_ms = deadline
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let (deadline_ms, by_caller) = self.deadline_ms(not_after);
         let reply: i64 = match waited_src {
             Some(src) if self.wait_for() > 0 => {
                 let mut pipe = redis::pipe();

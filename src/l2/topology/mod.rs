@@ -197,15 +197,6 @@ pub fn bus_namespace(target: Option<&RedisTarget>, ns: &str) -> String {
     }
 }
 
-/// The publish command of the topology: `SPUBLISH` in a cluster, else `PUBLISH`.
-pub fn publish_command(conn: &L2Conn) -> &'static str {
-    if conn.is_cluster() {
-        "SPUBLISH"
-    } else {
-        "PUBLISH"
-    }
-}
-
 /// `host:port` parsed into an address (sentinels and cluster seed nodes).
 fn addr_of(host_port: &str) -> Result<(String, u16), L2Error> {
     host_port
