@@ -37,7 +37,7 @@
 //! connection dies), the lease lapses, and the bus resubscribes on the new owner.
 //!
 //! This file holds the interface ([`L2Conn`], [`Subscription`], [`KeyLayout`], the channel
-//! namespace and the publish command) and dispatches on the target; the construction of
+//! namespace) and dispatches on the target; the construction of
 //! each topology lives in `single`, `sentinel` and `cluster`.
 
 mod cluster;
