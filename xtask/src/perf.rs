@@ -12,8 +12,10 @@ pub enum Bench {
     /// over HTTP (wrk) vs redis-benchmark GET, PUT vs SET, L2 hit vs GET, redis-benchmark
     /// against the RESP port vs redis-server. Prints min/median/max of each ratio.
     /// Environment: REPS (3), ENTRIES (100000), SECS (4), CONNS (64), PARTS (all of
-    /// `mem,get,put,l2,resp`; e.g. `PARTS=put` runs only PUT vs SET). Installs redis-server,
-    /// redis-tools and wrk when missing.
+    /// `mem,get,put,l2,resp`; e.g. `PARTS=put` runs only PUT vs SET), HC_BIN_BEFORE (another
+    /// build's binary: it runs in every repetition too, right before this build, and gets its
+    /// own table: before/after of a change in one run). Installs redis-server, redis-tools
+    /// and wrk when missing.
     Node,
     /// Real node processes joining through one seed: convergence, detection p50/p99/max,
     /// gossip bytes/s, /v1/cluster/stats latency, idle RSS, false `dead` per size.
