@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use hybrid_cache::server::node::Node;
-use support::RedisServer;
+use support::{RedisServer, Resp};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -112,4 +112,43 @@ async fn without_redis_the_lease_lapses_and_reads_fail_closed() {
     // Neither L1 nor L2 can vouch for k2: an error, never an old value nor a miss.
     assert!(cb.get(&cat, "k2").await.is_err());
     assert_eq!(cb.l2_fast_reads(), fast);
+}
+
+/// A category invalidation whose generation bump is already in Redis but whose announcement
+/// has not reached b (its node is still working through the categories of an `allcat`
+/// invalidation, or died between the two): a write made at the new generation, acknowledged
+/// and announced, is never followed on b by the value it replaced, read at the generation b
+/// still knows. (The fault checker's Sentinel run with seed 236837 found exactly that: a
+/// read 92 ms after an acknowledged PUT returned the previous value while an invalidation of
+/// every category was in flight.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_an_unannounced_generation_bump_is_never_read_back_older() {
+    let redis = RedisServer::start();
+    let (a, b, cat) = two_nodes(&redis).await;
+    let (ca, cb) = (a.cache(), b.cache());
+    ca.set(&cat, "k1", "v1", None).await.unwrap();
+    ca.set(&cat, "k2", "old", None).await.unwrap();
+    // b learns the generation (the script reads k1).
+    assert_eq!(
+        cb.get(&cat, "k1").await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    // The bump of an invalidation of the whole category, announced later (or never).
+    let gen_key = format!("{}:gen:{cat}", ca.config().namespace);
+    let bumped = redis.command(&[b"INCR", gen_key.as_bytes()]).expect("INCR");
+    assert!(matches!(bumped, Resp::Int(n) if n >= 1), "{bumped:?}");
+    ca.set(&cat, "k2", "new", None).await.unwrap();
+    assert_eq!(
+        cb.get(&cat, "k2").await.unwrap().as_deref(),
+        Some(&b"new"[..]),
+        "b read the value the acknowledged write replaced"
+    );
+    // The read above relearned the generation: the next L2 hit skips Lua again.
+    ca.set(&cat, "k3", "v3", None).await.unwrap();
+    let fast = cb.l2_fast_reads();
+    assert_eq!(
+        cb.get(&cat, "k3").await.unwrap().as_deref(),
+        Some(&b"v3"[..])
+    );
+    assert_eq!(cb.l2_fast_reads(), fast + 1);
 }

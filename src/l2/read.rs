@@ -1,7 +1,8 @@
 //! Reads: one Lua script looks up the category generation and the data key together and
 //! returns the generation, the tagged value and its remaining TTL; tombstones and anything
 //! this crate did not write read as a miss. [`L2::get_at`] reads at a generation the caller
-//! already knows (`PTTL` + `GET`, pipelined, no Lua), decoded the same way.
+//! already knows (`GET` of the generation, `PTTL` + `GET` of the key, pipelined, no Lua),
+//! decoded the same way.
 
 use std::time::Duration;
 
@@ -34,13 +35,22 @@ impl L2 {
 
 impl L2 {
     /// Reads a key at a category generation the caller knows (see the cache's known
-    /// generations): `PTTL` then `GET` of the data key in one pipeline. `None` when the two
-    /// replies do not fit together (a value appeared after `PTTL` said the key was absent):
-    /// the caller reads with [`L2::get`] instead.
+    /// generations): `GET` of the generation, then `PTTL` and `GET` of the data key, in one
+    /// pipeline. `None` when the generation moved (the caller reads with [`L2::get`], which
+    /// learns the new one) or the replies do not fit together (a value appeared after `PTTL`
+    /// said the key was absent).
     ///
-    /// `PTTL` first: a value that expires between the two reads as a miss, and a value
-    /// written between them is announced by its writer's invalidation (which removes what
-    /// this read fills into L1).
+    /// The generation is read first and compared: a bump can be in Redis long before its
+    /// invalidation reaches this node (the bumping node still works through the categories
+    /// of an invalidation of all of them, or died in between), and a value written since at
+    /// the new generation, acknowledged and announced, must not be answered by its
+    /// predecessor at the old one. Once bumped, the old generation's keys never change again
+    /// (every write resolves the generation in its script), so data read after a matching
+    /// `GET` of the generation is what a read just before the bump would have returned.
+    ///
+    /// `PTTL` before `GET`: a value that expires between the two reads as a miss, and a
+    /// value written between them is announced by its writer's invalidation (which removes
+    /// what this read fills into L1).
     /// Sentinel: only while a primary proof holds ([`L2Error::Unproven`] otherwise).
     pub async fn get_at(
         &self,
@@ -51,13 +61,25 @@ impl L2 {
         self.fence.readable()?;
         let k = format!("{}:{generation}:{key}", self.prefix(category));
         let mut pipe = redis::pipe();
-        pipe.cmd("PTTL").arg(&k).cmd("GET").arg(&k);
-        let mut reply: Vec<redis::Value> = self
+        pipe.cmd("GET")
+            .arg(self.gen_key(category))
+            .cmd("PTTL")
+            .arg(&k)
+            .cmd("GET")
+            .arg(&k);
+        let reply: Vec<redis::Value> = self
             .call(|mut c| async move { pipe.query_async(&mut c).await })
             .await?;
-        let (Some(value), Some(pttl)) = (reply.pop(), reply.pop()) else {
-            return Err(L2Error::Protocol("short pipeline reply".into()));
+        let [current, pttl, value] = <[redis::Value; 3]>::try_from(reply)
+            .map_err(|r| L2Error::Protocol(format!("{} replies to 3 commands", r.len())))?;
+        let current = match current {
+            // The scripts read an absent generation as 0.
+            redis::Value::Nil => 0,
+            v => parse_generation(&v)?,
         };
+        if current != generation {
+            return Ok(None);
+        }
         if matches!(value, redis::Value::Nil) {
             return parse_get(vec![redis::Value::Int(generation)]).map(Some);
         }
@@ -68,17 +90,20 @@ impl L2 {
     }
 }
 
+/// A generation or TTL reply: an integer, or the decimal text of one.
+fn parse_generation(v: &redis::Value) -> Result<i64, L2Error> {
+    match v {
+        redis::Value::Int(i) => Ok(*i),
+        redis::Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| L2Error::Protocol("non-numeric generation".into())),
+        other => Err(L2Error::Protocol(format!("{other:?}"))),
+    }
+}
+
 fn parse_get(reply: Vec<redis::Value>) -> Result<L2Value, L2Error> {
-    let int = |v: &redis::Value| -> Result<i64, L2Error> {
-        match v {
-            redis::Value::Int(i) => Ok(*i),
-            redis::Value::BulkString(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| L2Error::Protocol("non-numeric generation".into())),
-            other => Err(L2Error::Protocol(format!("{other:?}"))),
-        }
-    };
+    let int = parse_generation;
     let generation = match reply.first() {
         Some(v) => int(v)?,
         None => return Err(L2Error::Protocol("empty reply".into())),
