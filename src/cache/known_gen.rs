@@ -13,8 +13,10 @@
 //! the count and the lease after its reply, and falls back to the script if either moved).
 //!
 //! The fast read is taken only where an L1 hit could be served right now (the freshness
-//! lease holds): the old generation is then exactly as fresh as the L1 entries the same
-//! invalidation would remove. Strict categories always use the script.
+//! lease holds), and its pipeline reads the generation too ([`crate::l2::L2::get_at`]): a
+//! bump already in Redis but not yet announced (its node still working, or dead) makes the
+//! read fall back to the script, so a value written at the new generation is never answered
+//! by its predecessor. Strict categories always use the script.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
