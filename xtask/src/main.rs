@@ -50,7 +50,7 @@ enum Cmd {
     /// Everything CI runs, in order: fmt, clippy -D warnings, doc, test, arch (cycles fail),
     /// sim-gossip, alerts, api-fuzz, ui-test, install-check, python (pytest suite and benchmark,
     /// bounded to 45 min), compose lib, fault-check (180 s, B = 50 ms,
-    /// roles strict; then 60 s of `--workload nearcache`), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
+    /// roles strict; then 60 s of `--workload nearcache` and 90 s of `--topology sentinel`), fuzz (HC_CI_FUZZ_SECONDS, default 30 s per target, no sanitizer) and,
     /// when a Docker engine answers, the container tests.
     Ci {
         /// Only what follows the tests (arch onwards): `.ci/run` runs `cargo xtask lint` and

@@ -173,6 +173,20 @@ pub fn ci(after_test: bool) -> Result<()> {
     .map(String::from)
     .to_vec();
     expect_zero("fault-check nearcache", checks::fault_check(&near)?)?;
+    eprintln!("== cargo xtask fault-check --topology sentinel (90 s, B = 50 ms, roles strict; primary killed, paused and cut off from the sentinels)");
+    let sentinel: Vec<String> = [
+        "--duration",
+        "90",
+        "--bound-ms",
+        "50",
+        "--strict",
+        "roles",
+        "--topology",
+        "sentinel",
+    ]
+    .map(String::from)
+    .to_vec();
+    expect_zero("fault-check sentinel", checks::fault_check(&sentinel)?)?;
     let secs = std::env::var("HC_CI_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
