@@ -156,37 +156,7 @@ pub fn ci(after_test: bool) -> Result<()> {
     crate::python::python()?;
     eprintln!("== cargo xtask compose lib (docker compose v2 or docker-compose v1)");
     expect_zero("compose lib", ops::compose(ops::Compose::Lib)?)?;
-    eprintln!("== cargo xtask fault-check (3 min, B = 50 ms, every fault, roles strict)");
-    let fault: Vec<String> = ["--duration", "180", "--bound-ms", "50", "--strict", "roles"]
-        .map(String::from)
-        .to_vec();
-    expect_zero("fault-check", checks::fault_check(&fault)?)?;
-    eprintln!("== cargo xtask fault-check --workload nearcache (60 s, B = 50 ms, every fault; refresh-ahead, fail-safe and negative caching must trigger)");
-    let near: Vec<String> = [
-        "--duration",
-        "60",
-        "--bound-ms",
-        "50",
-        "--workload",
-        "nearcache",
-    ]
-    .map(String::from)
-    .to_vec();
-    expect_zero("fault-check nearcache", checks::fault_check(&near)?)?;
-    eprintln!("== cargo xtask fault-check --topology sentinel (90 s, B = 50 ms, roles strict; primary killed, paused and cut off from the sentinels)");
-    let sentinel: Vec<String> = [
-        "--duration",
-        "90",
-        "--bound-ms",
-        "50",
-        "--strict",
-        "roles",
-        "--topology",
-        "sentinel",
-    ]
-    .map(String::from)
-    .to_vec();
-    expect_zero("fault-check sentinel", checks::fault_check(&sentinel)?)?;
+    fault_checks()?;
     let secs = std::env::var("HC_CI_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -206,6 +176,43 @@ pub fn ci(after_test: bool) -> Result<()> {
         }
     } else {
         eprintln!("SKIP compose-test: no Docker engine");
+    }
+    Ok(())
+}
+
+/// CI's fault-checker runs: every fault of one Redis (3 min), the near-cache workload (60 s)
+/// and the Sentinel topology (90 s); B = 50 ms.
+fn fault_checks() -> Result<()> {
+    let runs: [(&str, &str, &[&str]); 3] = [
+        (
+            "fault-check",
+            "3 min, B = 50 ms, every fault, roles strict",
+            &["--duration", "180", "--bound-ms", "50", "--strict", "roles"],
+        ),
+        (
+            "fault-check nearcache",
+            "60 s, B = 50 ms, every fault; refresh-ahead, fail-safe and negative caching must trigger",
+            &["--duration", "60", "--bound-ms", "50", "--workload", "nearcache"],
+        ),
+        (
+            "fault-check sentinel",
+            "90 s, B = 50 ms, roles strict; primary killed, paused and cut off from the sentinels",
+            &[
+                "--duration",
+                "90",
+                "--bound-ms",
+                "50",
+                "--strict",
+                "roles",
+                "--topology",
+                "sentinel",
+            ],
+        ),
+    ];
+    for (name, what, args) in runs {
+        eprintln!("== cargo xtask {name} ({what}): {}", args.join(" "));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        expect_zero(name, checks::fault_check(&args)?)?;
     }
     Ok(())
 }
