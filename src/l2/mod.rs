@@ -86,6 +86,30 @@ pub(crate) fn new_tombstone() -> Vec<u8> {
     t
 }
 
+/// A value as stored: [`TAG_VALUE`], then the value's bytes.
+pub(crate) fn tagged_value(value: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(value.len() + 1);
+    t.push(TAG_VALUE);
+    t.extend_from_slice(value);
+    t
+}
+
+/// A value write's script reply: `-1` means Redis refused it as past its deadline
+/// ([`L2Error::Late`]), logged unless the deadline was the caller's own (`by_caller`).
+fn not_late(reply: i64, by_caller: bool) -> Result<i64, L2Error> {
+    if reply != -1 {
+        return Ok(reply);
+    }
+    if !by_caller {
+        // Only seen by the caller when Redis's clock is ahead of ours by more than the
+        // allowance (a late delivery is seen by nobody: its caller timed out long ago).
+        tracing::warn!(
+            "redis refused a write as late: check clock skew between this node and redis"
+        );
+    }
+    Err(L2Error::Late)
+}
+
 /// How long a delete keeps slow loaders that started before it from refilling a key in L2.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(10);
 /// Keys unlinked per SCAN batch in glob invalidations.

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionLike;
 
-use super::{fence, L2Error, L2, TAG_VALUE};
+use super::{fence, not_late, tagged_value, L2Error, L2};
 
 /// A value write prepared for [`L2::send_batch`] (the script's keys and arguments).
 pub struct BundledSet {
@@ -76,9 +76,7 @@ impl L2 {
         if self.cluster.load(Ordering::Relaxed) || self.wait_for() > 0 || !self.connected() {
             return None;
         }
-        let mut payload = Vec::with_capacity(value.len() + 1);
-        payload.push(TAG_VALUE);
-        payload.extend_from_slice(value);
+        let payload = tagged_value(value);
         let (deadline_ms, by_caller) = self.deadline_ms(not_after);
         let ticket = self.fence.ticket();
         let write = BundledSet {
@@ -100,18 +98,7 @@ impl L2 {
         check: BundleCheck,
         reply: Result<i64, L2Error>,
     ) -> Result<(), L2Error> {
-        let written = match reply {
-            Ok(-1) => {
-                if !check.by_caller {
-                    tracing::warn!(
-                        "redis refused a write as late: check clock skew between this node and redis"
-                    );
-                }
-                Err(L2Error::Late)
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
+        let written = reply.and_then(|r| not_late(r, check.by_caller)).map(|_| ());
         self.confirmed(check.ticket, written).await
     }
 
@@ -281,7 +268,7 @@ mod tests {
             gen_key: "g".into(),
             prefix: "p".into(),
             key: "k".into(),
-            payload: vec![TAG_VALUE],
+            payload: vec![crate::l2::TAG_VALUE],
             ms: 1,
             deadline_ms: 1,
         }

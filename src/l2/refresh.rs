@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{L2Error, L2, TAG_VALUE};
+use super::{tagged_value, L2Error, L2};
 
 impl L2 {
     /// The lock key of `key`'s refresh: `{prefix}:refresh:{key}`, outside every generation's
@@ -72,18 +72,12 @@ impl L2 {
         generation: i64,
         expected: Option<&[u8]>,
     ) -> Result<bool, L2Error> {
-        let tagged = |v: &[u8]| {
-            let mut t = Vec::with_capacity(v.len() + 1);
-            t.push(TAG_VALUE);
-            t.extend_from_slice(v);
-            t
-        };
         let conditions = vec![
             generation.to_string().into_bytes(),
-            expected.map(tagged).unwrap_or_default(),
+            expected.map(tagged_value).unwrap_or_default(),
         ];
         let script = &self.scripts.replace;
-        self.conditional_write(script, category, key, tagged(value), ttl, conditions)
+        self.conditional_write(script, category, key, tagged_value(value), ttl, conditions)
             .await
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use redis::Script;
 
 use super::{
-    new_tombstone, FillGuard, L2Error, L2Value, L2, LATE_WRITE_ALLOWANCE, TAG_NEGATIVE, TAG_VALUE,
-    TOMBSTONE_TTL,
+    new_tombstone, not_late, tagged_value, FillGuard, L2Error, L2Value, L2, LATE_WRITE_ALLOWANCE,
+    TAG_NEGATIVE, TOMBSTONE_TTL,
 };
 
 impl L2 {
@@ -28,9 +28,7 @@ impl L2 {
         generation: Option<i64>,
         not_after: Option<std::time::SystemTime>,
     ) -> Result<i64, L2Error> {
-        let mut payload = Vec::with_capacity(value.len() + 1);
-        payload.push(TAG_VALUE);
-        payload.extend_from_slice(value);
+        let payload = tagged_value(value);
         self.write_payload(
             script, waited_src, category, key, payload, ttl, generation, not_after,
         )
@@ -87,18 +85,7 @@ impl L2 {
                 .await?
             }
         };
-        if reply == -1 {
-            if !by_caller {
-                // Only seen by the caller when Redis's clock is ahead of ours by more than
-                // the allowance (a late delivery is seen by nobody: its caller timed out
-                // long ago).
-                tracing::warn!(
-                    "redis refused a write as late: check clock skew between this node and redis"
-                );
-            }
-            return Err(L2Error::Late);
-        }
-        Ok(reply)
+        not_late(reply, by_caller)
     }
 
     /// Authoritative write (a user's `set`). With `not_after`, Redis applies it only up to
@@ -156,9 +143,7 @@ impl L2 {
         ttl: Duration,
         guard: &FillGuard,
     ) -> Result<bool, L2Error> {
-        let mut payload = Vec::with_capacity(value.len() + 1);
-        payload.push(TAG_VALUE);
-        payload.extend_from_slice(value);
+        let payload = tagged_value(value);
         self.fill_payload(category, key, payload, ttl, guard).await
     }
 
