@@ -95,5 +95,6 @@ pub mod internals {
     pub use crate::bus::{channel, publish};
     pub use crate::gossip::sim;
     pub use crate::l1::L1Category;
+    pub use crate::l2::topology::CLUSTER_BUCKETS;
     pub use crate::l2::{L2, LATE_WRITE_ALLOWANCE, TAG_VALUE};
 }

@@ -5,78 +5,18 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hc_testkit::cluster::command as cmd;
+use hc_testkit::RedisCluster;
 use hybrid_cache::config::{CategoryConfig, Config, RedisTarget};
 use hybrid_cache::server::node::Node;
 use hybrid_cache::Source;
-use support::{free_port, wait_until, Resp, RespConn};
+use support::Resp;
 
 /// Upper bound of every wait.
 const BOUND: Duration = Duration::from_secs(20);
 const CAT: &str = "warm";
-
-/// A `redis-server` killed (and reaped) on drop.
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cmd(port: u16, args: &[&str]) -> Option<Resp> {
-    let mut c = RespConn::connect(port, None, Duration::from_secs(2)).ok()?;
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    c.command(&args).ok()
-}
-
-/// Three cluster-enabled servers joined by `redis-cli --cluster create`, once every one
-/// reports `cluster_state:ok`.
-fn redis_cluster(dir: &Path) -> Vec<Proc> {
-    let servers: Vec<Proc> = (0..3)
-        .map(|_| {
-            let port = free_port();
-            let dir = dir.join(format!("r{port}"));
-            std::fs::create_dir_all(&dir).expect("server dir");
-            let child = Command::new(hc_testkit::redis_server_binary())
-                .args(hc_testkit::redis_server_args(port, &dir))
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let p = Proc { child, port };
-            assert!(wait_until(BOUND, || cmd(port, &["PING"]).is_some()));
-            p
-        })
-        .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(servers.iter().map(|s| format!("127.0.0.1:{}", s.port)))
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("redis-cli --cluster create");
-    assert!(created.success(), "redis-cli --cluster create failed");
-    let ok = |port| {
-        matches!(cmd(port, &["CLUSTER", "INFO"]), Some(Resp::Bulk(Some(b)))
-            if String::from_utf8_lossy(&b).contains("cluster_state:ok"))
-    };
-    assert!(
-        wait_until(BOUND, || servers.iter().all(|s| ok(s.port))),
-        "cluster did not become ready"
-    );
-    servers
-}
 
 async fn node(id: &str, ns: &str, nodes: &[String], warm_up_keys: u32) -> Node {
     let mut config = Config {
@@ -136,10 +76,8 @@ fn score(ports: &[u16], ns: &str, key: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_works_on_a_redis_cluster() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let servers = redis_cluster(dir.path());
-    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let cluster = RedisCluster::start(3);
+    let (ports, addrs) = (cluster.ports(), cluster.addrs());
     let ns = format!("wuc{:08x}", rand::random::<u32>());
 
     let a = node("a", &ns, &addrs, 2).await;

@@ -22,6 +22,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use crate::l2::topology::CLUSTER_BUCKETS;
+
 /// A generation and the doubt count at which its script read was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Known {
@@ -29,10 +31,12 @@ struct Known {
     doubt: u64,
 }
 
-/// Known generations of every configured category.
+/// Known generations of every configured category, per bucket (a Redis Cluster splits each
+/// category into buckets with a generation each, see [`crate::l2::topology::KeyLayout`];
+/// elsewhere only bucket 0 is used).
 pub(super) struct KnownGens {
     doubt: AtomicU64,
-    known: HashMap<String, RwLock<Option<Known>>>,
+    known: HashMap<String, Vec<RwLock<Option<Known>>>>,
 }
 
 /// The doubt count taken before an L2 read.
@@ -43,7 +47,12 @@ impl KnownGens {
     pub(super) fn new<'a>(categories: impl Iterator<Item = &'a String>) -> KnownGens {
         KnownGens {
             doubt: AtomicU64::new(0),
-            known: categories.map(|c| (c.clone(), RwLock::new(None))).collect(),
+            known: categories
+                .map(|c| {
+                    let buckets = (0..CLUSTER_BUCKETS).map(|_| RwLock::new(None)).collect();
+                    (c.clone(), buckets)
+                })
+                .collect(),
         }
     }
 
@@ -62,9 +71,9 @@ impl KnownGens {
         self.snapshot() == at
     }
 
-    /// The read script sent at `at` resolved `generation` for `category`.
-    pub(super) fn learn(&self, category: &str, generation: i64, at: Doubt) {
-        if let Some(slot) = self.known.get(category) {
+    /// The read script sent at `at` resolved `generation` for `category`'s `bucket`.
+    pub(super) fn learn(&self, category: &str, bucket: usize, generation: i64, at: Doubt) {
+        if let Some(slot) = self.known.get(category).and_then(|b| b.get(bucket)) {
             if let Ok(mut k) = slot.write() {
                 *k = Some(Known {
                     generation,
@@ -74,19 +83,20 @@ impl KnownGens {
         }
     }
 
-    /// The generation a read of `category` sent now (doubt count `at`) may use without the
-    /// script: `None` unless `fast_allowed` (lease held, not strict) and a generation was
-    /// learned at this very doubt count.
+    /// The generation a read of `category`'s `bucket` sent now (doubt count `at`) may use
+    /// without the script: `None` unless `fast_allowed` (lease held, not strict) and a
+    /// generation was learned at this very doubt count.
     pub(super) fn fast_generation(
         &self,
         category: &str,
+        bucket: usize,
         fast_allowed: bool,
         at: Doubt,
     ) -> Option<i64> {
         if !fast_allowed {
             return None;
         }
-        let k = (*self.known.get(category)?.read().ok()?)?;
+        let k = (*self.known.get(category)?.get(bucket)?.read().ok()?)?;
         (k.doubt == at.0).then_some(k.generation)
     }
 }
@@ -103,35 +113,40 @@ mod tests {
     #[test]
     fn nothing_known_means_script() {
         let g = gens();
-        assert_eq!(g.fast_generation("users", true, g.snapshot()), None);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), None);
     }
 
     #[test]
     fn learned_generation_is_used_only_when_allowed() {
         let g = gens();
         let at = g.snapshot();
-        g.learn("users", 7, at);
-        assert_eq!(g.fast_generation("users", true, g.snapshot()), Some(7));
+        g.learn("users", 0, 7, at);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), Some(7));
         // Lease lapsed or strict category: the script.
-        assert_eq!(g.fast_generation("users", false, g.snapshot()), None);
+        assert_eq!(g.fast_generation("users", 0, false, g.snapshot()), None);
         // Another category learned nothing; an unknown one never.
-        assert_eq!(g.fast_generation("roles", true, g.snapshot()), None);
-        assert_eq!(g.fast_generation("nope", true, g.snapshot()), None);
+        assert_eq!(g.fast_generation("roles", 0, true, g.snapshot()), None);
+        assert_eq!(g.fast_generation("nope", 0, true, g.snapshot()), None);
+        // Cluster buckets have generations of their own: one learned says nothing of another.
+        g.learn("users", 3, 9, at);
+        assert_eq!(g.fast_generation("users", 3, true, g.snapshot()), Some(9));
+        assert_eq!(g.fast_generation("users", 4, true, g.snapshot()), None);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), Some(7));
     }
 
     #[test]
     fn doubt_after_learning_forces_the_script() {
         let g = gens();
         let at = g.snapshot();
-        g.learn("users", 7, at);
+        g.learn("users", 0, 7, at);
         // The bus applied a category-wide change (or a flush): the generation may have moved.
         g.doubt();
-        assert_eq!(g.fast_generation("users", true, g.snapshot()), None);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), None);
         assert!(!g.unchanged(at));
         // The next script read relearns it.
         let again = g.snapshot();
-        g.learn("users", 8, again);
-        assert_eq!(g.fast_generation("users", true, g.snapshot()), Some(8));
+        g.learn("users", 0, 8, again);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), Some(8));
     }
 
     #[test]
@@ -141,17 +156,17 @@ mod tests {
         // reply (which may carry the old generation).
         let at = g.snapshot();
         g.doubt();
-        g.learn("users", 7, at);
-        assert_eq!(g.fast_generation("users", true, g.snapshot()), None);
+        g.learn("users", 0, 7, at);
+        assert_eq!(g.fast_generation("users", 0, true, g.snapshot()), None);
     }
 
     #[test]
     fn a_fast_read_in_flight_sees_doubt_that_arrived_meanwhile() {
         let g = gens();
         let at = g.snapshot();
-        g.learn("users", 7, at);
+        g.learn("users", 0, 7, at);
         let sent = g.snapshot();
-        assert_eq!(g.fast_generation("users", true, sent), Some(7));
+        assert_eq!(g.fast_generation("users", 0, true, sent), Some(7));
         g.doubt();
         assert!(!g.unchanged(sent), "the reply must not be answered");
     }

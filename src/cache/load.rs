@@ -236,7 +236,7 @@ impl HybridCache {
             match self.read_l2(l2, category, key).await {
                 Ok(found) if found.value.is_none() && !found.negative => {
                     // A miss: the loader runs, its fill is conditional on what L2 holds now.
-                    match l2.fill_guard(category, &found).await {
+                    match l2.fill_guard(category, key, &found).await {
                         Ok(g) => guard = Some(g),
                         Err(e) => self.l2_error("get", &e),
                     }

@@ -169,7 +169,8 @@ impl HybridCache {
         let gens = &self.shared.known_gens;
         let at = gens.snapshot();
         let allowed = self.shared.lease.held() && !self.shared.is_strict(category);
-        if let Some(g) = gens.fast_generation(category, allowed, at) {
+        let bucket = l2.bucket(key);
+        if let Some(g) = gens.fast_generation(category, bucket, allowed, at) {
             if let Some(found) = l2.get_at(category, key, g).await? {
                 if gens.unchanged(at) && self.shared.lease.held() {
                     NodeCounters::incr(&self.shared.counters.l2_fast_reads);
@@ -178,7 +179,7 @@ impl HybridCache {
             }
         }
         let found = l2.get(category, key).await?;
-        gens.learn(category, found.generation, at);
+        gens.learn(category, bucket, found.generation, at);
         Ok(found)
     }
 

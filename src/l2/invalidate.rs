@@ -18,7 +18,7 @@ impl L2 {
     ) -> Result<(), L2Error> {
         let ticket = self.fence.ticket();
         let written = match pattern {
-            Pattern::All => self.bump_generation(category).await.map(|_| ()),
+            Pattern::All => self.bump_generation(category).await,
             Pattern::Exact(k) => self.tombstone(category, k).await,
             Pattern::Glob(g) => self.invalidate_glob(category, g).await.map(|_| ()),
             Pattern::Tag(t) => self.invalidate_tag(category, t).await.map(|_| ()),
@@ -30,9 +30,62 @@ impl L2 {
     /// Glob invalidation: SCAN the category's current generation in bounded batches with
     /// the glob's Redis prefilter (a superset, see [`crate::pattern`]), decide each scanned
     /// key with the L1 matcher, and replace the matches by tombstones. Returns the number of
-    /// keys invalidated.
+    /// keys invalidated. In a cluster, every bucket counts the glob and every primary is
+    /// scanned once for the keys of all buckets.
     pub async fn invalidate_glob(&self, category: &str, glob: &Glob) -> Result<u64, L2Error> {
-        let (gk, globs) = (self.gen_key(category), self.globs_key(category));
+        let buckets = self.buckets();
+        let counted = (0..buckets).map(|b| self.count_glob(category, b));
+        let generations = futures::future::try_join_all(counted).await?;
+        // The prefix of each bucket's live keys, at the generation the glob counted itself in.
+        let live: Vec<String> = generations
+            .iter()
+            .enumerate()
+            .map(|(b, g)| format!("{}:{g}:", self.prefix(category, b)))
+            .collect();
+        let cluster = self.cluster.load(Ordering::Relaxed);
+        let match_pattern = if cluster {
+            // Every bucket's tag starts with `ns:category:` (see `topology::bucket_tag`).
+            let tags = redis_escape(&format!("{{{}:{category}:", self.ns));
+            format!("{tags}*{}", glob.redis_match())
+        } else {
+            format!("{}{}", redis_escape(&live[0]), glob.redis_match())
+        };
+        // In a cluster, every primary is scanned; one server otherwise.
+        let nodes: Vec<Option<(String, u16)>> = if cluster {
+            self.call(|mut c| async move { c.primaries().await })
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        let mut total = 0u64;
+        for node in nodes {
+            total += self.scan_node(node, &match_pattern, &live, glob).await?;
+        }
+        if self.wait_for() > 0 {
+            // Even a glob that matched nothing is acknowledged only once replicas have this
+            // primary's state: a primary without replicas (one about to be superseded in a
+            // failover) may simply lack keys the surviving one has.
+            for b in 0..buckets {
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCRBY")
+                    .arg(self.gen_key(category, b))
+                    .arg(0)
+                    .ignore();
+                self.with_wait(pipe).await?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Counts a glob in one bucket's glob count; returns the bucket's generation.
+    async fn count_glob(&self, category: &str, bucket: usize) -> Result<i64, L2Error> {
+        let (gk, globs) = (
+            self.gen_key(category, bucket),
+            self.globs_key(category, bucket),
+        );
         // `INCRBY gen 0`, not `GET`: a write, so a replica (a demoted primary mid-failover)
         // refuses it instead of acknowledging a glob it found nothing for. `INCR globs`
         // before the scan: a load that read the category before it cannot fill any key
@@ -49,45 +102,17 @@ impl L2 {
                     .await
             })
             .await?;
-        let key_prefix = format!("{}:{generation}:", self.prefix(category));
-        let match_pattern = format!("{}{}", redis_escape(&key_prefix), glob.redis_match());
-        // In a cluster, every primary is scanned (a category's keys share one slot, but a
-        // slot being migrated is on two nodes); one server otherwise.
-        let nodes: Vec<Option<(String, u16)>> = if self.cluster.load(Ordering::Relaxed) {
-            self.call(|mut c| async move { c.primaries().await })
-                .await?
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            vec![None]
-        };
-        let mut total = 0u64;
-        for node in nodes {
-            total += self
-                .scan_node(node, &match_pattern, &key_prefix, glob)
-                .await?;
-        }
-        if self.wait_for() > 0 {
-            // Even a glob that matched nothing is acknowledged only once replicas have this
-            // primary's state: a primary without replicas (one about to be superseded in a
-            // failover) may simply lack keys the surviving one has.
-            let mut pipe = redis::pipe();
-            pipe.cmd("INCRBY")
-                .arg(self.gen_key(category))
-                .arg(0)
-                .ignore();
-            self.with_wait(pipe).await?;
-        }
-        Ok(total)
+        Ok(generation)
     }
 
-    /// One node's part of [`L2::invalidate_glob`].
+    /// One node's part of [`L2::invalidate_glob`]: keys under one of the `live` prefixes
+    /// (one per bucket) whose rest the glob matches become tombstones, one pipeline per
+    /// bucket (a cluster pipeline stays in one slot).
     async fn scan_node(
         &self,
         node: Option<(String, u16)>,
         match_pattern: &str,
-        key_prefix: &str,
+        live: &[String],
         glob: &Glob,
     ) -> Result<u64, L2Error> {
         let mut cursor: u64 = 0;
@@ -105,29 +130,15 @@ impl L2 {
                 .call(|mut c| async move { c.on_node(node.as_ref(), &scan).await })
                 .await?;
             let (next, scanned): (u64, Vec<Vec<u8>>) = redis::from_redis_value(&reply)?;
-            // Keys that are not UTF-8 after our prefix were not written by us.
-            let keys: Vec<Vec<u8>> = scanned
-                .into_iter()
-                .filter(|k| {
-                    k.strip_prefix(key_prefix.as_bytes())
-                        .and_then(|rest| std::str::from_utf8(rest).ok())
-                        .is_some_and(|key| glob.is_match(key))
-                })
-                .collect();
-            if !keys.is_empty() {
+            let mut per_bucket: Vec<Vec<Vec<u8>>> = vec![Vec::new(); live.len()];
+            for k in scanned {
+                if let Some(b) = live_match(&k, live, glob) {
+                    per_bucket[b].push(k);
+                }
+            }
+            for keys in per_bucket.into_iter().filter(|k| !k.is_empty()) {
                 total += keys.len() as u64;
-                let ms = TOMBSTONE_TTL.as_millis() as u64;
-                let mut pipe = redis::pipe();
-                let tomb = new_tombstone();
-                for k in &keys {
-                    pipe.cmd("SET").arg(k).arg(&tomb).arg("PX").arg(ms).ignore();
-                }
-                if self.wait_for() > 0 {
-                    self.with_wait(pipe).await?;
-                } else {
-                    self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-                        .await?;
-                }
+                self.tombstone_all(&keys).await?;
             }
             cursor = next;
             if cursor == 0 {
@@ -136,4 +147,31 @@ impl L2 {
         }
         Ok(total)
     }
+
+    /// Replaces `keys` (of one bucket) by one fresh tombstone, in one pipeline.
+    async fn tombstone_all(&self, keys: &[Vec<u8>]) -> Result<(), L2Error> {
+        let ms = TOMBSTONE_TTL.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        let tomb = new_tombstone();
+        for k in keys {
+            pipe.cmd("SET").arg(k).arg(&tomb).arg("PX").arg(ms).ignore();
+        }
+        if self.wait_for() > 0 {
+            self.with_wait(pipe).await?;
+        } else {
+            self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The bucket of a scanned key that is live (under one of the `live` prefixes) and whose
+/// key the glob matches. Keys that are not UTF-8 after the prefix were not written by us.
+fn live_match(scanned: &[u8], live: &[String], glob: &Glob) -> Option<usize> {
+    live.iter().enumerate().find_map(|(b, prefix)| {
+        let rest = scanned.strip_prefix(prefix.as_bytes())?;
+        let key = std::str::from_utf8(rest).ok()?;
+        glob.is_match(key).then_some(b)
+    })
 }

@@ -17,8 +17,10 @@
 //! Every call is bounded by `redis_timeout`, and a circuit breaker (failsafe) stops calling a
 //! Redis that keeps failing, so misses answer fast during an outage instead of hanging.
 //!
-//! The topology (one Redis, Sentinel, Cluster) is [`topology`]'s business; in a cluster the
-//! keys of a category carry the hash tag `{ns:category}` ([`topology::KeyLayout`]).
+//! The topology (one Redis, Sentinel, Cluster) is [`topology`]'s business; in a cluster each
+//! category is split into buckets with a hash tag and a generation each, spread over every
+//! primary ([`topology::KeyLayout`]); "the category generation" is then that of the key's
+//! bucket, and a category-wide change is applied to every bucket.
 //!
 //! With `l2_min_replicas = n > 0`, every authoritative write (set, delete tombstone,
 //! generation bump, glob tombstones) is followed by `WAIT n` on the same connection, in the
@@ -220,6 +222,8 @@ pub struct L2 {
     fence: fence::Fence,
     /// The Lua scripts (and the sources of the write scripts, for `EVAL` + `WAIT`).
     scripts: Scripts,
+    /// Key prefixes per category and bucket (see [`KeyLayout`]).
+    prefixes: topology::Prefixes,
     /// Latency of every call (`hc_l2_request_duration_seconds`).
     latency: prometheus_client::metrics::histogram::Histogram,
 }
@@ -243,6 +247,7 @@ impl L2 {
             control: call::breaker(),
             fence: fence::Fence::new(false),
             scripts: Scripts::new(),
+            prefixes: topology::Prefixes::new(namespace),
             latency: crate::node_metrics::l2_histogram(),
         }
     }
@@ -327,24 +332,43 @@ impl L2 {
 
     fn layout(&self) -> KeyLayout {
         if self.cluster.load(Ordering::Relaxed) {
-            KeyLayout::HashTagged
+            KeyLayout::Spread
         } else {
             KeyLayout::Plain
         }
     }
 
-    fn gen_key(&self, category: &str) -> String {
-        self.layout().gen_key(&self.ns, category)
+    /// The bucket of `key` in the installed layout (always 0 outside a cluster).
+    pub fn bucket(&self, key: &str) -> usize {
+        self.layout().bucket(key)
     }
 
-    fn prefix(&self, category: &str) -> String {
-        self.layout().prefix(&self.ns, category)
+    /// Buckets per category in the installed layout (1 outside a cluster).
+    fn buckets(&self) -> usize {
+        self.layout().buckets()
     }
 
-    /// The counter of a category's glob invalidations: the generation key with `:globs`
+    fn gen_key(&self, category: &str, bucket: usize) -> String {
+        self.prefixes.gen_key(self.layout(), category, bucket)
+    }
+
+    fn prefix(&self, category: &str, bucket: usize) -> String {
+        self.prefixes.prefix(self.layout(), category, bucket)
+    }
+
+    /// The generation key and data key prefix of `key`'s bucket.
+    fn key_names(&self, category: &str, key: &str) -> (String, String) {
+        let (layout, bucket) = (self.layout(), self.bucket(key));
+        (
+            self.prefixes.gen_key(layout, category, bucket),
+            self.prefixes.prefix(layout, category, bucket),
+        )
+    }
+
+    /// The counter of a bucket's glob invalidations: the generation key with `:globs`
     /// appended (same slot in a cluster; category names hold no `:`, so no clash).
-    fn globs_key(&self, category: &str) -> String {
-        format!("{}:globs", self.gen_key(category))
+    fn globs_key(&self, category: &str, bucket: usize) -> String {
+        format!("{}:globs", self.gen_key(category, bucket))
     }
 
     /// Sentinel: `r`, once a primary proof sent after the write returned confirmed the

@@ -79,9 +79,10 @@ impl L2 {
         let payload = tagged_value(value);
         let (deadline_ms, by_caller) = self.deadline_ms(not_after);
         let ticket = self.fence.ticket();
+        let (gen_key, prefix) = self.key_names(category, key);
         let write = BundledSet {
-            gen_key: self.gen_key(category),
-            prefix: self.prefix(category),
+            gen_key,
+            prefix,
             key: key.to_string(),
             payload,
             ms: ttl.as_millis().max(1) as u64,

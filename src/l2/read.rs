@@ -17,7 +17,7 @@ impl L2 {
     /// Sentinel: only while a primary proof holds ([`L2Error::Unproven`] otherwise).
     pub async fn get(&self, category: &str, key: &str) -> Result<L2Value, L2Error> {
         self.fence.readable()?;
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let (gk, prefix) = self.key_names(category, key);
         let script = &self.scripts.get;
         let reply: Vec<redis::Value> = self
             .call(|mut c| async move {
@@ -59,10 +59,11 @@ impl L2 {
         generation: i64,
     ) -> Result<Option<L2Value>, L2Error> {
         self.fence.readable()?;
-        let k = format!("{}:{generation}:{key}", self.prefix(category));
+        let (gk, prefix) = self.key_names(category, key);
+        let k = format!("{prefix}:{generation}:{key}");
         let mut pipe = redis::pipe();
         pipe.cmd("GET")
-            .arg(self.gen_key(category))
+            .arg(gk)
             .cmd("PTTL")
             .arg(&k)
             .cmd("GET")

@@ -12,7 +12,7 @@ impl L2 {
     /// The lock key of `key`'s refresh: `{prefix}:refresh:{key}`, outside every generation's
     /// keys (a glob or category invalidation never touches it; it expires by itself).
     fn refresh_lock_key(&self, category: &str, key: &str) -> String {
-        format!("{}:refresh:{key}", self.prefix(category))
+        format!("{}:refresh:{key}", self.prefix(category, self.bucket(key)))
     }
 
     /// Takes the cluster-wide lock of `key`'s refresh for `hold` (`SET … NX PX`): `true` for

@@ -1,9 +1,10 @@
 //! Tags in L2. A tagged value is stored as [`TAG_TAGGED`], a two-byte (big endian) header
 //! length, the header `,a,b,` ([`crate::tag::header`]) and the value; the write script also
 //! adds the key to one set per tag, `{prefix}:tag:{tag}` (next to the category's data keys,
-//! so in the same Cluster slot), whose TTL it raises to the value's when lower.
+//! so in the same Cluster slot: a set per bucket there), whose TTL it raises to the value's
+//! when lower.
 //!
-//! A tag invalidation is one script per category: it reads the tag's set, replaces every
+//! A tag invalidation is one script per category (per bucket in a cluster): it reads the tag's set, replaces every
 //! listed key of the current generation whose value still carries the tag by a tombstone
 //! (a key rewritten since without the tag keeps its value), and deletes the set. The sets
 //! may list keys that expired or were rewritten; they are checked, and the sets expire.
@@ -67,8 +68,24 @@ impl L2 {
 
     /// Replaces every value of `category` carrying `tag` by a tombstone and deletes the
     /// tag's set. Returns the number of keys invalidated.
+    /// In a cluster the tag's sets are per bucket (next to the bucket's keys): the script runs
+    /// in every bucket, concurrently, and the invalidation is done once all are.
     pub(super) async fn invalidate_tag(&self, category: &str, tag: &str) -> Result<u64, L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let buckets = (0..self.buckets()).map(|b| self.invalidate_tag_in(category, b, tag));
+        Ok(futures::future::try_join_all(buckets).await?.iter().sum())
+    }
+
+    /// [`Self::invalidate_tag`] in one bucket.
+    async fn invalidate_tag_in(
+        &self,
+        category: &str,
+        bucket: usize,
+        tag: &str,
+    ) -> Result<u64, L2Error> {
+        let (gk, prefix) = (
+            self.gen_key(category, bucket),
+            self.prefix(category, bucket),
+        );
         let ms = TOMBSTONE_TTL.as_millis() as u64;
         let tomb = new_tombstone();
         if self.wait_for() > 0 {

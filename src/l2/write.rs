@@ -48,7 +48,7 @@ impl L2 {
         generation: Option<i64>,
         not_after: Option<std::time::SystemTime>,
     ) -> Result<i64, L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let (gk, prefix) = self.key_names(category, key);
         let ms = ttl.as_millis().max(1) as u64;
         // The caller's deadline, when earlier, is the one Redis enforces.
         let (deadline_ms, by_caller) = self.deadline_ms(not_after);
@@ -118,9 +118,14 @@ impl L2 {
     }
 
     /// What a fill of `key` after a load is conditional on, given what the load's L2 read
-    /// `found` (read before the loader runs; one `GET` of the category's glob count).
-    pub async fn fill_guard(&self, category: &str, found: &L2Value) -> Result<FillGuard, L2Error> {
-        let globs_key = self.globs_key(category);
+    /// `found` (read before the loader runs; one `GET` of the glob count of the key's bucket).
+    pub async fn fill_guard(
+        &self,
+        category: &str,
+        key: &str,
+        found: &L2Value,
+    ) -> Result<FillGuard, L2Error> {
+        let globs_key = self.globs_key(category, self.bucket(key));
         let globs: Option<i64> = self
             .call(|mut c| async move { redis::cmd("GET").arg(globs_key).query_async(&mut c).await })
             .await?;
@@ -190,7 +195,7 @@ impl L2 {
         ttl: Duration,
         conditions: Vec<Vec<u8>>,
     ) -> Result<bool, L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let (gk, prefix) = self.key_names(category, key);
         let ms = ttl.as_millis().max(1) as u64;
         let deadline = std::time::SystemTime::now() + self.timeout + LATE_WRITE_ALLOWANCE;
         let deadline_ms = deadline
@@ -222,7 +227,7 @@ impl L2 {
 
     /// Writes a short tombstone.
     pub(super) async fn tombstone(&self, category: &str, key: &str) -> Result<(), L2Error> {
-        let (gk, prefix) = (self.gen_key(category), self.prefix(category));
+        let (gk, prefix) = self.key_names(category, key);
         let (script, tomb) = (&self.scripts.tomb, new_tombstone());
         let ms = TOMBSTONE_TTL.as_millis() as u64;
         if self.wait_for() > 0 {
@@ -255,9 +260,16 @@ impl L2 {
         Ok(())
     }
 
-    /// `invalidate("*", category)`: bumps the generation; no keyspace scan.
-    pub async fn bump_generation(&self, category: &str) -> Result<i64, L2Error> {
-        let gk = self.gen_key(category);
+    /// `invalidate("*", category)`: bumps the generation (in a cluster, that of every bucket,
+    /// concurrently; done only once all are); no keyspace scan.
+    pub async fn bump_generation(&self, category: &str) -> Result<(), L2Error> {
+        let bumps = (0..self.buckets()).map(|b| self.bump_bucket(self.gen_key(category, b)));
+        futures::future::try_join_all(bumps).await?;
+        Ok(())
+    }
+
+    /// `INCR` of one generation key (with `WAIT` when replicas are required).
+    async fn bump_bucket(&self, gk: String) -> Result<i64, L2Error> {
         if self.wait_for() > 0 {
             let mut pipe = redis::pipe();
             pipe.cmd("INCR").arg(gk);

@@ -11,10 +11,12 @@
 //! The policy ([`free_port`]): loopback only, below the ephemeral range, free for TCP and
 //! UDP, never 6379, never handed out twice in one process; servers are stopped by pid.
 
+pub mod cluster;
 pub mod ports;
 pub mod redis;
 pub mod resp;
 
+pub use cluster::RedisCluster;
 pub use ports::{free_addr, free_port, free_ports, FORBIDDEN_PORT};
 pub use redis::{redis_server_args, redis_server_binary, RedisServer};
 pub use resp::{encode_command, read_reply, Resp, RespConn};

@@ -19,11 +19,11 @@
 //!   majority naming the server the connection uses (`Fixed` carries its address; see
 //!   [`crate::coherence::primary`]).
 //! - **Cluster** (`REDIS_CLUSTER_NODES`): a redis-rs cluster-async connection for commands
-//!   (it follows `MOVED`/`ASK` and refreshes its slot map after a failover). Keys of one
-//!   category share a hash tag, `{ns:category}` (see [`KeyLayout`]), because every L2 script
-//!   reads the category generation and the data key together and Redis only runs a script
-//!   on keys of one slot: categories spread over the shards, a category lives on one.
-//!   Glob invalidations still `SCAN` every primary (a slot being migrated is on two).
+//!   (it follows `MOVED`/`ASK` and refreshes its slot map after a failover). Every L2 script
+//!   reads a generation and a data key together and Redis only runs a script on keys of
+//!   one slot, so each category is split into buckets with a hash tag and a generation each,
+//!   spread evenly over the slots (see [`KeyLayout`]): a category's keys, memory and load
+//!   are on every primary. Glob invalidations `SCAN` every primary.
 //!
 //! **Pub/sub ordering in Cluster.** The freshness lease relies on one ordered stream per
 //! subscriber: a node's ping echo must arrive after every invalidation Redis accepted before
@@ -41,10 +41,12 @@
 //! each topology lives in `single`, `sentinel` and `cluster`.
 
 mod cluster;
+mod layout;
 pub mod persistence;
 mod sentinel;
 mod single;
 
+pub use layout::{KeyLayout, Prefixes, CLUSTER_BUCKETS};
 pub use sentinel::SentinelProbe;
 
 use std::time::Duration;
@@ -145,46 +147,6 @@ impl L2Conn {
             }
             (c, _) => cmd.query_async(c).await,
         }
-    }
-}
-
-/// How L2 keys are named. Single and Sentinel keep the original layout; Cluster puts every
-/// key of a category in one slot with the hash tag `{ns:category}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyLayout {
-    /// `ns:category:generation:key`, generation in `ns:gen:category`.
-    Plain,
-    /// `{ns:category}:generation:key`, generation in `{ns:category}:gen`.
-    HashTagged,
-}
-
-impl KeyLayout {
-    /// The prefix of a category's data keys (the generation and the key follow).
-    pub fn prefix(self, ns: &str, category: &str) -> String {
-        match self {
-            KeyLayout::Plain => format!("{ns}:{category}"),
-            KeyLayout::HashTagged => format!("{{{ns}:{category}}}"),
-        }
-    }
-
-    /// The key holding a category's generation.
-    pub fn gen_key(self, ns: &str, category: &str) -> String {
-        match self {
-            KeyLayout::Plain => format!("{ns}:gen:{category}"),
-            KeyLayout::HashTagged => format!("{{{ns}:{category}}}:gen"),
-        }
-    }
-
-    /// The sorted set ranking a category's hot keys (warm-up), and the marker of its last
-    /// decay: `ns:hot:category` and `ns:hot:category:decay`, in a cluster
-    /// `{ns:category}:hot` and `{ns:category}:hot:decay` (the category's slot).
-    pub fn hot_keys(self, ns: &str, category: &str) -> (String, String) {
-        let hot = match self {
-            KeyLayout::Plain => format!("{ns}:hot:{category}"),
-            KeyLayout::HashTagged => format!("{{{ns}:{category}}}:hot"),
-        };
-        let decay = format!("{hot}:decay");
-        (hot, decay)
     }
 }
 
@@ -309,22 +271,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layouts_keep_single_keys_and_tag_cluster_keys_per_category() {
-        assert_eq!(KeyLayout::Plain.prefix("hc", "roles"), "hc:roles");
-        assert_eq!(KeyLayout::Plain.gen_key("hc", "roles"), "hc:gen:roles");
-        assert_eq!(KeyLayout::HashTagged.prefix("hc", "roles"), "{hc:roles}");
-        assert_eq!(
-            KeyLayout::HashTagged.gen_key("hc", "roles"),
-            "{hc:roles}:gen"
-        );
-        assert_eq!(
-            KeyLayout::Plain.hot_keys("hc", "roles"),
-            ("hc:hot:roles".to_string(), "hc:hot:roles:decay".to_string())
-        );
-        assert_eq!(
-            KeyLayout::HashTagged.hot_keys("hc", "roles").1,
-            "{hc:roles}:hot:decay"
-        );
+    fn cluster_channels_share_one_hash_tag() {
         let cluster = RedisTarget::Cluster {
             nodes: vec!["127.0.0.1:1".into()],
             password: None,
