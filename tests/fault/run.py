@@ -1,5 +1,7 @@
 """Randomized fault run: redis-server + one proxy per node + 3 real nodes, concurrent
 clients on every node, a nemesis; then the offline check (checker.py) of the history.
+`--topology sentinel` (sentinel.py) and `--topology cluster` (cluster.py) replace the one
+redis-server.
 
 Driven by `cargo xtask fault-check` (which builds the binary). Exits 1 on any read older than
 the bound (0 for strict categories) or any corrupt read, 2 when the run itself failed.
@@ -14,6 +16,7 @@ import threading
 import time
 
 import checker
+import cluster
 import library
 import nearcache
 import nemesis
@@ -22,7 +25,11 @@ import sentinel
 import topology_faults as tf
 import workload
 
-ALL_FAULTS = nemesis.FAULTS + list(tf.PERSISTENCE_FAULTS) + list(tf.SENTINEL_FAULTS)
+ALL_FAULTS = (nemesis.FAULTS + list(tf.PERSISTENCE_FAULTS) + list(tf.SENTINEL_FAULTS)
+              + list(tf.CLUSTER_FAULTS))
+
+# The default HC_L2_MIN_REPLICAS of a topology with replicas: all of a primary's replicas.
+TOPOLOGY_REPLICAS = {"sentinel": 2, "cluster": 1}
 
 
 def parse(argv):
@@ -40,12 +47,14 @@ def parse(argv):
                          "test hook, cache-aside writes to the checker's database; nearcache: "
                          "GET /v1/load on the category `near` (refresh-ahead, fail-safe, "
                          "negative caching) against a failing database; mixed: all three")
-    ap.add_argument("--topology", choices=("single", "sentinel"), default="single",
+    ap.add_argument("--topology", choices=("single", "sentinel", "cluster"), default="single",
                     help="single: one redis-server (default); sentinel: a primary, two "
-                         "replicas, three sentinels")
+                         "replicas, three sentinels; cluster: a Redis Cluster of three "
+                         "primaries with one replica each")
     ap.add_argument("--l2-min-replicas", type=int, default=None,
                     help="the nodes' HC_L2_MIN_REPLICAS (WAIT for n replicas after each L2 "
-                         "write; for --topology sentinel, 2 = every replica)")
+                         "write; default 2 = every replica for --topology sentinel, 1 = "
+                         "every replica for --topology cluster)")
     ap.add_argument("--redis-persistence", nargs="?", const="aof", choices=("aof", "rdb"),
                     default=None, help="Redis keeps its data across restarts (aof when "
                     "given alone); the nodes set HC_ALLOW_PERSISTENT_REDIS")
@@ -67,7 +76,7 @@ def parse(argv):
         ap.error(f"faults {sorted(unknown)} are not available with --topology {a.topology}"
                  f"{' --redis-persistence' if a.redis_persistence else ''}; choose from "
                  f"{allowed}")
-    if a.topology == "sentinel" and a.redis_persistence:
+    if a.topology != "single" and a.redis_persistence:
         ap.error("--redis-persistence runs with --topology single")
     a.strict = [s for s in a.strict.split(",") if s]
     if a.seed is None:
@@ -79,6 +88,8 @@ def available_faults(topology, persistence):
     """The faults a run of this topology and persistence mode can inject (its default)."""
     if topology == "sentinel":
         return list(tf.SENTINEL_GENERIC) + list(tf.SENTINEL_FAULTS)
+    if topology == "cluster":
+        return list(tf.CLUSTER_GENERIC) + list(tf.CLUSTER_FAULTS)
     return nemesis.FAULTS + (list(tf.PERSISTENCE_FAULTS) if persistence else [])
 
 
@@ -99,8 +110,9 @@ def main(argv=None):
     watchdog.daemon = True
     watchdog.start()
     history = os.path.join(a.out, "history.jsonl")
-    if a.l2_min_replicas is None and a.topology == "sentinel":
-        a.l2_min_replicas = 2  # every replica: a write the promotion could lose is not acked
+    if a.l2_min_replicas is None and a.topology in TOPOLOGY_REPLICAS:
+        # Every replica: a write the promotion could lose is not acknowledged.
+        a.l2_min_replicas = TOPOLOGY_REPLICAS[a.topology]
     rec = workload.Recorder(history)
     near = a.workload in ("nearcache", "mixed")
     # The run's categories (what `actor_crash` picks from).
@@ -123,7 +135,8 @@ def main(argv=None):
         # One database: the library's loads (test hook) and the near-cache origin.
         db = (nearcache.FaultyDatabase if near else library.Database)(rec, seed=a.seed)
         node_env["HC_TEST_LOADER_URL"] = node_env["HC_ORIGIN_URL"] = db.start()
-    kind = sentinel.SentinelProcs if a.topology == "sentinel" else procs_mod.Procs
+    kind = {"sentinel": sentinel.SentinelProcs,
+            "cluster": cluster.ClusterProcs}.get(a.topology, procs_mod.Procs)
     p = kind(a.out, a.binary, a.bound_ms, a.strict, persistence=a.redis_persistence,
              node_env=node_env, node_config=nearcache.CATEGORY_TOML if near else "")
     stop = threading.Event()

@@ -18,6 +18,20 @@ records their `start`/`heal` events and dispatches `_<kind>`).
 
 Each Sentinel fault ends by waiting until the topology has settled again (one primary with
 two replicas, named by every sentinel), so the next round starts from a whole topology.
+
+- `cluster_primary_kill` (`--topology cluster`): SIGKILL of a random primary of the Redis
+  Cluster (its shard holds a share of every category's buckets; the bus too when it owns the
+  slot of `{ns}`), wait until the cluster promotes its replica, hold, restart the killed
+  server on its port with its `nodes.conf`: it rejoins (empty) as the new primary's replica.
+- `cluster_primary_pause`: SIGSTOP of a random primary, then SIGCONT; the pause is `short`
+  (0.2-0.7 s, below `cluster-node-timeout`: no failover), `edge` (1.1-1.8 s: past the node
+  timeout, before or during the election; a failover may still follow the resume) or `long`
+  (until its replica is promoted, at least PAUSE_MIN_S and the hold: the old primary comes
+  back and is demoted by the cluster).
+
+Each cluster fault ends by waiting until every server is up and sees three primaries with
+one online replica each, no node flagged failed, for cluster.STABLE_S in a row, so at most
+one primary is ever down.
 """
 
 import signal
@@ -27,6 +41,12 @@ PERSISTENCE_FAULTS = ("redis_restart_persist",)
 SENTINEL_FAULTS = ("primary_kill", "primary_pause", "primary_cut")
 # The generic faults that make sense with Sentinel (no per-node proxies, three servers).
 SENTINEL_GENERIC = ("none", "node_kill", "node_stop", "pubsub_kill", "actor_crash")
+CLUSTER_FAULTS = ("cluster_primary_kill", "cluster_primary_pause")
+# The generic faults that make sense with a Redis Cluster (no per-node proxies, six servers;
+# `pubsub_kill` on the primary of the bus's slot).
+CLUSTER_GENERIC = ("none", "node_kill", "node_stop", "pubsub_kill", "actor_crash")
+# `cluster_primary_pause` lengths, seconds (None: until the failover plus the hold).
+CLUSTER_PAUSES = {"short": (0.2, 0.7), "edge": (1.1, 1.8), "long": None}
 # How long a paused primary stays stopped at least: past down-after-milliseconds (1 s) and
 # the sentinels' election.
 PAUSE_MIN_S = 4.0
@@ -106,3 +126,43 @@ class TopologyFaults:
         finally:
             self.p.proxy_mode(old, "pass")
         return {"old": old, "new": new, "failover_s": took, "settled_s": self.p.wait_settled()}
+
+    def _cluster_victim(self):
+        """A random current primary of the cluster, its replica, and whether it holds the
+        bus."""
+        old = self.rng.choice(self.p.primaries())
+        return old, self.p.replica_of(old), self.p.bus_primary() == old
+
+    def _cluster_primary_kill(self, _t, hold_s):
+        old, replica, bus = self._cluster_victim()
+        self.p.kill(old)
+        new, took = None, None
+        try:
+            new, took = self.p.wait_failover(old, replica, FAILOVER_WAIT_S)
+            self.sleep(max(0.0, hold_s - took))
+        finally:
+            self.p.start_server(old)  # rejoins as a replica (its nodes.conf, no data)
+        return {"old": old, "new": new, "bus": bus, "failover_s": took,
+                "settled_s": self.p.wait_settled()}
+
+    def _cluster_primary_pause(self, _t, hold_s):
+        old, replica, bus = self._cluster_victim()
+        mode = self.rng.choice(sorted(CLUSTER_PAUSES))
+        span = CLUSTER_PAUSES[mode]
+        pause_s = self.rng.uniform(*span) if span else max(hold_s, PAUSE_MIN_S)
+        took = None  # seconds until the replica was promoted (long pauses only)
+        t0 = time.monotonic()
+        self.p.pause(old)
+        try:
+            if span:
+                self.sleep(pause_s)
+            else:
+                took = self.p.wait_failover(old, replica, max(FAILOVER_WAIT_S, pause_s))[1]
+                self.sleep(max(0.0, pause_s - took))
+        finally:
+            self.p.resume(old)
+        paused = round(time.monotonic() - t0, 2)
+        settled = self.p.wait_settled()
+        return {"old": old, "replica": replica, "bus": bus, "pause": mode, "paused_s": paused,
+                "failover_s": took, "failed_over": old not in self.p.primaries(),
+                "settled_s": settled}

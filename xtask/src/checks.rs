@@ -16,12 +16,19 @@ use crate::util::{
 /// corrupt, 2 the run failed).
 pub fn fault_check(args: &[String]) -> Result<i32> {
     ensure_apt("fault-check", &[("redis-server", "redis-server")])?;
-    let sentinel = args
-        .windows(2)
-        .any(|w| w[0] == "--topology" && w[1] == "sentinel")
-        || args.iter().any(|a| a == "--topology=sentinel");
-    if sentinel {
+    let topology = |name: &str| {
+        args.windows(2)
+            .any(|w| w[0] == "--topology" && w[1] == name)
+            || args
+                .iter()
+                .any(|a| a.strip_prefix("--topology=") == Some(name))
+    };
+    if topology("sentinel") {
         ensure_apt("fault-check", &[("redis-sentinel", "redis-sentinel")])?;
+    }
+    if topology("cluster") {
+        // `redis-cli --cluster create` joins the servers.
+        ensure_apt("fault-check", &[("redis-cli", "redis-tools")])?;
     }
     run(cargo().args(["build", "--quiet", "--bin", "hybrid-cache"]))?;
     let testkit = testkit_binary()?;

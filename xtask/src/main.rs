@@ -70,7 +70,7 @@ enum Cmd {
     /// Exit 0 = pass, 1 = stale beyond the bound or corruption, 2 = the run itself failed.
     /// ARGS: [--duration SECS] [--bound-ms B] [--seed N] [--strict CATS] [--faults LIST]
     /// [--clients N] [--out DIR] [--workload http|library|nearcache|mixed]
-    /// [--topology single|sentinel] [--redis-persistence [aof|rdb]]
+    /// [--topology single|sentinel|cluster] [--redis-persistence [aof|rdb]]
     /// (docs/testing.md "Fault checker"). Re-check a history:
     /// python3 tests/fault/checker.py DIR/history.jsonl [--bound-ms B].
     FaultCheck {

@@ -183,11 +183,11 @@ pub fn ci(after_test: bool) -> Result<()> {
 /// CI's fault-checker runs: every fault of one Redis (3 min), the near-cache workload (60 s)
 /// and the Sentinel topology (90 s); B = 50 ms.
 fn fault_checks() -> Result<()> {
-    let runs: [(&str, &str, &[&str]); 3] = [
+    let runs: [(&str, &str, &[&str]); 4] = [
         (
             "fault-check",
-            "3 min, B = 50 ms, every fault, roles strict",
-            &["--duration", "180", "--bound-ms", "50", "--strict", "roles"],
+            "150 s, B = 50 ms, every fault, roles strict",
+            &["--duration", "150", "--bound-ms", "50", "--strict", "roles"],
         ),
         (
             "fault-check nearcache",
@@ -206,6 +206,20 @@ fn fault_checks() -> Result<()> {
                 "roles",
                 "--topology",
                 "sentinel",
+            ],
+        ),
+        (
+            "fault-check cluster",
+            "60 s, B = 50 ms, roles strict; a primary of 3 killed or paused, categories on every primary",
+            &[
+                "--duration",
+                "60",
+                "--bound-ms",
+                "50",
+                "--strict",
+                "roles",
+                "--topology",
+                "cluster",
             ],
         ),
     ];
