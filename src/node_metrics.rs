@@ -13,6 +13,7 @@
 //! every call into it with a [`Timer`]; [`NodeMetrics::register`] takes it back as a plain
 //! value at scrape time.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,11 +32,37 @@ use prometheus_client::registry::Registry;
 pub struct HttpLabels {
     /// The matched route template (`/v1/cache/{category}/{key}`), `unmatched` otherwise: a
     /// raw path would let clients create unbounded series.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// The HTTP method (`GET`, `PUT`...).
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The response status code.
     pub status: u16,
+}
+
+/// Route templates of the node (a route missing here is still recorded, just with a copy of
+/// its name).
+const ROUTES: &[&str] = &[
+    "/v1/cache/{category}/{key}",
+    "/v1/load/{category}/{key}",
+    "/v1/invalidate",
+    "/v1/stats",
+    "/v1/cluster/stats",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/ui",
+    "unmatched",
+];
+
+/// Methods of the node's routes and of common requests.
+const METHODS: &[&str] = &["GET", "PUT", "DELETE", "POST", "HEAD", "OPTIONS", "PATCH"];
+
+/// `text` as one of the static `known` strings, or a copy.
+fn static_or_owned(text: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text.to_string()),
+    }
 }
 
 /// Buckets for request and Redis call latency: 100 µs … ~3.3 s.
@@ -80,14 +107,16 @@ impl Default for NodeMetrics {
 }
 
 impl NodeMetrics {
-    /// One HTTP request answered.
+    /// One HTTP request answered. The labels of the node's own routes and the common
+    /// methods are static strings: recording a request allocates nothing.
     pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = HttpLabels {
+            route: static_or_owned(route, ROUTES),
+            method: static_or_owned(method, METHODS),
+            status,
+        };
         self.http
-            .get_or_create(&HttpLabels {
-                route: route.to_string(),
-                method: method.to_string(),
-                status,
-            })
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 
@@ -179,15 +208,18 @@ pub async fn track_http(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    // `MatchedPath` is a shared string: cloning it allocates nothing.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
-    metrics.observe_http(&route, &method, resp.status().as_u16(), start.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.observe_http(
+        route,
+        method.as_str(),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     resp
 }
 

@@ -29,6 +29,7 @@ ENTRIES = int(os.environ.get("ENTRIES", "100000"))
 SECS = int(os.environ.get("SECS", "4"))
 CONNS = int(os.environ.get("CONNS", "64"))
 # PARTS=put (comma-separated: mem, get, put, l2, resp) runs only those parts; default all.
+# PERF_DIR=dir records `perf record -g` of the node during each wrk run (perf on PATH).
 PARTS = set(os.environ.get("PARTS", "mem,get,put,l2,resp").split(","))
 BINS = ([("before (HC_BIN_BEFORE)", os.environ["HC_BIN_BEFORE"])]
         if os.environ.get("HC_BIN_BEFORE") else [])
@@ -169,9 +170,12 @@ def wrk(port, path, pids, script=None):
     if script:
         args += ["-s", script]
     c0 = sum(cpu_secs(p) for p in pids)
+    perf = profile(pids[0], script or path)
     out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
                          text=True, check=True).stdout
     cpu = sum(cpu_secs(p) for p in pids) - c0
+    if perf:
+        perf.wait()
     n = int(out.split(" requests in ")[0].split()[-1])
     rps = float(out.split("Requests/sec:")[1].split()[0])
     p99 = parse_latency(out.split(" 99%")[1].split()[0])
@@ -179,6 +183,21 @@ def wrk(port, path, pids, script=None):
     if non2xx:
         log("  WARNING: wrk saw non-2xx answers:\n" + out)
     return {"rps": rps, "cpu_us": cpu / n * 1e6, "p99_ms": p99}
+
+
+def profile(pid, what):
+    """With PERF_DIR set: `perf record -g` of the node `pid` for the wrk run of `what` (one
+    file per run, `perf-<what>-<n>.data`, for `perf report -i`); None otherwise."""
+    out_dir = os.environ.get("PERF_DIR")
+    if not out_dir:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    name = os.path.basename(what).replace("/", "") or "root"
+    n = len([f for f in os.listdir(out_dir) if f.startswith(f"perf-{name}-")])
+    out = os.path.join(out_dir, f"perf-{name}-{n}.data")
+    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", out,
+                             "--", "sleep", str(SECS)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def bench(port, pids, cmd, n):

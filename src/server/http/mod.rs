@@ -76,10 +76,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         };
         api = api.route("/v1/test/load/{category}/{key}", get(load));
     }
-    let api = api.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        limits::require_token,
-    ));
+    let api = api.route_layer(limits::RequireToken::layer(cfg.api_token.as_deref()));
     let api = limits::api_layers(api, &cfg.http_limits);
     Router::new()
         .merge(api)

@@ -53,7 +53,7 @@ pub(super) fn path_error(state: &AppState, rej: PathRejection) -> ApiError {
     bad_request(state, "bad_path", rej.body_text())
 }
 
-/// Also enforced earlier by [`crate::server::http::limits::require_token`] (before the body is read);
+/// Also enforced earlier by [`crate::server::http::limits::RequireToken`] (before the body is read);
 /// kept here so a handler stays guarded wherever it is mounted.
 pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     check_bearer(state.cache.config().api_token.as_deref(), headers)
