@@ -68,14 +68,15 @@ impl L2 {
             // Even a glob that matched nothing is acknowledged only once replicas have this
             // primary's state: a primary without replicas (one about to be superseded in a
             // failover) may simply lack keys the surviving one has.
-            for b in 0..buckets {
+            let waits = (0..buckets).map(|b| {
                 let mut pipe = redis::pipe();
                 pipe.cmd("INCRBY")
                     .arg(self.gen_key(category, b))
                     .arg(0)
                     .ignore();
-                self.with_wait(pipe).await?;
-            }
+                self.with_wait(pipe)
+            });
+            futures::future::try_join_all(waits).await?;
         }
         Ok(total)
     }
