@@ -811,7 +811,14 @@ async fn opt_in_redis_killed_mid_traffic_degrades_then_recovers_without_stale_re
     );
     // And coherence works again.
     put_seen(&http, &a, &[&b, &c], "general", "after", "1").await;
-    assert_eq!(get(&http, &b, "general", "after").await.1, "L2");
+    let first = get(&http, &b, "general", "after").await;
+    if first.1 != "L2" {
+        let ha = health(&http, &a).await;
+        let on_a = get(&http, &a, "general", "after").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let later = get(&http, &b, "general", "after").await;
+        panic!("b: {first:?}; a: {on_a:?} health {ha}; b 500 ms later: {later:?}");
+    }
     assert_eq!(get(&http, &b, "general", "after").await.1, "L1");
     put(&http, &a, "general", "after", "2").await;
     let ok = poll(BOUND, || async {

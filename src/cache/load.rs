@@ -42,7 +42,7 @@ const SHARED_LOAD_ROUNDS: usize = 3;
 
 /// A loader's answer as an L1 entry's answer: `None` for a cached "not found".
 fn answer(e: Entry) -> Option<Bytes> {
-    (!e.negative).then_some(e.value)
+    (!e.is_negative()).then_some(e.value)
 }
 
 impl HybridCache {

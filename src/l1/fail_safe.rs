@@ -79,7 +79,7 @@ impl L1Category {
     /// A value entering L1 becomes the key's fail-safe copy; a cached "not found" drops it.
     pub(super) fn keep_copy(&self, key: &str, entry: &Entry) {
         if let Some(f) = &self.fail_safe {
-            if entry.negative {
+            if entry.is_negative() {
                 f.remove(key);
             } else {
                 f.keep(key, &entry.value);

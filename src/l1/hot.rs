@@ -39,7 +39,7 @@ impl L1Category {
             .cache
             .iter()
             .filter_map(|(k, e)| {
-                let hits = e.heat.as_ref()?.take();
+                let hits = e.heat()?.take();
                 (hits > 0).then_some((k, hits))
             })
             .collect();
@@ -149,7 +149,7 @@ mod tests {
         c.get("a").await;
         assert!(c.take_hottest(10).is_empty());
         let e = c.cache.get("a").await.expect("entry");
-        assert!(e.heat.is_none());
+        assert!(e.heat().is_none());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -48,16 +48,17 @@ impl L1Category {
     /// and counted as [`Self::lookup`] does.
     pub async fn lookup_aged(&self, key: &str) -> Option<(Bytes, Duration)> {
         let e = self.cache.get(key).await?;
-        if e.expires_at.is_some_and(|d| Instant::now() >= d) {
+        if e.expired() {
             self.counters.expirations.fetch_add(1, Ordering::Relaxed);
             self.cache.invalidate(key).await;
             return None;
         }
-        if e.negative {
+        if e.is_negative() {
             return None;
         }
         self.counters.hits.incr();
-        Some((e.value, e.cached_at.elapsed()))
+        let age = e.age();
+        Some((e.value, age))
     }
 
     /// Whether a reload of `key` is running on this node.

@@ -123,10 +123,7 @@ impl TagIndex {
 impl super::L1Category {
     /// [`Self::entry`] carrying `tags` (checked already; none: an untagged entry).
     pub fn tagged_entry(&self, value: Bytes, ttl: Duration, tags: &[String]) -> Entry {
-        Entry {
-            tags: EntryTags::new(tags),
-            ..self.entry(value, ttl)
-        }
+        self.entry(value, ttl).with_tags(EntryTags::new(tags))
     }
 
     /// [`Self::put`] of a value carrying `tags` (a local `set_with_tags`).
