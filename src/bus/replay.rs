@@ -47,19 +47,18 @@ impl Replay {
         let mut done = 0;
         let mut iter = pending.into_iter();
         while let Some((category, target)) = iter.next() {
-            let applied = match target.to_pattern() {
-                Ok(p) => l2.invalidate_pattern(&category, &p).await,
-                Err(_) => {
-                    l2.invalidate_pattern(&category, &crate::pattern::Pattern::All)
-                        .await
-                }
-            };
-            if let Err(e) = applied {
+            let pattern = target.to_pattern().unwrap_or(crate::pattern::Pattern::All);
+            if let Err(e) = l2.invalidate_pattern(&category, &pattern).await {
                 tracing::debug!(error = %e, "backlog replay interrupted");
                 let rest = std::iter::once((category, target)).chain(iter).collect();
                 self.node.backlog_requeue(rest);
                 break;
             }
+            // L2 now says "invalidated"; this node's L1 must agree. With the
+            // `serve_stale_on_outage` opt-in it may hold the very value whose L2 write failed
+            // (accepted locally), which no other node can read: keeping it would leave this
+            // node answering it, alone, until its TTL.
+            self.node.invalidate_l1(&category, pattern);
             self.announce(category, target);
             done += 1;
         }
