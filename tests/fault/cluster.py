@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 
-from procs import Procs, Redis, free_port, redis_server_command, wait_ping
+from procs import Procs, Redis, free_port, info_field, redis_server_command, wait_ping
 
 SERVERS = ["r0", "r1", "r2", "r3", "r4", "r5"]
 PRIMARIES = 3
@@ -80,16 +80,6 @@ def settled_view(view, ports):
         if len(replicas) != 1 or replicas[0]["link"] != "connected":
             return False
     return True
-
-
-def info_field(text, name):
-    """A field of an INFO answer (bytes or str), None when absent."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    return None
 
 
 class ClusterProcs(Procs):

@@ -297,3 +297,13 @@ class Procs:
             except (OSError, ValueError):
                 time.sleep(0.1)
         raise RuntimeError(f"node {i} did not answer /health within {timeout}s")
+
+
+def info_field(text, name):
+    """A field of an INFO answer (bytes or str), None when absent."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return None

@@ -37,6 +37,8 @@ one primary is ever down.
 import signal
 import time
 
+from procs import info_field
+
 PERSISTENCE_FAULTS = ("redis_restart_persist",)
 SENTINEL_FAULTS = ("primary_kill", "primary_pause", "primary_cut")
 # The generic faults that make sense with Sentinel (no per-node proxies, three servers).
@@ -51,16 +53,6 @@ CLUSTER_PAUSES = {"short": (0.2, 0.7), "edge": (1.1, 1.8), "long": None}
 # the sentinels' election.
 PAUSE_MIN_S = 4.0
 FAILOVER_WAIT_S = 20.0
-
-
-def info_field(text, name):
-    """A field of an INFO answer (bytes or str), None when absent."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    return None
 
 
 class TopologyFaults:
