@@ -358,11 +358,8 @@ impl L2 {
 
     /// The generation key and data key prefix of `key`'s bucket.
     fn key_names(&self, category: &str, key: &str) -> (String, String) {
-        let (layout, bucket) = (self.layout(), self.bucket(key));
-        (
-            self.prefixes.gen_key(layout, category, bucket),
-            self.prefixes.prefix(layout, category, bucket),
-        )
+        let layout = self.layout();
+        self.prefixes.names(layout, category, layout.bucket(key))
     }
 
     /// The counter of a bucket's glob invalidations: the generation key with `:globs`

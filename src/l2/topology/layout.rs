@@ -88,6 +88,11 @@ pub fn bucket_tag(ns: &str, category: &str, bucket: usize) -> String {
     }
 }
 
+/// A cluster bucket's generation key, next to its data keys.
+fn spread_gen_key(prefix: &str) -> String {
+    format!("{prefix}:gen")
+}
+
 /// Key prefixes of one namespace, per category and bucket, computed once per category (the
 /// tags take a search; a read must not).
 #[derive(Debug)]
@@ -119,8 +124,19 @@ impl Prefixes {
     pub fn gen_key(&self, layout: KeyLayout, category: &str, bucket: usize) -> String {
         match layout {
             KeyLayout::Plain => format!("{}:gen:{category}", self.ns),
-            KeyLayout::Spread => format!("{}:gen", self.spread_prefix(category, bucket)),
+            KeyLayout::Spread => spread_gen_key(&self.spread_prefix(category, bucket)),
         }
+    }
+
+    /// [`Self::gen_key`] and [`Self::prefix`] of one bucket, with one tag lookup (the L2 read
+    /// and write paths need both).
+    pub fn names(&self, layout: KeyLayout, category: &str, bucket: usize) -> (String, String) {
+        let prefix = self.prefix(layout, category, bucket);
+        let gen_key = match layout {
+            KeyLayout::Plain => self.gen_key(layout, category, bucket),
+            KeyLayout::Spread => spread_gen_key(&prefix),
+        };
+        (gen_key, prefix)
     }
 
     fn spread_prefix(&self, category: &str, bucket: usize) -> String {
@@ -151,6 +167,10 @@ mod tests {
         let p = Prefixes::new("hc");
         assert_eq!(p.prefix(KeyLayout::Plain, "roles", 0), "hc:roles");
         assert_eq!(p.gen_key(KeyLayout::Plain, "roles", 0), "hc:gen:roles");
+        assert_eq!(
+            p.names(KeyLayout::Plain, "roles", 0),
+            ("hc:gen:roles".to_string(), "hc:roles".to_string())
+        );
         assert_eq!(KeyLayout::Plain.buckets(), 1);
         assert_eq!(KeyLayout::Plain.bucket("anything"), 0);
         assert_eq!(
@@ -179,6 +199,10 @@ mod tests {
                 )),
                 slot,
                 "the generation shares the bucket's slot"
+            );
+            assert_eq!(
+                p.names(KeyLayout::Spread, "roles", b),
+                (p.gen_key(KeyLayout::Spread, "roles", b), prefix.clone())
             );
             assert!(seen.insert(prefix));
         }
