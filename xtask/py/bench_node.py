@@ -169,11 +169,12 @@ def wrk(port, path, pids, script=None):
     args = ["wrk", "-t2", f"-c{CONNS}", f"-d{SECS}s", "--latency"]
     if script:
         args += ["-s", script]
-    c0 = sum(cpu_secs(p) for p in pids)
+    c0 = [cpu_secs(p) for p in pids]
     perf = profile(pids[0], script or path)
     out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
                          text=True, check=True).stdout
-    cpu = sum(cpu_secs(p) for p in pids) - c0
+    split = [cpu_secs(p) - c for p, c in zip(pids, c0)]
+    cpu = sum(split)
     if perf:
         perf.wait()
     n = int(out.split(" requests in ")[0].split()[-1])
@@ -182,7 +183,11 @@ def wrk(port, path, pids, script=None):
     non2xx = "Non-2xx" in out
     if non2xx:
         log("  WARNING: wrk saw non-2xx answers:\n" + out)
-    return {"rps": rps, "cpu_us": cpu / n * 1e6, "p99_ms": p99}
+    res = {"rps": rps, "cpu_us": cpu / n * 1e6, "p99_ms": p99}
+    if len(pids) > 1:
+        # The node's and Redis's shares of the CPU per request.
+        res["node_us"], res["redis_us"] = (split[0] / n * 1e6, split[1] / n * 1e6)
+    return res
 
 
 def profile(pid, what):

@@ -28,11 +28,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::BoxError;
 use tower::ServiceBuilder;
@@ -79,7 +80,13 @@ pub fn fit_connections_to_fd_limit(max_connections: usize) -> usize {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, with the connection cap and the
-/// header read timeout of `limits`; then drains open connections (bounded by 10 s).
+/// header read timeout of `limits`; then drains open connections (bounded by 10 s): each
+/// finishes the request it is serving and closes (idle keep-alive ones at once).
+///
+/// Each connection watches a child [`CancellationToken`] of its own, and a [`TaskTracker`]
+/// counts them for the drain: polling a connection touches only its own token, where one
+/// shared shutdown channel (hyper-util's `GracefulShutdown`) took that channel's lock on
+/// every poll of every connection.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -88,7 +95,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -116,11 +124,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let stop = stopping.child_token();
         let stats = stats.clone();
         stats.open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stop.cancelled() => {
+                    // Finish the request in flight (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -128,7 +146,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    stopping.cancel();
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
         .is_err()
     {

@@ -8,8 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use super::codec::{FrameError, RequestDecoder};
 use super::reply::Reply;
@@ -57,8 +57,11 @@ pub(crate) async fn serve(
     mut stream: TcpStream,
     cache: HybridCache,
     id: u64,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), FrameError> {
+    // Made once: polled at every read, it touches only this connection's token.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     let _ = stream.set_nodelay(true);
     let cfg = cache.config();
     // An argument a little over the value limit still reaches the facade, which answers
@@ -118,7 +121,7 @@ pub(crate) async fn serve(
                     return Ok(());
                 }
             }
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            () = &mut stopped => return Ok(()),
         }
     }
 }

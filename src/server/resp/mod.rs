@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::HybridCache;
 
@@ -30,7 +31,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts RESP clients on `listener` until `stop` turns true; each connection runs in its
 /// own task and ends at the next read once the node stops.
+///
+/// Each connection watches a child token of its own (not the shared `stop` channel, whose
+/// lock a poll would take on every command of every connection).
 pub async fn serve(listener: TcpListener, cache: HybridCache, mut stop: watch::Receiver<bool>) {
+    let stopping = CancellationToken::new();
+    // Cancelled (children included) when this loop ends, however it ends.
+    let _stop_connections = stopping.clone().drop_guard();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -40,7 +47,7 @@ pub async fn serve(listener: TcpListener, cache: HybridCache, mut stop: watch::R
             Ok((stream, peer)) => {
                 let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                 let cache = cache.clone();
-                let stop = stop.clone();
+                let stop = stopping.child_token();
                 tokio::spawn(async move {
                     if let Err(e) = conn::serve(stream, cache, id, stop).await {
                         tracing::debug!(%peer, error = %e, "RESP connection closed");
