@@ -152,3 +152,56 @@ async fn a_write_after_an_unannounced_generation_bump_is_never_read_back_older()
     );
     assert_eq!(cb.l2_fast_reads(), fast + 1);
 }
+
+/// Concurrent misses go to Redis as one pipeline (`src/l2/batch.rs`): each read gets its
+/// own key's value, and a key that fails in Redis (here one holding a hash, so `GET`
+/// answers `WRONGTYPE`) fails its own read only, never another read of the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fast_reads_each_get_their_own_key_and_a_bad_key_fails_alone() {
+    let redis = RedisServer::start();
+    let (a, b, cat) = two_nodes(&redis).await;
+    let (ca, cb) = (a.cache(), b.cache());
+    const N: usize = 200;
+    for i in 0..N {
+        ca.set(&cat, &format!("key{i}"), format!("value-{i}"), None)
+            .await
+            .unwrap();
+    }
+    ca.set(&cat, "broken", "soon a hash", None).await.unwrap();
+    // b learns the generation (the script reads one key), so the rest are fast reads.
+    assert!(cb.get(&cat, "key0").await.unwrap().is_some());
+    // The data key of `broken`, turned into a hash behind the node's back.
+    let keys = redis.command(&[b"KEYS", b"*:broken"]).expect("KEYS");
+    let name = match keys {
+        Resp::Array(Some(mut v)) if v.len() == 1 => match v.pop() {
+            Some(Resp::Bulk(Some(name))) => name,
+            other => panic!("KEYS answered {other:?}"),
+        },
+        other => panic!("KEYS answered {other:?}"),
+    };
+    redis.command(&[b"DEL", &name]).expect("DEL");
+    redis.command(&[b"HSET", &name, b"f", b"v"]).expect("HSET");
+
+    let fast = cb.l2_fast_reads();
+    let reads = (1..N).map(|i| {
+        let cb = cb.clone();
+        let cat = cat.clone();
+        async move { (i, cb.get(&cat, &format!("key{i}")).await) }
+    });
+    let bad = cb.get(&cat, "broken");
+    let (answers, bad) = tokio::join!(futures::future::join_all(reads), bad);
+    for (i, got) in answers {
+        let got = got.unwrap_or_else(|e| panic!("key{i} failed: {e}"));
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("value-{i}").as_bytes()),
+            "key{i} got another key's answer"
+        );
+    }
+    assert!(bad.is_err(), "a key Redis cannot GET is an error: {bad:?}");
+    assert_eq!(
+        cb.l2_fast_reads(),
+        fast + (N as u64 - 1),
+        "every good read was answered by the batched fast read"
+    );
+}

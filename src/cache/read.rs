@@ -162,7 +162,7 @@ impl HybridCache {
     /// only if the lease still holds and no doubt arose while it was in flight.
     pub(super) async fn read_l2(
         &self,
-        l2: &crate::l2::L2,
+        l2: &Arc<crate::l2::L2>,
         category: &str,
         key: &str,
     ) -> Result<crate::l2::L2Value, crate::l2::L2Error> {

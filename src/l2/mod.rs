@@ -30,13 +30,15 @@
 //! freshness).
 //!
 //! This file holds the [`L2`] handle and its shared types; the work is split by job:
-//! `scripts` (the Lua text), `call` (breakers, timeout, `WAIT`), `read`, `write` (sets,
+//! `scripts` (the Lua text), `call` (breakers, timeout, `WAIT`), `read`, `batch` (the
+//! fast reads of concurrent misses in one pipeline), `write` (sets,
 //! fills, tombstones, generations), `invalidate` (by pattern: generation bump or SCAN),
 //! `publish` (the control path of the bus), `backlog` (changes to replay into L2), `hot`
 //! (warm-up's shared ranking of hot keys) and
 //! [`topology`] (single, Sentinel, Cluster; PUBLISH or SPUBLISH).
 
 mod backlog;
+mod batch;
 mod call;
 mod fence;
 mod hot;
@@ -226,6 +228,8 @@ pub struct L2 {
     prefixes: topology::Prefixes,
     /// Latency of every call (`hc_l2_request_duration_seconds`).
     latency: prometheus_client::metrics::histogram::Histogram,
+    /// Fast reads gathered into one pipeline (see `batch`).
+    reads: batch::ReadBatch,
 }
 
 impl std::fmt::Debug for L2 {
@@ -249,6 +253,7 @@ impl L2 {
             scripts: Scripts::new(),
             prefixes: topology::Prefixes::new(namespace),
             latency: crate::node_metrics::l2_histogram(),
+            reads: batch::ReadBatch::default(),
         }
     }
 

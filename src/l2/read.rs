@@ -36,7 +36,8 @@ impl L2 {
 impl L2 {
     /// Reads a key at a category generation the caller knows (see the cache's known
     /// generations): `GET` of the generation, then `PTTL` and `GET` of the data key, in one
-    /// pipeline. `None` when the generation moved (the caller reads with [`L2::get`], which
+    /// pipeline (outside a Redis Cluster, together with the other fast reads queued at the
+    /// time: see `batch`). `None` when the generation moved (the caller reads with [`L2::get`], which
     /// learns the new one) or the replies do not fit together (a value appeared after `PTTL`
     /// said the key was absent).
     ///
@@ -53,7 +54,7 @@ impl L2 {
     /// what this read fills into L1).
     /// Sentinel: only while a primary proof holds ([`L2Error::Unproven`] otherwise).
     pub async fn get_at(
-        &self,
+        self: &std::sync::Arc<Self>,
         category: &str,
         key: &str,
         generation: i64,
@@ -61,16 +62,21 @@ impl L2 {
         self.fence.readable()?;
         let (gk, prefix) = self.key_names(category, key);
         let k = format!("{prefix}:{generation}:{key}");
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET")
-            .arg(gk)
-            .cmd("PTTL")
-            .arg(&k)
-            .cmd("GET")
-            .arg(&k);
-        let reply: Vec<redis::Value> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
+        let reply: Vec<redis::Value> = if self.cluster.load(std::sync::atomic::Ordering::Relaxed) {
+            // The batch's keys would span slots: this read's pipeline on its own.
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET")
+                .arg(gk)
+                .cmd("PTTL")
+                .arg(&k)
+                .cmd("GET")
+                .arg(&k);
+            self.call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?
+        } else {
+            // With the other fast reads queued now, in one pipeline (see `batch`).
+            self.batched_read(gk, k).await?.into()
+        };
         let [current, pttl, value] = <[redis::Value; 3]>::try_from(reply)
             .map_err(|r| L2Error::Protocol(format!("{} replies to 3 commands", r.len())))?;
         let current = match current {
