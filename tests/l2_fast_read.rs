@@ -153,7 +153,7 @@ async fn a_write_after_an_unannounced_generation_bump_is_never_read_back_older()
     assert_eq!(cb.l2_fast_reads(), fast + 1);
 }
 
-/// Concurrent misses go to Redis as one pipeline (`src/l2/batch.rs`): each read gets its
+/// Concurrent misses go to Redis in batched pipelines (`src/l2/batch.rs`): each read gets its
 /// own key's value, and a key that fails in Redis (here one holding a hash, so `GET`
 /// answers `WRONGTYPE`) fails its own read only, never another read of the same batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +161,8 @@ async fn concurrent_fast_reads_each_get_their_own_key_and_a_bad_key_fails_alone(
     let redis = RedisServer::start();
     let (a, b, cat) = two_nodes(&redis).await;
     let (ca, cb) = (a.cache(), b.cache());
-    const N: usize = 200;
+    // More than one pipeline's worth (256 reads) when they all queue at once.
+    const N: usize = 600;
     for i in 0..N {
         ca.set(&cat, &format!("key{i}"), format!("value-{i}"), None)
             .await

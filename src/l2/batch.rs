@@ -26,6 +26,10 @@ use tokio::sync::oneshot;
 
 use super::{L2Error, L2};
 
+/// Most reads in one pipeline (3 commands each); a larger batch goes out as several
+/// pipelines at once, so one reply never grows without bound.
+const MAX_READS: usize = 256;
+
 /// The three replies of one fast read: the category generation, the key's `PTTL`, its value.
 pub(super) type FastReplies = [redis::Value; 3];
 
@@ -79,20 +83,31 @@ impl L2 {
         }
     }
 
-    /// Takes the queued reads and sends them as one pipeline; answers each.
+    /// Takes the queued reads and sends them, [`MAX_READS`] per pipeline (the pipelines
+    /// concurrently); answers each.
     async fn send_read_batch(&self) {
-        let batch = std::mem::take(
+        let mut batch = std::mem::take(
             &mut *self
                 .reads
                 .queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        if batch.is_empty() {
-            return;
+        let mut pipelines = Vec::with_capacity(batch.len().div_ceil(MAX_READS));
+        while batch.len() > MAX_READS {
+            let rest = batch.split_off(MAX_READS);
+            pipelines.push(self.send_reads(std::mem::replace(&mut batch, rest)));
         }
-        let mut pipe = redis::Pipeline::with_capacity(3 * batch.len());
-        for q in &batch {
+        if !batch.is_empty() {
+            pipelines.push(self.send_reads(batch));
+        }
+        futures::future::join_all(pipelines).await;
+    }
+
+    /// Sends `reads` as one pipeline; answers each.
+    async fn send_reads(&self, reads: Vec<Queued>) {
+        let mut pipe = redis::Pipeline::with_capacity(3 * reads.len());
+        for q in &reads {
             pipe.cmd("GET")
                 .arg(&q.gen_key)
                 .cmd("PTTL")
@@ -107,19 +122,19 @@ impl L2 {
         match replies {
             Ok(replies) if replies.len() == n => {
                 let mut replies = replies.into_iter();
-                for q in batch {
+                for q in reads {
                     let mut next = || replies.next().unwrap_or(redis::Value::Nil);
                     let _ = q.reply.send(one_read([next(), next(), next()]));
                 }
             }
             Ok(replies) => {
                 let e = format!("{} replies to {n} pipelined commands", replies.len());
-                for q in batch {
+                for q in reads {
                     let _ = q.reply.send(Err(L2Error::Protocol(e.clone())));
                 }
             }
             Err(e) => {
-                for q in batch {
+                for q in reads {
                     let _ = q.reply.send(Err(shared_error(&e)));
                 }
             }
