@@ -46,13 +46,12 @@ async fn origin_get(
 }
 
 async fn start_origin(o: Origin) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/{cat}/{key}", get(origin_get))
-        .with_state(o);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
+    support::serve_origin(
+        Router::new()
+            .route("/{cat}/{key}", get(origin_get))
+            .with_state(o),
+    )
+    .await
 }
 
 /// A node `id` in namespace `ns` with `origin` and the categories `menus` (`cat`) and

@@ -3,6 +3,8 @@
 //! instead of holding the shutdown until the drain timeout (10 s).
 #![allow(clippy::field_reassign_with_default)] // tests tweak one field of a default Config at a time
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +36,12 @@ async fn slow_value(State(o): State<SlowOrigin>) -> &'static str {
 }
 
 async fn start_origin(o: SlowOrigin) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/{cat}/{key}", get(slow_value))
-        .with_state(o);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
+    support::serve_origin(
+        Router::new()
+            .route("/{cat}/{key}", get(slow_value))
+            .with_state(o),
+    )
+    .await
 }
 
 /// Sends one HTTP/1.1 request on `s` (kept alive).

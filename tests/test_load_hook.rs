@@ -3,6 +3,8 @@
 //! One test in this binary: it sets HC_TEST_LOADER_URL before its nodes start.
 #![allow(clippy::field_reassign_with_default)] // tests tweak one field of a default Config at a time
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,13 +38,12 @@ async fn db_get(
 }
 
 async fn start_db(db: Db) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/{cat}/{key}", get(db_get))
-        .with_state(db);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
+    support::serve_origin(
+        Router::new()
+            .route("/{cat}/{key}", get(db_get))
+            .with_state(db),
+    )
+    .await
 }
 
 async fn start(test_hooks: bool) -> (Node, String) {

@@ -61,3 +61,14 @@ pub fn node_config(id: &str, ns: &str, redis: &RedisServer) -> hybrid_cache::con
         ..hybrid_cache::config::Config::default()
     }
 }
+
+/// Serves `app` on a free loopback port for the rest of the test (an origin or a database
+/// a node's loader reads); returns its base URL, `http://127.0.0.1:PORT/`.
+pub async fn serve_origin(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("the bound address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
