@@ -108,12 +108,7 @@ impl L2 {
     async fn send_reads(&self, reads: Vec<Queued>) {
         let mut pipe = redis::Pipeline::with_capacity(3 * reads.len());
         for q in &reads {
-            pipe.cmd("GET")
-                .arg(&q.gen_key)
-                .cmd("PTTL")
-                .arg(&q.data_key)
-                .cmd("GET")
-                .arg(&q.data_key);
+            fast_read_commands(&mut pipe, &q.gen_key, &q.data_key);
         }
         let n = pipe.len();
         let replies = self
@@ -140,6 +135,16 @@ impl L2 {
             }
         }
     }
+}
+
+/// Appends one fast read's commands to `pipe`: the generation first (see [`L2::get_at`]).
+pub(super) fn fast_read_commands(pipe: &mut redis::Pipeline, gen_key: &str, data_key: &str) {
+    pipe.cmd("GET")
+        .arg(gen_key)
+        .cmd("PTTL")
+        .arg(data_key)
+        .cmd("GET")
+        .arg(data_key);
 }
 
 /// One read's replies, or the server error among them.

@@ -37,9 +37,9 @@ impl L2 {
     /// Reads a key at a category generation the caller knows (see the cache's known
     /// generations): `GET` of the generation, then `PTTL` and `GET` of the data key, in one
     /// pipeline (outside a Redis Cluster, together with the other fast reads queued at the
-    /// time: see `batch`). `None` when the generation moved (the caller reads with [`L2::get`], which
-    /// learns the new one) or the replies do not fit together (a value appeared after `PTTL`
-    /// said the key was absent).
+    /// time: see `batch`). `None` when the generation moved (the caller reads with
+    /// [`L2::get`], which learns the new one) or the replies do not fit together (a value
+    /// appeared after `PTTL` said the key was absent).
     ///
     /// The generation is read first and compared: a bump can be in Redis long before its
     /// invalidation reaches this node (the bumping node still works through the categories
@@ -62,23 +62,19 @@ impl L2 {
         self.fence.readable()?;
         let (gk, prefix) = self.key_names(category, key);
         let k = format!("{prefix}:{generation}:{key}");
-        let reply: Vec<redis::Value> = if self.cluster.load(std::sync::atomic::Ordering::Relaxed) {
+        let [current, pttl, value] = if self.cluster.load(std::sync::atomic::Ordering::Relaxed) {
             // The batch's keys would span slots: this read's pipeline on its own.
             let mut pipe = redis::pipe();
-            pipe.cmd("GET")
-                .arg(gk)
-                .cmd("PTTL")
-                .arg(&k)
-                .cmd("GET")
-                .arg(&k);
-            self.call(|mut c| async move { pipe.query_async(&mut c).await })
-                .await?
+            super::batch::fast_read_commands(&mut pipe, &gk, &k);
+            let reply: Vec<redis::Value> = self
+                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            <[redis::Value; 3]>::try_from(reply)
+                .map_err(|r| L2Error::Protocol(format!("{} replies to 3 commands", r.len())))?
         } else {
             // With the other fast reads queued now, in one pipeline (see `batch`).
-            self.batched_read(gk, k).await?.into()
+            self.batched_read(gk, k).await?
         };
-        let [current, pttl, value] = <[redis::Value; 3]>::try_from(reply)
-            .map_err(|r| L2Error::Protocol(format!("{} replies to 3 commands", r.len())))?;
         let current = match current {
             // The scripts read an absent generation as 0.
             redis::Value::Nil => 0,
