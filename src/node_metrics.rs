@@ -18,9 +18,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -199,28 +196,6 @@ impl Drop for Timer<'_> {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
     }
-}
-
-/// Tower middleware (via `axum::middleware::from_fn_with_state`): times every request and
-/// records it under its route template.
-pub async fn track_http(
-    State(metrics): State<Arc<NodeMetrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    // `MatchedPath` is a shared string: cloning it allocates nothing.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    metrics.observe_http(
-        route,
-        method.as_str(),
-        resp.status().as_u16(),
-        start.elapsed(),
-    );
-    resp
 }
 
 #[cfg(test)]

@@ -28,13 +28,21 @@ REPS = int(os.environ.get("REPS", "3"))
 ENTRIES = int(os.environ.get("ENTRIES", "100000"))
 SECS = int(os.environ.get("SECS", "4"))
 CONNS = int(os.environ.get("CONNS", "64"))
+# wrk threads: 1 by default, like redis-benchmark (one thread) on the baseline side. On the
+# 2-core machine a second client thread competes with the server for the cores, and the
+# server's CPU per request grows with the preemptions (docs/benchmarks.md, 2026-12-07 b).
+WRK_THREADS = int(os.environ.get("WRK_THREADS", "1"))
 # PARTS=put (comma-separated: mem, get, put, l2, resp) runs only those parts; default all.
-# PERF_DIR=dir records `perf record -g` of the node during each wrk run (perf on PATH).
+# PERF_DIR=dir records `perf record -g` of the node during each wrk run (perf on PATH);
+# PERF_CALL_GRAPH=dwarf records stacks through frames without frame pointers.
 PARTS = set(os.environ.get("PARTS", "mem,get,put,l2,resp").split(","))
 BINS = ([("before (HC_BIN_BEFORE)", os.environ["HC_BIN_BEFORE"])]
         if os.environ.get("HC_BIN_BEFORE") else [])
 BINS.append(("this build (HC_BIN)", os.environ["HC_BIN"]))
 MOKA = os.environ["HC_MOKA"]
+# examples/hyper_floor: a bare hyper server answering the same 100-byte body (the floor of
+# the L1-hit HTTP figure); its row is left out without it.
+FLOOR = os.environ.get("HC_HYPER_FLOOR")
 TICK = os.sysconf("SC_CLK_TCK")
 VALUE = b"v" * 100
 TMP = tempfile.mkdtemp(prefix="bench-node-")
@@ -166,7 +174,7 @@ def parse_latency(v):
 
 
 def wrk(port, path, pids, script=None):
-    args = ["wrk", "-t2", f"-c{CONNS}", f"-d{SECS}s", "--latency"]
+    args = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNS}", f"-d{SECS}s", "--latency"]
     if script:
         args += ["-s", script]
     c0 = [cpu_secs(p) for p in pids]
@@ -200,7 +208,8 @@ def profile(pid, what):
     name = os.path.basename(what).replace("/", "") or "root"
     n = len([f for f in os.listdir(out_dir) if f.startswith(f"perf-{name}-")])
     out = os.path.join(out_dir, f"perf-{name}-{n}.data")
-    return subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", out,
+    graph = ["--call-graph", os.environ["PERF_CALL_GRAPH"]] if os.environ.get("PERF_CALL_GRAPH") else ["-g"]
+    return subprocess.Popen(["perf", "record", "-F", "999", *graph, "-p", str(pid), "-o", out,
                              "--", "sleep", str(SECS)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -247,6 +256,17 @@ def throughput_rep(l1node, l2node, red):
         res["get_cpu"] = a["cpu_us"] / b["cpu_us"]
         res["get_p99"] = a["p99_ms"] / b["p99_ms"]
         res["get_rps"] = a["rps"] / b["rps"]
+        if FLOOR:
+            port = free_port()
+            floor = subprocess.Popen([FLOOR, f"127.0.0.1:{port}", str(len(VALUE))],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(floor)
+            wait_port(port, floor)
+            f = wrk(port, "/v1/cache/bench/hot", [floor.pid])
+            stop(floor)
+            log(f"  bare hyper: {f}")
+            res["floor_cpu"] = f["cpu_us"] / b["cpu_us"]
+            res["floor_p99"] = f["p99_ms"] / b["p99_ms"]
     # PUT with Redis (bounded mode) vs SET.
     if "put" in PARTS:
         a = wrk(h2, "/", [n2.pid, rd.pid], PUT_LUA)
@@ -278,6 +298,8 @@ ROWS = [
     ("get_cpu", "L1-hit GET (HTTP, wrk) server CPU/req, node / redis GET", "<= 1.3"),
     ("get_p99", "L1-hit GET p99, node / redis GET", "<= 1.5"),
     ("get_rps", "L1-hit GET throughput, node / redis GET", "(info)"),
+    ("floor_cpu", "Bare hyper (examples/hyper_floor) CPU/req / redis GET", "(info)"),
+    ("floor_p99", "Bare hyper p99 / redis GET", "(info)"),
     ("put_rps", "PUT with Redis throughput, node / redis SET", ">= 0.5"),
     ("put_cpu", "PUT with Redis CPU/req (node+Redis) / redis SET", "<= 3.0"),
     ("l2_cpu", "L2-hit GET CPU/req (node+Redis) / redis GET", "<= 2.0"),

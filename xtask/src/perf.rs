@@ -107,6 +107,8 @@ pub fn bench(b: Bench) -> Result<i32> {
                 "hybrid-cache",
                 "--example",
                 "moka_baseline",
+                "--example",
+                "hyper_floor",
             ]))?;
             let release = target_dir().join("release");
             exit_code(
@@ -114,6 +116,10 @@ pub fn bench(b: Bench) -> Result<i32> {
                     .arg("xtask/py/bench_node.py")
                     .env("HC_BIN", release.join("hybrid-cache"))
                     .env("HC_MOKA", release.join("examples").join("moka_baseline"))
+                    .env(
+                        "HC_HYPER_FLOOR",
+                        release.join("examples").join("hyper_floor"),
+                    )
                     .env("HC_TESTKIT", testkit_binary()?),
             )
         }

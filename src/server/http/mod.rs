@@ -7,8 +7,9 @@
 //! This module assembles the routes ([`routes`], [`finish`]); the handlers' shared state
 //! ([`AppState`]) is in `state.rs`, the request helpers that map rejections to [`ApiError`]
 //! and count them in `rejections.rs`, the handlers in `routes.rs`, the error shape in
-//! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`]. The whole
-//! application (with `/openapi.json` and `/ui`) is `server::router`, one level up.
+//! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`], the metrics
+//! layer in `track.rs`. The whole application (with `/openapi.json` and `/ui`) is
+//! `server::router`, one level up.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -23,6 +24,7 @@ mod rejections;
 pub(crate) mod routes;
 pub mod schema;
 mod state;
+mod track;
 
 pub use errors::ApiError;
 use routes::{
@@ -93,10 +95,12 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .fallback(errors::not_found)
         // Applies to the routes above: keep it after the last `.route`.
         .method_not_allowed_fallback(limits::method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            node_metrics,
-            crate::node_metrics::track_http,
-        ))
+        // One layer call, one wrap of every route (each `layer` call boxes every route
+        // again, and each box is cloned per request): the metrics outside, then the limit.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(track::TrackHttpLayer::new(node_metrics))
+                .layer(DefaultBodyLimit::max(limit)),
+        )
         .with_state(state)
 }
