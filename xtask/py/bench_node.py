@@ -30,7 +30,7 @@ SECS = int(os.environ.get("SECS", "4"))
 CONNS = int(os.environ.get("CONNS", "64"))
 # wrk threads: 1 by default, like redis-benchmark (one thread) on the baseline side. On the
 # 2-core machine a second client thread competes with the server for the cores, and the
-# server's CPU per request grows with the preemptions (docs/benchmarks.md, 2026-12-07 b).
+# server's CPU per request grows with the preemptions (docs/benchmarks.md, the run of 2026-12-07 04:29).
 WRK_THREADS = int(os.environ.get("WRK_THREADS", "1"))
 # PARTS=put (comma-separated: mem, get, put, l2, resp) runs only those parts; default all.
 # PERF_DIR=dir records `perf record -g` of the node during each wrk run (perf on PATH);
