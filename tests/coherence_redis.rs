@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hybrid_cache::config::{Config, RedisTarget};
 use hybrid_cache::server::node::Node;
 use hybrid_cache::wire::{self, BusMessage, ChangeKind, Invalidation};
-use hybrid_cache::Source;
+use hybrid_cache::{HybridCache, Source};
 use serde_json::{json, Value};
 use support::RedisServer;
 
@@ -216,24 +216,10 @@ where
     }
 }
 
-/// Waits until every node has its Redis link up, holds its freshness lease and has met every
-/// other node (one flush for the link, one per first contact): from then on, flushes only
-/// come from real events, and L1 is served.
+/// [`support::settle`] for the test nodes.
 async fn settle(nodes: &[&TestNode]) {
-    let want = nodes.len() as u64;
-    let ok = poll(BOUND, || async {
-        for n in nodes {
-            if !n.node.cache().l2_enabled()
-                || !n.node.cache().lease_held()
-                || n.flushes().await < want
-            {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(ok, "cluster did not settle within {BOUND:?}");
+    let caches: Vec<&HybridCache> = nodes.iter().map(|n| n.node.cache()).collect();
+    support::settle(&caches, BOUND).await;
 }
 
 /// The Redis key of a value: `{ns}:{category}:{generation}:{key}`.

@@ -56,24 +56,6 @@ async fn node(id: &str, ns: &str, redis: &RedisServer, near: CategoryConfig) -> 
     node
 }
 
-/// Waits until `a` and `b` have each handled a message of the other. The first message a
-/// node receives from a new origin flushes its L1 (it cannot know what it missed), so a
-/// test counting loader calls on a freshly started pair starts after that flush.
-async fn introduce(a: &Node, b: &Node) {
-    for (from, to) in [(a, b), (b, a)] {
-        let key = format!("hello-{}", from.cache().config().node_id);
-        to.cache().set("near", &key, "old", None).await.unwrap();
-        from.cache().set("near", &key, "new", None).await.unwrap();
-        let to_cache = to.cache().clone();
-        let seen = eventually(BOUND, || {
-            let (c, k) = (to_cache.clone(), key.clone());
-            async move { c.get("near", &k).await.ok().flatten().as_deref() == Some(&b"new"[..]) }
-        })
-        .await;
-        assert!(seen, "{key}: the change never reached the other node");
-    }
-}
-
 fn near(settings: impl FnOnce(&mut CategoryConfig)) -> CategoryConfig {
     let mut c = CategoryConfig {
         ttl_secs: 600,
@@ -169,7 +151,8 @@ async fn a_not_found_is_cached_in_l1_and_l2_and_answers_404() {
     let ns = namespace("neg");
     let a = node("a", &ns, &redis, near(|c| c.negative_ttl_secs = Some(30))).await;
     let b = node("b", &ns, &redis, near(|c| c.negative_ttl_secs = Some(30))).await;
-    introduce(&a, &b).await;
+    // Loader calls are counted from here: after the first-contact flushes.
+    support::settle(&[a.cache(), b.cache()], BOUND).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let cache = a.cache();
     for _ in 0..3 {
@@ -259,7 +242,8 @@ async fn a_write_on_another_node_removes_a_cached_not_found_within_the_bound() {
     let ns = namespace("negw");
     let a = node("a", &ns, &redis, near(|c| c.negative_ttl_secs = Some(600))).await;
     let b = node("b", &ns, &redis, near(|c| c.negative_ttl_secs = Some(600))).await;
-    introduce(&a, &b).await;
+    // Loader calls are counted from here: after the first-contact flushes.
+    support::settle(&[a.cache(), b.cache()], BOUND).await;
     let calls = Arc::new(AtomicUsize::new(0));
     for key in ["set", "glob:1"] {
         let r = a

@@ -72,3 +72,28 @@ pub async fn serve_origin(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/")
 }
+
+/// Waits (up to `bound`) until every cache has its Redis link up, holds its freshness lease
+/// and has met every other node: one coherence flush for the link, one per first contact
+/// with another origin (it cannot know what that origin sent before). From then on, flushes
+/// only come from real events, and L1 is served. Panics past `bound`.
+pub async fn settle(caches: &[&hybrid_cache::HybridCache], bound: std::time::Duration) {
+    let want = caches.len() as u64;
+    let deadline = tokio::time::Instant::now() + bound;
+    'poll: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes did not settle within {bound:?}"
+        );
+        for c in caches {
+            if !c.l2_enabled()
+                || !c.lease_held()
+                || c.stats().await.counters.coherence_flushes < want
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                continue 'poll;
+            }
+        }
+        return;
+    }
+}
