@@ -1,6 +1,6 @@
 //! The floor of the L1-hit HTTP figure of `cargo xtask bench node` (issue #25): a bare hyper
 //! HTTP/1.1 server, set up like the node's (tokio multi-thread runtime, one worker per CPU,
-//! `http1::Builder` with keep-alive and a header read timeout), answering every request with
+//! the node's own `http1::Builder`, `limits::http1_builder`), answering every request with
 //! the same 100-byte body, without a router, middleware, metrics or a cache. What it costs
 //! per request is what any node built on hyper pays before doing anything of its own; the
 //! benchmark prints it as a ratio to a redis `GET`, next to the node's.
@@ -8,13 +8,13 @@
 //! `cargo run --release --example hyper_floor -- 127.0.0.1:PORT [BODY_BYTES]`
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::body::Body;
 use bytes::Bytes;
+use hybrid_cache::server::http::limits::{http1_builder, HttpLimits};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,11 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("bind {addr}"))?;
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(5))
-        .keep_alive(true);
+    let builder = http1_builder(&HttpLimits::default());
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

@@ -97,11 +97,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    let builder = http1_builder(&limits);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -154,6 +150,18 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after the drain timeout; dropping them");
     }
+}
+
+/// The HTTP/1.1 connection settings of a node: keep-alive, and the header read timeout
+/// (which also reaps idle keep-alive connections). Also the bare-hyper floor of the
+/// benchmark (`examples/hyper_floor.rs`), so that it measures the same setup.
+pub fn http1_builder(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
 }
 
 /// Wraps the API routes in the request limits: load shedding over a global in-flight
