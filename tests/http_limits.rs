@@ -283,6 +283,48 @@ async fn requests_over_the_in_flight_limit_are_shed_with_retry_after() {
 }
 
 #[tokio::test]
+async fn an_l1_hit_counts_against_the_in_flight_limit_too() {
+    let mut cfg = Config::default();
+    cfg.http_limits.max_in_flight = 2;
+    let (node, base) = start(cfg).await;
+    let c = client();
+    let url = format!("{base}/v1/cache/permissions/held");
+    assert_eq!(c.put(&url).body("v").send().await.unwrap().status(), 204);
+    let hit = c.get(&url).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "L1");
+    // Two stalled PUTs hold both slots: the hit, answered before routing, is shed too.
+    let a = stalled_put(node.http_addr(), "").await;
+    let b = stalled_put(node.http_addr(), "").await;
+    let mut shed = None;
+    for _ in 0..100 {
+        let r = c.get(&url).send().await.unwrap();
+        if r.status() == 503 {
+            shed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = shed.expect("an L1 hit over the in-flight limit is shed");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded");
+    // The stalled writers gone, their slots come back and the hit is served again.
+    drop((a, b));
+    let mut served = false;
+    for _ in 0..250 {
+        let r = c.get(&url).send().await.unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["x-cache"], "L1");
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the hit is served once the slots are free");
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_is_checked_before_the_body_is_read() {
     let mut cfg = Config::default();
     cfg.api_token = Some("s3cret".into());

@@ -8,7 +8,7 @@
 use axum::routing::get;
 use axum::Router;
 
-use crate::server::http::{self, AppState};
+use crate::server::http::{self, AppState, HitFirst};
 use crate::server::{openapi, ui};
 
 /// The router of a node: the API routes (with their request limits and token check),
@@ -19,4 +19,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .route("/ui", get(ui::page));
     http::finish(routes, state)
+}
+
+/// What a node serves: [`router`] with the L1-hit `GET` answered in front of it
+/// ([`HitFirst`]).
+pub fn service(state: AppState) -> HitFirst {
+    HitFirst::new(router(state.clone()), state)
 }

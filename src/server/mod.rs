@@ -6,7 +6,8 @@
 //! Arrows point down only: `server` imports the library, never the other way round.
 //!
 //! - [`node`]: wiring of one node (config → cache → HTTP and RESP servers → signal);
-//! - [`router`] (`app.rs`): the whole HTTP application;
+//! - [`router`] (`app.rs`): the whole HTTP application; [`service`]: what a node serves,
+//!   the router behind the L1-hit path;
 //! - [`http`]: the HTTP API (routes, error mapping, request and connection limits);
 //! - [`openapi`]: the OpenAPI description generated from the HTTP handlers;
 //! - [`ui`]: the embedded cluster page;
@@ -21,4 +22,4 @@ pub mod prometheus;
 pub mod resp;
 pub mod ui;
 
-pub use app::router;
+pub use app::{router, service};

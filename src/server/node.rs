@@ -12,7 +12,7 @@ use crate::cluster::Membership;
 use crate::config::Config;
 use crate::server::http::limits::{fit_connections_to_fd_limit, serve, ConnStats};
 use crate::server::http::AppState;
-use crate::server::router;
+use crate::server::service;
 use crate::HybridCache;
 
 /// Errors starting a node.
@@ -74,10 +74,7 @@ impl Node {
             fit_connections_to_fd_limit(config.http_limits.max_connections);
         let cache = HybridCache::start(config).await?;
         let membership: Option<Arc<dyn Membership>> = cache.membership();
-        let app = router(AppState {
-            cache: cache.clone(),
-            membership,
-        });
+        let app = service(AppState::new(cache.clone(), membership));
         let (stop, mut stopped) = watch::channel(false);
         if let Some(l) = resp_listener {
             tokio::spawn(crate::server::resp::serve(

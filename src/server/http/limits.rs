@@ -16,6 +16,7 @@
 //! keeps seeing the node while the API sheds load. The bearer token of mutating routes is
 //! checked by [`RequireToken`], a layer that runs before any handler extracts the body.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +29,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -41,6 +41,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use super::errors::ApiError;
+use super::hit_first::HitFirst;
 use super::state::AppState;
 pub use crate::config::HttpLimits;
 
@@ -89,7 +90,7 @@ pub fn fit_connections_to_fd_limit(max_connections: usize) -> usize {
 /// every poll of every connection.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: HitFirst,
     limits: HttpLimits,
     stats: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
@@ -119,7 +120,11 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.answer(req).await) }
+        });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let stop = stopping.child_token();
         let stats = stats.clone();
@@ -164,12 +169,16 @@ pub fn http1_builder(limits: &HttpLimits) -> hyper::server::conn::http1::Builder
     builder
 }
 
-/// Wraps the API routes in the request limits: load shedding over a global in-flight
-/// limit, the request deadline and the body read timeout.
-pub fn api_layers(api: Router<AppState>, limits: &HttpLimits) -> Router<AppState> {
+/// Wraps the API routes in the request limits: load shedding over the global in-flight
+/// limit `in_flight`, the request deadline and the body read timeout.
+pub fn api_layers(
+    api: Router<AppState>,
+    limits: &HttpLimits,
+    in_flight: Arc<Semaphore>,
+) -> Router<AppState> {
     let deadline = limits.request_timeout;
-    // One semaphore for every route (`ConcurrencyLimitLayer` would make one per route).
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight));
+    // One semaphore for every route (`ConcurrencyLimitLayer` would make one per route),
+    // shared with the L1-hit path (`AppState::in_flight`).
     api.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |e: BoxError| async move {

@@ -8,8 +8,9 @@
 //! ([`AppState`]) is in `state.rs`, the request helpers that map rejections to [`ApiError`]
 //! and count them in `rejections.rs`, the handlers in `routes.rs`, the error shape in
 //! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`], the metrics
-//! layer in `track.rs`. The whole application (with `/openapi.json` and `/ui`) is
-//! `server::router`, one level up.
+//! layer in `track.rs`, the L1-hit `GET` answered before routing in [`HitFirst`]
+//! (`hit_first.rs`). The whole application (with `/openapi.json` and `/ui`) is
+//! `server::router`, one level up; `server::service` puts [`HitFirst`] in front of it.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 mod errors;
+mod hit_first;
 pub mod limits;
 pub(crate) mod origin;
 mod rejections;
@@ -27,6 +29,8 @@ mod state;
 mod track;
 
 pub use errors::ApiError;
+pub use hit_first::HitFirst;
+use hit_first::VALUE_ROUTE;
 use routes::{
     cluster, crash_actor, delete_value, get_value, health, invalidate, metrics, put_value, stats,
 };
@@ -57,7 +61,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         };
     let mut api = Router::new()
         .route(
-            "/v1/cache/{category}/{key}",
+            VALUE_ROUTE,
             get(get_hit).put(put_value).delete(delete_value),
         )
         .route("/v1/load/{category}/{key}", get(origin_load))
@@ -79,7 +83,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         api = api.route("/v1/test/load/{category}/{key}", get(load));
     }
     let api = api.route_layer(limits::RequireToken::layer(cfg.api_token.as_deref()));
-    let api = limits::api_layers(api, &cfg.http_limits);
+    let api = limits::api_layers(api, &cfg.http_limits, state.in_flight.clone());
     Router::new()
         .merge(api)
         .route("/health", get(health))

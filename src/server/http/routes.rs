@@ -19,6 +19,7 @@ use super::errors::ApiError;
 use super::rejections::{authorize, bad_request, body_error, path_error};
 use super::state::AppState;
 use crate::cluster::gather_cluster_stats;
+use crate::Source;
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
@@ -47,26 +48,36 @@ pub(crate) async fn get_value(
 ) -> Result<Response, ApiError> {
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
     match state.cache.get_with_source(&category, &key).await? {
-        Some((value, source)) => {
-            let mut headers = HeaderMap::with_capacity(4);
-            headers.insert(
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            headers.insert(X_CACHE, HeaderValue::from_static(source.as_str()));
-            if let Some(node) = node {
-                headers.insert(X_NODE, node);
-            }
-            let mut resp = Response::new(Body::from(value));
-            *resp.headers_mut() = headers;
-            Ok(resp)
-        }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no value for `{key}` in `{category}`"),
-        )),
+        Some((value, source)) => Ok(value_response(value, source, node)),
+        None => Err(value_not_found(&category, &key)),
     }
+}
+
+/// The answer of a read that found `value` at `source`: the bytes as stored, `x-cache`,
+/// and `x-node` when the node's id is a valid header value. Also the L1-hit path's answer
+/// (`hit_first.rs`), so both answer a hit alike.
+pub(crate) fn value_response(value: Bytes, source: Source, node: Option<HeaderValue>) -> Response {
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(X_CACHE, HeaderValue::from_static(source.as_str()));
+    if let Some(node) = node {
+        headers.insert(X_NODE, node);
+    }
+    let mut resp = Response::new(Body::from(value));
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// The 404 of a read that found nothing (or a cached "not found").
+pub(crate) fn value_not_found(category: &str, key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no value for `{key}` in `{category}`"),
+    )
 }
 
 /// Write a value (body = raw bytes) in L2 and this node's L1, and invalidate it everywhere else.

@@ -1,0 +1,159 @@
+//! The L1-hit `GET`, answered before routing.
+//!
+//! Why: an L1 hit is a node's hottest request and its cheapest work (a moka lookup), yet
+//! routing it through axum (matching, the path's two owned strings, the `Extensions` of the
+//! matched route and its parameters, the boxed route services, the limit layers) cost about
+//! as much as the lookup and the response together (docs/benchmarks.md). [`HitFirst`]
+//! looks at `GET /v1/cache/{category}/{key}` first: when L1 answers by itself (a value or a
+//! cached "not found", under the freshness lease), it answers exactly as the route's
+//! handler would (status, headers, body, the route's metrics, one permit of the same
+//! in-flight limit). Everything else goes to the router untouched: other routes and
+//! methods, a percent-encoded path, an L1 miss, no lease, an unknown category, and a
+//! request that finds every in-flight permit taken (the router sheds it, 503).
+
+use std::time::Instant;
+
+use axum::body::HttpBody;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{BoxError, Router};
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::routes::{value_not_found, value_response};
+use super::state::AppState;
+use crate::Source;
+
+/// The route template of a value, as the router matches it and the metrics label it.
+pub(crate) const VALUE_ROUTE: &str = "/v1/cache/{category}/{key}";
+
+/// A node's HTTP application: the L1-hit path in front of the router.
+#[derive(Clone)]
+pub struct HitFirst {
+    router: Router,
+    state: AppState,
+    /// This node's id as an `x-node` value (`None` if it is not a valid header value).
+    node: Option<HeaderValue>,
+}
+
+impl HitFirst {
+    /// The L1-hit path of `state` in front of `router` (the node's whole application).
+    pub fn new(router: Router, state: AppState) -> HitFirst {
+        let node = HeaderValue::from_str(&state.cache.config().node_id).ok();
+        HitFirst {
+            router,
+            state,
+            node,
+        }
+    }
+
+    /// Answers `req`: from L1 when it can, from the router otherwise.
+    pub async fn answer<B>(self, req: Request<B>) -> Response
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if let Some(resp) = self.from_l1(req.method(), req.uri()).await {
+            return resp;
+        }
+        match self.router.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The answer of L1 alone to `method uri`, if it is a value read L1 can answer.
+    async fn from_l1(&self, method: &Method, uri: &Uri) -> Option<Response> {
+        if method != Method::GET {
+            return None;
+        }
+        let (category, key) = value_path(uri.path())?;
+        let start = Instant::now();
+        // Held until answered, as the router's concurrency limit would hold it.
+        let _permit = self.state.in_flight.try_acquire().ok()?;
+        let resp = match self.state.cache.l1_answer(category, key).await? {
+            Some(value) => value_response(value, Source::L1, self.node.clone()),
+            None => value_not_found(category, key).into_response(),
+        };
+        self.state.cache.node_metrics().observe_http(
+            VALUE_ROUTE,
+            Method::GET.as_str(),
+            resp.status().as_u16(),
+            start.elapsed(),
+        );
+        Some(resp)
+    }
+}
+
+/// `(category, key)` of a value path the router would match with both segments taken as
+/// they are: non-empty, no `/`, nothing percent-encoded (decoding is left to the router).
+fn value_path(path: &str) -> Option<(&str, &str)> {
+    let (category, key) = path.strip_prefix("/v1/cache/")?.split_once('/')?;
+    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    (plain(category) && plain(key)).then_some((category, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HybridCache;
+
+    /// Which requests the L1 path answers itself (the rest reach the router).
+    #[tokio::test]
+    async fn answers_l1_hits_and_leaves_the_rest_to_the_router() {
+        let cache = HybridCache::builder().build().await.unwrap();
+        cache.set("roles", "k", "v", None).await.unwrap();
+        let state = AppState::new(cache, None);
+        let front = HitFirst::new(Router::new(), state.clone());
+        let ask = |m: Method, u: &'static str| {
+            let front = front.clone();
+            async move {
+                front
+                    .from_l1(&m, &Uri::from_static(u))
+                    .await
+                    .map(|r| r.status())
+            }
+        };
+        assert_eq!(
+            ask(Method::GET, "/v1/cache/roles/k").await,
+            Some(200.try_into().unwrap())
+        );
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/other").await, None);
+        assert_eq!(ask(Method::GET, "/v1/cache/nope/k").await, None);
+        assert_eq!(ask(Method::HEAD, "/v1/cache/roles/k").await, None);
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/%6B").await, None);
+        // Every in-flight permit taken: the router (and its load shedding) answers.
+        let all = state.in_flight.available_permits() as u32;
+        let held = state.in_flight.clone().try_acquire_many_owned(all).unwrap();
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/k").await, None);
+        drop(held);
+        assert_eq!(
+            ask(Method::GET, "/v1/cache/roles/k").await,
+            Some(200.try_into().unwrap())
+        );
+    }
+
+    #[test]
+    fn only_plain_value_paths_are_taken() {
+        assert_eq!(value_path("/v1/cache/roles/u1"), Some(("roles", "u1")));
+        assert_eq!(
+            value_path("/v1/cache/roles/a.b-c_d~"),
+            Some(("roles", "a.b-c_d~"))
+        );
+        for other in [
+            "/v1/cache/roles",
+            "/v1/cache/roles/",
+            "/v1/cache//u1",
+            "/v1/cache/roles/u1/",
+            "/v1/cache/roles/u1/x",
+            "/v1/cache/roles/u%201",
+            "/v1/cache/r%6Fles/u1",
+            "/v1/load/roles/u1",
+            "/v1/cachex/roles/u1",
+            "/",
+        ] {
+            assert_eq!(value_path(other), None, "{other}");
+        }
+    }
+}
