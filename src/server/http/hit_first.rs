@@ -54,7 +54,7 @@ impl HitFirst {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(resp) = self.from_l1(req.method(), req.uri()).await {
+        if let Some(resp) = self.l1_answer(req.method(), req.uri()).await {
             return resp;
         }
         match self.router.oneshot(req).await {
@@ -64,7 +64,7 @@ impl HitFirst {
     }
 
     /// The answer of L1 alone to `method uri`, if it is a value read L1 can answer.
-    async fn from_l1(&self, method: &Method, uri: &Uri) -> Option<Response> {
+    async fn l1_answer(&self, method: &Method, uri: &Uri) -> Option<Response> {
         if method != Method::GET {
             return None;
         }
@@ -110,7 +110,7 @@ mod tests {
             let front = front.clone();
             async move {
                 front
-                    .from_l1(&m, &Uri::from_static(u))
+                    .l1_answer(&m, &Uri::from_static(u))
                     .await
                     .map(|r| r.status())
             }
