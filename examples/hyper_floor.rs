@@ -1,6 +1,6 @@
 //! The floor of the L1-hit HTTP figure of `cargo xtask bench node` (issue #25): a bare hyper
 //! HTTP/1.1 server, set up like the node's (tokio multi-thread runtime, one worker per CPU,
-//! the node's own `http1::Builder`, `limits::http1_builder`), answering every request with
+//! the node's own `http1::Builder`, `listener::http1_builder`), answering every request with
 //! the same 100-byte body, without a router, middleware, metrics or a cache. What it costs
 //! per request is what any node built on hyper pays before doing anything of its own; the
 //! benchmark prints it as a ratio to a redis `GET`, next to the node's.
@@ -12,7 +12,8 @@ use std::convert::Infallible;
 use anyhow::Context;
 use axum::body::Body;
 use bytes::Bytes;
-use hybrid_cache::server::http::limits::{http1_builder, HttpLimits};
+use hybrid_cache::server::http::limits::HttpLimits;
+use hybrid_cache::server::http::listener::http1_builder;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 

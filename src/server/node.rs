@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::cache::BuildError;
 use crate::cluster::Membership;
 use crate::config::Config;
-use crate::server::http::limits::{fit_connections_to_fd_limit, serve, ConnStats};
+use crate::server::http::listener::{fit_connections_to_fd_limit, serve, ConnStats};
 use crate::server::http::AppState;
 use crate::server::service;
 use crate::HybridCache;

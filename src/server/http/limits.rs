@@ -6,8 +6,8 @@
 //!
 //! | limit | mechanism | default | config / env |
 //! |---|---|---|---|
-//! | open connections | accept loop + semaphore; excess accepted and closed at once | 4096 (clamped to the fd limit − 256) | `max_connections` / `HC_MAX_CONNECTIONS` |
-//! | header read | hyper `http1::Builder::header_read_timeout` (also reaps idle keep-alive) | 5 s | `header_read_timeout_ms` / `HC_HEADER_READ_TIMEOUT_MS` |
+//! | open connections | accept loop (`listener.rs`) + semaphore; excess accepted and closed at once | 4096 (clamped to the fd limit − 256) | `max_connections` / `HC_MAX_CONNECTIONS` |
+//! | header read | hyper `http1::Builder::header_read_timeout` (`listener.rs`) (also reaps idle keep-alive) | 5 s | `header_read_timeout_ms` / `HC_HEADER_READ_TIMEOUT_MS` |
 //! | body read | tower-http `RequestBodyTimeoutLayer` → 408 `body_timeout` | 10 s | `body_read_timeout_ms` / `HC_BODY_READ_TIMEOUT_MS` |
 //! | request deadline | tower `TimeoutLayer` → 503 `timeout` | 15 s | `request_timeout_ms` / `HC_REQUEST_TIMEOUT_MS` |
 //! | requests in flight | tower `GlobalConcurrencyLimit` + `LoadShed` → 503 `overloaded` + `Retry-After` | 512 | `max_in_flight` / `HC_MAX_IN_FLIGHT` |
@@ -16,9 +16,6 @@
 //! keeps seeing the node while the API sheds load. The bearer token of mutating routes is
 //! checked by [`RequireToken`], a layer that runs before any handler extracts the body.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,12 +25,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::BoxError;
 use tower::ServiceBuilder;
@@ -41,134 +34,13 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use super::errors::ApiError;
-use super::hit_first::HitFirst;
 use super::state::AppState;
 pub use crate::config::HttpLimits;
 
 /// Largest `ttl` (seconds) a write accepts: ten years of 365 days.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
-/// File descriptors kept free for Redis, gossip, logs and the listener itself.
-pub const FD_RESERVE: u64 = 256;
 /// `Retry-After` (seconds) sent with 503 `overloaded`.
 pub const RETRY_AFTER_SECS: u64 = 1;
-/// How long a graceful shutdown waits for open connections before dropping them.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Counters of the connection layer (read by metrics and tests).
-#[derive(Debug, Default)]
-pub struct ConnStats {
-    /// Connections open now.
-    pub open: AtomicU64,
-    /// Connections closed at once because `max_connections` were open.
-    pub refused: AtomicU64,
-}
-
-/// Raises the soft open-file limit to the hard one and returns the connection cap that fits
-/// under it: `min(max_connections, soft limit − FD_RESERVE)`.
-pub fn fit_connections_to_fd_limit(max_connections: usize) -> usize {
-    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    let fit = soft.saturating_sub(FD_RESERVE).max(16);
-    let cap = (max_connections as u64).min(fit) as usize;
-    if cap < max_connections {
-        tracing::warn!(
-            max_connections,
-            fd_limit = soft,
-            cap,
-            "max_connections lowered to fit the open-file limit (raise `ulimit -n` to allow more)"
-        );
-    }
-    cap
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, with the connection cap and the
-/// header read timeout of `limits`; then drains open connections (bounded by 10 s): each
-/// finishes the request it is serving and closes (idle keep-alive ones at once).
-///
-/// Each connection watches a child [`CancellationToken`] of its own, and a [`TaskTracker`]
-/// counts them for the drain: polling a connection touches only its own token, where one
-/// shared shutdown channel (hyper-util's `GracefulShutdown`) took that channel's lock on
-/// every poll of every connection.
-pub async fn serve(
-    listener: TcpListener,
-    app: HitFirst,
-    limits: HttpLimits,
-    stats: Arc<ConnStats>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let stopping = CancellationToken::new();
-    let connections = TaskTracker::new();
-    let builder = http1_builder(&limits);
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Over the cap: close at once (the client sees EOF/RST instead of hanging).
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.answer(req).await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let stop = stopping.child_token();
-        let stats = stats.clone();
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        connections.spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = stop.cancelled() => {
-                    // Finish the request in flight (if any), then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            stats.open.fetch_sub(1, Ordering::Relaxed);
-            drop(slot);
-        });
-    }
-    drop(listener);
-    stopping.cancel();
-    connections.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; dropping them");
-    }
-}
-
-/// The HTTP/1.1 connection settings of a node: keep-alive, and the header read timeout
-/// (which also reaps idle keep-alive connections). Also the bare-hyper floor of the
-/// benchmark (`examples/hyper_floor.rs`), so that it measures the same setup.
-pub fn http1_builder(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-}
-
 /// Wraps the API routes in the request limits: load shedding over the global in-flight
 /// limit `in_flight`, the request deadline and the body read timeout.
 pub fn api_layers(

@@ -7,7 +7,8 @@
 //! This module assembles the routes ([`routes`], [`finish`]); the handlers' shared state
 //! ([`AppState`]) is in `state.rs`, the request helpers that map rejections to [`ApiError`]
 //! and count them in `rejections.rs`, the handlers in `routes.rs`, the error shape in
-//! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`], the metrics
+//! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`], the accept
+//! loop in [`listener`], the metrics
 //! layer in `track.rs`, the L1-hit `GET` answered before routing in [`HitFirst`]
 //! (`hit_first.rs`). The whole application (with `/openapi.json` and `/ui`) is
 //! `server::router`, one level up; `server::service` puts [`HitFirst`] in front of it.
@@ -21,6 +22,7 @@ use axum::Router;
 mod errors;
 mod hit_first;
 pub mod limits;
+pub mod listener;
 pub(crate) mod origin;
 mod rejections;
 pub(crate) mod routes;
