@@ -117,6 +117,17 @@ impl NodeMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The series of `observe_http(route, method, status, _)`, to record into directly (a
+    /// clone shares the series): a caller on a hot path looks it up once.
+    pub fn http_series(&self, route: &str, method: &str, status: u16) -> Histogram {
+        let labels = HttpLabels {
+            route: static_or_owned(route, ROUTES),
+            method: static_or_owned(method, METHODS),
+            status,
+        };
+        self.http.get_or_create(&labels).clone()
+    }
+
     /// One invalidation applied here, `elapsed` after its origin published it.
     pub fn observe_propagation(&self, elapsed: Duration) {
         self.propagation.observe(elapsed.as_secs_f64());
