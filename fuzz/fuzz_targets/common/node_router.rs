@@ -30,9 +30,6 @@ pub fn cache() -> &'static HybridCache {
 pub fn app() -> &'static axum::Router {
     static APP: OnceLock<axum::Router> = OnceLock::new();
     APP.get_or_init(|| {
-        router(AppState {
-            cache: cache().clone(),
-            membership: None,
-        })
+        router(AppState::new(cache().clone(), None))
     })
 }
