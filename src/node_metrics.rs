@@ -62,6 +62,15 @@ fn static_or_owned(text: &str, known: &[&'static str]) -> Cow<'static, str> {
     }
 }
 
+/// The labels of one HTTP series (static strings for the node's routes and common methods).
+fn http_labels(route: &str, method: &str, status: u16) -> HttpLabels {
+    HttpLabels {
+        route: static_or_owned(route, ROUTES),
+        method: static_or_owned(method, METHODS),
+        status,
+    }
+}
+
 /// Buckets for request and Redis call latency: 100 µs … ~3.3 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16)
@@ -107,25 +116,17 @@ impl NodeMetrics {
     /// One HTTP request answered. The labels of the node's own routes and the common
     /// methods are static strings: recording a request allocates nothing.
     pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let labels = HttpLabels {
-            route: static_or_owned(route, ROUTES),
-            method: static_or_owned(method, METHODS),
-            status,
-        };
         self.http
-            .get_or_create(&labels)
+            .get_or_create(&http_labels(route, method, status))
             .observe(elapsed.as_secs_f64());
     }
 
     /// The series of `observe_http(route, method, status, _)`, to record into directly (a
     /// clone shares the series): a caller on a hot path looks it up once.
     pub fn http_series(&self, route: &str, method: &str, status: u16) -> Histogram {
-        let labels = HttpLabels {
-            route: static_or_owned(route, ROUTES),
-            method: static_or_owned(method, METHODS),
-            status,
-        };
-        self.http.get_or_create(&labels).clone()
+        self.http
+            .get_or_create(&http_labels(route, method, status))
+            .clone()
     }
 
     /// One invalidation applied here, `elapsed` after its origin published it.
