@@ -1,6 +1,9 @@
-//! The L1-hit path a node serves in front of its router (`server::service`, `HitFirst`)
+//! The value read a node answers in front of its router (`server::service`, `HitFirst`)
 //! answers every request exactly as the router alone does: same status, headers and body,
-//! the same counters, whether it answers from L1 or hands the request on.
+//! the same counters and latency series, whether it answers from L1, from L2 (a private
+//! `redis-server` on a free port), fails closed or hands the request on.
+
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -140,5 +143,128 @@ async fn every_answer_is_the_routers_answer() {
     assert!(
         headers.contains(&("x-node".into(), "hit-first-node".into())),
         "{headers:?}"
+    );
+}
+
+/// The count of the value route's `GET` latency series with `status`, from `/metrics`.
+async fn route_count(app: &axum::Router, status: u16) -> u64 {
+    let resp = app
+        .clone()
+        .oneshot(request(Method::GET, "/metrics"))
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let series = format!(
+        "hc_http_request_duration_seconds_count{{route=\"/v1/cache/{{category}}/{{key}}\",method=\"GET\",status=\"{status}\"}}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads that L1 cannot answer (an L2 hit, a miss, Redis gone) are answered in front of the
+/// router too: the same answer, the same counters, the same latency series as the route's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_through_redis_are_the_routers_answers() {
+    let mut redis = support::RedisServer::start();
+    let ns = format!("hitfirst{:08x}", rand::random::<u32>());
+    let reader = HybridCache::start(support::node_config("reader", &ns, &redis))
+        .await
+        .expect("reader starts");
+    let writer = HybridCache::start(support::node_config("writer", &ns, &redis))
+        .await
+        .expect("writer starts");
+    support::settle(&[&reader, &writer], std::time::Duration::from_secs(10)).await;
+    let cat = reader.config().categories.keys().next().unwrap().clone();
+    // Two keys with one value, written by the other node: in L2, not in the reader's L1.
+    for key in ["front", "routed"] {
+        writer.set(&cat, key, "in-redis", None).await.unwrap();
+    }
+    let state = AppState::new(reader.clone(), None);
+    let front = service(state.clone());
+    let plain = router(state);
+    let counters = || async { reader.stats().await.counters };
+    let compare = |front_uri: String, router_uri: String, status: u16| {
+        let (front, plain) = (front.clone(), plain.clone());
+        async move {
+            let (c0, s0) = (counters().await, route_count(&plain, status).await);
+            let a = parts(front.answer(request(Method::GET, &front_uri)).await).await;
+            let (c1, s1) = (counters().await, route_count(&plain, status).await);
+            let b = parts(
+                plain
+                    .clone()
+                    .oneshot(request(Method::GET, &router_uri))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            let (c2, s2) = (counters().await, route_count(&plain, status).await);
+            assert_eq!(a.0, status, "{front_uri}: {a:?}");
+            assert_eq!(a, b, "{front_uri} vs {router_uri}");
+            assert_eq!(
+                (s1 - s0, s2 - s1),
+                (1, 1),
+                "the {status} series of {front_uri}"
+            );
+            for (name, f) in [
+                (
+                    "hits_l2",
+                    (|c: &hybrid_cache::Counters| c.hits_l2) as fn(&_) -> u64,
+                ),
+                ("hits_l1", |c| c.hits_l1),
+                ("misses", |c| c.misses),
+                ("l2_errors", |c| c.l2_errors),
+            ] {
+                assert_eq!(f(&c1) - f(&c0), f(&c2) - f(&c1), "{name} of {front_uri}");
+            }
+            a
+        }
+    };
+    // An L2 hit (one key each: the first read fills L1).
+    let (_, headers, body) = compare(
+        format!("/v1/cache/{cat}/front"),
+        format!("/v1/cache/{cat}/routed"),
+        200,
+    )
+    .await;
+    assert_eq!(body, Bytes::from_static(b"in-redis"));
+    assert!(
+        headers.contains(&("x-cache".into(), "L2".into())),
+        "{headers:?}"
+    );
+    // Then an L1 hit of what the L2 hit filled.
+    let (_, headers, _) = compare(
+        format!("/v1/cache/{cat}/front"),
+        format!("/v1/cache/{cat}/routed"),
+        200,
+    )
+    .await;
+    assert!(
+        headers.contains(&("x-cache".into(), "L1".into())),
+        "{headers:?}"
+    );
+    // A miss in both levels, and a key too long for the node (413 before any read).
+    let absent = format!("/v1/cache/{cat}/absent");
+    compare(absent.clone(), absent.clone(), 404).await;
+    let long = format!(
+        "/v1/cache/{cat}/{}",
+        "k".repeat(reader.config().max_key_bytes + 1)
+    );
+    compare(long.clone(), long, 413).await;
+    // Redis gone: once the lease lapses, a read fails closed (503), on both paths.
+    redis.kill();
+    let lapsed = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reader.lease_held() {
+        assert!(std::time::Instant::now() < lapsed, "the lease never lapsed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, _, body) = compare(absent.clone(), absent, 503).await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("unavailable"),
+        "{body:?}"
     );
 }

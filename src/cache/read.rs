@@ -83,24 +83,6 @@ impl HybridCache {
         }
     }
 
-    /// What this node's L1 answers by itself, exactly as [`Self::get_with_source`] would
-    /// answer from L1: `Some(Some(value))` for a live value under the lease (counted as a
-    /// hit), `Some(None)` for a cached "not found" (counted as one), `None` when L1 cannot
-    /// answer (an unknown category, no lease, nothing live), counting nothing but an expiry.
-    /// For the HTTP front end's L1-hit path, which answers before routing and hands
-    /// everything else to the router.
-    pub(crate) async fn l1_answer(&self, category: &str, key: &str) -> Option<Option<Bytes>> {
-        let l1 = self.shared.categories.get(category)?;
-        if !self.l1_trusted() {
-            return None;
-        }
-        match l1.lookup(key).await {
-            Lookup::Value(v) => Some(Some(v)),
-            Lookup::Negative => Some(None),
-            Lookup::Absent => None,
-        }
-    }
-
     /// Reads a value: L1, then L2 (filling L1). `None` on a miss.
     pub async fn get(&self, category: &str, key: &str) -> Result<Option<Bytes>, CacheError> {
         let l1 = self.category(category)?;

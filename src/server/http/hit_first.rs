@@ -1,18 +1,20 @@
-//! The L1-hit `GET`, answered before routing.
+//! The value read, answered before routing.
 //!
-//! Why: an L1 hit is a node's hottest request and its cheapest work (a moka lookup), yet
-//! routing it through axum (matching, the path's two owned strings, the `Extensions` of the
-//! matched route and its parameters, the boxed route services, the limit layers) cost about
-//! as much as the lookup and the response together (docs/benchmarks.md). [`HitFirst`]
-//! looks at `GET /v1/cache/{category}/{key}` first: when L1 answers by itself (a value or a
-//! cached "not found", under the freshness lease), it answers exactly as the route's
-//! handler would (status, headers, body, the route's metrics, one permit of the same
-//! in-flight limit). Everything else goes to the router untouched: other routes and
-//! methods, a percent-encoded path, an L1 miss, no lease, an unknown category, and a
-//! request that finds every in-flight permit taken (the router sheds it, 503).
+//! Why: a read of one value is a node's hottest request and an L1 hit its cheapest work (a
+//! moka lookup), yet routing it through axum (matching, the path's two owned strings, the
+//! `Extensions` of the matched route and its parameters, the boxed route services, the
+//! limit layers) cost about as much as the lookup and the response together
+//! (docs/benchmarks.md). [`HitFirst`] takes `GET /v1/cache/{category}/{key}` first and
+//! answers it exactly as the route's handler would (status, headers, body, the route's
+//! metrics, one permit of the same in-flight limit, the same request deadline): an L1 hit,
+//! an L2 hit (which reads L1 once, not once here and once more in the handler), a miss,
+//! and the errors of a read. Everything else goes to the router untouched: other routes
+//! and methods, a percent-encoded path, and a request that finds every in-flight permit
+//! taken (the router sheds it, 503).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use axum::body::HttpBody;
 use axum::extract::Request;
@@ -23,14 +25,16 @@ use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tower::ServiceExt;
 
+use super::errors::ApiError;
+use super::limits::deadline_passed;
 use super::routes::{value_not_found, value_response};
 use super::state::AppState;
-use crate::Source;
+use crate::node_metrics::NodeMetrics;
 
 /// The route template of a value, as the router matches it and the metrics label it.
 pub(crate) const VALUE_ROUTE: &str = "/v1/cache/{category}/{key}";
 
-/// A node's HTTP application: the L1-hit path in front of the router. Cheap to clone (one
+/// A node's HTTP application: the value read in front of the router. Cheap to clone (one
 /// reference count): the accept loop clones it for every request.
 #[derive(Clone)]
 pub struct HitFirst(Arc<Inner>);
@@ -40,35 +44,43 @@ struct Inner {
     state: AppState,
     /// This node's id as an `x-node` value (`None` if it is not a valid header value).
     node: Option<HeaderValue>,
-    /// The route's latency series for a hit (200) and a cached "not found" (404), looked up
-    /// once instead of in the metric family on every request.
+    /// The API's request deadline (the router's `TimeoutLayer` has the same).
+    deadline: Duration,
+    /// The route's latency series for a hit (200) and a miss (404), looked up once instead
+    /// of in the metric family on every request.
     hit: Histogram,
     not_found: Histogram,
+    /// For the series of the other answers (errors).
+    metrics: Arc<NodeMetrics>,
 }
 
 impl HitFirst {
-    /// The L1-hit path of `state` in front of `router` (the node's whole application).
+    /// The value read of `state` in front of `router` (the node's whole application).
     pub fn new(router: Router, state: AppState) -> HitFirst {
-        let node = HeaderValue::from_str(&state.cache.config().node_id).ok();
-        let metrics = state.cache.node_metrics();
+        let config = state.cache.config();
+        let node = HeaderValue::from_str(&config.node_id).ok();
+        let deadline = config.http_limits.request_timeout;
+        let metrics = state.cache.node_metrics().clone();
         let series = |status| metrics.http_series(VALUE_ROUTE, Method::GET.as_str(), status);
         let (hit, not_found) = (series(200), series(404));
         HitFirst(Arc::new(Inner {
             router,
             state,
             node,
+            deadline,
             hit,
             not_found,
+            metrics,
         }))
     }
 
-    /// Answers `req`: from L1 when it can, from the router otherwise.
+    /// Answers `req`: a value read here, anything else by the router.
     pub async fn answer<B>(&self, req: Request<B>) -> Response
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Some(resp) = self.l1_answer(req.method(), req.uri()).await {
+        if let Some(resp) = self.read(req.method(), req.uri()).await {
             return resp;
         }
         match self.0.router.clone().oneshot(req).await {
@@ -77,8 +89,9 @@ impl HitFirst {
         }
     }
 
-    /// The answer of L1 alone to `method uri`, if it is a value read L1 can answer.
-    async fn l1_answer(&self, method: &Method, uri: &Uri) -> Option<Response> {
+    /// The answer to `method uri` if it is a value read this path takes (see the module
+    /// docs), as the route's handler and layers would give it.
+    async fn read(&self, method: &Method, uri: &Uri) -> Option<Response> {
         if method != Method::GET {
             return None;
         }
@@ -87,17 +100,33 @@ impl HitFirst {
         let inner = &*self.0;
         // Held until answered, as the router's concurrency limit would hold it.
         let _permit = inner.state.in_flight.try_acquire().ok()?;
-        let (resp, series) = match inner.state.cache.l1_answer(category, key).await? {
-            Some(value) => (
-                value_response(value, Source::L1, inner.node.clone()),
-                &inner.hit,
-            ),
-            None => (
-                value_not_found(category, key).into_response(),
-                &inner.not_found,
-            ),
+        let read = inner.state.cache.get_with_source(category, key);
+        tokio::pin!(read);
+        // An L1 hit is ready at once: no timer for it. Anything slower (L2) runs under the
+        // request deadline, as the router's `TimeoutLayer` would run it.
+        let found = match futures::poll!(&mut read) {
+            Poll::Ready(found) => Some(found),
+            Poll::Pending => tokio::time::timeout(inner.deadline, read).await.ok(),
         };
-        series.observe(start.elapsed().as_secs_f64());
+        let resp = match found {
+            Some(Ok(Some((value, source)))) => {
+                let resp = value_response(value, source, inner.node.clone());
+                inner.hit.observe(start.elapsed().as_secs_f64());
+                return Some(resp);
+            }
+            Some(Ok(None)) => {
+                let resp = value_not_found(category, key).into_response();
+                inner.not_found.observe(start.elapsed().as_secs_f64());
+                return Some(resp);
+            }
+            Some(Err(e)) => ApiError::from(e).into_response(),
+            None => deadline_passed(inner.deadline),
+        };
+        let status = resp.status().as_u16();
+        let (route, get) = (VALUE_ROUTE, Method::GET.as_str());
+        inner
+            .metrics
+            .observe_http(route, get, status, start.elapsed());
         Some(resp)
     }
 }
@@ -115,9 +144,9 @@ mod tests {
     use super::*;
     use crate::HybridCache;
 
-    /// Which requests the L1 path answers itself (the rest reach the router).
+    /// Which requests this path answers itself (the rest reach the router).
     #[tokio::test]
-    async fn answers_l1_hits_and_leaves_the_rest_to_the_router() {
+    async fn answers_value_reads_and_leaves_the_rest_to_the_router() {
         let cache = HybridCache::builder().build().await.unwrap();
         cache.set("roles", "k", "v", None).await.unwrap();
         let state = AppState::new(cache, None);
@@ -126,28 +155,24 @@ mod tests {
             let front = front.clone();
             async move {
                 front
-                    .l1_answer(&m, &Uri::from_static(u))
+                    .read(&m, &Uri::from_static(u))
                     .await
-                    .map(|r| r.status())
+                    .map(|r| r.status().as_u16())
             }
         };
-        assert_eq!(
-            ask(Method::GET, "/v1/cache/roles/k").await,
-            Some(200.try_into().unwrap())
-        );
-        assert_eq!(ask(Method::GET, "/v1/cache/roles/other").await, None);
-        assert_eq!(ask(Method::GET, "/v1/cache/nope/k").await, None);
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/k").await, Some(200));
+        // A miss and an unknown category are read here too (404, as the route answers).
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/other").await, Some(404));
+        assert_eq!(ask(Method::GET, "/v1/cache/nope/k").await, Some(404));
         assert_eq!(ask(Method::HEAD, "/v1/cache/roles/k").await, None);
+        assert_eq!(ask(Method::PUT, "/v1/cache/roles/k").await, None);
         assert_eq!(ask(Method::GET, "/v1/cache/roles/%6B").await, None);
         // Every in-flight permit taken: the router (and its load shedding) answers.
         let all = state.in_flight.available_permits() as u32;
         let held = state.in_flight.clone().try_acquire_many_owned(all).unwrap();
         assert_eq!(ask(Method::GET, "/v1/cache/roles/k").await, None);
         drop(held);
-        assert_eq!(
-            ask(Method::GET, "/v1/cache/roles/k").await,
-            Some(200.try_into().unwrap())
-        );
+        assert_eq!(ask(Method::GET, "/v1/cache/roles/k").await, Some(200));
     }
 
     #[test]

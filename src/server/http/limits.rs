@@ -75,15 +75,20 @@ fn limit_error(e: BoxError, deadline: Duration) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         resp
     } else if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!("request not answered within {} ms", deadline.as_millis()),
-        )
-        .into_response()
+        deadline_passed(deadline)
     } else {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response()
     }
+}
+
+/// The answer to a request not answered within the request deadline: 503 `timeout`.
+pub(crate) fn deadline_passed(deadline: Duration) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!("request not answered within {} ms", deadline.as_millis()),
+    )
+    .into_response()
 }
 
 /// Whether a body error came from the body read timeout.
