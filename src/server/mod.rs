@@ -7,7 +7,7 @@
 //!
 //! - [`node`]: wiring of one node (config → cache → HTTP and RESP servers → signal);
 //! - [`router`] (`app.rs`): the whole HTTP application; [`service`]: what a node serves,
-//!   the router behind the L1-hit path;
+//!   the router behind the value read (`http::hit_first`);
 //! - [`http`]: the HTTP API (routes, error mapping, request and connection limits);
 //! - [`openapi`]: the OpenAPI description generated from the HTTP handlers;
 //! - [`ui`]: the embedded cluster page;

@@ -50,7 +50,7 @@ pub fn api_layers(
 ) -> Router<AppState> {
     let deadline = limits.request_timeout;
     // One semaphore for every route (`ConcurrencyLimitLayer` would make one per route),
-    // shared with the L1-hit path (`AppState::in_flight`).
+    // shared with the value read in front of the router (`AppState::in_flight`).
     api.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |e: BoxError| async move {

@@ -54,8 +54,8 @@ pub(crate) async fn get_value(
 }
 
 /// The answer of a read that found `value` at `source`: the bytes as stored, `x-cache`,
-/// and `x-node` when the node's id is a valid header value. Also the L1-hit path's answer
-/// (`hit_first.rs`), so both answer a hit alike.
+/// and `x-node` when the node's id is a valid header value. Also the answer of the value
+/// read in front of the router (`hit_first.rs`), so both answer a hit alike.
 pub(crate) fn value_response(value: Bytes, source: Source, node: Option<HeaderValue>) -> Response {
     let mut headers = HeaderMap::with_capacity(4);
     headers.insert(

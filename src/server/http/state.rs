@@ -1,7 +1,7 @@
 //! The handlers' shared state ([`AppState`]).
 //!
-//! Why its own file: the routes, the limits middleware, the L1-hit path and the router
-//! assembly all take it, so it sits below all of them.
+//! Why its own file: the routes, the limits middleware, the value read in front of the
+//! router (`hit_first`) and the router assembly all take it, so it sits below all of them.
 
 use std::sync::Arc;
 
@@ -18,7 +18,8 @@ pub struct AppState {
     /// Gossip membership, for `/v1/cluster/stats` and `/metrics`; `None` without gossip.
     pub membership: Option<Arc<dyn Membership>>,
     /// The API's requests in flight (`max_in_flight` permits): one semaphore shared by the
-    /// router's load shedding and the L1-hit path, so both count against one limit.
+    /// router's load shedding and the value read in front of it (`hit_first`), so both count
+    /// against one limit.
     pub in_flight: Arc<Semaphore>,
 }
 
