@@ -268,3 +268,43 @@ async fn reads_through_redis_are_the_routers_answers() {
         "{body:?}"
     );
 }
+
+/// A read that Redis leaves hanging past the request deadline gets the router's 503
+/// `timeout`, recorded in the route's series, on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_the_deadline_is_the_routers_503_timeout() {
+    let redis = support::RedisServer::start();
+    let ns = format!("hitfirst{:08x}", rand::random::<u32>());
+    let mut config = support::node_config("slow", &ns, &redis);
+    config.http_limits.request_timeout = std::time::Duration::from_millis(200);
+    // Longer than the deadline, so the deadline answers first.
+    config.redis_timeout = std::time::Duration::from_secs(3);
+    let cache = HybridCache::start(config).await.expect("node starts");
+    support::settle(&[&cache], std::time::Duration::from_secs(10)).await;
+    let cat = cache.config().categories.keys().next().unwrap().clone();
+    let state = AppState::new(cache.clone(), None);
+    let (front, plain) = (service(state.clone()), router(state));
+    // A hung Redis (not a dead one): the L2 read waits.
+    redis.pause();
+    let uri = format!("/v1/cache/{cat}/not-in-l1");
+    let before = route_count(&plain, 503).await;
+    let a = parts(front.answer(request(Method::GET, &uri)).await).await;
+    let mid = route_count(&plain, 503).await;
+    let b = parts(
+        plain
+            .clone()
+            .oneshot(request(Method::GET, &uri))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let after = route_count(&plain, 503).await;
+    redis.resume();
+    assert_eq!(a.0, 503, "{a:?}");
+    assert!(
+        String::from_utf8_lossy(&a.2).contains("\"timeout\""),
+        "{a:?}"
+    );
+    assert_eq!(a, b);
+    assert_eq!((mid - before, after - mid), (1, 1));
+}
