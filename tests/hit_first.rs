@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use bytes::Bytes;
 use hybrid_cache::config::{CategoryConfig, Config};
-use hybrid_cache::server::http::AppState;
+use hybrid_cache::server::http::{AppState, HitFirst};
 use hybrid_cache::server::{router, service};
 use hybrid_cache::HybridCache;
 use tower::ServiceExt;
@@ -166,6 +166,34 @@ async fn route_count(app: &axum::Router, status: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// Status, headers and body of an answer (see [`parts`]).
+type Parts = (u16, Vec<(String, String)>, Bytes);
+
+/// `GET front_uri` through the front path, then `GET router_uri` through the router alone:
+/// checks that both answer alike with `status` and that each adds one to the route's
+/// latency series of `status`. Returns the answer and `cache`'s counters before, between
+/// and after the two requests.
+async fn get_both(
+    (front, plain): (&HitFirst, &axum::Router),
+    cache: &HybridCache,
+    front_uri: &str,
+    router_uri: &str,
+    status: u16,
+) -> (Parts, [hybrid_cache::Counters; 3]) {
+    let counters = || async { cache.stats().await.counters };
+    let (c0, s0) = (counters().await, route_count(plain, status).await);
+    let a = parts(front.answer(request(Method::GET, front_uri)).await).await;
+    let (c1, s1) = (counters().await, route_count(plain, status).await);
+    let routed = plain.clone().oneshot(request(Method::GET, router_uri));
+    let b = parts(routed.await.unwrap()).await;
+    let (c2, s2) = (counters().await, route_count(plain, status).await);
+    assert_eq!(a.0, status, "{front_uri}: {a:?}");
+    assert_eq!(a, b, "{front_uri} vs {router_uri}");
+    let ticks = (s1 - s0, s2 - s1);
+    assert_eq!(ticks, (1, 1), "the {status} series of {front_uri}");
+    (a, [c0, c1, c2])
+}
+
 /// Reads that L1 cannot answer (an L2 hit, a miss, Redis gone) are answered in front of the
 /// router too: the same answer, the same counters, the same latency series as the route's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,29 +215,11 @@ async fn reads_through_redis_are_the_routers_answers() {
     let state = AppState::new(reader.clone(), None);
     let front = service(state.clone());
     let plain = router(state);
-    let counters = || async { reader.stats().await.counters };
     let compare = |front_uri: String, router_uri: String, status: u16| {
-        let (front, plain) = (front.clone(), plain.clone());
+        let (front, plain, reader) = (front.clone(), plain.clone(), reader.clone());
         async move {
-            let (c0, s0) = (counters().await, route_count(&plain, status).await);
-            let a = parts(front.answer(request(Method::GET, &front_uri)).await).await;
-            let (c1, s1) = (counters().await, route_count(&plain, status).await);
-            let b = parts(
-                plain
-                    .clone()
-                    .oneshot(request(Method::GET, &router_uri))
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            let (c2, s2) = (counters().await, route_count(&plain, status).await);
-            assert_eq!(a.0, status, "{front_uri}: {a:?}");
-            assert_eq!(a, b, "{front_uri} vs {router_uri}");
-            assert_eq!(
-                (s1 - s0, s2 - s1),
-                (1, 1),
-                "the {status} series of {front_uri}"
-            );
+            let both = (&front, &plain);
+            let (a, [c0, c1, c2]) = get_both(both, &reader, &front_uri, &router_uri, status).await;
             for (name, f) in [
                 (
                     "hits_l2",
@@ -287,24 +297,8 @@ async fn a_read_past_the_deadline_is_the_routers_503_timeout() {
     // A hung Redis (not a dead one): the L2 read waits.
     redis.pause();
     let uri = format!("/v1/cache/{cat}/not-in-l1");
-    let before = route_count(&plain, 503).await;
-    let a = parts(front.answer(request(Method::GET, &uri)).await).await;
-    let mid = route_count(&plain, 503).await;
-    let b = parts(
-        plain
-            .clone()
-            .oneshot(request(Method::GET, &uri))
-            .await
-            .unwrap(),
-    )
-    .await;
-    let after = route_count(&plain, 503).await;
+    let (a, _) = get_both((&front, &plain), &cache, &uri, &uri, 503).await;
     redis.resume();
-    assert_eq!(a.0, 503, "{a:?}");
-    assert!(
-        String::from_utf8_lossy(&a.2).contains("\"timeout\""),
-        "{a:?}"
-    );
-    assert_eq!(a, b);
-    assert_eq!((mid - before, after - mid), (1, 1));
+    let body = String::from_utf8_lossy(&a.2);
+    assert!(body.contains("\"timeout\""), "{a:?}");
 }
