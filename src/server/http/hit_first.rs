@@ -19,15 +19,14 @@ use std::time::{Duration, Instant};
 use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{BoxError, Router};
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use tower::ServiceExt;
 
-use super::errors::ApiError;
 use super::limits::deadline_passed;
-use super::routes::{value_not_found, value_response};
+use super::routes::read_answer;
 use super::state::AppState;
 use crate::node_metrics::NodeMetrics;
 
@@ -46,11 +45,11 @@ struct Inner {
     node: Option<HeaderValue>,
     /// The API's request deadline (the router's `TimeoutLayer` has the same).
     deadline: Duration,
-    /// The route's latency series for a hit (200) and a miss (404), looked up once instead
-    /// of in the metric family on every request.
+    /// The route's latency series of a 200 (a hit) and a 404 (a miss, an unknown category),
+    /// looked up once instead of in the metric family on every request.
     hit: Histogram,
     not_found: Histogram,
-    /// For the series of the other answers (errors).
+    /// For the series of the other answers (the other errors).
     metrics: Arc<NodeMetrics>,
 }
 
@@ -109,24 +108,20 @@ impl HitFirst {
             Poll::Pending => tokio::time::timeout(inner.deadline, read).await.ok(),
         };
         let resp = match found {
-            Some(Ok(Some((value, source)))) => {
-                let resp = value_response(value, source, inner.node.clone());
-                inner.hit.observe(start.elapsed().as_secs_f64());
-                return Some(resp);
-            }
-            Some(Ok(None)) => {
-                let resp = value_not_found(category, key).into_response();
-                inner.not_found.observe(start.elapsed().as_secs_f64());
-                return Some(resp);
-            }
-            Some(Err(e)) => ApiError::from(e).into_response(),
+            Some(found) => read_answer(found, category, key, inner.node.clone()),
             None => deadline_passed(inner.deadline),
         };
-        let status = resp.status().as_u16();
-        let (route, get) = (VALUE_ROUTE, Method::GET.as_str());
-        inner
-            .metrics
-            .observe_http(route, get, status, start.elapsed());
+        let elapsed = start.elapsed();
+        match resp.status().as_u16() {
+            200 => inner.hit.observe(elapsed.as_secs_f64()),
+            404 => inner.not_found.observe(elapsed.as_secs_f64()),
+            status => {
+                let get = Method::GET.as_str();
+                inner
+                    .metrics
+                    .observe_http(VALUE_ROUTE, get, status, elapsed);
+            }
+        }
         Some(resp)
     }
 }

@@ -19,6 +19,7 @@ use super::errors::ApiError;
 use super::rejections::{authorize, bad_request, body_error, path_error};
 use super::state::AppState;
 use crate::cluster::gather_cluster_stats;
+use crate::error::CacheError;
 use crate::Source;
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -47,16 +48,29 @@ pub(crate) async fn get_value(
     node: Option<HeaderValue>,
 ) -> Result<Response, ApiError> {
     let Path((category, key)) = path.map_err(|r| path_error(&state, r))?;
-    match state.cache.get_with_source(&category, &key).await? {
-        Some((value, source)) => Ok(value_response(value, source, node)),
-        None => Err(value_not_found(&category, &key)),
+    let found = state.cache.get_with_source(&category, &key).await;
+    Ok(read_answer(found, &category, &key, node))
+}
+
+/// The answer to a read of `key` in `category`: the value found (see [`value_response`]),
+/// 404 for nothing, or the read's error. Also the answer of the value read in front of the
+/// router (`hit_first.rs`), so both answer every read alike.
+pub(crate) fn read_answer(
+    found: Result<Option<(Bytes, Source)>, CacheError>,
+    category: &str,
+    key: &str,
+    node: Option<HeaderValue>,
+) -> Response {
+    match found {
+        Ok(Some((value, source))) => value_response(value, source, node),
+        Ok(None) => value_not_found(category, key).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 /// The answer of a read that found `value` at `source`: the bytes as stored, `x-cache`,
-/// and `x-node` when the node's id is a valid header value. Also the answer of the value
-/// read in front of the router (`hit_first.rs`), so both answer a hit alike.
-pub(crate) fn value_response(value: Bytes, source: Source, node: Option<HeaderValue>) -> Response {
+/// and `x-node` when the node's id is a valid header value.
+fn value_response(value: Bytes, source: Source, node: Option<HeaderValue>) -> Response {
     let mut headers = HeaderMap::with_capacity(4);
     headers.insert(
         axum::http::header::CONTENT_TYPE,
@@ -72,7 +86,7 @@ pub(crate) fn value_response(value: Bytes, source: Source, node: Option<HeaderVa
 }
 
 /// The 404 of a read that found nothing (or a cached "not found").
-pub(crate) fn value_not_found(category: &str, key: &str) -> ApiError {
+fn value_not_found(category: &str, key: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
