@@ -1,7 +1,7 @@
-//! The value read a node answers in front of its router (`server::service`, `HitFirst`)
-//! answers every request exactly as the router alone does: same status, headers and body,
-//! the same counters and latency series, whether it answers from L1, from L2 (a private
-//! `redis-server` on a free port), fails closed or hands the request on.
+//! The value read and write a node answers in front of its router (`server::service`,
+//! `HitFirst`) answer every request exactly as the router alone does: same status, headers
+//! and body, the same counters and latency series, whether it answers from L1, from L2 (a
+//! private `redis-server` on a free port), fails closed or hands the request on.
 
 mod support;
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use bytes::Bytes;
+use futures::StreamExt;
 use hybrid_cache::config::{CategoryConfig, Config};
 use hybrid_cache::server::http::{AppState, HitFirst};
 use hybrid_cache::server::{router, service};
@@ -148,6 +149,11 @@ async fn every_answer_is_the_routers_answer() {
 
 /// The count of the value route's `GET` latency series with `status`, from `/metrics`.
 async fn route_count(app: &axum::Router, status: u16) -> u64 {
+    series_count(app, Method::GET, status).await
+}
+
+/// The count of the value route's latency series of `method` and `status`, from `/metrics`.
+async fn series_count(app: &axum::Router, method: Method, status: u16) -> u64 {
     let resp = app
         .clone()
         .oneshot(request(Method::GET, "/metrics"))
@@ -158,7 +164,7 @@ async fn route_count(app: &axum::Router, status: u16) -> u64 {
         .unwrap();
     let text = String::from_utf8_lossy(&body).into_owned();
     let series = format!(
-        "hc_http_request_duration_seconds_count{{route=\"/v1/cache/{{category}}/{{key}}\",method=\"GET\",status=\"{status}\"}}"
+        "hc_http_request_duration_seconds_count{{route=\"/v1/cache/{{category}}/{{key}}\",method=\"{method}\",status=\"{status}\"}}"
     );
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
@@ -298,6 +304,226 @@ async fn a_read_past_the_deadline_is_the_routers_503_timeout() {
     redis.pause();
     let uri = format!("/v1/cache/{cat}/not-in-l1");
     let (a, _) = get_both((&front, &plain), &cache, &uri, &uri, 503).await;
+    redis.resume();
+    let body = String::from_utf8_lossy(&a.2);
+    assert!(body.contains("\"timeout\""), "{a:?}");
+}
+
+/// A `PUT` of `body` to `uri` with `headers`; `stall` leaves the body unfinished after its
+/// first bytes (a client that stops sending).
+fn put(uri: &str, headers: &[(&str, &str)], body: &'static [u8], stall: bool) -> Request<Body> {
+    let mut b = Request::builder().method(Method::PUT).uri(uri);
+    for (name, value) in headers {
+        b = b.header(*name, *value);
+    }
+    let body = if stall {
+        let first = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+        Body::from_stream(first.chain(futures::stream::pending()))
+    } else {
+        Body::from(body)
+    };
+    b.body(body).unwrap()
+}
+
+/// Sends one write through the front path and the same write through the router alone:
+/// both answer alike with `status`, count alike (`http_bad_requests`, `invalidations_sent`)
+/// and add one to the route's `PUT` series of `status`.
+async fn put_both(
+    (front, plain): (&HitFirst, &axum::Router),
+    cache: &HybridCache,
+    make: impl Fn() -> Request<Body>,
+    status: u16,
+) -> Parts {
+    let what = format!("PUT {}", make().uri());
+    let counters = || async { cache.stats().await.counters };
+    let count = || series_count(plain, Method::PUT, status);
+    let (c0, s0) = (counters().await, count().await);
+    let a = parts(front.answer(make()).await).await;
+    let (c1, s1) = (counters().await, count().await);
+    let b = parts(plain.clone().oneshot(make()).await.unwrap()).await;
+    let (c2, s2) = (counters().await, count().await);
+    assert_eq!(a.0, status, "{what}: {a:?}");
+    assert_eq!(a, b, "{what}");
+    assert_eq!((s1 - s0, s2 - s1), (1, 1), "the {status} series of {what}");
+    for (name, f) in [
+        (
+            "http_bad_requests",
+            (|c: &hybrid_cache::Counters| c.http_bad_requests) as fn(&_) -> u64,
+        ),
+        ("invalidations_sent", |c| c.invalidations_sent),
+    ] {
+        assert_eq!(f(&c1) - f(&c0), f(&c2) - f(&c1), "{name} of {what}");
+    }
+    a
+}
+
+/// Every write, taken in front of the router or refused to it, is answered as the router
+/// answers it: a write, its query and deadline header, a wrong or missing token, a body too
+/// large or too slow, a key too long, an unknown category.
+#[tokio::test]
+async fn every_write_is_the_routers_answer() {
+    let mut config = Config {
+        node_id: "put-first-node".into(),
+        api_token: Some("s3cret".into()),
+        max_value_bytes: 16,
+        ..Config::default()
+    };
+    config.http_limits.body_read_timeout = std::time::Duration::from_millis(200);
+    let near = CategoryConfig {
+        ttl_secs: 60,
+        max_entries: 100,
+        ..CategoryConfig::default()
+    };
+    config.categories.insert("near".into(), near);
+    let cache = HybridCache::start(config).await.expect("cache starts");
+    let state = AppState::new(cache.clone(), None);
+    let (front, plain) = (service(state.clone()), router(state));
+    let both = (&front, &plain);
+    let auth = ("authorization", "Bearer s3cret");
+    let long_key = format!(
+        "/v1/cache/near/{}",
+        "k".repeat(cache.config().max_key_bytes + 1)
+    );
+    let past = ("x-hc-deadline-ms", "1000");
+    // (uri, headers, body, stalled body, status)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'static [u8], bool, u16);
+    let cases: Vec<Case> = vec![
+        ("/v1/cache/near/w1".into(), vec![auth], b"one", false, 204),
+        (
+            "/v1/cache/near/w1?ttl=30".into(),
+            vec![auth],
+            b"two",
+            false,
+            204,
+        ),
+        (
+            "/v1/cache/near/w1?tags=t1,t2".into(),
+            vec![auth],
+            b"three",
+            false,
+            204,
+        ),
+        (
+            "/v1/cache/near/w%31".into(),
+            vec![auth],
+            b"four",
+            false,
+            204,
+        ),
+        (
+            "/v1/cache/near/w1?ttl=0".into(),
+            vec![auth],
+            b"x",
+            false,
+            400,
+        ),
+        (
+            "/v1/cache/near/w1?tags=no!".into(),
+            vec![auth],
+            b"x",
+            false,
+            400,
+        ),
+        (
+            "/v1/cache/near/w1?other=1".into(),
+            vec![auth],
+            b"x",
+            false,
+            400,
+        ),
+        (
+            "/v1/cache/near/w1".into(),
+            vec![auth, ("x-hc-deadline-ms", "soon")],
+            b"x",
+            false,
+            400,
+        ),
+        (
+            "/v1/cache/near/w1".into(),
+            vec![auth, past],
+            b"x",
+            false,
+            408,
+        ),
+        ("/v1/cache/near/w1".into(), vec![], b"x", false, 401),
+        (
+            "/v1/cache/near/w1".into(),
+            vec![("authorization", "Bearer nope")],
+            b"x",
+            false,
+            401,
+        ),
+        (
+            "/v1/cache/near/w1".into(),
+            vec![auth],
+            b"seventeen bytes!!",
+            false,
+            413,
+        ),
+        ("/v1/cache/near/w1".into(), vec![auth], b"slow", true, 408),
+        (long_key, vec![auth], b"x", false, 413),
+        ("/v1/cache/nope/w1".into(), vec![auth], b"x", false, 404),
+    ];
+    for (uri, headers, body, stall, status) in cases {
+        put_both(both, &cache, || put(&uri, &headers, body, stall), status).await;
+    }
+    // What the front path wrote is what a read gets (the router wrote the same after it).
+    let w = front.answer(put("/v1/cache/near/w2", &[auth], b"front", false));
+    assert_eq!(w.await.status().as_u16(), 204);
+    let (status, _, body) = parts(
+        front
+            .answer(request(Method::GET, "/v1/cache/near/w2"))
+            .await,
+    )
+    .await;
+    assert_eq!((status, body), (200, Bytes::from_static(b"front")));
+}
+
+/// A write through Redis, and one Redis leaves hanging past the request deadline (503
+/// `timeout`), answered alike on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_redis_are_the_routers_answers() {
+    let redis = support::RedisServer::start();
+    let ns = format!("putfirst{:08x}", rand::random::<u32>());
+    let mut config = support::node_config("put-slow", &ns, &redis);
+    config.http_limits.request_timeout = std::time::Duration::from_millis(200);
+    config.redis_timeout = std::time::Duration::from_secs(3);
+    let cache = HybridCache::start(config).await.expect("node starts");
+    support::settle(&[&cache], std::time::Duration::from_secs(10)).await;
+    let cat = cache.config().categories.keys().next().unwrap().clone();
+    let state = AppState::new(cache.clone(), None);
+    let (front, plain) = (service(state.clone()), router(state));
+    let uri = format!("/v1/cache/{cat}/k");
+    let before = cache.stats().await.counters.invalidations_sent;
+    put_both(
+        (&front, &plain),
+        &cache,
+        || put(&uri, &[], b"v", false),
+        204,
+    )
+    .await;
+    // Each write announced its change (`put_both` checked that both announced alike).
+    assert!(cache.stats().await.counters.invalidations_sent >= before + 2);
+    // What the front path wrote is in L2: another node reads it there.
+    let w = front.answer(put(&uri, &[], b"from-front", false));
+    assert_eq!(w.await.status().as_u16(), 204);
+    let other = HybridCache::start(support::node_config("put-reader", &ns, &redis))
+        .await
+        .expect("reader starts");
+    support::settle(&[&cache, &other], std::time::Duration::from_secs(10)).await;
+    let read = other.get_with_source(&cat, "k").await.unwrap();
+    assert_eq!(
+        read,
+        Some((Bytes::from_static(b"from-front"), hybrid_cache::Source::L2))
+    );
+    redis.pause();
+    let a = put_both(
+        (&front, &plain),
+        &cache,
+        || put(&uri, &[], b"w", false),
+        503,
+    )
+    .await;
     redis.resume();
     let body = String::from_utf8_lossy(&a.2);
     assert!(body.contains("\"timeout\""), "{a:?}");

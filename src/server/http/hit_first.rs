@@ -1,4 +1,4 @@
-//! The value read, answered before routing.
+//! The value read, answered before routing (and the value write, in `put_first.rs`).
 //!
 //! Why: a read of one value is a node's hottest request and an L1 hit its cheapest work (a
 //! moka lookup), yet routing it through axum (matching, the path's two owned strings, the
@@ -12,12 +12,12 @@
 //! and methods, a percent-encoded path, and a request that finds every in-flight permit
 //! taken (the router sheds it, 503).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::body::HttpBody;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::response::Response;
 use axum::{BoxError, Router};
@@ -33,24 +33,50 @@ use crate::node_metrics::NodeMetrics;
 /// The route template of a value, as the router matches it and the metrics label it.
 pub(crate) const VALUE_ROUTE: &str = "/v1/cache/{category}/{key}";
 
-/// A node's HTTP application: the value read in front of the router. Cheap to clone (one
-/// reference count): the accept loop clones it for every request.
+/// A node's HTTP application: the value read and the value write in front of the router.
+/// Cheap to clone (one reference count): the accept loop clones it for every request.
 #[derive(Clone)]
 pub struct HitFirst(Arc<Inner>);
 
-struct Inner {
+pub(super) struct Inner {
     router: Router,
-    state: AppState,
+    pub(super) state: AppState,
     /// This node's id as an `x-node` value (`None` if it is not a valid header value).
     node: Option<HeaderValue>,
     /// The API's request deadline (the router's `TimeoutLayer` has the same).
-    deadline: Duration,
-    /// The route's latency series of a 200 (a hit) and a 404 (a miss, an unknown category),
-    /// looked up once instead of in the metric family on every request.
-    hit: Histogram,
-    not_found: Histogram,
+    pub(super) deadline: Duration,
+    /// The API's body read timeout (the router's `RequestBodyTimeoutLayer` has the same).
+    pub(super) body_timeout: Duration,
+    /// The body size limit (the router's `DefaultBodyLimit` is the same).
+    pub(super) body_limit: DefaultBodyLimit,
+    /// The route's latency series of a `GET` answered 200 (a hit) and 404 (a miss, an
+    /// unknown category) and of a `PUT` answered 204, looked up once instead of in the
+    /// metric family on every request (and created by the first such answer, as the
+    /// router's metrics layer creates a series).
+    hit: OnceLock<Histogram>,
+    not_found: OnceLock<Histogram>,
+    written: OnceLock<Histogram>,
     /// For the series of the other answers (the other errors).
-    metrics: Arc<NodeMetrics>,
+    pub(super) metrics: Arc<NodeMetrics>,
+}
+
+impl Inner {
+    fn series<'a>(
+        &self,
+        cell: &'a OnceLock<Histogram>,
+        method: &Method,
+        status: u16,
+    ) -> &'a Histogram {
+        cell.get_or_init(|| {
+            self.metrics
+                .http_series(VALUE_ROUTE, method.as_str(), status)
+        })
+    }
+
+    /// The route's `PUT` 204 series.
+    pub(super) fn written(&self) -> &Histogram {
+        self.series(&self.written, &Method::PUT, 204)
+    }
 }
 
 impl HitFirst {
@@ -59,21 +85,28 @@ impl HitFirst {
         let config = state.cache.config();
         let node = HeaderValue::from_str(&config.node_id).ok();
         let deadline = config.http_limits.request_timeout;
+        let body_timeout = config.http_limits.body_read_timeout;
+        let body_limit = DefaultBodyLimit::max(config.max_value_bytes);
         let metrics = state.cache.node_metrics().clone();
-        let series = |status| metrics.http_series(VALUE_ROUTE, Method::GET.as_str(), status);
-        let (hit, not_found) = (series(200), series(404));
         HitFirst(Arc::new(Inner {
             router,
             state,
             node,
             deadline,
-            hit,
-            not_found,
+            body_timeout,
+            body_limit,
+            hit: OnceLock::new(),
+            not_found: OnceLock::new(),
+            written: OnceLock::new(),
             metrics,
         }))
     }
 
-    /// Answers `req`: a value read here, anything else by the router.
+    pub(super) fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    /// Answers `req`: a value read or write here, anything else by the router.
     pub async fn answer<B>(&self, req: Request<B>) -> Response
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
@@ -82,6 +115,10 @@ impl HitFirst {
         if let Some(resp) = self.read(req.method(), req.uri()).await {
             return resp;
         }
+        let req = match self.write(req).await {
+            Ok(resp) => return resp,
+            Err(req) => req,
+        };
         match self.0.router.clone().oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -113,8 +150,12 @@ impl HitFirst {
         };
         let elapsed = start.elapsed();
         match resp.status().as_u16() {
-            200 => inner.hit.observe(elapsed.as_secs_f64()),
-            404 => inner.not_found.observe(elapsed.as_secs_f64()),
+            200 => inner
+                .series(&inner.hit, &Method::GET, 200)
+                .observe(elapsed.as_secs_f64()),
+            404 => inner
+                .series(&inner.not_found, &Method::GET, 404)
+                .observe(elapsed.as_secs_f64()),
             status => {
                 let get = Method::GET.as_str();
                 inner
@@ -128,7 +169,7 @@ impl HitFirst {
 
 /// `(category, key)` of a value path the router would match with both segments taken as
 /// they are: non-empty, no `/`, nothing percent-encoded (decoding is left to the router).
-fn value_path(path: &str) -> Option<(&str, &str)> {
+pub(super) fn value_path(path: &str) -> Option<(&str, &str)> {
     let (category, key) = path.strip_prefix("/v1/cache/")?.split_once('/')?;
     let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
     (plain(category) && plain(key)).then_some((category, key))

@@ -24,6 +24,7 @@ mod hit_first;
 pub mod limits;
 pub mod listener;
 pub(crate) mod origin;
+mod put_first;
 mod rejections;
 pub(crate) mod routes;
 pub mod schema;
