@@ -8,9 +8,10 @@
 //! answers it exactly as the route's handler would (status, headers, body, the route's
 //! metrics, one permit of the same in-flight limit, the same request deadline): an L1 hit,
 //! an L2 hit (which reads L1 once, not once here and once more in the handler), a miss,
-//! and the errors of a read. Everything else goes to the router untouched: other routes
-//! and methods, a percent-encoded path, and a request that finds every in-flight permit
-//! taken (the router sheds it, 503).
+//! and the errors of a read. A `PUT` of the same path is taken next (`put_first.rs`).
+//! Everything else goes to the router untouched: other routes and methods, a
+//! percent-encoded path, and a request that finds every in-flight permit taken (the router
+//! sheds it, 503).
 
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;

@@ -9,8 +9,8 @@
 //! and count them in `rejections.rs`, the handlers in `routes.rs`, the error shape in
 //! `errors.rs`, the OpenAPI shapes in [`schema`], the limits in [`limits`], the accept
 //! loop in [`listener`], the metrics
-//! layer in `track.rs`, the L1-hit `GET` answered before routing in [`HitFirst`]
-//! (`hit_first.rs`). The whole application (with `/openapi.json` and `/ui`) is
+//! layer in `track.rs`, the value `GET` and `PUT` answered before routing in [`HitFirst`]
+//! (`hit_first.rs`, `put_first.rs`). The whole application (with `/openapi.json` and `/ui`) is
 //! `server::router`, one level up; `server::service` puts [`HitFirst`] in front of it.
 
 use axum::extract::rejection::PathRejection;
