@@ -285,21 +285,31 @@ async fn reads_through_redis_are_the_routers_answers() {
     );
 }
 
-/// A read that Redis leaves hanging past the request deadline gets the router's 503
-/// `timeout`, recorded in the route's series, on both paths.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_past_the_deadline_is_the_routers_503_timeout() {
-    let redis = support::RedisServer::start();
+/// A node on `redis` (a fresh namespace, returned) whose request deadline (200 ms) comes
+/// before its Redis timeout (3 s), so a hung Redis meets the deadline first; settled, with
+/// its first category, its front path and its router alone.
+async fn hurried_node(
+    id: &str,
+    redis: &support::RedisServer,
+) -> (HybridCache, String, String, HitFirst, axum::Router) {
     let ns = format!("hitfirst{:08x}", rand::random::<u32>());
-    let mut config = support::node_config("slow", &ns, &redis);
+    let mut config = support::node_config(id, &ns, redis);
     config.http_limits.request_timeout = std::time::Duration::from_millis(200);
-    // Longer than the deadline, so the deadline answers first.
     config.redis_timeout = std::time::Duration::from_secs(3);
     let cache = HybridCache::start(config).await.expect("node starts");
     support::settle(&[&cache], std::time::Duration::from_secs(10)).await;
     let cat = cache.config().categories.keys().next().unwrap().clone();
     let state = AppState::new(cache.clone(), None);
     let (front, plain) = (service(state.clone()), router(state));
+    (cache, ns, cat, front, plain)
+}
+
+/// A read that Redis leaves hanging past the request deadline gets the router's 503
+/// `timeout`, recorded in the route's series, on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_the_deadline_is_the_routers_503_timeout() {
+    let redis = support::RedisServer::start();
+    let (cache, _, cat, front, plain) = hurried_node("slow", &redis).await;
     // A hung Redis (not a dead one): the L2 read waits.
     redis.pause();
     let uri = format!("/v1/cache/{cat}/not-in-l1");
@@ -484,15 +494,7 @@ async fn every_write_is_the_routers_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_redis_are_the_routers_answers() {
     let redis = support::RedisServer::start();
-    let ns = format!("putfirst{:08x}", rand::random::<u32>());
-    let mut config = support::node_config("put-slow", &ns, &redis);
-    config.http_limits.request_timeout = std::time::Duration::from_millis(200);
-    config.redis_timeout = std::time::Duration::from_secs(3);
-    let cache = HybridCache::start(config).await.expect("node starts");
-    support::settle(&[&cache], std::time::Duration::from_secs(10)).await;
-    let cat = cache.config().categories.keys().next().unwrap().clone();
-    let state = AppState::new(cache.clone(), None);
-    let (front, plain) = (service(state.clone()), router(state));
+    let (cache, ns, cat, front, plain) = hurried_node("put-slow", &redis).await;
     let uri = format!("/v1/cache/{cat}/k");
     let before = cache.stats().await.counters.invalidations_sent;
     put_both(

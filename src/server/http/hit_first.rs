@@ -58,25 +58,29 @@ pub(super) struct Inner {
     not_found: OnceLock<Histogram>,
     written: OnceLock<Histogram>,
     /// For the series of the other answers (the other errors).
-    pub(super) metrics: Arc<NodeMetrics>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Inner {
-    fn series<'a>(
-        &self,
-        cell: &'a OnceLock<Histogram>,
-        method: &Method,
-        status: u16,
-    ) -> &'a Histogram {
-        cell.get_or_init(|| {
+    /// Records an answer of the value route to `method` with `status`, `elapsed` after the
+    /// request came in, in the route's latency series (as the router's metrics layer would).
+    pub(super) fn record(&self, method: &Method, status: u16, elapsed: Duration) {
+        let cell = match (method.as_str(), status) {
+            ("GET", 200) => &self.hit,
+            ("GET", 404) => &self.not_found,
+            ("PUT", 204) => &self.written,
+            _ => {
+                let method = method.as_str();
+                return self
+                    .metrics
+                    .observe_http(VALUE_ROUTE, method, status, elapsed);
+            }
+        };
+        let series = || {
             self.metrics
                 .http_series(VALUE_ROUTE, method.as_str(), status)
-        })
-    }
-
-    /// The route's `PUT` 204 series.
-    pub(super) fn written(&self) -> &Histogram {
-        self.series(&self.written, &Method::PUT, 204)
+        };
+        cell.get_or_init(series).observe(elapsed.as_secs_f64());
     }
 }
 
@@ -149,21 +153,7 @@ impl HitFirst {
             Some(found) => read_answer(found, category, key, inner.node.clone()),
             None => deadline_passed(inner.deadline),
         };
-        let elapsed = start.elapsed();
-        match resp.status().as_u16() {
-            200 => inner
-                .series(&inner.hit, &Method::GET, 200)
-                .observe(elapsed.as_secs_f64()),
-            404 => inner
-                .series(&inner.not_found, &Method::GET, 404)
-                .observe(elapsed.as_secs_f64()),
-            status => {
-                let get = Method::GET.as_str();
-                inner
-                    .metrics
-                    .observe_http(VALUE_ROUTE, get, status, elapsed);
-            }
-        }
+        inner.record(&Method::GET, resp.status().as_u16(), start.elapsed());
         Some(resp)
     }
 }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tower::{Layer, ServiceExt};
 use tower_http::timeout::TimeoutBody;
 
-use super::hit_first::{value_path, HitFirst, VALUE_ROUTE};
+use super::hit_first::{value_path, HitFirst};
 use super::limits::{check_bearer, deadline_passed};
 use super::routes::put_value;
 
@@ -80,16 +80,7 @@ impl HitFirst {
             Ok(answer) => answer.into_response(),
             Err(_) => deadline_passed(inner.deadline),
         };
-        let elapsed = start.elapsed();
-        match resp.status().as_u16() {
-            204 => inner.written().observe(elapsed.as_secs_f64()),
-            status => {
-                let put = Method::PUT.as_str();
-                inner
-                    .metrics
-                    .observe_http(VALUE_ROUTE, put, status, elapsed);
-            }
-        }
+        inner.record(&Method::PUT, resp.status().as_u16(), start.elapsed());
         Ok(resp)
     }
 }
