@@ -11,12 +11,32 @@ use std::time::{Duration, Instant};
 struct NodeProcess {
     child: Child,
     url: String,
+    /// Where its stderr goes (removed on drop).
+    log: std::path::PathBuf,
+}
+
+impl NodeProcess {
+    /// Whether the node still runs, and the end of its log: said when a request fails.
+    fn report(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "still running".to_string(),
+            Ok(Some(status)) => format!("exited: {status}"),
+            Err(e) => format!("unknown: {e}"),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        format!(
+            "node {state}; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -28,6 +48,7 @@ fn start_node(extra: &[&str]) -> NodeProcess {
     for _ in 0..5 {
         let port = support::free_port();
         let url = format!("http://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("hc-cli-node-{port}.log"));
         let child = clean_command()
             .args([
                 "node",
@@ -39,10 +60,10 @@ fn start_node(extra: &[&str]) -> NodeProcess {
             .args(extra)
             .env("APP_ENV", "test")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("node log file"))
             .spawn()
             .expect("spawn node");
-        let mut node = NodeProcess { child, url };
+        let mut node = NodeProcess { child, url, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = node.child.try_wait() {
@@ -70,7 +91,7 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn client_commands_against_a_running_node() {
-    let node = start_node(&[]);
+    let mut node = start_node(&[]);
     let o = cli(
         &node,
         &[
@@ -82,7 +103,7 @@ fn client_commands_against_a_running_node() {
             "[\"read\"]",
         ],
     );
-    assert!(o.status.success(), "{o:?}");
+    assert!(o.status.success(), "{o:?}\n{}", node.report());
     let o = cli(&node, &["get", "permissions", "get_user_permissions:1"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&o), "[\"read\"]");
