@@ -85,7 +85,8 @@ impl Inner {
 }
 
 impl HitFirst {
-    /// The value read of `state` in front of `router` (the node's whole application).
+    /// The value read and write of `state` in front of `router` (the node's whole
+    /// application).
     pub fn new(router: Router, state: AppState) -> HitFirst {
         let config = state.cache.config();
         let node = HeaderValue::from_str(&config.node_id).ok();

@@ -4,7 +4,8 @@
 //! route services, load shedding, the concurrency limit, the deadline, the body timeout,
 //! the metrics layer), and every time the write's future woke (the key's lock, the bus,
 //! the category actor), the whole stack of futures was polled again. Taking the write in
-//! front of the router cut the node's CPU per `PUT` by about a quarter (docs/benchmarks.md).
+//! front of the router cut the CPU per `PUT` (node and Redis) by about a sixth
+//! (docs/benchmarks.md).
 //!
 //! What stays the same: the answer is the route's own handler's ([`put_value`]: the query,
 //! the deadline header, the tags, the checks and the error mapping), its body is read as
