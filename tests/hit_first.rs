@@ -147,11 +147,6 @@ async fn every_answer_is_the_routers_answer() {
     );
 }
 
-/// The count of the value route's `GET` latency series with `status`, from `/metrics`.
-async fn route_count(app: &axum::Router, status: u16) -> u64 {
-    series_count(app, Method::GET, status).await
-}
-
 /// The count of the value route's latency series of `method` and `status`, from `/metrics`.
 async fn series_count(app: &axum::Router, method: Method, status: u16) -> u64 {
     let resp = app
@@ -175,29 +170,49 @@ async fn series_count(app: &axum::Router, method: Method, status: u16) -> u64 {
 /// Status, headers and body of an answer (see [`parts`]).
 type Parts = (u16, Vec<(String, String)>, Bytes);
 
-/// `GET front_uri` through the front path, then `GET router_uri` through the router alone:
-/// checks that both answer alike with `status` and that each adds one to the route's
-/// latency series of `status`. Returns the answer and `cache`'s counters before, between
-/// and after the two requests.
-async fn get_both(
+/// `front_req` through the front path, then `router_req` (the same `method` to the value
+/// route) through the router alone: checks that both answer alike with `status` and that
+/// each adds one to the route's latency series of `method` and `status`. Returns the answer
+/// and `cache`'s counters before, between and after the two requests.
+async fn answer_both(
     (front, plain): (&HitFirst, &axum::Router),
+    cache: &HybridCache,
+    (front_req, router_req): (Request<Body>, Request<Body>),
+    status: u16,
+) -> (Parts, [hybrid_cache::Counters; 3]) {
+    let what = format!(
+        "{} {} vs {}",
+        front_req.method(),
+        front_req.uri(),
+        router_req.uri()
+    );
+    let method = front_req.method().clone();
+    let counters = || async { cache.stats().await.counters };
+    let count = || series_count(plain, method.clone(), status);
+    let (c0, s0) = (counters().await, count().await);
+    let a = parts(front.answer(front_req).await).await;
+    let (c1, s1) = (counters().await, count().await);
+    let b = parts(plain.clone().oneshot(router_req).await.unwrap()).await;
+    let (c2, s2) = (counters().await, count().await);
+    assert_eq!(a.0, status, "{what}: {a:?}");
+    assert_eq!(a, b, "{what}");
+    assert_eq!((s1 - s0, s2 - s1), (1, 1), "the {status} series of {what}");
+    (a, [c0, c1, c2])
+}
+
+/// A `GET` of `front_uri` and of `router_uri` through [`answer_both`].
+async fn get_both(
+    app: (&HitFirst, &axum::Router),
     cache: &HybridCache,
     front_uri: &str,
     router_uri: &str,
     status: u16,
 ) -> (Parts, [hybrid_cache::Counters; 3]) {
-    let counters = || async { cache.stats().await.counters };
-    let (c0, s0) = (counters().await, route_count(plain, status).await);
-    let a = parts(front.answer(request(Method::GET, front_uri)).await).await;
-    let (c1, s1) = (counters().await, route_count(plain, status).await);
-    let routed = plain.clone().oneshot(request(Method::GET, router_uri));
-    let b = parts(routed.await.unwrap()).await;
-    let (c2, s2) = (counters().await, route_count(plain, status).await);
-    assert_eq!(a.0, status, "{front_uri}: {a:?}");
-    assert_eq!(a, b, "{front_uri} vs {router_uri}");
-    let ticks = (s1 - s0, s2 - s1);
-    assert_eq!(ticks, (1, 1), "the {status} series of {front_uri}");
-    (a, [c0, c1, c2])
+    let reqs = (
+        request(Method::GET, front_uri),
+        request(Method::GET, router_uri),
+    );
+    answer_both(app, cache, reqs, status).await
 }
 
 /// Reads that L1 cannot answer (an L2 hit, a miss, Redis gone) are answered in front of the
@@ -339,22 +354,13 @@ fn put(uri: &str, headers: &[(&str, &str)], body: &'static [u8], stall: bool) ->
 /// both answer alike with `status`, count alike (`http_bad_requests`, `invalidations_sent`)
 /// and add one to the route's `PUT` series of `status`.
 async fn put_both(
-    (front, plain): (&HitFirst, &axum::Router),
+    app: (&HitFirst, &axum::Router),
     cache: &HybridCache,
     make: impl Fn() -> Request<Body>,
     status: u16,
 ) -> Parts {
     let what = format!("PUT {}", make().uri());
-    let counters = || async { cache.stats().await.counters };
-    let count = || series_count(plain, Method::PUT, status);
-    let (c0, s0) = (counters().await, count().await);
-    let a = parts(front.answer(make()).await).await;
-    let (c1, s1) = (counters().await, count().await);
-    let b = parts(plain.clone().oneshot(make()).await.unwrap()).await;
-    let (c2, s2) = (counters().await, count().await);
-    assert_eq!(a.0, status, "{what}: {a:?}");
-    assert_eq!(a, b, "{what}");
-    assert_eq!((s1 - s0, s2 - s1), (1, 1), "the {status} series of {what}");
+    let (a, [c0, c1, c2]) = answer_both(app, cache, (make(), make()), status).await;
     for (name, f) in [
         (
             "http_bad_requests",
