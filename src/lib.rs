@@ -15,7 +15,7 @@
 //!   so its tests run on virtual time with loss, reordering and pauses;
 //! - **state owners**: `l1` (one moka cache per category; a hit touches only the moka handle
 //!   and the lease deadline), `l2` (Redis: single, Sentinel or Cluster behind one handle),
-//!   `actors` (the only writer of each L1), `bus` (the Redis pub/sub link driving the
+//!   `actors` (the category actors order each L1's removals), `bus` (the Redis pub/sub link driving the
 //!   coherence machine, through a `NodePort` the facade provides), `gossip` (QUIC membership);
 //! - **the facade**: [`HybridCache`], the library API: `get`/`set`/`delete`/`invalidate`/
 //!   `get_or_load`, stats and health. It starts the actor tree and owns the node's state;

@@ -1216,7 +1216,7 @@ async fn late_delivered_write_is_refused_by_redis() {
 }
 
 /// A write held up inside the node must not apply after its caller's `x-hc-deadline-ms`.
-/// Here it queues behind a write of the same key whose L1 step is held up (the category
+/// Here it queues behind a delete of the same key whose L1 step is held up (the category
 /// actor stalled: a stand-in for a node paused mid-write, as the fault checker's SIGSTOP
 /// does); when it gets the key's lock its deadline has passed: refused with 408, and the
 /// value never appears.
@@ -1244,28 +1244,23 @@ async fn a_write_past_its_deadline_is_refused_not_applied_late() {
         .expect("PUT");
     assert_eq!(r.status().as_u16(), 204);
 
-    // The first write takes the key's lock, lands in L2, then waits for the stalled actor…
+    // A delete takes the key's lock, lands in L2, then waits for the stalled actor…
     a.node
         .cache()
         .stall_category_actor("general", Duration::from_millis(600))
         .expect("stall");
     let first = tokio::spawn({
         let (c, url) = (c.clone(), a.url("general", "k"));
-        async move {
-            c.put(url)
-                .body("first")
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
+        async move { c.delete(url).send().await.map(|r| r.status().as_u16()) }
     });
     let key = redis_key(&ns, "general", 0, "k");
     let in_l2 = poll(Duration::from_secs(5), || {
         let (redis, key) = (&redis, key.clone());
-        async move { blocking(|| redis_get(redis, &key)) == Some(tagged(b"first")) }
+        async move { blocking(|| redis_get(redis, &key)) != Some(tagged(b"v1")) }
     })
     .await;
-    assert!(in_l2, "the first write reached L2 and holds the key's lock");
+    assert!(in_l2, "the delete reached L2 and holds the key's lock");
+    let deleted = blocking(|| redis_get(&redis, &key));
     // …so this one, whose caller gives up 50 ms from now, gets the lock too late.
     let r = c
         .put(a.url("general", "k"))
@@ -1280,7 +1275,7 @@ async fn a_write_past_its_deadline_is_refused_not_applied_late() {
     let _ = first.await;
     assert_eq!(
         blocking(|| redis_get(&redis, &key)),
-        Some(tagged(b"first")),
+        deleted,
         "the refused write never reached L2"
     );
     let (_, _, value) = get(&c, &a, "general", "k").await;

@@ -1,4 +1,7 @@
-//! One actor per category: the single writer of that category's L1.
+//! One actor per category: it applies the removals of that category's L1 (invalidations,
+//! flushes) in the order they arrive, and the local writes of tagged values among them.
+//! Untagged local writes and fills insert into moka directly, guarded by fill tickets and
+//! remote marks (see `HybridCache::put_local`).
 //!
 //! Its mailbox is fronted by a [`MailboxGate`]: every message but [`CategoryMsg::OverflowFlush`]
 //! and the test hooks holds a slot, given back when it is handled.
@@ -15,8 +18,8 @@ use crate::pattern::Pattern;
 
 /// Messages a category actor handles.
 pub enum CategoryMsg {
-    /// Write a value into L1 (voids in-flight fills of the key), carrying `tags` (checked
-    /// already; empty: untagged).
+    /// Write a tagged value into L1 (voids in-flight fills of the key), `tags` checked
+    /// already. Ordered with the tag invalidations (an untagged value is put directly).
     Put {
         key: String,
         value: Bytes,

@@ -3,8 +3,8 @@
 //! Reads go straight to the shared moka handles (L1) while the freshness
 //! [`Lease`](crate::coherence::Lease) is held, then to Redis (L2), then to the caller's loader.
 //! Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads the new
-//! value), then through the category actor (one writer per L1), then onto the invalidation
-//! bus so every other node drops its copy; writes of one key on one node are serialized
+//! value), then into L1 (removals and tagged values through the category actor, which orders
+//! them), then onto the invalidation bus so every other node drops its copy; writes of one key on one node are serialized
 //! (L2 and L1 change in the same order).
 //!
 //! **Fail closed.** With Redis configured, a read that cannot be served within the
@@ -45,6 +45,8 @@ mod supervisor;
 mod warm_signal;
 mod warm_up;
 mod write;
+#[cfg(test)]
+mod write_tests;
 mod writers;
 
 use std::sync::Arc;

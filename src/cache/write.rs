@@ -1,6 +1,7 @@
 //! The write path: `set` and `delete`. A change goes to L2 first (so a peer that drops its
-//! L1 entry reads the new value), then through the category actor, then onto the bus;
-//! writes of one key on one node are serialized (L2 and L1 change in the same order).
+//! L1 entry reads the new value), then into L1 (an untagged value directly, a tagged one and
+//! every removal through the category actor), then onto the bus; writes of one key on one
+//! node are serialized (L2 and L1 change in the same order).
 //! Where Redis can run it, an untagged `set` sends the L2 write and the announcement as one
 //! script instead (`bundled_write`): one round trip, then the L1.
 
@@ -170,9 +171,26 @@ impl HybridCache {
         announced
     }
 
-    /// The L1 half of a write whose L2 half is done (`in_l2`: applied there): puts `value`
-    /// through the category's actor. `mark` is the key's remote mark taken before the L2
-    /// write. On an error the category is flushed (fail closed) and the error returned.
+    /// The L1 half of a write whose L2 half is done (`in_l2`: applied there). `mark` is the
+    /// key's remote mark taken before the L2 write.
+    ///
+    /// An untagged value goes straight into moka, as a fill does, without the category
+    /// actor's hop. Nothing the actor ordered is lost:
+    /// - Other writes of the key on this node are ordered by the key's lock, held here.
+    /// - A fill that started before this write cannot land after it: the put voids the key's
+    ///   fill tickets before it inserts.
+    /// - A peer's change of the key marks it before its invalidation is handed to the actor,
+    ///   and the mark is checked below, after the insert. Either the check sees the mark and
+    ///   drops our copy, or the invalidation reaches the actor after our insert and removes
+    ///   it. The actor's mailbox order never mattered here: the L1 messages follow Redis's
+    ///   replies, not the order in which Redis applied the changes.
+    /// - A flush (overflow, restart, coherence gap) marks every key first: the same check.
+    ///
+    /// A tagged value still goes through the actor. A tag invalidation takes the tag's keys
+    /// out of the index, then removes them from moka. The actor keeps a tagged put from
+    /// landing in between, where its entry would stay in moka without an index entry, out of
+    /// reach of the next invalidation of its tag. On an error from the actor the category is
+    /// flushed (fail closed) and the error returned.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn put_local(
         &self,
@@ -184,16 +202,20 @@ impl HybridCache {
         mark: (u64, u64),
         in_l2: bool,
     ) -> Result<(), CacheError> {
-        let put = self
-            .shared
-            .ask(category, |reply| CategoryMsg::Put {
-                key: key.to_string(),
-                value: value.clone(),
-                ttl,
-                tags: tags.clone(),
-                reply,
-            })
-            .await;
+        let put = if tags.is_empty() {
+            self.category(category)?.put(key, value, ttl).await;
+            Ok(())
+        } else {
+            self.shared
+                .ask(category, |reply| CategoryMsg::Put {
+                    key: key.to_string(),
+                    value: value.clone(),
+                    ttl,
+                    tags: tags.clone(),
+                    reply,
+                })
+                .await
+        };
         if put.is_err() {
             // Our L1 may still hold the older value: flush it (fail closed). The change is
             // in L2, so it is announced all the same; the writer gets the error.

@@ -1,8 +1,8 @@
 //! One category's L1: a bounded moka cache with per-entry expiry and stale-fill protection.
 //!
 //! Readers use [`L1Category::get`] directly on the shared moka handle: no mailbox, no global
-//! lock. Writers (the category actor) and fills from L2 or a loader go through the other
-//! methods.
+//! lock. Writers (local writes, the category actor's removals) and fills from L2 or a loader
+//! go through the other methods.
 //!
 //! **Stale-fill race.** A fill (an L2 read or a loader) that started before an invalidation of
 //! its key must not put its older value into L1 afterwards. Every fill takes a
