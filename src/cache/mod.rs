@@ -4,8 +4,8 @@
 //! [`Lease`](crate::coherence::Lease) is held, then to Redis (L2), then to the caller's loader.
 //! Writes and invalidations go to L2 first (so a peer that drops its L1 entry reads the new
 //! value), then into L1 (removals and tagged values through the category actor, which orders
-//! them), then onto the invalidation bus so every other node drops its copy; writes of one key on one node are serialized
-//! (L2 and L1 change in the same order).
+//! them), then onto the invalidation bus so every other node drops its copy; writes of one
+//! key on one node are serialized (L2 and L1 change in the same order).
 //!
 //! **Fail closed.** With Redis configured, a read that cannot be served within the
 //! staleness bound (lease lapsed and L2 unreachable) is an error ([`CacheError::Unavailable`],
