@@ -184,7 +184,9 @@ impl HybridCache {
     ///   drops our copy, or the invalidation reaches the actor after our insert and removes
     ///   it. The actor's mailbox order never mattered here: the L1 messages follow Redis's
     ///   replies, not the order in which Redis applied the changes.
-    /// - A flush (overflow, restart, coherence gap) marks every key first: the same check.
+    /// - A flush for lost changes (a full mailbox, a coherence gap) marks every key first:
+    ///   the same check. A restarted actor's flush needs no mark of its own: the peers'
+    ///   invalidations its predecessor lost were marked when they arrived.
     ///
     /// A tagged value still goes through the actor. A tag invalidation takes the tag's keys
     /// out of the index, then removes them from moka. The actor keeps a tagged put from
