@@ -1689,3 +1689,57 @@ async fn opt_in_a_write_kept_only_locally_converges_once_replayed() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// Plain changes are numbered by their writers' own tasks, strict ones by the bus actor,
+/// heartbeats by its timer: one sequence, queued in order. A burst of concurrent writes of
+/// both kinds from one node reaches the other with no gap (no flush), every change applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_plain_and_strict_writes_arrive_in_sequence() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("numbering");
+    let start = |id: &'static str| TestNode::start_strict(id, &ns, target(&redis));
+    let (a, b) = (start("a").await, start("b").await);
+    settle(&[&a, &b]).await;
+    // Past the first-contact flushes: b has heard a's numbering already.
+    put_seen(&client(), &a, &[&b], "general", "first", "x").await;
+    let flushes = b.flushes().await;
+    let heard = b.node.cache().stats().await.counters.invalidations_received;
+    let sent_before = a.node.cache().stats().await.counters.invalidations_sent;
+    const TASKS: usize = 8;
+    const EACH: usize = 40;
+    let ca = a.node.cache().clone();
+    let writers: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let ca = ca.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let category = if i % 4 == t % 4 {
+                        "permissions"
+                    } else {
+                        "general"
+                    };
+                    ca.set(category, &format!("k{t}-{i}"), "v", None).await?;
+                }
+                Ok::<_, hybrid_cache::CacheError>(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    let sent = a.node.cache().stats().await.counters.invalidations_sent - sent_before;
+    assert_eq!(sent, (TASKS * EACH) as u64);
+    let all = poll(BOUND, || async {
+        b.node.cache().stats().await.counters.invalidations_received >= heard + sent
+    })
+    .await;
+    let now = b.node.cache().stats().await.counters.invalidations_received;
+    assert!(all, "b applied {} of {sent} changes", now - heard);
+    assert_eq!(
+        b.flushes().await,
+        flushes,
+        "b flushed: a gap in a's numbering"
+    );
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 
+use super::outbox::Outbox;
 use super::{BundledWrite, BusMsg, ChangeKind, PublishError, Target, Via};
 use crate::actors::mailbox::MailboxGate;
 
@@ -16,6 +17,8 @@ use crate::actors::mailbox::MailboxGate;
 /// counters; a restarted actor resets the depth).
 pub struct BusHandle {
     actor: RwLock<Option<ActorRef<BusMsg>>>,
+    /// The running bus's publisher queue, where writers queue their plain changes.
+    outbox: RwLock<Option<Arc<Outbox>>>,
     /// The gate of the bus actor's mailbox.
     gate: Arc<MailboxGate>,
     /// The gate of the bus publisher's queue.
@@ -35,6 +38,7 @@ impl BusHandle {
     pub(crate) fn new(capacity: usize, redis_timeout: Duration, staleness_bound: Duration) -> Self {
         BusHandle {
             actor: RwLock::new(None),
+            outbox: RwLock::new(None),
             gate: Arc::new(MailboxGate::new("bus", capacity)),
             publisher_gate: Arc::new(MailboxGate::new("publisher", capacity)),
             redis_timeout,
@@ -73,11 +77,37 @@ impl BusHandle {
         Some(release)
     }
 
-    /// Installs (or, with `None`, removes) the running bus actor.
+    /// Installs (or, with `None`, removes) the running bus actor. Removing it also removes
+    /// its outbox: a change is never numbered in a dead bus's sequence.
     pub(crate) fn attach(&self, actor: Option<ActorRef<BusMsg>>) {
+        if actor.is_none() {
+            self.set_outbox(None);
+        }
         if let Ok(mut b) = self.actor.write() {
             *b = actor;
         }
+    }
+
+    /// Installs (or removes) the outbox of the running bus (see [`super::outbox`]).
+    pub(super) fn set_outbox(&self, outbox: Option<Arc<Outbox>>) {
+        if let Ok(mut o) = self.outbox.write() {
+            *o = outbox;
+        }
+    }
+
+    /// Removes `outbox` if it is still the installed one (a stopping bus; its successor
+    /// may have installed its own already).
+    pub(super) fn clear_outbox(&self, outbox: &Arc<Outbox>) {
+        if let Ok(mut o) = self.outbox.write() {
+            if o.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, outbox)) {
+                *o = None;
+            }
+        }
+    }
+
+    /// The running bus's outbox, if any.
+    fn outbox(&self) -> Option<Arc<Outbox>> {
+        self.outbox.read().ok()?.clone()
     }
 
     /// The running bus actor, if any.
@@ -149,21 +179,31 @@ pub async fn publish(
     l2_pending: bool,
     write: Option<BundledWrite>,
 ) -> Result<(), PublishError> {
-    let Some(bus) = handle.actor() else {
-        return Ok(());
-    };
     let (done, outcome) = tokio::sync::oneshot::channel();
-    let msg = BusMsg::Publish {
-        category: category.map(str::to_owned),
-        target,
-        kind,
-        strict,
-        l2_pending,
-        done: Some(done),
-        write,
-    };
-    if !tell(&handle.gate, &bus, msg) {
-        return Err(PublishError::Overloaded);
+    if !strict && !l2_pending {
+        // A plain change: numbered and queued by this task (see `bus::outbox`); without
+        // an outbox there is no bus, and nobody to tell.
+        let Some(outbox) = handle.outbox() else {
+            return Ok(());
+        };
+        // Not queued: `done` already holds the error, read below.
+        let _ = outbox.send_plain(category, target, kind, Some(done), write);
+    } else {
+        let Some(bus) = handle.actor() else {
+            return Ok(());
+        };
+        let msg = BusMsg::Publish {
+            category: category.map(str::to_owned),
+            target,
+            kind,
+            strict,
+            l2_pending,
+            done: Some(done),
+            write,
+        };
+        if !tell(&handle.gate, &bus, msg) {
+            return Err(PublishError::Overloaded);
+        }
     }
     // Each publish is bounded by the Redis timeout; allow for a few queued ahead of us, and
     // for a strict change the acks (at most B).

@@ -34,7 +34,9 @@ impl BusState {
         self.node.flush_all("overflow").await;
     }
 
-    /// [`BusMsg::Publish`]: numbers a local change and sends it on its path.
+    /// [`BusMsg::Publish`]: numbers a local change and sends it on its path. A number is
+    /// taken under the counter's lock, and its message sent before the lock is released
+    /// (see `bus::outbox`): writers number plain changes concurrently.
     pub(super) async fn on_publish(
         &mut self,
         myself: &ActorRef<BusMsg>,
@@ -44,7 +46,6 @@ impl BusState {
         done: Option<Done>,
         now: Instant,
     ) {
-        NodeCounters::incr(&self.node.counters().invalidations_sent);
         let Change {
             category,
             target,
@@ -52,22 +53,34 @@ impl BusState {
             write,
         } = change;
         let category = category.as_deref();
+        let outbox = self.outbox.clone();
         if l2_pending {
+            NodeCounters::incr(&self.node.counters().invalidations_sent);
             // Never bundled (L2 did not take the change); dropping it fails it.
             drop(write);
             // L2 did not take it: every peer must ack it over QUIC (and keep it for replay
             // into L2) before it is acknowledged.
-            let (msg, actions) = self.machine.outgoing_peer(category, target, kind, now);
-            if let BusMessage::Invalidation(inv) = &msg {
-                if let Some(d) = done {
-                    self.strict_waiters.insert(inv.seq, d);
+            let actions = {
+                let mut numbered = outbox.stamp().lock();
+                let (msg, actions) =
+                    self.machine
+                        .outgoing_peer(&mut numbered, category, target, kind, now);
+                if let BusMessage::Invalidation(inv) = &msg {
+                    if let Some(d) = done {
+                        self.strict_waiters.insert(inv.seq, d);
+                    }
                 }
-            }
-            self.send_peer(None, &msg);
+                self.send_peer(None, &msg);
+                actions
+            };
             self.run(actions).await;
             self.wake_at(myself.clone(), now + self.node.config().staleness_bound);
         } else if strict && self.node.l2().is_some() {
-            let msg = self.machine.outgoing_strict(category, target, kind, now);
+            NodeCounters::incr(&self.node.counters().invalidations_sent);
+            let mut numbered = outbox.stamp().lock();
+            let msg = self
+                .machine
+                .outgoing_strict(&mut numbered, category, target, kind, now);
             let BusMessage::Invalidation(inv) = &msg else {
                 return;
             };
@@ -75,17 +88,19 @@ impl BusState {
             if let Some(d) = done {
                 self.strict_waiters.insert(seq, d);
             }
-            let channel = self.channel.clone();
-            if !self.send_to(&msg, channel, None, Some(seq), write) {
+            let channel = outbox.channel().to_owned();
+            let queued = self.send_to(&msg, channel, None, Some(seq), write);
+            drop(numbered);
+            if !queued {
                 self.machine.publish_failed(seq);
                 if let Some(done) = self.strict_waiters.remove(&seq) {
                     let _ = done.send(Err(PublishError::Overloaded));
                 }
             }
         } else {
-            let msg = self.machine.outgoing(category, target, kind, now);
-            let channel = self.channel.clone();
-            self.send_to(&msg, channel, done, None, write);
+            // A strict change without L2 (nothing to wait for), or a plain one that came
+            // this way: numbered and queued as a writer does it.
+            outbox.send_plain(category, target, kind, done, write);
         }
     }
 

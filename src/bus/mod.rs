@@ -44,6 +44,7 @@ mod connection;
 mod handle;
 mod handlers;
 mod isolation;
+mod outbox;
 mod port;
 mod primary;
 mod publisher;
@@ -204,8 +205,9 @@ pub struct BusState {
     conn_gen: u64,
     tick_task: Option<tokio::task::JoinHandle<()>>,
     unreachable_since: Option<Instant>,
-    /// Outgoing messages, in sequence order, to the publisher task.
-    outgoing: publisher::Queue,
+    /// Outgoing messages, in sequence order, to the publisher task (shared with the
+    /// writers through the handle).
+    outbox: Arc<outbox::Outbox>,
     publisher: tokio::task::JoinHandle<()>,
     /// A replay worker is running.
     replaying: Arc<AtomicBool>,
@@ -311,8 +313,17 @@ impl Actor for BusActor {
             )),
             None => None,
         };
-        let (outgoing, publisher) =
+        let (queue, publisher) =
             publisher::spawn_publisher(node.clone(), handle.clone(), myself.clone(), key.clone());
+        let outbox = Arc::new(outbox::Outbox::new(
+            node.clone(),
+            handle.clone(),
+            queue,
+            machine.stamp().clone(),
+            channel.clone(),
+        ));
+        // From here on, writers queue their plain changes in this machine's numbering.
+        handle.set_outbox(Some(outbox.clone()));
         let prober = primary::spawn_prober(cfg.redis.as_ref(), cfg.redis_timeout, myself.clone());
         Ok(BusState {
             node,
@@ -325,7 +336,7 @@ impl Actor for BusActor {
             conn_gen: 0,
             tick_task,
             unreachable_since: None,
-            outgoing,
+            outbox,
             publisher,
             replaying: Arc::new(AtomicBool::new(false)),
             strict_waiters: std::collections::HashMap::new(),
@@ -345,6 +356,7 @@ impl Actor for BusActor {
         if let Some(t) = state.conn_task.take() {
             t.abort();
         }
+        state.handle.clear_outbox(&state.outbox);
         state.publisher.abort();
         if let Some(p) = state.prober.take() {
             p.stop();

@@ -3,8 +3,9 @@
 //! its invalidation), on the command connection, through the control breaker of [`crate::l2`]
 //! (never the data breaker), so the actor itself never waits on Redis. An invalidation
 //! Redis refused (or any, without Redis) also goes to the peers over QUIC. Also the actor's
-//! side of the queue ([`BusState::send`], [`BusState::send_to`]) and its QUIC path
-//! ([`BusState::send_peer`]).
+//! side of the queue ([`BusState::send`], [`BusState::send_to`], through the
+//! [`Outbox`](super::outbox::Outbox) the writers queue their plain changes on) and its QUIC
+//! path ([`BusState::send_peer`]).
 
 use std::sync::Arc;
 
@@ -20,16 +21,16 @@ use crate::wire_auth::ClusterKey;
 
 /// A message for the publisher task.
 pub(super) struct Outgoing {
-    bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
     /// Full channel name.
-    channel: String,
+    pub(super) channel: String,
     /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
-    invalidation: bool,
-    done: Option<Done>,
+    pub(super) invalidation: bool,
+    pub(super) done: Option<Done>,
     /// Report the outcome of this strict change back to the actor.
-    strict_seq: Option<u64>,
+    pub(super) strict_seq: Option<u64>,
     /// The value write this invalidation announces, sent in the same script.
-    write: Option<BundledWrite>,
+    pub(super) write: Option<BundledWrite>,
 }
 
 /// Most invalidations sent in one pipelined round trip.
@@ -186,11 +187,8 @@ impl BusState {
         self.send_to(msg, channel, done, None, None);
     }
 
-    /// Queues `msg` (with `write`, the value write it announces) for the publisher. False when
-    /// it was not queued (encoding failed, the queue is full, the publisher stopped): `done`
-    /// has the error then, and `write` is dropped unsent. A refused
-    /// invalidation already has its sequence number, so peers see the gap and flush; a
-    /// refused ping or ack only delays a renewal or a strict release (at most B).
+    /// Queues `msg` (with `write`, the value write it announces) for the publisher (see
+    /// [`Outbox::queue`](super::outbox::Outbox::queue)). False when it was not queued.
     pub(super) fn send_to(
         &self,
         msg: &BusMessage,
@@ -199,40 +197,6 @@ impl BusState {
         strict_seq: Option<u64>,
         write: Option<BundledWrite>,
     ) -> bool {
-        let fail = |done: Option<Done>, e: PublishError| {
-            if let Some(d) = done {
-                let _ = d.send(Err(e));
-            }
-            false
-        };
-        let bytes = match wire::encode(msg) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode bus message");
-                return fail(done, PublishError::Refused(e.to_string()));
-            }
-        };
-        let gate = self.handle.publisher_gate();
-        if !gate.try_reserve() {
-            gate.note_refused();
-            tracing::warn!("bus publisher queue full: message not sent");
-            return fail(done, PublishError::Overloaded);
-        }
-        let queued = self.outgoing.send(Outgoing {
-            bytes,
-            channel,
-            invalidation: matches!(msg, BusMessage::Invalidation(_)),
-            done,
-            strict_seq,
-            write,
-        });
-        match queued {
-            Ok(()) => true,
-            Err(e) => {
-                gate.release();
-                tracing::error!("bus publisher stopped");
-                fail(e.0.done, PublishError::Stopped)
-            }
-        }
+        self.outbox.queue(msg, channel, done, strict_seq, write)
     }
 }

@@ -263,7 +263,7 @@ impl Coherence {
                 from_epoch: self.epoch,
                 to: origin,
                 id,
-                upto: self.last_sent_seq,
+                upto: self.last_sent_seq(),
             },
         }]
     }
@@ -407,7 +407,7 @@ impl Coherence {
             actions.push(Action::Publish(BusMessage::Heartbeat {
                 origin: self.node_id.clone(),
                 origin_epoch: self.epoch,
-                last_seq: self.last_sent_seq,
+                last_seq: self.last_sent_seq(),
             }));
         }
         actions

@@ -9,12 +9,13 @@ use std::time::Instant;
 use super::hold::{bounded_changes, ReplayHold};
 use super::lease::LeaseState;
 use super::link::SelfEcho;
+use super::numbering::{Numbered, Numbering, Stamp};
 use super::peer::PeerLease;
 use super::primary::PrimaryProof;
 use super::sequence::Sequences;
 use super::strict::StrictAcks;
 use super::{Action, CoherenceConfig, CoherenceCounters, FlushReason, LinkState};
-use crate::wire::{BusMessage, ChangeKind, Invalidation, Target};
+use crate::wire::{BusMessage, ChangeKind, Target};
 
 /// The sans-IO coherence state machine of one node.
 #[derive(Debug)]
@@ -22,8 +23,9 @@ pub struct Coherence {
     pub(super) node_id: String,
     pub(super) epoch: u64,
     pub(super) config: CoherenceConfig,
-    /// Last sequence number we assigned (0 = none yet).
-    pub(super) last_sent_seq: u64,
+    /// Our id, epoch and sequence counter, shared with the writers that number plain
+    /// changes themselves (see `numbering.rs`).
+    pub(super) stamp: Stamp,
     pub(super) link: LinkState,
     /// What we know of every other origin's numbering.
     pub(super) seqs: Sequences,
@@ -56,11 +58,12 @@ impl Coherence {
         config: CoherenceConfig,
         now: Instant,
     ) -> Self {
+        let node_id = node_id.into();
         Self {
-            node_id: node_id.into(),
+            stamp: Stamp::new(&node_id, epoch, Numbering::default()),
+            node_id,
             epoch,
             config,
-            last_sent_seq: 0,
             link: LinkState::Down,
             seqs: Sequences::default(),
             echo: SelfEcho::new(now),
@@ -176,10 +179,16 @@ impl Coherence {
         self.link
     }
 
-    /// The last sequence number we assigned (0 = none yet).
-    #[cfg(test)]
+    /// The last sequence number we assigned (0 = none yet). Every message up to it is
+    /// already queued for sending (see `numbering.rs`).
     pub fn last_sent_seq(&self) -> u64 {
-        self.last_sent_seq
+        self.stamp.lock().last()
+    }
+
+    /// What a writer needs to number and build a plain change of ours itself, in this
+    /// machine's sequence (see [`Stamp`]).
+    pub fn stamp(&self) -> &Stamp {
+        &self.stamp
     }
 
     /// When one of our own messages last came back through the subscription.
@@ -208,7 +217,10 @@ impl Coherence {
     /// Builds the next invalidation to publish, with the next sequence number.
     ///
     /// The caller publishes it (Redis, and/or QUIC while Redis is down) and applies the
-    /// change to its own L1 itself; the echo is never applied.
+    /// change to its own L1 itself; the echo is never applied. A caller that queues it for
+    /// the Redis pipeline numbers it with [`Stamp::invalidation`] instead, under the lock
+    /// it queues under (see `numbering.rs`); the tests number with this.
+    #[cfg(test)]
     pub fn outgoing(
         &mut self,
         category: Option<&str>,
@@ -218,30 +230,25 @@ impl Coherence {
     ) -> BusMessage {
         // `now` is part of the uniform sans-IO signature; sending needs no timer today.
         let _ = now;
-        self.last_sent_seq = self.last_sent_seq.saturating_add(1);
-        BusMessage::Invalidation(Invalidation {
-            origin: self.node_id.clone(),
-            origin_epoch: self.epoch,
-            seq: self.last_sent_seq,
-            category: category.map(str::to_owned),
-            target,
-            kind,
-            sent_at_ms: crate::wire::unix_ms(),
-            ack_to: None,
-        })
+        let stamp = &self.stamp;
+        stamp.invalidation(&mut stamp.lock(), category, target, kind)
     }
 
-    /// Builds the next invalidation of a **strict** category: like [`Self::outgoing`],
-    /// plus `ack_to`, and the change is tracked until [`Action::Acknowledged`]. Call
-    /// [`Self::published`] when the PUBLISH returned (or [`Self::publish_failed`]).
+    /// Builds the next invalidation of a **strict** category, numbered through `numbered`
+    /// (this machine's counter, locked: the caller queues the message before it unlocks):
+    /// like [`Self::outgoing`], plus `ack_to`, and the change is tracked until
+    /// [`Action::Acknowledged`]. Call [`Self::published`] when the PUBLISH returned (or
+    /// [`Self::publish_failed`]).
     pub fn outgoing_strict(
         &mut self,
+        numbered: &mut Numbered<'_>,
         category: Option<&str>,
         target: Target,
         kind: ChangeKind,
         now: Instant,
     ) -> BusMessage {
-        let mut msg = self.outgoing(category, target, kind, now);
+        let _ = now;
+        let mut msg = self.stamp.invalidation(numbered, category, target, kind);
         if let BusMessage::Invalidation(inv) = &mut msg {
             inv.ack_to = self.ack_to.clone();
             self.strict.track(inv.seq);
@@ -249,18 +256,20 @@ impl Coherence {
         msg
     }
 
-    /// Builds a change made while Redis is down (its L2 write failed): like
+    /// Builds a change made while Redis is down (its L2 write failed), numbered through
+    /// `numbered` (locked; the caller sends it before it unlocks): like
     /// [`Self::outgoing`], plus `ack_to`; it is acknowledged ([`Action::Acknowledged`]) only
     /// when every peer in the session acked it within B, else refused
     /// ([`Action::NotAcknowledged`]). The driver sends it over QUIC.
     pub fn outgoing_peer(
         &mut self,
+        numbered: &mut Numbered<'_>,
         category: Option<&str>,
         target: Target,
         kind: ChangeKind,
         now: Instant,
     ) -> (BusMessage, Vec<Action>) {
-        let mut msg = self.outgoing(category, target, kind, now);
+        let mut msg = self.stamp.invalidation(numbered, category, target, kind);
         let BusMessage::Invalidation(inv) = &mut msg else {
             return (msg, Vec::new());
         };
@@ -274,7 +283,7 @@ impl Coherence {
     /// skip a sequence number, so every receiver sees a gap at our next invalidation or
     /// heartbeat and flushes (fail closed).
     pub fn skip_seq(&mut self) {
-        self.last_sent_seq = self.last_sent_seq.saturating_add(1);
+        self.stamp.lock().take();
     }
 
     /// Redis took the PUBLISH of our strict change `seq`, which reached `receivers`

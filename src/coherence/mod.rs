@@ -180,6 +180,7 @@ mod input;
 pub mod lease;
 mod link;
 mod machine;
+pub mod numbering;
 mod peer;
 pub mod primary;
 mod sequence;
@@ -192,6 +193,7 @@ pub use counters::CoherenceCounters;
 pub use lease::Lease;
 pub use link::LinkState;
 pub use machine::Coherence;
+pub use numbering::Stamp;
 pub use primary::SentinelAnswer;
 pub use sequence::MAX_ORIGINS;
 

@@ -153,7 +153,9 @@ fn a_peer_declared_dead_flushes_and_no_longer_holds_the_lease_back() {
 fn changes_without_redis_wait_for_every_session_peer() {
     let t = Instant::now();
     let mut n = peer_node("n1", &["n2", "n3"], t);
+    let stamp = n.stamp().clone();
     let (msg, a) = n.outgoing_peer(
+        &mut stamp.lock(),
         Some("roles"),
         Target::Key("k".into()),
         ChangeKind::Delete,
@@ -181,6 +183,7 @@ fn changes_without_redis_wait_for_every_session_peer() {
     // A peer declared dead still has to ack (it may be alive behind a partition).
     let _ = n.set_live_peers(["n2".to_string()], t + 3 * MS);
     let (msg, _) = n.outgoing_peer(
+        &mut stamp.lock(),
         Some("roles"),
         Target::Key("k".into()),
         ChangeKind::Delete,
@@ -208,8 +211,15 @@ fn changes_without_redis_wait_for_every_session_peer() {
 fn alone_without_redis_nothing_is_acknowledged_and_no_lease() {
     let t = Instant::now();
     let mut n = peer_node("n1", &[], t);
+    let stamp = n.stamp().clone();
     assert_eq!(peer_ping_id(&n.tick(t)), None);
-    let (msg, a) = n.outgoing_peer(None, Target::Everything, ChangeKind::Invalidate, t);
+    let (msg, a) = n.outgoing_peer(
+        &mut stamp.lock(),
+        None,
+        Target::Everything,
+        ChangeKind::Invalidate,
+        t,
+    );
     let BusMessage::Invalidation(inv) = msg else {
         panic!("an invalidation");
     };

@@ -340,3 +340,81 @@ fn quic_only_change_after_a_later_number_is_still_applied() {
         assert_eq!((d.duplicates, d.gaps, d.flushes), (1, 1, 1));
     }
 }
+
+/// The heartbeats among `actions`, as their last seq.
+fn heartbeats(actions: &[Action]) -> Vec<u64> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(BusMessage::Heartbeat { last_seq, .. }) => Some(*last_seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writers number plain changes through the machine's stamp, the machine numbers its
+/// strict changes and heartbeats: one sequence. A receiver fed everything in queue order
+/// applies every change and never flushes; the same traffic with one writer's change lost
+/// is caught by the next heartbeat (which would not happen if the heartbeat read a counter
+/// of its own, behind the writers').
+#[test]
+fn writers_and_the_machine_number_in_one_sequence() {
+    let t = Instant::now();
+    let run = |lose: Option<u64>| {
+        let mut writer = node("n2", 2, t);
+        writer.link_up(t);
+        let stamp = writer.stamp().clone();
+        let (mut receiver, base) = ready(&[("n2", 2)], t);
+        let mut queue = Vec::new();
+        let mut at = t;
+        for round in 0..4u64 {
+            for _ in 0..3 {
+                let mut numbered = stamp.lock();
+                let key = Target::Key(format!("k{round}"));
+                queue.push(stamp.invalidation(
+                    &mut numbered,
+                    Some("general"),
+                    key,
+                    ChangeKind::Set,
+                ));
+            }
+            let mut numbered = stamp.lock();
+            queue.push(writer.outgoing_strict(
+                &mut numbered,
+                Some("permissions"),
+                Target::Key("p".into()),
+                ChangeKind::Set,
+                at,
+            ));
+            drop(numbered);
+            at += Duration::from_millis(250);
+            let beats = writer.tick(at);
+            assert_eq!(heartbeats(&beats), vec![4 * (round + 1)]);
+            queue.extend(beats.into_iter().filter_map(|a| match a {
+                Action::Publish(m) => Some(m),
+                _ => None,
+            }));
+        }
+        assert_eq!(writer.last_sent_seq(), 16);
+        let mut flushed = 0;
+        for msg in queue {
+            if let BusMessage::Invalidation(i) = &msg {
+                if Some(i.seq) == lose {
+                    continue;
+                }
+            }
+            let actions = receiver.handle_message(msg, at);
+            flushed += actions
+                .iter()
+                .filter(|a| matches!(a, Action::FlushAll(_)))
+                .count();
+        }
+        (flushed, delta(&receiver, base))
+    };
+    let (flushed, d) = run(None);
+    assert_eq!((flushed, d.gaps, d.received), (0, 0, 16));
+    // Lose round 1's strict change (seq 8), the last number before a heartbeat: only the
+    // heartbeat reveals it.
+    let (flushed, d) = run(Some(8));
+    assert_eq!((flushed, d.gaps), (1, 1));
+}

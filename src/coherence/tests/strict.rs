@@ -24,7 +24,15 @@ fn strict_writer(peers: &[&str], t: Instant) -> Coherence {
 }
 
 fn strict_change(n: &mut Coherence, t: Instant) -> (u64, BusMessage) {
-    let m = n.outgoing_strict(Some("roles"), Target::Key("r".into()), ChangeKind::Set, t);
+    let stamp = n.stamp().clone();
+    let mut numbered = stamp.lock();
+    let m = n.outgoing_strict(
+        &mut numbered,
+        Some("roles"),
+        Target::Key("r".into()),
+        ChangeKind::Set,
+        t,
+    );
     match &m {
         BusMessage::Invalidation(i) => {
             assert_eq!(i.ack_to.as_deref(), Some("n1-inst"));
