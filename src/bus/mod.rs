@@ -6,8 +6,9 @@
 //!   shared invalidation channel and this node's own ping channel (same connection, so a
 //!   ping's echo arrives after every invalidation Redis processed before it); it reconnects
 //!   with exponential backoff (backon);
-//! - a **publisher task** sends our messages in the order the machine numbered them (what
-//!   queued up goes as one pipeline; an authoritative write travels with its invalidation
+//! - a **publisher task** sends our messages in the order they were numbered (what
+//!   queued up goes as one pipeline; a plain change is numbered and queued by its writer's
+//!   own task through the [`outbox`], under the lock of the machine's counter; an authoritative write travels with its invalidation
 //!   in one script, [`BundledWrite`]), on the command connection, through the control breaker of
 //!   [`crate::l2`] (never the data breaker), so the actor itself never waits on Redis and
 //!   keeps draining inbound invalidations while we publish. An invalidation Redis refused is
@@ -17,8 +18,9 @@
 //!
 //! The bus reaches the rest of the node only through [`NodePort`] (implemented by the cache
 //! module), and the rest of the node reaches the bus through [`BusHandle`] and [`publish`].
-//! Files: `handle` (the way in), `handlers` (one method per message), `actions` (the
-//! machine's actions), `publisher`, `connection`, `replay` (the tasks), `isolation`, `port`.
+//! Files: `handle` (the way in), `outbox` (the publisher's queue, where writers number and
+//! queue plain changes), `handlers` (one method per message), `actions` (the machine's
+//! actions), `publisher`, `connection`, `replay` (the tasks), `isolation`, `port`.
 //!
 //! Inbound payloads go through `wire::decode` into the machine; what cannot be decoded is
 //! counted and flushes L1 (fail closed). With a cluster secret (`HC_CLUSTER_SECRET`), every
@@ -33,8 +35,8 @@
 //! The actor's mailbox and the publisher's queue are fronted by
 //! [`MailboxGate`](crate::actors::mailbox::MailboxGate)s. The connection task *waits* for a
 //! slot (it stops reading; Redis buffers, and past its pub/sub output limit drops the
-//! subscription, which revokes the lease). A local writer or a peer that finds the mailbox
-//! full does not wait: [`BusMsg::Overflow`] then flushes L1 and skips one of our sequence
+//! subscription, which revokes the lease). A local writer of a strict change, or a peer,
+//! that finds the mailbox full does not wait: [`BusMsg::Overflow`] then flushes L1 and skips one of our sequence
 //! numbers, so every peer sees a gap and flushes too (the refused message may have been one
 //! of our invalidations). A message the publisher's queue refuses is a failed publish. The
 //! periodic [`BusMsg::Tick`] is coalesced (one in flight at most).
