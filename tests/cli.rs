@@ -69,7 +69,7 @@ fn start_node(extra: &[&str]) -> NodeProcess {
             if let Ok(Some(_)) = node.child.try_wait() {
                 break; // port collision: try another
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if serves_as(port, "cli1") {
                 return node;
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -77,6 +77,23 @@ fn start_node(extra: &[&str]) -> NodeProcess {
         let _ = node.child.kill();
     }
     panic!("node did not start");
+}
+
+/// Whether the HTTP server on `port` is the node `node_id` (its `/health` says so): a bare
+/// TCP connect could reach another process that held the port a moment ago.
+fn serves_as(port: u16, node_id: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if s.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 ") && answer.contains(&format!("\"node_id\":\"{node_id}\""))
 }
 
 fn cli(node: &NodeProcess, args: &[&str]) -> Output {
