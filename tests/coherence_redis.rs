@@ -1743,3 +1743,72 @@ async fn concurrent_plain_and_strict_writes_arrive_in_sequence() {
     a.node.shutdown().await;
     b.node.shutdown().await;
 }
+
+/// The text of `n`'s `/metrics`.
+async fn metrics_of(c: &reqwest::Client, n: &TestNode) -> String {
+    c.get(format!("{}/metrics", n.base))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// A writer queues its plain change on the bus publisher's queue itself, so that queue's
+/// bound is what bounds such writes. With the publisher stalled and a bound of 2 (filled by
+/// the node's own pings and heartbeats), a write is refused rather than queued: the writer
+/// gets an error while the publisher is still stalled, the refusal is counted, the value
+/// reaches neither L2 nor an L1, and the sequence number the change took is a gap at which
+/// the other node flushes once the publisher goes on (Redis is up throughout: nothing else
+/// makes it flush).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_publisher_queue_refuses_a_plain_write_and_peers_flush() {
+    let redis = blocking(RedisServer::start);
+    let ns = namespace("pubqueue");
+    let a = TestNode::from_config(Config {
+        mailbox_capacity: 2,
+        ..node_config("a", &ns, Some(target(&redis)))
+    })
+    .await;
+    let b = TestNode::start("b", &ns, Some(target(&redis))).await;
+    settle(&[&a, &b]).await;
+    let http = client();
+    put_seen(&http, &a, &[&b], "general", "first", "x").await;
+    let flushes = b.flushes().await;
+
+    let release = a.node.cache().hold_bus_publisher().expect("the bus runs");
+    let depth = "hc_mailbox_depth{mailbox=\"publisher\"}";
+    let full = poll(BOUND, || async {
+        metric(&metrics_of(&http, &a).await, depth) == 2
+    })
+    .await;
+    assert!(full, "the stalled publisher's queue never filled");
+    let refused = a.node.cache().set("general", "k", "v", None).await;
+    assert!(refused.is_err(), "a write was accepted with the queue full");
+    let text = metrics_of(&http, &a).await;
+    assert!(metric(&text, "hc_mailbox_overflows_total{mailbox=\"publisher\"}") > 0);
+    assert_eq!(metric(&text, depth), 2, "the queue grew past its bound");
+    assert_eq!(
+        b.flushes().await,
+        flushes,
+        "b flushed before the publisher went on"
+    );
+    let _ = release.send(());
+
+    let flushed = poll(BOUND, || async { b.flushes().await > flushes }).await;
+    assert!(flushed, "b never saw the refused change's number missing");
+    let l2 = blocking(|| redis_get(&redis, &redis_key(&ns, "general", 0, "k")));
+    // Its L2 outcome counts as unknown, so the key is replayed as a removal (a tombstone).
+    assert_ne!(l2, Some(tagged(b"v")), "the refused write reached L2");
+    for n in [&a, &b] {
+        let (status, _, body) = get(&http, n, "general", "k").await;
+        assert!(
+            status != 200 || body != b"v",
+            "{} serves the refused write",
+            n.base
+        );
+    }
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+}

@@ -54,7 +54,7 @@ impl BusState {
                         self.send_peer(Some(&origin), &ack);
                     } else {
                         let channel = ping_channel(&self.bus_ns, &to);
-                        self.send_to(&ack, channel, None, None, None);
+                        self.outbox.queue(&ack, channel, None, None, None);
                     }
                 }
             }

@@ -77,6 +77,11 @@ impl BusHandle {
         Some(release)
     }
 
+    /// Test hook: stalls the bus's publisher until the returned sender fires or is dropped.
+    pub(crate) fn hold_publisher(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.outbox()?.hold()
+    }
+
     /// Installs (or, with `None`, removes) the running bus actor. Removing it also removes
     /// its outbox: a change is never numbered in a dead bus's sequence.
     pub(crate) fn attach(&self, actor: Option<ActorRef<BusMsg>>) {

@@ -89,7 +89,7 @@ impl BusState {
                 self.strict_waiters.insert(seq, d);
             }
             let channel = outbox.channel().to_owned();
-            let queued = self.send_to(&msg, channel, None, Some(seq), write);
+            let queued = outbox.queue(&msg, channel, None, Some(seq), write);
             drop(numbered);
             if !queued {
                 self.machine.publish_failed(seq);

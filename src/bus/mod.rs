@@ -319,7 +319,7 @@ impl Actor for BusActor {
             publisher::spawn_publisher(node.clone(), handle.clone(), myself.clone(), key.clone());
         let outbox = Arc::new(outbox::Outbox::new(
             node.clone(),
-            handle.clone(),
+            handle.publisher_gate().clone(),
             queue,
             machine.stamp().clone(),
             channel.clone(),

@@ -13,18 +13,38 @@
 
 use std::sync::Arc;
 
-use super::handle::BusHandle;
 use super::port::NodePort;
-use super::publisher::{Outgoing, Queue};
 use super::{BundledWrite, ChangeKind, Done, PublishError, Target};
+use crate::actors::mailbox::MailboxGate;
 use crate::coherence::Stamp;
 use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
 
+/// A message for the publisher task.
+pub(super) struct Outgoing {
+    pub(super) bytes: Vec<u8>,
+    /// Full channel name.
+    pub(super) channel: String,
+    /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
+    pub(super) invalidation: bool,
+    pub(super) done: Option<Done>,
+    /// Report the outcome of this strict change back to the actor.
+    pub(super) strict_seq: Option<u64>,
+    /// The value write this invalidation announces, sent in the same script.
+    pub(super) write: Option<BundledWrite>,
+    /// Test hook ([`Outbox::hold`]): not a message; the
+    /// publisher sends nothing more until this fires or is dropped.
+    pub(super) hold: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// The queue to the publisher task.
+pub(super) type Queue = tokio::sync::mpsc::UnboundedSender<Outgoing>;
+
 /// The publisher's queue of one bus actor's life, with that machine's numbering.
 pub struct Outbox {
     node: Arc<dyn NodePort>,
-    handle: Arc<BusHandle>,
+    /// The gate that bounds the queue.
+    gate: Arc<MailboxGate>,
     queue: Queue,
     stamp: Stamp,
     /// The shared invalidation channel.
@@ -34,14 +54,14 @@ pub struct Outbox {
 impl Outbox {
     pub(super) fn new(
         node: Arc<dyn NodePort>,
-        handle: Arc<BusHandle>,
+        gate: Arc<MailboxGate>,
         queue: Queue,
         stamp: Stamp,
         channel: String,
     ) -> Self {
         Outbox {
             node,
-            handle,
+            gate,
             queue,
             stamp,
             channel,
@@ -56,6 +76,24 @@ impl Outbox {
     /// The shared invalidation channel.
     pub(super) fn channel(&self) -> &str {
         &self.channel
+    }
+
+    /// Test hook: the publisher sends nothing more (what is queued stays queued, within the
+    /// gate's bound) until the returned sender fires or is dropped. Takes no slot.
+    pub(super) fn hold(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        let (release, held) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Outgoing {
+                bytes: Vec::new(),
+                channel: String::new(),
+                invalidation: false,
+                done: None,
+                strict_seq: None,
+                write: None,
+                hold: Some(held),
+            })
+            .ok()?;
+        Some(release)
     }
 
     /// A writer's plain change: numbered and queued under the counter's lock (see the
@@ -107,7 +145,7 @@ impl Outbox {
                 return fail(done, PublishError::Refused(e.to_string()));
             }
         };
-        let gate = self.handle.publisher_gate();
+        let gate = &self.gate;
         if !gate.try_reserve() {
             gate.note_refused();
             tracing::warn!("bus publisher queue full: message not sent");
@@ -120,6 +158,7 @@ impl Outbox {
             done,
             strict_seq,
             write,
+            hold: None,
         });
         match queued {
             Ok(()) => true,

@@ -3,41 +3,24 @@
 //! its invalidation), on the command connection, through the control breaker of [`crate::l2`]
 //! (never the data breaker), so the actor itself never waits on Redis. An invalidation
 //! Redis refused (or any, without Redis) also goes to the peers over QUIC. Also the actor's
-//! side of the queue ([`BusState::send`], [`BusState::send_to`], through the
-//! [`Outbox`](super::outbox::Outbox) the writers queue their plain changes on) and its QUIC
-//! path ([`BusState::send_peer`]).
+//! side of the queue ([`BusState::send`], through the [`Outbox`](super::outbox::Outbox) the
+//! writers queue their plain changes on) and its QUIC path ([`BusState::send_peer`]).
 
 use std::sync::Arc;
 
 use ractor::ActorRef;
 
 use super::handle::{tell_waiting, BusHandle};
+use super::outbox::{Outgoing, Queue};
 use super::port::NodePort;
-use super::{BundledWrite, BusMsg, BusState, Done, PublishError};
+use super::{BusMsg, BusState, Done, PublishError};
 use crate::l2::Outbound;
 use crate::stats::NodeCounters;
 use crate::wire::{self, BusMessage};
 use crate::wire_auth::ClusterKey;
 
-/// A message for the publisher task.
-pub(super) struct Outgoing {
-    pub(super) bytes: Vec<u8>,
-    /// Full channel name.
-    pub(super) channel: String,
-    /// Invalidations also go to peers over QUIC when Redis refuses them (or without Redis).
-    pub(super) invalidation: bool,
-    pub(super) done: Option<Done>,
-    /// Report the outcome of this strict change back to the actor.
-    pub(super) strict_seq: Option<u64>,
-    /// The value write this invalidation announces, sent in the same script.
-    pub(super) write: Option<BundledWrite>,
-}
-
 /// Most invalidations sent in one pipelined round trip.
 const PUBLISH_BATCH: usize = 256;
-
-/// The queue to the publisher task.
-pub(super) type Queue = tokio::sync::mpsc::UnboundedSender<Outgoing>;
 
 /// Publishes the messages in the order the actor numbered them: whatever queued up while
 /// the previous round trip was in flight goes out as one pipeline (one round trip for many
@@ -52,9 +35,24 @@ pub(super) fn spawn_publisher(
     let task = tokio::spawn(async move {
         let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
         while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-            // The queue is bounded by the publisher gate (see `BusState::send_to`).
+            let mut holds = Vec::new();
+            batch.retain_mut(|o| match o.hold.take() {
+                Some(h) => {
+                    holds.push(h);
+                    false
+                }
+                None => true,
+            });
+            // The queue is bounded by the publisher gate (see `Outbox::queue`); a hold
+            // took no slot.
             for _ in 0..batch.len() {
                 handle.publisher_gate().release();
+            }
+            for held in holds {
+                let _ = held.await;
+            }
+            if batch.is_empty() {
+                continue;
             }
             if let Some(k) = &key {
                 for o in &mut batch {
@@ -184,19 +182,6 @@ impl BusState {
         } else {
             self.channel.clone()
         };
-        self.send_to(msg, channel, done, None, None);
-    }
-
-    /// Queues `msg` (with `write`, the value write it announces) for the publisher (see
-    /// [`Outbox::queue`](super::outbox::Outbox::queue)). False when it was not queued.
-    pub(super) fn send_to(
-        &self,
-        msg: &BusMessage,
-        channel: String,
-        done: Option<Done>,
-        strict_seq: Option<u64>,
-        write: Option<BundledWrite>,
-    ) -> bool {
-        self.outbox.queue(msg, channel, done, strict_seq, write)
+        self.outbox.queue(msg, channel, done, None, None);
     }
 }

@@ -272,6 +272,13 @@ impl HybridCache {
         self.shared.bus.hold()
     }
 
+    /// Test hook: stalls the bus's publisher (the queue of this node's outgoing bus
+    /// messages) until the returned sender fires or is dropped.
+    #[doc(hidden)]
+    pub fn hold_bus_publisher(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.shared.bus.hold_publisher()
+    }
+
     /// Sends a test hook's message to `category`'s actor.
     fn cast_to_actor(&self, category: &str, msg: CategoryMsg) -> Result<(), CacheError> {
         self.category(category)?;
