@@ -8,10 +8,11 @@
 //!   with exponential backoff (backon);
 //! - a **publisher task** sends our messages in the order they were numbered (what
 //!   queued up goes as one pipeline; a plain change is numbered and queued by its writer's
-//!   own task through the [`outbox`], under the lock of the machine's counter; an authoritative write travels with its invalidation
-//!   in one script, [`BundledWrite`]), on the command connection, through the control breaker of
-//!   [`crate::l2`] (never the data breaker), so the actor itself never waits on Redis and
-//!   keeps draining inbound invalidations while we publish. An invalidation Redis refused is
+//!   own task through the [`outbox`], under the lock of the machine's counter; an
+//!   authoritative write travels with its invalidation in one script, [`BundledWrite`]), on
+//!   the command connection, through the control breaker of [`crate::l2`] (never the data
+//!   breaker), so the actor itself never waits on Redis and keeps draining inbound
+//!   invalidations while we publish. An invalidation Redis refused is
 //!   also sent to the peers over QUIC, and its writer is told it failed;
 //! - a **replay worker** (one at a time) writes the changes whose L2 outcome was unknown into
 //!   L2 once Redis answers again, then announces them: the actor never runs an L2 call.
@@ -36,8 +37,8 @@
 //! [`MailboxGate`](crate::actors::mailbox::MailboxGate)s. The connection task *waits* for a
 //! slot (it stops reading; Redis buffers, and past its pub/sub output limit drops the
 //! subscription, which revokes the lease). A local writer of a strict change, or a peer,
-//! that finds the mailbox full does not wait: [`BusMsg::Overflow`] then flushes L1 and skips one of our sequence
-//! numbers, so every peer sees a gap and flushes too (the refused message may have been one
+//! that finds the mailbox full does not wait: [`BusMsg::Overflow`] then flushes L1 and
+//! skips one of our sequence numbers, so every peer sees a gap and flushes too (the refused message may have been one
 //! of our invalidations). A message the publisher's queue refuses is a failed publish. The
 //! periodic [`BusMsg::Tick`] is coalesced (one in flight at most).
 
