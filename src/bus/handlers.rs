@@ -88,7 +88,7 @@ impl BusState {
             if let Some(d) = done {
                 self.strict_waiters.insert(seq, d);
             }
-            let channel = outbox.channel().to_owned();
+            let channel = self.channel.clone();
             let queued = outbox.queue(&msg, channel, None, Some(seq), write);
             drop(numbered);
             if !queued {

@@ -73,11 +73,6 @@ impl Outbox {
         &self.stamp
     }
 
-    /// The shared invalidation channel.
-    pub(super) fn channel(&self) -> &str {
-        &self.channel
-    }
-
     /// Test hook: the publisher sends nothing more (what is queued stays queued, within the
     /// gate's bound) until the returned sender fires or is dropped. Takes no slot.
     pub(super) fn hold(&self) -> Option<tokio::sync::oneshot::Sender<()>> {
